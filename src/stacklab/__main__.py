@@ -1,0 +1,3 @@
+from stacklab.cli import main
+
+main()

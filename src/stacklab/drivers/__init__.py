@@ -1,0 +1,1 @@
+"""One module per resource kind. Drivers do I/O only through what the DriverContext gives them."""

@@ -1,0 +1,105 @@
+"""The driver contract every resource kind implements.
+
+observe() is read-only; diff() is pure; apply() makes the host match the change and returns the outputs later
+resources need (addresses, paths, ids); delete() removes what the state file recorded. If apply() fails it
+removes what it half-made, or leaves only objects carrying the lab's ownership mark so that `down` finds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stacklab.exec.runner import Runner
+from stacklab.plan.diff import default_diff
+from stacklab.plan.resource import Change, Observed, Resource
+
+if TYPE_CHECKING:
+    from stacklab.host.capabilities import HostReport
+    from stacklab.model.lab import Lab
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class DriverContext:
+    """Everything a driver may use to reach the host. Tests build one with fakes."""
+
+    lab: Lab
+    runner: Runner
+    state_dir: Path
+    # Outputs of already-applied resources by id (read from the state file); filled by the engine.
+    outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    host: HostReport | None = None
+    # Progress callback for long steps (image builds, boots): message -> None.
+    progress: Callable[[str], None] = lambda _msg: None
+    # Drivers that share one host object (e.g. the libvirt connection) keep it here.
+    shared: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def output(self, resource_id: str, key: str) -> Any:
+        try:
+            return self.outputs[resource_id][key]
+        except KeyError as exc:
+            raise KeyError(f"{resource_id} has no recorded output {key!r} (was it applied?)") from exc
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.state_dir
+
+
+class Driver(Protocol):
+    kind: str
+
+    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+        """Read-only: what exists on the host for this resource, or None."""
+        ...
+
+    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
+        """Pure: what to do. Most drivers use default_diff."""
+        ...
+
+    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
+        """Create/update/replace; returns outputs recorded in the state file."""
+        ...
+
+    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+        """Remove what `recorded` names; must succeed if it is already gone."""
+        ...
+
+
+class BaseDriver:
+    """Convenience base: default diff with the driver's in-place updatable keys."""
+
+    kind = "base"
+    updatable: frozenset[str] = frozenset()
+
+    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
+        return default_diff(resource, observed, recorded, updatable=self.updatable)
+
+
+DriverFactory = Callable[[], Driver]
+_REGISTRY: dict[str, DriverFactory] = {}
+
+
+def register(kind: str) -> Callable[[DriverFactory], DriverFactory]:
+    def deco(factory: DriverFactory) -> DriverFactory:
+        _REGISTRY[kind] = factory
+        return factory
+
+    return deco
+
+
+def registered_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def driver_for(kind: str) -> Driver:
+    try:
+        return _REGISTRY[kind]()
+    except KeyError:
+        raise KeyError(f"no driver registered for resource kind {kind!r}") from None

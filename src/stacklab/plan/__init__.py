@@ -1,0 +1,1 @@
+"""Resources, the dependency DAG and the pure diff. No I/O here: drivers observe."""
