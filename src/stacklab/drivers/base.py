@@ -40,6 +40,13 @@ class DriverContext:
     # Drivers that share one host object (e.g. the libvirt connection) keep it here.
     shared: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Runner that executes on a lab node (SSH with the lab key); provided by the engine once nodes exist.
+    node_runner: Callable[[str], Runner] | None = None
+
+    def on_node(self, node: str) -> Runner:
+        if self.node_runner is None:
+            raise RuntimeError("this context has no node runner (nodes are not part of this run)")
+        return self.node_runner(node)
 
     def output(self, resource_id: str, key: str) -> Any:
         try:

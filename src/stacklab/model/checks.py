@@ -1,0 +1,263 @@
+"""Cross-reference checks over a schema-valid Lab. Pure: yields (location, message, hint) for every problem."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+from stacklab.model.addressing import AUTO_START_OFFSET, AddressPoolExhausted, node_addresses
+from stacklab.model.errors import Loc
+from stacklab.model.lab import Lab
+from stacklab.model.paths import find_images_dir
+
+Problem = tuple[Loc, str, str | None]
+REQUIRED_NETWORKS = ("mgmt", "storage")
+
+# What each OpenStack service needs running beside it (Debian Zed packages, as on our CI host).
+SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
+    "keystone": ("mariadb", "memcached"),
+    "glance": ("keystone",),
+    "placement": ("keystone", "mariadb"),
+    "neutron": ("keystone", "mariadb", "rabbitmq"),
+    "nova": ("keystone", "glance", "placement", "neutron", "mariadb", "rabbitmq"),
+    "cinder": ("keystone", "mariadb", "rabbitmq"),
+    "swift": ("keystone",),
+}
+SUITE_NEEDS: dict[str, tuple[str, ...]] = {
+    "attach": ("cinder", "nova"),
+    "replication": ("swift",),
+    "caching": ("glance", "nova"),
+    "evacuation": ("nova",),
+}
+
+
+def _one_of(names: object) -> str:
+    listed = ", ".join(sorted(names)) if names else "none"  # type: ignore[call-overload]
+    return f"defined: {listed}"
+
+
+def cross_check(lab: Lab, *, base_dir: Path | None = None) -> Iterator[Problem]:
+    yield from _check_networks(lab)
+    yield from _check_images(lab, base_dir)
+    yield from _check_nodes(lab)
+    yield from _check_storage(lab)
+    yield from _check_openstack(lab)
+    yield from _check_verify(lab)
+
+
+def _check_networks(lab: Lab) -> Iterator[Problem]:
+    for required in REQUIRED_NETWORKS:
+        if required not in lab.networks:
+            yield ("networks",), f"network {required!r} is required", "every lab has mgmt (API, SSH) and storage"
+    seen_ifnames: dict[str, str] = {}
+    for name, net in lab.networks.items():
+        ifname = lab.bridge_ifname(name)
+        if len(ifname) > 15:
+            yield (
+                ("networks", name, "bridge"),
+                f"kernel name {ifname!r} is longer than 15 characters",
+                f"shorten the bridge name to {15 - len(lab.kernel_prefix)} characters or set pin_name",
+            )
+        if ifname in seen_ifnames:
+            yield ("networks", name, "bridge"), f"bridge {ifname!r} is also used by network {seen_ifnames[ifname]!r}", None
+        seen_ifnames[ifname] = name
+        if net.gateway is not None and (
+            net.gateway not in net.cidr or net.gateway in (net.cidr.network_address, net.cidr.broadcast_address)
+        ):
+            yield ("networks", name, "gateway"), f"gateway {net.gateway} is not a host address of {net.cidr}", None
+        if net.cidr.prefixlen > 28:
+            yield ("networks", name, "cidr"), f"{net.cidr} is too small for a lab", "use a /24"
+    names = list(lab.networks)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if lab.networks[first].cidr.overlaps(lab.networks[second].cidr):
+                yield (
+                    ("networks", second, "cidr"),
+                    f"{lab.networks[second].cidr} overlaps network {first!r} ({lab.networks[first].cidr})",
+                    "each lab network needs its own subnet",
+                )
+
+
+def _check_images(lab: Lab, base_dir: Path | None) -> Iterator[Problem]:
+    if base_dir is None:
+        return
+    images_dir = find_images_dir(base_dir)
+    for name, image in lab.images.items():
+        if images_dir is None or not (images_dir / f"{image.recipe}.yml").is_file():
+            where = str(images_dir) if images_dir else "no images/ directory above the lab file"
+            yield ("images", name, "recipe"), f"recipe {image.recipe!r} not found", f"looked in {where}"
+
+
+def _check_nodes(lab: Lab) -> Iterator[Problem]:
+    for name, node in lab.nodes.items():
+        if node.image not in lab.images:
+            yield ("nodes", name, "image"), f"unknown image {node.image!r}", _one_of(lab.images)
+        if "mgmt" in lab.networks and "mgmt" not in node.nics:
+            yield ("nodes", name, "nics"), "every node needs a NIC on mgmt", "SSH and the APIs use br-mgmt"
+        for net, nic in node.nics.items():
+            if net not in lab.networks:
+                yield ("nodes", name, "nics", net), f"unknown network {net!r}", _one_of(lab.networks)
+                continue
+            if nic.address == "auto":
+                continue
+            cidr = lab.networks[net].cidr
+            loc: Loc = ("nodes", name, "nics", net, "address")
+            if nic.address not in cidr or nic.address in (cidr.network_address, cidr.broadcast_address):
+                yield loc, f"{nic.address} is not a host address of {net} ({cidr})", None
+            elif nic.address == lab.networks[net].gateway_address:
+                yield loc, f"{nic.address} is the gateway (host) address of {net}", "pick another address"
+            elif nic.address < cidr.network_address + AUTO_START_OFFSET:
+                pass  # allowed: hand-placed low addresses
+        for disk_names in [[d.name for d in node.disks]]:
+            dupes = {d for d in disk_names if disk_names.count(d) > 1}
+            if dupes:
+                yield ("nodes", name, "disks"), f"duplicate disk names: {', '.join(sorted(dupes))}", None
+    yield from _check_unique_addresses(lab)
+
+
+def _check_unique_addresses(lab: Lab) -> Iterator[Problem]:
+    owners: dict[tuple[str, ipaddress.IPv4Address], str] = {}
+    for name, node in lab.nodes.items():
+        for net, nic in node.nics.items():
+            if nic.address == "auto":
+                continue
+            key = (net, nic.address)
+            if key in owners:
+                yield (
+                    ("nodes", name, "nics", net, "address"),
+                    f"{nic.address} is already used by node {owners[key]!r}",
+                    "addresses are unique per network",
+                )
+            owners[key] = name
+    try:
+        node_addresses(lab)
+    except AddressPoolExhausted as exc:
+        yield ("nodes",), str(exc), "use a larger CIDR or fixed addresses"
+
+
+def _node_ref(lab: Lab, loc: Loc, node: str, *, needs_storage: bool = True) -> Iterator[Problem]:
+    if node not in lab.nodes:
+        yield loc, f"unknown node {node!r}", _one_of(lab.nodes)
+    elif needs_storage and "storage" not in lab.nodes[node].nics:
+        yield loc, f"node {node!r} has no NIC on the storage network", "storage traffic crosses br-storage"
+
+
+def _check_storage(lab: Lab) -> Iterator[Problem]:
+    st = lab.storage
+    if st.lvm:
+        yield from _node_ref(lab, ("storage", "lvm", "node"), st.lvm.node)
+    if st.iscsi:
+        yield from _node_ref(lab, ("storage", "iscsi", "node"), st.iscsi.node)
+        for i, client in enumerate(st.iscsi.initiators):
+            yield from _node_ref(lab, ("storage", "iscsi", "initiators", i), client)
+        for i, target in enumerate(st.iscsi.targets):
+            loc: Loc = ("storage", "iscsi", "targets", i, "backing")
+            if target.backing == "lvm" and (st.lvm is None or st.lvm.node != st.iscsi.node):
+                yield loc, "an lvm-backed LUN needs storage.lvm on the same node", "or use backing: file"
+            if target.backing == "rbd" and st.ceph is None:
+                yield loc, "an rbd-backed LUN needs storage.ceph", "or use backing: file"
+        names = [t.name for t in st.iscsi.targets]
+        for i, target in enumerate(st.iscsi.targets):
+            if names.index(target.name) != i:
+                yield ("storage", "iscsi", "targets", i, "name"), f"duplicate target {target.name!r}", None
+    if st.nfs:
+        yield from _node_ref(lab, ("storage", "nfs", "node"), st.nfs.node)
+        paths = [e.path for e in st.nfs.exports]
+        for i, export in enumerate(st.nfs.exports):
+            if paths.index(export.path) != i:
+                yield ("storage", "nfs", "exports", i, "path"), f"duplicate export path {export.path}", None
+    if st.ceph:
+        for role in ("mons", "mgrs"):
+            for i, node in enumerate(getattr(st.ceph, role)):
+                yield from _node_ref(lab, ("storage", "ceph", role, i), node)
+        for i, osd in enumerate(st.ceph.osds):
+            yield from _node_ref(lab, ("storage", "ceph", "osds", i, "node"), osd.node)
+        total = sum(o.count for o in st.ceph.osds)
+        if st.ceph.replicas > total:
+            yield (
+                ("storage", "ceph", "replicas"),
+                f"{st.ceph.replicas} replicas need at least as many OSDs; the lab has {total}",
+                "add OSDs or lower replicas",
+            )
+        if len(st.ceph.mons) % 2 == 0:
+            yield ("storage", "ceph", "mons"), f"{len(st.ceph.mons)} monitors cannot break a tie", "use 1 or 3"
+
+
+def _check_openstack(lab: Lab) -> Iterator[Problem]:
+    os_ = lab.openstack
+    if os_ is None:
+        return
+    controllers = lab.nodes_with_role("controller")
+    if os_.controller is not None:
+        yield from _node_ref(lab, ("openstack", "controller"), os_.controller, needs_storage=False)
+    elif len(controllers) != 1:
+        yield (
+            ("openstack", "controller"),
+            f"{len(controllers)} nodes have the controller role; cannot pick the controller",
+            "set openstack.controller or give exactly one node the controller role",
+        )
+    services = set(os_.services)
+    for i, service in enumerate(os_.services):
+        missing = [n for n in SERVICE_NEEDS.get(service, ()) if n not in services]
+        if missing:
+            yield (
+                ("openstack", "services", i),
+                f"{service} needs {', '.join(missing)}",
+                "add them to openstack.services",
+            )
+    if "cinder" in services:
+        for i, backend in enumerate(os_.cinder.backends):
+            needed = {"lvm": ("lvm", "iscsi"), "nfs": ("nfs",), "rbd": ("ceph",)}[backend]
+            for section in needed:
+                if getattr(lab.storage, section) is None:
+                    yield ("openstack", "cinder", "backends", i), f"backend {backend} needs storage.{section}", None
+        if os_.cinder.volume_node:
+            yield from _node_ref(lab, ("openstack", "cinder", "volume_node"), os_.cinder.volume_node)
+    if "glance" in services and os_.glance.store in ("nfs", "rbd"):
+        section = "ceph" if os_.glance.store == "rbd" else "nfs"
+        if getattr(lab.storage, section) is None:
+            yield ("openstack", "glance", "store"), f"store {os_.glance.store} needs storage.{section}", None
+    if "nova" in services:
+        computes = os_.nova.computes or lab.nodes_with_role("compute")
+        for i, node in enumerate(os_.nova.computes):
+            yield from _node_ref(lab, ("openstack", "nova", "computes", i), node)
+        if not computes:
+            yield ("openstack", "nova", "computes"), "nova needs at least one compute node", "give a node the compute role"
+        for field, value in (("images_type", os_.nova.images_type), ("instances_on", os_.nova.instances_on)):
+            section = {"rbd": "ceph", "nfs": "nfs"}.get(value)
+            if section and getattr(lab.storage, section) is None:
+                yield ("openstack", "nova", field), f"{value} needs storage.{section}", None
+    if "swift" in services:
+        swift_nodes = os_.swift.nodes or lab.nodes_with_role("swift")
+        for i, node in enumerate(os_.swift.nodes):
+            yield from _node_ref(lab, ("openstack", "swift", "nodes", i), node)
+        if len(swift_nodes) < os_.swift.replicas:
+            yield (
+                ("openstack", "swift", "replicas"),
+                f"{os_.swift.replicas} replicas need {os_.swift.replicas} swift nodes; the lab has {len(swift_nodes)}",
+                "give more nodes the swift role or lower replicas",
+            )
+
+
+def _check_verify(lab: Lab) -> Iterator[Problem]:
+    services = set(lab.openstack.services) if lab.openstack else set()
+    for i, suite in enumerate(lab.verify.suites):
+        missing = [s for s in SUITE_NEEDS.get(suite, ()) if s not in services]
+        if missing:
+            yield ("verify", "suites", i), f"suite {suite} needs {', '.join(missing)}", "add them to openstack.services"
+        if suite == "evacuation" and lab.openstack and "nova" in services:
+            nova = lab.openstack.nova
+            computes = nova.computes or lab.nodes_with_role("compute")
+            if len(computes) < 2:
+                yield ("verify", "suites", i), "evacuation needs two compute nodes", None
+            if nova.images_type != "rbd" and nova.instances_on == "local":
+                yield (
+                    ("verify", "suites", i),
+                    "evacuation needs instance disks on shared storage",
+                    "set openstack.nova.images_type: rbd or instances_on: nfs",
+                )
+        if suite == "storage" and not any(
+            (lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)
+        ):
+            yield ("verify", "suites", i), "suite storage needs storage.iscsi, nfs or ceph", None

@@ -1,0 +1,209 @@
+"""The lab file schema. Frozen pydantic models; cross-references are checked in checks.py."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from stacklab.model.units import parse_size_mib
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+SizeMiB = Annotated[int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")]
+
+NodeKind = Literal["auto", "vm", "container"]
+Role = Literal["controller", "compute", "storage", "swift", "client"]
+Device = Literal["kvm", "tun", "fuse"]
+ServiceName = Literal[
+    "mariadb", "rabbitmq", "memcached", "keystone", "glance", "placement", "neutron", "nova", "cinder", "swift"
+]
+SuiteName = Literal["infra", "storage", "attach", "replication", "caching", "evacuation"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Network(_Model):
+    bridge: str = Field(description="bridge name, e.g. br-mgmt; the kernel name gets the lab prefix unless pinned")
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None = Field(None, description="host address on the bridge; default: first")
+    mtu: int = Field(1500, ge=576, le=9216)
+    vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag on the host uplink (full kernels)")
+    pin_name: bool = Field(False, description="use `bridge` literally as the kernel name (no lab prefix)")
+
+    @field_validator("bridge")
+    @classmethod
+    def _bridge_name(cls, value: str) -> str:
+        if not value or len(value) > 15 or any(c in value for c in " /:"):
+            raise ValueError("a bridge name is 1-15 characters without spaces, '/' or ':'")
+        return value
+
+    @property
+    def gateway_address(self) -> ipaddress.IPv4Address:
+        return self.gateway or next(self.cidr.hosts())
+
+
+class Image(_Model):
+    recipe: str = Field(description="recipe file under images/, without .yml")
+
+
+class Disk(_Model):
+    name: Name
+    size: SizeMiB
+
+
+class Nic(_Model):
+    address: ipaddress.IPv4Address | Literal["auto"] = "auto"
+
+
+def _nics_shorthand(value: Any) -> Any:
+    """`nics: [mgmt, storage]` means auto addresses on both."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return {v: {} for v in value}
+    return value
+
+
+class Node(_Model):
+    kind: NodeKind = "auto"
+    image: str
+    cpus: int = Field(1, ge=1, le=64)
+    memory: SizeMiB = 1024
+    disks: list[Disk] = Field(default_factory=list)
+    nics: Annotated[dict[str, Nic], BeforeValidator(_nics_shorthand)]
+    roles: list[Role] = Field(default_factory=list)
+    devices: list[Device] = Field(default_factory=list, description="host devices passed in (containers)")
+
+
+class Lvm(_Model):
+    node: str
+    vg: str = "cinder-volumes"
+    size: SizeMiB = 10240
+
+
+class IscsiTarget(_Model):
+    name: Name
+    backing: Literal["lvm", "file", "rbd"] = "file"
+    size: SizeMiB = 1024
+
+
+class Iscsi(_Model):
+    node: str
+    implementation: Literal["auto", "lio", "tgt"] = "auto"
+    chap: bool = True
+    initiators: list[str] = Field(default_factory=list, description="client nodes allowed by ACL")
+    targets: list[IscsiTarget] = Field(default_factory=list)
+
+
+class NfsExport(_Model):
+    name: Name
+    path: str
+    size: SizeMiB | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("an export path is absolute, e.g. /srv/nfs/images")
+        return value
+
+
+class Nfs(_Model):
+    node: str
+    implementation: Literal["auto", "knfsd", "ganesha"] = "auto"
+    versions: list[Literal[3, 4]] = Field(default_factory=lambda: [3, 4])
+    exports: list[NfsExport] = Field(default_factory=list)
+
+
+class CephOsd(_Model):
+    node: str
+    count: int = Field(1, ge=1, le=12)
+    size: SizeMiB = 4096
+
+
+class Ceph(_Model):
+    implementation: Literal["auto", "cephadm", "packages"] = "auto"
+    mons: list[str] = Field(min_length=1)
+    mgrs: list[str] = Field(default_factory=list, description="default: the first monitor")
+    osds: list[CephOsd] = Field(min_length=1)
+    pools: list[Name] = Field(default_factory=lambda: ["volumes", "images", "vms"])
+    clients: list[Name] = Field(default_factory=lambda: ["cinder", "glance", "nova"])
+    replicas: int = Field(3, ge=1, le=5)
+
+
+class Storage(_Model):
+    lvm: Lvm | None = None
+    iscsi: Iscsi | None = None
+    nfs: Nfs | None = None
+    ceph: Ceph | None = None
+
+
+class Glance(_Model):
+    store: Literal["file", "nfs", "rbd"] = "file"
+    cache: bool = True
+
+
+class Cinder(_Model):
+    backends: list[Literal["lvm", "nfs", "rbd"]] = Field(default_factory=lambda: ["lvm"])
+    volume_node: str | None = Field(None, description="node running cinder-volume; default: the storage node")
+
+
+class Swift(_Model):
+    proxy: str | None = Field(None, description="default: the controller")
+    nodes: list[str] = Field(default_factory=list, description="default: nodes with the swift role")
+    replicas: int = Field(3, ge=1, le=5)
+
+
+class Nova(_Model):
+    computes: list[str] = Field(default_factory=list, description="default: nodes with the compute role")
+    images_type: Literal["qcow2", "rbd"] = "qcow2"
+    instances_on: Literal["local", "nfs", "rbd"] = "local"
+
+
+class OpenStack(_Model):
+    release: Literal["zed"] = "zed"
+    controller: str | None = Field(None, description="default: the node with the controller role")
+    services: list[ServiceName] = Field(default_factory=list)
+    glance: Glance = Field(default_factory=Glance)
+    cinder: Cinder = Field(default_factory=Cinder)
+    swift: Swift = Field(default_factory=Swift)
+    nova: Nova = Field(default_factory=Nova)
+
+
+class Verify(_Model):
+    suites: list[SuiteName] = Field(default_factory=list)
+
+
+class Lab(_Model):
+    """A whole lab: networks, images, nodes, storage, OpenStack services and the suites that prove them."""
+
+    name: Name
+    description: str = ""
+    prefix: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9]{1,4}$", description="kernel-name prefix; default: derived from the name"
+    )
+    networks: dict[Name, Network] = Field(min_length=1)
+    images: dict[Name, Image] = Field(default_factory=dict)
+    nodes: dict[Name, Node] = Field(default_factory=dict)
+    storage: Storage = Field(default_factory=Storage)
+    openstack: OpenStack | None = None
+    verify: Verify = Field(default_factory=Verify)
+    # Set by the loader: the file this lab came from (for messages), not part of the schema.
+    source: str = Field("<string>", exclude=True, json_schema_extra={"readOnly": True})
+
+    @property
+    def kernel_prefix(self) -> str:
+        """Short per-lab prefix for kernel names (15 characters at most), so two labs share a host."""
+        if self.prefix:
+            return self.prefix
+        return "s" + hashlib.sha1(self.name.encode()).hexdigest()[:3]
+
+    def bridge_ifname(self, network: str) -> str:
+        net = self.networks[network]
+        return net.bridge if net.pin_name else f"{self.kernel_prefix}{net.bridge}"
+
+    def nodes_with_role(self, role: Role) -> list[str]:
+        return [name for name, node in self.nodes.items() if role in node.roles]

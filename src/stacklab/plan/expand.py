@@ -1,0 +1,187 @@
+"""Lab -> resources with dependencies. Pure: host choices (from doctor) come in as a mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.model.addressing import node_addresses
+from stacklab.model.checks import SERVICE_NEEDS
+from stacklab.model.lab import Lab
+from stacklab.plan.naming import owner_marker, stable_mac, veth_name
+from stacklab.plan.resource import Resource
+
+# What the planner assumes when no host report is given (golden plans): our CI host type.
+USERSPACE_CHOICES: Mapping[str, str] = {
+    "node_kind": "container",
+    "accel": "tcg",
+    "iscsi_target": "tgt",
+    "iscsi_initiator": "libiscsi",
+    "nfs_server": "ganesha",
+    "nfs_client": "libnfs",
+    "ceph": "packages",
+    "block_volumes": "file",
+}
+
+
+def _pick(pinned: str, role: str, choices: Mapping[str, str]) -> str:
+    return choices[role] if pinned == "auto" else pinned
+
+
+def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Resource]:
+    """Every resource the lab owns, in a stable order (networks, key, images, nodes, storage, services)."""
+    resources: list[Resource] = []
+    prefix = lab.kernel_prefix
+    for net_name, net in lab.networks.items():
+        spec: dict[str, Any] = {
+            "ifname": lab.bridge_ifname(net_name),
+            "cidr": str(net.cidr),
+            "address": f"{net.gateway_address}/{net.cidr.prefixlen}",
+            "mtu": net.mtu,
+            "vlan": net.vlan,
+            "marker": owner_marker(lab.name, "bridge", net_name),
+        }
+        resources.append(Resource("bridge", net_name, spec))
+
+    if lab.nodes:
+        resources.append(Resource("sshkey", lab.name, {"type": "ed25519", "comment": f"stacklab-{lab.name}"}))
+    for image_name, image in lab.images.items():
+        if any(node.image == image_name for node in lab.nodes.values()):
+            resources.append(Resource("image", image_name, {"recipe": image.recipe}))
+
+    addresses = node_addresses(lab)
+    for node_name, node in lab.nodes.items():
+        nics = []
+        for index, net_name in enumerate(node.nics):
+            net = lab.networks[net_name]
+            nics.append(
+                {
+                    "network": net_name,
+                    "device": f"eth{index}",
+                    "bridge": lab.bridge_ifname(net_name),
+                    "host_ifname": veth_name(prefix, node_name, index),
+                    "address": f"{addresses[node_name][net_name]}/{net.cidr.prefixlen}",
+                    "gateway": str(net.gateway_address),
+                    "mtu": net.mtu,
+                    "mac": stable_mac(lab.name, node_name, index),
+                }
+            )
+        kind = node.kind if node.kind != "auto" else ("vm" if choices["node_kind"] == "vm" else "container")
+        node_spec: dict[str, Any] = {
+            "kind": kind,
+            "hostname": node_name,
+            "image": node.image,
+            "cpus": node.cpus,
+            "memory_mib": node.memory,
+            "disks": [{"name": d.name, "size_mib": d.size} for d in node.disks],
+            "nics": nics,
+            "roles": list(node.roles),
+            "devices": list(node.devices),
+            "marker": owner_marker(lab.name, "node", node_name),
+        }
+        if kind == "vm":
+            node_spec["accel"] = choices["accel"]
+        deps = (
+            *(f"bridge/{n}" for n in node.nics),
+            f"image/{node.image}",
+            f"sshkey/{lab.name}",
+        )
+        resources.append(Resource("node", node_name, node_spec, tuple(dict.fromkeys(deps))))
+
+    resources.extend(_storage(lab, choices, addresses))
+    resources.extend(_services(lab))
+    return resources
+
+
+def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
+    st = lab.storage
+    out: list[Resource] = []
+    storage_cidr = str(lab.networks["storage"].cidr) if "storage" in lab.networks else None
+    if st.ceph:
+        mgrs = st.ceph.mgrs or st.ceph.mons[:1]
+        nodes = sorted({*st.ceph.mons, *mgrs, *(o.node for o in st.ceph.osds)})
+        spec: dict[str, Any] = {
+            "implementation": _pick(st.ceph.implementation, "ceph", choices),
+            "mons": {m: str(addresses[m]["storage"]) for m in st.ceph.mons},
+            "mgrs": mgrs,
+            "osds": [{"node": o.node, "count": o.count, "size_mib": o.size} for o in st.ceph.osds],
+            "pools": list(st.ceph.pools),
+            "clients": list(st.ceph.clients),
+            "replicas": st.ceph.replicas,
+            "public_network": storage_cidr,
+        }
+        out.append(Resource("ceph", lab.name, spec, tuple(f"node/{n}" for n in nodes)))
+    if st.lvm:
+        spec = {"vg": st.lvm.vg, "size_mib": st.lvm.size, "implementation": "lvm"}
+        out.append(Resource("lvm", st.lvm.node, spec, (f"node/{st.lvm.node}",)))
+    if st.iscsi:
+        deps = [f"node/{st.iscsi.node}", *(f"node/{n}" for n in st.iscsi.initiators)]
+        if any(t.backing == "lvm" for t in st.iscsi.targets) and st.lvm:
+            deps.append(f"lvm/{st.lvm.node}")
+        if any(t.backing == "rbd" for t in st.iscsi.targets):
+            deps.append(f"ceph/{lab.name}")
+        spec = {
+            "implementation": _pick(st.iscsi.implementation, "iscsi_target", choices),
+            "portal": str(addresses[st.iscsi.node]["storage"]),
+            "iqn_prefix": f"iqn.2026-11.dev.stacklab:{lab.name}",
+            "chap": st.iscsi.chap,
+            "initiators": list(st.iscsi.initiators),
+            "targets": [{"name": t.name, "backing": t.backing, "size_mib": t.size} for t in st.iscsi.targets],
+        }
+        out.append(Resource("iscsi", st.iscsi.node, spec, tuple(deps)))
+    if st.nfs:
+        spec = {
+            "implementation": _pick(st.nfs.implementation, "nfs_server", choices),
+            "address": str(addresses[st.nfs.node]["storage"]),
+            "versions": list(st.nfs.versions),
+            "clients": storage_cidr,
+            "exports": [{"name": e.name, "path": e.path, "size_mib": e.size} for e in st.nfs.exports],
+        }
+        out.append(Resource("nfs", st.nfs.node, spec, (f"node/{st.nfs.node}",)))
+    return out
+
+
+def _services(lab: Lab) -> list[Resource]:
+    os_ = lab.openstack
+    if os_ is None:
+        return []
+    controller = os_.controller or lab.nodes_with_role("controller")[0]
+    storage_deps = [f"{kind}/{name}" for kind, name in _storage_ids(lab)]
+    out = []
+    for service in os_.services:
+        hosts = _service_hosts(lab, service, controller)
+        needs = [f"service/{n}" for n in SERVICE_NEEDS.get(service, ()) if n in os_.services]
+        deps = (*(f"node/{h}" for h in hosts), *needs, *(storage_deps if service in ("cinder", "glance", "nova") else ()))
+        spec: dict[str, Any] = {"release": os_.release, "hosts": hosts, "controller": controller}
+        section = getattr(os_, service, None)
+        if section is not None:
+            spec["config"] = section.model_dump(mode="json")
+        out.append(Resource("service", service, spec, tuple(dict.fromkeys(deps))))
+    return out
+
+
+def _storage_ids(lab: Lab) -> list[tuple[str, str]]:
+    st = lab.storage
+    ids = []
+    if st.ceph:
+        ids.append(("ceph", lab.name))
+    if st.lvm:
+        ids.append(("lvm", st.lvm.node))
+    if st.iscsi:
+        ids.append(("iscsi", st.iscsi.node))
+    if st.nfs:
+        ids.append(("nfs", st.nfs.node))
+    return ids
+
+
+def _service_hosts(lab: Lab, service: str, controller: str) -> list[str]:
+    assert lab.openstack is not None
+    os_ = lab.openstack
+    if service == "nova":
+        return [controller, *(os_.nova.computes or lab.nodes_with_role("compute"))]
+    if service == "swift":
+        return [os_.swift.proxy or controller, *(os_.swift.nodes or lab.nodes_with_role("swift"))]
+    if service == "cinder":
+        volume = os_.cinder.volume_node or (lab.nodes_with_role("storage") or [controller])[0]
+        return list(dict.fromkeys([controller, volume]))
+    return [controller]

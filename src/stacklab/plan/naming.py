@@ -1,0 +1,25 @@
+"""Kernel and libvirt names derived from the lab: short, stable, and carrying the lab's prefix."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _h(*parts: str, length: int) -> str:
+    return hashlib.sha1(":".join(parts).encode()).hexdigest()[:length]
+
+
+def veth_name(prefix: str, node: str, nic_index: int) -> str:
+    """Host side of a node's NIC: prefix + 6 hex of the node name + NIC index (<= 12 characters)."""
+    return f"{prefix}{_h(node, length=6)}{nic_index}"
+
+
+def stable_mac(lab: str, node: str, nic_index: int) -> str:
+    """Locally administered unicast MAC, stable for (lab, node, NIC)."""
+    digest = _h(lab, node, str(nic_index), length=10)
+    return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
+
+
+def owner_marker(lab: str, kind: str, name: str) -> str:
+    """Ownership mark stored on host objects (bridge ifalias, libvirt metadata, files)."""
+    return f"stacklab:{lab}:{kind}:{name}"
