@@ -49,7 +49,11 @@ def cross_check(lab: Lab, *, base_dir: Path | None = None) -> Iterator[Problem]:
 def _check_networks(lab: Lab) -> Iterator[Problem]:
     for required in REQUIRED_NETWORKS:
         if required not in lab.networks:
-            yield ("networks",), f"network {required!r} is required", "every lab has mgmt (API, SSH) and storage"
+            yield (
+                ("networks",),
+                f"network {required!r} is required",
+                "every lab has mgmt (API, SSH) and storage",
+            )
     seen_ifnames: dict[str, str] = {}
     for name, net in lab.networks.items():
         ifname = lab.bridge_ifname(name)
@@ -60,12 +64,21 @@ def _check_networks(lab: Lab) -> Iterator[Problem]:
                 f"shorten the bridge name to {15 - len(lab.kernel_prefix)} characters or set pin_name",
             )
         if ifname in seen_ifnames:
-            yield ("networks", name, "bridge"), f"bridge {ifname!r} is also used by network {seen_ifnames[ifname]!r}", None
+            yield (
+                ("networks", name, "bridge"),
+                f"bridge {ifname!r} is also used by network {seen_ifnames[ifname]!r}",
+                None,
+            )
         seen_ifnames[ifname] = name
         if net.gateway is not None and (
-            net.gateway not in net.cidr or net.gateway in (net.cidr.network_address, net.cidr.broadcast_address)
+            net.gateway not in net.cidr
+            or net.gateway in (net.cidr.network_address, net.cidr.broadcast_address)
         ):
-            yield ("networks", name, "gateway"), f"gateway {net.gateway} is not a host address of {net.cidr}", None
+            yield (
+                ("networks", name, "gateway"),
+                f"gateway {net.gateway} is not a host address of {net.cidr}",
+                None,
+            )
         if net.cidr.prefixlen > 28:
             yield ("networks", name, "cidr"), f"{net.cidr} is too small for a lab", "use a /24"
     names = list(lab.networks)
@@ -181,7 +194,11 @@ def _check_storage(lab: Lab) -> Iterator[Problem]:
                 "add OSDs or lower replicas",
             )
         if len(st.ceph.mons) % 2 == 0:
-            yield ("storage", "ceph", "mons"), f"{len(st.ceph.mons)} monitors cannot break a tie", "use 1 or 3"
+            yield (
+                ("storage", "ceph", "mons"),
+                f"{len(st.ceph.mons)} monitors cannot break a tie",
+                "use 1 or 3",
+            )
 
 
 def _check_openstack(lab: Lab) -> Iterator[Problem]:
@@ -211,7 +228,11 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
             needed = {"lvm": ("lvm", "iscsi"), "nfs": ("nfs",), "rbd": ("ceph",)}[backend]
             for section in needed:
                 if getattr(lab.storage, section) is None:
-                    yield ("openstack", "cinder", "backends", i), f"backend {backend} needs storage.{section}", None
+                    yield (
+                        ("openstack", "cinder", "backends", i),
+                        f"backend {backend} needs storage.{section}",
+                        None,
+                    )
         if os_.cinder.volume_node:
             yield from _node_ref(lab, ("openstack", "cinder", "volume_node"), os_.cinder.volume_node)
     if "glance" in services and os_.glance.store in ("nfs", "rbd"):
@@ -223,7 +244,11 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
         for i, node in enumerate(os_.nova.computes):
             yield from _node_ref(lab, ("openstack", "nova", "computes", i), node)
         if not computes:
-            yield ("openstack", "nova", "computes"), "nova needs at least one compute node", "give a node the compute role"
+            yield (
+                ("openstack", "nova", "computes"),
+                "nova needs at least one compute node",
+                "give a node the compute role",
+            )
         for field, value in (("images_type", os_.nova.images_type), ("instances_on", os_.nova.instances_on)):
             section = {"rbd": "ceph", "nfs": "nfs"}.get(value)
             if section and getattr(lab.storage, section) is None:
@@ -245,7 +270,11 @@ def _check_verify(lab: Lab) -> Iterator[Problem]:
     for i, suite in enumerate(lab.verify.suites):
         missing = [s for s in SUITE_NEEDS.get(suite, ()) if s not in services]
         if missing:
-            yield ("verify", "suites", i), f"suite {suite} needs {', '.join(missing)}", "add them to openstack.services"
+            yield (
+                ("verify", "suites", i),
+                f"suite {suite} needs {', '.join(missing)}",
+                "add them to openstack.services",
+            )
         if suite == "evacuation" and lab.openstack and "nova" in services:
             nova = lab.openstack.nova
             computes = nova.computes or lab.nodes_with_role("compute")
@@ -257,7 +286,5 @@ def _check_verify(lab: Lab) -> Iterator[Problem]:
                     "evacuation needs instance disks on shared storage",
                     "set openstack.nova.images_type: rbd or instances_on: nfs",
                 )
-        if suite == "storage" and not any(
-            (lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)
-        ):
+        if suite == "storage" and not any((lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)):
             yield ("verify", "suites", i), "suite storage needs storage.iscsi, nfs or ceph", None

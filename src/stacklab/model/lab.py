@@ -12,13 +12,24 @@ from stacklab.model.units import parse_size_mib
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-SizeMiB = Annotated[int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")]
+SizeMiB = Annotated[
+    int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")
+]
 
 NodeKind = Literal["auto", "vm", "container"]
 Role = Literal["controller", "compute", "storage", "swift", "client"]
 Device = Literal["kvm", "tun", "fuse"]
 ServiceName = Literal[
-    "mariadb", "rabbitmq", "memcached", "keystone", "glance", "placement", "neutron", "nova", "cinder", "swift"
+    "mariadb",
+    "rabbitmq",
+    "memcached",
+    "keystone",
+    "glance",
+    "placement",
+    "neutron",
+    "nova",
+    "cinder",
+    "swift",
 ]
 SuiteName = Literal["infra", "storage", "attach", "replication", "caching", "evacuation"]
 
@@ -28,9 +39,13 @@ class _Model(BaseModel):
 
 
 class Network(_Model):
-    bridge: str = Field(description="bridge name, e.g. br-mgmt; the kernel name gets the lab prefix unless pinned")
+    bridge: str = Field(
+        description="bridge name, e.g. br-mgmt; the kernel name gets the lab prefix unless pinned"
+    )
     cidr: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address | None = Field(None, description="host address on the bridge; default: first")
+    gateway: ipaddress.IPv4Address | None = Field(
+        None, description="host address on the bridge; default: first"
+    )
     mtu: int = Field(1500, ge=576, le=9216)
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag on the host uplink (full kernels)")
     pin_name: bool = Field(False, description="use `bridge` literally as the kernel name (no lab prefix)")
@@ -183,7 +198,9 @@ class Lab(_Model):
     name: Name
     description: str = ""
     prefix: str | None = Field(
-        None, pattern=r"^[a-z][a-z0-9]{1,4}$", description="kernel-name prefix; default: derived from the name"
+        None,
+        pattern=r"^[a-z][a-z0-9]{1,4}$",
+        description="kernel-name prefix; default: derived from the name",
     )
     networks: dict[Name, Network] = Field(min_length=1)
     images: dict[Name, Image] = Field(default_factory=dict)

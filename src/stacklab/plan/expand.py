@@ -93,7 +93,9 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
     return resources
 
 
-def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
+def _storage(
+    lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]
+) -> list[Resource]:
     st = lab.storage
     out: list[Resource] = []
     storage_cidr = str(lab.networks["storage"].cidr) if "storage" in lab.networks else None
@@ -151,7 +153,11 @@ def _services(lab: Lab) -> list[Resource]:
     for service in os_.services:
         hosts = _service_hosts(lab, service, controller)
         needs = [f"service/{n}" for n in SERVICE_NEEDS.get(service, ()) if n in os_.services]
-        deps = (*(f"node/{h}" for h in hosts), *needs, *(storage_deps if service in ("cinder", "glance", "nova") else ()))
+        deps = (
+            *(f"node/{h}" for h in hosts),
+            *needs,
+            *(storage_deps if service in ("cinder", "glance", "nova") else ()),
+        )
         spec: dict[str, Any] = {"release": os_.release, "hosts": hosts, "controller": controller}
         section = getattr(os_, service, None)
         if section is not None:

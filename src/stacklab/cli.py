@@ -1,0 +1,261 @@
+"""Command line: doctor validate schema plan up down status ssh graph (verify comes with the suites)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from stacklab.errors import EXIT_APPLY_FAILED, StackLabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOG = logging.getLogger("stacklab")
+
+
+def _state_root() -> Path:
+    return Path(os.environ.get("STACKLAB_STATE", ".stacklab")).resolve()
+
+
+def _fail(exc: StackLabError, debug: bool) -> NoReturn:
+    if debug:
+        LOG.exception("failed")
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _guard(func: F) -> F:
+    """Map StackLabError to its exit code and a one-paragraph message; tracebacks only with --debug."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except StackLabError as exc:
+            _fail(exc, debug)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="stacklab")
+def main(debug: bool) -> None:
+    """Provision OpenStack storage labs from one YAML file, and prove they work."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+# -- validate / schema ---------------------------------------------------------------------------------------
+@main.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@_guard
+def validate(lab_file: Path, as_json: bool) -> None:
+    """Check a lab file: schema and cross-references. Touches nothing."""
+    from stacklab.model import LabError, load_lab
+
+    try:
+        lab = load_lab(lab_file)
+    except LabError as exc:
+        if as_json:
+            click.echo(json.dumps({"valid": False, "issues": [i.to_json() for i in exc.issues]}, indent=2))
+            sys.exit(exc.exit_code)
+        raise
+    if as_json:
+        click.echo(json.dumps({"valid": True, "lab": lab.name}, indent=2))
+    else:
+        click.echo(
+            f"{lab_file}: lab {lab.name!r} is valid ({len(lab.networks)} networks, {len(lab.nodes)} nodes)"
+        )
+
+
+@main.command()
+def schema() -> None:
+    """Print the lab file's JSON Schema (for editor completion)."""
+    from stacklab.model.lab import Lab
+
+    schema = Lab.model_json_schema(mode="validation")
+    schema["properties"].pop("source", None)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "stacklab lab file"
+    click.echo(json.dumps(schema, indent=2))
+
+
+# -- doctor --------------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--lab", "lab_file", type=click.Path(dir_okay=False, path_type=Path), help="Apply the lab's pins."
+)
+@_guard
+def doctor(as_json: bool, lab_file: Path | None) -> None:
+    """Detect what this host can do and which implementation each role will use here, and why."""
+    from stacklab.session import host_choices, probe
+
+    report = probe()
+    lab = _load(lab_file) if lab_file else None
+    choices = host_choices(report, lab)
+    if as_json:
+        out = {"host": report.to_json(), "choices": {k: _choice_json(c) for k, c in choices.items()}}
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    from stacklab.render import render_doctor
+
+    click.echo(render_doctor(report, choices))
+
+
+def _choice_json(choice: Any) -> dict[str, Any]:
+    return {
+        "implementation": choice.implementation,
+        "reason": choice.reason,
+        "alternatives": list(choice.alternatives),
+    }
+
+
+# -- plan / up / down ------------------------------------------------------------------------------------------
+def _load(lab_file: Path) -> Any:
+    from stacklab.model import load_lab
+
+    return load_lab(lab_file)
+
+
+@main.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def plan(lab_file: Path, as_json: bool) -> None:
+    """Show what `up` would change. Read-only."""
+    from stacklab.session import Session
+
+    with Session.open(_load(lab_file), _state_root(), command="plan", quiet=as_json, lock=False) as session:
+        the_plan = session.engine.plan()
+    if as_json:
+        click.echo(json.dumps(the_plan.to_json(), indent=2))
+    else:
+        click.echo(the_plan.render())
+
+
+@main.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@_guard
+def up(lab_file: Path, yes: bool) -> None:
+    """Build the lab (or resume it) until the host matches the lab file."""
+    from stacklab.session import Session
+
+    lab = _load(lab_file)
+    with Session.open(lab, _state_root(), command="up") as session:
+        the_plan = session.engine.plan()
+        click.echo(the_plan.render(), err=True)
+        if the_plan.pending:
+            click.echo(
+                f"note: {len(the_plan.pending)} resources are not built by this stacklab yet (listed as pending)",
+                err=True,
+            )
+        if the_plan.is_empty:
+            click.echo(f"lab {lab.name} is up to date; nothing to do", err=True)
+            return
+        if not yes and sys.stdin.isatty() and not click.confirm("Apply this plan?", err=True):
+            sys.exit(EXIT_APPLY_FAILED)
+        session.remember_host_before_first_up()
+        result = session.engine.apply(the_plan)
+        session.write_exports()
+    _report(result, lab.name, "up")
+
+
+@main.command()
+@click.argument("lab", type=str)
+@click.option("--no-leak-check", is_flag=True, help="Skip comparing the host with its state before `up`.")
+@_guard
+def down(lab: str, no_leak_check: bool) -> None:
+    """Remove everything the lab created (LAB is a lab file or a lab name), then check nothing leaked."""
+    from stacklab.session import Session, lab_from_arg
+
+    the_lab = lab_from_arg(lab, _state_root())
+    with Session.open(the_lab, _state_root(), command="down") as session:
+        result = session.engine.destroy()
+        if result.ok:
+            leaks = [] if no_leak_check else session.leak_check()
+            session.finish_down()
+            if leaks:
+                for leak in leaks:
+                    click.echo(f"leak: {leak}", err=True)
+                raise StackLabError(
+                    f"{len(leaks)} objects left behind after down", hint="see the leak lines above"
+                )
+    _report(result, the_lab.name, "down")
+    click.echo(f"lab {the_lab.name} removed; leak check: {'skipped' if no_leak_check else 'clean'}", err=True)
+
+
+def _report(result: Any, lab: str, command: str) -> None:
+    for failure in result.failed:
+        click.echo(f"failed: {failure}", err=True)
+    for rid, why in result.skipped.items():
+        click.echo(f"skipped: {rid}: {why}", err=True)
+    if not result.ok:
+        click.echo(
+            f"{command} of {lab} failed; state is saved: run `stacklab {command}` again to resume", err=True
+        )
+        sys.exit(EXIT_APPLY_FAILED)
+
+
+# -- status / graph / ssh ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("lab", type=str)
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def status(lab: str, as_json: bool) -> None:
+    """What the lab has on the host now: every recorded resource, observed live, and node addresses."""
+    from stacklab.session import Session, lab_from_arg
+
+    the_lab = lab_from_arg(lab, _state_root())
+    with Session.open(the_lab, _state_root(), command="status", quiet=True, lock=False) as session:
+        rows = session.status()
+    if as_json:
+        click.echo(json.dumps({"lab": the_lab.name, "resources": rows}, indent=2, default=str))
+        return
+    from stacklab.render import render_status
+
+    click.echo(render_status(the_lab.name, rows))
+
+
+@main.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+def graph(lab_file: Path) -> None:
+    """Print the lab's resource graph in Graphviz DOT."""
+    from stacklab.plan.expand import expand
+
+    try:
+        lab = _load(lab_file)
+    except StackLabError as exc:
+        _fail(exc, False)
+    lines = [f'digraph "{lab.name}" {{', "  rankdir=LR;"]
+    for resource in expand(lab):
+        lines.append(f'  "{resource.id}";')
+        lines.extend(f'  "{dep}" -> "{resource.id}";' for dep in resource.deps)
+    lines.append("}")
+    click.echo("\n".join(lines))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("lab", type=str)
+@click.argument("node", type=str)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_guard
+def ssh(lab: str, node: str, command: tuple[str, ...]) -> None:
+    """Open a shell on a node (or run COMMAND there) with the lab's key."""
+    from stacklab.session import lab_from_arg, ssh_argv
+
+    the_lab = lab_from_arg(lab, _state_root())
+    argv = ssh_argv(the_lab.name, node, _state_root(), list(command))
+    os.execvp(argv[0], argv)

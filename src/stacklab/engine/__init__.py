@@ -1,0 +1,1 @@
+"""Apply scheduler, state file and lock, event stream."""

@@ -1,0 +1,227 @@
+"""One CLI run against one lab: lock, event sinks, host report, engine, and the lab's exports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import stacklab.drivers.registry  # noqa: F401  - registers every driver
+from stacklab.engine.atomic import write_atomic
+from stacklab.engine.core import Engine
+from stacklab.engine.events import EventBus, JsonlSink, PlainSink, RichSink
+from stacklab.engine.state import StateStore, lab_lock
+from stacklab.errors import StackLabError
+from stacklab.exec.runner import LocalRunner, Runner
+from stacklab.host.capabilities import HostReport, probe_host
+from stacklab.host.choose import Choice, choose_all
+from stacklab.model.lab import Lab
+from stacklab.model.load import load_lab
+
+# Lab file field -> doctor role, for implementations a lab may pin.
+PIN_FIELDS = {"iscsi": "iscsi_target", "nfs": "nfs_server", "ceph": "ceph"}
+
+
+def probe(runner: Runner | None = None) -> HostReport:
+    return probe_host(runner or LocalRunner(), disk_path=Path.cwd())
+
+
+def lab_pins(lab: Lab | None) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    if lab is None:
+        return pins
+    for section, role in PIN_FIELDS.items():
+        spec = getattr(lab.storage, section)
+        if spec is not None and spec.implementation != "auto":
+            pins[role] = spec.implementation
+    return pins
+
+
+def host_choices(report: HostReport, lab: Lab | None) -> dict[str, Choice]:
+    return choose_all(report, lab_pins(lab))
+
+
+def lab_from_arg(arg: str, state_root: Path) -> Lab:
+    """A lab file path, or the name of a lab that has state here (its lab is stored in the state file)."""
+    path = Path(arg)
+    if path.suffix in (".yml", ".yaml") or path.is_file():
+        return load_lab(path)
+    store = StateStore(state_root, arg)
+    stored = store.meta("lab")
+    if not store.exists or stored is None:
+        raise StackLabError(
+            f"no lab named {arg!r} has state under {state_root}", hint="pass the lab file instead"
+        )
+    return Lab.model_validate(stored).model_copy(update={"source": store.meta("lab_file") or arg})
+
+
+@dataclass
+class Session:
+    lab: Lab
+    engine: Engine
+    bus: EventBus
+    runner: Runner
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(
+        cls, lab: Lab, state_root: Path, *, command: str, quiet: bool = False, lock: bool = True
+    ) -> Iterator[Session]:
+        lab_dir = state_root / lab.name
+        with lab_lock(lab_dir) if lock else contextlib.nullcontext():
+            bus = EventBus()
+            if lock:  # read-only commands (plan, status) leave no log behind
+                bus.add_sink(JsonlSink(lab_dir / "logs" / f"{bus.run_id}-{command}.jsonl"))
+            if not quiet:
+                bus.add_sink(RichSink(sys.stderr) if sys.stderr.isatty() else PlainSink(sys.stderr))
+            runner = LocalRunner()
+            report = probe(runner)
+            choices = {role: c.implementation for role, c in host_choices(report, lab).items()}
+            from stacklab.engine.access import node_runner_for
+
+            engine = Engine(
+                lab,
+                state_root=state_root,
+                runner=runner,
+                bus=bus,
+                choices=choices,
+                host=report,
+                node_runner=node_runner_for(state_root / lab.name),
+            )
+            bus.emit("run_start", message=f"{command} {lab.name}")
+            session = cls(lab, engine, bus, runner)
+            try:
+                yield session
+            finally:
+                bus.emit("run_end", message=f"{command} {lab.name}")
+                bus.close()
+
+    @property
+    def state(self) -> StateStore:
+        return self.engine.state
+
+    def remember_host_before_first_up(self) -> None:
+        """Store the lab and, on the first `up`, a snapshot of the host for the leak check of `down`."""
+        self.state.set_meta("lab", self.lab.model_dump(mode="json"))
+        self.state.set_meta("lab_file", str(Path(self.lab.source).resolve()))
+        if self.state.meta("host_before") is None:
+            from stacklab.host.snapshot import take_snapshot
+
+            with self.bus.phase("snapshot"):
+                self.state.set_meta("host_before", take_snapshot(self.runner).to_json())
+
+    def leak_check(self) -> list[str]:
+        from stacklab.host.snapshot import HostSnapshot, leaks, take_snapshot
+
+        before = self.state.meta("host_before")
+        if before is None:
+            self.bus.note("no host snapshot from before `up`: leak check skipped")
+            return []
+        with self.bus.phase("leak-check"):
+            after = take_snapshot(self.runner)
+            markers = [self.lab.name, self.lab.kernel_prefix, str(self.state.dir)]
+            found = leaks(HostSnapshot.from_json(before), after, lab_markers=markers)
+        return [str(leak) for leak in found]
+
+    def finish_down(self) -> None:
+        """Remove the lab's state (keys, secrets, exports) but keep its run logs for diagnosis and benchmarks."""
+        self.state.remove()
+        for child in self.state.dir.iterdir():
+            if child.name in ("logs", "lock"):
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def write_exports(self) -> None:
+        """ssh_config and an Ansible inventory for the lab's nodes (from the recorded node outputs)."""
+        nodes = _ssh_targets(self.state)
+        if not nodes:
+            return
+        known = self.state.dir / "known_hosts"
+        ssh_lines = []
+        inventory: dict[str, Any] = {"all": {"hosts": {}}}
+        for name, ssh in sorted(nodes.items()):
+            ssh_lines += [
+                f"Host {name}",
+                f"  HostName {ssh['host']}",
+                f"  User {ssh.get('user', 'root')}",
+                f"  Port {ssh.get('port', 22)}",
+                f"  IdentityFile {ssh['key']}",
+                f"  UserKnownHostsFile {known}",
+                "  StrictHostKeyChecking accept-new",
+                "  IdentitiesOnly yes",
+                "",
+            ]
+            inventory["all"]["hosts"][name] = {
+                "ansible_host": ssh["host"],
+                "ansible_user": ssh.get("user", "root"),
+                "ansible_ssh_private_key_file": ssh["key"],
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=accept-new",
+            }
+        write_atomic(self.state.dir / "ssh_config", "\n".join(ssh_lines), mode=0o600)
+        write_atomic(self.state.dir / "inventory.json", json.dumps(inventory, indent=2) + "\n", mode=0o600)
+
+    def status(self) -> list[dict[str, Any]]:
+        from stacklab.plan.resource import Resource
+
+        rows = []
+        for rid, rec in sorted(self.state.resources.items()):
+            resource = Resource(rec["kind"], rec["name"], rec.get("spec", {}), tuple(rec.get("deps", ())))
+            driver = self.engine._driver(resource.kind)
+            row: dict[str, Any] = {"id": rid, "outputs": rec.get("outputs", {})}
+            if driver is None:
+                row["state"] = "unknown (no driver)"
+            else:
+                try:
+                    observed = driver.observe(resource, self.engine.ctx)
+                except StackLabError as exc:
+                    observed, row["error"] = None, str(exc)
+                if observed is None:
+                    row["state"] = "missing"
+                elif not observed.owned:
+                    row["state"] = "foreign"
+                else:
+                    row["state"] = "drift: " + "; ".join(observed.drift) if observed.drift else "present"
+                    row["facts"] = dict(observed.facts)
+            rows.append(row)
+        return rows
+
+
+def _ssh_targets(state: StateStore) -> dict[str, Mapping[str, Any]]:
+    out = {}
+    for rid, rec in state.resources.items():
+        ssh = rec.get("outputs", {}).get("ssh")
+        if rid.startswith("node/") and ssh:
+            out[rid.split("/", 1)[1]] = ssh
+    return out
+
+
+def ssh_argv(lab: str, node: str, state_root: Path, command: list[str]) -> list[str]:
+    state = StateStore(state_root, lab)
+    targets = _ssh_targets(state)
+    if node not in targets:
+        known = ", ".join(sorted(targets)) or "none"
+        raise StackLabError(f"lab {lab} has no node {node!r} that is up", hint=f"nodes up: {known}")
+    ssh = targets[node]
+    return [
+        "ssh",
+        "-i",
+        str(ssh["key"]),
+        "-p",
+        str(ssh.get("port", 22)),
+        "-o",
+        f"UserKnownHostsFile={state.dir / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "IdentitiesOnly=yes",
+        f"{ssh.get('user', 'root')}@{ssh['host']}",
+        *command,
+    ]
