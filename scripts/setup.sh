@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 host for stacklab: host packages (apt) and a virtualenv (pip).
+# The venv is made from Debian's /usr/bin/python3 with system site packages, because python3-libvirt,
+# python3-lxc, python3-rados and python3-rbd come only from Debian. Idempotent; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3-venv python3-pip python3-libvirt python3-lxc python3-jinja2
+  iproute2 iputils-ping openssh-client e2fsprogs xorriso
+  lxc mmdebstrap
+  libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs host packages and stacklab creates bridges)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -q
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]' tox
+echo "setup.sh: ready (.venv/bin/stacklab)"
