@@ -209,6 +209,22 @@ def _report(result: Any, lab: str, command: str) -> None:
         sys.exit(EXIT_APPLY_FAILED)
 
 
+# -- verify ------------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("lab", type=str)
+@click.option("--suite", "suites", multiple=True, help="Suite to run (repeatable); default: the lab's verify.suites.")
+@click.option("-k", "keyword", default=None, help="Only tests matching this pytest -k expression.")
+@_guard
+def verify(lab: str, suites: tuple[str, ...], keyword: str | None) -> None:
+    """Prove the lab works: run the testinfra suites over SSH against its nodes (exit 3 on failure)."""
+    from stacklab.session import lab_from_arg
+    from stacklab.verify import run_suites
+
+    the_lab = lab_from_arg(lab, _state_root())
+    wanted = list(suites) or list(the_lab.verify.suites) or ["infra"]
+    run_suites(the_lab.name, _state_root(), wanted, keyword=keyword)
+
+
 # -- status / graph / ssh ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("lab", type=str)

@@ -1,0 +1,63 @@
+"""The lab context the suites read: built from the state file, no I/O on the host."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV = "STACKLAB_LAB_CONTEXT"
+
+
+@dataclass(frozen=True)
+class LabContext:
+    lab: str
+    state_dir: Path
+    ssh_config: Path
+    nodes: Mapping[str, Mapping[str, Any]]  # name -> {"addresses": {net: ip}, "roles": [...], "kind": ...}
+    outputs: Mapping[str, Mapping[str, Any]]  # resource id -> outputs
+    networks: Mapping[str, Mapping[str, Any]]  # name -> bridge spec (ifname, cidr, address)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> LabContext:
+        path = path or Path(os.environ[ENV])
+        data = json.loads(path.read_text())
+        return cls(
+            lab=data["lab"],
+            state_dir=Path(data["state_dir"]),
+            ssh_config=Path(data["ssh_config"]),
+            nodes=data["nodes"],
+            outputs=data["outputs"],
+            networks=data["networks"],
+        )
+
+    def address(self, node: str, network: str) -> str:
+        return str(self.nodes[node]["addresses"][network])
+
+
+def build_context(lab: str, state_dir: Path, resources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    nodes: dict[str, Any] = {}
+    networks: dict[str, Any] = {}
+    for rid, rec in resources.items():
+        kind, _, name = rid.partition("/")
+        if kind == "node":
+            spec = rec.get("spec", {})
+            nodes[name] = {
+                "addresses": rec.get("outputs", {}).get("addresses", {}),
+                "roles": spec.get("roles", []),
+                "kind": spec.get("kind"),
+                "nics": spec.get("nics", []),
+            }
+        elif kind == "bridge":
+            networks[name] = dict(rec.get("spec", {}))
+    return {
+        "lab": lab,
+        "state_dir": str(state_dir),
+        "ssh_config": str(state_dir / "ssh_config"),
+        "nodes": nodes,
+        "networks": networks,
+        "outputs": {rid: rec.get("outputs", {}) for rid, rec in resources.items()},
+    }
