@@ -34,7 +34,8 @@ def _kvm_unusable_reason() -> str | None:
     from stacklab.exec.runner import LocalRunner
     from stacklab.host.kvm_probe import probe_kvm
 
-    status = probe_kvm(LocalRunner())
+    qemu = shutil.which("qemu-system-x86_64")
+    status = probe_kvm(LocalRunner(), device_present=Path("/dev/kvm").exists(), qemu=qemu)
     return None if status.usable_for_guests else f"KVM cannot run guests here: {status.reason}"
 
 

@@ -114,7 +114,7 @@ class Engine:
             lab=self.lab.name,
             changes=changes,
             deletions=deletions,
-            pending=[Pending(rid, why) for rid, why in pending.items()],
+            pending=[Pending(rid, pending[rid]) for rid in order if rid in pending],
             choices=self.choices,
         )
 
