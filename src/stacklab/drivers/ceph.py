@@ -1,0 +1,492 @@
+"""Role driver for Ceph (resource kind "ceph"): dispatches on the spec's `implementation`.
+
+`packages` (ceph_packages.py) builds the cluster by hand from the Debian daemons and runs everywhere, including
+LXC system containers on the CI host; `cephadm` (ceph_cephadm.py) is the production path for hosts with a full
+kernel, systemd and a container engine. Both share what this module holds: the typed spec, the lab's fsid and
+cephx keys (kept in the lab's secrets dir), the `ceph` admin commands run on the first mon node, the waits with
+explicit budgets, observation and the pure diff.
+
+Every command runs through a Runner from `ctx.on_node(node)` (SSH into the node) as an argv list with a timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from stacklab.drivers.base import BaseDriver, DriverContext, register
+from stacklab.drivers.ceph_conf import (
+    CONF_PATH,
+    CephSpec,
+    CephSpecError,
+    check_key,
+    client_caps,
+    client_keyring_path,
+    mon_host,
+    render_keyring,
+)
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.runner import CommandResult, Runner
+from stacklab.model.addressing import node_addresses
+from stacklab.plan.diff import default_diff
+from stacklab.plan.resource import Action, Change, Observed, Resource
+from stacklab.secrets import store_secret
+
+LOG = logging.getLogger(__name__)
+
+# Budgets for the waits (seconds). Measured on the CI host type: quorum of 3 in 12 s, 3 OSDs up in ~23 s,
+# HEALTH_OK ~30 s after the first command; the budgets leave room for TCG VMs and a loaded host.
+QUORUM_BUDGET = 120.0
+OSDS_BUDGET = 240.0
+HEALTH_BUDGET = 300.0
+POLL_INTERVAL = 2.0
+
+CEPH_TIMEOUT = 60.0  # one `ceph` CLI call (it gives up connecting after CONNECT_TIMEOUT)
+CONNECT_TIMEOUT = 20
+FILE_TIMEOUT = 30.0
+
+FSID_SECRET = "ceph-fsid"
+
+
+def key_secret_name(entity: str) -> str:
+    """Secret name of a cephx entity's key in the lab's secrets dir, e.g. `ceph-client.cinder.key`."""
+    return f"ceph-{entity.rstrip('.')}.key"
+
+
+def client_secret_name(client: str) -> str:
+    return key_secret_name(f"client.{client}")
+
+
+def _read_secret(state_dir: Path, name: str) -> str | None:
+    # Same layout as stacklab.secrets (state_dir/secrets/<name>, mode 0600).
+    path = state_dir / "secrets" / name
+    return path.read_text().strip() if path.exists() else None
+
+
+def cluster_fsid(ctx: DriverContext, *, create: bool = True) -> str | None:
+    """The lab's fsid: generated once, kept in the lab's secrets so every `up` (and a replace) reuses it."""
+    fsid = _read_secret(ctx.state_dir, FSID_SECRET)
+    if fsid is None and create:
+        fsid = str(uuid.uuid4())
+        store_secret(ctx.state_dir, FSID_SECRET, fsid)
+    return fsid
+
+
+def ensure_key(ctx: DriverContext, runner: Runner, entity: str) -> str:
+    """The entity's cephx key: the stored secret, or a new one made by ceph-authtool on the node and stored."""
+    name = key_secret_name(entity)
+    stored = _read_secret(ctx.state_dir, name)
+    if stored is not None:
+        return check_key(stored)
+    result = runner.run(["ceph-authtool", "--gen-print-key"], timeout=FILE_TIMEOUT)
+    key = check_key(result.stdout)
+    store_secret(ctx.state_dir, name, key)
+    return key
+
+
+def write_file(
+    runner: Runner, path: str, content: str, *, mode: str = "0644", owner: str = "root", group: str = "root"
+) -> bool:
+    """Write `content` to `path` on the node unless it is already there; content goes through stdin, never argv.
+
+    Returns True when the file was written.
+    """
+    want = hashlib.sha256(content.encode()).hexdigest()
+    have = runner.run(["sha256sum", path], timeout=FILE_TIMEOUT, check=False)
+    if have.ok and have.stdout.split()[:1] == [want]:
+        return False
+    argv = ["install", "-D", "-m", mode, "-o", owner, "-g", group, "/dev/stdin", path]
+    runner.run(argv, timeout=FILE_TIMEOUT, input=content)
+    return True
+
+
+@dataclass
+class Waiter:
+    """Polls a probe until it says done or the budget runs out; the error says what it waited for."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    interval: float = POLL_INTERVAL
+
+    def until(
+        self, what: str, budget: float, probe: Callable[[], tuple[bool, str]], *, resource: str, hint: str
+    ) -> str:
+        deadline = self.clock() + budget
+        while True:
+            done, seen = probe()
+            if done:
+                LOG.info("%s: %s (%s)", resource, what, seen)
+                return seen
+            if self.clock() >= deadline:
+                raise StackLabError(f"waited {budget:g}s for {what}; last seen: {seen}", resource=resource, hint=hint)
+            self.sleep(self.interval)
+
+
+class CephAdmin:
+    """`ceph` and `rbd` commands as client.admin on one node (the first mon)."""
+
+    def __init__(self, runner: Runner, resource_id: str) -> None:
+        self.runner = runner
+        self.resource_id = resource_id
+
+    def ceph(
+        self, *args: str, timeout: float = CEPH_TIMEOUT, check: bool = True, input: str | None = None
+    ) -> CommandResult:
+        argv = ["ceph", "--connect-timeout", str(CONNECT_TIMEOUT), *args]
+        return self.runner.run(argv, timeout=timeout, check=check, input=input)
+
+    def json(self, *args: str, timeout: float = CEPH_TIMEOUT) -> Any:
+        result = self.ceph(*args, "--format", "json", timeout=timeout)
+        try:
+            return json.loads(result.stdout or "null")
+        except json.JSONDecodeError as exc:
+            raise StackLabError(f"`{result.command}` printed no JSON: {exc}", resource=self.resource_id) from None
+
+    def try_json(self, *args: str) -> tuple[Any, str]:
+        """(parsed output, "") or (None, why) when the cluster does not answer."""
+        result = self.ceph(*args, "--format", "json", check=False)
+        if not result.ok:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+            return None, tail[0]
+        try:
+            return json.loads(result.stdout or "null"), ""
+        except json.JSONDecodeError as exc:
+            return None, f"no JSON from ceph: {exc}"
+
+    # --- reads ---
+
+    def mon_names(self) -> list[str]:
+        dump = self.json("mon", "dump")
+        return sorted(str(m["name"]) for m in dump.get("mons", []))
+
+    def osds_by_host(self) -> dict[str, list[int]]:
+        """OSD ids under each host bucket of the crush tree (hosts = lab nodes, the location is pinned)."""
+        tree = self.json("osd", "tree")
+        nodes = {n["id"]: n for n in tree.get("nodes", [])}
+        out: dict[str, list[int]] = {}
+        for n in nodes.values():
+            if n.get("type") == "host":
+                out[str(n["name"])] = sorted(int(c) for c in n.get("children", []) if int(c) >= 0)
+        return out
+
+    def osd_ids(self) -> list[int]:
+        return sorted(int(i) for i in self.json("osd", "ls"))
+
+    def pools(self) -> list[str]:
+        return [str(p) for p in self.json("osd", "pool", "ls")]
+
+    def auth_entities(self) -> list[str]:
+        # Only the names leave this function; the keys in the output are never logged.
+        return sorted(self.auth_dump())
+
+    # --- waits ---
+
+    def wait_quorum(self, waiter: Waiter, mons: Sequence[str], budget: float = QUORUM_BUDGET) -> None:
+        """Wait until every mon in `mons` is in the quorum."""
+        want = sorted(mons)
+
+        def probe() -> tuple[bool, str]:
+            data, why = self.try_json("quorum_status")
+            if data is None:
+                return False, f"no answer from the mons ({why})"
+            quorum = sorted(str(n) for n in data.get("quorum_names", []))
+            return set(want) <= set(quorum), f"quorum {quorum}, want {want}"
+
+        waiter.until(
+            f"monitor quorum {want}",
+            budget,
+            probe,
+            resource=self.resource_id,
+            hint="check `journalctl -u ceph-mon@<node>` on the mon nodes and that br-storage connects them",
+        )
+
+    def wait_osds(self, waiter: Waiter, count: int, budget: float = OSDS_BUDGET) -> None:
+        def probe() -> tuple[bool, str]:
+            data, why = self.try_json("osd", "stat")
+            if data is None:
+                return False, f"no answer ({why})"
+            stat = data.get("osdmap", data)  # the JSON is nested in some releases
+            num, up, inn = (int(stat.get(k, 0)) for k in ("num_osds", "num_up_osds", "num_in_osds"))
+            return (num >= count and up == num and inn == num), f"{num} OSDs, {up} up, {inn} in (want {count})"
+
+        waiter.until(
+            f"{count} OSDs up and in",
+            budget,
+            probe,
+            resource=self.resource_id,
+            hint="see `journalctl -u ceph-osd@<id>` on the OSD node and `ceph osd tree`",
+        )
+
+    def wait_health(self, waiter: Waiter, accepted: Mapping[str, str], budget: float = HEALTH_BUDGET) -> str:
+        """HEALTH_OK, or HEALTH_WARN made only of the checks in `accepted` (each logged with its reason)."""
+        result: dict[str, str] = {}
+
+        def probe() -> tuple[bool, str]:
+            data, why = self.try_json("health", "detail")
+            if data is None:
+                return False, f"no answer ({why})"
+            status = str(data.get("status", "unknown"))
+            checks: Mapping[str, Any] = data.get("checks", {})
+            result["status"] = status
+            if status == "HEALTH_OK":
+                return True, status
+            other = {
+                code: str(c.get("summary", {}).get("message", ""))
+                for code, c in checks.items()
+                if code not in accepted or c.get("severity") != "HEALTH_WARN"
+            }
+            if status == "HEALTH_WARN" and not other:
+                return True, f"{status} with accepted checks {sorted(checks)}"
+            return False, f"{status}: " + "; ".join(f"{k}: {v}" for k, v in sorted(other.items()))
+
+        waiter.until(
+            "HEALTH_OK" + (f" (accepting only {sorted(accepted)})" if accepted else ""),
+            budget,
+            probe,
+            resource=self.resource_id,
+            hint="`ceph health detail` on the first mon node says which check fails",
+        )
+        for code, reason in accepted.items():
+            LOG.info("%s: health check %s accepted: %s", self.resource_id, code, reason)
+        return result.get("status", "unknown")
+
+    # --- writes ---
+
+    def auth_dump(self) -> dict[str, tuple[str, dict[str, str]]]:
+        """{entity: (key, caps)}; kept in memory only, never logged."""
+        data = self.json("auth", "ls")
+        return {
+            str(e["entity"]): (str(e.get("key", "")), {str(k): str(v) for k, v in e.get("caps", {}).items()})
+            for e in data.get("auth_dump", [])
+        }
+
+    def ensure_entity(
+        self,
+        entity: str,
+        key: str,
+        caps: Mapping[str, str],
+        have: Mapping[str, tuple[str, Mapping[str, str]]] | None = None,
+    ) -> bool:
+        """`ceph auth import` unless the entity already has exactly this key and these caps; True if imported."""
+        if have is not None and have.get(entity) == (key, dict(caps)):
+            return False
+        self.ceph("auth", "import", "-i", "-", input=render_keyring(entity, key, caps))
+        return True
+
+    def ensure_pools(self, spec: CephSpec) -> list[str]:
+        """Create the spec's missing pools as initialised RBD pools; never touch pools that exist."""
+        have = set(self.pools())
+        created = []
+        for pool in spec.pools:
+            if pool in have:
+                continue
+            pg = str(spec.pg_num)
+            self.ceph("osd", "pool", "create", pool, pg, pg, "replicated", timeout=120.0)
+            self.runner.run(["rbd", "pool", "init", pool], timeout=180.0)
+            created.append(pool)
+        return created
+
+    def ensure_clients(self, ctx: DriverContext, spec: CephSpec) -> dict[str, str]:
+        """Import every spec client's keyring (caps included); returns {client: keyring text}."""
+        keyrings: dict[str, str] = {}
+        have = self.auth_dump()
+        for client in spec.clients:
+            entity = f"client.{client}"
+            key = ensure_key(ctx, self.runner, entity)
+            self.ensure_entity(entity, key, client_caps(client), have)
+            keyrings[client] = render_keyring(entity, key, client_caps(client))
+        return keyrings
+
+
+def observe_cluster(spec: CephSpec, ctx: DriverContext, resource_id: str) -> Observed | None:
+    """Read-only: what the first mon node says about the cluster. None when there is no ceph.conf there."""
+    runner = ctx.on_node(spec.first_mon)
+    conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
+    if not conf.ok:
+        mon_dir = runner.run(
+            ["test", "-d", f"/var/lib/ceph/mon/ceph-{spec.first_mon}"], timeout=FILE_TIMEOUT, check=False
+        )
+        if not mon_dir.ok:
+            return None
+        return Observed(True, {"reachable": False}, (f"{CONF_PATH} missing on {spec.first_mon}",))
+    conf_fsid = _conf_value(conf.stdout, "fsid")
+    ours = cluster_fsid(ctx, create=False)
+    owned = spec.marker in conf.stdout or (ours is not None and conf_fsid == ours)
+    facts: dict[str, Any] = {"fsid": conf_fsid, "conf_path": CONF_PATH}
+    if not owned:
+        return Observed(False, facts)
+    admin = CephAdmin(runner, resource_id)
+    status, why = admin.try_json("status")
+    if status is None:
+        facts["reachable"] = False
+        return Observed(True, facts, (f"the cluster does not answer on {spec.first_mon}: {why}",))
+    facts.update(
+        reachable=True,
+        health=str(status.get("health", {}).get("status", "unknown")),
+        quorum=sorted(str(n) for n in status.get("quorum_names", [])),
+        mons=admin.mon_names(),
+        osds_by_host=admin.osds_by_host(),
+        pools=admin.pools(),
+        clients=sorted(e.removeprefix("client.") for e in admin.auth_entities() if e.startswith("client.")),
+    )
+    osdmap = status.get("osdmap", {})
+    osdmap = osdmap.get("osdmap", osdmap)
+    facts["osds"] = {k: int(osdmap.get(k, 0)) for k in ("num_osds", "num_up_osds", "num_in_osds")}
+    return Observed(True, facts, drift_of(spec, facts))
+
+
+def drift_of(spec: CephSpec, facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """Pure: what differs between a reachable cluster's facts and the spec (each fixable by apply)."""
+    drift: list[str] = []
+    if sorted(facts.get("quorum", [])) != sorted(spec.mon_names):
+        drift.append(f"mons in quorum {facts.get('quorum')}, want {sorted(spec.mon_names)}")
+    by_host: Mapping[str, Sequence[int]] = facts.get("osds_by_host", {})
+    for node in spec.osd_hosts:
+        want, have = len(spec.osd_sizes(node)), len(by_host.get(node, ()))
+        if have < want:
+            drift.append(f"{node} has {have} of {want} OSDs")
+    osds: Mapping[str, int] = facts.get("osds", {})
+    if osds and not (osds.get("num_up_osds") == osds.get("num_in_osds") == osds.get("num_osds")):
+        drift.append(f"{osds.get('num_osds')} OSDs, {osds.get('num_up_osds')} up, {osds.get('num_in_osds')} in")
+    drift.extend(f"pool {p} missing" for p in spec.pools if p not in facts.get("pools", []))
+    drift.extend(f"client.{c} missing" for c in spec.clients if c not in facts.get("clients", []))
+    return tuple(drift)
+
+
+def storage_addresses(spec: CephSpec, ctx: DriverContext) -> dict[str, str]:
+    """Each Ceph node's br-storage address: the mons' from the spec, the others' from the lab's addressing."""
+    out = dict(spec.mons)
+    lab_addresses = node_addresses(ctx.lab)
+    for node in spec.nodes:
+        storage = lab_addresses.get(node, {}).get("storage")
+        if node not in out and storage is not None:
+            out[node] = str(storage)
+    return out
+
+
+def _conf_value(text: str, key: str) -> str | None:
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip().replace(" ", "_") == key:
+            return value.strip()
+    return None
+
+
+def cluster_outputs(
+    spec: CephSpec, fsid: str, health: str, *, implementation: str, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "implementation": implementation,
+        "fsid": fsid,
+        "mon_host": mon_host(spec),
+        "mons": list(spec.mon_names),
+        "conf_path": CONF_PATH,
+        "pools": list(spec.pools),
+        "clients": {c: client_secret_name(c) for c in spec.clients},
+        "keyrings": {c: client_keyring_path(c) for c in spec.clients},
+        "health": health,
+        **(extra or {}),
+    }
+
+
+class CephImplementation(Protocol):
+    name: str
+
+    def observe(self, spec: CephSpec, ctx: DriverContext, resource_id: str) -> Observed | None: ...
+
+    def apply(self, spec: CephSpec, ctx: DriverContext, resource_id: str) -> Mapping[str, Any]: ...
+
+    def delete(self, spec: CephSpec, ctx: DriverContext, resource_id: str) -> None: ...
+
+
+def _osds_only_grew(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True when the only spec change adds OSDs (more per node, or new nodes) and keeps existing sizes."""
+    if {k: v for k, v in old.items() if k != "osds"} != {k: v for k, v in new.items() if k != "osds"}:
+        return False
+    try:
+        old_spec, new_spec = CephSpec.from_spec("x", old), CephSpec.from_spec("x", new)
+    except (CephSpecError, KeyError, TypeError, ValueError):
+        return False
+    for node in old_spec.osd_hosts:
+        before, after = old_spec.osd_sizes(node), new_spec.osd_sizes(node)
+        if after[: len(before)] != before:
+            return False
+    return True
+
+
+@register("ceph")
+@dataclass
+class CephDriver(BaseDriver):
+    """Ceph cluster of a lab: `packages` (hand-built daemons) or `cephadm` (orchestrated containers).
+
+    A replace (different mon set, implementation, replicas …) deletes the old cluster, then builds the new one
+    with the same fsid and cephx keys. A failed apply leaves daemons and files that carry the lab's marker
+    in ceph.conf; `up` resumes from them (every step checks whether it is already done) and `delete` removes them.
+    """
+
+    kind = "ceph"
+    updatable = frozenset({"pools", "clients"})
+    waiter: Waiter = field(default_factory=Waiter)
+    new_uuid: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
+
+    def implementation(self, name: str) -> CephImplementation:
+        if name == "packages":
+            from stacklab.drivers.ceph_packages import PackagesCeph
+
+            return PackagesCeph(self.waiter, self.new_uuid)
+        if name == "cephadm":
+            from stacklab.drivers.ceph_cephadm import CephadmCeph
+
+            return CephadmCeph(self.waiter)
+        raise PlanError(f"unknown Ceph implementation {name!r}", hint="use `packages` or `cephadm`")
+
+    @staticmethod
+    def spec_of(resource_id: str, name: str, spec: Mapping[str, Any]) -> CephSpec:
+        try:
+            return CephSpec.from_spec(name, spec)
+        except CephSpecError as exc:
+            raise PlanError(str(exc), resource=resource_id, hint="fix storage.ceph in the lab file") from None
+
+    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+        spec = self.spec_of(resource.id, resource.name, resource.spec)
+        return self.implementation(spec.implementation).observe(spec, ctx, resource.id)
+
+    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
+        spec = self.spec_of(resource.id, resource.name, resource.spec)
+        if observed is not None and observed.owned and "mons" in observed.facts:
+            have = sorted(observed.facts["mons"])
+            if have != sorted(spec.mon_names):
+                reason = f"monitors {have} != {sorted(spec.mon_names)}: the cluster is rebuilt"
+                return Change(resource, Action.REPLACE, (reason,), observed, recorded)
+        change = default_diff(resource, observed, recorded, updatable=self.updatable)
+        if change.action is Action.REPLACE and recorded is not None:
+            old = recorded.get("spec", {})
+            if old.get("implementation") == resource.spec.get("implementation") and _osds_only_grew(old, resource.spec):
+                return Change(resource, Action.UPDATE, (*change.reasons, "OSDs are added in place"), observed, recorded)
+        return change
+
+    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
+        resource = change.resource
+        spec = self.spec_of(resource.id, resource.name, resource.spec)
+        impl = self.implementation(spec.implementation)
+        if change.action is Action.REPLACE and change.recorded and change.recorded.get("spec"):
+            old = self.spec_of(resource.id, resource.name, change.recorded["spec"])
+            ctx.progress(f"{resource.id}: removing the old cluster before rebuilding it")
+            self.implementation(old.implementation).delete(old, ctx, resource.id)
+        return impl.apply(spec, ctx, resource.id)
+
+    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+        raw = recorded.get("spec")
+        if not raw:
+            LOG.info("%s: nothing recorded to delete", resource_id)
+            return
+        name = str(recorded.get("name") or resource_id.partition("/")[2])
+        spec = self.spec_of(resource_id, name, raw)
+        self.implementation(spec.implementation).delete(spec, ctx, resource_id)

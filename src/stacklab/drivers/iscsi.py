@@ -1,0 +1,532 @@
+"""Role driver for the iSCSI target (resource kind "iscsi", `iscsi/<node>`): dispatches on the spec's `implementation`.
+
+`tgt` (iscsi_tgt.py, user-space tgtd + tgtadm) runs everywhere, including LXC system containers on the CI host;
+`lio` (iscsi_lio.py, the kernel's LIO target driven by targetcli-fb) needs configfs and target_core_mod in the
+node's kernel, so on the CI host it is proven by unit and golden tests only. Both implement
+`IscsiTargetBackend` and share what this module holds: the resolved plan of every target (IQN, LUN, backing
+store, ACL, CHAP account), the backing stores themselves, the comparison of what a backend observed with the plan,
+and the outputs later suites read.
+
+Names and policy, common to both backends:
+- target IQN `<iqn_prefix>:<target>` (the prefix carries the lab name, which is the ownership mark);
+- initiator IQNs are derived per client node by `initiator_iqn(lab, node)`; the ACL admits exactly those;
+- CHAP (spec `chap`): one account per target, user `<lab>-<target>`, secret `iscsi-chap-<target>` made once per
+  lab by stacklab.secrets (0600 under the lab's state dir). Secrets reach the node only through stdin (config
+  files written with `install /dev/stdin`, or `xargs` appending them to a command), never through argv;
+- the portal listens on the node's br-storage address only (spec `portal`), port 3260;
+- backing stores: `file` = sparse file /var/lib/stacklab/iscsi/<target>.img; `lvm` = LV `iscsi-<target>` in the
+  lab's VG on the same node (storage.lvm); `rbd` = RBD image `<pool>/iscsi-<target>` (pool `volumes` when the lab
+  has it) served by tgt's rbd backing store (tgt-rbd). LIO cannot serve RBD without the kernel rbd module, so
+  `lio` + `rbd` is a PlanError.
+- every target has one data LUN, number 1.
+
+Every command runs through `ctx.on_node(node)` as an argv list with a timeout; each step checks what exists first,
+so `apply` converges and a second `up` plans nothing. `delete` removes the lab's targets, accounts, persisted
+config and backing stores (files, LVs, RBD images named after the targets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.lvm import (
+    FILE_TIMEOUT,
+    ensure_lv,
+    node_path_exists,
+    node_runner_or_none,
+    remove_lv,
+)
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.runner import Runner
+from stacklab.plan.resource import Change, Observed, Resource
+from stacklab.secrets import get_or_create_secret
+
+if TYPE_CHECKING:
+    from stacklab.model.lab import Lab
+
+LOG = logging.getLogger(__name__)
+
+IQN_BASE = "iqn.2026-11.dev.stacklab"
+ISCSI_PORT = 3260
+DATA_LUN = 1
+FILE_DIR = "/var/lib/stacklab/iscsi"
+CEPH_CONF = "/etc/ceph/ceph.conf"
+RBD_TIMEOUT = 60.0
+CHAP_SECRET_LENGTH = 16  # 12-16 characters suit every common initiator (some reject longer CHAP secrets)
+
+IMPLEMENTATIONS = ("tgt", "lio")
+
+
+# --- names shared with the suites and the client configuration ---------------------------------------------
+
+
+def initiator_iqn(lab: str, node: str) -> str:
+    """The initiator IQN a client node uses, e.g. `iqn.2026-11.dev.stacklab:aio:compute1`. Pure."""
+    return f"{IQN_BASE}:{lab}:{node}"
+
+
+def target_iqn(iqn_prefix: str, target: str) -> str:
+    return f"{iqn_prefix}:{target}"
+
+
+def chap_secret_name(target: str) -> str:
+    """Name of the target's CHAP secret in the lab's secrets dir (read it with stacklab.secrets)."""
+    return f"iscsi-chap-{target}"
+
+
+def chap_user(lab: str, target: str) -> str:
+    return f"{lab}-{target}"
+
+
+def rbd_image_name(target: str) -> str:
+    return f"iscsi-{target}"
+
+
+def lv_name(target: str) -> str:
+    return f"iscsi-{target}"
+
+
+# --- the plan of one resource -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """One target as both backends build it."""
+
+    name: str
+    iqn: str
+    backing: str  # file | lvm | rbd
+    size_mib: int
+    path: str  # file path, /dev/VG/LV, or pool/image for rbd
+    initiators: tuple[str, ...]  # initiator IQNs in the ACL
+    chap_user: str | None  # None when CHAP is off
+    chap_secret: str | None  # secret name (never the value)
+
+    @property
+    def lun(self) -> int:
+        return DATA_LUN
+
+
+@dataclass(frozen=True)
+class IscsiPlan:
+    """Pure resolution of an `iscsi/<node>` spec against the lab (no I/O)."""
+
+    lab: str
+    node: str
+    implementation: str
+    portal_ip: str
+    iqn_prefix: str
+    chap: bool
+    allowed_network: str | None  # storage CIDR: tgt's initiator-address ACL (LIO ACLs are by IQN only)
+    initiator_nodes: tuple[str, ...]
+    targets: tuple[TargetPlan, ...]
+    vg: str | None = None
+    rbd_pool: str | None = None
+
+    @property
+    def portal(self) -> str:
+        return f"{self.portal_ip}:{ISCSI_PORT}"
+
+    def owns(self, iqn: str) -> bool:
+        return iqn.startswith(self.iqn_prefix + ":")
+
+    def target(self, name: str) -> TargetPlan:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+
+def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *, strict: bool = True) -> IscsiPlan:
+    """Pure: resolve names, backing paths, ACLs and CHAP accounts for every target of the spec.
+
+    Raises PlanError when a target cannot be served as asked (lvm backing without a VG on this node, rbd without
+    Ceph in the lab, LIO with rbd, an unknown implementation). With `strict=False` (used by `delete`, whose lab
+    file may have changed since) such targets keep an empty path instead.
+    """
+    implementation = str(spec["implementation"])
+    if implementation not in IMPLEMENTATIONS:
+        raise PlanError(
+            f"unknown iSCSI target implementation {implementation!r}",
+            resource=resource_id,
+            hint="use `tgt` (user space, runs anywhere) or `lio` (kernel, needs configfs)",
+        )
+    iqn_prefix = str(spec["iqn_prefix"])
+    chap = bool(spec.get("chap", True))
+    initiator_nodes = tuple(str(n) for n in spec.get("initiators", ()))
+    initiators = tuple(initiator_iqn(lab.name, n) for n in initiator_nodes)
+    storage = lab.networks.get("storage")
+    allowed = str(storage.cidr) if storage is not None else None
+
+    vg: str | None = None
+    lvm = lab.storage.lvm
+    if lvm is not None and lvm.node == node:
+        vg = lvm.vg
+    rbd_pool: str | None = None
+    ceph = lab.storage.ceph
+    if ceph is not None and ceph.pools:
+        rbd_pool = "volumes" if "volumes" in ceph.pools else ceph.pools[0]
+
+    targets: list[TargetPlan] = []
+    for raw in spec.get("targets", ()):
+        name = str(raw["name"])
+        backing = str(raw.get("backing", "file"))
+        size = int(raw["size_mib"])
+        if backing == "file":
+            path = f"{FILE_DIR}/{name}.img"
+        elif not strict and (backing not in ("lvm", "rbd") or (vg if backing == "lvm" else rbd_pool) is None):
+            path = ""
+        elif backing == "lvm":
+            if vg is None:
+                raise PlanError(
+                    f"target {name} has `backing: lvm` but storage.lvm is not on {node}",
+                    resource=resource_id,
+                    hint=f"add `storage.lvm: {{node: {node}}}` or use `backing: file`",
+                )
+            path = f"/dev/{vg}/{lv_name(name)}"
+        elif backing == "rbd":
+            if rbd_pool is None:
+                raise PlanError(
+                    f"target {name} has `backing: rbd` but the lab has no Ceph pools",
+                    resource=resource_id,
+                    hint="add storage.ceph to the lab, or use `backing: file`",
+                )
+            if implementation == "lio" and strict:
+                raise PlanError(
+                    f"target {name}: LIO cannot serve RBD images (it needs the kernel rbd module to map them)",
+                    resource=resource_id,
+                    hint="use `implementation: tgt` (its rbd backing store talks to Ceph in user space) "
+                    "or `backing: file`/`lvm` for LIO",
+                )
+            path = f"{rbd_pool}/{rbd_image_name(name)}"
+        else:
+            raise PlanError(f"target {name}: unknown backing {backing!r}", resource=resource_id)
+        targets.append(
+            TargetPlan(
+                name=name,
+                iqn=target_iqn(iqn_prefix, name),
+                backing=backing,
+                size_mib=size,
+                path=path,
+                initiators=initiators,
+                chap_user=chap_user(lab.name, name) if chap else None,
+                chap_secret=chap_secret_name(name) if chap else None,
+            )
+        )
+    return IscsiPlan(
+        lab=lab.name,
+        node=node,
+        implementation=implementation,
+        portal_ip=str(ipaddress.ip_address(str(spec["portal"]))),
+        iqn_prefix=iqn_prefix,
+        chap=chap,
+        allowed_network=allowed,
+        initiator_nodes=initiator_nodes,
+        targets=tuple(targets),
+        vg=vg,
+        rbd_pool=rbd_pool,
+    )
+
+
+# --- what a backend observed --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetSeen:
+    """One target as a backend found it on the node (backend-neutral)."""
+
+    iqn: str
+    luns: Mapping[int, str] = field(default_factory=dict)  # lun -> backing path (file, device, pool/image)
+    initiators: tuple[str, ...] = ()  # IQN ACL entries
+    addresses: tuple[str, ...] = ()  # address ACL entries (tgt)
+    chap_users: tuple[str, ...] = ()
+    portals: tuple[str, ...] = ()  # per-target portals (LIO); tgt's are global
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "iqn": self.iqn,
+            "luns": {str(k): v for k, v in sorted(self.luns.items())},
+            "initiators": list(self.initiators),
+            "addresses": list(self.addresses),
+            "chap_users": list(self.chap_users),
+            "portals": list(self.portals),
+        }
+
+
+@dataclass(frozen=True)
+class TargetsSeen:
+    """What an iSCSI target on the node serves: targets by IQN, the daemon's portals, and extra problems."""
+
+    targets: Mapping[str, TargetSeen]
+    portals: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()  # e.g. "tgt is not running", "persisted config differs"
+
+
+def target_problems(plan: IscsiPlan, want: TargetPlan, seen: TargetSeen) -> list[str]:
+    """Pure: how one observed target differs from its plan (empty when it matches)."""
+    out: list[str] = []
+    if seen.luns.get(want.lun) != want.path:
+        out.append(f"LUN {want.lun} backed by {seen.luns.get(want.lun)!r}, want {want.path!r}")
+    if sorted(seen.initiators) != sorted(want.initiators):
+        out.append(f"initiator ACL {sorted(seen.initiators)} != {sorted(want.initiators)}")
+    if plan.implementation == "tgt" and plan.allowed_network and list(seen.addresses) != [plan.allowed_network]:
+        out.append(f"address ACL {list(seen.addresses)} != [{plan.allowed_network!r}]")
+    want_users = [want.chap_user] if want.chap_user else []
+    if sorted(set(seen.chap_users)) != want_users:
+        out.append(f"CHAP users {sorted(set(seen.chap_users))} != {want_users}")
+    if plan.implementation == "lio" and list(seen.portals) != [plan.portal]:
+        out.append(f"portals {list(seen.portals)} != [{plan.portal!r}]")
+    return out
+
+
+def drift_of(plan: IscsiPlan, seen: TargetsSeen) -> tuple[str, ...]:
+    """Pure: everything `apply` would have to fix, as human-readable lines."""
+    drift = list(seen.problems)
+    for want in plan.targets:
+        have = seen.targets.get(want.iqn)
+        if have is None:
+            drift.append(f"target {want.iqn} missing")
+            continue
+        drift.extend(f"target {want.name}: {p}" for p in target_problems(plan, want, have))
+    wanted = {t.iqn for t in plan.targets}
+    drift.extend(f"target {iqn} is not in the lab file" for iqn in sorted(seen.targets) if iqn not in wanted)
+    if plan.implementation == "tgt" and list(seen.portals) != [plan.portal]:
+        drift.append(f"tgtd portals {list(seen.portals)} != [{plan.portal!r}]")
+    return tuple(drift)
+
+
+# --- the backend interface ----------------------------------------------------------------------------------
+
+
+class IscsiTargetBackend(Protocol):
+    """What tgt and LIO both provide. `secrets` maps CHAP secret names to values (empty when CHAP is off)."""
+
+    implementation: str
+
+    def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
+        """Raise PlanError when the node cannot run this implementation (before anything is touched)."""
+        ...
+
+    def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
+        """Daemon, portal binding and persisted configuration, so a restart of the service restores the targets."""
+        ...
+
+    def ensure_target(self, runner: Runner, plan: IscsiPlan, target: TargetPlan, secrets: Mapping[str, str]) -> None:
+        """Make one target live exactly as planned (create it, or rebuild it when it differs)."""
+        ...
+
+    def remove_target(self, runner: Runner, plan: IscsiPlan, iqn: str) -> None:
+        """Remove one live target of the lab (and its CHAP account)."""
+        ...
+
+    def finish(self, runner: Runner, plan: IscsiPlan) -> None:
+        """After all targets: save/verify (e.g. LIO saveconfig, tgt portal check)."""
+        ...
+
+    def observe(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> TargetsSeen | None:
+        """Read-only: the lab's targets on the node, or None when this implementation has nothing there.
+
+        `secrets` holds the CHAP secrets that exist already, to compare persisted configuration with."""
+        ...
+
+    def delete(self, runner: Runner, plan: IscsiPlan) -> None:
+        """Remove every target of the lab, the accounts and the persisted configuration. Idempotent."""
+        ...
+
+
+def backend_for(implementation: str) -> IscsiTargetBackend:
+    if implementation == "tgt":
+        from stacklab.drivers.iscsi_tgt import TgtBackend
+
+        return TgtBackend()
+    if implementation == "lio":
+        from stacklab.drivers.iscsi_lio import LioBackend
+
+        return LioBackend()
+    raise PlanError(f"unknown iSCSI target implementation {implementation!r}", hint="use `tgt` or `lio`")
+
+
+# --- backing stores (shared) --------------------------------------------------------------------------------
+
+
+def ensure_backing(runner: Runner, plan: IscsiPlan, target: TargetPlan, resource_id: str) -> None:
+    """Create the target's backing store on the node unless it exists."""
+    if target.backing == "file":
+        runner.run(["mkdir", "-p", FILE_DIR], timeout=FILE_TIMEOUT)
+        if not node_path_exists(runner, target.path):
+            runner.run(["truncate", "--size", f"{target.size_mib}M", target.path], timeout=FILE_TIMEOUT)
+    elif target.backing == "lvm":
+        assert plan.vg is not None
+        ensure_lv(runner, plan.vg, lv_name(target.name), target.size_mib, lab=plan.lab)
+    elif target.backing == "rbd":
+        if not node_path_exists(runner, CEPH_CONF):
+            raise StackLabError(
+                f"target {target.name} is backed by RBD but {plan.node} has no {CEPH_CONF}",
+                resource=resource_id,
+                hint="the node needs the lab's ceph.conf and client.admin keyring (make it a Ceph node or client)",
+            )
+        if not runner.run(["rbd", "info", target.path], timeout=RBD_TIMEOUT, check=False).ok:
+            runner.run(["rbd", "create", "--size", str(target.size_mib), target.path], timeout=RBD_TIMEOUT)
+
+
+def remove_backing(runner: Runner, target: TargetPlan) -> None:
+    """Remove a target's backing store (recorded path; an empty path means nothing was made)."""
+    if not target.path:
+        return
+    if target.backing == "file":
+        runner.run(["rm", "-f", target.path], timeout=FILE_TIMEOUT)
+    elif target.backing == "lvm":
+        device = Path(target.path)  # /dev/VG/LV
+        remove_lv(runner, device.parent.name, device.name)
+    elif target.backing == "rbd" and runner.run(["rbd", "info", target.path], timeout=RBD_TIMEOUT, check=False).ok:
+        runner.run(["rbd", "rm", "--no-progress", target.path], timeout=RBD_TIMEOUT)
+
+
+def outputs_of(plan: IscsiPlan) -> dict[str, Any]:
+    """Pure: what later suites and the client configuration read from the state file."""
+    return {
+        "implementation": plan.implementation,
+        "portal": plan.portal,
+        "targets": {
+            t.name: {
+                "iqn": t.iqn,
+                "lun": t.lun,
+                "backing": t.backing,
+                "path": t.path,
+                "size_mib": t.size_mib,
+                "chap_user": t.chap_user,
+            }
+            for t in plan.targets
+        },
+        "chap_secret_names": {t.name: t.chap_secret for t in plan.targets if t.chap_secret},
+        "initiators": {n: initiator_iqn(plan.lab, n) for n in plan.initiator_nodes},
+    }
+
+
+def chap_secrets(ctx: DriverContext, plan: IscsiPlan) -> dict[str, str]:
+    """The plan's CHAP secrets by secret name, created once per lab (values are never logged)."""
+    out: dict[str, str] = {}
+    for target in plan.targets:
+        if target.chap_secret:
+            out[target.chap_secret] = get_or_create_secret(ctx.state_dir, target.chap_secret, length=CHAP_SECRET_LENGTH)
+    return out
+
+
+def existing_secrets(ctx: DriverContext, plan: IscsiPlan) -> dict[str, str]:
+    """Read-only twin of chap_secrets(): the secrets already made (observe must not create any)."""
+    out: dict[str, str] = {}
+    for target in plan.targets:
+        if target.chap_secret:
+            path = ctx.state_dir / "secrets" / target.chap_secret  # stacklab.secrets' layout
+            if path.is_file():
+                out[target.chap_secret] = path.read_text().strip()
+    return out
+
+
+# --- the role driver ----------------------------------------------------------------------------------------
+
+
+class IscsiDriver(BaseDriver):
+    """iSCSI targets of a lab on one storage node. Targets, ACLs and CHAP change in place; a new implementation,
+    portal or IQN prefix replaces (the engine deletes with the recorded spec, then applies the new one)."""
+
+    kind = "iscsi"
+    updatable = frozenset({"targets", "initiators", "chap"})
+
+    @staticmethod
+    def plan_of(
+        resource_id: str, node: str, spec: Mapping[str, Any], ctx: DriverContext, *, strict: bool = True
+    ) -> IscsiPlan:
+        return plan_iscsi(resource_id, node, spec, ctx.lab, strict=strict)
+
+    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+        plan = self.plan_of(resource.id, resource.name, resource.spec, ctx)
+        runner = node_runner_or_none(ctx, plan.node)
+        if runner is None:
+            return None
+        seen = backend_for(plan.implementation).observe(runner, plan, existing_secrets(ctx, plan))
+        if seen is None:
+            return None
+        facts = {
+            "implementation": plan.implementation,
+            "portals": list(seen.portals),
+            "targets": {iqn: t.to_json() for iqn, t in sorted(seen.targets.items())},
+        }
+        return Observed(True, facts, drift_of(plan, seen))
+
+    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
+        resource = change.resource
+        plan = self.plan_of(resource.id, resource.name, resource.spec, ctx)
+        backend = backend_for(plan.implementation)
+        runner = ctx.on_node(plan.node)
+        backend.check_node(runner, plan, resource.id)
+        secrets = chap_secrets(ctx, plan)
+
+        for target in plan.targets:
+            ctx.progress(f"{resource.id}: backing store of {target.name} ({target.backing}, {target.size_mib} MiB)")
+            ensure_backing(runner, plan, target, resource.id)
+        ctx.progress(f"{resource.id}: {plan.implementation} on {plan.portal}")
+        backend.prepare(runner, plan, secrets)
+        seen = backend.observe(runner, plan, secrets)
+        live = dict(seen.targets) if seen is not None else {}
+        for iqn in sorted(live):
+            if iqn not in {t.iqn for t in plan.targets}:
+                ctx.progress(f"{resource.id}: removing target {iqn} (no longer in the lab file)")
+                backend.remove_target(runner, plan, iqn)
+        for target in plan.targets:
+            have = live.get(target.iqn)
+            if have is not None and not target_problems(plan, target, have):
+                continue
+            ctx.progress(f"{resource.id}: target {target.iqn}")
+            backend.ensure_target(runner, plan, target, secrets)
+        backend.finish(runner, plan)
+        self._remove_dropped_backing(runner, plan, change.recorded)
+        return outputs_of(plan)
+
+    def _remove_dropped_backing(self, runner: Runner, plan: IscsiPlan, recorded: Mapping[str, Any] | None) -> None:
+        """Targets that were in the recorded spec and are gone now: remove their backing stores too."""
+        old_targets = (recorded or {}).get("outputs", {}).get("targets", {})
+        keep = {t.name for t in plan.targets}
+        for name, info in old_targets.items():
+            if name in keep:
+                continue
+            old = TargetPlan(
+                name=name,
+                iqn=str(info.get("iqn", "")),
+                backing=str(info.get("backing", "file")),
+                size_mib=int(info.get("size_mib", 0)),
+                path=str(info.get("path", "")),
+                initiators=(),
+                chap_user=None,
+                chap_secret=None,
+            )
+            remove_backing(runner, old)
+
+    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+        raw = recorded.get("spec")
+        if not raw:
+            LOG.info("%s: nothing recorded to delete", resource_id)
+            return
+        node = str(recorded.get("name") or resource_id.partition("/")[2])
+        plan = self.plan_of(resource_id, node, raw, ctx, strict=False)
+        runner = node_runner_or_none(ctx, node)
+        if runner is None:
+            LOG.warning("%s: node %s is not up; its targets go with the node", resource_id, node)
+            return
+        backend_for(plan.implementation).delete(runner, plan)
+        recorded_targets = recorded.get("outputs", {}).get("targets", {})
+        for target in plan.targets:
+            path = str(recorded_targets.get(target.name, {}).get("path") or target.path)
+            remove_backing(runner, dataclasses.replace(target, path=path))
+
+
+@register("iscsi")
+def _factory() -> Driver:
+    return IscsiDriver()

@@ -1,0 +1,373 @@
+"""The `lvm` resource: a loop-backed LVM volume group on a storage node (resource `lvm/<node>`).
+
+On the node: a sparse backing file `/var/lib/stacklab/lvm/<vg>.img` (spec `size_mib`), a loop device attached
+with `losetup --find --show`, a PV on it and the VG (spec `vg`) tagged `stacklab_<lab>` (the ownership mark:
+`delete` and `observe` never touch a VG without it). Where the node runs systemd, a oneshot unit
+`stacklab-loop-<vg>.service` re-attaches the file at boot before LVM activation, so the VG survives a reboot.
+The iSCSI driver creates its LVs (`iscsi-<target>`) in this VG.
+
+LVM needs device-mapper in the node's kernel. Containers share the host kernel, and the CI host has none, so
+`apply` checks `/dev/mapper/control` and `dmsetup version` first and raises PlanError naming the alternatives.
+On the CI host this driver is therefore proven by unit tests only (tests/unit/test_lvm.py); it runs for real on
+a workstation / bare-metal runner or in a VM storage node with its own kernel.
+
+Every command runs on the node through `ctx.on_node(node)` as an argv list with a timeout, and every step
+checks whether it is already done, so `apply` can be re-run after a failure. If `apply` fails half-way, what
+exists carries the lab's mark (file name, VG tag, unit name) and `delete` removes it.
+
+This module also holds the small node-file helpers the storage drivers share (write a file through stdin only
+when its content changed, read one, ask whether the node runs systemd).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.runner import Runner
+from stacklab.plan.resource import Change, Observed, Resource
+
+LOG = logging.getLogger(__name__)
+
+FILE_TIMEOUT = 30.0
+LVM_TIMEOUT = 60.0
+SYSTEMCTL_TIMEOUT = 120.0
+
+LVM_DIR = "/var/lib/stacklab/lvm"
+UNIT_DIR = "/etc/systemd/system"
+
+NO_DM_HINT = (
+    "LVM needs device-mapper in the node's kernel, and this node shares a kernel without it. Use file-backed "
+    "iSCSI LUNs (`backing: file`), Ceph RBD (`backing: rbd`, storage.ceph), or make the storage node a VM "
+    "(`kind: vm`) so it has its own kernel"
+)
+
+
+# --- node helpers shared by the storage drivers -------------------------------------------------------------
+
+
+def write_node_file(runner: Runner, path: str, content: str, *, mode: str = "0644") -> bool:
+    """Write `content` to `path` on the node unless it is already there; returns True when it was written.
+
+    The content travels on stdin (`install -D ... /dev/stdin PATH`), never in argv, so secrets in it are not
+    logged with the command line.
+    """
+    want = hashlib.sha256(content.encode()).hexdigest()
+    have = runner.run(["sha256sum", path], timeout=FILE_TIMEOUT, check=False)
+    if have.ok and have.stdout.split()[:1] == [want]:
+        return False
+    runner.run(["install", "-D", "-m", mode, "/dev/stdin", path], timeout=FILE_TIMEOUT, input=content)
+    return True
+
+
+def read_node_file(runner: Runner, path: str) -> str | None:
+    """The content of `path` on the node, or None when it cannot be read (absent)."""
+    result = runner.run(["cat", path], timeout=FILE_TIMEOUT, check=False)
+    return result.stdout if result.ok else None
+
+
+def node_path_exists(runner: Runner, path: str) -> bool:
+    return runner.run(["test", "-e", path], timeout=FILE_TIMEOUT, check=False).ok
+
+
+def node_has_systemd(runner: Runner) -> bool:
+    """True when systemd is PID 1 on the node (the test systemd itself documents: /run/systemd/system exists)."""
+    return runner.run(["test", "-d", "/run/systemd/system"], timeout=FILE_TIMEOUT, check=False).ok
+
+
+def systemctl(runner: Runner, *args: str, check: bool = True) -> bool:
+    """Run `systemctl ARGS` on the node; returns whether it succeeded."""
+    return runner.run(["systemctl", *args], timeout=SYSTEMCTL_TIMEOUT, check=check).ok
+
+
+def unit_active(runner: Runner, unit: str) -> bool:
+    return runner.run(["systemctl", "is-active", "--quiet", unit], timeout=SYSTEMCTL_TIMEOUT, check=False).ok
+
+
+def node_runner_or_none(ctx: DriverContext, node: str) -> Runner | None:
+    """The node's runner, or None when the node is not up yet (first `up`: nothing of ours can exist there)."""
+    try:
+        return ctx.on_node(node)
+    except (StackLabError, RuntimeError) as exc:
+        LOG.debug("node %s not reachable for observation: %s", node, exc)
+        return None
+
+
+def lab_tag(lab: str) -> str:
+    """LVM tag marking the lab's VGs and LVs (tags allow [A-Za-z0-9_+.-])."""
+    return f"stacklab_{lab}"
+
+
+# --- device-mapper check -------------------------------------------------------------------------------------
+
+
+def check_device_mapper(runner: Runner, resource_id: str) -> None:
+    """Raise PlanError unless the node can use device-mapper (/dev/mapper/control and `dmsetup version`)."""
+    control = runner.run(["test", "-c", "/dev/mapper/control"], timeout=FILE_TIMEOUT, check=False)
+    version = runner.run(["dmsetup", "version"], timeout=FILE_TIMEOUT, check=False) if control.ok else None
+    if control.ok and version is not None and version.ok and "Driver version" in version.stdout:
+        return
+    if not control.ok:
+        why = "/dev/mapper/control is missing"
+    else:
+        assert version is not None
+        why = "`dmsetup version` cannot reach the kernel driver: " + (
+            version.stderr.strip().splitlines()[0] if version.stderr.strip() else f"exit code {version.returncode}"
+        )
+    raise PlanError(f"the node has no usable device-mapper ({why})", resource=resource_id, hint=NO_DM_HINT)
+
+
+# --- the volume group ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LvmSpec:
+    lab: str
+    node: str
+    vg: str
+    size_mib: int
+
+    @classmethod
+    def from_spec(cls, lab: str, node: str, spec: Mapping[str, Any]) -> LvmSpec:
+        return cls(lab=lab, node=node, vg=str(spec["vg"]), size_mib=int(spec["size_mib"]))
+
+    @property
+    def file(self) -> str:
+        return f"{LVM_DIR}/{self.vg}.img"
+
+    @property
+    def unit(self) -> str:
+        return f"stacklab-loop-{self.vg}.service"
+
+    @property
+    def unit_path(self) -> str:
+        return f"{UNIT_DIR}/{self.unit}"
+
+    @property
+    def tag(self) -> str:
+        return lab_tag(self.lab)
+
+
+def render_loop_unit(spec: LvmSpec) -> str:
+    """Pure: the oneshot unit that re-attaches the VG's backing file at boot, before LVM activation."""
+    file = spec.file
+    return (
+        f"# stacklab lab={spec.lab}: re-attach the loop device of LVM volume group {spec.vg} at boot\n"
+        "[Unit]\n"
+        f"Description=stacklab {spec.lab}: loop device for LVM volume group {spec.vg}\n"
+        "DefaultDependencies=no\n"
+        "After=local-fs.target systemd-udevd.service\n"
+        "Before=lvm2-activation-early.service lvm2-activation.service lvm2-monitor.service\n"
+        f"ConditionPathExists={file}\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"ExecStart=/sbin/losetup --find --show {shlex.quote(file)}\n"
+        f"ExecStartPost=/sbin/vgchange --activate y {shlex.quote(spec.vg)}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=local-fs.target\n"
+    )
+
+
+def loops_of(runner: Runner, file: str) -> list[str]:
+    """Loop devices attached to `file` on the node (`losetup --associated`)."""
+    result = runner.run(
+        ["losetup", "--list", "--associated", file, "--noheadings", "--output", "NAME"],
+        timeout=FILE_TIMEOUT,
+        check=False,
+    )
+    if not result.ok:
+        return []
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def parse_lvm_report(text: str, section: str) -> list[dict[str, str]]:
+    """Pure: rows of an LVM `--reportformat json` report (`section` is "vg", "lv" or "pv")."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    rows: list[dict[str, str]] = []
+    for report in data.get("report", []):
+        for row in report.get(section, []):
+            rows.append({str(k): str(v) for k, v in row.items()})
+    return rows
+
+
+def vg_info(runner: Runner, vg: str) -> dict[str, str] | None:
+    """The VG's report row (vg_name, vg_tags, vg_size in MiB, pv_count, lv_count), or None if it does not exist."""
+    result = runner.run(
+        [
+            "vgs",
+            "--reportformat",
+            "json",
+            "--units",
+            "m",
+            "--nosuffix",
+            "-o",
+            "vg_name,vg_tags,vg_size,pv_count,lv_count",
+            vg,
+        ],
+        timeout=LVM_TIMEOUT,
+        check=False,
+    )
+    if not result.ok:
+        return None
+    rows = [r for r in parse_lvm_report(result.stdout, "vg") if r.get("vg_name") == vg]
+    return rows[0] if rows else None
+
+
+def vg_tags(info: Mapping[str, str]) -> set[str]:
+    return {t for t in info.get("vg_tags", "").split(",") if t}
+
+
+def lv_names(runner: Runner, vg: str) -> list[str]:
+    result = runner.run(
+        ["lvs", "--reportformat", "json", "-o", "lv_name,lv_tags", vg], timeout=LVM_TIMEOUT, check=False
+    )
+    if not result.ok:
+        return []
+    return [r["lv_name"] for r in parse_lvm_report(result.stdout, "lv") if r.get("lv_name")]
+
+
+def lv_exists(runner: Runner, vg: str, lv: str) -> bool:
+    return runner.run(["lvs", f"{vg}/{lv}"], timeout=LVM_TIMEOUT, check=False).ok
+
+
+def ensure_lv(runner: Runner, vg: str, lv: str, size_mib: int, *, lab: str) -> str:
+    """Create LV `vg/lv` (tagged with the lab) unless it exists; returns its device path /dev/VG/LV."""
+    if not lv_exists(runner, vg, lv):
+        runner.run(
+            ["lvcreate", "--yes", "--name", lv, "--size", f"{size_mib}m", "--addtag", lab_tag(lab), vg],
+            timeout=LVM_TIMEOUT,
+        )
+    return f"/dev/{vg}/{lv}"
+
+
+def remove_lv(runner: Runner, vg: str, lv: str) -> None:
+    if lv_exists(runner, vg, lv):
+        runner.run(["lvremove", "--yes", f"{vg}/{lv}"], timeout=LVM_TIMEOUT)
+
+
+class LvmDriver(BaseDriver):
+    """Loop-backed, lab-tagged LVM volume group on one node. Spec changes (vg, size) replace it."""
+
+    kind = "lvm"
+
+    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+        spec = LvmSpec.from_spec(ctx.lab.name, resource.name, resource.spec)
+        runner = node_runner_or_none(ctx, spec.node)
+        if runner is None:
+            return None
+        info = vg_info(runner, spec.vg)
+        if info is None:
+            return None
+        tags = vg_tags(info)
+        facts: dict[str, Any] = {
+            "vg": spec.vg,
+            "tags": sorted(tags),
+            "size_mib": info.get("vg_size"),
+            "lv_count": info.get("lv_count"),
+            "loops": loops_of(runner, spec.file),
+            "file": spec.file,
+        }
+        if spec.tag not in tags:
+            return Observed(False, facts)
+        drift: list[str] = []
+        if not facts["loops"]:
+            drift.append(f"{spec.file} is not attached to a loop device (the VG is not backed by the lab's file)")
+        if node_has_systemd(runner) and not node_path_exists(runner, spec.unit_path):
+            drift.append(f"reboot unit {spec.unit} missing")
+        return Observed(True, facts, tuple(drift))
+
+    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
+        resource = change.resource
+        spec = LvmSpec.from_spec(ctx.lab.name, resource.name, resource.spec)
+        runner = ctx.on_node(spec.node)
+        check_device_mapper(runner, resource.id)
+
+        info = vg_info(runner, spec.vg)
+        if info is not None and spec.tag not in vg_tags(info):
+            raise PlanError(
+                f"volume group {spec.vg} exists on {spec.node} without the lab's tag {spec.tag}",
+                resource=resource.id,
+                hint="pick another `vg` name in storage.lvm; stacklab never touches foreign volume groups",
+            )
+
+        ctx.progress(f"{resource.id}: backing file {spec.file} ({spec.size_mib} MiB, sparse)")
+        runner.run(["mkdir", "-p", LVM_DIR], timeout=FILE_TIMEOUT)
+        if not node_path_exists(runner, spec.file):
+            runner.run(["truncate", "--size", f"{spec.size_mib}M", spec.file], timeout=FILE_TIMEOUT)
+
+        loops = loops_of(runner, spec.file)
+        if loops:
+            loop = loops[0]
+        else:
+            loop = runner.run(["losetup", "--find", "--show", spec.file], timeout=FILE_TIMEOUT).stdout.strip()
+            if not loop.startswith("/dev/"):
+                raise StackLabError(f"losetup printed no device for {spec.file}: {loop!r}", resource=resource.id)
+
+        if info is None:
+            ctx.progress(f"{resource.id}: PV {loop}, VG {spec.vg}")
+            if not runner.run(["pvs", loop], timeout=LVM_TIMEOUT, check=False).ok:
+                runner.run(["pvcreate", "--yes", loop], timeout=LVM_TIMEOUT)
+            runner.run(["vgcreate", "--yes", "--addtag", spec.tag, spec.vg, loop], timeout=LVM_TIMEOUT)
+
+        unit: str | None = None
+        if node_has_systemd(runner):
+            unit = spec.unit
+            if write_node_file(runner, spec.unit_path, render_loop_unit(spec)):
+                systemctl(runner, "daemon-reload")
+            # Enabled, not started: the loop is attached already; starting would attach a second one.
+            systemctl(runner, "enable", spec.unit)
+        else:
+            LOG.warning(
+                "%s: %s has no systemd; the loop device is not re-attached after a reboot", resource.id, spec.node
+            )
+        return {"vg": spec.vg, "loop": loop, "file": spec.file, "unit": unit, "node": spec.node}
+
+    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+        raw = recorded.get("spec")
+        if not raw:
+            LOG.info("%s: nothing recorded to delete", resource_id)
+            return
+        node = str(recorded.get("name") or resource_id.partition("/")[2])
+        spec = LvmSpec.from_spec(ctx.lab.name, node, raw)
+        runner = node_runner_or_none(ctx, node)
+        if runner is None:
+            LOG.warning("%s: node %s is not up; its VG goes with the node", resource_id, node)
+            return
+        info = vg_info(runner, spec.vg)
+        loops = loops_of(runner, spec.file)
+        if info is not None:
+            if spec.tag not in vg_tags(info):
+                raise StackLabError(
+                    f"volume group {spec.vg} on {node} lacks the lab's tag {spec.tag}; not removing it",
+                    resource=resource_id,
+                    hint="it is not this lab's; remove it by hand if you are sure",
+                )
+            for lv in lv_names(runner, spec.vg):
+                runner.run(["lvremove", "--yes", f"{spec.vg}/{lv}"], timeout=LVM_TIMEOUT)
+            runner.run(["vgremove", "--yes", spec.vg], timeout=LVM_TIMEOUT)
+        for loop in loops:
+            runner.run(["pvremove", "--yes", loop], timeout=LVM_TIMEOUT, check=False)
+            runner.run(["losetup", "--detach", loop], timeout=FILE_TIMEOUT)
+        runner.run(["rm", "-f", spec.file], timeout=FILE_TIMEOUT)
+        if node_path_exists(runner, spec.unit_path):
+            systemctl(runner, "disable", spec.unit, check=False)
+            runner.run(["rm", "-f", spec.unit_path], timeout=FILE_TIMEOUT)
+            systemctl(runner, "daemon-reload", check=False)
+
+
+@register("lvm")
+def _factory() -> Driver:
+    return LvmDriver()

@@ -1,0 +1,185 @@
+"""knfsd (the kernel NFS server, nfs-kernel-server): the NFS backend for nodes with a full kernel.
+
+knfsd needs the nfsd filesystem in the node's kernel. Containers share the host kernel and the CI host has no
+nfsd (shared/host-notes/storage.md section 3a: `rpc.nfsd` cannot open /proc/fs/nfsd, `mount -t nfsd` is an
+unknown filesystem type), so `check_node` raises PlanError there (`grep -w nfsd /proc/filesystems` on the node)
+and this backend is proven by unit and golden tests only. It runs for real in a VM storage node or on a
+workstation / bare-metal runner.
+
+Files (both pure renderings, golden-tested, first line = the lab's marker):
+- `/etc/exports.d/stacklab-<lab>.exports`: one line per export,
+  `/srv/nfs/images 172.29.244.0/24(rw,sync,no_root_squash,no_subtree_check)`, applied with `exportfs -ra`
+  (exportfs reads /etc/exports.d/*.exports; the node's own /etc/exports is left alone);
+- `/etc/nfs.conf.d/stacklab-<lab>.conf`: `[nfsd] host=<storage address>` and `vers3`/`vers4` from the spec;
+  a change restarts `nfs-server` (rpcbind is enabled when v3 is on).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.drivers.lvm import (
+    FILE_TIMEOUT,
+    node_has_systemd,
+    node_path_exists,
+    read_node_file,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.nfs import NfsPlan, NfsSeen, make_dirs
+from stacklab.errors import PlanError
+from stacklab.exec.runner import Runner
+
+LOG = logging.getLogger(__name__)
+
+UNIT = "nfs-server.service"
+RPCBIND = "rpcbind.service"
+RPC_NFSD = "/usr/sbin/rpc.nfsd"
+EXPORT_OPTIONS = "rw,sync,no_root_squash,no_subtree_check"
+EXPORTFS_TIMEOUT = 60.0
+NO_NFSD_HINT = (
+    "knfsd needs nfsd in the node's kernel, which a container shares with a host that lacks it. Use "
+    "`implementation: ganesha` (user space, runs in containers) or a VM storage node (`kind: vm`)"
+)
+
+
+def exports_path(lab: str) -> str:
+    return f"/etc/exports.d/stacklab-{lab}.exports"
+
+
+def nfs_conf_path(lab: str) -> str:
+    return f"/etc/nfs.conf.d/stacklab-{lab}.conf"
+
+
+def _export_path(path: str) -> str:
+    # exports(5): a path with blanks is double-quoted.
+    return f'"{path}"' if re.search(r"\s", path) else path
+
+
+def render_exports(plan: NfsPlan) -> str:
+    """Pure: the lab's exports(5) file."""
+    lines = [f"{plan.marker}: kernel NFS exports (generated; do not edit)"]
+    for export in plan.exports:
+        lines.append(f"# export {export.name}")
+        lines.append(f"{_export_path(export.path)} {plan.clients}({EXPORT_OPTIONS})")
+    return "\n".join(lines) + "\n"
+
+
+def render_nfs_conf(plan: NfsPlan) -> str:
+    """Pure: nfs.conf(5) drop-in binding nfsd to the storage address with the lab's versions."""
+    yes = {v: "y" if v in plan.versions else "n" for v in (3, 4)}
+    return (
+        f"{plan.marker}: kernel NFS server settings (generated; do not edit)\n"
+        "[nfsd]\n"
+        f"host={plan.address}\n"
+        f"vers3={yes[3]}\n"
+        f"vers4={yes[4]}\n"
+    )
+
+
+def parse_exports(text: str) -> dict[str, dict[str, list[str]]]:
+    """Pure: exports(5) text -> {path: {client: [options]}} (comments and blank lines dropped)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith('"'):
+            path, _, rest = line[1:].partition('"')
+        else:
+            path, _, rest = line.partition(" ")
+        clients: dict[str, list[str]] = {}
+        for item in rest.split():
+            host, _, opts = item.partition("(")
+            clients[host] = sorted(o for o in opts.rstrip(")").split(",") if o)
+        out[path] = clients
+    return out
+
+
+def parse_nfs_conf(text: str) -> dict[str, str]:
+    """Pure: the [nfsd] section of an nfs.conf(5) file as key -> value."""
+    section = ""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+        elif "=" in line and section == "nfsd":
+            key, _, value = line.partition("=")
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def knfsd_state(exports_text: str, conf_text: str) -> dict[str, Any]:
+    """Pure: the normalized state of the two files."""
+    conf = parse_nfs_conf(conf_text)
+    versions = [v for v in (3, 4) if conf.get(f"vers{v}", "y").lower() in ("y", "yes", "1", "true", "on")]
+    return {"address": conf.get("host", ""), "versions": versions, "exports": parse_exports(exports_text)}
+
+
+class KnfsdBackend:
+    """NfsServerBackend on the kernel NFS server (see the module docstring)."""
+
+    implementation = "knfsd"
+
+    def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+        if not runner.run(["grep", "-qw", "nfsd", "/proc/filesystems"], timeout=FILE_TIMEOUT, check=False).ok:
+            raise PlanError(f"{plan.node}'s kernel has no nfsd", resource=resource_id, hint=NO_NFSD_HINT)
+        if not node_path_exists(runner, RPC_NFSD):
+            raise PlanError(
+                f"{plan.node} has no {RPC_NFSD}",
+                resource=resource_id,
+                hint="the storage image must include `nfs-kernel-server`",
+            )
+        if not node_has_systemd(runner):
+            raise PlanError(
+                f"{plan.node} does not run systemd; the knfsd backend manages {UNIT}",
+                resource=resource_id,
+                hint="use a node image with systemd",
+            )
+
+    def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
+        return knfsd_state(render_exports(plan), render_nfs_conf(plan))
+
+    def ensure(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+        make_dirs(runner, plan)
+        if 3 in plan.versions:
+            systemctl(runner, "enable", "--now", RPCBIND)
+        conf_changed = write_node_file(runner, nfs_conf_path(plan.lab), render_nfs_conf(plan))
+        write_node_file(runner, exports_path(plan.lab), render_exports(plan))
+        systemctl(runner, "enable", UNIT)
+        if conf_changed or not unit_active(runner, UNIT):
+            systemctl(runner, "restart", UNIT)
+        runner.run(["exportfs", "-ra"], timeout=EXPORTFS_TIMEOUT)
+
+    def observe(self, runner: Runner, plan: NfsPlan) -> NfsSeen | None:
+        exports = read_node_file(runner, exports_path(plan.lab))
+        conf = read_node_file(runner, nfs_conf_path(plan.lab))
+        if exports is None and conf is None:
+            return None
+        texts = [t for t in (exports, conf) if t is not None]
+        if not all(t.startswith(plan.marker + ":") for t in texts):
+            return NfsSeen(False, {})
+        problems: list[str] = []
+        if exports is None or conf is None:
+            problems.append("one of the knfsd configuration files is missing")
+        if not unit_active(runner, UNIT):
+            problems.append(f"{UNIT} is not running")
+        if 3 in plan.versions and not unit_active(runner, RPCBIND):
+            problems.append(f"{RPCBIND} is not running (NFSv3 needs it)")
+        return NfsSeen(True, knfsd_state(exports or "", conf or ""), tuple(problems))
+
+    def delete(self, runner: Runner, plan: NfsPlan) -> None:
+        removed = False
+        for path in (exports_path(plan.lab), nfs_conf_path(plan.lab)):
+            text = read_node_file(runner, path)
+            if text is not None and text.startswith(plan.marker + ":"):
+                runner.run(["rm", "-f", path], timeout=FILE_TIMEOUT)
+                removed = True
+        if removed:
+            runner.run(["exportfs", "-ra"], timeout=EXPORTFS_TIMEOUT, check=False)
+            systemctl(runner, "disable", "--now", UNIT, check=False)

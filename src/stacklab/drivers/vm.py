@@ -1,0 +1,821 @@
+"""VM nodes: libvirt domains booting the lab image's kernel on a qcow2 overlay, with a NoCloud seed disk.
+
+Per lab, one libvirt dir pool `stacklab-<lab>` at `<state_dir>/vm/pool` holds every node's volumes, named
+`<node>.root.qcow2` (overlay on the cached base disk, see vm_disk), `<node>.disk-<name>.qcow2` (data disks) and
+`<node>.seed.iso` (the cidata seed, attached as a virtio disk: the Debian cloud kernel has no AHCI). The domain
+boots the kernel directly (`root=/dev/vda rw console=ttyS0`), has one virtio NIC per spec NIC on the NIC's bridge
+with the spec's MAC and tap name, logs its serial console to `<state_dir>/vm/<node>/console.log`, and carries the
+stacklab mark `<stacklab:owner lab= node= spec-hash=>` so that observe and delete can prove it is ours.
+
+Domain type is `qemu` (TCG) unless the spec asks for KVM and the host probe did not find KVM unusable: libvirt
+lists kvm on hosts where it cannot run a guest.
+
+After a failed apply nothing the apply made is left (domain, volumes, an emptied pool), except the console log,
+which the error message points to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import libvirt
+
+from stacklab.drivers import libvirtd
+from stacklab.drivers.base import BaseDriver, DriverContext
+from stacklab.drivers.libvirt_config import (
+    CpuConfig,
+    DiskConfig,
+    DomainConfig,
+    DomainType,
+    InterfaceConfig,
+    MetadataConfig,
+    SerialConsoleConfig,
+    StoragePoolConfig,
+    StorageVolumeConfig,
+    owner_of,
+)
+from stacklab.drivers.vm_disk import BaseDisk, ensure_base_disk
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.runner import CommandError, CommandTimeout, Runner
+from stacklab.plan.resource import Action, Change, Observed, Resource
+
+LOG = logging.getLogger(__name__)
+
+# ctx.shared keys: tests point the driver at libvirt's test:///default; the connection is shared by all nodes.
+SHARED_URI = "libvirt.uri"
+SHARED_CONN = "libvirt.conn"
+
+GIB = 1024**3
+MIB = 1024**2
+ROOT_DISK_BYTES = 8 * GIB  # overlay size; cloud-init's resizefs grows the root filesystem to it
+CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+SSH_USER = "root"
+SSH_PORT = 22
+# Boot to SSH + cloud-init done. TCG Debian guests: ~55 s quiet host, ~2 min with two booting at once.
+READY_BUDGET: Mapping[str, float] = {"qemu": 480.0, "kvm": 180.0}
+_SSH_PROBE_INTERVAL = 3.0
+_SSH_CONNECT_TIMEOUT = 5
+_UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
+_UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+_CONSOLE_TAIL_LINES = 25
+
+_connect_lock = threading.Lock()
+# libvirt refuses a pool refresh while a volume is being created in it ("asynchronous jobs running"):
+# every pool operation of this process goes through one lock (they take milliseconds).
+_pool_lock = threading.RLock()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Names and paths (pure)
+
+
+def domain_name(lab: str, node: str) -> str:
+    return f"stacklab-{lab}-{node}"
+
+
+def pool_name(lab: str) -> str:
+    return f"stacklab-{lab}"
+
+
+@dataclass(frozen=True)
+class VmLayout:
+    """Where one node's files live under the lab state dir."""
+
+    state_dir: Path
+    node: str
+
+    @property
+    def vm_dir(self) -> Path:
+        return self.state_dir / "vm"
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.vm_dir / "pool"
+
+    @property
+    def node_dir(self) -> Path:
+        return self.vm_dir / self.node
+
+    @property
+    def console_log(self) -> Path:
+        return self.node_dir / "console.log"
+
+    @property
+    def volume_prefix(self) -> str:
+        return f"{self.node}."
+
+    @property
+    def root_volume(self) -> str:
+        return f"{self.node}.root.qcow2"
+
+    @property
+    def seed_volume(self) -> str:
+        return f"{self.node}.seed.iso"
+
+    def data_volume(self, disk: str) -> str:
+        return f"{self.node}.disk-{disk}.qcow2"
+
+    def path(self, volume: str) -> Path:
+        return self.pool_dir / volume
+
+
+def choose_virt_type(accel: str, kvm_usable: bool | None) -> DomainType:
+    """'kvm' only when the spec asks for it and the probe did not find KVM unable to run guests."""
+    if accel == "kvm" and kvm_usable is not False:
+        return "kvm"
+    if accel == "kvm":
+        LOG.warning("spec asks for KVM but the host probe says KVM cannot run guests; using TCG")
+    return "qemu"
+
+
+def _vd(index: int) -> str:
+    if not 0 <= index < 26:
+        raise ValueError(f"too many disks for one VM ({index + 1}); at most 26")
+    return f"vd{chr(ord('a') + index)}"
+
+
+def bare_address(cidr_address: str) -> str:
+    return cidr_address.split("/", 1)[0]
+
+
+def node_addresses_of(spec: Mapping[str, Any]) -> dict[str, str]:
+    return {str(nic["network"]): bare_address(str(nic["address"])) for nic in spec.get("nics", [])}
+
+
+def mgmt_address(spec: Mapping[str, Any]) -> str:
+    """The address SSH uses: the node's first NIC (the lab's management network)."""
+    nics = spec.get("nics", [])
+    if not nics:
+        raise PlanError("a VM node needs at least one NIC (SSH and cloud-init readiness go over it)")
+    return bare_address(str(nics[0]["address"]))
+
+
+def disk_devices(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Data disk name -> guest device: vda is the root disk, data disks follow in spec order, the seed is last."""
+    return {str(d["name"]): f"/dev/{_vd(i + 1)}" for i, d in enumerate(spec.get("disks", []))}
+
+
+def build_domain(
+    *,
+    lab: str,
+    node: str,
+    spec: Mapping[str, Any],
+    spec_hash: str,
+    layout: VmLayout,
+    kernel: str,
+    initrd: str,
+    virt_type: DomainType,
+) -> DomainConfig:
+    """The domain a node spec asks for (pure; the golden tests pin its XML)."""
+    disks = [DiskConfig(target_dev="vda", path=str(layout.path(layout.root_volume)), driver_format="qcow2")]
+    for index, disk in enumerate(spec.get("disks", []), start=1):
+        name = str(disk["name"])
+        disks.append(
+            DiskConfig(
+                target_dev=_vd(index),
+                path=str(layout.path(layout.data_volume(name))),
+                driver_format="qcow2",
+                serial=name[:20],  # the guest sees /dev/disk/by-id/virtio-<name>; virtio serials are 20 bytes
+            )
+        )
+    disks.append(
+        DiskConfig(
+            target_dev=_vd(len(disks)),
+            path=str(layout.path(layout.seed_volume)),
+            driver_format="raw",
+            readonly=True,
+        )
+    )
+    interfaces = tuple(
+        InterfaceConfig(
+            source_bridge=str(nic["bridge"]),
+            mac=str(nic["mac"]),
+            target_dev=str(nic["host_ifname"]),
+            mtu=int(nic["mtu"]) if nic.get("mtu") else None,
+        )
+        for nic in spec.get("nics", [])
+    )
+    cpu = CpuConfig(mode="host-passthrough", model=None) if virt_type == "kvm" else CpuConfig()
+    return DomainConfig(
+        name=domain_name(lab, node),
+        memory_mib=int(spec["memory_mib"]),
+        vcpus=int(spec.get("cpus", 1)),
+        virt_type=virt_type,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=CMDLINE,
+        cpu=cpu,
+        disks=tuple(disks),
+        interfaces=interfaces,
+        serial=SerialConsoleConfig(log_file=str(layout.console_log)),
+        metadata=MetadataConfig(lab=lab, node=node, spec_hash=spec_hash),
+    )
+
+
+def vm_outputs(
+    *,
+    domain: str,
+    virt_type: DomainType,
+    spec: Mapping[str, Any],
+    layout: VmLayout,
+    key_file: str,
+    ready_seconds: float,
+    pool: str,
+    uri: str,
+) -> dict[str, Any]:
+    return {
+        "kind": "vm",
+        "domain": domain,
+        "accel": "kvm" if virt_type == "kvm" else "tcg",
+        "addresses": node_addresses_of(spec),
+        "ssh": {"host": mgmt_address(spec), "user": SSH_USER, "port": SSH_PORT, "key": key_file},
+        "console_log": str(layout.console_log),
+        "ready_seconds": round(ready_seconds, 2),
+        "disks": disk_devices(spec),
+        "pool": pool,
+        "uri": uri,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Collaborators (injectable so unit tests run apply against test:///default without a guest)
+
+
+class SeedWriter(Protocol):
+    def __call__(
+        self,
+        *,
+        lab_name: str,
+        node_name: str,
+        node_spec: Mapping[str, Any],
+        public_key: str,
+        hosts: Mapping[str, str],
+        dest: Path,
+        runner: Runner,
+    ) -> None: ...
+
+
+class BaseDiskProvider(Protocol):
+    def __call__(
+        self, rootfs: Path, image_hash: str, runner: Runner, *, progress: Callable[[str], None]
+    ) -> BaseDisk: ...
+
+
+@dataclass(frozen=True)
+class ReadyTarget:
+    node: str
+    host: str
+    user: str
+    port: int
+    key_file: str
+    console_log: Path
+    is_alive: Callable[[], bool]
+
+
+class ReadyWaiter(Protocol):
+    def __call__(self, target: ReadyTarget, *, budget: float, runner: Runner) -> None: ...
+
+
+def write_seed(
+    *,
+    lab_name: str,
+    node_name: str,
+    node_spec: Mapping[str, Any],
+    public_key: str,
+    hosts: Mapping[str, str],
+    dest: Path,
+    runner: Runner,
+) -> None:
+    """The NoCloud seed image from the shared renderer (same user-data/network-config as containers)."""
+    from stacklab.drivers.seed import make_seed_iso, render_nocloud
+
+    files = render_nocloud(
+        lab_name=lab_name, node_name=node_name, node_spec=node_spec, public_key=public_key, hosts=hosts
+    )
+    make_seed_iso(files, dest, runner)
+
+
+def ssh_argv(target: ReadyTarget, command: Sequence[str]) -> list[str]:
+    """OpenSSH client argv running `command` (an argv list) on the node.
+
+    Host keys are not recorded: a recreated VM has new ones.
+    """
+    return [
+        "ssh",
+        "-i",
+        target.key_file,
+        "-p",
+        str(target.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"ConnectTimeout={_SSH_CONNECT_TIMEOUT}",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        f"{target.user}@{target.host}",
+        # ssh hands the remote shell one string: quote so that argv means argv
+        shlex.join(command),
+    ]
+
+
+def console_tail(path: Path, lines: int = _CONSOLE_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no console output)"
+    return "\n".join(text.replace("\r", "").splitlines()[-lines:]) or "(no console output)"
+
+
+def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
+    """SSH answers with the lab key, then `cloud-init status --wait` says done; all within `budget` seconds.
+
+    Fails at once if the domain stops, quoting the end of the console log.
+    """
+    deadline = time.monotonic() + budget
+    probe = ssh_argv(target, ["true"])
+    last_error = ""
+    while True:
+        if not target.is_alive():
+            raise StackLabError(
+                f"VM {target.node} stopped while booting; console ({target.console_log}):\n"
+                + console_tail(target.console_log),
+                resource=f"node/{target.node}",
+            )
+        try:
+            result = runner.run(probe, timeout=_SSH_CONNECT_TIMEOUT + 10, check=False)
+            if result.ok:
+                break
+            last_error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"rc {result.returncode}"
+        except CommandTimeout as exc:
+            last_error = str(exc)
+        if time.monotonic() + _SSH_PROBE_INTERVAL > deadline:
+            raise StackLabError(
+                f"VM {target.node}: SSH on {target.host} did not answer within {budget:g}s "
+                f"(last error: {last_error}); console ({target.console_log}):\n" + console_tail(target.console_log),
+                resource=f"node/{target.node}",
+                hint="TCG guests boot slowly on a busy host; check the console log for the stuck step",
+            )
+        time.sleep(_SSH_PROBE_INTERVAL)
+    remaining = max(10.0, deadline - time.monotonic())
+    try:
+        status = runner.run(ssh_argv(target, ["cloud-init", "status", "--wait"]), timeout=remaining, check=False)
+    except CommandTimeout as exc:
+        raise StackLabError(
+            f"VM {target.node}: cloud-init did not finish within {budget:g}s of boot",
+            resource=f"node/{target.node}",
+            hint=f"see {target.console_log}",
+        ) from exc
+    if status.returncode == 2:
+        LOG.warning("VM %s: cloud-init finished degraded: %s", target.node, status.stdout.strip())
+    elif not status.ok:
+        detail = runner.run(ssh_argv(target, ["cloud-init", "status", "--long"]), timeout=30, check=False)
+        raise StackLabError(
+            f"VM {target.node}: cloud-init failed:\n{detail.stdout.strip() or status.stdout.strip()}",
+            resource=f"node/{target.node}",
+            hint=f"see /var/log/cloud-init.log in the guest and {target.console_log}",
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# libvirt helpers
+
+
+def _quiet_libvirt_errors() -> None:
+    """libvirt prints every error to stderr by default; we raise them as exceptions and log at debug."""
+
+    def handler(_ctx: object, err: Sequence[Any]) -> None:
+        LOG.debug("libvirt: %s", err[2] if len(err) > 2 else err)
+
+    libvirt.registerErrorHandler(handler, None)
+
+
+def _lookup_domain(conn: Any, name: str) -> Any | None:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _lookup_pool(conn: Any, name: str) -> Any | None:
+    try:
+        return conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return None
+        raise
+
+
+def _undefine(dom: Any) -> None:
+    """Undefine with managed-save, snapshot, checkpoint and NVRAM data; drivers without some flags get fewer."""
+    for flags in (_UNDEFINE_FLAGS, _UNDEFINE_FLAGS_BASIC):
+        try:
+            dom.undefineFlags(flags)
+            return
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if code == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            if code not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            LOG.debug("undefine flags %#x refused (%s); retrying with fewer", flags, exc)
+    dom.undefine()
+
+
+def _pool_is_ours(pool: Any, path: Path) -> bool:
+    config = StoragePoolConfig.parse(pool.XMLDesc(0))
+    return os.path.normpath(config.path) == os.path.normpath(str(path))
+
+
+def _volume_names(pool: Any) -> list[str]:
+    if not pool.isActive():
+        return []
+    pool.refresh(0)
+    names: list[str] = pool.listVolumes()
+    return names
+
+
+def _check_reachable_by_qemu(paths: Sequence[Path]) -> None:
+    """QEMU runs as an unprivileged user (libvirt's DAC driver chowns the files, not their directories):
+    every directory above a disk, kernel or log must be searchable by others."""
+    for path in paths:
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                raise StackLabError(
+                    f"{parent} is not searchable by other users, so QEMU (running as libvirt-qemu) cannot open {path}",
+                    hint=f"chmod o+x {parent}, or put the lab state under a searchable path (STACKLAB_STATE)",
+                )
+
+
+def _public_key_text(value: str) -> str:
+    if value.startswith(("ssh-", "ecdsa-", "sk-")):
+        return value.strip()
+    return Path(value).read_text().strip()
+
+
+def _hosts_of(ctx: DriverContext) -> dict[str, str]:
+    """Every lab node's management (first NIC) address, for /etc/hosts in the seed."""
+    from stacklab.model.addressing import node_addresses
+
+    addresses = node_addresses(ctx.lab)
+    out = {}
+    for name, node in ctx.lab.nodes.items():
+        first = next(iter(node.nics), None)
+        if first is not None and first in addresses[name]:
+            out[name] = str(addresses[name][first])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class VmDriver(BaseDriver):
+    """The `node` resource for spec kind "vm" (routed here by drivers/node.py)."""
+
+    seed_writer: SeedWriter = write_seed
+    base_disk: BaseDiskProvider = ensure_base_disk
+    ready_waiter: ReadyWaiter = wait_ready
+    ready_budget: Mapping[str, float] = field(default_factory=lambda: dict(READY_BUDGET))
+    # Stop the libvirtd stacklab started once no lab has a VM or pool left on it.
+    release_daemon: bool = True
+
+    kind = "node"
+
+    # -- connection -----------------------------------------------------------------------------------
+
+    def _uri(self, ctx: DriverContext) -> str:
+        return str(ctx.shared.get(SHARED_URI, libvirtd.URI))
+
+    def _connect(self, ctx: DriverContext, *, start: bool, hide_kvm: bool = True) -> Any | None:
+        """The shared libvirt connection; with start=False (observe) None when no libvirtd answers."""
+        with _connect_lock:
+            conn = ctx.shared.get(SHARED_CONN)
+            if conn is not None and conn.isAlive():
+                return conn
+            uri = self._uri(ctx)
+            if uri == libvirtd.URI:
+                if start:
+                    libvirtd.ensure_libvirtd(ctx.runner, hide_kvm=hide_kvm)
+                elif not libvirtd.libvirtd_answers(ctx.runner, uri):
+                    return None
+            _quiet_libvirt_errors()
+            conn = libvirt.open(uri)
+            ctx.shared[SHARED_CONN] = conn
+            return conn
+
+    # -- observe --------------------------------------------------------------------------------------
+
+    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+        conn = self._connect(ctx, start=False)
+        if conn is None:
+            LOG.debug("no libvirtd answers; VM %s cannot be running", resource.name)
+            return None
+        name = domain_name(ctx.lab.name, resource.name)
+        dom = _lookup_domain(conn, name)
+        if dom is None:
+            return None
+        xml = dom.XMLDesc(0)
+        if owner_of(xml) != (ctx.lab.name, resource.name):
+            return Observed(owned=False, facts={"domain": name})
+        config = DomainConfig.parse(xml)
+        active = bool(dom.isActive())
+        drift: list[str] = []
+        if not active:
+            drift.append("stopped")
+        recorded_hash = config.metadata.spec_hash if config.metadata else None
+        if recorded_hash is not None and recorded_hash != resource.hash:
+            drift.append(f"domain defined from another spec ({recorded_hash})")
+        facts = {
+            "domain": name,
+            "state": "running" if active else "stopped",
+            "virt_type": config.virt_type,
+            "macs": list(config.macs),
+            "taps": [i.target_dev for i in config.interfaces if i.target_dev],
+        }
+        return Observed(owned=True, facts=facts, drift=tuple(drift))
+
+    # -- apply ----------------------------------------------------------------------------------------
+
+    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
+        if change.action is Action.DELETE:
+            raise ValueError("deletions go through delete()")
+        resource = change.resource
+        spec = resource.spec
+        lab, node = ctx.lab.name, resource.name
+        layout = VmLayout(ctx.state_dir, node)
+        kvm_usable = ctx.host.kvm.usable_for_guests if ctx.host is not None else None
+        virt_type = choose_virt_type(str(spec.get("accel", "tcg")), kvm_usable)
+        conn = self._connect(ctx, start=True, hide_kvm=virt_type != "kvm")
+        assert conn is not None
+        name = domain_name(lab, node)
+
+        existing = _lookup_domain(conn, name)
+        if existing is not None:
+            xml = existing.XMLDesc(0)
+            if owner_of(xml) != (lab, node):
+                raise PlanError(
+                    f"libvirt domain {name} exists but is not owned by this lab",
+                    resource=resource.id,
+                    hint="stacklab never touches foreign domains; undefine or rename it",
+                )
+            config = DomainConfig.parse(xml)
+            same_spec = config.metadata is not None and config.metadata.spec_hash == resource.hash
+            if same_spec and self._volumes_present(conn, lab, layout, spec):
+                return self._start_and_wait(ctx, existing, spec=spec, layout=layout, virt_type=virt_type, fresh=False)
+            LOG.info("VM %s: recreating domain %s (%s)", node, name, "; ".join(change.reasons) or "spec changed")
+            self._remove_node(conn, ctx, layout, name, keep_console=False)
+
+        ctx.progress(f"preparing disks for {node}")
+        image_id = f"image/{spec['image']}"
+        rootfs = Path(str(ctx.output(image_id, "rootfs")))
+        base = self.base_disk(rootfs, str(ctx.output(image_id, "hash")), ctx.runner, progress=ctx.progress)
+        key_id = f"sshkey/{lab}"
+        key_file = str(ctx.output(key_id, "private_key"))
+        public_key = _public_key_text(str(ctx.output(key_id, "public_key")))
+        try:
+            layout.node_dir.mkdir(parents=True, exist_ok=True)
+            for directory in (layout.vm_dir, layout.node_dir):
+                directory.chmod(0o755)
+            layout.console_log.unlink(missing_ok=True)  # this boot's console only
+            with _pool_lock:
+                pool = self._ensure_pool(conn, lab, layout)
+            if self._uri(ctx) == libvirtd.URI:
+                _check_reachable_by_qemu([base.qcow2, base.kernel, base.initrd, layout.pool_dir / "x"])
+            with _pool_lock:
+                self._create_volumes(pool, layout, spec, base)
+            self.seed_writer(
+                lab_name=lab,
+                node_name=node,
+                node_spec=spec,
+                public_key=public_key,
+                hosts=_hosts_of(ctx),
+                dest=layout.path(layout.seed_volume),
+                runner=ctx.runner,
+            )
+            with _pool_lock:
+                pool.refresh(0)
+            config = build_domain(
+                lab=lab,
+                node=node,
+                spec=spec,
+                spec_hash=resource.hash,
+                layout=layout,
+                kernel=str(base.kernel),
+                initrd=str(base.initrd),
+                virt_type=virt_type,
+            )
+            dom = conn.defineXML(config.to_xml())
+            LOG.info("VM %s: defined %s (%s, %d MiB, %d vCPU)", node, name, virt_type, config.memory_mib, config.vcpus)
+            return self._start_and_wait(
+                ctx, dom, spec=spec, layout=layout, virt_type=virt_type, fresh=True, key_file=key_file
+            )
+        except BaseException:
+            LOG.info("VM %s: apply failed; removing what it made (console log kept)", node)
+            try:
+                self._remove_node(conn, ctx, layout, name, keep_console=True)
+            except Exception:
+                LOG.exception("VM %s: cleanup after a failed apply failed too", node)
+            raise
+
+    def _start_and_wait(
+        self,
+        ctx: DriverContext,
+        dom: Any,
+        *,
+        spec: Mapping[str, Any],
+        layout: VmLayout,
+        virt_type: DomainType,
+        fresh: bool,
+        key_file: str | None = None,
+    ) -> Mapping[str, Any]:
+        node = layout.node
+        if key_file is None:
+            key_file = str(ctx.output(f"sshkey/{ctx.lab.name}", "private_key"))
+        start = time.monotonic()
+        if not dom.isActive():
+            ctx.progress(f"starting {node}")
+            dom.create()
+            LOG.info("VM %s: started in %.2fs", node, time.monotonic() - start)
+        budget = float(self.ready_budget.get(virt_type, READY_BUDGET["qemu"]))
+        ctx.progress(f"waiting for {node}: SSH and cloud-init (budget {budget:g}s)")
+        target = ReadyTarget(
+            node=node,
+            host=mgmt_address(spec),
+            user=SSH_USER,
+            port=SSH_PORT,
+            key_file=key_file,
+            console_log=layout.console_log,
+            is_alive=lambda: bool(dom.isActive()),
+        )
+        if fresh:
+            self._forget_host_key(ctx, target.host)
+        self.ready_waiter(target, budget=budget, runner=ctx.runner)
+        ready = time.monotonic() - start
+        LOG.info("VM %s: SSH and cloud-init ready %.1fs after start", node, ready)
+        return vm_outputs(
+            domain=str(dom.name()),
+            virt_type=virt_type,
+            spec=spec,
+            layout=layout,
+            key_file=key_file,
+            ready_seconds=ready,
+            pool=pool_name(ctx.lab.name),
+            uri=self._uri(ctx),
+        )
+
+    def _forget_host_key(self, ctx: DriverContext, host: str) -> None:
+        """A recreated VM has new host keys: drop the old one from the lab's known_hosts."""
+        known = ctx.state_dir / "known_hosts"
+        if known.exists():
+            try:
+                ctx.runner.run(["ssh-keygen", "-R", host, "-f", str(known)], timeout=30, check=False)
+            except (CommandError, CommandTimeout) as exc:
+                LOG.debug("could not remove %s from %s: %s", host, known, exc)
+
+    def _ensure_pool(self, conn: Any, lab: str, layout: VmLayout) -> Any:
+        name = pool_name(lab)
+        pool = _lookup_pool(conn, name)
+        if pool is not None and not _pool_is_ours(pool, layout.pool_dir):
+            raise PlanError(
+                f"libvirt storage pool {name} exists with another path than {layout.pool_dir}",
+                hint="stacklab never touches foreign pools; remove or rename it",
+            )
+        if pool is None:
+            layout.pool_dir.mkdir(parents=True, exist_ok=True)
+            layout.pool_dir.chmod(0o755)
+            pool = conn.storagePoolDefineXML(StoragePoolConfig(name=name, path=str(layout.pool_dir)).to_xml(), 0)
+            LOG.info("defined storage pool %s at %s", name, layout.pool_dir)
+        if not pool.isActive():
+            pool.create(0)
+        return pool
+
+    def _create_volumes(self, pool: Any, layout: VmLayout, spec: Mapping[str, Any], base: BaseDisk) -> None:
+        root = StorageVolumeConfig(
+            name=layout.root_volume,
+            capacity_bytes=max(base.virtual_size, ROOT_DISK_BYTES),
+            backing_path=str(base.qcow2),
+        )
+        pool.createXML(root.to_xml(), 0)
+        for disk in spec.get("disks", []):
+            data = StorageVolumeConfig(
+                name=layout.data_volume(str(disk["name"])), capacity_bytes=int(disk["size_mib"]) * MIB
+            )
+            pool.createXML(data.to_xml(), 0)
+
+    def _volumes_present(self, conn: Any, lab: str, layout: VmLayout, spec: Mapping[str, Any]) -> bool:
+        with _pool_lock:
+            pool = _lookup_pool(conn, pool_name(lab))
+            if pool is None or not pool.isActive():
+                return False
+            listed = set(_volume_names(pool))
+        wanted = {
+            layout.root_volume,
+            layout.seed_volume,
+            *(layout.data_volume(str(d["name"])) for d in spec.get("disks", [])),
+        }
+        # libvirt lists what its last refresh saw; the file check covers a seed written since
+        present = listed | {v for v in wanted if layout.path(v).exists()}
+        return wanted <= present
+
+    # -- delete ---------------------------------------------------------------------------------------
+
+    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+        node = resource_id.split("/", 1)[-1]
+        outputs: Mapping[str, Any] = recorded.get("outputs", {})
+        layout = VmLayout(ctx.state_dir, node)
+        conn = self._connect(ctx, start=True)
+        assert conn is not None
+        name = str(outputs.get("domain") or domain_name(ctx.lab.name, node))
+        self._remove_node(conn, ctx, layout, name, keep_console=False)
+        if host := outputs.get("ssh", {}).get("host"):
+            self._forget_host_key(ctx, str(host))
+        self._release_daemon_if_unused(ctx)
+
+    def _remove_node(self, conn: Any, ctx: DriverContext, layout: VmLayout, name: str, *, keep_console: bool) -> None:
+        """Destroy and undefine the node's domain (if ours), delete its volumes, and the pool once empty."""
+        lab, node = ctx.lab.name, layout.node
+        dom = _lookup_domain(conn, name)
+        if dom is not None:
+            if owner_of(dom.XMLDesc(0)) != (lab, node):
+                LOG.warning("domain %s is not owned by lab %s node %s; leaving it alone", name, lab, node)
+            else:
+                if dom.isActive():
+                    try:
+                        dom.destroy()
+                    except libvirt.libvirtError as exc:
+                        if dom.isActive():
+                            raise
+                        LOG.debug("domain %s stopped by itself: %s", name, exc)
+                _undefine(dom)
+                LOG.info("VM %s: domain %s destroyed and undefined", node, name)
+        with _pool_lock:
+            pool = _lookup_pool(conn, pool_name(lab))
+            if pool is not None and _pool_is_ours(pool, layout.pool_dir):
+                for volume in _volume_names(pool):
+                    if volume.startswith(layout.volume_prefix):
+                        pool.storageVolLookupByName(volume).delete(0)
+                        LOG.debug("deleted volume %s", volume)
+            elif pool is not None:
+                LOG.warning("pool %s has another path than %s; not touching its volumes", pool.name(), layout.pool_dir)
+                pool = None
+            # Files libvirt does not list (a seed written before a failed refresh, a foreign pool state).
+            if layout.pool_dir.is_dir():
+                for leftover in layout.pool_dir.glob(f"{layout.volume_prefix}*"):
+                    leftover.unlink(missing_ok=True)
+            if pool is not None and not _volume_names(pool):
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+                LOG.info("storage pool %s removed (no volumes left)", pool_name(lab))
+            if layout.pool_dir.is_dir() and not any(layout.pool_dir.iterdir()):
+                layout.pool_dir.rmdir()
+        if not keep_console and layout.node_dir.exists():
+            shutil.rmtree(layout.node_dir)
+        if layout.vm_dir.is_dir() and not any(layout.vm_dir.iterdir()):
+            layout.vm_dir.rmdir()
+
+    def _release_daemon_if_unused(self, ctx: DriverContext) -> None:
+        """Stop the libvirtd stacklab started once no stacklab domain or pool is left on it (any lab)."""
+        if not self.release_daemon or self._uri(ctx) != libvirtd.URI:
+            return
+        if not any(d.name == "libvirtd" for d in libvirtd.owned_daemons()):
+            return
+        with ctx.lock, _connect_lock:
+            conn = ctx.shared.get(SHARED_CONN)
+            if conn is None or not conn.isAlive():
+                return
+            domains = conn.listAllDomains(0)
+            in_use = [d.name() for d in domains if d.isActive() or owner_of(d.XMLDesc(0)) is not None]
+            pools = [p.name() for p in conn.listAllStoragePools(0) if p.name().startswith("stacklab-")]
+            if in_use or pools:
+                LOG.debug("libvirtd still in use (domains %s, pools %s)", in_use, pools)
+                return
+            conn.close()
+            ctx.shared.pop(SHARED_CONN, None)
+            stopped = libvirtd.stop_owned_libvirtd()
+            LOG.info("stopped %s: no lab uses them any more", ", ".join(d.name for d in stopped) or "nothing")

@@ -1,0 +1,270 @@
+"""The VM driver against libvirt's test:///default driver: define, observe, apply, delete, clean up on failure.
+
+No guest boots: the test driver keeps domains and pools in memory. The base disk, seed and readiness steps
+are injected (they need a real rootfs, an ISO tool and a booted guest; the integration test covers them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.libvirt_config import StoragePoolConfig
+from stacklab.drivers.vm import (
+    SHARED_CONN,
+    SHARED_URI,
+    ReadyTarget,
+    VmDriver,
+    VmLayout,
+    build_domain,
+    domain_name,
+    pool_name,
+)
+from stacklab.drivers.vm_disk import BaseDisk
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.fake import FakeRunner
+from stacklab.exec.runner import Runner
+from stacklab.model.load import load_lab_text
+from stacklab.plan.expand import expand
+from stacklab.plan.resource import Action, Change, Resource
+
+LAB_TEMPLATE = """
+name: {name}
+networks:
+  mgmt: {{bridge: br-mgmt, cidr: 10.250.1.0/24}}
+  storage: {{bridge: br-storage, cidr: 10.250.2.0/24}}
+images:
+  base: {{recipe: debian-12-base}}
+nodes:
+  n1:
+    kind: vm
+    image: base
+    memory: 512MiB
+    nics: [mgmt, storage]
+    disks: [{{name: data, size: 64MiB}}]
+  n2:
+    kind: vm
+    image: base
+    memory: 512MiB
+    nics: [mgmt]
+"""
+
+
+@pytest.fixture
+def conn() -> Iterator[Any]:
+    connection = libvirt.open("test:///default")
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def lab_name() -> str:
+    # test:///default is one in-memory host per process: unique names keep tests apart
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, conn: Any, lab_name: str) -> Iterator[DriverContext]:
+    lab = load_lab_text(LAB_TEMPLATE.format(name=lab_name), "t.yml")
+    rootfs = tmp_path / "images/base/rootfs"
+    context = DriverContext(
+        lab=lab,
+        runner=FakeRunner(),
+        state_dir=tmp_path / "state",
+        outputs={
+            "image/base": {"rootfs": str(rootfs), "hash": "abc123"},
+            f"sshkey/{lab_name}": {"private_key": str(tmp_path / "id"), "public_key": "ssh-ed25519 AAAA test"},
+        },
+        shared={SHARED_URI: "test:///default", SHARED_CONN: conn},
+    )
+    yield context
+    for dom in conn.listAllDomains(0):
+        if dom.name().startswith(f"stacklab-{lab_name}-"):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    for pool in conn.listAllStoragePools(0):
+        if pool.name() == pool_name(lab_name):
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+
+
+def resource(ctx: DriverContext, node: str) -> Resource:
+    return next(r for r in expand(ctx.lab, {"node_kind": "vm", "accel": "tcg"}) if r.id == f"node/{node}")
+
+
+class Fakes:
+    """Stand-ins for the steps that need a real rootfs, ISO tool and guest; they record their calls."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.seeds: list[dict[str, Any]] = []
+        self.ready: list[ReadyTarget] = []
+        self.fail_ready = False
+
+    def base_disk(self, rootfs: Path, image_hash: str, runner: Runner, *, progress: Any) -> BaseDisk:
+        d = self.tmp_path / "images/base/vm-abc123"
+        return BaseDisk(d, d / "base.qcow2", d / "vmlinuz", d / "initrd.img", "6.1.0-test", 2 * 1024**3, image_hash)
+
+    def seed_writer(self, *, dest: Path, **kwargs: Any) -> None:
+        dest.write_text("cidata")
+        self.seeds.append({"dest": dest, **kwargs})
+
+    def ready_waiter(self, target: ReadyTarget, *, budget: float, runner: Runner) -> None:
+        assert target.is_alive()
+        self.ready.append(target)
+        if self.fail_ready:
+            raise StackLabError(f"VM {target.node}: SSH did not answer (test)")
+
+    def driver(self) -> VmDriver:
+        return VmDriver(
+            seed_writer=self.seed_writer, base_disk=self.base_disk, ready_waiter=self.ready_waiter, release_daemon=False
+        )
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Fakes:
+    return Fakes(tmp_path)
+
+
+def define_as_driver_would(conn: Any, ctx: DriverContext, node: str, *, lab: str | None = None) -> Any:
+    res = resource(ctx, node)
+    config = build_domain(
+        lab=lab or ctx.lab.name,
+        node=node,
+        spec=res.spec,
+        spec_hash=res.hash,
+        layout=VmLayout(ctx.state_dir, node),
+        kernel="/k/vmlinuz",
+        initrd="/k/initrd.img",
+        virt_type="qemu",
+    )
+    # same name as ours, whoever's mark it carries
+    return conn.defineXML(dataclasses.replace(config, name=domain_name(ctx.lab.name, node)).to_xml())
+
+
+def names(conn: Any, lab: str) -> tuple[list[str], list[str]]:
+    doms = sorted(d.name() for d in conn.listAllDomains(0) if d.name().startswith(f"stacklab-{lab}-"))
+    pools = sorted(p.name() for p in conn.listAllStoragePools(0) if p.name() == pool_name(lab))
+    return doms, pools
+
+
+def test_observe_defined_domain_owned_stopped_then_running(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
+    driver = fakes.driver()
+    res = resource(ctx, "n1")
+    assert driver.observe(res, ctx) is None
+    dom = define_as_driver_would(conn, ctx, "n1")
+    observed = driver.observe(res, ctx)
+    assert observed is not None and observed.owned
+    assert observed.drift == ("stopped",)
+    assert observed.facts["macs"] == [n["mac"] for n in res.spec["nics"]]
+    assert driver.diff(res, observed, {"hash": res.hash, "spec": res.spec}).action is Action.UPDATE
+    dom.create()
+    observed = driver.observe(res, ctx)
+    assert observed is not None and observed.drift == () and observed.facts["state"] == "running"
+    assert driver.diff(res, observed, {"hash": res.hash, "spec": res.spec}).action is Action.NOOP
+
+
+def test_domain_with_our_name_but_not_our_mark_is_foreign(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
+    driver = fakes.driver()
+    res = resource(ctx, "n1")
+    define_as_driver_would(conn, ctx, "n1", lab="someone-else")
+    observed = driver.observe(res, ctx)
+    assert observed is not None and not observed.owned
+    with pytest.raises(PlanError, match="not owned"):
+        driver.diff(res, observed, None)
+    # delete leaves a foreign domain alone and still succeeds
+    driver.delete(res.id, {"outputs": {}}, ctx)
+    assert names(conn, ctx.lab.name)[0] == [domain_name(ctx.lab.name, "n1")]
+    # and apply refuses to replace it
+    with pytest.raises(PlanError, match="not owned"):
+        driver.apply(Change(res, Action.CREATE), ctx)
+
+
+def test_delete_destroys_undefines_and_is_idempotent(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
+    driver = fakes.driver()
+    define_as_driver_would(conn, ctx, "n1").create()
+    driver.delete("node/n1", {"outputs": {"domain": domain_name(ctx.lab.name, "n1")}}, ctx)
+    assert names(conn, ctx.lab.name) == ([], [])
+    driver.delete("node/n1", {"outputs": {}}, ctx)  # already gone: fine
+
+
+def test_apply_creates_pool_volumes_seed_and_running_domain(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
+    driver = fakes.driver()
+    out: dict[str, Mapping[str, Any]] = {}
+    for node in ("n1", "n2"):
+        out[node] = driver.apply(Change(resource(ctx, node), Action.CREATE), ctx)
+    lab = ctx.lab.name
+    assert names(conn, lab) == ([f"stacklab-{lab}-n1", f"stacklab-{lab}-n2"], [f"stacklab-{lab}"])
+    pool = conn.storagePoolLookupByName(pool_name(lab))
+    assert StoragePoolConfig.parse(pool.XMLDesc(0)).path == str(ctx.state_dir / "vm/pool")
+    assert {"n1.root.qcow2", "n1.disk-data.qcow2", "n2.root.qcow2"} <= set(pool.listVolumes())
+    root = pool.storageVolLookupByName("n1.root.qcow2").XMLDesc(0)
+    assert "vm-abc123/base.qcow2" in root  # overlay backed by the cached base disk
+    n1 = out["n1"]
+    assert n1["kind"] == "vm" and n1["accel"] == "tcg" and n1["domain"] == f"stacklab-{lab}-n1"
+    assert n1["ssh"]["host"] == n1["addresses"]["mgmt"] and n1["ssh"]["key"].endswith("/id")
+    assert n1["disks"] == {"data": "/dev/vdb"}
+    assert [t.host for t in fakes.ready] == [out["n1"]["addresses"]["mgmt"], out["n2"]["addresses"]["mgmt"]]
+    seed = fakes.seeds[0]
+    assert seed["public_key"] == "ssh-ed25519 AAAA test" and seed["node_name"] == "n1"
+    assert set(seed["hosts"]) == {"n1", "n2"} and Path(seed["dest"]).name == "n1.seed.iso"
+    assert conn.lookupByName(f"stacklab-{lab}-n1").isActive()
+
+    # a second apply of the unchanged, running node reuses it (start + readiness only)
+    again = driver.apply(Change(resource(ctx, "n1"), Action.UPDATE, ("owned but not recorded: adopting",)), ctx)
+    assert again["domain"] == n1["domain"] and len(fakes.seeds) == 2
+
+    # deleting one node keeps the pool for the other; the last one takes the pool with it
+    driver.delete("node/n1", {"outputs": n1}, ctx)
+    assert names(conn, lab) == ([f"stacklab-{lab}-n2"], [f"stacklab-{lab}"])
+    assert not any(v.startswith("n1.") for v in pool.listVolumes())
+    driver.delete("node/n2", {"outputs": out["n2"]}, ctx)
+    assert names(conn, lab) == ([], [])
+    assert not (ctx.state_dir / "vm").exists()
+
+
+def test_failed_readiness_leaves_nothing_but_the_console_log(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
+    fakes.fail_ready = True
+    driver = fakes.driver()
+    layout = VmLayout(ctx.state_dir, "n1")
+    with pytest.raises(StackLabError, match="SSH did not answer"):
+        driver.apply(Change(resource(ctx, "n1"), Action.CREATE), ctx)
+    assert names(conn, ctx.lab.name) == ([], [])
+    assert not layout.pool_dir.exists()
+    assert layout.node_dir.is_dir()  # kept for the console log the error points to
+
+
+def test_stopped_domain_is_started_again(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
+    driver = fakes.driver()
+    res = resource(ctx, "n2")
+    first = driver.apply(Change(res, Action.CREATE), ctx)
+    dom = conn.lookupByName(first["domain"])
+    dom.destroy()
+    observed = driver.observe(res, ctx)
+    assert observed is not None and observed.drift == ("stopped",)
+    change = driver.diff(res, observed, {"hash": res.hash, "spec": dict(res.spec), "outputs": first})
+    assert change.action is Action.UPDATE
+    driver.apply(change, ctx)
+    assert dom.isActive() and len(fakes.seeds) == 1  # same domain, no new seed
+
+
+def test_pool_with_our_name_elsewhere_is_not_touched(
+    conn: Any, ctx: DriverContext, fakes: Fakes, tmp_path: Path
+) -> None:
+    foreign = StoragePoolConfig(name=pool_name(ctx.lab.name), path=str(tmp_path / "elsewhere"))
+    pool = conn.storagePoolDefineXML(foreign.to_xml(), 0)
+    pool.create(0)
+    driver = fakes.driver()
+    with pytest.raises(PlanError, match="another path"):
+        driver.apply(Change(resource(ctx, "n2"), Action.CREATE), ctx)
+    driver.delete("node/n2", {"outputs": {}}, ctx)
+    assert conn.storagePoolLookupByName(pool_name(ctx.lab.name)).isActive()
