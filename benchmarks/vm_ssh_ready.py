@@ -26,14 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_vm_node import WORK, minimal_seed, seed_writer
-
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.vm import VmDriver
 from stacklab.exec.runner import LocalRunner
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
+from tests.integration.test_vm_node import WORK, minimal_seed, seed_writer
 
 LAB = """
 name: {name}

@@ -50,9 +50,7 @@ def _guard(func: F) -> F:
 @click.version_option(package_name="stacklab")
 def main(debug: bool) -> None:
     """Provision OpenStack storage labs from one YAML file, and prove they work."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 # -- validate / schema ---------------------------------------------------------------------------------------
@@ -74,9 +72,7 @@ def validate(lab_file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"valid": True, "lab": lab.name}, indent=2))
     else:
-        click.echo(
-            f"{lab_file}: lab {lab.name!r} is valid ({len(lab.networks)} networks, {len(lab.nodes)} nodes)"
-        )
+        click.echo(f"{lab_file}: lab {lab.name!r} is valid ({len(lab.networks)} networks, {len(lab.nodes)} nodes)")
 
 
 @main.command()
@@ -94,9 +90,7 @@ def schema() -> None:
 # -- doctor --------------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--lab", "lab_file", type=click.Path(dir_okay=False, path_type=Path), help="Apply the lab's pins."
-)
+@click.option("--lab", "lab_file", type=click.Path(dir_okay=False, path_type=Path), help="Apply the lab's pins.")
 @_guard
 def doctor(as_json: bool, lab_file: Path | None) -> None:
     """Detect what this host can do and which implementation each role will use here, and why."""
@@ -190,9 +184,7 @@ def down(lab: str, no_leak_check: bool) -> None:
             if leaks:
                 for leak in leaks:
                     click.echo(f"leak: {leak}", err=True)
-                raise StackLabError(
-                    f"{len(leaks)} objects left behind after down", hint="see the leak lines above"
-                )
+                raise StackLabError(f"{len(leaks)} objects left behind after down", hint="see the leak lines above")
     _report(result, the_lab.name, "down")
     click.echo(f"lab {the_lab.name} removed; leak check: {'skipped' if no_leak_check else 'clean'}", err=True)
 
@@ -203,9 +195,7 @@ def _report(result: Any, lab: str, command: str) -> None:
     for rid, why in result.skipped.items():
         click.echo(f"skipped: {rid}: {why}", err=True)
     if not result.ok:
-        click.echo(
-            f"{command} of {lab} failed; state is saved: run `stacklab {command}` again to resume", err=True
-        )
+        click.echo(f"{command} of {lab} failed; state is saved: run `stacklab {command}` again to resume", err=True)
         sys.exit(EXIT_APPLY_FAILED)
 
 

@@ -54,9 +54,7 @@ def lab_from_arg(arg: str, state_root: Path) -> Lab:
     store = StateStore(state_root, arg)
     stored = store.meta("lab")
     if not store.exists or stored is None:
-        raise StackLabError(
-            f"no lab named {arg!r} has state under {state_root}", hint="pass the lab file instead"
-        )
+        raise StackLabError(f"no lab named {arg!r} has state under {state_root}", hint="pass the lab file instead")
     return Lab.model_validate(stored).model_copy(update={"source": store.meta("lab_file") or arg})
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.golden_util import check_golden
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.container import (
@@ -40,6 +39,7 @@ from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Resource
+from tests.golden_util import check_golden
 
 LAB = """
 name: ctlab

@@ -15,7 +15,6 @@ from stacklab.engine.events import EventBus, JsonlSink
 from stacklab.engine.state import StateStore, lab_lock
 from stacklab.errors import LockedError, PlanError
 from stacklab.exec.fake import FakeRunner
-from stacklab.model import load_lab
 from stacklab.plan.resource import Action, Change, Observed, Resource
 
 LAB = """
@@ -142,8 +141,10 @@ def test_object_lost_on_host_is_recreated(tmp_path: Path, world: World) -> None:
 def test_spec_change_updates_or_replaces(tmp_path: Path, world: World) -> None:
     engine = make_engine(tmp_path, world)
     engine.apply(engine.plan())
-    changed = LAB.replace("storage: {bridge: br-storage, cidr: 10.250.2.0/24}",
-                          "storage: {bridge: br-storage, cidr: 10.250.2.0/24, mtu: 9000}")
+    changed = LAB.replace(
+        "storage: {bridge: br-storage, cidr: 10.250.2.0/24}",
+        "storage: {bridge: br-storage, cidr: 10.250.2.0/24, mtu: 9000}",
+    )
     plan = make_engine(tmp_path, world, changed).plan()
     actions = {c.id: c.action for c in plan.actionable}
     assert actions["bridge/storage"] is Action.UPDATE  # mtu is updatable in place
@@ -195,9 +196,12 @@ def test_down_after_partial_up_removes_only_what_was_made(tmp_path: Path, world:
 
 
 def test_lock_refuses_a_second_run(tmp_path: Path) -> None:
-    with lab_lock(tmp_path / "lab"), pytest.raises(LockedError, match="locked by another stacklab run"):
-        with lab_lock(tmp_path / "lab"):
-            pass
+    with (
+        lab_lock(tmp_path / "lab"),
+        pytest.raises(LockedError, match="locked by another stacklab run"),
+        lab_lock(tmp_path / "lab"),
+    ):
+        pass
     with lab_lock(tmp_path / "lab"):  # released after the first exits
         pass
 

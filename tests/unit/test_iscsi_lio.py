@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.golden_util import GOLDEN, check_golden
-from tests.unit.test_lvm import FakeNode
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.iscsi import IscsiDriver, chap_secret_name, drift_of, plan_iscsi
@@ -32,6 +30,8 @@ from stacklab.model.lab import Ceph, CephOsd, Lab
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
+from tests.golden_util import GOLDEN, check_golden
+from tests.unit.test_lvm import FakeNode
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
 SAMPLE = GOLDEN / "storage/lio-saveconfig.sample.json"

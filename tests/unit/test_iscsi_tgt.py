@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.golden_util import GOLDEN, check_golden
-from tests.unit.test_lvm import FakeNode
 
 from stacklab.drivers.base import DriverContext, driver_for
 from stacklab.drivers.iscsi import (
@@ -44,6 +42,8 @@ from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
+from tests.golden_util import GOLDEN, check_golden
+from tests.unit.test_lvm import FakeNode
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
 SECRETS = {"iscsi-chap-lun1": "SecretOne1234567", "iscsi-chap-lun2": "SecretTwo7654321"}

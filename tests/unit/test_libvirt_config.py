@@ -57,14 +57,10 @@ def node_domain(name: str = "sl-demo-ctl1", node: str = "ctl1") -> DomainConfig:
         emulator="/usr/bin/qemu-system-x86_64",
         disks=(
             DiskConfig(target_dev="vda", path=f"{STATE}/pool/{node}.qcow2"),
-            DiskConfig(
-                target_dev="vdb", path=f"{STATE}/pool/{node}-seed.iso", driver_format="raw", readonly=True
-            ),
+            DiskConfig(target_dev="vdb", path=f"{STATE}/pool/{node}-seed.iso", driver_format="raw", readonly=True),
         ),
         interfaces=(
-            InterfaceConfig(
-                source_bridge="sld-mgmt", mac=stable_mac(LAB, node, 0), target_dev=f"sld-{node}-0"
-            ),
+            InterfaceConfig(source_bridge="sld-mgmt", mac=stable_mac(LAB, node, 0), target_dev=f"sld-{node}-0"),
             InterfaceConfig(
                 source_bridge="sld-stor", mac=stable_mac(LAB, node, 1), target_dev=f"sld-{node}-1", mtu=9000
             ),
@@ -307,9 +303,7 @@ def test_parse_libvirt_dump() -> None:
     [("KiB", "524288", 512), ("MiB", "512", 512), ("GiB", "2", 2048), ("bytes", str(256 * 1024**2), 256)],
 )
 def test_memory_units(unit: str, amount: str, mib: int) -> None:
-    xml = LIBVIRT_DUMP.replace(
-        "<memory unit='KiB'>1048576</memory>", f"<memory unit='{unit}'>{amount}</memory>"
-    )
+    xml = LIBVIRT_DUMP.replace("<memory unit='KiB'>1048576</memory>", f"<memory unit='{unit}'>{amount}</memory>")
     assert DomainConfig.parse(xml).memory_mib == mib
 
 
@@ -349,9 +343,7 @@ def test_stable_mac_is_stable_unicast_and_locally_administered() -> None:
 
 
 def test_stable_mac_distinguishes_labs_nodes_and_nics() -> None:
-    macs = {
-        stable_mac(lab, node, nic) for lab in ("demo", "demo2") for node in ("ctl1", "cmp1") for nic in (0, 1)
-    }
+    macs = {stable_mac(lab, node, nic) for lab in ("demo", "demo2") for node in ("ctl1", "cmp1") for nic in (0, 1)}
     assert len(macs) == 8
     # Names are joined unambiguously.
     assert stable_mac("a", "bc", 0) != stable_mac("ab", "c", 0)
@@ -487,9 +479,7 @@ def test_libvirt_defines_domain_with_network_disks(lv: Any, conn: Any) -> None:
         dom.undefine()
 
 
-@pytest.mark.parametrize(
-    "domain", [o for o in ROUND_TRIP if isinstance(o, DomainConfig)], ids=lambda d: f"{d.name}"
-)
+@pytest.mark.parametrize("domain", [o for o in ROUND_TRIP if isinstance(o, DomainConfig)], ids=lambda d: f"{d.name}")
 def test_every_domain_we_render_passes_libvirts_schema(lv: Any, conn: Any, domain: DomainConfig) -> None:
     dom = conn.defineXMLFlags(
         dataclasses.replace(domain, name=unique(domain.name), uuid=None).to_xml(),

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.golden_util import check_golden
 
 from stacklab.drivers.base import DriverContext, driver_for
 from stacklab.drivers.lvm import LvmDriver, LvmSpec, parse_lvm_report, render_loop_unit
@@ -26,6 +25,7 @@ from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
+from tests.golden_util import check_golden
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.golden_util import check_golden
-from tests.unit.test_lvm import FakeNode
 
 from stacklab.drivers.base import DriverContext, driver_for
 from stacklab.drivers.nfs import NfsDriver, outputs_of, plan_nfs, state_drift
@@ -26,6 +24,8 @@ from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
+from tests.golden_util import check_golden
+from tests.unit.test_lvm import FakeNode
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
 

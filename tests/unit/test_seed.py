@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.golden_util import check_golden
 
 from stacklab.drivers import seed as seed_mod
 from stacklab.drivers.seed import (
@@ -24,6 +23,7 @@ from stacklab.drivers.seed import (
 )
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import LocalRunner
+from tests.golden_util import check_golden
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0stacklabtestkeyonlyxxxxxxxxxxxxxxxxxxxxxxx stacklab-aio"
 HOSTS = {"controller": "10.231.0.10", "storage1": "10.231.0.11", "compute1": "10.231.0.12"}

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.golden_util import check_golden
 
 from stacklab.drivers.libvirt_config import DomainConfig, owner_of
 from stacklab.drivers.vm import (
@@ -22,6 +21,7 @@ from stacklab.drivers.vm import (
 from stacklab.errors import PlanError
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
+from tests.golden_util import check_golden
 
 LAB = """
 name: vmlab

@@ -66,9 +66,7 @@ class Driver(Protocol):
         """Read-only: what exists on the host for this resource, or None."""
         ...
 
-    def diff(
-        self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None
-    ) -> Change:
+    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
         """Pure: what to do. Most drivers use default_diff."""
         ...
 
@@ -87,9 +85,7 @@ class BaseDriver:
     kind = "base"
     updatable: frozenset[str] = frozenset()
 
-    def diff(
-        self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None
-    ) -> Change:
+    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
         return default_diff(resource, observed, recorded, updatable=self.updatable)
 
 

@@ -200,9 +200,7 @@ def owner_of(domain_xml: str) -> tuple[str, str] | None:
         return None
     lab, node = owner.get("lab"), owner.get("node")
     if not lab or not node:
-        LOG.warning(
-            "domain %s has a stacklab mark without lab/node; treating it as not owned", _text(root, "name")
-        )
+        LOG.warning("domain %s has a stacklab mark without lab/node; treating it as not owned", _text(root, "name"))
         return None
     return lab, node
 
@@ -569,8 +567,7 @@ class DomainConfig(_XMLConfig):
             raise ValueError(f"domain {self.name}: initrd/cmdline need a kernel (direct kernel boot)")
         if self.virt_type == "qemu" and self.cpu is not None and self.cpu.mode == "host-passthrough":
             raise ValueError(
-                f"domain {self.name}: cpu mode host-passthrough needs KVM; "
-                "under TCG use model qemu64 or mode maximum"
+                f"domain {self.name}: cpu mode host-passthrough needs KVM; under TCG use model qemu64 or mode maximum"
             )
         for what, values in (
             ("disk target", [d.target_dev for d in self.disks]),

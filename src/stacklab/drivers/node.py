@@ -36,9 +36,7 @@ class NodeDriver(BaseDriver):
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
         return _impl(str(resource.spec["kind"])).observe(resource, ctx)
 
-    def diff(
-        self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None
-    ) -> Change:
+    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
         return _impl(str(resource.spec["kind"])).diff(resource, observed, recorded)
 
     def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:

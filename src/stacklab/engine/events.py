@@ -139,16 +139,12 @@ class RichSink:
         if event.type == "phase_start":
             self.console.print(f"[bold]== {event.phase}[/bold]")
         elif event.type == "step_start" and event.resource:
-            self.tasks[event.resource] = self.progress.add_task(
-                f"{event.action} {event.resource}", total=None
-            )
+            self.tasks[event.resource] = self.progress.add_task(f"{event.action} {event.resource}", total=None)
         elif event.type == "step_progress" and event.resource in self.tasks:
             self.progress.update(self.tasks[event.resource], description=f"{event.resource}: {event.message}")
         elif event.type == "step_end" and event.resource in self.tasks:
             task = self.tasks.pop(event.resource)
-            mark = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]"}.get(
-                event.outcome or "", "[yellow]-[/yellow]"
-            )
+            mark = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]"}.get(event.outcome or "", "[yellow]-[/yellow]")
             tail = f": {event.message}" if event.message else ""
             self.progress.update(
                 task,

@@ -39,13 +39,9 @@ class StateStore:
         try:
             data: dict[str, Any] = json.loads(self.path.read_text())
         except json.JSONDecodeError as exc:
-            raise StackLabError(
-                f"state file {self.path} is corrupt: {exc}", hint="restore it from backup"
-            ) from None
+            raise StackLabError(f"state file {self.path} is corrupt: {exc}", hint="restore it from backup") from None
         if data.get("version") != STATE_VERSION:
-            raise StackLabError(
-                f"state file {self.path} has version {data.get('version')}, expected {STATE_VERSION}"
-            )
+            raise StackLabError(f"state file {self.path} has version {data.get('version')}, expected {STATE_VERSION}")
         return data
 
     @property
@@ -95,9 +91,7 @@ class StateStore:
 
     def _save(self) -> None:
         self._data["updated_at"] = time.time()
-        write_atomic(
-            self.path, json.dumps(self._data, indent=2, sort_keys=True, default=str) + "\n", mode=0o600
-        )
+        write_atomic(self.path, json.dumps(self._data, indent=2, sort_keys=True, default=str) + "\n", mode=0o600)
 
     def remove(self) -> None:
         """Delete the state file (after `down` removed everything it names)."""

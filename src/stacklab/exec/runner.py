@@ -51,9 +51,7 @@ class CommandError(StackLabError):
 
     def __init__(self, result: CommandResult, *, hint: str | None = None) -> None:
         detail = _tail(result.stderr) or _tail(result.stdout) or "(no output)"
-        super().__init__(
-            f"command failed with exit code {result.returncode}: {result.command}\n{detail}", hint=hint
-        )
+        super().__init__(f"command failed with exit code {result.returncode}: {result.command}\n{detail}", hint=hint)
         self.result = result
 
 
@@ -116,18 +114,14 @@ class LocalRunner:
                 stdin=subprocess.DEVNULL if input is None else None,
             )
         except subprocess.TimeoutExpired as exc:
-            partial = (
-                exc.stderr if isinstance(exc.stderr, str) else (exc.stderr or b"").decode(errors="replace")
-            )
+            partial = exc.stderr if isinstance(exc.stderr, str) else (exc.stderr or b"").decode(errors="replace")
             raise CommandTimeout(args, timeout, partial) from exc
         except FileNotFoundError as exc:
             raise StackLabError(
                 f"command not found: {args[0]}",
                 hint="run `stacklab doctor` to see which host tools are missing",
             ) from exc
-        result = CommandResult(
-            tuple(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
-        )
+        result = CommandResult(tuple(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
         LOG.debug("rc=%s in %.2fs: %s", result.returncode, result.duration, result.command)
         if check and not result.ok:
             raise CommandError(result)

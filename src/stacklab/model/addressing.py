@@ -17,9 +17,7 @@ class AddressPoolExhausted(ValueError):
 
 def node_addresses(lab: Lab) -> dict[str, dict[str, ipaddress.IPv4Address]]:
     """{node: {network: address}}; deterministic for a given lab file."""
-    taken: dict[str, set[ipaddress.IPv4Address]] = {
-        net: {spec.gateway_address} for net, spec in lab.networks.items()
-    }
+    taken: dict[str, set[ipaddress.IPv4Address]] = {net: {spec.gateway_address} for net, spec in lab.networks.items()}
     result: dict[str, dict[str, ipaddress.IPv4Address]] = {name: {} for name in lab.nodes}
     for name, node in lab.nodes.items():
         for net, nic in node.nics.items():
@@ -33,9 +31,7 @@ def node_addresses(lab: Lab) -> dict[str, dict[str, ipaddress.IPv4Address]]:
     return result
 
 
-def _next_free(
-    cidr: ipaddress.IPv4Network, taken: set[ipaddress.IPv4Address], net: str
-) -> ipaddress.IPv4Address:
+def _next_free(cidr: ipaddress.IPv4Network, taken: set[ipaddress.IPv4Address], net: str) -> ipaddress.IPv4Address:
     for offset in range(AUTO_START_OFFSET, cidr.num_addresses - 1):
         candidate = cidr.network_address + offset
         if candidate not in taken:

@@ -71,8 +71,7 @@ def _check_networks(lab: Lab) -> Iterator[Problem]:
             )
         seen_ifnames[ifname] = name
         if net.gateway is not None and (
-            net.gateway not in net.cidr
-            or net.gateway in (net.cidr.network_address, net.cidr.broadcast_address)
+            net.gateway not in net.cidr or net.gateway in (net.cidr.network_address, net.cidr.broadcast_address)
         ):
             yield (
                 ("networks", name, "gateway"),
@@ -250,9 +249,9 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
                 "give a node the compute role",
             )
         for field, value in (("images_type", os_.nova.images_type), ("instances_on", os_.nova.instances_on)):
-            section = {"rbd": "ceph", "nfs": "nfs"}.get(value)
-            if section and getattr(lab.storage, section) is None:
-                yield ("openstack", "nova", field), f"{value} needs storage.{section}", None
+            nova_section = {"rbd": "ceph", "nfs": "nfs"}.get(value)
+            if nova_section and getattr(lab.storage, nova_section) is None:
+                yield ("openstack", "nova", field), f"{value} needs storage.{nova_section}", None
     if "swift" in services:
         swift_nodes = os_.swift.nodes or lab.nodes_with_role("swift")
         for i, node in enumerate(os_.swift.nodes):

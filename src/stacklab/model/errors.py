@@ -53,6 +53,4 @@ class LabError(StackLabError):
     def __init__(self, issues: Sequence[Issue]) -> None:
         self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column, i.field))
         noun = "problem" if len(self.issues) == 1 else "problems"
-        super().__init__(
-            f"invalid lab file ({len(self.issues)} {noun}):\n" + "\n".join(map(str, self.issues))
-        )
+        super().__init__(f"invalid lab file ({len(self.issues)} {noun}):\n" + "\n".join(map(str, self.issues)))

@@ -12,9 +12,7 @@ from stacklab.model.units import parse_size_mib
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-SizeMiB = Annotated[
-    int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")
-]
+SizeMiB = Annotated[int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")]
 
 NodeKind = Literal["auto", "vm", "container"]
 Role = Literal["controller", "compute", "storage", "swift", "client"]
@@ -39,13 +37,9 @@ class _Model(BaseModel):
 
 
 class Network(_Model):
-    bridge: str = Field(
-        description="bridge name, e.g. br-mgmt; the kernel name gets the lab prefix unless pinned"
-    )
+    bridge: str = Field(description="bridge name, e.g. br-mgmt; the kernel name gets the lab prefix unless pinned")
     cidr: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address | None = Field(
-        None, description="host address on the bridge; default: first"
-    )
+    gateway: ipaddress.IPv4Address | None = Field(None, description="host address on the bridge; default: first")
     mtu: int = Field(1500, ge=576, le=9216)
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag on the host uplink (full kernels)")
     pin_name: bool = Field(False, description="use `bridge` literally as the kernel name (no lab prefix)")
@@ -129,7 +123,7 @@ class NfsExport(_Model):
 class Nfs(_Model):
     node: str
     implementation: Literal["auto", "knfsd", "ganesha"] = "auto"
-    versions: list[Literal[3, 4]] = Field(default_factory=lambda: [3, 4])
+    versions: list[Literal[3, 4]] = Field(default_factory=lambda: list[Literal[3, 4]]([3, 4]))
     exports: list[NfsExport] = Field(default_factory=list)
 
 
@@ -162,7 +156,9 @@ class Glance(_Model):
 
 
 class Cinder(_Model):
-    backends: list[Literal["lvm", "nfs", "rbd"]] = Field(default_factory=lambda: ["lvm"])
+    backends: list[Literal["lvm", "nfs", "rbd"]] = Field(
+        default_factory=lambda: list[Literal["lvm", "nfs", "rbd"]](["lvm"])
+    )
     volume_node: str | None = Field(None, description="node running cinder-volume; default: the storage node")
 
 

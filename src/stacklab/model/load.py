@@ -96,11 +96,7 @@ def _pydantic_issues(exc: ValidationError, file: str, marks: Marks) -> list[Issu
             field = str(loc[-1]) if loc else ""
             message = f"unknown field {field!r}"
             close = difflib.get_close_matches(field, known, n=1)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else "see `stacklab schema` for the fields a lab file takes"
-            )
+            hint = f"did you mean {close[0]!r}?" if close else "see `stacklab schema` for the fields a lab file takes"
         elif err["type"] == "missing":
             message = "required field is missing"
         elif message.startswith("Value error, "):
@@ -117,17 +113,13 @@ def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = 
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise LabError(
-            [Issue(file, line, col, "(syntax)", f"YAML syntax error: {exc.problem or exc}")]
-        ) from None
+        raise LabError([Issue(file, line, col, "(syntax)", f"YAML syntax error: {exc.problem or exc}")]) from None
     if node is None:
         raise LabError([Issue(file, 1, 1, "(top level)", "the lab file is empty", "start from labs/aio.yml")])
     walker = _Walker(file)
     data = walker.walk(node, ())
     if not isinstance(data, dict):
-        raise LabError(
-            [*walker.issues, Issue(file, 1, 1, "(top level)", "a lab file is a mapping of fields")]
-        )
+        raise LabError([*walker.issues, Issue(file, 1, 1, "(top level)", "a lab file is a mapping of fields")])
     try:
         lab = Lab.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -32,16 +32,12 @@ def default_diff(
         )
     old_spec: Mapping[str, Any] = (recorded or {}).get("spec", {})
     if recorded is not None and recorded.get("hash") != resource.hash:
-        changed = sorted(
-            k for k in set(old_spec) | set(resource.spec) if old_spec.get(k) != resource.spec.get(k)
-        )
+        changed = sorted(k for k in set(old_spec) | set(resource.spec) if old_spec.get(k) != resource.spec.get(k))
         reasons = tuple(f"{k}: {old_spec.get(k)!r} -> {resource.spec.get(k)!r}" for k in changed)
         action = Action.UPDATE if changed and set(changed) <= updatable else Action.REPLACE
         return Change(resource, action, reasons or ("spec changed",), observed, recorded)
     if observed.drift:
-        return Change(
-            resource, Action.UPDATE, tuple(f"drift: {d}" for d in observed.drift), observed, recorded
-        )
+        return Change(resource, Action.UPDATE, tuple(f"drift: {d}" for d in observed.drift), observed, recorded)
     if recorded is None:
         # Ours (marked) but unrecorded: an earlier `up` died between creating it and saving state. Adopt it.
         return Change(resource, Action.UPDATE, ("owned but not recorded: adopting",), observed, recorded)

@@ -93,9 +93,7 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
     return resources
 
 
-def _storage(
-    lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]
-) -> list[Resource]:
+def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
     st = lab.storage
     out: list[Resource] = []
     storage_cidr = str(lab.networks["storage"].cidr) if "storage" in lab.networks else None
