@@ -24,6 +24,8 @@ from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab
 
 # Lab file field -> doctor role, for implementations a lab may pin.
+# How long `down` lets exiting processes of the lab finish before calling them leaks.
+LEAK_CHECK_BUDGET = 15.0
 PIN_FIELDS = {"iscsi": "iscsi_target", "nfs": "nfs_server", "ceph": "ceph"}
 
 
@@ -111,7 +113,9 @@ class Session:
             from stacklab.host.snapshot import take_snapshot
 
             with self.bus.phase("snapshot"):
-                self.state.set_meta("host_before", take_snapshot(self.runner).to_json())
+                self.state.set_meta(
+                    "host_before", take_snapshot(self.runner, lxcpaths=[self.state.dir / "lxc"]).to_json()
+                )
 
     def leak_check(self) -> list[str]:
         from stacklab.host.snapshot import HostSnapshot, leaks, take_snapshot
@@ -120,11 +124,26 @@ class Session:
         if before is None:
             self.bus.note("no host snapshot from before `up`: leak check skipped")
             return []
+        from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
+
+        markers = [self.lab.name, self.lab.kernel_prefix, str(self.state.dir)]
+        found: list[str] = []
+
+        def clean() -> bool:
+            # Monitors and daemons of deleted nodes take a moment to exit and be reaped: look again until the
+            # budget ends, then report what is still there.
+            after = take_snapshot(self.runner, lxcpaths=[self.state.dir / "lxc"])
+            found[:] = [str(leak) for leak in leaks(HostSnapshot.from_json(before), after, lab_markers=markers)]
+            if found:
+                raise NotReady(f"{len(found)} objects still present")
+            return True
+
         with self.bus.phase("leak-check"):
-            after = take_snapshot(self.runner)
-            markers = [self.lab.name, self.lab.kernel_prefix, str(self.state.dir)]
-            found = leaks(HostSnapshot.from_json(before), after, lab_markers=markers)
-        return [str(leak) for leak in found]
+            try:
+                wait_until(clean, budget=LEAK_CHECK_BUDGET, interval=0.5, what="lab objects to disappear")
+            except ReadinessTimeout:
+                return found
+        return []
 
     def finish_down(self) -> None:
         """Remove the lab's state (keys, secrets, exports) but keep its run logs for diagnosis and benchmarks."""
