@@ -20,6 +20,7 @@ from stacklab.errors import StackLabError
 from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.host.capabilities import HostReport, probe_host
 from stacklab.host.choose import Choice, choose_all
+from stacklab.host.snapshot import Leak
 from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab
 
@@ -133,7 +134,8 @@ class Session:
             # Monitors and daemons of deleted nodes take a moment to exit and be reaped: look again until the
             # budget ends, then report what is still there.
             after = take_snapshot(self.runner, lxcpaths=[self.state.dir / "lxc"])
-            found[:] = [str(leak) for leak in leaks(HostSnapshot.from_json(before), after, lab_markers=markers)]
+            new_objects = leaks(HostSnapshot.from_json(before), after, lab_markers=markers)
+            found[:] = [str(leak) for leak in new_objects if _attributable(leak, markers, self.lab.kernel_prefix)]
             if found:
                 raise NotReady(f"{len(found)} objects still present")
             return True
@@ -209,6 +211,18 @@ class Session:
                     row["facts"] = dict(observed.facts)
             rows.append(row)
         return rows
+
+
+def _attributable(leak: Leak, markers: list[str], prefix: str) -> bool:
+    """Whether a new host object belongs to this lab. Other labs (and the host) create objects meanwhile;
+    ours carry the lab's kernel prefix, name or state dir. Processes are already filtered by markers, and
+    containers are only listed from this lab's own lxcpath."""
+    if leak.kind in ("process", "lxc container"):
+        return True
+    if leak.kind == "interface":
+        return leak.object.startswith(prefix)
+    text = f"{leak.object} {leak.detail}"
+    return any(marker in text for marker in markers)
 
 
 def _ssh_targets(state: StateStore) -> dict[str, Mapping[str, Any]]:
