@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +26,11 @@ from stacklab.drivers.libvirtd import (
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Until the child has exec'd, /proc/PID/comm is still the parent's name: wait (bounded) for the exec.
+    deadline = time.monotonic() + 10
+    while b"time.sleep" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "child did not exec within 10 s"
+        time.sleep(0.01)
     yield proc
     if proc.poll() is None:
         proc.kill()

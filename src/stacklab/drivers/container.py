@@ -42,7 +42,14 @@ from typing import Any
 
 from stacklab.drivers.base import BaseDriver, DriverContext
 from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
-from stacklab.drivers.seed import MGMT_NETWORK, NOCLOUD_SEED_DIR, render_nocloud, write_seed_dir
+from stacklab.drivers.seed import (
+    MGMT_NETWORK,
+    NOCLOUD_SEED_DIR,
+    lab_hosts,
+    public_key_text,
+    render_nocloud,
+    write_seed_dir,
+)
 from stacklab.engine.atomic import write_atomic
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
@@ -538,7 +545,7 @@ class ContainerDriver(BaseDriver):
         """The node dir, its marker, the seed in the upper dir, and last the config (so a config means complete)."""
         spec = resource.spec
         lab = ctx.lab.name
-        public_key = _public_key_text(str(ctx.output(f"sshkey/{lab}", "public_key")))
+        public_key = public_key_text(str(ctx.output(f"sshkey/{lab}", "public_key")))
         files = render_nocloud(
             lab_name=lab, node_name=resource.name, node_spec=spec, public_key=public_key, hosts=lab_hosts(ctx)
         )
@@ -752,23 +759,3 @@ def _status_line(stdout: str) -> str | None:
         if key.strip() == "status":
             return value.strip()
     return None
-
-
-def _public_key_text(value: str) -> str:
-    if value.startswith(("ssh-", "ecdsa-", "sk-")):
-        return value.strip()
-    return Path(value).read_text().strip()
-
-
-def lab_hosts(ctx: DriverContext) -> dict[str, str]:
-    """Every lab node's management address (the `mgmt` network, else its first NIC), for /etc/hosts."""
-    from stacklab.model.addressing import node_addresses
-
-    addresses = node_addresses(ctx.lab)
-    out = {}
-    for name, node in ctx.lab.nodes.items():
-        nets = list(node.nics)
-        net = MGMT_NETWORK if MGMT_NETWORK in nets else (nets[0] if nets else None)
-        if net is not None and net in addresses[name]:
-            out[name] = str(addresses[name][net])
-    return out

@@ -15,12 +15,15 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
 
 from stacklab.engine.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from stacklab.drivers.base import DriverContext
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.model.paths import find_up
@@ -232,3 +235,24 @@ def make_seed_iso(files: Mapping[str, str], dest: Path, runner: Runner) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     LOG.debug("wrote NoCloud seed ISO %s with %s", dest, tool)
+
+
+def public_key_text(value: str) -> str:
+    """The sshkey output may be the key text or a path to the .pub file."""
+    if value.startswith(("ssh-", "ecdsa-", "sk-")):
+        return value.strip()
+    return Path(value).read_text().strip()
+
+
+def lab_hosts(ctx: DriverContext) -> dict[str, str]:
+    """Every lab node's management address (the `mgmt` network, else its first NIC), for /etc/hosts."""
+    from stacklab.model.addressing import node_addresses
+
+    addresses = node_addresses(ctx.lab)
+    out = {}
+    for name, node in ctx.lab.nodes.items():
+        nets = list(node.nics)
+        net = MGMT_NETWORK if MGMT_NETWORK in nets else (nets[0] if nets else None)
+        if net is not None and net in addresses[name]:
+            out[name] = str(addresses[name][net])
+    return out

@@ -44,6 +44,7 @@ from stacklab.drivers.libvirt_config import (
     StorageVolumeConfig,
     owner_of,
 )
+from stacklab.drivers.seed import lab_hosts, public_key_text
 from stacklab.drivers.vm_disk import BaseDisk, ensure_base_disk
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
@@ -470,25 +471,6 @@ def _check_reachable_by_qemu(paths: Sequence[Path]) -> None:
                 )
 
 
-def _public_key_text(value: str) -> str:
-    if value.startswith(("ssh-", "ecdsa-", "sk-")):
-        return value.strip()
-    return Path(value).read_text().strip()
-
-
-def _hosts_of(ctx: DriverContext) -> dict[str, str]:
-    """Every lab node's management (first NIC) address, for /etc/hosts in the seed."""
-    from stacklab.model.addressing import node_addresses
-
-    addresses = node_addresses(ctx.lab)
-    out = {}
-    for name, node in ctx.lab.nodes.items():
-        first = next(iter(node.nics), None)
-        if first is not None and first in addresses[name]:
-            out[name] = str(addresses[name][first])
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------
 # The driver
 
@@ -596,7 +578,7 @@ class VmDriver(BaseDriver):
         base = self.base_disk(rootfs, str(ctx.output(image_id, "hash")), ctx.runner, progress=ctx.progress)
         key_id = f"sshkey/{lab}"
         key_file = str(ctx.output(key_id, "private_key"))
-        public_key = _public_key_text(str(ctx.output(key_id, "public_key")))
+        public_key = public_key_text(str(ctx.output(key_id, "public_key")))
         try:
             layout.node_dir.mkdir(parents=True, exist_ok=True)
             for directory in (layout.vm_dir, layout.node_dir):
@@ -613,7 +595,7 @@ class VmDriver(BaseDriver):
                 node_name=node,
                 node_spec=spec,
                 public_key=public_key,
-                hosts=_hosts_of(ctx),
+                hosts=lab_hosts(ctx),
                 dest=layout.path(layout.seed_volume),
                 runner=ctx.runner,
             )
