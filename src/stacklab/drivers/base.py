@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.diff import default_diff
 from stacklab.plan.resource import Change, Observed, Resource
@@ -47,6 +48,14 @@ class DriverContext:
         if self.node_runner is None:
             raise RuntimeError("this context has no node runner (nodes are not part of this run)")
         return self.node_runner(node)
+
+    def on_node_if_up(self, node: str) -> Runner | None:
+        """The node's runner, or None when it is not up (first `up`: nothing of ours can exist there yet)."""
+        try:
+            return self.on_node(node)
+        except (StackLabError, RuntimeError) as exc:
+            LOG.debug("node %s not reachable: %s", node, exc)
+            return None
 
     def output(self, resource_id: str, key: str) -> Any:
         try:

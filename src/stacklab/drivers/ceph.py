@@ -30,6 +30,7 @@ from stacklab.drivers.ceph_conf import (
     client_caps,
     client_keyring_path,
     mon_host,
+    render_ceph_conf,
     render_keyring,
 )
 from stacklab.errors import PlanError, StackLabError
@@ -307,7 +308,9 @@ class CephAdmin:
 
 def observe_cluster(spec: CephSpec, ctx: DriverContext, resource_id: str) -> Observed | None:
     """Read-only: what the first mon node says about the cluster. None when there is no ceph.conf there."""
-    runner = ctx.on_node(spec.first_mon)
+    runner = ctx.on_node_if_up(spec.first_mon)
+    if runner is None:
+        return None
     conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
     if not conf.ok:
         mon_dir = runner.run(
@@ -394,6 +397,37 @@ def cluster_outputs(
         "health": health,
         **(extra or {}),
     }
+
+
+def distribute_clients(
+    spec: CephSpec, ctx: DriverContext, fsid: str, keyrings: Mapping[str, str], resource_id: str
+) -> None:
+    """ceph.conf and the client keyrings (never the admin key) on every client node of the spec."""
+    if spec.client_nodes:
+        ctx.progress(f"{resource_id}: client configuration on {', '.join(spec.client_nodes)}")
+    for node in spec.client_nodes:
+        runner = ctx.on_node(node)
+        write_file(runner, CONF_PATH, render_ceph_conf(spec, fsid))
+        for client, keyring in keyrings.items():
+            write_file(runner, client_keyring_path(client), keyring, mode="0600")
+
+
+def remove_clients(spec: CephSpec, ctx: DriverContext, resource_id: str) -> None:
+    """Remove what distribute_clients wrote, on nodes that are up and whose ceph.conf is this lab's."""
+    fsid = cluster_fsid(ctx, create=False)
+    for node in spec.client_nodes:
+        runner = ctx.on_node_if_up(node)
+        if runner is None:
+            continue
+        try:
+            conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
+        except StackLabError as exc:
+            LOG.warning("%s: %s unreachable, skipping its Ceph client cleanup: %s", resource_id, node, exc)
+            continue
+        if conf.ok and spec.marker not in conf.stdout and (fsid is None or fsid not in conf.stdout):
+            LOG.warning("%s: %s on %s is not this lab's; leaving it", resource_id, CONF_PATH, node)
+            continue
+        runner.run(["rm", "-f", CONF_PATH, *(client_keyring_path(c) for c in spec.clients)], timeout=FILE_TIMEOUT)
 
 
 class CephImplementation(Protocol):
@@ -489,4 +523,5 @@ class CephDriver(BaseDriver):
             return
         name = str(recorded.get("name") or resource_id.partition("/")[2])
         spec = self.spec_of(resource_id, name, raw)
+        remove_clients(spec, ctx, resource_id)
         self.implementation(spec.implementation).delete(spec, ctx, resource_id)

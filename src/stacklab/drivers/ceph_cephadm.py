@@ -32,6 +32,7 @@ from stacklab.drivers.ceph import (
     Waiter,
     cluster_fsid,
     cluster_outputs,
+    distribute_clients,
     observe_cluster,
     storage_addresses,
     write_file,
@@ -160,6 +161,7 @@ class CephadmCeph:
             for client, keyring in keyrings.items():
                 write_file(runner, client_keyring_path(client), keyring, mode="0600")
         admin.ensure_pools(spec)
+        distribute_clients(spec, ctx, fsid, keyrings, resource_id)
         health = admin.wait_health(self.waiter, accepted_health_checks(spec))
         return cluster_outputs(spec, fsid, health, implementation=self.name)
 

@@ -73,6 +73,7 @@ class CephSpec:
     clients: tuple[str, ...]
     replicas: int
     public_network: str
+    client_nodes: tuple[str, ...] = ()  # nodes that get ceph.conf and the client keyrings (no admin key)
 
     @classmethod
     def from_spec(cls, lab: str, spec: Mapping[str, Any]) -> CephSpec:
@@ -87,6 +88,7 @@ class CephSpec:
             clients=tuple(str(c) for c in spec.get("clients", ())),
             replicas=int(spec.get("replicas", 3)),
             public_network=str(spec.get("public_network") or ""),
+            client_nodes=tuple(str(n) for n in spec.get("client_nodes", ())),
         )
         out.check()
         return out

@@ -25,6 +25,7 @@ from stacklab.drivers.ceph import (
     Waiter,
     cluster_fsid,
     cluster_outputs,
+    distribute_clients,
     ensure_key,
     observe_cluster,
     storage_addresses,
@@ -179,6 +180,7 @@ class PackagesCeph:
         created = admin.ensure_pools(spec)
         if created:
             LOG.info("%s: created pools %s", resource_id, ", ".join(created))
+        distribute_clients(spec, ctx, fsid, clients, resource_id)
         health = admin.wait_health(self.waiter, accepted_health_checks(spec))
         return cluster_outputs(spec, fsid, health, implementation=self.name)
 
@@ -331,7 +333,10 @@ class PackagesCeph:
         fsid = cluster_fsid(ctx, create=False)
         runners: dict[str, Runner] = {}
         for node in spec.nodes:
-            runner = ctx.on_node(node)
+            runner = ctx.on_node_if_up(node)
+            if runner is None:
+                LOG.warning("%s: %s is not up, skipping its Ceph cleanup (files go with it)", resource_id, node)
+                continue
             try:
                 conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
             except StackLabError as exc:

@@ -40,7 +40,6 @@ from stacklab.drivers.lvm import (
     FILE_TIMEOUT,
     ensure_lv,
     node_path_exists,
-    node_runner_or_none,
     remove_lv,
 )
 from stacklab.errors import PlanError, StackLabError
@@ -448,7 +447,7 @@ class IscsiDriver(BaseDriver):
 
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
         plan = self.plan_of(resource.id, resource.name, resource.spec, ctx)
-        runner = node_runner_or_none(ctx, plan.node)
+        runner = ctx.on_node_if_up(plan.node)
         if runner is None:
             return None
         seen = backend_for(plan.implementation).observe(runner, plan, existing_secrets(ctx, plan))
@@ -516,7 +515,7 @@ class IscsiDriver(BaseDriver):
             return
         node = str(recorded.get("name") or resource_id.partition("/")[2])
         plan = self.plan_of(resource_id, node, raw, ctx, strict=False)
-        runner = node_runner_or_none(ctx, node)
+        runner = ctx.on_node_if_up(node)
         if runner is None:
             LOG.warning("%s: node %s is not up; its targets go with the node", resource_id, node)
             return

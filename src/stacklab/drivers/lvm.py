@@ -91,15 +91,6 @@ def unit_active(runner: Runner, unit: str) -> bool:
     return runner.run(["systemctl", "is-active", "--quiet", unit], timeout=SYSTEMCTL_TIMEOUT, check=False).ok
 
 
-def node_runner_or_none(ctx: DriverContext, node: str) -> Runner | None:
-    """The node's runner, or None when the node is not up yet (first `up`: nothing of ours can exist there)."""
-    try:
-        return ctx.on_node(node)
-    except (StackLabError, RuntimeError) as exc:
-        LOG.debug("node %s not reachable for observation: %s", node, exc)
-        return None
-
-
 def lab_tag(lab: str) -> str:
     """LVM tag marking the lab's VGs and LVs (tags allow [A-Za-z0-9_+.-])."""
     return f"stacklab_{lab}"
@@ -265,7 +256,7 @@ class LvmDriver(BaseDriver):
 
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
         spec = LvmSpec.from_spec(ctx.lab.name, resource.name, resource.spec)
-        runner = node_runner_or_none(ctx, spec.node)
+        runner = ctx.on_node_if_up(spec.node)
         if runner is None:
             return None
         info = vg_info(runner, spec.vg)
@@ -342,7 +333,7 @@ class LvmDriver(BaseDriver):
             return
         node = str(recorded.get("name") or resource_id.partition("/")[2])
         spec = LvmSpec.from_spec(ctx.lab.name, node, raw)
-        runner = node_runner_or_none(ctx, node)
+        runner = ctx.on_node_if_up(node)
         if runner is None:
             LOG.warning("%s: node %s is not up; its VG goes with the node", resource_id, node)
             return

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.lvm import FILE_TIMEOUT, node_runner_or_none
+from stacklab.drivers.lvm import FILE_TIMEOUT
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
@@ -189,7 +189,7 @@ class NfsDriver(BaseDriver):
 
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
         plan = plan_nfs(resource.id, resource.name, resource.spec, ctx.lab)
-        runner = node_runner_or_none(ctx, plan.node)
+        runner = ctx.on_node_if_up(plan.node)
         if runner is None:
             return None
         backend = backend_for(plan.implementation)
@@ -226,7 +226,7 @@ class NfsDriver(BaseDriver):
             return
         node = str(recorded.get("name") or resource_id.partition("/")[2])
         plan = plan_nfs(resource_id, node, raw, ctx.lab)
-        runner = node_runner_or_none(ctx, node)
+        runner = ctx.on_node_if_up(node)
         if runner is None:
             LOG.warning("%s: node %s is not up; its NFS server goes with the node", resource_id, node)
             return

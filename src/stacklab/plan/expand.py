@@ -100,6 +100,8 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
     if st.ceph:
         mgrs = st.ceph.mgrs or st.ceph.mons[:1]
         nodes = sorted({*st.ceph.mons, *mgrs, *(o.node for o in st.ceph.osds)})
+        # Every other node on the storage network is a Ceph client (hypervisors, API hosts, test clients).
+        client_nodes = [n for n, node in lab.nodes.items() if n not in nodes and "storage" in node.nics]
         spec: dict[str, Any] = {
             "implementation": _pick(st.ceph.implementation, "ceph", choices),
             "mons": {m: str(addresses[m]["storage"]) for m in st.ceph.mons},
@@ -109,8 +111,9 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
             "clients": list(st.ceph.clients),
             "replicas": st.ceph.replicas,
             "public_network": storage_cidr,
+            "client_nodes": client_nodes,
         }
-        out.append(Resource("ceph", lab.name, spec, tuple(f"node/{n}" for n in nodes)))
+        out.append(Resource("ceph", lab.name, spec, tuple(f"node/{n}" for n in [*nodes, *client_nodes])))
     if st.lvm:
         spec = {"vg": st.lvm.vg, "size_mib": st.lvm.size, "implementation": "lvm"}
         out.append(Resource("lvm", st.lvm.node, spec, (f"node/{st.lvm.node}",)))
