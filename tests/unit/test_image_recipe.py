@@ -299,4 +299,6 @@ def test_disable_new_units_removes_only_what_the_packages_enabled(tmp_path: Path
     (rc2 / "S01legacyd").symlink_to("../init.d/legacyd")
     assert image_mod.disable_new_units(rootfs, before) == ["legacyd (sysv)", "libvirtd.socket", "mariadb.service"]
     assert sorted(p.name for p in wants.iterdir()) == ["ssh.service"]
-    assert not list(sockets.iterdir()) and not list(rc2.iterdir())
+    assert not list(sockets.iterdir())
+    # sysv scripts keep a stop link (update-rc.d's `disable`), so `systemctl enable` can turn them back on
+    assert [(p.name, str(p.readlink())) for p in rc2.iterdir()] == [("K01legacyd", "../init.d/legacyd")]

@@ -56,7 +56,7 @@ from stacklab.plan.resource import Change, Observed, Resource
 LOG = logging.getLogger(__name__)
 
 # Bump when the build steps change in a way that changes the produced rootfs: every image is rebuilt.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: sysv start links become K links, not removed
 DEFAULT_CACHE = Path("/var/cache/stacklab/images")
 CACHE_ENV = "STACKLAB_IMAGE_CACHE"
 MIRROR_ENV = "STACKLAB_DEBIAN_MIRROR"
@@ -560,10 +560,14 @@ def disable_new_units(rootfs: Path, before: set[str]) -> list[str]:
     units = set()
     for rel in sorted(enabled_links(rootfs) - before):
         path = rootfs / rel
-        path.unlink()
         name = path.name
         if path.parent.name.startswith("rc"):
+            # What `update-rc.d NAME disable` does: S01foo -> K01foo. Dropping the link instead would leave the
+            # script with no runlevel links, and a later `systemctl enable` (update-rc.d enable) then fails.
+            path.rename(path.with_name("K" + name[1:]))
             name = name[3:] + " (sysv)"  # S01foo -> foo
+        else:
+            path.unlink()
         units.add(name)
     return sorted(units)
 
