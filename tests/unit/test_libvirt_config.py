@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -32,8 +31,8 @@ from stacklab.drivers.libvirt_config import (
     StoragePoolConfig,
     StorageVolumeConfig,
     owner_of,
-    stable_mac,
 )
+from stacklab.plan.naming import stable_mac
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "libvirt"
 REGEN = os.environ.get("STACKLAB_REGEN_GOLDEN") == "1"
@@ -330,29 +329,6 @@ def test_owner_of(metadata: str, expected: tuple[str, str] | None) -> None:
 def test_owner_of_rejects_malformed_xml() -> None:
     with pytest.raises(LibvirtXMLError, match="not well-formed"):
         owner_of("<domain><name>d</name>")
-
-
-def test_stable_mac_is_stable_unicast_and_locally_administered() -> None:
-    mac = stable_mac("demo", "ctl1", 3)
-    assert mac == stable_mac("demo", "ctl1", 3)
-    assert re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac)
-    first = int(mac[:2], 16)
-    assert first & 0b10, "locally administered bit must be set"
-    assert not first & 0b01, "must be unicast"
-    assert mac.endswith(":03")
-
-
-def test_stable_mac_distinguishes_labs_nodes_and_nics() -> None:
-    macs = {stable_mac(lab, node, nic) for lab in ("demo", "demo2") for node in ("ctl1", "cmp1") for nic in (0, 1)}
-    assert len(macs) == 8
-    # Names are joined unambiguously.
-    assert stable_mac("a", "bc", 0) != stable_mac("ab", "c", 0)
-
-
-@pytest.mark.parametrize("index", [-1, 256])
-def test_stable_mac_rejects_index_out_of_range(index: int) -> None:
-    with pytest.raises(ValueError, match="nic_index"):
-        stable_mac("demo", "ctl1", index)
 
 
 # ---------------------------------------------------------------------------------------------------------

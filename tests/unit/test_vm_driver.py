@@ -7,6 +7,7 @@ are injected (they need a real rootfs, an ISO tool and a booted guest; the integ
 from __future__ import annotations
 
 import dataclasses
+import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from stacklab.drivers.vm import (
     VmLayout,
     build_domain,
     domain_name,
+    grant_qemu_traversal,
     pool_name,
 )
 from stacklab.drivers.vm_disk import BaseDisk
@@ -268,3 +270,23 @@ def test_pool_with_our_name_elsewhere_is_not_touched(
         driver.apply(Change(resource(ctx, "n2"), Action.CREATE), ctx)
     driver.delete("node/n2", {"outputs": {}}, ctx)
     assert conn.storagePoolLookupByName(pool_name(ctx.lab.name)).isActive()
+
+
+def test_qemu_gets_search_but_not_read_permission_on_the_lab_dir(tmp_path: Path) -> None:
+    """The engine keeps the lab state dir 0700; QEMU (libvirt-qemu) must still reach the pool inside it."""
+    state = tmp_path / "lab"
+    layout = VmLayout(state, "n1")
+    layout.pool_dir.mkdir(parents=True)
+    layout.node_dir.mkdir()
+    state.chmod(0o700)
+    for directory in (layout.vm_dir, layout.pool_dir, layout.node_dir):
+        directory.chmod(0o700)
+    secret = state / "secret"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    grant_qemu_traversal(state, layout)
+    for directory in (state, layout.vm_dir, layout.pool_dir, layout.node_dir):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o701
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    grant_qemu_traversal(state, layout)  # idempotent
+    assert stat.S_IMODE(state.stat().st_mode) == 0o701

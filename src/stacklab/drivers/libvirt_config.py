@@ -12,7 +12,6 @@ for every object.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -169,21 +168,6 @@ class _XMLConfig:
 
 # ----------------------------------------------------------------------------------------------------
 # Helpers the VM driver uses directly
-
-
-def stable_mac(lab: str, node: str, nic_index: int) -> str:
-    """A MAC that is the same on every run for (lab, node, NIC), so cloud-init can match NICs by MAC.
-
-    The first octet 02 is locally administered and unicast; four octets come from a hash of lab and node
-    (distinct per node across labs sharing a host), and the last octet is the NIC index, readable at a glance.
-    """
-    if not 0 <= nic_index <= 0xFF:
-        raise ValueError(f"nic_index must be 0..255, got {nic_index}")
-    if "\0" in lab or "\0" in node:
-        raise ValueError("lab and node names cannot contain NUL")
-    # NUL separates the names, so ("a", "bc") and ("ab", "c") hash differently.
-    digest = hashlib.sha256(f"{lab}\0{node}".encode()).digest()
-    return ":".join(f"{octet:02x}" for octet in (0x02, *digest[:4], nic_index))
 
 
 def owner_of(domain_xml: str) -> tuple[str, str] | None:

@@ -74,6 +74,7 @@ _UNDEFINE_FLAGS = (
 )
 _UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 _CONSOLE_TAIL_LINES = 25
+LIBVIRT_QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 _connect_lock = threading.Lock()
 # libvirt refuses a pool refresh while a volume is being created in it ("asynchronous jobs running"):
@@ -458,6 +459,20 @@ def _volume_names(pool: Any) -> list[str]:
     return names
 
 
+def grant_qemu_traversal(state_dir: Path, layout: VmLayout) -> None:
+    """Let QEMU (an unprivileged user) reach the lab's VM files: add search permission for others (o+x, not
+    o+r) to the lab state dir and the dirs between it and the pool. The engine keeps the lab dir 0700 and resets
+    it on every run; files inside stay 0600, and a running QEMU keeps its open files, so this is done again
+    right before every domain start."""
+    for directory in (state_dir, layout.vm_dir, layout.pool_dir, layout.node_dir):
+        if not directory.is_dir():
+            continue
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+            LOG.debug("made %s searchable by QEMU (%o)", directory, mode | stat.S_IXOTH)
+
+
 def _check_reachable_by_qemu(paths: Sequence[Path]) -> None:
     """QEMU runs as an unprivileged user (libvirt's DAC driver chowns the files, not their directories):
     every directory above a disk, kernel or log must be searchable by others."""
@@ -587,6 +602,7 @@ class VmDriver(BaseDriver):
             with _pool_lock:
                 pool = self._ensure_pool(conn, lab, layout)
             if self._uri(ctx) == libvirtd.URI:
+                grant_qemu_traversal(ctx.state_dir, layout)
                 _check_reachable_by_qemu([base.qcow2, base.kernel, base.initrd, layout.pool_dir / "x"])
             with _pool_lock:
                 self._create_volumes(pool, layout, spec, base)
@@ -641,6 +657,8 @@ class VmDriver(BaseDriver):
         start = time.monotonic()
         if not dom.isActive():
             ctx.progress(f"starting {node}")
+            if self._uri(ctx) == libvirtd.URI:
+                grant_qemu_traversal(ctx.state_dir, layout)  # the engine reset the lab dir to 0700
             dom.create()
             LOG.info("VM %s: started in %.2fs", node, time.monotonic() - start)
         budget = float(self.ready_budget.get(virt_type, READY_BUDGET["qemu"]))
@@ -755,6 +773,9 @@ class VmDriver(BaseDriver):
                         LOG.debug("domain %s stopped by itself: %s", name, exc)
                 _undefine(dom)
                 LOG.info("VM %s: domain %s destroyed and undefined", node, name)
+                if not keep_console and self._uri(ctx) == libvirtd.URI:
+                    # libvirt's own per-domain QEMU log; the domain was ours, so is its log
+                    (LIBVIRT_QEMU_LOG_DIR / f"{name}.log").unlink(missing_ok=True)
         with _pool_lock:
             pool = _lookup_pool(conn, pool_name(lab))
             if pool is not None and _pool_is_ours(pool, layout.pool_dir):

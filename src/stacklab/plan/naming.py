@@ -15,7 +15,15 @@ def veth_name(prefix: str, node: str, nic_index: int) -> str:
 
 
 def stable_mac(lab: str, node: str, nic_index: int) -> str:
-    """Locally administered unicast MAC, stable for (lab, node, NIC)."""
+    """Locally administered unicast MAC, stable for (lab, node, NIC), so cloud-init can match NICs by MAC.
+
+    The first octet 02 is locally administered and unicast; the other five come from a hash of lab, node and
+    NIC index, so nodes of two labs sharing a host get distinct MACs. Used for container veths and VM NICs alike.
+    """
+    if not 0 <= nic_index <= 0xFF:
+        raise ValueError(f"nic_index must be 0..255, got {nic_index}")
+    if ":" in lab or ":" in node:  # the hash input joins the names with ':'; lab names never contain one
+        raise ValueError(f"lab and node names cannot contain ':' ({lab!r}, {node!r})")
     digest = _h(lab, node, str(nic_index), length=10)
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
