@@ -4,7 +4,8 @@ Two throwaway bridges with unique names carry the VM's NICs (host side has the g
 host -> bridge -> guest). The rootfs is the image helper's Debian 12 image when one with a kernel is cached under
 /var/cache/stacklab/images, else one built here with mmdebstrap into /var/tmp (about a minute, then reused).
 Everything is removed in finalizers, also when the test fails; the libvirtd the driver started (if any) is
-stopped by the driver's delete once no lab uses it.
+stopped by the driver's delete once no lab uses it. The seed is seed.py's real NoCloud rendering (the same
+render_nocloud + make_seed_iso the driver uses), and the guest is checked against what it rendered.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stacklab.drivers import libvirtd
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.seed import make_seed_iso, render_nocloud
 from stacklab.drivers.vm import ReadyTarget, VmDriver, VmLayout, domain_name, pool_name, ssh_argv
 from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.model.load import load_lab_text
@@ -109,54 +112,29 @@ def rootfs() -> tuple[Path, str]:
     return FALLBACK_ROOTFS, f"vmtest-{int((FALLBACK_ROOTFS / 'etc/os-release').stat().st_mtime)}"
 
 
-def minimal_seed(
-    *,
-    lab_name: str,
-    node_name: str,
-    node_spec: Mapping[str, Any],
-    public_key: str,
-    hosts: Mapping[str, str],
-    dest: Path,
-    runner: Runner,
-) -> None:
-    """Stand-in for drivers/seed.py while it is not in the tree: root key, static NICs matched by MAC."""
-    ethernets = {
-        nic["device"]: {
-            "match": {"macaddress": nic["mac"]},
-            "set-name": nic["device"],
-            "addresses": [nic["address"]],
-            "mtu": nic["mtu"],
-        }
-        for nic in node_spec["nics"]
-    }
-    files = {
-        "meta-data": json.dumps({"instance-id": f"{lab_name}-{node_name}", "local-hostname": node_name}),
-        "user-data": "#cloud-config\n"
-        + json.dumps({"disable_root": False, "locale": "C.UTF-8", "ssh_authorized_keys": [public_key]}),
-        "network-config": json.dumps({"version": 2, "ethernets": ethernets}),
-    }
-    staging = dest.parent / f".{dest.name}.d"
-    staging.mkdir()
-    try:
-        for name, text in files.items():
-            (staging / name).write_text(text)
-        runner.run(
-            ["genisoimage", "-quiet", "-output", str(dest), "-volid", "cidata", "-joliet", "-rock", *files],
-            timeout=60,
-            cwd=staging,
+class RecordingSeed:
+    """The driver's seed step with seed.py's real rendering (render_nocloud + make_seed_iso), keeping what it
+    rendered so the test can compare the guest with it."""
+
+    def __init__(self) -> None:
+        self.rendered: dict[str, dict[str, str]] = {}
+
+    def __call__(
+        self,
+        *,
+        lab_name: str,
+        node_name: str,
+        node_spec: Mapping[str, Any],
+        public_key: str,
+        hosts: Mapping[str, str],
+        dest: Path,
+        runner: Runner,
+    ) -> None:
+        files = render_nocloud(
+            lab_name=lab_name, node_name=node_name, node_spec=node_spec, public_key=public_key, hosts=hosts
         )
-    finally:
-        shutil.rmtree(staging)
-
-
-def seed_writer() -> Any:
-    try:
-        from stacklab.drivers import seed  # noqa: F401
-    except ImportError:
-        return minimal_seed
-    from stacklab.drivers.vm import write_seed
-
-    return write_seed
+        make_seed_iso(files, dest, runner)
+        self.rendered[node_name] = files
 
 
 @pytest.fixture
@@ -203,7 +181,8 @@ def test_vm_boots_answers_ssh_and_leaves_nothing(lab_ctx: tuple[DriverContext, R
     import libvirt
 
     ctx, resource = lab_ctx
-    driver = VmDriver(seed_writer=seed_writer())
+    seed = RecordingSeed()
+    driver = VmDriver(seed_writer=seed)
     spec = resource.spec
     taps = [nic["host_ifname"] for nic in spec["nics"]]
 
@@ -216,10 +195,21 @@ def test_vm_boots_answers_ssh_and_leaves_nothing(lab_ctx: tuple[DriverContext, R
     ssh = outputs["ssh"]
     target = ReadyTarget(resource.name, ssh["host"], ssh["user"], ssh["port"], ssh["key"], Path(), lambda: True)
     probe = ctx.runner.run(
-        ssh_argv(target, ["sh", "-c", "cloud-init status; ip -o addr; cat /sys/class/net/eth1/mtu; lsblk -dn -o NAME"]),
+        ssh_argv(
+            target,
+            [
+                "sh",
+                "-c",
+                "cloud-init status; ip -o addr; cat /sys/class/net/eth1/mtu; lsblk -dn -o NAME; "
+                "echo instance=$(cat /var/lib/cloud/data/instance-id) host=$(hostname)",
+            ],
+        ),
         timeout=60,
     )
     assert "status: done" in probe.stdout
+    # the guest ran seed.py's rendering: its instance-id and hostname are the rendered ones
+    meta = yaml.safe_load(seed.rendered[resource.name]["meta-data"])
+    assert f"instance={meta['instance-id']} host={resource.name}" in probe.stdout
     for address in outputs["addresses"].values():
         assert f"inet {address}/24" in probe.stdout
     assert "\n9000\n" in probe.stdout and "vdb" in probe.stdout

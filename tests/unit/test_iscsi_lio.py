@@ -207,7 +207,13 @@ def test_observe_flags_saved_but_not_live(lab: Lab, resource: Resource, tmp_path
     node.files[SAVECONFIG] = SAMPLE.read_text()
     observed = IscsiDriver().observe(resource, ctx_for(lab, node, tmp_path))
     assert observed is not None
-    assert observed.drift == (f"target {IQN} is saved but not live in /sys/kernel/config/target",)
+    assert observed.drift[0] == f"target {IQN} is saved but not live in /sys/kernel/config/target"
+    # the port filter was never installed on this fake node either
+    assert observed.drift[1:] == (
+        "/etc/stacklab/nftables/iscsi.nft missing or different",
+        "stacklab-filter-iscsi.service missing or different",
+        "nftables table stacklab_iscsi is not loaded",
+    )
 
 
 def test_delete_removes_target_backstore_and_lv(lab: Lab, resource: Resource, tmp_path: Path) -> None:

@@ -359,6 +359,8 @@ def test_drift_lines_are_pure(lab: Lab, resource: Resource) -> None:
     )
     assert drift_of(plan, seen) == (
         "target lun1: LUN 1 backed by '/elsewhere.img', want '/var/lib/stacklab/iscsi/lun1.img'",
+        # tgt admits address-OR-IQN matches: an address ACL would open the target to any IQN on the network
+        "target lun1: address ACL ['172.29.244.0/24'] present (IQN ACLs only)",
         "target iqn.2026-11.dev.stacklab:aio:lun2 missing",
         "target iqn.2026-11.dev.stacklab:aio:old is not in the lab file",
     )

@@ -85,6 +85,15 @@ class FakeNode(FakeRunner):
                 "-x": path in self.files or path in self.devices,
             }.get(flag)
             return None if present is None else res(0 if present else 1)
+        if cmd == "install" and args[1] == "-d":
+            self.dirs.add(args[-1])
+            return res()
+        if args[:2] == ("/usr/sbin/nft", "list") and args[2:4] == ("table", "inet"):
+            # A table counts as loaded while a rules file defining it exists (its unit loads it at start).
+            loaded = any(f"table inet {args[4]} {{" in text for text in self.files.values())
+            return res(0 if loaded else 1)
+        if args[:4] == ("/usr/sbin/nft", "delete", "table", "inet"):
+            return res()
         if cmd == "rm" and args[1] == "-f":
             for path in args[2:]:
                 self.files.pop(path, None)

@@ -104,7 +104,7 @@ def test_apply_fresh_then_noop(lab: Lab, resource: Resource, tmp_path: Path) -> 
     start = node.calls.index(("systemctl", "start", "nfs-ganesha.service"))
     assert node.calls.index(("systemctl", "enable", "--now", "rpcbind.service")) < start
     assert node.files[CONF_PATH] == render_ganesha_conf(plan_nfs(resource.id, resource.name, resource.spec, lab))
-    assert running == {"rpcbind.service", "nfs-ganesha.service"}
+    assert running == {"rpcbind.service", "nfs-ganesha.service", "stacklab-filter-nfs.service"}
     assert "RestrictAddressFamilies=~AF_INET6" in node.files[DROPIN_PATH]
     assert node.calls.index(("systemctl", "daemon-reload")) < start
 

@@ -13,7 +13,8 @@ Names and policy, common to both backends:
 - CHAP (spec `chap`): one account per target, user `<lab>-<target>`, secret `iscsi-chap-<target>` made once per
   lab by stacklab.secrets (0600 under the lab's state dir). Secrets reach the node only through stdin (config
   files written with `install /dev/stdin`, or `xargs` appending them to a command), never through argv;
-- the portal listens on the node's br-storage address only (spec `portal`), port 3260;
+- the portal listens on the node's br-storage address only (spec `portal`), port 3260, and a port filter on the
+  node (node_firewall) lets only the storage CIDR reach it; target ACLs are by initiator IQN only;
 - backing stores: `file` = sparse file /var/lib/stacklab/iscsi/<target>.img; `lvm` = LV `iscsi-<target>` in the
   lab's VG on the same node (storage.lvm); `rbd` = RBD image `<pool>/iscsi-<target>` (pool `volumes` when the lab
   has it) served by tgt's rbd backing store (tgt-rbd). LIO cannot serve RBD without the kernel rbd module, so
@@ -42,6 +43,7 @@ from stacklab.drivers.lvm import (
     node_path_exists,
     remove_lv,
 )
+from stacklab.drivers.node_firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
@@ -61,6 +63,7 @@ RBD_TIMEOUT = 60.0
 CHAP_SECRET_LENGTH = 16  # 12-16 characters suit every common initiator (some reject longer CHAP secrets)
 
 IMPLEMENTATIONS = ("tgt", "lio")
+FILTER = "iscsi"  # the node's port filter (node_firewall) for the portal
 
 
 # --- names shared with the suites and the client configuration ---------------------------------------------
@@ -123,7 +126,7 @@ class IscsiPlan:
     portal_ip: str
     iqn_prefix: str
     chap: bool
-    allowed_network: str | None  # storage CIDR: tgt's initiator-address ACL (LIO ACLs are by IQN only)
+    allowed_network: str | None  # storage CIDR: the only network the node's port filter lets reach the portal
     initiator_nodes: tuple[str, ...]
     targets: tuple[TargetPlan, ...]
     vg: str | None = None
@@ -275,8 +278,10 @@ def target_problems(plan: IscsiPlan, want: TargetPlan, seen: TargetSeen) -> list
         out.append(f"LUN {want.lun} backed by {seen.luns.get(want.lun)!r}, want {want.path!r}")
     if sorted(seen.initiators) != sorted(want.initiators):
         out.append(f"initiator ACL {sorted(seen.initiators)} != {sorted(want.initiators)}")
-    if plan.implementation == "tgt" and plan.allowed_network and list(seen.addresses) != [plan.allowed_network]:
-        out.append(f"address ACL {list(seen.addresses)} != [{plan.allowed_network!r}]")
+    if seen.addresses:
+        # tgt admits an initiator matching the address OR the IQN ACL: an address ACL would open the target to
+        # every IQN on the network. The network is restricted by the node's port filter instead.
+        out.append(f"address ACL {list(seen.addresses)} present (IQN ACLs only)")
     want_users = [want.chap_user] if want.chap_user else []
     if sorted(set(seen.chap_users)) != want_users:
         out.append(f"CHAP users {sorted(set(seen.chap_users))} != {want_users}")
@@ -458,7 +463,10 @@ class IscsiDriver(BaseDriver):
             "portals": list(seen.portals),
             "targets": {iqn: t.to_json() for iqn, t in sorted(seen.targets.items())},
         }
-        return Observed(True, facts, drift_of(plan, seen))
+        drift = drift_of(plan, seen)
+        if plan.allowed_network:
+            drift += tuple(filter_problems(runner, plan.lab, FILTER, [ISCSI_PORT], plan.allowed_network))
+        return Observed(True, facts, drift)
 
     def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
         resource = change.resource
@@ -486,6 +494,9 @@ class IscsiDriver(BaseDriver):
             ctx.progress(f"{resource.id}: target {target.iqn}")
             backend.ensure_target(runner, plan, target, secrets)
         backend.finish(runner, plan)
+        if plan.allowed_network:
+            ctx.progress(f"{resource.id}: only {plan.allowed_network} reaches port {ISCSI_PORT}")
+            ensure_filter(runner, plan.lab, FILTER, [ISCSI_PORT], plan.allowed_network)
         self._remove_dropped_backing(runner, plan, change.recorded)
         return outputs_of(plan)
 
@@ -520,6 +531,7 @@ class IscsiDriver(BaseDriver):
             LOG.warning("%s: node %s is not up; its targets go with the node", resource_id, node)
             return
         backend_for(plan.implementation).delete(runner, plan)
+        remove_filter(runner, FILTER)
         recorded_targets = recorded.get("outputs", {}).get("targets", {})
         for target in plan.targets:
             path = str(recorded_targets.get(target.name, {}).get("path") or target.path)

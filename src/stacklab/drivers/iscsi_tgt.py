@@ -10,7 +10,7 @@ On the node:
 - `/etc/tgt/conf.d/stacklab-<lab>.conf` (mode 0600, it holds the CHAP secrets) persists the targets: Debian's
   targets.conf includes conf.d/*.conf and tgt.service runs `tgt-admin -e` at start, so a restart or reboot
   restores them. Its text is `render_tgt_conf()` (pure, golden-tested);
-- the live configuration is made with tgtadm (target new, logicalunit new, bind initiator-address and
+- the live configuration is made with tgtadm (target new, logicalunit new, bind
   initiator-name, account new + bind). CHAP passwords reach tgtadm through `xargs -0` reading stdin, so they
   never appear in an argv that is logged;
 - observation parses `tgtadm --lld iscsi --mode target --op show` (`parse_tgt_show()`, golden-tested with a
@@ -86,7 +86,6 @@ def render_tgt_conf(plan: IscsiPlan, secrets: Mapping[str, str]) -> str:
             # Target level, not inside <backing-store>: tgt-admin reads bs-type there to skip its file check.
             lines.append("    bs-type rbd")
         lines += [f"    <backing-store {target.path}>", f"        lun {DATA_LUN}", "    </backing-store>"]
-        lines.append(f"    initiator-address {plan.allowed_network or 'ALL'}")
         lines += [f"    initiator-name {iqn}" for iqn in target.initiators]
         if target.chap_user and target.chap_secret:
             lines.append(f"    incominguser {target.chap_user} {secrets.get(target.chap_secret, '')}")
@@ -105,17 +104,6 @@ def live_commands(plan: IscsiPlan, target: TargetPlan, tid: int) -> list[tuple[s
     cmds: list[list[str]] = [
         [*tgtadm, "--mode", "target", "--op", "new", "--tid", str(tid), "--targetname", target.iqn],
         lu,
-        [
-            *tgtadm,
-            "--mode",
-            "target",
-            "--op",
-            "bind",
-            "--tid",
-            str(tid),
-            "--initiator-address",
-            plan.allowed_network or "ALL",
-        ],
     ]
     cmds += [[*bind, "--initiator-name", iqn] for iqn in target.initiators]
     return [tuple(c) for c in cmds]

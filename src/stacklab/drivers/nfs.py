@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
 from stacklab.drivers.lvm import FILE_TIMEOUT
+from stacklab.drivers.node_firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("ganesha", "knfsd")
+# The node's port filter (node_firewall): rpcbind, nfs and the pinned MOUNT port reachable from `clients` only.
+FILTER = "nfs"
+MOUNT_PORT = 20048
+FILTER_PORTS = (111, 2049, MOUNT_PORT)
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,8 @@ class NfsDriver(BaseDriver):
         if not seen.owned:
             return Observed(False, facts)
         drift = [*seen.problems, *state_drift(backend.desired_state(plan), seen.state)]
+        if plan.clients:
+            drift += filter_problems(runner, plan.lab, FILTER, FILTER_PORTS, plan.clients)
         return Observed(True, facts, tuple(drift))
 
     def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
@@ -217,6 +224,9 @@ class NfsDriver(BaseDriver):
             )
         ctx.progress(f"{resource.id}: {plan.implementation} on {plan.address}, {len(plan.exports)} export(s)")
         backend.ensure(runner, plan, resource.id)
+        if plan.clients:
+            ctx.progress(f"{resource.id}: only {plan.clients} reaches ports {', '.join(map(str, FILTER_PORTS))}")
+            ensure_filter(runner, plan.lab, FILTER, FILTER_PORTS, plan.clients)
         return outputs_of(plan)
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
@@ -231,6 +241,7 @@ class NfsDriver(BaseDriver):
             LOG.warning("%s: node %s is not up; its NFS server goes with the node", resource_id, node)
             return
         backend_for(plan.implementation).delete(runner, plan)
+        remove_filter(runner, FILTER)
 
 
 @register("nfs")

@@ -34,7 +34,7 @@ from stacklab.drivers.lvm import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.nfs import NfsPlan, NfsSeen, make_dirs
+from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 
@@ -75,6 +75,7 @@ def render_ganesha_conf(plan: NfsPlan) -> str:
         "NFS_CORE_PARAM {",
         f"    Bind_addr = {plan.address};",
         f"    Protocols = {_protocols(plan)};",
+        f"    MNT_Port = {MOUNT_PORT};",
         "    Enable_NLM = false;",
         "    Enable_RQUOTA = false;",
         "    Enable_UDP = false;",

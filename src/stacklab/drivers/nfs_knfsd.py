@@ -11,7 +11,8 @@ Files (both pure renderings, golden-tested, first line = the lab's marker):
   `/srv/nfs/images 172.29.244.0/24(rw,sync,no_root_squash,no_subtree_check)`, applied with `exportfs -ra`
   (exportfs reads /etc/exports.d/*.exports; the node's own /etc/exports is left alone);
 - `/etc/nfs.conf.d/stacklab-<lab>.conf`: `[nfsd] host=<storage address>` and `vers3`/`vers4` from the spec;
-  a change restarts `nfs-server` (rpcbind is enabled when v3 is on).
+  `[mountd] port=20048` pins MOUNT so the node's port filter covers it; a change restarts `nfs-server` (rpcbind
+  is enabled when v3 is on).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stacklab.drivers.lvm import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.nfs import NfsPlan, NfsSeen, make_dirs
+from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 
@@ -78,6 +79,8 @@ def render_nfs_conf(plan: NfsPlan) -> str:
         f"host={plan.address}\n"
         f"vers3={yes[3]}\n"
         f"vers4={yes[4]}\n"
+        "[mountd]\n"
+        f"port={MOUNT_PORT}\n"
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
 
 
@@ -22,6 +24,20 @@ def hosts(lab: LabContext) -> dict[str, Any]:
         name: testinfra.get_host(f"ssh://{name}", ssh_config=str(lab.ssh_config), connect_timeout=10)
         for name in lab.nodes
     }
+
+
+@pytest.fixture(scope="session")
+def runners(lab: LabContext) -> Iterator[dict[str, Runner]]:
+    """stacklab's SSH runner per node (argv lists, timeouts, stdin for secrets and payloads)."""
+    from stacklab.engine.access import node_runner_for
+
+    factory = node_runner_for(lab.state_dir)
+    made = {name: factory(name) for name in lab.nodes}
+    yield made
+    for runner in made.values():
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,0 +1,166 @@
+"""Helpers of the `storage` suite: who is the client, how each data path is addressed, and pattern I/O.
+
+Everything runs on the lab's nodes through stacklab's SSH runner (argv lists with timeouts; secrets travel on
+stdin into 0600 files, never in argv). Clients are user-space only on the CI host type (libiscsi through QEMU's
+`iscsi://` driver, libnfs through `nfs://` and the libnfs tools, librbd through `rbd:` and python3-rbd), so the
+same helpers work on full kernels too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from stacklab.exec.runner import CommandResult, Runner
+from stacklab.suites.context import LabContext
+
+IO_TIMEOUT = 120.0
+SCRATCH = "/var/tmp/stacklab-suite"
+CEPH_CONF = "/etc/ceph/ceph.conf"
+
+
+def client_nodes(lab: LabContext, storage_node: str) -> list[str]:
+    """Nodes that act as storage clients: role `client` first, then compute nodes, then anything else."""
+    others = [n for n in sorted(lab.nodes) if n != storage_node and "storage" in lab.nodes[n]["addresses"]]
+    ranked = sorted(others, key=lambda n: (0 if "client" in lab.nodes[n]["roles"] else 1, n))
+    return ranked
+
+
+def read_secret(lab: LabContext, name: str) -> str:
+    return (lab.state_dir / "secrets" / name).read_text().strip()
+
+
+def put_private(runner: Runner, path: str, content: str | bytes) -> None:
+    """Write a file readable by root only on the node; the content goes through stdin."""
+    text = content.decode("latin-1") if isinstance(content, bytes) else content
+    runner.run(["install", "-D", "-m", "0600", "/dev/stdin", path], timeout=30.0, input=text)
+
+
+def sha256_of(runner: Runner, argv: list[str], timeout: float = IO_TIMEOUT) -> str:
+    """sha256 of what a command writes to stdout on the node (the data itself never crosses SSH)."""
+    script = " ".join(shlex.quote(a) for a in argv) + " | sha256sum"
+    out = runner.run(["sh", "-c", script], timeout=timeout).stdout
+    return out.split()[0]
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A random payload written at an offset: both sides compare its sha256."""
+
+    offset: int
+    data: bytes
+
+    @classmethod
+    def random(cls, offset: int, size: int) -> Pattern:
+        return cls(offset, os.urandom(size))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        """(skip, count) in 4 KiB blocks for dd-style readers."""
+        assert self.offset % 4096 == 0 and len(self.data) % 4096 == 0
+        return self.offset // 4096, len(self.data) // 4096
+
+
+def upload_pattern(runner: Runner, pattern: Pattern, name: str) -> str:
+    """Put the payload on the node (base64 on stdin, decoded there) and return its path."""
+    path = f"{SCRATCH}/{name}.bin"
+    runner.run(["install", "-d", "-m", "0700", SCRATCH], timeout=30.0)
+    script = f"base64 -d > {shlex.quote(path)}"
+    runner.run(["sh", "-c", script], timeout=60.0, input=base64.b64encode(pattern.data).decode())
+    return path
+
+
+def read_range_sha(runner: Runner, image_opts: str, pattern: Pattern, objects: tuple[str, ...] = ()) -> str:
+    """sha256 of the pattern's byte range read back through a QEMU block driver (`qemu-img dd`)."""
+    skip, count = pattern.blocks
+    out = f"{SCRATCH}/readback.raw"
+    runner.run(["rm", "-f", out], timeout=30.0)
+    argv = ["qemu-img", "dd", *objects, "--image-opts", "-O", "raw", "bs=4096", f"skip={skip}", f"count={count}"]
+    runner.run([*argv, f"if={image_opts}", f"of={out}"], timeout=IO_TIMEOUT)
+    return sha256_of(runner, ["cat", out])
+
+
+def file_range_sha(runner: Runner, path: str, pattern: Pattern) -> str:
+    """sha256 of the pattern's byte range in a plain file or block device on the node (the backing store)."""
+    skip, count = pattern.blocks
+    return sha256_of(runner, ["dd", f"if={path}", "bs=4096", f"skip={skip}", f"count={count}", "status=none"])
+
+
+def qemu_io(
+    runner: Runner,
+    image_opts: str,
+    *commands: str,
+    objects: tuple[str, ...] = (),
+    check: bool = True,
+    timeout: float = IO_TIMEOUT,
+) -> CommandResult:
+    argv = ["qemu-io", *objects, "--image-opts", image_opts]
+    for command in commands:
+        argv += ["-c", command]
+    return runner.run(argv, timeout=timeout, check=check)
+
+
+def iface_bytes(runner: Runner, device: str) -> int:
+    """rx+tx bytes of a node interface (to prove which network carried the traffic)."""
+    base = f"/sys/class/net/{device}/statistics"
+    out = runner.run(["cat", f"{base}/rx_bytes", f"{base}/tx_bytes"], timeout=30.0).stdout.split()
+    return sum(int(v) for v in out)
+
+
+def nic_device(lab: LabContext, node: str, network: str) -> str:
+    for nic in lab.nodes[node]["nics"]:
+        if nic["network"] == network:
+            return str(nic["device"])
+    raise KeyError(f"{node} has no NIC on {network}")
+
+
+@contextmanager
+def outside_source(
+    client: Runner,
+    server: Runner,
+    *,
+    lab: LabContext,
+    client_node: str,
+    server_node: str,
+    server_ip: str,
+    outside_ip: str,
+) -> Iterator[None]:
+    """Make the client reach `server_ip` from `outside_ip` (an address outside the storage CIDR) on the same wire.
+
+    Both routes are host routes added for the test and removed afterwards, even when the test fails.
+    """
+    c_dev = nic_device(lab, client_node, "storage")
+    s_dev = nic_device(lab, server_node, "storage")
+    client.run(["ip", "addr", "add", f"{outside_ip}/32", "dev", c_dev], timeout=30.0)
+    try:
+        client.run(["ip", "route", "replace", f"{server_ip}/32", "dev", c_dev, "src", outside_ip], timeout=30.0)
+        server.run(["ip", "route", "replace", f"{outside_ip}/32", "dev", s_dev], timeout=30.0)
+        yield
+    finally:
+        server.run(["ip", "route", "del", f"{outside_ip}/32", "dev", s_dev], timeout=30.0, check=False)
+        client.run(["ip", "route", "del", f"{server_ip}/32", "dev", c_dev], timeout=30.0, check=False)
+        client.run(["ip", "addr", "del", f"{outside_ip}/32", "dev", c_dev], timeout=30.0, check=False)
+
+
+def tcp_connects(runner: Runner, ip: str, port: int) -> bool:
+    code = f"import socket; socket.create_connection(({ip!r}, {port}), 5).close()"
+    return runner.run(["python3", "-c", code], timeout=30.0, check=False).ok
+
+
+def outputs(lab: LabContext, kind: str) -> tuple[str, Mapping[str, Any]] | None:
+    """(name, outputs) of the lab's first resource of a kind, or None when the lab has none."""
+    for rid, out in sorted(lab.outputs.items()):
+        k, _, name = rid.partition("/")
+        if k == kind and out:
+            return name, out
+    return None
