@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from stacklab.drivers import vm
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.libvirt_config import StoragePoolConfig
 from stacklab.drivers.vm import (
@@ -32,7 +34,7 @@ from stacklab.drivers.vm import (
 from stacklab.drivers.vm_disk import BaseDisk
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
-from stacklab.exec.runner import Runner
+from stacklab.exec.runner import CommandResult, Runner
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
@@ -290,3 +292,40 @@ def test_qemu_gets_search_but_not_read_permission_on_the_lab_dir(tmp_path: Path)
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     grant_qemu_traversal(state, layout)  # idempotent
     assert stat.S_IMODE(state.stat().st_mode) == 0o701
+
+
+def _ssh_responder(answers: list[tuple[int, str, str]]) -> Any:
+    def respond(argv: tuple[str, ...]) -> CommandResult:
+        rc, out, err = answers.pop(0)
+        return CommandResult(argv, rc, out, err, 0.0)
+
+    return respond
+
+
+def _target() -> ReadyTarget:
+    return ReadyTarget("vm1", "10.0.0.10", "root", 22, "/k", Path("/nonexistent/console.log"), lambda: True)
+
+
+def test_cloud_init_wait_retries_when_ssh_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssh's 255 (connection dropped, e.g. sshd restarted by cloud-init) is retried, not cloud-init's verdict."""
+
+    monkeypatch.setattr(vm.time, "sleep", lambda _s: None)
+    answers = [(255, "", "Connection closed by 10.0.0.10 port 22"), (0, "status: done\n", "")]
+    runner = FakeRunner().expect(["ssh"], responder=_ssh_responder(answers))
+    vm.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)
+    assert len(runner.calls) == 2 and all("--wait" in c[-1] for c in runner.calls)
+
+
+def test_cloud_init_error_names_the_status_and_its_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+
+    answers = [(1, "status: error\n", ""), (1, "status: error\nerrors:\n  - boom\n", "")]
+    runner = FakeRunner().expect(["ssh"], responder=_ssh_responder(answers))
+    with pytest.raises(StackLabError, match=r"(?s)status rc 1.*boom"):
+        vm.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)
+
+
+def test_cloud_init_wait_gives_up_on_ssh_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+
+    runner = FakeRunner().expect(["ssh"], rc=255, stderr="Connection refused")
+    with pytest.raises(StackLabError, match=r"SSH kept failing.*Connection refused"):
+        vm.wait_cloud_init(_target(), deadline=time.monotonic() + 1, budget=1, runner=runner)

@@ -74,6 +74,7 @@ _UNDEFINE_FLAGS = (
 )
 _UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 _CONSOLE_TAIL_LINES = 25
+_SSH_FAILED = 255  # ssh's own exit status when the connection fails
 LIBVIRT_QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 _connect_lock = threading.Lock()
@@ -379,21 +380,60 @@ def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
                 hint="TCG guests boot slowly on a busy host; check the console log for the stuck step",
             )
         time.sleep(_SSH_PROBE_INTERVAL)
-    remaining = max(10.0, deadline - time.monotonic())
-    try:
-        status = runner.run(ssh_argv(target, ["cloud-init", "status", "--wait"]), timeout=remaining, check=False)
-    except CommandTimeout as exc:
-        raise StackLabError(
-            f"VM {target.node}: cloud-init did not finish within {budget:g}s of boot",
-            resource=f"node/{target.node}",
-            hint=f"see {target.console_log}",
-        ) from exc
-    if status.returncode == 2:
-        LOG.warning("VM %s: cloud-init finished degraded: %s", target.node, status.stdout.strip())
-    elif not status.ok:
+    wait_cloud_init(target, deadline=deadline, budget=budget, runner=runner)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def wait_cloud_init(target: ReadyTarget, *, deadline: float, budget: float, runner: Runner) -> None:
+    """`cloud-init status --wait` over SSH until it answers done (0) or degraded (2), by `deadline`.
+
+    ssh exits 255 when the connection itself fails or drops (sshd restarting while cloud-init configures it, a
+    NIC being brought up again): that is retried, not taken for cloud-init's verdict.
+    """
+    while True:
+        if not target.is_alive():
+            raise StackLabError(
+                f"VM {target.node} stopped while cloud-init ran; console ({target.console_log}):\n"
+                + console_tail(target.console_log),
+                resource=f"node/{target.node}",
+            )
+        try:
+            status = runner.run(
+                ssh_argv(target, ["cloud-init", "status", "--wait"]),
+                timeout=max(10.0, deadline - time.monotonic()),
+                check=False,
+            )
+        except CommandTimeout as exc:
+            raise StackLabError(
+                f"VM {target.node}: cloud-init did not finish within {budget:g}s of boot",
+                resource=f"node/{target.node}",
+                hint=f"see {target.console_log}",
+            ) from exc
+        if status.returncode == _SSH_FAILED:
+            reason = _last_line(status.stderr) or "connection closed"
+            if time.monotonic() + _SSH_PROBE_INTERVAL > deadline:
+                raise StackLabError(
+                    f"VM {target.node}: SSH kept failing while waiting for cloud-init ({reason})",
+                    resource=f"node/{target.node}",
+                    hint=f"see {target.console_log}",
+                )
+            LOG.info("VM %s: SSH dropped while waiting for cloud-init (%s); retrying", target.node, reason)
+            time.sleep(_SSH_PROBE_INTERVAL)
+            continue
+        if status.returncode == 2:
+            LOG.warning("VM %s: cloud-init finished degraded: %s", target.node, status.stdout.strip())
+            return
+        if status.ok:
+            return
         detail = runner.run(ssh_argv(target, ["cloud-init", "status", "--long"]), timeout=30, check=False)
+        text = detail.stdout.strip() if detail.ok or detail.returncode in (1, 2) else ""
         raise StackLabError(
-            f"VM {target.node}: cloud-init failed:\n{detail.stdout.strip() or status.stdout.strip()}",
+            f"VM {target.node}: cloud-init failed (status rc {status.returncode}):\n"
+            + (text or status.stdout.strip() or _last_line(status.stderr) or "(no output)"),
             resource=f"node/{target.node}",
             hint=f"see /var/log/cloud-init.log in the guest and {target.console_log}",
         )
