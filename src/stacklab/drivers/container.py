@@ -241,6 +241,8 @@ def render_lxc_config(
         "lxc.arch = linux64",
         "lxc.apparmor.profile = unconfined",
         f"lxc.rootfs.path = overlay:{lower}:{upper}",
+        "# File handles on the overlay (name_to_handle_at): nfs-ganesha's VFS FSAL exports need them.",
+        "lxc.rootfs.options = index=on,nfs_export=on",
         "",
         "# Own cgroup tree per node: nothing shared with other containers, removable as a whole.",
         f"lxc.cgroup.dir.container = {base}/payload",

@@ -40,11 +40,23 @@ def runners(lab: LabContext) -> Iterator[dict[str, Runner]]:
             close()
 
 
+def _names_of(ctx: LabContext, kind: str, key: str) -> list[str]:
+    """Names under outputs[key] of the lab's resources of a kind (iSCSI targets, NFS exports)."""
+    return sorted(name for rid, out in ctx.outputs.items() if rid.startswith(f"{kind}/") for name in out.get(key, {}))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests taking `node` run once per node; `node_pair` once per ordered pair of distinct nodes."""
-    if not {"node", "node_pair"} & set(metafunc.fixturenames):
+    """Tests taking `node` run once per node; `node_pair` once per ordered pair of distinct nodes;
+    `iscsi_target` once per iSCSI target and `nfs_export` once per NFS export of the lab."""
+    wanted = {"node", "node_pair", "iscsi_target", "nfs_export"} & set(metafunc.fixturenames)
+    if not wanted:
         return
     ctx = LabContext.load()
+    for fixture, kind, key in (("iscsi_target", "iscsi", "targets"), ("nfs_export", "nfs", "exports")):
+        if fixture in wanted:
+            names = _names_of(ctx, kind, key)
+            marks = [] if names else [pytest.mark.skip(reason=f"the lab has no {kind} {key}")]
+            metafunc.parametrize(fixture, names or [pytest.param("-", marks=marks)])
     names = sorted(ctx.nodes)
     if "node" in metafunc.fixturenames:
         metafunc.parametrize("node", names)

@@ -80,13 +80,18 @@ def upload_pattern(runner: Runner, pattern: Pattern, name: str) -> str:
     return path
 
 
-def read_range_sha(runner: Runner, image_opts: str, pattern: Pattern, objects: tuple[str, ...] = ()) -> str:
-    """sha256 of the pattern's byte range read back through a QEMU block driver (`qemu-img dd`)."""
-    skip, count = pattern.blocks
+def window_opts(protocol_opts: str, offset: int, size: int) -> str:
+    """A raw format node over a byte window of a protocol node (`qemu-img dd` cannot skip on iscsi/rbd/nfs)."""
+    nested = ",".join(f"file.{item}" for item in protocol_opts.split(","))
+    return f"driver=raw,offset={offset},size={size},{nested}"
+
+
+def read_range_sha(runner: Runner, protocol_opts: str, pattern: Pattern, objects: tuple[str, ...] = ()) -> str:
+    """sha256 of the pattern's byte range read back through a QEMU block driver."""
     out = f"{SCRATCH}/readback.raw"
     runner.run(["rm", "-f", out], timeout=30.0)
-    argv = ["qemu-img", "dd", *objects, "--image-opts", "-O", "raw", "bs=4096", f"skip={skip}", f"count={count}"]
-    runner.run([*argv, f"if={image_opts}", f"of={out}"], timeout=IO_TIMEOUT)
+    source = window_opts(protocol_opts, pattern.offset, len(pattern.data))
+    runner.run(["qemu-img", "convert", *objects, "--image-opts", source, "-O", "raw", out], timeout=IO_TIMEOUT)
     return sha256_of(runner, ["cat", out])
 
 

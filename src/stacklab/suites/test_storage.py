@@ -1,0 +1,496 @@
+"""Suite `storage`: every storage path of the lab is proven from a client node over br-storage.
+
+For each iSCSI LUN, NFS export and RBD pool: a random pattern written by the client reads back through the same
+protocol and is found byte for byte on the backing store of the storage node (file, LV, RBD image, export dir);
+the client's storage NIC carried the bytes, its management NIC did not. Wrong CHAP secrets, unknown initiator IQNs,
+clients outside the storage CIDR and cephx users outside their pools are refused. Faults: a tgt restart in the
+middle of a write stream keeps every acknowledged write; a killed OSD or monitor loses no acknowledged write and
+the cluster returns to HEALTH_OK.
+
+Clients are user space (QEMU's iscsi/nfs/rbd drivers, libnfs tools, python3-rbd), which is what the CI host can
+run; the same checks hold on full kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from stacklab.exec.runner import Runner
+from stacklab.suites.context import LabContext
+from stacklab.suites.storage_paths import (
+    CEPH_CONF,
+    SCRATCH,
+    Pattern,
+    client_nodes,
+    file_range_sha,
+    iface_bytes,
+    nic_device,
+    outputs,
+    outside_source,
+    put_private,
+    qemu_io,
+    read_range_sha,
+    read_secret,
+    sha256_of,
+    tcp_connects,
+    upload_pattern,
+)
+
+MIB = 1024 * 1024
+OUTSIDE_IP = "198.51.100.77"  # TEST-NET-2: never a lab network
+HEALTH_BUDGET = 240.0
+RBD_TOOL = f"{SCRATCH}/rbd_tool.py"
+
+
+# --- fixtures -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IscsiLab:
+    node: str
+    portal: str
+    targets: Mapping[str, Mapping[str, Any]]
+    initiators: Mapping[str, str]  # client node -> initiator IQN
+    client: str
+
+    def opts(self, target: str, *, initiator: str | None = None, chap: bool = True) -> str:
+        t = self.targets[target]
+        opts = (
+            f"driver=iscsi,transport=tcp,portal={self.portal},target={t['iqn']},lun={t['lun']},"
+            f"initiator-name={initiator or self.initiators[self.client]}"
+        )
+        if chap and t.get("chap_user"):
+            opts += f",user={t['chap_user']},password-secret=chap-{target}"
+        return opts
+
+
+@pytest.fixture(scope="module")
+def iscsi(lab: LabContext, runners: dict[str, Runner]) -> IscsiLab:
+    found = outputs(lab, "iscsi")
+    if found is None:
+        pytest.skip("the lab has no iSCSI target")
+    node, out = found
+    initiators = dict(out.get("initiators", {}))
+    if not initiators:
+        pytest.skip("the iSCSI target admits no client node of the lab")
+    client = sorted(initiators)[0]
+    info = IscsiLab(node, str(out["portal"]), dict(out["targets"]), initiators, client)
+    for name, secret_name in out.get("chap_secret_names", {}).items():
+        put_private(runners[client], f"{SCRATCH}/chap-{name}", read_secret(lab, secret_name))
+    return info
+
+
+def secret_objects(iscsi: IscsiLab, target: str, secret_file: str | None = None) -> tuple[str, ...]:
+    if not iscsi.targets[target].get("chap_user"):
+        return ()
+    return ("--object", f"secret,id=chap-{target},file={secret_file or f'{SCRATCH}/chap-{target}'}")
+
+
+@dataclass(frozen=True)
+class NfsLab:
+    node: str
+    server: str
+    exports: Mapping[str, str]
+    versions: tuple[int, ...]
+    client: str
+
+    def url(self, export: str, name: str, version: int) -> str:
+        return f"nfs://{self.server}{self.exports[export]}/{name}?version={version}"
+
+
+@pytest.fixture(scope="module")
+def nfs(lab: LabContext) -> NfsLab:
+    found = outputs(lab, "nfs")
+    if found is None:
+        pytest.skip("the lab has no NFS server")
+    node, out = found
+    clients = client_nodes(lab, node)
+    if not clients:
+        pytest.skip("the lab has no client node on the storage network")
+    return NfsLab(node, str(out["server"]), dict(out["exports"]), tuple(out["versions"]), clients[0])
+
+
+@dataclass(frozen=True)
+class CephLab:
+    admin_node: str  # first monitor: has the admin key
+    mons: tuple[str, ...]
+    pools: tuple[str, ...]
+    clients: tuple[str, ...]  # cephx client names with keyrings on client nodes
+    client_node: str | None
+
+
+@pytest.fixture(scope="module")
+def ceph(lab: LabContext, runners: dict[str, Runner]) -> CephLab:
+    found = outputs(lab, "ceph")
+    if found is None:
+        pytest.skip("the lab has no Ceph cluster")
+    _, out = found
+    mons = tuple(out["mons"])
+    candidates = [n for n in client_nodes(lab, mons[0]) if n not in mons]
+    tool = resources.files("stacklab.suites").joinpath("rbd_tool.py").read_text()
+    for node in {mons[0], *candidates[:1]}:
+        put_private(runners[node], RBD_TOOL, tool)
+    return CephLab(mons[0], mons, tuple(out["pools"]), tuple(out["clients"]), candidates[0] if candidates else None)
+
+
+def rbd_tool(runner: Runner, user: str, pool: str, image: str, *args: str, timeout: float = 120.0) -> str:
+    argv = ["python3", RBD_TOOL, CEPH_CONF, user, pool, image, *args]
+    return runner.run(argv, timeout=timeout).stdout
+
+
+@pytest.fixture
+def scratch_image(ceph: CephLab, runners: dict[str, Runner]) -> Iterator[tuple[str, str]]:
+    """A fresh RBD image (pool, name) made by the admin node and removed afterwards, even on failure."""
+    pool = "volumes" if "volumes" in ceph.pools else ceph.pools[0]
+    name = f"suite-{uuid.uuid4().hex[:8]}"
+    admin = runners[ceph.admin_node]
+    rbd_tool(admin, "admin", pool, name, "create", str(64 * MIB))
+    yield pool, name
+    rbd_tool(admin, "admin", pool, name, "remove")
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def traffic(lab: LabContext, runner: Runner, node: str) -> dict[str, int]:
+    return {net: iface_bytes(runner, nic_device(lab, node, net)) for net in lab.nodes[node]["addresses"]}
+
+
+def assert_carried_by_storage(before: Mapping[str, int], after: Mapping[str, int], payload: int, what: str) -> None:
+    delta = {net: after[net] - before[net] for net in before}
+    assert delta["storage"] >= payload, f"{what}: expected >= {payload} bytes on br-storage, saw {delta}"
+    if "mgmt" in delta:
+        assert delta["mgmt"] < payload // 4, f"{what}: the payload crossed br-mgmt too: {delta}"
+
+
+def backend_sha(runners: dict[str, Runner], iscsi: IscsiLab, target: str, pattern: Pattern) -> str:
+    t = iscsi.targets[target]
+    storage = runners[iscsi.node]
+    if t["backing"] == "rbd":
+        pool, _, image = str(t["path"]).partition("/")
+        opts = f"driver=rbd,pool={pool},image={image},conf={CEPH_CONF},user=admin"
+        return read_range_sha(storage, opts, pattern)
+    return file_range_sha(storage, str(t["path"]), pattern)
+
+
+def wait_health_ok(admin: Runner, budget: float = HEALTH_BUDGET) -> None:
+    deadline = time.monotonic() + budget
+    last = ""
+    while time.monotonic() < deadline:
+        result = admin.run(["ceph", "--connect-timeout", "10", "health"], timeout=30.0, check=False)
+        last = (result.stdout or result.stderr).strip()
+        if result.ok and last.startswith("HEALTH_OK"):
+            return
+        time.sleep(2.0)
+    raise AssertionError(f"expected HEALTH_OK within {budget:.0f}s, last saw: {last}")
+
+
+# --- iSCSI --------------------------------------------------------------------------------------------------
+
+
+def test_iscsi_portal_listens_on_the_storage_address_only(iscsi: IscsiLab, runners: dict[str, Runner]) -> None:
+    port = iscsi.portal.rpartition(":")[2]
+    shown = runners[iscsi.node].run(["ss", "-Hltn", f"sport = :{port}"], timeout=30.0).stdout
+    local = sorted({line.split()[3] for line in shown.splitlines() if line.strip()})
+    assert local == [iscsi.portal], f"expected the portal on {iscsi.portal} only, saw listeners {local}"
+
+
+def test_iscsi_lun_roundtrip_lands_on_the_backing_store(
+    lab: LabContext, iscsi: IscsiLab, runners: dict[str, Runner], iscsi_target: str
+) -> None:
+    client = runners[iscsi.client]
+    pattern = Pattern.random(offset=4 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"iscsi-{iscsi_target}")
+    objects = secret_objects(iscsi, iscsi_target)
+    before = traffic(lab, client, iscsi.client)
+    wrote = qemu_io(
+        client, iscsi.opts(iscsi_target), f"write -s {src} {pattern.offset} {len(pattern.data)}", objects=objects
+    )
+    after = traffic(lab, client, iscsi.client)
+    assert "wrote" in wrote.stdout, f"{iscsi_target}: expected `wrote ...` from qemu-io, saw {wrote.stdout!r}"
+    assert_carried_by_storage(before, after, len(pattern.data), f"iSCSI {iscsi_target}")
+    seen = read_range_sha(client, iscsi.opts(iscsi_target), pattern, objects)
+    assert seen == pattern.sha256, f"{iscsi_target}: read back {seen}, wrote {pattern.sha256}"
+    backend = backend_sha(runners, iscsi, iscsi_target, pattern)
+    backing = iscsi.targets[iscsi_target]["path"]
+    assert backend == pattern.sha256, f"{iscsi_target}: backing store {backing} has {backend}, wrote {pattern.sha256}"
+
+
+def test_iscsi_wrong_chap_secret_is_refused(iscsi: IscsiLab, runners: dict[str, Runner]) -> None:
+    chap_targets = [name for name, t in iscsi.targets.items() if t.get("chap_user")]
+    if not chap_targets:
+        pytest.skip("no target of the lab uses CHAP")
+    client = runners[iscsi.client]
+    target = chap_targets[0]
+    wrong = f"{SCRATCH}/chap-wrong"
+    put_private(client, wrong, "not-the-secret-00")
+    for objects, opts, why in (
+        (secret_objects(iscsi, target, wrong), iscsi.opts(target), "a wrong CHAP secret"),
+        ((), iscsi.opts(target, chap=False), "no CHAP credentials"),
+    ):
+        result = qemu_io(client, opts, "read 0 4096", objects=objects, check=False)
+        assert not result.ok, f"{target}: login with {why} was accepted"
+        assert "Authentication failure" in result.stderr or "log in" in result.stderr, result.stderr
+
+
+def test_iscsi_unknown_initiator_is_refused(iscsi: IscsiLab, runners: dict[str, Runner]) -> None:
+    target = sorted(iscsi.targets)[0]
+    intruder = iscsi.initiators[iscsi.client].rpartition(":")[0] + ":intruder"
+    result = qemu_io(
+        runners[iscsi.client],
+        iscsi.opts(target, initiator=intruder),
+        "read 0 4096",
+        objects=secret_objects(iscsi, target),
+        check=False,
+    )
+    assert not result.ok, f"{target}: initiator {intruder} is not in the ACL but logged in"
+    assert "Target not found" in result.stderr or "log in" in result.stderr, result.stderr
+
+
+def test_iscsi_target_restart_mid_write_keeps_acknowledged_writes(
+    lab: LabContext, iscsi: IscsiLab, runners: dict[str, Runner]
+) -> None:
+    from stacklab.engine.access import node_runner_for
+
+    target = next((n for n, t in sorted(iscsi.targets.items()) if t["backing"] == "file"), sorted(iscsi.targets)[0])
+    chunk, count = 256 * 1024, 24
+    commands = []
+    for index in range(count):
+        commands += [f"write -P {index + 1} {32 * MIB + index * chunk} {chunk}", "sleep 150"]
+    result: dict[str, Any] = {}
+
+    def writer() -> None:
+        own = node_runner_for(lab.state_dir)(iscsi.client)  # a separate SSH session for the concurrent stream
+        result["io"] = qemu_io(
+            own, iscsi.opts(target), *commands, objects=secret_objects(iscsi, target), check=False, timeout=180.0
+        )
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(1.5)
+    runners[iscsi.node].run(["systemctl", "restart", "tgt.service"], timeout=120.0)
+    thread.join(200.0)
+    io = result["io"]
+    acked = [int(line.split()[-1]) for line in io.stdout.splitlines() if line.startswith("wrote ")]
+    assert acked, f"no write was acknowledged around the restart: {io.stdout} {io.stderr}"
+    for offset in acked:
+        index = (offset - 32 * MIB) // chunk
+        want = hashlib.sha256(bytes([index + 1]) * chunk).hexdigest()
+        pattern = Pattern(offset, bytes(chunk))
+        have = backend_sha(runners, iscsi, target, pattern)
+        assert have == want, f"acknowledged write {index} at {offset} is not on the backing store after the restart"
+    # and the target serves again, with its ACL and CHAP restored from the persisted configuration
+    again = qemu_io(runners[iscsi.client], iscsi.opts(target), "read 0 4096", objects=secret_objects(iscsi, target))
+    assert "read 4096/4096" in again.stdout, again.stdout
+
+
+# --- NFS ----------------------------------------------------------------------------------------------------
+
+
+def test_nfs_roundtrip_lands_in_the_export(
+    lab: LabContext, nfs: NfsLab, runners: dict[str, Runner], nfs_export: str
+) -> None:
+    client = runners[nfs.client]
+    pattern = Pattern.random(offset=0, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"nfs-{nfs_export}")
+    name = f"suite-{uuid.uuid4().hex[:8]}.bin"
+    before = traffic(lab, client, nfs.client)
+    client.run(["nfs-cp", src, nfs.url(nfs_export, name, 3)], timeout=120.0)  # libnfs, NFSv3
+    after = traffic(lab, client, nfs.client)
+    assert_carried_by_storage(before, after, len(pattern.data), f"NFS {nfs_export}")
+    try:
+        for version in nfs.versions:
+            seen = sha256_of(client, ["nfs-cat", nfs.url(nfs_export, name, version)])
+            assert seen == pattern.sha256, f"NFSv{version} read of {name} gave {seen}, wrote {pattern.sha256}"
+        on_disk = sha256_of(runners[nfs.node], ["cat", f"{nfs.exports[nfs_export]}/{name}"])
+        assert on_disk == pattern.sha256, f"{nfs.exports[nfs_export]}/{name} on {nfs.node} has {on_disk}"
+    finally:
+        runners[nfs.node].run(["rm", "-f", f"{nfs.exports[nfs_export]}/{name}"], timeout=30.0)
+
+
+def test_nfs_qemu_block_driver_roundtrip(nfs: NfsLab, runners: dict[str, Runner]) -> None:
+    client = runners[nfs.client]
+    export = sorted(nfs.exports)[0]
+    name = f"suite-{uuid.uuid4().hex[:8]}.raw"
+    url = f"nfs://{nfs.server}{nfs.exports[export]}/{name}"
+    try:
+        client.run(["qemu-img", "create", "-f", "raw", url, "16M"], timeout=60.0)
+        pattern = Pattern.random(offset=8 * MIB, size=1 * MIB)
+        src = upload_pattern(client, pattern, "nfs-qemu")
+        client.run(
+            ["qemu-io", "-f", "raw", "-c", f"write -s {src} {pattern.offset} {len(pattern.data)}", url], timeout=60.0
+        )
+        on_disk = file_range_sha(runners[nfs.node], f"{nfs.exports[export]}/{name}", pattern)
+        assert on_disk == pattern.sha256, f"QEMU nfs:// write is not in {nfs.exports[export]}/{name}"
+    finally:
+        runners[nfs.node].run(["rm", "-f", f"{nfs.exports[export]}/{name}"], timeout=30.0)
+
+
+# --- the storage network is the only way in -----------------------------------------------------------------
+
+
+def test_clients_outside_the_storage_cidr_are_refused(lab: LabContext, runners: dict[str, Runner]) -> None:
+    services = []
+    found = outputs(lab, "iscsi")
+    if found:
+        services.append((found[0], str(found[1]["portal"]).rpartition(":")[0], 3260))
+    found = outputs(lab, "nfs")
+    if found:
+        services += [(found[0], str(found[1]["server"]), port) for port in (2049, 111)]
+    if not services:
+        pytest.skip("the lab exports nothing over the storage network")
+    for server_node, ip, port in services:
+        clients = client_nodes(lab, server_node)
+        if not clients:
+            pytest.skip("the lab has no client node on the storage network")
+        client, server = runners[clients[0]], runners[server_node]
+        assert tcp_connects(client, ip, port), f"control: {clients[0]} cannot reach {ip}:{port} from inside the CIDR"
+        with outside_source(
+            client,
+            server,
+            lab=lab,
+            client_node=clients[0],
+            server_node=server_node,
+            server_ip=ip,
+            outside_ip=OUTSIDE_IP,
+        ):
+            route = client.run(["ip", "route", "get", ip], timeout=30.0).stdout
+            assert f"src {OUTSIDE_IP}" in route, (
+                f"test setup: traffic to {ip} does not leave from {OUTSIDE_IP}: {route}"
+            )
+            assert not tcp_connects(client, ip, port), f"{ip}:{port} accepted a connection from {OUTSIDE_IP}"
+
+
+# --- Ceph / RBD ---------------------------------------------------------------------------------------------
+
+
+def test_ceph_is_healthy_with_every_osd_up(ceph: CephLab, runners: dict[str, Runner]) -> None:
+    wait_health_ok(runners[ceph.admin_node], budget=60.0)
+    status = json.loads(runners[ceph.admin_node].run(["ceph", "status", "--format", "json"], timeout=60.0).stdout)
+    osdmap = status["osdmap"].get("osdmap", status["osdmap"])
+    assert osdmap["num_up_osds"] == osdmap["num_osds"] > 0, f"OSDs: {osdmap}"
+    assert sorted(status["quorum_names"]) == sorted(ceph.mons), f"quorum {status['quorum_names']} != {ceph.mons}"
+
+
+def test_rbd_roundtrip_as_a_client_lands_in_the_cluster(
+    lab: LabContext, ceph: CephLab, runners: dict[str, Runner], scratch_image: tuple[str, str]
+) -> None:
+    if ceph.client_node is None or "cinder" not in ceph.clients:
+        pytest.skip("the lab has no Ceph client node with the cinder key")
+    pool, image = scratch_image
+    client = runners[ceph.client_node]
+    pattern = Pattern.random(offset=4 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, "rbd")
+    before = traffic(lab, client, ceph.client_node)
+    wrote = rbd_tool(client, "cinder", pool, image, "write", str(pattern.offset), src).strip()
+    after = traffic(lab, client, ceph.client_node)
+    assert wrote == pattern.sha256
+    assert_carried_by_storage(before, after, len(pattern.data), "RBD")
+    qemu_opts = f"driver=rbd,pool={pool},image={image},conf={CEPH_CONF},user=cinder"
+    assert read_range_sha(client, qemu_opts, pattern) == pattern.sha256, "QEMU rbd: read differs"
+    admin_view = rbd_tool(runners[ceph.admin_node], "admin", pool, image, "read", str(pattern.offset), str(4 * MIB))
+    assert admin_view.strip() == pattern.sha256, f"the cluster holds {admin_view.strip()}, wrote {pattern.sha256}"
+
+
+def test_cephx_keeps_a_client_out_of_other_pools(ceph: CephLab, runners: dict[str, Runner]) -> None:
+    if ceph.client_node is None or "cinder" not in ceph.clients or "images" not in ceph.pools:
+        pytest.skip("needs the cinder client key and an images pool (read-only for cinder)")
+    name = f"suite-{uuid.uuid4().hex[:8]}"
+    argv = ["python3", RBD_TOOL, CEPH_CONF, "cinder", "images", name, "create", str(MIB)]
+    result = runners[ceph.client_node].run(argv, timeout=120.0, check=False)
+    if result.ok:
+        rbd_tool(runners[ceph.admin_node], "admin", "images", name, "remove")
+    assert not result.ok, "client.cinder created an image in the read-only images pool"
+    assert "Operation not permitted" in result.stderr or "PermissionError" in result.stderr, result.stderr
+
+
+def _osd_of(admin: Runner) -> tuple[int, str]:
+    tree = json.loads(admin.run(["ceph", "osd", "tree", "--format", "json"], timeout=60.0).stdout)
+    for node in tree["nodes"]:
+        if node["type"] == "host" and node.get("children"):
+            return int(sorted(node["children"])[0]), str(node["name"])
+    raise AssertionError(f"no OSD host in the crush tree: {tree}")
+
+
+def _writer(lab: LabContext, node: str, *, pool: str, image: str, chunks: int, size: int, out: dict[str, Any]) -> None:
+    from stacklab.engine.access import node_runner_for
+
+    own = node_runner_for(lab.state_dir)(node)
+    argv = ["python3", RBD_TOOL, CEPH_CONF, "admin", pool, image, "writer", str(chunks), str(size), "0.2"]
+    out["result"] = own.run(argv, timeout=300.0, check=False)
+
+
+def _assert_acked_chunks_intact(admin: Runner, pool: str, image: str, out: Mapping[str, Any], size: int) -> int:
+    lines = [line.split() for line in out["result"].stdout.splitlines()]
+    acked = {int(parts[1]): parts[2] for parts in lines if parts and parts[0] == "acked"}
+    assert acked, f"no write was acknowledged: {out['result'].stderr}"
+    hashes = rbd_tool(admin, "admin", pool, image, "hashes", str(max(acked) + 1), str(size))
+    held = {int(i): sha for i, sha in (line.split() for line in hashes.splitlines())}
+    lost = [i for i, sha in acked.items() if held.get(i) != sha]
+    assert not lost, f"acknowledged writes lost: chunks {lost}"
+    return len(acked)
+
+
+def test_killed_osd_loses_no_acknowledged_write_and_the_cluster_heals(
+    lab: LabContext, ceph: CephLab, runners: dict[str, Runner], scratch_image: tuple[str, str]
+) -> None:
+    admin = runners[ceph.admin_node]
+    pool, image = scratch_image
+    osd, host = _osd_of(admin)
+    chunks, size = 40, 512 * 1024
+    out: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=_writer,
+        args=(lab, ceph.admin_node),
+        kwargs={"pool": pool, "image": image, "chunks": chunks, "size": size, "out": out},
+    )
+    thread.start()
+    try:
+        time.sleep(2.0)
+        runners[host].run(["systemctl", "kill", "--signal=SIGKILL", f"ceph-osd@{osd}.service"], timeout=60.0)
+        # The monitors would mark it down after the heartbeat grace (20 s); do it now to keep the suite short.
+        admin.run(["ceph", "osd", "down", str(osd)], timeout=60.0, check=False)
+        thread.join(300.0)
+        assert _assert_acked_chunks_intact(admin, pool, image, out, size) == chunks, "the writer stalled while degraded"
+    finally:
+        thread.join(300.0)
+        runners[host].run(["systemctl", "reset-failed", f"ceph-osd@{osd}.service"], timeout=60.0, check=False)
+        runners[host].run(["systemctl", "start", f"ceph-osd@{osd}.service"], timeout=120.0)
+    wait_health_ok(admin)
+
+
+def test_killed_monitor_loses_no_acknowledged_write_and_the_cluster_heals(
+    lab: LabContext, ceph: CephLab, runners: dict[str, Runner], scratch_image: tuple[str, str]
+) -> None:
+    admin = runners[ceph.admin_node]
+    pool, image = scratch_image
+    chunks, size = 10, 512 * 1024
+    out: dict[str, Any] = {}
+    _writer(lab, ceph.admin_node, pool=pool, image=image, chunks=chunks, size=size, out=out)  # acked before the fault
+    victim = ceph.mons[-1]
+    unit = f"ceph-mon@{victim}.service"
+    runners[victim].run(["systemctl", "kill", "--signal=SIGKILL", unit], timeout=60.0)
+    try:
+        if len(ceph.mons) >= 3:
+            # the remaining majority keeps a quorum and serves while the monitor is dead
+            alive = admin.run(["ceph", "--connect-timeout", "30", "quorum_status"], timeout=90.0, check=False)
+            assert alive.ok, f"no quorum without {victim}: {alive.stderr}"
+            assert victim not in json.loads(alive.stdout)["quorum_names"]
+        else:
+            dead = admin.run(["ceph", "--connect-timeout", "5", "health"], timeout=30.0, check=False)
+            assert not dead.ok, "the only monitor was killed but the cluster still answered"
+    finally:
+        runners[victim].run(["systemctl", "reset-failed", unit], timeout=60.0, check=False)
+        runners[victim].run(["systemctl", "start", unit], timeout=120.0)
+    wait_health_ok(admin)
+    _assert_acked_chunks_intact(admin, pool, image, out, size)
