@@ -18,6 +18,7 @@ from stacklab.drivers.base import DriverContext
 from stacklab.drivers.container import (
     CGROUP_V1,
     CGROUP_V2,
+    SECCOMP_WITH_FILE_HANDLES,
     ContainerDriver,
     ContainerLayout,
     ReadyBudgets,
@@ -85,6 +86,25 @@ def test_config_golden() -> None:
     layout = ContainerLayout(LXCPATH, "compute1")
     text = render_lxc_config(lab="ctlab", spec=node.spec, layout=layout, rootfs=ROOTFS, cgroup=CGROUP_V1)
     check_golden("lxc/compute1.config", text)
+
+
+def test_file_handles_feature_relaxes_only_open_by_handle_at() -> None:
+    node = nodes()["compute1"]
+    spec = {**node.spec, "features": ["file-handles"]}
+    layout = ContainerLayout(LXCPATH, "compute1")
+    text = render_lxc_config(lab="ctlab", spec=spec, layout=layout, rootfs=ROOTFS, cgroup=CGROUP_V1)
+    lines = text.splitlines()
+    assert "lxc.rootfs.options = index=on,nfs_export=on" in lines
+    profile = f"lxc.seccomp.profile = {LXCPATH}/compute1/seccomp"
+    # after the include, so it overrides common.conf's profile
+    assert lines.index(profile) > lines.index("lxc.include = /usr/share/lxc/config/common.conf")
+    common = Path("/usr/share/lxc/config/common.seccomp")
+    if common.exists():  # the host's LXC policy minus exactly one rule
+        ours = {line.split("#")[0].strip() for line in SECCOMP_WITH_FILE_HANDLES.splitlines()}
+        theirs = {line.split("#")[0].strip() for line in common.read_text().splitlines()}
+        assert theirs - ours == {"open_by_handle_at errno 1"} and ours <= theirs
+    plain = render_lxc_config(lab="ctlab", spec=node.spec, layout=layout, rootfs=ROOTFS, cgroup=CGROUP_V1)
+    assert "seccomp" not in plain and "nfs_export" not in plain
 
 
 def test_config_shape() -> None:

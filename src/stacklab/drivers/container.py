@@ -60,6 +60,18 @@ LOG = logging.getLogger(__name__)
 
 MARKER_PREFIX = "# stacklab-marker: "
 COMMON_CONF = "/usr/share/lxc/config/common.conf"
+# Node feature (spec `features`): the node serves files by handle (nfs-ganesha FSAL_VFS).
+FILE_HANDLES = "file-handles"
+# LXC's common.seccomp (Debian's lxc 5.0) without `open_by_handle_at errno 1`.
+SECCOMP_WITH_FILE_HANDLES = """2
+denylist
+reject_force_umount
+[all]
+kexec_load errno 1
+init_module errno 1
+finit_module errno 1
+delete_module errno 1
+"""
 SSH_USER = "root"
 SSH_PORT = 22
 MIB = 1024 * 1024
@@ -133,6 +145,10 @@ class ContainerLayout:
     @property
     def meta(self) -> Path:
         return self.node_dir / "stacklab.json"
+
+    @property
+    def seccomp(self) -> Path:
+        return self.node_dir / "seccomp"
 
     @property
     def delta(self) -> Path:
@@ -241,14 +257,20 @@ def render_lxc_config(
         "lxc.arch = linux64",
         "lxc.apparmor.profile = unconfined",
         f"lxc.rootfs.path = overlay:{lower}:{upper}",
-        "# File handles on the overlay (name_to_handle_at): nfs-ganesha's VFS FSAL exports need them.",
-        "lxc.rootfs.options = index=on,nfs_export=on",
         "",
         "# Own cgroup tree per node: nothing shared with other containers, removable as a whole.",
         f"lxc.cgroup.dir.container = {base}/payload",
         f"lxc.cgroup.dir.monitor = {base}/monitor",
         f"lxc.cgroup.dir.monitor.pivot = {base}/pivot",
     ]
+    if FILE_HANDLES in spec.get("features", []):
+        lines += [
+            "",
+            "# File handles (nfs-ganesha's VFS exports): an overlay that can encode and decode them, and LXC's",
+            "# seccomp policy without its open_by_handle_at denial (kept for every node that needs no handles).",
+            "lxc.rootfs.options = index=on,nfs_export=on",
+            f"lxc.seccomp.profile = {_config_value(str(layout.seccomp), 'seccomp profile')}",
+        ]
     memory_mib = spec.get("memory_mib")
     if memory_mib and cgroup.memory_limit:
         lines.append(f"{cgroup.memory_limit} = {int(memory_mib) * MIB}")
@@ -562,6 +584,8 @@ class ContainerDriver(BaseDriver):
         write_atomic(layout.meta, json.dumps(meta, indent=2, sort_keys=True) + "\n", mode=0o644)
         layout.delta.mkdir(mode=0o755)
         write_seed_dir(files, layout.seed_dir)
+        if FILE_HANDLES in spec.get("features", []):
+            write_atomic(layout.seccomp, SECCOMP_WITH_FILE_HANDLES, mode=0o644)
         write_atomic(layout.config, config_text, mode=0o644)
         LOG.info("container %s: defined in %s on %s", layout.name, layout.lxcpath, rootfs)
 

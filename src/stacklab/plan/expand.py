@@ -79,6 +79,8 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
             "devices": list(node.devices),
             "marker": owner_marker(lab.name, "node", node_name),
         }
+        if lab.storage.nfs and lab.storage.nfs.node == node_name:
+            node_spec["features"] = ["file-handles"]  # NFS servers export files by handle
         if kind == "vm":
             node_spec["accel"] = choices["accel"]
         deps = (

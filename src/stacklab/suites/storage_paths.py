@@ -89,6 +89,7 @@ def window_opts(protocol_opts: str, offset: int, size: int) -> str:
 def read_range_sha(runner: Runner, protocol_opts: str, pattern: Pattern, objects: tuple[str, ...] = ()) -> str:
     """sha256 of the pattern's byte range read back through a QEMU block driver."""
     out = f"{SCRATCH}/readback.raw"
+    runner.run(["install", "-d", "-m", "0700", SCRATCH], timeout=30.0)
     runner.run(["rm", "-f", out], timeout=30.0)
     source = window_opts(protocol_opts, pattern.offset, len(pattern.data))
     runner.run(["qemu-img", "convert", *objects, "--image-opts", source, "-O", "raw", out], timeout=IO_TIMEOUT)
