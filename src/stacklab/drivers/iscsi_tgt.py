@@ -64,13 +64,38 @@ def conf_path(lab: str) -> str:
 # --- pure rendering -----------------------------------------------------------------------------------------
 
 
+# Debian's ExecStop runs `tgt-admin --update ALL -c /dev/null -f`, which mistakes initiator-name ACLs for address
+# ACLs, fails ("this access control rule does not exist") and leaves the targets; tgtd then ignores SIGTERM and
+# systemd waits 90 s before SIGKILL (seen on the CI host with a connected initiator). Delete every target by tid
+# with --force (connected sessions included), then the system, so a restart takes about a second.
+#
+# tgt-admin -e also binds `-I ALL` to every target whose config has no initiator-address, and tgt admits an
+# initiator whose address OR IQN is in the ACL: the restored targets would admit any IQN. The start sequence
+# therefore unbinds ALL again before the daemon leaves the offline state (no login is accepted while offline).
+_EACH_TID = "for tid in $$(tgtadm --lld iscsi --mode target --op show | grep '^Target ' | cut -d: -f1 | cut -d' ' -f2)"
+# `$$` is a literal `$` for systemd; no backslashes (systemd would unescape them)
+_STOP_TARGETS = f"{_EACH_TID}; do tgtadm --lld iscsi --mode target --op delete --force --tid $$tid; done"
+_UNBIND_ALL = f"{_EACH_TID}; do tgtadm --lld iscsi --mode target --op unbind --tid $$tid -I ALL || true; done"
+
+
 def render_dropin(plan: IscsiPlan) -> str:
-    """Pure: the tgt.service drop-in that binds tgtd to the storage address only."""
+    """Pure: the tgt.service drop-in: tgtd on the storage address only, IQN-only ACLs after a restart, and a
+    stop that cannot hang."""
     return (
-        f"# stacklab lab={plan.lab}: tgtd listens on the br-storage address only\n"
+        f"# stacklab lab={plan.lab}: tgtd listens on the br-storage address only; stop deletes targets by tid\n"
         "[Service]\n"
         "ExecStart=\n"
         f"ExecStart={TGTD} -f --iscsi portal={plan.portal_ip}:{ISCSI_PORT}\n"
+        "ExecStartPost=\n"
+        "ExecStartPost=/usr/sbin/tgtadm --op update --mode sys --name State -v offline\n"
+        "ExecStartPost=/usr/sbin/tgt-admin -e -c /etc/tgt/targets.conf\n"
+        f'ExecStartPost=/bin/sh -c "{_UNBIND_ALL}"\n'
+        "ExecStartPost=/usr/sbin/tgtadm --op update --mode sys --name State -v ready\n"
+        "ExecStop=\n"
+        "ExecStop=/usr/sbin/tgtadm --op update --mode sys --name State -v offline\n"
+        f'ExecStop=/bin/sh -c "{_STOP_TARGETS}"\n'
+        "ExecStop=/usr/sbin/tgtadm --op delete --mode system\n"
+        "TimeoutStopSec=30\n"
     )
 
 

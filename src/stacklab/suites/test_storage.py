@@ -292,6 +292,7 @@ def test_iscsi_target_restart_mid_write_keeps_acknowledged_writes(
     # and the target serves again, with its ACL and CHAP restored from the persisted configuration
     again = qemu_io(runners[iscsi.client], iscsi.opts(target), "read 0 4096", objects=secret_objects(iscsi, target))
     assert "read 4096/4096" in again.stdout, again.stdout
+    test_iscsi_unknown_initiator_is_refused(iscsi, runners)
 
 
 # --- NFS ----------------------------------------------------------------------------------------------------
