@@ -412,22 +412,32 @@ def distribute_clients(
             write_file(runner, client_keyring_path(client), keyring, mode="0600")
 
 
+def cleanup_runner(spec: CephSpec, ctx: DriverContext, node: str, fsid: str | None, resource_id: str) -> Runner | None:
+    """The node's runner for removing Ceph files, or None when the node is down or unreachable (its files go with
+    it) or its ceph.conf belongs to another cluster (left alone)."""
+    runner = ctx.on_node_if_up(node)
+    if runner is None:
+        LOG.warning("%s: %s is not up, skipping its Ceph cleanup (files go with it)", resource_id, node)
+        return None
+    try:
+        conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
+    except StackLabError as exc:
+        LOG.warning("%s: %s unreachable, skipping its Ceph cleanup: %s", resource_id, node, exc)
+        return None
+    if conf.ok and spec.marker not in conf.stdout and (fsid is None or fsid not in conf.stdout):
+        LOG.warning("%s: %s on %s is not this lab's; leaving that node alone", resource_id, CONF_PATH, node)
+        return None
+    return runner
+
+
 def remove_clients(spec: CephSpec, ctx: DriverContext, resource_id: str) -> None:
     """Remove what distribute_clients wrote, on nodes that are up and whose ceph.conf is this lab's."""
     fsid = cluster_fsid(ctx, create=False)
     for node in spec.client_nodes:
-        runner = ctx.on_node_if_up(node)
-        if runner is None:
-            continue
-        try:
-            conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
-        except StackLabError as exc:
-            LOG.warning("%s: %s unreachable, skipping its Ceph client cleanup: %s", resource_id, node, exc)
-            continue
-        if conf.ok and spec.marker not in conf.stdout and (fsid is None or fsid not in conf.stdout):
-            LOG.warning("%s: %s on %s is not this lab's; leaving it", resource_id, CONF_PATH, node)
-            continue
-        runner.run(["rm", "-f", CONF_PATH, *(client_keyring_path(c) for c in spec.clients)], timeout=FILE_TIMEOUT)
+        runner = cleanup_runner(spec, ctx, node, fsid, resource_id)
+        if runner is not None:
+            files = [CONF_PATH, *(client_keyring_path(c) for c in spec.clients)]
+            runner.run(["rm", "-f", *files], timeout=FILE_TIMEOUT)
 
 
 class CephImplementation(Protocol):

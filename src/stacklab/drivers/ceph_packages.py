@@ -23,6 +23,7 @@ from stacklab.drivers.ceph import (
     FILE_TIMEOUT,
     CephAdmin,
     Waiter,
+    cleanup_runner,
     cluster_fsid,
     cluster_outputs,
     distribute_clients,
@@ -333,19 +334,9 @@ class PackagesCeph:
         fsid = cluster_fsid(ctx, create=False)
         runners: dict[str, Runner] = {}
         for node in spec.nodes:
-            runner = ctx.on_node_if_up(node)
-            if runner is None:
-                LOG.warning("%s: %s is not up, skipping its Ceph cleanup (files go with it)", resource_id, node)
-                continue
-            try:
-                conf = runner.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
-            except StackLabError as exc:
-                LOG.warning("%s: %s unreachable, skipping its Ceph cleanup: %s", resource_id, node, exc)
-                continue
-            if conf.ok and spec.marker not in conf.stdout and (fsid is None or fsid not in conf.stdout):
-                LOG.warning("%s: %s on %s is not this lab's; leaving that node alone", resource_id, CONF_PATH, node)
-                continue
-            runners[node] = runner
+            runner = cleanup_runner(spec, ctx, node, fsid, resource_id)
+            if runner is not None:
+                runners[node] = runner
         dirs: dict[str, list[str]] = {}
         for daemon in DAEMON_TYPES:
             for node in reversed(spec.nodes):

@@ -37,14 +37,14 @@ from stacklab.drivers.iscsi import (
 )
 from stacklab.drivers.lvm import (
     FILE_TIMEOUT,
-    node_has_systemd,
     node_path_exists,
     read_node_file,
+    require_node,
     systemctl,
     unit_active,
     write_node_file,
 )
-from stacklab.errors import PlanError, StackLabError
+from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)
@@ -253,24 +253,10 @@ class TgtBackend:
         return parse_tgt_show(self._tgtadm(runner, "--mode", "target", "--op", "show"))
 
     def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
-        if not node_path_exists(runner, TGTD):
-            raise PlanError(
-                f"{plan.node} has no {TGTD}",
-                resource=resource_id,
-                hint="the storage image must include the `tgt` package (images/storage.yml)",
-            )
-        if any(t.backing == "rbd" for t in plan.targets) and not node_path_exists(runner, RBD_BACKING_STORE_MODULE):
-            raise PlanError(
-                f"{plan.node} lacks tgt's rbd backing store ({RBD_BACKING_STORE_MODULE})",
-                resource=resource_id,
-                hint="the storage image must include the `tgt-rbd` package",
-            )
-        if not node_has_systemd(runner):
-            raise PlanError(
-                f"{plan.node} does not run systemd; the tgt backend manages tgtd through tgt.service",
-                resource=resource_id,
-                hint="use a node image with systemd (every stacklab node kind has it)",
-            )
+        files = {TGTD: "the `tgt` package (images/storage.yml)"}
+        if any(t.backing == "rbd" for t in plan.targets):
+            files[RBD_BACKING_STORE_MODULE] = "the `tgt-rbd` package (tgt's rbd backing store)"
+        require_node(runner, plan.node, resource_id, files=files, unit=UNIT)
 
     def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
         write_node_file(runner, conf_path(plan.lab), render_tgt_conf(plan, secrets), mode="0600")

@@ -82,6 +82,21 @@ def node_has_systemd(runner: Runner) -> bool:
     return runner.run(["test", "-d", "/run/systemd/system"], timeout=FILE_TIMEOUT, check=False).ok
 
 
+def require_node(runner: Runner, node: str, resource_id: str, *, files: Mapping[str, str], unit: str) -> None:
+    """PlanError unless the node has every file (path -> package hint) and runs systemd (which manages `unit`)."""
+    for path, package in files.items():
+        if not node_path_exists(runner, path):
+            raise PlanError(
+                f"{node} has no {path}", resource=resource_id, hint=f"the storage image must include {package}"
+            )
+    if not node_has_systemd(runner):
+        raise PlanError(
+            f"{node} does not run systemd; stacklab manages {unit} there",
+            resource=resource_id,
+            hint="use a node image with systemd (every stacklab node kind has it)",
+        )
+
+
 def systemctl(runner: Runner, *args: str, check: bool = True) -> bool:
     """Run `systemctl ARGS` on the node; returns whether it succeeded."""
     return runner.run(["systemctl", *args], timeout=SYSTEMCTL_TIMEOUT, check=check).ok

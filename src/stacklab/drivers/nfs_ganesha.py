@@ -27,15 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stacklab.drivers.lvm import (
-    node_has_systemd,
-    node_path_exists,
     read_node_file,
+    require_node,
     systemctl,
     unit_active,
     write_node_file,
 )
 from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
-from stacklab.errors import PlanError, StackLabError
+from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)
@@ -228,18 +227,8 @@ class GaneshaBackend:
     implementation = "ganesha"
 
     def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
-        if not node_path_exists(runner, GANESHA):
-            raise PlanError(
-                f"{plan.node} has no {GANESHA}",
-                resource=resource_id,
-                hint="the storage image must include `nfs-ganesha` and `nfs-ganesha-vfs` (and `rpcbind` for v3)",
-            )
-        if not node_has_systemd(runner):
-            raise PlanError(
-                f"{plan.node} does not run systemd; the ganesha backend manages {UNIT}",
-                resource=resource_id,
-                hint="use a node image with systemd (every stacklab node kind has it)",
-            )
+        package = "`nfs-ganesha` and `nfs-ganesha-vfs` (and `rpcbind` for v3)"
+        require_node(runner, plan.node, resource_id, files={GANESHA: package}, unit=UNIT)
 
     def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
         return ganesha_state(render_ganesha_conf(plan))

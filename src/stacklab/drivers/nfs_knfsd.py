@@ -24,9 +24,8 @@ from typing import Any
 
 from stacklab.drivers.lvm import (
     FILE_TIMEOUT,
-    node_has_systemd,
-    node_path_exists,
     read_node_file,
+    require_node,
     systemctl,
     unit_active,
     write_node_file,
@@ -132,18 +131,7 @@ class KnfsdBackend:
     def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
         if not runner.run(["grep", "-qw", "nfsd", "/proc/filesystems"], timeout=FILE_TIMEOUT, check=False).ok:
             raise PlanError(f"{plan.node}'s kernel has no nfsd", resource=resource_id, hint=NO_NFSD_HINT)
-        if not node_path_exists(runner, RPC_NFSD):
-            raise PlanError(
-                f"{plan.node} has no {RPC_NFSD}",
-                resource=resource_id,
-                hint="the storage image must include `nfs-kernel-server`",
-            )
-        if not node_has_systemd(runner):
-            raise PlanError(
-                f"{plan.node} does not run systemd; the knfsd backend manages {UNIT}",
-                resource=resource_id,
-                hint="use a node image with systemd",
-            )
+        require_node(runner, plan.node, resource_id, files={RPC_NFSD: "`nfs-kernel-server`"}, unit=UNIT)
 
     def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
         return knfsd_state(render_exports(plan), render_nfs_conf(plan))
