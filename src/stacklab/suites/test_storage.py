@@ -486,7 +486,7 @@ def test_killed_monitor_loses_no_acknowledged_write_and_the_cluster_heals(
     try:
         if len(ceph.mons) >= 3:
             # the remaining majority re-elects (lease and election timeouts: ~15-20 s) and keeps serving
-            deadline, quorum = time.monotonic() + 90.0, []
+            deadline, quorum = time.monotonic() + 90.0, list[str]()
             while time.monotonic() < deadline:
                 alive = admin.run(["ceph", "--connect-timeout", "30", "quorum_status"], timeout=90.0, check=False)
                 quorum = json.loads(alive.stdout)["quorum_names"] if alive.ok else []
