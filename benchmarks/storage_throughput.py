@@ -70,15 +70,7 @@ def load_context(lab_file: Path) -> LabContext:
     import os
 
     state_dir = Path(os.environ.get("STACKLAB_STATE", ROOT / ".stacklab")) / lab.name
-    data = build_context(lab.name, state_dir, StateStore(state_dir.parent, lab.name).resources)
-    return LabContext(
-        lab=data["lab"],
-        state_dir=Path(data["state_dir"]),
-        ssh_config=Path(data["ssh_config"]),
-        nodes=data["nodes"],
-        outputs=data["outputs"],
-        networks=data["networks"],
-    )
+    return LabContext.from_dict(build_context(lab.name, state_dir, StateStore(state_dir.parent, lab.name).resources))
 
 
 def paths_of(lab: LabContext, mib: int) -> tuple[list[Path_], list[Path_]]:

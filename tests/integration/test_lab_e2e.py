@@ -21,13 +21,15 @@ from stacklab.exec.runner import CommandResult, LocalRunner
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("STACKLAB_IMAGE_CACHE", "/var/cache/stacklab/images"))
 
-pytestmark = [
+# Marks of every whole-lab test made of container nodes (shared by the other lab tests).
+CONTAINER_LAB_MARKS = [
     pytest.mark.integration,
     pytest.mark.root,
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("lxc-start") is None, reason="lxc is not installed"),
     pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed"),
 ]
+pytestmark = CONTAINER_LAB_MARKS
 
 
 def stacklab(state: Path, *args: str, check: bool = True) -> CommandResult:

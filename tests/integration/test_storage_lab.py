@@ -7,21 +7,14 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_lab_e2e import ROOT, stacklab
+from tests.integration.test_lab_e2e import CONTAINER_LAB_MARKS, ROOT, stacklab
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("lxc-start") is None, reason="lxc is not installed"),
-    pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed"),
-]
+pytestmark = CONTAINER_LAB_MARKS
 
 
 @pytest.fixture

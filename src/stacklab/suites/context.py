@@ -24,7 +24,11 @@ class LabContext:
     @classmethod
     def load(cls, path: Path | None = None) -> LabContext:
         path = path or Path(os.environ[ENV])
-        data = json.loads(path.read_text())
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabContext:
+        """From build_context()'s dict (what `verify` writes for the suites)."""
         return cls(
             lab=data["lab"],
             state_dir=Path(data["state_dir"]),
