@@ -18,11 +18,18 @@ def _secret_path(state_dir: Path, name: str) -> Path:
     return state_dir / "secrets" / name
 
 
+def read_secret(state_dir: Path, name: str) -> str | None:
+    """The lab's secret `name`, or None when it was never stored."""
+    path = _secret_path(state_dir, name)
+    return path.read_text().strip() if path.exists() else None
+
+
 def get_or_create_secret(state_dir: Path, name: str, *, length: int = 24) -> str:
     """Return the lab's secret `name`, creating it on first use. Stable across `up` runs of the lab."""
+    stored = read_secret(state_dir, name)
+    if stored is not None:
+        return stored
     path = _secret_path(state_dir, name)
-    if path.exists():
-        return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     value = "".join(secrets.choice(_ALPHABET) for _ in range(length))

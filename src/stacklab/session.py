@@ -83,8 +83,9 @@ class Session:
             runner = LocalRunner()
             report = probe(runner)
             choices = {role: c.implementation for role, c in host_choices(report, lab).items()}
-            from stacklab.engine.access import node_runner_for
+            from stacklab.engine.access import NodeRunners
 
+            node_runners = NodeRunners(state_root / lab.name)
             engine = Engine(
                 lab,
                 state_root=state_root,
@@ -92,13 +93,14 @@ class Session:
                 bus=bus,
                 choices=choices,
                 host=report,
-                node_runner=node_runner_for(state_root / lab.name),
+                node_runner=node_runners,
             )
             bus.emit("run_start", message=f"{command} {lab.name}")
             session = cls(lab, engine, bus, runner)
             try:
                 yield session
             finally:
+                node_runners.close()
                 bus.emit("run_end", message=f"{command} {lab.name}")
                 bus.close()
 

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, DriverContext, register
@@ -38,7 +37,7 @@ from stacklab.exec.runner import CommandResult, Runner
 from stacklab.model.addressing import node_addresses
 from stacklab.plan.diff import default_diff
 from stacklab.plan.resource import Action, Change, Observed, Resource
-from stacklab.secrets import store_secret
+from stacklab.secrets import read_secret, store_secret
 
 LOG = logging.getLogger(__name__)
 
@@ -65,15 +64,9 @@ def client_secret_name(client: str) -> str:
     return key_secret_name(f"client.{client}")
 
 
-def _read_secret(state_dir: Path, name: str) -> str | None:
-    # Same layout as stacklab.secrets (state_dir/secrets/<name>, mode 0600).
-    path = state_dir / "secrets" / name
-    return path.read_text().strip() if path.exists() else None
-
-
 def cluster_fsid(ctx: DriverContext, *, create: bool = True) -> str | None:
     """The lab's fsid: generated once, kept in the lab's secrets so every `up` (and a replace) reuses it."""
-    fsid = _read_secret(ctx.state_dir, FSID_SECRET)
+    fsid = read_secret(ctx.state_dir, FSID_SECRET)
     if fsid is None and create:
         fsid = str(uuid.uuid4())
         store_secret(ctx.state_dir, FSID_SECRET, fsid)
@@ -83,7 +76,7 @@ def cluster_fsid(ctx: DriverContext, *, create: bool = True) -> str | None:
 def ensure_key(ctx: DriverContext, runner: Runner, entity: str) -> str:
     """The entity's cephx key: the stored secret, or a new one made by ceph-authtool on the node and stored."""
     name = key_secret_name(entity)
-    stored = _read_secret(ctx.state_dir, name)
+    stored = read_secret(ctx.state_dir, name)
     if stored is not None:
         return check_key(stored)
     result = runner.run(["ceph-authtool", "--gen-print-key"], timeout=FILE_TIMEOUT)

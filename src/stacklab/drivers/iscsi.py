@@ -47,7 +47,7 @@ from stacklab.drivers.node_firewall import ensure_filter, filter_problems, remov
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
-from stacklab.secrets import get_or_create_secret
+from stacklab.secrets import get_or_create_secret, read_secret
 
 if TYPE_CHECKING:
     from stacklab.model.lab import Lab
@@ -427,10 +427,10 @@ def existing_secrets(ctx: DriverContext, plan: IscsiPlan) -> dict[str, str]:
     """Read-only twin of chap_secrets(): the secrets already made (observe must not create any)."""
     out: dict[str, str] = {}
     for target in plan.targets:
-        if target.chap_secret:
-            path = ctx.state_dir / "secrets" / target.chap_secret  # stacklab.secrets' layout
-            if path.is_file():
-                out[target.chap_secret] = path.read_text().strip()
+        name = target.chap_secret
+        stored = read_secret(ctx.state_dir, name) if name else None
+        if name and stored is not None:
+            out[name] = stored
     return out
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from stacklab import secrets
 from stacklab.exec.runner import CommandResult, Runner
 from stacklab.suites.context import LabContext
 
@@ -33,7 +34,10 @@ def client_nodes(lab: LabContext, storage_node: str) -> list[str]:
 
 
 def read_secret(lab: LabContext, name: str) -> str:
-    return (lab.state_dir / "secrets" / name).read_text().strip()
+    value = secrets.read_secret(lab.state_dir, name)
+    if value is None:
+        raise FileNotFoundError(f"secret {name} was never stored under {lab.state_dir}")
+    return value
 
 
 def put_private(runner: Runner, path: str, content: str | bytes) -> None:
