@@ -34,6 +34,7 @@ from stacklab.drivers.container import (
     render_lxc_config,
     rootfs_of,
 )
+from stacklab.drivers.image import CACHE_ENV, current_entry
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
@@ -304,10 +305,12 @@ class FakeLxc:
 
 
 @pytest.fixture
-def fake_ctx(tmp_path: Path) -> DriverContext:
+def fake_ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DriverContext:
     lab = load_lab_text(LAB, "ctlab.yml")
-    rootfs = tmp_path / "rootfs"
-    rootfs.mkdir()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    # the rootfs the lab's recipe resolves to (nodes compare their overlay's lower dir with it)
+    rootfs = current_entry(DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path), "base").rootfs  # type: ignore[union-attr]
+    rootfs.mkdir(parents=True)
     key = tmp_path / "id_ed25519"
     key.write_text("private\n")
     outputs = {
@@ -372,6 +375,29 @@ def test_apply_observe_delete(fake_ctx: DriverContext, tmp_path: Path) -> None:
     assert not layout.node_dir.exists()
     assert not layout.lxcpath.exists()
     driver.delete(node.id, recorded, fake_ctx)  # already gone: fine
+
+
+def test_a_recipe_edit_is_drift_before_the_image_is_rebuilt(
+    fake_ctx: DriverContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node sees the new recipe hash at plan time, so the `up` that rebuilds the image also replaces it."""
+    FakeLxc(fake_ctx.runner)  # type: ignore[arg-type]
+    driver = make_driver(tmp_path, [])
+    node = nodes()["compute1"]
+    driver.apply(driver.diff(node, None, None), fake_ctx)
+    images = tmp_path / "images"
+    images.mkdir()
+    for recipe in (Path(__file__).resolve().parents[2] / "images").glob("*.yml"):
+        (images / recipe.name).write_text(recipe.read_text())
+    edited = images / "debian-12-base.yml"
+    recipe_data = yaml.safe_load(edited.read_text())
+    edited.write_text(yaml.safe_dump({**recipe_data, "packages": [*recipe_data["packages"], "htop"]}))
+    monkeypatch.setattr("stacklab.drivers.image.images_dir_for", lambda _ctx: images)
+    new = current_entry(fake_ctx, "base")
+    assert new is not None and str(new.rootfs) != fake_ctx.outputs["image/base"]["rootfs"]
+    observed = driver.observe(node, fake_ctx)
+    assert observed is not None and len(observed.drift) == 1
+    assert observed.drift[0].startswith("image rootfs changed:") and str(new.rootfs) in observed.drift[0]
 
 
 def test_foreign_container_is_not_owned(fake_ctx: DriverContext, tmp_path: Path) -> None:

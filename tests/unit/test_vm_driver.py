@@ -13,13 +13,15 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import libvirt
 import pytest
 
 from stacklab.drivers import vm
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.libvirt_config import StoragePoolConfig
+from stacklab.drivers.image import current_entry
+from stacklab.drivers.libvirt_config import DomainConfig, StoragePoolConfig
 from stacklab.drivers.vm import (
     SHARED_CONN,
     SHARED_URI,
@@ -29,6 +31,7 @@ from stacklab.drivers.vm import (
     build_domain,
     domain_name,
     grant_qemu_traversal,
+    image_hash_of_kernel,
     pool_name,
 )
 from stacklab.drivers.vm_disk import BaseDisk
@@ -78,12 +81,15 @@ def lab_name() -> str:
 def ctx(tmp_path: Path, conn: Any, lab_name: str) -> Iterator[DriverContext]:
     lab = load_lab_text(LAB_TEMPLATE.format(name=lab_name), "t.yml")
     rootfs = tmp_path / "images/base/rootfs"
+    # the hash the lab's recipe resolves to: nodes compare the image they boot with it
+    entry = current_entry(DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path), "base")
+    assert entry is not None
     context = DriverContext(
         lab=lab,
         runner=FakeRunner(),
         state_dir=tmp_path / "state",
         outputs={
-            "image/base": {"rootfs": str(rootfs), "hash": "abc123"},
+            "image/base": {"rootfs": str(rootfs), "hash": entry.hash},
             f"sshkey/{lab_name}": {"private_key": str(tmp_path / "id"), "public_key": "ssh-ed25519 AAAA test"},
         },
         shared={SHARED_URI: "test:///default", SHARED_CONN: conn},
@@ -115,7 +121,7 @@ class Fakes:
         self.fail_ready = False
 
     def base_disk(self, rootfs: Path, image_hash: str, runner: Runner, *, progress: Any) -> BaseDisk:
-        d = self.tmp_path / "images/base/vm-abc123"
+        d = self.tmp_path / f"images/base/vm-{image_hash}"
         return BaseDisk(d, d / "base.qcow2", d / "vmlinuz", d / "initrd.img", "6.1.0-test", 2 * 1024**3, image_hash)
 
     def seed_writer(self, *, dest: Path, **kwargs: Any) -> None:
@@ -177,6 +183,33 @@ def test_observe_defined_domain_owned_stopped_then_running(conn: Any, ctx: Drive
     assert driver.diff(res, observed, {"hash": res.hash, "spec": res.spec}).action is Action.NOOP
 
 
+def test_a_domain_booting_another_image_build_drifts_and_is_recreated(
+    conn: Any, ctx: DriverContext, fakes: Fakes
+) -> None:
+    """The recipe now gives another hash than the domain's kernel path: the same `up` replaces the VM."""
+    driver = fakes.driver()
+    res = resource(ctx, "n1")
+    first = driver.apply(driver.diff(res, None, None), ctx)
+    old_hash = ctx.outputs["image/base"]["hash"]
+    assert image_hash_of_kernel(f"/cache/debian-12-base-{old_hash}/vm-{old_hash}/vmlinuz") == old_hash
+    assert image_hash_of_kernel("/boot/vmlinuz") is None
+    new_hash = "feedfacefeedface"
+    ctx.outputs = {**ctx.outputs, "image/base": {**ctx.outputs["image/base"], "hash": new_hash}}
+    entry = current_entry(ctx, "base")
+    assert entry is not None
+    with patch("stacklab.drivers.vm.current_entry", return_value=dataclasses.replace(entry, hash=new_hash)):
+        observed = driver.observe(res, ctx)
+        assert observed is not None
+        assert observed.drift == (f"image changed: built from {old_hash}, the recipe now gives {new_hash}",)
+        change = driver.diff(res, observed, {"hash": res.hash, "spec": dict(res.spec), "outputs": first})
+        assert change.action is Action.UPDATE
+        driver.apply(change, ctx)
+        kernel = DomainConfig.parse(conn.lookupByName(domain_name(ctx.lab.name, "n1")).XMLDesc(0)).kernel
+        assert image_hash_of_kernel(kernel) == new_hash
+        observed = driver.observe(res, ctx)
+        assert observed is not None and observed.drift == ()
+
+
 def test_domain_with_our_name_but_not_our_mark_is_foreign(conn: Any, ctx: DriverContext, fakes: Fakes) -> None:
     driver = fakes.driver()
     res = resource(ctx, "n1")
@@ -212,7 +245,7 @@ def test_apply_creates_pool_volumes_seed_and_running_domain(conn: Any, ctx: Driv
     assert StoragePoolConfig.parse(pool.XMLDesc(0)).path == str(ctx.state_dir / "vm/pool")
     assert {"n1.root.qcow2", "n1.disk-data.qcow2", "n2.root.qcow2"} <= set(pool.listVolumes())
     root = pool.storageVolLookupByName("n1.root.qcow2").XMLDesc(0)
-    assert "vm-abc123/base.qcow2" in root  # overlay backed by the cached base disk
+    assert f"vm-{ctx.outputs['image/base']['hash']}/base.qcow2" in root  # overlay backed by the cached base disk
     n1 = out["n1"]
     assert n1["kind"] == "vm" and n1["accel"] == "tcg" and n1["domain"] == f"stacklab-{lab}-n1"
     assert n1["ssh"]["host"] == n1["addresses"]["mgmt"] and n1["ssh"]["key"].endswith("/id")

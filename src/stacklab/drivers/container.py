@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from stacklab.drivers.base import BaseDriver, DriverContext
+from stacklab.drivers.image import current_entry
 from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
 from stacklab.drivers.seed import (
     MGMT_NETWORK,
@@ -492,7 +493,8 @@ class ContainerDriver(BaseDriver):
             drift.append("config present but LXC does not list the container")
         elif state != "RUNNING":
             drift.append("stopped" if state == "STOPPED" else f"state {state}")
-        image_rootfs = (ctx.outputs.get(f"image/{spec.get('image')}") or {}).get("rootfs")
+        wanted = current_entry(ctx, str(spec.get("image")))
+        image_rootfs = wanted.rootfs if wanted else (ctx.outputs.get(f"image/{spec.get('image')}") or {}).get("rootfs")
         current = rootfs_of(config_text)
         if image_rootfs and current and os.path.normpath(str(image_rootfs)) != os.path.normpath(current):
             drift.append(f"image rootfs changed: {current} -> {image_rootfs}")

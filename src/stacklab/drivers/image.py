@@ -618,6 +618,22 @@ def images_dir_for(ctx: DriverContext) -> Path:
     return found
 
 
+def current_entry(ctx: DriverContext, image_name: str) -> CacheEntry | None:
+    """The cache entry the lab's image `image_name` resolves to from its recipe files now (built or not).
+
+    Nodes compare it with what they were made from, so a recipe edit replaces them in the same `up` that
+    rebuilds the image (the image's recorded outputs still name the old build until its step runs).
+    None when the lab has no such image or its recipe cannot be read (the image step reports that).
+    """
+    image = getattr(ctx.lab, "images", {}).get(image_name)
+    if image is None:
+        return None
+    try:
+        return entry_for(resolve_recipe(images_dir_for(ctx), str(image.recipe)))
+    except RecipeError:
+        return None
+
+
 class ImageDriver(BaseDriver):
     """Image recipes built into the host-wide cache.
 

@@ -32,6 +32,7 @@ import libvirt
 
 from stacklab.drivers import libvirtd
 from stacklab.drivers.base import BaseDriver, DriverContext
+from stacklab.drivers.image import current_entry
 from stacklab.drivers.libvirt_config import (
     CpuConfig,
     DiskConfig,
@@ -144,6 +145,14 @@ def choose_virt_type(accel: str, kvm_usable: bool | None) -> DomainType:
     if accel == "kvm":
         LOG.warning("spec asks for KVM but the host probe says KVM cannot run guests; using TCG")
     return "qemu"
+
+
+def image_hash_of_kernel(kernel: str | None) -> str | None:
+    """The image hash a domain boots, read from its kernel path (`.../vm-<hash>/vmlinuz`, see vm_disk)."""
+    if not kernel:
+        return None
+    parent = Path(kernel).parent.name
+    return parent.removeprefix("vm-") if parent.startswith("vm-") else None
 
 
 def _vd(index: int) -> str:
@@ -587,6 +596,10 @@ class VmDriver(BaseDriver):
         recorded_hash = config.metadata.spec_hash if config.metadata else None
         if recorded_hash is not None and recorded_hash != resource.hash:
             drift.append(f"domain defined from another spec ({recorded_hash})")
+        wanted = current_entry(ctx, str(resource.spec.get("image")))
+        booted = image_hash_of_kernel(config.kernel)
+        if wanted is not None and booted is not None and booted != wanted.hash:
+            drift.append(f"image changed: built from {booted}, the recipe now gives {wanted.hash}")
         facts = {
             "domain": name,
             "state": "running" if active else "stopped",
@@ -622,7 +635,11 @@ class VmDriver(BaseDriver):
                 )
             config = DomainConfig.parse(xml)
             same_spec = config.metadata is not None and config.metadata.spec_hash == resource.hash
-            if same_spec and self._volumes_present(conn, lab, layout, spec):
+            same_image = image_hash_of_kernel(config.kernel) in (
+                None,
+                str(ctx.output(f"image/{spec['image']}", "hash")),
+            )
+            if same_spec and same_image and self._volumes_present(conn, lab, layout, spec):
                 return self._start_and_wait(ctx, existing, spec=spec, layout=layout, virt_type=virt_type, fresh=False)
             LOG.info("VM %s: recreating domain %s (%s)", node, name, "; ".join(change.reasons) or "spec changed")
             self._remove_node(conn, ctx, layout, name, keep_console=False)
