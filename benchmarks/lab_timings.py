@@ -56,7 +56,7 @@ def step(evts: list[dict[str, object]], prefix: str) -> list[float]:
 
 
 def phase(evts: list[dict[str, object]], name: str) -> float:
-    return sum(float(e["duration"]) for e in evts if e["type"] == "phase_end" and e["phase"] == name)  # type: ignore[arg-type]
+    return sum(float(str(e["duration"])) for e in evts if e["type"] == "phase_end" and e["phase"] == name)
 
 
 def main() -> None:

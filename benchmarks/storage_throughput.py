@@ -47,7 +47,7 @@ class Path_:
     label: str
     runner: Runner
     opts: str
-    cleanup: Callable[[], None] | None = None
+    cleanup: Callable[[], object] | None = None
     cache: str | None = None  # qemu-img -t for local files
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,33 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.exec.runner import CommandResult, LocalRunner
+from tests.integration.lab_cli import CONTAINER_LAB_MARKS, ROOT, stacklab
 
-ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("STACKLAB_IMAGE_CACHE", "/var/cache/stacklab/images"))
-
-# Marks of every whole-lab test made of container nodes (shared by the other lab tests).
-CONTAINER_LAB_MARKS = [
-    pytest.mark.integration,
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("lxc-start") is None, reason="lxc is not installed"),
-    pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed"),
-]
 pytestmark = CONTAINER_LAB_MARKS
-
-
-def stacklab(state: Path, *args: str, check: bool = True) -> CommandResult:
-    result = LocalRunner().run(
-        [sys.executable, "-m", "stacklab", *args],
-        timeout=900,
-        check=False,
-        env={"STACKLAB_STATE": str(state)},
-        cwd=ROOT,
-    )
-    if check:
-        assert result.ok, f"stacklab {' '.join(args)} -> {result.returncode}\n{result.stderr[-3000:]}"
-    return result
 
 
 class Lab:

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ import pytest
 import yaml
 
 from stacklab.drivers.vm import ReadyTarget, ssh_argv
-from stacklab.exec.runner import CommandResult, LocalRunner
+from stacklab.exec.runner import LocalRunner
+from tests.integration.lab_cli import ROOT, stacklab
 
-ROOT = Path(__file__).resolve().parents[2]
 STATE_BASE = Path("/var/tmp/stacklab-mixed-test")  # searchable by libvirt-qemu (pytest's tmp_path is not)
 VM_TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "qemu-img", "mkfs.ext4", "debugfs", "ssh")
 
@@ -49,19 +48,6 @@ pytestmark = [
     ),
     pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed"),
 ]
-
-
-def stacklab(state: Path, *args: str, check: bool = True, timeout: float = 1200) -> CommandResult:
-    result = LocalRunner().run(
-        [sys.executable, "-m", "stacklab", *args],
-        timeout=timeout,
-        check=False,
-        env={"STACKLAB_STATE": str(state)},
-        cwd=ROOT,
-    )
-    if check:
-        assert result.ok, f"stacklab {' '.join(args)} -> {result.returncode}\n{result.stderr[-4000:]}"
-    return result
 
 
 @dataclass

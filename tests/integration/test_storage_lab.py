@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_lab_e2e import CONTAINER_LAB_MARKS, ROOT, stacklab
+from tests.integration.lab_cli import CONTAINER_LAB_MARKS, ROOT, stacklab
 
 pytestmark = CONTAINER_LAB_MARKS
 

@@ -26,7 +26,6 @@ from stacklab.drivers.container import (
     cgroup_mounts,
     container_outputs,
     detect_cgroup_keys,
-    lab_hosts,
     marker_of,
     mgmt_nic,
     parse_lxc_info,
@@ -35,6 +34,7 @@ from stacklab.drivers.container import (
     rootfs_of,
 )
 from stacklab.drivers.image import CACHE_ENV, current_entry
+from stacklab.drivers.seed import lab_hosts
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult

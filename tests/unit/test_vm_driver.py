@@ -342,7 +342,7 @@ def _target() -> ReadyTarget:
 def test_cloud_init_wait_retries_when_ssh_drops(monkeypatch: pytest.MonkeyPatch) -> None:
     """ssh's 255 (connection dropped, e.g. sshd restarted by cloud-init) is retried, not cloud-init's verdict."""
 
-    monkeypatch.setattr(vm.time, "sleep", lambda _s: None)
+    monkeypatch.setattr("stacklab.drivers.vm.time.sleep", lambda _s: None)
     answers = [(255, "", "Connection closed by 10.0.0.10 port 22"), (0, "status: done\n", "")]
     runner = FakeRunner().expect(["ssh"], responder=_ssh_responder(answers))
     vm.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)

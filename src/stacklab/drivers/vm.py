@@ -359,6 +359,16 @@ def console_tail(path: Path, lines: int = _CONSOLE_TAIL_LINES) -> str:
     return "\n".join(text.replace("\r", "").splitlines()[-lines:]) or "(no console output)"
 
 
+def require_alive(target: ReadyTarget, phase: str) -> None:
+    """Fail at once, quoting the console, when the domain stopped (a crashed guest never answers SSH)."""
+    if not target.is_alive():
+        raise StackLabError(
+            f"VM {target.node} stopped while {phase}; console ({target.console_log}):\n"
+            + console_tail(target.console_log),
+            resource=f"node/{target.node}",
+        )
+
+
 def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
     """SSH answers with the lab key, then `cloud-init status --wait` says done; all within `budget` seconds.
 
@@ -368,12 +378,7 @@ def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
     probe = ssh_argv(target, ["true"])
     last_error = ""
     while True:
-        if not target.is_alive():
-            raise StackLabError(
-                f"VM {target.node} stopped while booting; console ({target.console_log}):\n"
-                + console_tail(target.console_log),
-                resource=f"node/{target.node}",
-            )
+        require_alive(target, "booting")
         try:
             result = runner.run(probe, timeout=_SSH_CONNECT_TIMEOUT + 10, check=False)
             if result.ok:
@@ -404,12 +409,7 @@ def wait_cloud_init(target: ReadyTarget, *, deadline: float, budget: float, runn
     NIC being brought up again): that is retried, not taken for cloud-init's verdict.
     """
     while True:
-        if not target.is_alive():
-            raise StackLabError(
-                f"VM {target.node} stopped while cloud-init ran; console ({target.console_log}):\n"
-                + console_tail(target.console_log),
-                resource=f"node/{target.node}",
-            )
+        require_alive(target, "cloud-init ran")
         try:
             status = runner.run(
                 ssh_argv(target, ["cloud-init", "status", "--wait"]),
