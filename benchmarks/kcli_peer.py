@@ -196,6 +196,9 @@ class KcliLab:
                     {"name": bridges[1], "ip": vm.storage_ip, "netmask": prefix},
                 ],
                 "keys": [pubkey],
+                # kcli would `apt-get install qemu-guest-agent` at first boot to learn DHCP addresses; nodes have
+                # no route out and the addresses are static, so (as any offline kcli user) it is turned off
+                "guestagent": False,
             }
             for vm in vms
         }

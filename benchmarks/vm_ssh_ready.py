@@ -235,7 +235,7 @@ def main() -> None:
     tools = set(args.tools.split(","))
     with_kcli = "kcli" in tools and importlib.util.find_spec("kvirt") is not None
     if "kcli" in tools and not with_kcli:
-        print("kcli is not installed (`.venv/bin/pip install kcli`): stacklab figures only")
+        print("kcli is not installed (`.venv/bin/pip install -e '.[bench]'`): stacklab figures only")
     STATE_BASE.mkdir(parents=True, exist_ok=True)
     STATE_BASE.chmod(0o755)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
