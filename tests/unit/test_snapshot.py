@@ -146,6 +146,31 @@ def test_libvirt_unreachable_before_counts_only_domains_named_for_the_lab() -> N
     assert leaks(HostSnapshot(libvirt_domains=()), HostSnapshot(libvirt_domains=None)) == []
 
 
+def test_libvirt_definitions_left_on_disk_are_leaks_even_with_libvirtd_stopped(tmp_path: Path) -> None:
+    """A pool or domain still defined after `down` shows as its XML file, whether or not a libvirtd answers."""
+
+    def runner() -> FakeRunner:
+        return FakeRunner().expect(["ip", "netns", "list"], rc=1, stderr="ip: not found")
+
+    before = take_snapshot(runner(), root=tmp_path, self_pid=1)
+    assert before.libvirt_definitions == ()
+    storage = tmp_path / "etc/libvirt/storage"
+    storage.mkdir(parents=True)
+    (storage / "stacklab-aio.xml").write_text("<pool/>")
+    (storage / "default.xml").write_text("<pool/>")  # someone else's, made meanwhile
+    (tmp_path / "etc/libvirt/qemu").mkdir()
+    (tmp_path / "etc/libvirt/qemu/stacklab-aio-compute1.xml").write_text("<domain/>")
+    after = take_snapshot(runner(), root=tmp_path, self_pid=1)
+    assert after.libvirt_domains is None  # no libvirtd
+    found = [leak for leak in leaks(before, after) if any(m in leak.object for m in MARKERS)]
+    assert found == [
+        Leak("libvirt definition", "etc/libvirt/qemu/stacklab-aio-compute1.xml"),
+        Leak("libvirt definition", "etc/libvirt/storage/stacklab-aio.xml"),
+    ]
+    assert HostSnapshot.from_json(after.to_json()).libvirt_definitions == after.libvirt_definitions
+    assert HostSnapshot.from_json({"version": before.to_json()["version"]}).libvirt_definitions == ()
+
+
 def test_json_round_trip() -> None:
     snap = HostSnapshot(
         interfaces=("lo",),

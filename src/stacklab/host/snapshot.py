@@ -40,6 +40,7 @@ LOG = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
 COMMAND_TIMEOUT = 30.0
+LIBVIRT_DEFINITION_DIRS = ("etc/libvirt/qemu", "etc/libvirt/storage", "etc/libvirt/qemu/networks")
 LIBVIRT_SOCKETS = ("run/libvirt/libvirt-sock", "run/libvirt/virtqemud-sock")
 ENV_PREFIX = "STACKLAB_"
 # Host residue that is not a leak: the first `ip netns add` bind-mounts /run/netns onto itself (made shared) and
@@ -93,6 +94,8 @@ class HostSnapshot:
     processes: tuple[ProcessInfo, ...] = ()
     lxc_containers: tuple[str, ...] = ()  # "<lxcpath>/<name>"
     libvirt_domains: tuple[str, ...] | None = None  # None: libvirt was not reachable
+    # Persistent libvirt definitions (domains, storage pools, networks) as files: seen with libvirtd stopped too.
+    libvirt_definitions: tuple[str, ...] = ()
     taker: tuple[tuple[int, int], ...] = ()  # the snapshotting process and its ancestors, as process keys
     taken_at: float = 0.0
 
@@ -107,6 +110,7 @@ class HostSnapshot:
             "processes": [p.to_json() for p in self.processes],
             "lxc_containers": list(self.lxc_containers),
             "libvirt_domains": None if self.libvirt_domains is None else list(self.libvirt_domains),
+            "libvirt_definitions": list(self.libvirt_definitions),
             "taker": [list(k) for k in self.taker],
         }
 
@@ -128,6 +132,7 @@ class HostSnapshot:
             processes=tuple(ProcessInfo.from_json(p) for p in raw.get("processes", ())),
             lxc_containers=tuple(raw.get("lxc_containers", ())),
             libvirt_domains=None if domains is None else tuple(domains),
+            libvirt_definitions=tuple(raw.get("libvirt_definitions", ())),
             taker=tuple((int(k[0]), int(k[1])) for k in raw.get("taker", ())),
             taken_at=float(raw.get("taken_at", 0.0)),
         )
@@ -170,6 +175,7 @@ def take_snapshot(
         processes=processes,
         lxc_containers=read_lxc_containers(lxcpaths, root),
         libvirt_domains=read_libvirt_domains(runner, root),
+        libvirt_definitions=read_libvirt_definitions(root),
         taker=ancestry_keys(processes, pid),
         taken_at=time.time(),
     )
@@ -297,6 +303,17 @@ def read_lxc_containers(lxcpaths: Iterable[str | Path], root: Path) -> tuple[str
     return tuple(sorted(found))
 
 
+def read_libvirt_definitions(root: Path) -> tuple[str, ...]:
+    """Persistent domain, storage pool and network definitions, as paths of libvirt's XML files."""
+    found = [
+        str(path.relative_to(root))
+        for directory in LIBVIRT_DEFINITION_DIRS
+        if (root / directory).is_dir()
+        for path in (root / directory).glob("*.xml")
+    ]
+    return tuple(sorted(found))
+
+
 def read_libvirt_domains(runner: Runner, root: Path) -> tuple[str, ...] | None:
     """Domain names from qemu:///system, or None when no libvirt socket exists or virsh fails."""
     if not any((root / sock).exists() for sock in LIBVIRT_SOCKETS):
@@ -393,6 +410,8 @@ def leaks(before: HostSnapshot, after: HostSnapshot, *, lab_markers: Sequence[st
         if before.libvirt_domains is None:  # libvirt unreachable before: only domains named for the lab
             new_domains = [d for d in new_domains if any(_mentions(d, m) for m in markers)]
         found += [Leak("libvirt domain", d) for d in new_domains]
+    new_definitions = sorted(set(after.libvirt_definitions) - set(before.libvirt_definitions))
+    found += [Leak("libvirt definition", d) for d in new_definitions]
     old = {p.key for p in before.processes}
     taker = set(after.taker)
     by_pid = {p.pid: p for p in after.processes}
