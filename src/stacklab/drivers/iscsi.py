@@ -37,12 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.lvm import (
-    FILE_TIMEOUT,
-    ensure_lv,
-    node_path_exists,
-    remove_lv,
-)
+from stacklab.drivers.lvm import ensure_lv, remove_lv
+from stacklab.drivers.node_files import FILE_TIMEOUT, node_path_exists
 from stacklab.drivers.node_firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner

@@ -35,7 +35,7 @@ from stacklab.drivers.iscsi import (
     TargetSeen,
     TargetsSeen,
 )
-from stacklab.drivers.lvm import (
+from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
     node_path_exists,
     read_node_file,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.lvm import FILE_TIMEOUT
+from stacklab.drivers.node_files import FILE_TIMEOUT
 from stacklab.drivers.node_firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner

@@ -26,14 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacklab.drivers.lvm import (
-    read_node_file,
-    require_node,
-    systemctl,
-    unit_active,
-    write_node_file,
-)
 from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
+from stacklab.drivers.node_files import read_node_file, require_node, systemctl, unit_active, write_node_file
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 

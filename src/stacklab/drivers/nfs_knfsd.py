@@ -22,7 +22,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.lvm import (
+from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
+from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
     read_node_file,
     require_node,
@@ -30,7 +31,6 @@ from stacklab.drivers.lvm import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stacklab.drivers.lvm import FILE_TIMEOUT, read_node_file, systemctl, unit_active, write_node_file
+from stacklab.drivers.node_files import FILE_TIMEOUT, read_node_file, systemctl, unit_active, write_node_file
 from stacklab.exec.runner import Runner
 
 NFT = "/usr/sbin/nft"

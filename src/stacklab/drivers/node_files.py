@@ -1,0 +1,74 @@
+"""Files and systemd units on lab nodes, through a node runner (SSH): the small steps every role driver shares.
+
+Every command is an argv list with a timeout; file contents travel on stdin, never in argv (they may hold secrets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from stacklab.errors import PlanError
+from stacklab.exec.runner import Runner
+
+FILE_TIMEOUT = 30.0
+SYSTEMCTL_TIMEOUT = 120.0
+
+
+def write_node_file(runner: Runner, path: str, content: str, *, mode: str = "0644") -> bool:
+    """Write `content` to `path` on the node unless it is already there; returns True when it was written.
+
+    The content travels on stdin (`install -D ... /dev/stdin PATH`), never in argv, so secrets in it are not
+    logged with the command line.
+    """
+    want = hashlib.sha256(content.encode()).hexdigest()
+    have = runner.run(["sha256sum", path], timeout=FILE_TIMEOUT, check=False)
+    if have.ok and have.stdout.split()[:1] == [want]:
+        return False
+    runner.run(["install", "-D", "-m", mode, "/dev/stdin", path], timeout=FILE_TIMEOUT, input=content)
+    return True
+
+
+def read_node_file(runner: Runner, path: str) -> str | None:
+    """The content of `path` on the node, or None when it cannot be read (absent)."""
+    result = runner.run(["cat", path], timeout=FILE_TIMEOUT, check=False)
+    return result.stdout if result.ok else None
+
+
+def node_path_exists(runner: Runner, path: str) -> bool:
+    return runner.run(["test", "-e", path], timeout=FILE_TIMEOUT, check=False).ok
+
+
+def node_has_systemd(runner: Runner) -> bool:
+    """True when systemd is PID 1 on the node (the test systemd itself documents: /run/systemd/system exists)."""
+    return runner.run(["test", "-d", "/run/systemd/system"], timeout=FILE_TIMEOUT, check=False).ok
+
+
+def require_node(runner: Runner, node: str, resource_id: str, *, files: Mapping[str, str], unit: str) -> None:
+    """PlanError unless the node has every file (path -> package hint) and runs systemd (which manages `unit`)."""
+    for path, package in files.items():
+        if not node_path_exists(runner, path):
+            raise PlanError(
+                f"{node} has no {path}", resource=resource_id, hint=f"the storage image must include {package}"
+            )
+    if not node_has_systemd(runner):
+        raise PlanError(
+            f"{node} does not run systemd; stacklab manages {unit} there",
+            resource=resource_id,
+            hint="use a node image with systemd (every stacklab node kind has it)",
+        )
+
+
+def systemctl(runner: Runner, *args: str, check: bool = True) -> bool:
+    """Run `systemctl ARGS` on the node; returns whether it succeeded."""
+    return runner.run(["systemctl", *args], timeout=SYSTEMCTL_TIMEOUT, check=check).ok
+
+
+def unit_active(runner: Runner, unit: str) -> bool:
+    return runner.run(["systemctl", "is-active", "--quiet", unit], timeout=SYSTEMCTL_TIMEOUT, check=False).ok
+
+
+def remove_node_files(runner: Runner, *paths: str) -> None:
+    """Remove files on the node (absent ones are fine)."""
+    if paths:
+        runner.run(["rm", "-f", "--", *paths], timeout=FILE_TIMEOUT)
