@@ -17,6 +17,7 @@ DRIVER_MODULES = (
     "stacklab.drivers.lvm",
     "stacklab.drivers.nfs",
     "stacklab.drivers.ceph",
+    "stacklab.drivers.services",
 )
 
 for _name in DRIVER_MODULES:

@@ -90,6 +90,14 @@ class Engine:
         return dataclasses.replace(self.ctx, progress=self.bus.progress_for(resource_id))
 
     # -- plan ----------------------------------------------------------------------------------------------
+    def _unsupported(self, resource: Resource) -> str | None:
+        """Why this resource cannot be built by this stacklab (then it is pending), or None."""
+        driver = self._driver(resource.kind)
+        if driver is None:
+            return f"no {resource.kind} driver in this stacklab yet"
+        check = getattr(driver, "unsupported", None)  # drivers that serve only some names of their kind
+        return check(resource) if callable(check) else None
+
     def plan(self) -> Plan:
         resources = expand(self.lab, self.choices)
         graph = build_graph(resources)
@@ -97,8 +105,9 @@ class Engine:
         by_id = {r.id: r for r in resources}
         pending: dict[str, str] = {}
         for rid in order:
-            if self._driver(by_id[rid].kind) is None:
-                pending[rid] = f"no {by_id[rid].kind} driver in this stacklab yet"
+            why = self._unsupported(by_id[rid])
+            if why is not None:
+                pending[rid] = why
                 for child in dependents(graph, rid):
                     pending.setdefault(child, f"depends on {rid}, which is pending")
         buildable = [by_id[rid] for rid in order if rid not in pending]

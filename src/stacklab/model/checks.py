@@ -25,6 +25,7 @@ SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
     "swift": ("keystone",),
 }
 SUITE_NEEDS: dict[str, tuple[str, ...]] = {
+    "openstack": ("keystone",),
     "attach": ("cinder", "nova"),
     "replication": ("swift",),
     "caching": ("glance", "nova"),

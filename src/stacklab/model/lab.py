@@ -29,7 +29,7 @@ ServiceName = Literal[
     "cinder",
     "swift",
 ]
-SuiteName = Literal["infra", "storage", "attach", "replication", "caching", "evacuation"]
+SuiteName = Literal["infra", "storage", "openstack", "attach", "replication", "caching", "evacuation"]
 
 
 class _Model(BaseModel):

