@@ -5,29 +5,19 @@ even when the test fails."""
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import CONTAINER_LAB_MARKS, ROOT, stacklab
+from tests.integration.lab_cli import CONTAINER_LAB_MARKS, stacklab, unique_lab_file
 
 pytestmark = CONTAINER_LAB_MARKS
 
 
 @pytest.fixture
 def storage_lab(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
-    name = f"st-{secrets.token_hex(3)}"
-    octet = 100 + secrets.randbelow(40)
-    text = (ROOT / "labs" / "storage.yml").read_text()
-    text = re.sub(r"^name: .*$", f"name: {name}", text, flags=re.M)
-    text = text.replace("10.243.10.0/24", f"10.{octet}.{secrets.randbelow(250)}.0/24")
-    text = text.replace("10.243.20.0/24", f"10.{octet + 40}.{secrets.randbelow(250)}.0/24")
-    lab_file = ROOT / ".stacklab" / "e2e" / f"{name}.yml"
-    lab_file.parent.mkdir(parents=True, exist_ok=True)
-    lab_file.write_text(text)
+    name, lab_file = unique_lab_file("storage", "st")
     state = tmp_path / "state"
     yield state, name, lab_file
     stacklab(state, "down", "--no-leak-check", name, check=False)

@@ -175,7 +175,7 @@ def node() -> FakeController:
 @pytest.fixture
 def ctx(tmp_path: Path, node: FakeController) -> DriverContext:
     lab = load_lab_text(LAB, "oslab.yml")
-    return DriverContext(lab=lab, runner=node, state_dir=tmp_path / "state", node_runner=lambda _n: node)  # type: ignore[arg-type]
+    return DriverContext(lab=lab, runner=node, state_dir=tmp_path / "state", node_runner=lambda _n: node)
 
 
 def test_expand_gives_each_service_the_controller_address(lab_resources: dict[str, Resource]) -> None:
