@@ -31,7 +31,7 @@ def test_control_plane_up_verify_repair_down(control_plane: tuple[Path, str, Pat
     assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
     report = stacklab(state, "verify", name, "--suite", "openstack", check=False)
     assert report.ok, f"openstack suite failed:\n{report.stdout[-6000:]}"
-    assert "5 passed" in report.stdout and "skipped" not in report.stdout, report.stdout[-2000:]
+    assert "6 passed" in report.stdout and "skipped" not in report.stdout, report.stdout[-2000:]
 
     stacklab(state, "ssh", name, "infra1", "systemctl", "stop", "keystone")
     plan = stacklab(state, "plan", str(lab_file))

@@ -3,6 +3,7 @@ tools: rendered files, the order of steps, secrets kept out of argv, idempotence
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,11 @@ nodes:
       storage: {address: 10.251.0.10}
     roles: [controller]
 openstack:
-  services: [mariadb, rabbitmq, memcached, keystone, glance]
+  services: [mariadb, rabbitmq, memcached, keystone, glance, placement]
 """
 
 BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
-            "/usr/bin/keystone-manage")  # fmt: skip
+            "/usr/bin/keystone-manage", "/usr/bin/glance-api")  # fmt: skip
 
 
 def ok(stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
@@ -58,6 +59,7 @@ class FakeController:
     rabbit_users: dict[str, str] = field(default_factory=dict)
     manage: list[tuple[str, ...]] = field(default_factory=list)
     bootstrap_password: str | None = None
+    keystone_requests: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
 
@@ -75,7 +77,7 @@ class FakeController:
         return result
 
     def respond(self, argv: tuple[str, ...], stdin: str | None) -> CommandResult:
-        if argv[:3] == ("runuser", "-u", "keystone"):
+        if argv[0] == "runuser":
             argv = argv[4:]
         cmd = argv[0]
         if cmd == "sha256sum":
@@ -84,6 +86,17 @@ class FakeController:
             import hashlib
 
             return ok(hashlib.sha256(self.files[argv[1]].encode()).hexdigest() + f"  {argv[1]}\n")
+        if cmd == "install" and "-d" in argv:
+            return ok()
+        if cmd == "stat":
+            return ok("".join(f"glance {path}\n" for path in argv[3:]))
+        if cmd == "glance-manage":
+            self.manage.append(argv)
+            return ok()
+        if cmd == "python3":
+            assert stdin is not None
+            self.keystone_requests.append(json.loads(stdin))
+            return ok('{"changed": []}\n')
         if cmd == "install":
             assert stdin is not None
             self.files[argv[-1]] = stdin
@@ -120,7 +133,9 @@ class FakeController:
             self.manage.append(argv[argv.index("keystone-manage") :])
             return ok()
         if cmd == "curl":
-            return ok() if "keystone" in self.running else ok(rc=7)
+            unit = "glance-api" if ":9292" in argv[-1] else "keystone"
+            up = unit in self.running
+            return ok("300" if unit == "glance-api" and up else "") if "-w" in argv else ok(rc=0 if up else 7)
         if cmd == "tail":
             return ok("log line\n")
         raise AssertionError(f"unexpected command {argv}")
@@ -188,8 +203,8 @@ def test_services_without_a_role_are_pending(lab_resources: dict[str, Resource])
     driver = ServiceDriver()
     assert {"mariadb", "rabbitmq", "memcached", "keystone"} <= set(ROLES)
     assert driver.unsupported(lab_resources["keystone"]) is None
-    reason = driver.unsupported(lab_resources["glance"])
-    assert reason is not None and "no driver for service glance" in reason
+    reason = driver.unsupported(lab_resources["placement"])
+    assert reason is not None and "no driver for service placement" in reason
 
 
 def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
@@ -215,7 +230,7 @@ def test_sql_refuses_anything_but_plain_identifiers() -> None:
 
 def apply_all(driver: ServiceDriver, ctx: DriverContext, resources: dict[str, Resource]) -> dict[str, Any]:
     outputs = {}
-    for name in ("mariadb", "rabbitmq", "memcached", "keystone"):
+    for name in ("mariadb", "rabbitmq", "memcached", "keystone", "glance"):
         resource = resources[name]
         change = driver.diff(resource, driver.observe(resource, ctx), None)
         outputs[name] = driver.apply(change, ctx)
@@ -228,14 +243,18 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
     driver = ServiceDriver()
     outputs = apply_all(driver, ctx, lab_resources)
     assert outputs["keystone"]["auth_url"] == "http://10.250.0.10:5000/v3"
-    assert {"mariadb", "rabbitmq-server", "memcached", "keystone"} <= node.running & node.enabled
+    assert {"mariadb", "rabbitmq-server", "memcached", "keystone", "glance-api"} <= node.running & node.enabled
     # keystone: database before db_sync, fernet keys, then bootstrap with the admin password from stdin
     admin = (ctx.state_dir / "secrets/keystone-admin").read_text().strip()
     db_password = (ctx.state_dir / "secrets/keystone-db").read_text().strip()
     assert oct((ctx.state_dir / "secrets/keystone-admin").stat().st_mode & 0o777) == "0o600"
     assert [m[m.index("--config-file") + 4] for m in node.manage] == [
-        "db_sync", "fernet_setup", "credential_setup", "bootstrap",
+        "db_sync", "fernet_setup", "credential_setup", "bootstrap", "db_sync",
     ]  # fmt: skip
+    assert node.manage[-1][0] == "glance-manage"
+    (glance_user,) = node.keystone_requests
+    assert glance_user["user"] == "glance" and glance_user["admin_password"] == admin
+    assert glance_user["endpoints"]["public"] == "http://10.250.0.10:9292" and not glance_user["remove"]
     assert node.bootstrap_password == admin
     assert any("IDENTIFIED BY '" + db_password in s for s in node.sql)
     assert node.rabbit_users["openstack"] == (ctx.state_dir / "secrets/rabbitmq-openstack").read_text().strip()
@@ -243,7 +262,7 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
     assert not [c for c in node.calls if any(s in " ".join(c) for s in secrets)], "a secret leaked into argv"
     assert f"OS_PASSWORD={admin}" in node.files["/root/admin-openrc"]
     for name, resource in lab_resources.items():
-        if name == "glance":
+        if name == "placement":
             continue
         observed = driver.observe(resource, ctx)
         assert observed is not None and observed.owned and observed.drift == (), name
@@ -288,11 +307,13 @@ def test_delete_in_reverse_order_removes_every_file(
 ) -> None:
     driver = ServiceDriver()
     apply_all(driver, ctx, lab_resources)
-    for name in ("keystone", "memcached", "rabbitmq", "mariadb"):
+    for name in ("glance", "keystone", "memcached", "rabbitmq", "mariadb"):
         driver.delete(f"service/{name}", {"spec": dict(lab_resources[name].spec)}, ctx)
     assert node.files == {}
     assert not node.running and not node.enabled
     assert "openstack" not in node.rabbit_users
     assert any("DROP DATABASE IF EXISTS `keystone`" in s for s in node.sql)
+    assert any("DROP DATABASE IF EXISTS `glance`" in s for s in node.sql)
+    assert node.keystone_requests[-1]["remove"] is True
     for name in ("keystone", "mariadb"):
         assert driver.observe(lab_resources[name], ctx) is None

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
 from stacklab.drivers.node_files import read_node_file, remove_node_files, write_node_file
-from stacklab.errors import PlanError
+from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 
@@ -79,6 +80,26 @@ class ServiceRole(Protocol):
 
 
 ROLES: dict[str, ServiceRole] = {}
+API_BUDGET = 120.0
+
+
+def wait_for_api(
+    runner: Runner, rid: str, *, url: str, unit: str, log_file: str, answers: Callable[[], bool],
+    budget: float = API_BUDGET,
+) -> None:  # fmt: skip
+    """Until `answers()`; fails at once, quoting the service's log, when its unit has failed (no use waiting)."""
+    deadline = time.monotonic() + budget
+    while not answers():
+        failed = runner.run(["systemctl", "is-failed", "--quiet", unit], timeout=30, check=False).ok
+        if failed or time.monotonic() > deadline:
+            log = runner.run(["tail", "-n", "25", log_file], timeout=15, check=False).stdout
+            journal = runner.run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"], timeout=30,
+                                 check=False).stdout  # fmt: skip
+            state = "failed" if failed else f"does not answer on {url} after {budget:g}s"
+            raise StackLabError(
+                f"{unit} {state}", resource=rid, hint=f"end of {log_file}:\n{log[-1500:]}\njournal:\n{journal[-1500:]}"
+            )
+        time.sleep(2.0)
 
 
 def register_role(role: ServiceRole) -> ServiceRole:
@@ -88,7 +109,7 @@ def register_role(role: ServiceRole) -> ServiceRole:
 
 def _import_roles() -> None:
     # the role modules register themselves; imported here so that the driver always knows every shipped role
-    from stacklab.drivers import svc_infra, svc_keystone  # noqa: F401
+    from stacklab.drivers import svc_glance, svc_infra, svc_keystone  # noqa: F401
 
 
 def marker_owner(runner: Runner, plan: ServicePlan) -> str | None:

@@ -12,8 +12,9 @@ the credentials for the suites and for people who `stacklab ssh` into the contro
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
@@ -25,7 +26,7 @@ from stacklab.drivers.node_files import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, register_role
+from stacklab.drivers.services import ServicePlan, register_role, wait_for_api
 from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
@@ -40,7 +41,6 @@ REGION = "RegionOne"
 DB_SECRET = "keystone-db"
 ADMIN_SECRET = "keystone-admin"
 MANAGE_TIMEOUT = 600.0
-READY_BUDGET = 120.0
 
 
 def auth_url(plan: ServicePlan) -> str:
@@ -128,6 +128,44 @@ def api_answers(runner: Runner, plan: ServicePlan) -> bool:
     return runner.run(["curl", "-sf", "-o", "/dev/null", "-m", "5", auth_url(plan)], timeout=15, check=False).ok
 
 
+TOOL_PATH = "/usr/local/lib/stacklab/keystone_tool.py"
+
+
+def register_in_keystone(
+    ctx: DriverContext,
+    runner: Runner,
+    plan: ServicePlan,
+    *,
+    user: str,
+    password: str,
+    service: Mapping[str, str],
+    url: str,
+    remove: bool = False,
+) -> list[str]:
+    """Create (or with `remove`, delete) a service user with the admin role on the `service` project, and the
+    service's catalog entry with its public/internal/admin endpoints at `url`; what changed."""
+    admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
+    if admin_password is None:
+        raise StackLabError(
+            f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
+        )
+    tool = resources.files("stacklab.drivers").joinpath("keystone_tool.py").read_text()
+    write_node_file(runner, TOOL_PATH, tool)
+    request = {
+        "auth_url": auth_url(plan),
+        "admin_password": admin_password,
+        "region": REGION,
+        "user": user,
+        "password": password,
+        "project": "service",
+        "service": dict(service),
+        "endpoints": {interface: url for interface in ("public", "internal", "admin")},
+        "remove": remove,
+    }
+    result = runner.run(["python3", TOOL_PATH], input=json.dumps(request), timeout=MANAGE_TIMEOUT)
+    return list(json.loads(result.stdout.strip().splitlines()[-1])["changed"])
+
+
 class Keystone:
     name = "keystone"
 
@@ -174,21 +212,13 @@ class Keystone:
         if changed or not unit_active(runner, "keystone"):
             systemctl(runner, "restart", "keystone")
         write_node_file(runner, OPENRC, render_openrc(plan, admin_password), mode="0600")
-        deadline = time.monotonic() + READY_BUDGET
-        while not api_answers(runner, plan):
-            if time.monotonic() > deadline:
-                log = runner.run(["tail", "-n", "20", "/var/log/keystone/keystone-api.log"], timeout=15, check=False)
-                raise StackLabError(
-                    f"keystone does not answer on {auth_url(plan)} after {READY_BUDGET:g}s",
-                    resource=rid,
-                    hint="end of /var/log/keystone/keystone-api.log:\n" + log.stdout[-2000:],
-                )
-            time.sleep(2.0)
+        wait_for_api(runner, rid, url=auth_url(plan), unit="keystone", log_file="/var/log/keystone/keystone-api.log",
+                     answers=lambda: api_answers(runner, plan))  # fmt: skip
         return {"auth_url": auth_url(plan), "openrc": OPENRC, "admin_secret": ADMIN_SECRET, "region": REGION}
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
         systemctl(runner, "disable", "--now", "keystone", check=False)
-        remove_node_files(runner, DROPIN, CONF, OPENRC)
+        remove_node_files(runner, DROPIN, CONF, OPENRC, TOOL_PATH)
         systemctl(runner, "daemon-reload", check=False)
         if unit_active(runner, "mariadb"):
             drop_database(runner, "keystone", "keystone")

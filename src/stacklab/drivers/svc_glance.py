@@ -1,0 +1,175 @@
+"""Glance (image service, Zed from Debian's packages) on the controller: file store, image cache, keystone auth.
+
+The package's glance-api.conf stays as shipped; stacklab's settings are `glance-api.conf.d/50-stacklab.conf`,
+given after it on the command line by a drop-in of the package's `glance-api.service` (one worker: a lab node
+has little to spare). The paste flavor `keystone+cachemanagement` puts the image cache in the pipeline (when the
+lab asks for it) with its management API, so the second download of an image is served from
+`/var/lib/glance/image-cache` and the suite can prove it. The `glance` service user and the image endpoints are
+registered in keystone (svc_keystone.register_in_keystone); the database lives in the lab's MariaDB.
+
+Stores: `file` (the default, /var/lib/glance/images). `rbd` and `nfs` stores are refused with a clear error
+until their clients are wired (cephx key for glance, the NFS mount): never a silent fallback to `file`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.node_files import (
+    read_node_file,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.services import ServicePlan, register_role, wait_for_api
+from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
+from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
+from stacklab.drivers.svc_keystone import REGION, register_in_keystone
+from stacklab.errors import PlanError
+from stacklab.exec.runner import Runner
+from stacklab.secrets import get_or_create_secret, read_secret
+
+PACKAGE_CONF = "/etc/glance/glance-api.conf"
+CONF = "/etc/glance/glance-api.conf.d/50-stacklab.conf"
+DROPIN = "/etc/systemd/system/glance-api.service.d/stacklab.conf"
+PORT = 9292
+DB_SECRET = "glance-db"
+USER_SECRET = "glance-keystone"
+IMAGES_DIR = "/var/lib/glance/images/"
+CACHE_DIR = "/var/lib/glance/image-cache"
+GLANCE_DIRS = (IMAGES_DIR, CACHE_DIR, *(f"{CACHE_DIR}/{d}" for d in ("incomplete", "invalid", "queue")))
+MANAGE_TIMEOUT = 600.0
+SERVICE = {"name": "glance", "type": "image", "description": "OpenStack Image service"}
+
+
+def api_url(plan: ServicePlan) -> str:
+    return f"http://{plan.address}:{PORT}"
+
+
+def check_store(plan: ServicePlan) -> None:
+    store = str(plan.config.get("store", "file"))
+    if store != "file":
+        raise PlanError(
+            f"glance store {store!r} is not wired yet (its client side is missing)",
+            resource="service/glance",
+            hint="use `openstack: {glance: {store: file}}` for now",
+        )
+
+
+def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
+    keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
+    cache = bool(plan.config.get("cache", True))
+    return (
+        f"# written by stacklab for lab {plan.lab}\n"
+        "[DEFAULT]\n"
+        f"bind_host = {plan.address}\n"
+        f"bind_port = {PORT}\n"
+        "workers = 1\n"
+        f"image_cache_dir = {CACHE_DIR}\n"
+        "image_cache_max_size = 2147483648\n"
+        "[database]\n"
+        f"connection = mysql+pymysql://glance:{db_password}@{plan.address}/glance\n"
+        "[glance_store]\n"
+        "stores = file,http\n"
+        "default_store = file\n"
+        f"filesystem_store_datadir = {IMAGES_DIR}\n"
+        "[keystone_authtoken]\n"
+        f"www_authenticate_uri = {keystone}\n"
+        f"auth_url = {keystone}\n"
+        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
+        "auth_type = password\n"
+        "project_domain_name = Default\n"
+        "user_domain_name = Default\n"
+        "project_name = service\n"
+        "username = glance\n"
+        f"password = {user_password}\n"
+        f"region_name = {REGION}\n"
+        "[paste_deploy]\n"
+        f"flavor = {'keystone+cachemanagement' if cache else 'keystone'}\n"
+        # glance looks for the paste file beside its last config file (here 50-stacklab-paste.ini): name it
+        "config_file = /etc/glance/glance-api-paste.ini\n"
+    )
+
+
+def render_dropin(plan: ServicePlan) -> str:
+    return (
+        f"# written by stacklab for lab {plan.lab}: glance-api with stacklab's settings file, one worker\n"
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart=/usr/bin/glance-api --config-file {PACKAGE_CONF} --config-file {CONF}\n"
+    )
+
+
+def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+    # GET / answers 300 (the version list) once the API serves
+    result = runner.run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", api_url(plan)],
+                        timeout=15, check=False)  # fmt: skip
+    return result.stdout.strip() in ("200", "300")
+
+
+class Glance:
+    name = "glance"
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        db_password = read_secret(ctx.state_dir, DB_SECRET)
+        user_password = read_secret(ctx.state_dir, USER_SECRET)
+        if db_password is None or user_password is None:
+            return [f"the lab's glance secrets are missing from {ctx.state_dir / 'secrets'}"]
+        found = []
+        for path, text in ((CONF, render_conf(plan, db_password, user_password)), (DROPIN, render_dropin(plan))):
+            if read_node_file(runner, path) != text:
+                found.append(f"{path} differs from the plan")
+        owners = runner.run(["stat", "-c", "%U %n", *GLANCE_DIRS], timeout=30, check=False).stdout.split("\n")
+        found += [
+            f"{line.split(' ', 1)[-1]} is not glance's" for line in owners if line and not line.startswith("glance ")
+        ]
+        if not unit_active(runner, "glance-api"):
+            found.append("glance-api is not running")
+        elif not api_answers(runner, plan):
+            found.append(f"glance-api does not answer on {api_url(plan)}")
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        rid = f"service/{self.name}"
+        check_store(plan)
+        require_node(runner, plan.controller, rid, files={"/usr/bin/glance-api": "glance-api"}, unit="glance-api")
+        db_password = get_or_create_secret(ctx.state_dir, DB_SECRET)
+        user_password = get_or_create_secret(ctx.state_dir, USER_SECRET)
+        ctx.progress(f"{rid}: database, keystone user and endpoints")
+        ensure_database(runner, "glance", "glance", db_password)
+        register_in_keystone(ctx, runner, plan, user="glance", password=user_password, service=SERVICE,
+                             url=api_url(plan))  # fmt: skip
+        changed = write_node_file(runner, CONF, render_conf(plan, db_password, user_password), mode="0640")
+        runner.run(["chown", "root:glance", CONF], timeout=30)
+        # the package ships the cache's work dirs owned by root: glance could not fill its cache
+        runner.run(["install", "-d", "-o", "glance", "-g", "glance", *GLANCE_DIRS], timeout=30)
+        runner.run(["runuser", "-u", "glance", "--", "glance-manage", "--config-file", PACKAGE_CONF,
+                    "--config-file", CONF, "db_sync"], timeout=MANAGE_TIMEOUT)  # fmt: skip
+        if write_node_file(runner, DROPIN, render_dropin(plan)):
+            changed = True
+            systemctl(runner, "daemon-reload")
+        systemctl(runner, "enable", "glance-api")
+        if changed or not unit_active(runner, "glance-api"):
+            systemctl(runner, "restart", "glance-api")
+        wait_for_api(runner, rid, url=api_url(plan), unit="glance-api", log_file="/var/log/glance/glance-api.log",
+                     answers=lambda: api_answers(runner, plan))  # fmt: skip
+        return {"url": api_url(plan), "store": "file", "images_dir": IMAGES_DIR, "cache_dir": CACHE_DIR,
+                "cache": bool(plan.config.get("cache", True))}  # fmt: skip
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        systemctl(runner, "disable", "--now", "glance-api", check=False)
+        user_password = read_secret(ctx.state_dir, USER_SECRET) or ""
+        if unit_active(runner, "keystone"):
+            register_in_keystone(ctx, runner, plan, user="glance", password=user_password, service=SERVICE,
+                                 url=api_url(plan), remove=True)  # fmt: skip
+        remove_node_files(runner, DROPIN, CONF)
+        systemctl(runner, "daemon-reload", check=False)
+        if unit_active(runner, "mariadb"):
+            drop_database(runner, "glance", "glance")
+
+
+register_role(Glance())
