@@ -317,3 +317,48 @@ def test_delete_in_reverse_order_removes_every_file(
     assert node.keystone_requests[-1]["remove"] is True
     for name in ("keystone", "mariadb"):
         assert driver.observe(lab_resources[name], ctx) is None
+
+
+SWIFT_LAB = LAB.replace(
+    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, glance, placement]",
+    "  s1: {image: os, nics: {mgmt: {address: 10.250.0.21}, storage: {address: 10.251.0.21}}, roles: [swift]}\n"
+    "  s2: {image: os, nics: {mgmt: {address: 10.250.0.22}, storage: {address: 10.251.0.22}}, roles: [swift]}\n"
+    "openstack:\n  services: [mariadb, memcached, keystone, swift]\n  swift: {replicas: 2}",
+)
+
+
+def test_swift_layout_rings_and_files_golden() -> None:
+    from stacklab.drivers.svc_swift import (
+        STORAGE_UNITS,
+        render_dropin,
+        render_proxy_conf,
+        render_rsyncd,
+        render_server_conf,
+        render_swift_conf,
+        ring_commands,
+        swift_layout,
+    )
+
+    lab = load_lab_text(SWIFT_LAB, "oslab.yml")
+    resource = next(r for r in expand(lab) if r.id == "service/swift")
+    plan = plan_service(resource, "oslab")
+    proxy, nodes, replicas = swift_layout(plan)
+    # proxy on the controller's br-mgmt address; storage servers on br-storage
+    assert (proxy, nodes, replicas) == ("ctl1", {"s1": "10.251.0.21", "s2": "10.251.0.22"}, 2)
+    commands = ring_commands(nodes, replicas)
+    assert ["swift-ring-builder", "object.builder", "add", "r1z2-10.251.0.22:6200/d1", "100"] in commands
+    assert len(STORAGE_UNITS) == 11 and STORAGE_UNITS["swift-object"] == (
+        "/usr/bin/swift-object-server",
+        "/etc/swift/stacklab/object-server.conf",
+    )
+    text = "\n".join(
+        [
+            render_swift_conf(plan, "P" * 16 + "S" * 16),
+            render_server_conf(plan, "object", "10.251.0.21"),
+            render_rsyncd(plan, "10.251.0.21"),
+            render_proxy_conf(plan, "SWIFTPASSWORD"),
+            render_dropin(plan, *STORAGE_UNITS["swift-object-replicator"]),
+            "\n".join(" ".join(c) for c in commands),
+        ]
+    )
+    check_golden("services/oslab-swift.txt", text)

@@ -166,13 +166,25 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
             "hosts": hosts,
             "controller": controller,
             # APIs, database, queue and cache listen on the controller's management address
-            "address": str(addresses[controller].get("mgmt") or next(iter(addresses[controller].values()))),
+            "address": _address(addresses, controller, "mgmt"),
         }
         section = getattr(os_, service, None)
         if section is not None:
             spec["config"] = section.model_dump(mode="json")
+        if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
+            proxy, *swift_nodes = hosts
+            spec["config"] |= {
+                "proxy_node": proxy,
+                "proxy_address": _address(addresses, proxy, "mgmt"),
+                "storage_addresses": {n: _address(addresses, n, "storage") for n in swift_nodes},
+            }
         out.append(Resource("service", service, spec, tuple(dict.fromkeys(deps))))
     return out
+
+
+def _address(addresses: Mapping[str, Mapping[str, Any]], node: str, network: str) -> str:
+    """The node's address on `network`, else on its first network."""
+    return str(addresses[node].get(network) or next(iter(addresses[node].values())))
 
 
 def _storage_ids(lab: Lab) -> list[tuple[str, str]]:

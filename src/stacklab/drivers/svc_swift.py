@@ -1,0 +1,403 @@
+"""Swift (object storage, Zed from Debian's packages): a keystone-authenticated proxy on the controller and account,
+container and object servers with their replicators on the storage nodes, replicating over br-storage.
+
+Layout: every storage node has one device `/srv/node/d1` (a directory: `mount_check = false`) and serves it on its
+br-storage address (object 6200, container 6201, account 6202; rsync modules for replication). The rings are
+built on the proxy node with `swift-ring-builder` (partition power 8, the lab's replica count, one zone per
+node) and copied to every node; they are rebuilt only when the set of nodes or the replica count changes
+(`/etc/swift/stacklab-rings.json` records what they were built from). `/etc/swift/swift.conf` carries the lab's
+own hash path prefix and suffix (the package's `changeme` is kept aside and restored by `remove`).
+
+The package's units run with stacklab's config files (`/etc/swift/stacklab/*.conf`) through drop-ins, so the
+package's own files stay as shipped. The proxy listens on the controller's br-mgmt address (port 8080), checks
+tokens with keystone (`swift` service user, `object-store` endpoints) and caches in the lab's memcached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.node_files import (
+    read_node_file,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.services import ServicePlan, register_role, wait_for_api
+from stacklab.drivers.svc_infra import MEMCACHED_PORT
+from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
+from stacklab.drivers.svc_keystone import REGION, register_in_keystone
+from stacklab.errors import PlanError
+from stacklab.exec.runner import Runner
+from stacklab.secrets import get_or_create_secret, read_secret
+
+SWIFT_CONF = "/etc/swift/swift.conf"
+SWIFT_CONF_ORIG = "/etc/swift/swift.conf.stacklab-orig"
+CONF_DIR = "/etc/swift/stacklab"
+RINGS_RECORD = "/etc/swift/stacklab-rings.json"
+RSYNCD_CONF = "/etc/rsyncd.conf"
+DEVICES = "/srv/node"
+DEVICE = "d1"
+PART_POWER = 8
+PROXY_PORT = 8080
+PORTS = {"object": 6200, "container": 6201, "account": 6202}
+HASH_SECRET = "swift-hash"
+USER_SECRET = "swift-keystone"
+RING_TIMEOUT = 120.0
+SERVICE = {"name": "swift", "type": "object-store", "description": "OpenStack Object Storage"}
+# unit -> (binary, config) for the storage node daemons stacklab runs
+STORAGE_UNITS = {
+    f"swift-{server}{suffix}": (f"/usr/bin/swift-{server}{suffix or '-server'}", f"{CONF_DIR}/{server}-server.conf")
+    for server in ("account", "container", "object")
+    for suffix in ("", "-replicator", "-auditor", *(("-updater",) if server != "account" else ()))
+}
+PROXY_UNIT = "swift-proxy"
+PROXY_CONF = f"{CONF_DIR}/proxy-server.conf"  # holds the swift user's keystone password: 0640 root:swift
+SERVER_SECTIONS = {
+    "account": ("account-replicator", "account-auditor"),
+    "container": ("container-replicator", "container-updater", "container-auditor"),
+    "object": ("object-replicator", "object-updater", "object-auditor"),
+}
+
+
+def proxy_address(plan: ServicePlan) -> str:
+    return str(plan.config.get("proxy_address") or plan.address)
+
+
+def proxy_url(plan: ServicePlan) -> str:
+    return f"http://{proxy_address(plan)}:{PROXY_PORT}"
+
+
+def swift_layout(plan: ServicePlan) -> tuple[str, dict[str, str], int]:
+    """(proxy node, {storage node: br-storage address}, replicas) from the service spec."""
+    nodes = {str(n): str(a) for n, a in dict(plan.config.get("storage_addresses") or {}).items()}
+    if not nodes:
+        raise PlanError("swift has no storage nodes", resource="service/swift", hint="give nodes the swift role")
+    replicas = min(int(plan.config.get("replicas", 3)), len(nodes))
+    return str(plan.config.get("proxy_node") or plan.controller), nodes, replicas
+
+
+def render_swift_conf(plan: ServicePlan, secret: str) -> str:
+    prefix, suffix = secret[: len(secret) // 2], secret[len(secret) // 2 :]
+    return (
+        f"# written by stacklab for lab {plan.lab}: placement hashes of this lab's cluster (never change them)\n"
+        "[swift-hash]\n"
+        f"swift_hash_path_prefix = {prefix}\n"
+        f"swift_hash_path_suffix = {suffix}\n"
+        "[storage-policy:0]\n"
+        "name = Policy-0\n"
+        "default = yes\n"
+    )
+
+
+def render_server_conf(plan: ServicePlan, server: str, address: str) -> str:
+    lines = [
+        f"# written by stacklab for lab {plan.lab}: {server} server on the storage network",
+        "[DEFAULT]",
+        f"bind_ip = {address}",
+        f"bind_port = {PORTS[server]}",
+        f"devices = {DEVICES}",
+        "mount_check = false",
+        "user = swift",
+        "swift_dir = /etc/swift",
+        "workers = 1",
+        "[pipeline:main]",
+        f"pipeline = healthcheck recon {server}-server",
+        f"[app:{server}-server]",
+        f"use = egg:swift#{server}",
+        "[filter:healthcheck]",
+        "use = egg:swift#healthcheck",
+        "[filter:recon]",
+        "use = egg:swift#recon",
+        "recon_cache_path = /var/cache/swift",
+    ]
+    for section in SERVER_SECTIONS[server]:
+        lines.append(f"[{section}]")
+        if section.endswith("replicator"):
+            lines.append(f"rsync_module = {{replication_ip}}::{server}")
+    return "\n".join(lines) + "\n"
+
+
+def render_rsyncd(plan: ServicePlan, address: str) -> str:
+    lines = [
+        f"# written by stacklab for lab {plan.lab}: swift replication over the storage network",
+        "uid = swift",
+        "gid = swift",
+        "log file = /var/log/rsyncd.log",
+        "pid file = /var/run/rsyncd.pid",
+        f"address = {address}",
+    ]
+    for server in ("account", "container", "object"):
+        lines += [f"[{server}]", "max connections = 8", f"path = {DEVICES}/", "read only = false",
+                  f"lock file = /var/lock/{server}.lock"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def render_proxy_conf(plan: ServicePlan, password: str) -> str:
+    keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
+    filters = {
+        "catch_errors": "catch_errors",
+        "gatekeeper": "gatekeeper",
+        "healthcheck": "healthcheck",
+        "proxy-logging": "proxy_logging",
+        "listing_formats": "listing_formats",
+        "copy": "copy",
+        "dlo": "dlo",
+        "slo": "slo",
+    }
+    lines = [
+        f"# written by stacklab for lab {plan.lab}: the proxy on the management network, keystone auth",
+        "[DEFAULT]",
+        f"bind_ip = {proxy_address(plan)}",
+        f"bind_port = {PROXY_PORT}",
+        "workers = 1",
+        "user = swift",
+        "swift_dir = /etc/swift",
+        "[pipeline:main]",
+        "pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats authtoken keystoneauth"
+        " copy dlo slo proxy-logging proxy-server",
+        "[app:proxy-server]",
+        "use = egg:swift#proxy",
+        "account_autocreate = true",
+        "[filter:cache]",
+        "use = egg:swift#memcache",
+        f"memcache_servers = {plan.address}:{MEMCACHED_PORT}",
+        "[filter:authtoken]",
+        "paste.filter_factory = keystonemiddleware.auth_token:filter_factory",
+        f"www_authenticate_uri = {keystone}",
+        f"auth_url = {keystone}",
+        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}",
+        "auth_type = password",
+        "project_domain_name = Default",
+        "user_domain_name = Default",
+        "project_name = service",
+        "username = swift",
+        f"password = {password}",
+        f"region_name = {REGION}",
+        "delay_auth_decision = true",
+        "[filter:keystoneauth]",
+        "use = egg:swift#keystoneauth",
+        "operator_roles = admin, member",
+    ]
+    for name, egg in filters.items():
+        lines += [f"[filter:{name}]", f"use = egg:swift#{egg}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_dropin(plan: ServicePlan, binary: str, config: str) -> str:
+    return (
+        f"# written by stacklab for lab {plan.lab}: the package's unit with stacklab's config\n"
+        f"[Service]\nExecStart=\nExecStart={binary} {config}\n"
+    )
+
+
+def dropin_path(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.service.d/stacklab.conf"
+
+
+def ring_record(nodes: Mapping[str, str], replicas: int) -> str:
+    return json.dumps({"nodes": dict(sorted(nodes.items())), "replicas": replicas, "part_power": PART_POWER},
+                      sort_keys=True) + "\n"  # fmt: skip
+
+
+def ring_commands(nodes: Mapping[str, str], replicas: int) -> list[list[str]]:
+    """swift-ring-builder argv lists (run in /etc/swift) for the three rings, one zone per node."""
+    out = []
+    for server, port in sorted(PORTS.items()):
+        builder = f"{server}.builder"
+        out.append(["swift-ring-builder", builder, "create", str(PART_POWER), str(replicas), "0"])
+        for zone, (_node, address) in enumerate(sorted(nodes.items()), start=1):
+            out.append(["swift-ring-builder", builder, "add", f"r1z{zone}-{address}:{port}/{DEVICE}", "100"])
+        out.append(["swift-ring-builder", builder, "rebalance"])
+    return out
+
+
+RING_FILES = tuple(f"/etc/swift/{server}.ring.gz" for server in sorted(PORTS))
+
+
+def _sha(runner: Runner, paths: Sequence[str]) -> dict[str, str]:
+    result = runner.run(["sha256sum", *paths], timeout=30, check=False)
+    return {line.split()[1]: line.split()[0] for line in result.stdout.splitlines() if len(line.split()) == 2}
+
+
+def _copy_binary(source: Runner, target: Runner, path: str) -> None:
+    data = source.run(["base64", "-w0", path], timeout=60).stdout
+    script = 'base64 -d > "$1.stacklab-tmp" && chmod 0644 "$1.stacklab-tmp" && mv -f "$1.stacklab-tmp" "$1"'
+    target.run(["sh", "-c", script, "copy", path], input=data, timeout=60)
+
+
+class Swift:
+    name = "swift"
+
+    def _secrets(self, ctx: DriverContext, *, create: bool) -> tuple[str, str] | None:
+        if create:
+            return (get_or_create_secret(ctx.state_dir, HASH_SECRET, length=32),
+                    get_or_create_secret(ctx.state_dir, USER_SECRET))  # fmt: skip
+        hash_secret, user = read_secret(ctx.state_dir, HASH_SECRET), read_secret(ctx.state_dir, USER_SECRET)
+        return (hash_secret, user) if hash_secret and user else None
+
+    def _storage_files(self, plan: ServicePlan, address: str, hash_secret: str) -> dict[str, str]:
+        files = {SWIFT_CONF: render_swift_conf(plan, hash_secret), RSYNCD_CONF: render_rsyncd(plan, address)}
+        for server in PORTS:
+            files[f"{CONF_DIR}/{server}-server.conf"] = render_server_conf(plan, server, address)
+        for unit, (binary, config) in STORAGE_UNITS.items():
+            files[dropin_path(unit)] = render_dropin(plan, binary, config)
+        return files
+
+    def _proxy_files(self, plan: ServicePlan, hash_secret: str, password: str) -> dict[str, str]:
+        return {
+            SWIFT_CONF: render_swift_conf(plan, hash_secret),
+            PROXY_CONF: render_proxy_conf(plan, password),
+            dropin_path(PROXY_UNIT): render_dropin(plan, "/usr/bin/swift-proxy-server", PROXY_CONF),
+        }
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        secrets = self._secrets(ctx, create=False)
+        if secrets is None:
+            return [f"the lab's swift secrets are missing from {ctx.state_dir / 'secrets'}"]
+        hash_secret, password = secrets
+        proxy, nodes, replicas = swift_layout(plan)
+        found: list[str] = []
+        proxy_runner = ctx.on_node(proxy)
+        found += _file_problems(proxy_runner, proxy, self._proxy_files(plan, hash_secret, password))
+        if read_node_file(proxy_runner, RINGS_RECORD) != ring_record(nodes, replicas):
+            found.append("the rings were built for other nodes or another replica count")
+        rings = _sha(proxy_runner, RING_FILES)
+        if not unit_active(proxy_runner, PROXY_UNIT):
+            found.append(f"{PROXY_UNIT} is not running on {proxy}")
+        for node, address in sorted(nodes.items()):
+            node_runner = ctx.on_node_if_up(node)
+            if node_runner is None:
+                found.append(f"storage node {node} is not up")
+                continue
+            found += _file_problems(node_runner, node, self._storage_files(plan, address, hash_secret))
+            if _sha(node_runner, RING_FILES) != rings:
+                found.append(f"{node} has other rings than the proxy")
+            for unit in (*STORAGE_UNITS, "rsync"):
+                if not unit_active(node_runner, unit):
+                    found.append(f"{unit} is not running on {node}")
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        rid = f"service/{self.name}"
+        proxy, nodes, replicas = swift_layout(plan)
+        hash_secret, password = self._secrets(ctx, create=True) or ("", "")
+        proxy_runner = ctx.on_node(proxy)
+        require_node(proxy_runner, proxy, rid, files={"/usr/bin/swift-proxy-server": "swift-proxy"}, unit=PROXY_UNIT)
+        node_runners = {node: ctx.on_node(node) for node in nodes}
+        for node, node_runner in node_runners.items():
+            require_node(node_runner, node, rid, files={"/usr/bin/swift-object-server": "swift-object"},
+                         unit="swift-object")  # fmt: skip
+        ctx.progress(f"{rid}: rings for {len(nodes)} node(s), {replicas} replica(s)")
+        _keep_package_conf(proxy_runner)
+        self._rings(proxy_runner, nodes, replicas)
+        for node, address in sorted(nodes.items()):
+            ctx.progress(f"{rid}: storage servers on {node} ({address})")
+            node_runner = node_runners[node]
+            _keep_package_conf(node_runner)
+            node_runner.run(["install", "-d", "-o", "swift", "-g", "swift", f"{DEVICES}/{DEVICE}", "/var/cache/swift"],
+                            timeout=30)  # fmt: skip
+            changed = _write_all(node_runner, self._storage_files(plan, address, hash_secret))
+            for ring in RING_FILES:
+                if node != proxy:
+                    _copy_binary(proxy_runner, node_runner, ring)
+            _start(node_runner, (*STORAGE_UNITS, "rsync"), restart=changed)
+        ctx.progress(f"{rid}: proxy on {proxy}, keystone user and endpoints")
+        register_in_keystone(ctx, proxy_runner, plan, user="swift", password=password, service=SERVICE,
+                             url=f"{proxy_url(plan)}/v1/AUTH_%(project_id)s")  # fmt: skip
+        changed = _write_all(proxy_runner, self._proxy_files(plan, hash_secret, password))
+        _start(proxy_runner, (PROXY_UNIT,), restart=changed)
+        wait_for_api(proxy_runner, rid, url=f"{proxy_url(plan)}/healthcheck", unit=PROXY_UNIT,
+                     log_file="/var/log/syslog", answers=lambda: _healthy(proxy_runner, plan))  # fmt: skip
+        return {
+            "url": proxy_url(plan),
+            "proxy_node": proxy,
+            "storage_nodes": dict(nodes),
+            "replicas": replicas,
+            "devices": f"{DEVICES}/{DEVICE}",
+            "ports": dict(PORTS),
+        }
+
+    def _rings(self, runner: Runner, nodes: Mapping[str, str], replicas: int) -> None:
+        record = ring_record(nodes, replicas)
+        if read_node_file(runner, RINGS_RECORD) == record and len(_sha(runner, RING_FILES)) == len(RING_FILES):
+            return
+        builders = [f"/etc/swift/{server}.builder" for server in PORTS]
+        remove_node_files(runner, *builders, *RING_FILES)
+        for argv in ring_commands(nodes, replicas):
+            runner.run(argv, timeout=RING_TIMEOUT, cwd="/etc/swift")
+        runner.run(["chown", "swift:swift", *RING_FILES], timeout=30)
+        write_node_file(runner, RINGS_RECORD, record)
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        proxy, nodes, _replicas = swift_layout(plan)
+        password = read_secret(ctx.state_dir, USER_SECRET) or ""
+        proxy_runner = ctx.on_node_if_up(proxy)
+        if proxy_runner is not None:
+            systemctl(proxy_runner, "disable", "--now", PROXY_UNIT, check=False)
+            if unit_active(proxy_runner, "keystone"):
+                register_in_keystone(ctx, proxy_runner, plan, user="swift", password=password, service=SERVICE,
+                                     url=f"{proxy_url(plan)}/v1/AUTH_%(project_id)s", remove=True)  # fmt: skip
+            remove_node_files(proxy_runner, PROXY_CONF, dropin_path(PROXY_UNIT), RINGS_RECORD,
+                              *RING_FILES, *(f"/etc/swift/{s}.builder" for s in PORTS))  # fmt: skip
+            _restore_package_conf(proxy_runner)
+        for node in nodes:
+            node_runner = ctx.on_node_if_up(node)
+            if node_runner is None:
+                continue
+            systemctl(node_runner, "disable", "--now", *STORAGE_UNITS, "rsync", check=False)
+            files = [p for p in self._storage_files(plan, "-", "-") if p != SWIFT_CONF]
+            remove_node_files(node_runner, *files, *RING_FILES)
+            _restore_package_conf(node_runner)
+            systemctl(node_runner, "daemon-reload", check=False)
+
+
+def _file_problems(runner: Runner, node: str, files: Mapping[str, str]) -> list[str]:
+    shas = _sha(runner, list(files))
+    return [
+        f"{path} on {node} differs from the plan"
+        for path, text in files.items()
+        if shas.get(path) != hashlib.sha256(text.encode()).hexdigest()
+    ]
+
+
+def _write_all(runner: Runner, files: Mapping[str, str]) -> bool:
+    changed = False
+    for path, text in files.items():
+        secret = path == PROXY_CONF
+        changed = write_node_file(runner, path, text, mode="0640" if secret else "0644") or changed
+        if secret:
+            runner.run(["chown", "root:swift", path], timeout=30)
+    if changed:
+        systemctl(runner, "daemon-reload")
+    return changed
+
+
+def _start(runner: Runner, units: Sequence[str], *, restart: bool) -> None:
+    systemctl(runner, "enable", *units)
+    stopped = [u for u in units if restart or not unit_active(runner, u)]
+    if stopped:
+        systemctl(runner, "restart", *stopped)
+
+
+def _keep_package_conf(runner: Runner) -> None:
+    """Keep the package's swift.conf aside once (restored by remove)."""
+    runner.run(["sh", "-c", 'test -e "$2" || test ! -e "$1" || cp -p "$1" "$2"', "keep", SWIFT_CONF, SWIFT_CONF_ORIG],
+               timeout=30)  # fmt: skip
+
+
+def _restore_package_conf(runner: Runner) -> None:
+    runner.run(["sh", "-c", 'test ! -e "$2" || mv -f "$2" "$1"', "restore", SWIFT_CONF, SWIFT_CONF_ORIG], timeout=30)
+
+
+def _healthy(runner: Runner, plan: ServicePlan) -> bool:
+    return runner.run(["curl", "-sf", "-m", "5", f"{proxy_url(plan)}/healthcheck"], timeout=15, check=False).ok
+
+
+register_role(Swift())

@@ -1,0 +1,142 @@
+"""Suite `replication`: Swift keeps three replicas on three storage nodes and repairs them over br-storage.
+
+An object goes in through the proxy (from a client node, with a keystone token); the object ring (read on the
+proxy node with Swift's own code) says which partition and nodes hold it, and each of those nodes has exactly one
+`.data` file with the object's bytes. A replica lost with its whole partition comes back after the replicator of
+another holder runs once; with a storage node's object server stopped, a write still succeeds (2 of 3), reads
+return the bytes, and once the server is back the replicators give it its replica. Failures name the node and path.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from stacklab.drivers.node_files import write_node_file
+from stacklab.exec.runner import Runner
+from stacklab.suites.context import LabContext
+from stacklab.suites.storage_paths import read_secret
+
+SWIFT_TOOL = "/var/tmp/stacklab-suite/swift_tool.py"
+OBJECT_CONF = "/etc/swift/stacklab/object-server.conf"
+REPAIR_BUDGET = 120.0
+LOCATE = """
+import json, sys
+from swift.common.ring import Ring
+from swift.common.utils import hash_path
+account, container, obj = sys.argv[1:4]
+part, nodes = Ring("/etc/swift", ring_name="object").get_nodes(account, container, obj)
+print(json.dumps({"part": part, "hash": hash_path(account, container, obj),
+                  "nodes": [{"ip": n["ip"], "device": n["device"]} for n in nodes]}))
+"""
+
+
+class SwiftLab:
+    def __init__(self, lab: LabContext, runners: dict[str, Runner]) -> None:
+        swift = lab.outputs.get("service/swift")
+        keystone = lab.outputs.get("service/keystone")
+        if not swift or not keystone:
+            pytest.skip("the lab has no swift (or no keystone)")
+        self.swift, self.runners = swift, runners
+        self.proxy = str(swift["proxy_node"])
+        self.nodes: dict[str, str] = {str(k): str(v) for k, v in swift["storage_nodes"].items()}
+        self.by_ip = {ip: node for node, ip in self.nodes.items()}
+        others = sorted(n for n in lab.nodes if n != self.proxy and n not in self.nodes)
+        self.client = others[0] if others else self.proxy
+        self.auth = {"auth_url": str(keystone["auth_url"]), "password": read_secret(lab, str(keystone["admin_secret"]))}
+        tool = resources.files("stacklab.suites").joinpath("swift_tool.py").read_text()
+        write_node_file(runners[self.client], SWIFT_TOOL, tool)
+        self.container = f"stacklab-suite-{secrets.token_hex(3)}"
+
+    def tool(self, action: str, obj: str, **extra: Any) -> dict[str, Any]:
+        request = {**self.auth, "container": self.container, "object": obj, **extra}
+        result = self.runners[self.client].run(["python3", SWIFT_TOOL, action], input=json.dumps(request),
+                                               timeout=300, check=False)  # fmt: skip
+        assert result.ok, f"swift_tool {action} on {self.client} failed: {result.stderr[-1500:]}"
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def locate(self, account: str, obj: str) -> dict[str, Any]:
+        result = self.runners[self.proxy].run(["python3", "-c", LOCATE, account, self.container, obj], timeout=60)
+        return dict(json.loads(result.stdout))
+
+    def object_dir(self, where: Mapping[str, Any], node_ip: str) -> str:
+        device = next(n["device"] for n in where["nodes"] if n["ip"] == node_ip)
+        digest = str(where["hash"])
+        return f"{self.swift['devices'].rsplit('/', 1)[0]}/{device}/objects/{where['part']}/{digest[-3:]}/{digest}"
+
+    def replica_sha(self, node: str, directory: str) -> str | None:
+        """sha256 of the single .data file in the object's dir on `node`, or None if there is none."""
+        script = 'set -- "$1"/*.data; [ "$#" -eq 1 ] && [ -f "$1" ] && sha256sum "$1"'
+        result = self.runners[node].run(["sh", "-c", script, "replica", directory], timeout=30, check=False)
+        return result.stdout.split()[0] if result.ok else None
+
+    def replicate_once(self, node: str) -> None:
+        self.runners[node].run(["runuser", "-u", "swift", "--", "swift-object-replicator", OBJECT_CONF, "once"],
+                               timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def swift(lab: LabContext, runners: dict[str, Runner]) -> Iterator[SwiftLab]:
+    cluster = SwiftLab(lab, runners)
+    yield cluster
+    for obj in ("first", "second"):
+        cluster.tool("delete", obj)
+
+
+def wait_for(check: Callable[[], bool], budget: float = REPAIR_BUDGET) -> bool:
+    deadline = time.monotonic() + budget
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(3.0)
+    return True
+
+
+def test_an_object_has_one_replica_on_each_of_three_nodes(swift: SwiftLab) -> None:
+    put = swift.tool("put", "first", size=1024 * 1024)
+    assert put["http"] == 201, f"PUT through the proxy: expected 201, saw {put['http']}"
+    where = swift.locate(put["account"], "first")
+    holders = [swift.by_ip[n["ip"]] for n in where["nodes"]]
+    assert len(set(holders)) == int(swift.swift["replicas"]) == 3, f"the ring places the object on {holders}"
+    for node in holders:
+        directory = swift.object_dir(where, swift.nodes[node])
+        assert swift.replica_sha(node, directory) == put["sha256"], f"{node}: no replica with the bytes in {directory}"
+    assert swift.tool("get", "first")["sha256"] == put["sha256"]
+
+
+def test_a_lost_replica_is_repaired_by_another_node(swift: SwiftLab) -> None:
+    put = swift.tool("put", "first", size=1024 * 1024)
+    where = swift.locate(put["account"], "first")
+    lost, helper, *_ = [swift.by_ip[n["ip"]] for n in where["nodes"]]
+    partition = swift.object_dir(where, swift.nodes[lost]).rsplit("/", 2)[0]
+    swift.runners[lost].run(["rm", "-rf", partition], timeout=60)
+    directory = swift.object_dir(where, swift.nodes[lost])
+    assert swift.replica_sha(lost, directory) is None
+    swift.replicate_once(helper)
+    repaired = wait_for(lambda: swift.replica_sha(lost, directory) == put["sha256"])
+    assert repaired, f"{lost}: replica in {directory} not restored by {helper}'s replicator over br-storage"
+
+
+def test_a_dead_object_server_loses_no_write_and_catches_up(swift: SwiftLab) -> None:
+    first = swift.tool("put", "first", size=1024 * 1024)
+    where = swift.locate(first["account"], "second")
+    dead, *alive = [swift.by_ip[n["ip"]] for n in where["nodes"]]
+    swift.runners[dead].run(["systemctl", "stop", "swift-object"], timeout=120)
+    try:
+        put = swift.tool("put", "second", size=512 * 1024)
+        assert put["http"] == 201, f"with {dead}'s object server down, PUT should succeed (2 of 3), saw {put['http']}"
+        got = swift.tool("get", "second")
+        assert got["http"] == 200 and got["sha256"] == put["sha256"], got
+    finally:
+        swift.runners[dead].run(["systemctl", "start", "swift-object"], timeout=120)
+    directory = swift.object_dir(where, swift.nodes[dead])
+    for node in alive:
+        swift.replicate_once(node)
+    caught_up = wait_for(lambda: swift.replica_sha(dead, directory) == put["sha256"])
+    assert caught_up, f"{dead}: replica in {directory} not restored after its object server came back"
