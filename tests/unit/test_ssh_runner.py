@@ -318,3 +318,48 @@ def test_wait_for_ssh_names_target_and_last_error(client_key: tuple[Path, Any]) 
     message = str(caught.value)
     assert message.startswith(f"timed out after 0.6s waiting for SSH as root@127.0.0.1:{port} with key ")
     assert "last: SSHError: cannot connect to root@127.0.0.1" in message
+
+
+def test_sessions_are_capped_and_refused_opens_are_retried(
+    server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sshd refuses channels past MaxSessions: the runner keeps at most MAX_SESSIONS open and retries refusals."""
+    from stacklab.exec.ssh import MAX_SESSIONS
+
+    with runner_for(server, tmp_path / "known_hosts") as runner:
+        transport = runner._transport()
+        real_open = transport.open_session
+        state = {"open": 0, "most": 0, "refused": 0}
+        lock = threading.Lock()
+
+        def open_session(*args: Any, **kwargs: Any) -> paramiko.Channel:
+            with lock:
+                if state["refused"] < 2:
+                    state["refused"] += 1
+                    raise paramiko.ChannelException(2, "Connect failed")
+                state["open"] += 1
+                state["most"] = max(state["most"], state["open"])
+            channel = real_open(*args, **kwargs)
+            real_close = channel.close
+
+            def close() -> None:
+                with lock:
+                    state["open"] -= 1
+                real_close()
+
+            channel.close = close
+            return channel
+
+        monkeypatch.setattr(transport, "open_session", open_session)
+        results: list[str] = []
+
+        def work(i: int) -> None:
+            results.append(runner.run(["sh", "-c", f"sleep 0.2; echo {i}"], timeout=30).stdout.strip())
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3 * MAX_SESSIONS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results, key=int) == [str(i) for i in range(3 * MAX_SESSIONS)]
+        assert state["refused"] == 2 and 1 < state["most"] <= MAX_SESSIONS, state

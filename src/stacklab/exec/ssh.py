@@ -149,6 +149,20 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # parami
         LOG.info("accepted new host key %s %s for %s", key.get_name(), key.fingerprint, hostname)
 
 
+MAX_SESSIONS = 6
+SESSION_RETRY = 0.3
+
+
+class _RetriedChannelOpen(logging.Filter):
+    """paramiko logs every refused channel open as an ERROR; SSHRunner retries those, and reports what lasts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_RetriedChannelOpen())
+
+
 class SSHRunner:
     """Runs argv lists on one node over one SSH connection (opened on first use, reopened when it drops).
 
@@ -173,6 +187,8 @@ class SSHRunner:
         self.known_hosts = known_hosts
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        # sshd allows MaxSessions (10 by default) channels per connection: threads sharing this runner queue here
+        self._sessions = threading.BoundedSemaphore(MAX_SESSIONS)
 
     def __repr__(self) -> str:
         return f"SSHRunner({self.user}@{self.host}:{self.port})"
@@ -266,22 +282,36 @@ class SSHRunner:
         LOG.debug("run on %s: %s (timeout %ss)", self.target, command, timeout)
         start = time.monotonic()
         deadline = start + timeout
-        transport = self._transport()
+        if not self._sessions.acquire(timeout=max(0.1, deadline - time.monotonic())):
+            raise CommandTimeout(args, timeout, f"all {MAX_SESSIONS} sessions to {self.target} stayed busy")
         try:
-            channel = transport.open_session(timeout=min(self.connect_timeout, timeout))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SSHError(f"cannot open a session on {self.target}: {exc}") from exc
-        try:
-            returncode, stdout, stderr = self._exchange(
-                channel, command, input=input, deadline=deadline, args=args, timeout=timeout
-            )
+            channel = self._open_session(deadline, timeout)
+            try:
+                returncode, stdout, stderr = self._exchange(
+                    channel, command, input=input, deadline=deadline, args=args, timeout=timeout
+                )
+            finally:
+                channel.close()
         finally:
-            channel.close()
+            self._sessions.release()
         result = CommandResult(args, returncode, stdout, stderr, time.monotonic() - start)
         LOG.debug("rc=%s in %.2fs on %s: %s", result.returncode, result.duration, self.target, result.command)
         if check and not result.ok:
             raise CommandError(result)
         return result
+
+    def _open_session(self, deadline: float, timeout: float) -> paramiko.Channel:
+        """A new channel; sshd refuses one past its MaxSessions while closed ones are still being reaped: retry."""
+        while True:
+            transport = self._transport()
+            try:
+                return transport.open_session(timeout=min(self.connect_timeout, timeout))
+            except paramiko.ChannelException as exc:
+                if time.monotonic() + SESSION_RETRY > deadline:
+                    raise SSHError(f"cannot open a session on {self.target}: {exc}") from exc
+                time.sleep(SESSION_RETRY)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise SSHError(f"cannot open a session on {self.target}: {exc}") from exc
 
     def _exchange(
         self,
