@@ -81,11 +81,11 @@ class FakeController:
             argv = argv[4:]
         cmd = argv[0]
         if cmd == "sha256sum":
-            if argv[1] not in self.files:
-                return ok(rc=1)
             import hashlib
 
-            return ok(hashlib.sha256(self.files[argv[1]].encode()).hexdigest() + f"  {argv[1]}\n")
+            found = [p for p in argv[1:] if p in self.files]
+            lines = "".join(f"{hashlib.sha256(self.files[p].encode()).hexdigest()}  {p}\n" for p in found)
+            return ok(lines, rc=0 if len(found) == len(argv) - 1 else 1)
         if cmd == "install" and "-d" in argv:
             return ok()
         if cmd == "stat":

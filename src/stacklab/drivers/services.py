@@ -14,6 +14,7 @@ Secrets (database and RabbitMQ passwords, the keystone admin password) are gener
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.node_files import read_node_file, remove_node_files, write_node_file
+from stacklab.drivers.node_files import read_node_file, remove_node_files, unit_active, write_node_file
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
@@ -110,6 +111,27 @@ def register_role(role: ServiceRole) -> ServiceRole:
 def _import_roles() -> None:
     # the role modules register themselves; imported here so that the driver always knows every shipped role
     from stacklab.drivers import svc_glance, svc_infra, svc_keystone, svc_swift  # noqa: F401
+
+
+def file_problems(runner: Runner, files: Mapping[str, str], where: str = "") -> list[str]:
+    """The files (path -> wanted text) that differ on the node, by sha256 in one command."""
+    result = runner.run(["sha256sum", *files], timeout=30, check=False)
+    shas = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines() if len(line.split()) == 2}
+    suffix = f" on {where}" if where else ""
+    return [
+        f"{path}{suffix} differs from the plan"
+        for path, text in files.items()
+        if shas.get(path) != hashlib.sha256(text.encode()).hexdigest()
+    ]
+
+
+def unit_problems(runner: Runner, unit: str, *, url: str = "", answers: Callable[[], bool] | None = None) -> list[str]:
+    """The unit is not running, or (when `answers` is given) its API does not answer on `url`."""
+    if not unit_active(runner, unit):
+        return [f"{unit} is not running"]
+    if answers is not None and not answers():
+        return [f"{unit} does not answer on {url}"]
+    return []
 
 
 def marker_owner(runner: Runner, plan: ServicePlan) -> str | None:

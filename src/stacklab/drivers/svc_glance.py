@@ -18,14 +18,13 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
-    read_node_file,
     remove_node_files,
     require_node,
     systemctl,
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, register_role, wait_for_api
+from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
 from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
 from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
 from stacklab.drivers.svc_keystone import REGION, register_in_keystone
@@ -119,19 +118,15 @@ class Glance:
         user_password = read_secret(ctx.state_dir, USER_SECRET)
         if db_password is None or user_password is None:
             return [f"the lab's glance secrets are missing from {ctx.state_dir / 'secrets'}"]
-        found = []
-        for path, text in ((CONF, render_conf(plan, db_password, user_password)), (DROPIN, render_dropin(plan))):
-            if read_node_file(runner, path) != text:
-                found.append(f"{path} differs from the plan")
+        found = file_problems(
+            runner, {CONF: render_conf(plan, db_password, user_password), DROPIN: render_dropin(plan)}
+        )
         owners = runner.run(["stat", "-c", "%U %n", *GLANCE_DIRS], timeout=30, check=False).stdout.split("\n")
         found += [
             f"{line.split(' ', 1)[-1]} is not glance's" for line in owners if line and not line.startswith("glance ")
         ]
-        if not unit_active(runner, "glance-api"):
-            found.append("glance-api is not running")
-        elif not api_answers(runner, plan):
-            found.append(f"glance-api does not answer on {api_url(plan)}")
-        return found
+        answers = lambda: api_answers(runner, plan)  # noqa: E731
+        return [*found, *unit_problems(runner, "glance-api", url=api_url(plan), answers=answers)]
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
         rid = f"service/{self.name}"

@@ -18,14 +18,13 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
-    read_node_file,
     remove_node_files,
     require_node,
     systemctl,
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, register_role
+from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret
@@ -116,12 +115,7 @@ class MariaDB:
     name = "mariadb"
 
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        found = []
-        if read_node_file(runner, MARIADB_CONF) != render_mariadb_conf(plan):
-            found.append(f"{MARIADB_CONF} differs from the plan")
-        if not unit_active(runner, "mariadb"):
-            found.append("mariadb is not running")
-        return found
+        return [*file_problems(runner, {MARIADB_CONF: render_mariadb_conf(plan)}), *unit_problems(runner, "mariadb")]
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
         require_node(
@@ -161,12 +155,9 @@ class RabbitMQ:
     name = "rabbitmq"
 
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        found = []
-        if read_node_file(runner, RABBITMQ_CONF) != render_rabbitmq_conf(plan):
-            found.append(f"{RABBITMQ_CONF} differs from the plan")
-        if not unit_active(runner, "rabbitmq-server"):
-            found.append("rabbitmq-server is not running")
-        elif RABBIT_USER not in rabbit_users(runner):
+        found = [*file_problems(runner, {RABBITMQ_CONF: render_rabbitmq_conf(plan)}),
+                 *unit_problems(runner, "rabbitmq-server")]  # fmt: skip
+        if not found and RABBIT_USER not in rabbit_users(runner):
             found.append(f"RabbitMQ has no user {RABBIT_USER}")
         return found
 
@@ -215,16 +206,8 @@ class Memcached:
     name = "memcached"
 
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        found = []
-        for path, text in (
-            (MEMCACHED_CONF, render_memcached_conf(plan)),
-            (MEMCACHED_DROPIN, render_memcached_dropin(plan)),
-        ):
-            if read_node_file(runner, path) != text:
-                found.append(f"{path} differs from the plan")
-        if not unit_active(runner, "memcached"):
-            found.append("memcached is not running")
-        return found
+        wanted = {MEMCACHED_CONF: render_memcached_conf(plan), MEMCACHED_DROPIN: render_memcached_dropin(plan)}
+        return [*file_problems(runner, wanted), *unit_problems(runner, "memcached")]
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
         require_node(

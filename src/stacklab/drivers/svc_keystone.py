@@ -19,14 +19,13 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
-    read_node_file,
     remove_node_files,
     require_node,
     systemctl,
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, register_role, wait_for_api
+from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
 from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
@@ -174,19 +173,13 @@ class Keystone:
         admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
         if db_password is None or admin_password is None:  # observe never makes secrets
             return [f"the lab's keystone secrets are missing from {ctx.state_dir / 'secrets'}"]
-        found = []
-        for path, text in (
-            (CONF, render_conf(plan, db_password)),
-            (DROPIN, render_dropin(plan)),
-            (OPENRC, render_openrc(plan, admin_password)),
-        ):
-            if read_node_file(runner, path) != text:
-                found.append(f"{path} differs from the plan")
-        if not unit_active(runner, "keystone"):
-            found.append("keystone is not running")
-        elif not api_answers(runner, plan):
-            found.append(f"keystone does not answer on {auth_url(plan)}")
-        return found
+        files = {
+            CONF: render_conf(plan, db_password),
+            DROPIN: render_dropin(plan),
+            OPENRC: render_openrc(plan, admin_password),
+        }
+        answers = lambda: api_answers(runner, plan)  # noqa: E731
+        return [*file_problems(runner, files), *unit_problems(runner, "keystone", url=auth_url(plan), answers=answers)]
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
         rid = f"service/{self.name}"

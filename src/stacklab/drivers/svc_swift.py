@@ -15,7 +15,6 @@ tokens with keystone (`swift` service user, `object-store` endpoints) and caches
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from stacklab.drivers.node_files import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, register_role, wait_for_api
+from stacklab.drivers.services import ServicePlan, file_problems, register_role, wait_for_api
 from stacklab.drivers.svc_infra import MEMCACHED_PORT
 from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
 from stacklab.drivers.svc_keystone import REGION, register_in_keystone
@@ -265,7 +264,7 @@ class Swift:
         proxy, nodes, replicas = swift_layout(plan)
         found: list[str] = []
         proxy_runner = ctx.on_node(proxy)
-        found += _file_problems(proxy_runner, proxy, self._proxy_files(plan, hash_secret, password))
+        found += file_problems(proxy_runner, self._proxy_files(plan, hash_secret, password), proxy)
         if read_node_file(proxy_runner, RINGS_RECORD) != ring_record(nodes, replicas):
             found.append("the rings were built for other nodes or another replica count")
         rings = _sha(proxy_runner, RING_FILES)
@@ -276,7 +275,7 @@ class Swift:
             if node_runner is None:
                 found.append(f"storage node {node} is not up")
                 continue
-            found += _file_problems(node_runner, node, self._storage_files(plan, address, hash_secret))
+            found += file_problems(node_runner, self._storage_files(plan, address, hash_secret), node)
             if _sha(node_runner, RING_FILES) != rings:
                 found.append(f"{node} has other rings than the proxy")
             for unit in (*STORAGE_UNITS, "rsync"):
@@ -356,15 +355,6 @@ class Swift:
             remove_node_files(node_runner, *files, *RING_FILES)
             _restore_package_conf(node_runner)
             systemctl(node_runner, "daemon-reload", check=False)
-
-
-def _file_problems(runner: Runner, node: str, files: Mapping[str, str]) -> list[str]:
-    shas = _sha(runner, list(files))
-    return [
-        f"{path} on {node} differs from the plan"
-        for path, text in files.items()
-        if shas.get(path) != hashlib.sha256(text.encode()).hexdigest()
-    ]
 
 
 def _write_all(runner: Runner, files: Mapping[str, str]) -> bool:

@@ -151,6 +151,7 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # parami
 
 MAX_SESSIONS = 6
 SESSION_RETRY = 0.3
+SESSION_RETRY_BUDGET = 15.0
 
 
 class _RetriedChannelOpen(logging.Filter):
@@ -301,17 +302,18 @@ class SSHRunner:
         return result
 
     def _open_session(self, deadline: float, timeout: float) -> paramiko.Channel:
-        """A new channel; sshd refuses one past its MaxSessions while closed ones are still being reaped: retry."""
+        """A new channel. sshd refuses one past its MaxSessions while closed ones are still being reaped (paramiko
+        says "Connect failed" or "Unable to open channel"), and a dropped connection is reopened: retry both for a
+        while (never past the command's deadline)."""
+        give_up = min(deadline, time.monotonic() + SESSION_RETRY_BUDGET)
         while True:
-            transport = self._transport()
             try:
-                return transport.open_session(timeout=min(self.connect_timeout, timeout))
-            except paramiko.ChannelException as exc:
-                if time.monotonic() + SESSION_RETRY > deadline:
-                    raise SSHError(f"cannot open a session on {self.target}: {exc}") from exc
-                time.sleep(SESSION_RETRY)
+                return self._transport().open_session(timeout=min(self.connect_timeout, timeout))
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise SSHError(f"cannot open a session on {self.target}: {exc}") from exc
+                if time.monotonic() + SESSION_RETRY > give_up:
+                    raise SSHError(f"cannot open a session on {self.target}: {exc}") from exc
+                LOG.debug("session on %s refused (%s); retrying", self.target, exc)
+                time.sleep(SESSION_RETRY)
 
     def _exchange(
         self,

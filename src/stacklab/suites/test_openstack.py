@@ -10,25 +10,13 @@ Passwords travel on stdin. Each test skips with the reason when its service is n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from importlib import resources
-from typing import Any
 
 import pytest
 
-from stacklab.drivers.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
+from stacklab.suites.openstack_calls import admin_auth, os_client, service
 from stacklab.suites.storage_paths import read_secret
-
-GLANCE_TOOL = "/var/tmp/stacklab-suite/glance_tool.py"
-
-
-def service(lab: LabContext, name: str) -> Mapping[str, Any]:
-    outputs = lab.outputs.get(f"service/{name}")
-    if not outputs:
-        pytest.skip(f"the lab has no {name} service")
-    return outputs
 
 
 def other_node(lab: LabContext, controller: str) -> str:
@@ -168,39 +156,30 @@ def test_keystone_api_over_mgmt_from_another_node(lab: LabContext, runners: dict
     assert code == 401, f"{client}: a wrong admin password must get 401, saw {code}"
 
 
-def _glance_tool(runner: Runner, action: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    result = runner.run(["python3", GLANCE_TOOL, action], input=json.dumps(request), timeout=300, check=False)
-    assert result.ok, f"glance_tool {action} failed: {result.stderr[-1500:]}"
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
 def test_glance_serves_an_image_then_serves_it_from_its_cache(lab: LabContext, runners: dict[str, Runner]) -> None:
     """Upload from another node over br-mgmt, download twice (the first fills the cache), then take the image out
     of the store on the controller: a third download still returns the same bytes, and the cache counts the hits."""
     glance = service(lab, "glance")
     if not glance.get("cache"):
         pytest.skip("the lab's glance has no image cache")
-    ks = service(lab, "keystone")
     controller, client = str(glance["node"]), other_node(lab, str(glance["node"]))
-    tool = resources.files("stacklab.suites").joinpath("glance_tool.py").read_text()
-    write_node_file(runners[client], GLANCE_TOOL, tool)
-    auth = {"auth_url": str(ks["auth_url"]), "password": read_secret(lab, str(ks["admin_secret"]))}
-    image = _glance_tool(runners[client], "upload", {**auth, "size": 8 * 1024 * 1024})
+    auth = admin_auth(lab)
+    image = os_client(runners[client], "glance", "upload", {**auth, "size": 8 * 1024 * 1024})
     request = {**auth, "image_id": image["image_id"]}
     try:
         assert image["status"] == "active", image
         assert image["glance"] == str(glance["url"]), f"catalog gives {image['glance']}, glance runs at {glance['url']}"
-        first = _glance_tool(runners[client], "download", request)
-        second = _glance_tool(runners[client], "download", request)
+        first = os_client(runners[client], "glance", "download", request)
+        second = os_client(runners[client], "glance", "download", request)
         assert first["sha256"] == second["sha256"] == image["sha256"], (image, first, second)
         stored = f"{glance['images_dir'].rstrip('/')}/{image['image_id']}"
         cached = f"{glance['cache_dir'].rstrip('/')}/{image['image_id']}"
         runners[controller].run(["test", "-s", cached], timeout=30)  # the first download filled the cache
         runners[controller].run(["rm", "-f", stored], timeout=30)
-        third = _glance_tool(runners[client], "download", request)
+        third = os_client(runners[client], "glance", "download", request)
         assert third["sha256"] == image["sha256"], f"with the store file gone, expected the cached bytes, saw {third}"
-        listing = _glance_tool(runners[client], "cache", request)["cache"]
+        listing = os_client(runners[client], "glance", "cache", request)["cache"]
         hits = {c["image_id"]: c["hits"] for c in listing.get("cached_images", [])}
         assert hits.get(image["image_id"], 0) >= 2, f"expected >= 2 cache hits, saw {listing}"
     finally:
-        _glance_tool(runners[client], "delete", request)
+        os_client(runners[client], "glance", "delete", request)

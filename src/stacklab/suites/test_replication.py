@@ -13,17 +13,14 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from importlib import resources
 from typing import Any
 
 import pytest
 
-from stacklab.drivers.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.storage_paths import read_secret
+from stacklab.suites.openstack_calls import admin_auth, os_client, service
 
-SWIFT_TOOL = "/var/tmp/stacklab-suite/swift_tool.py"
 OBJECT_CONF = "/etc/swift/stacklab/object-server.conf"
 REPAIR_BUDGET = 120.0
 LOCATE = """
@@ -39,27 +36,19 @@ print(json.dumps({"part": part, "hash": hash_path(account, container, obj),
 
 class SwiftLab:
     def __init__(self, lab: LabContext, runners: dict[str, Runner]) -> None:
-        swift = lab.outputs.get("service/swift")
-        keystone = lab.outputs.get("service/keystone")
-        if not swift or not keystone:
-            pytest.skip("the lab has no swift (or no keystone)")
-        self.swift, self.runners = swift, runners
+        self.swift, self.runners = service(lab, "swift"), runners
+        swift = self.swift
         self.proxy = str(swift["proxy_node"])
         self.nodes: dict[str, str] = {str(k): str(v) for k, v in swift["storage_nodes"].items()}
         self.by_ip = {ip: node for node, ip in self.nodes.items()}
         others = sorted(n for n in lab.nodes if n != self.proxy and n not in self.nodes)
         self.client = others[0] if others else self.proxy
-        self.auth = {"auth_url": str(keystone["auth_url"]), "password": read_secret(lab, str(keystone["admin_secret"]))}
-        tool = resources.files("stacklab.suites").joinpath("swift_tool.py").read_text()
-        write_node_file(runners[self.client], SWIFT_TOOL, tool)
+        self.auth = admin_auth(lab)
         self.container = f"stacklab-suite-{secrets.token_hex(3)}"
 
     def tool(self, action: str, obj: str, **extra: Any) -> dict[str, Any]:
         request = {**self.auth, "container": self.container, "object": obj, **extra}
-        result = self.runners[self.client].run(["python3", SWIFT_TOOL, action], input=json.dumps(request),
-                                               timeout=300, check=False)  # fmt: skip
-        assert result.ok, f"swift_tool {action} on {self.client} failed: {result.stderr[-1500:]}"
-        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+        return os_client(self.runners[self.client], "swift", action, request)
 
     def locate(self, account: str, obj: str) -> dict[str, Any]:
         result = self.runners[self.proxy].run(["python3", "-c", LOCATE, account, self.container, obj], timeout=60)
