@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,37 @@ def unique_lab_file(template: str, prefix: str) -> tuple[str, Path]:
     lab_file.parent.mkdir(parents=True, exist_ok=True)
     lab_file.write_text(text)
     return name, lab_file
+
+
+@dataclass(frozen=True)
+class LabCopy:
+    state: Path
+    name: str
+    file: Path
+
+    def up_twice_and_verify(self, *suites: str) -> CommandResult:
+        """`up`, then a second `up` that must change nothing, then `verify` of `suites` with nothing skipped."""
+        stacklab(self.state, "up", "-y", str(self.file))
+        again = stacklab(self.state, "up", "-y", str(self.file))
+        assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
+        args = [arg for suite in suites for arg in ("--suite", suite)]
+        report = stacklab(self.state, "verify", self.name, *args, check=False)
+        assert report.ok, f"suites {', '.join(suites)} failed:\n{report.stdout[-6000:]}"
+        assert " passed" in report.stdout and "skipped" not in report.stdout, report.stdout[-2000:]
+        return report
+
+    def down_clean(self) -> None:
+        down = stacklab(self.state, "down", self.name)
+        assert "leak check: clean" in down.stderr, down.stderr[-3000:]
+
+
+@contextmanager
+def lab_copy(tmp_path: Path, template: str, prefix: str) -> Iterator[LabCopy]:
+    """A unique copy of labs/<template>.yml with its state under tmp_path; taken down even when the test fails."""
+    name, lab_file = unique_lab_file(template, prefix)
+    copy = LabCopy(tmp_path / "state", name, lab_file)
+    try:
+        yield copy
+    finally:
+        stacklab(copy.state, "down", "--no-leak-check", name, check=False)
+        lab_file.unlink(missing_ok=True)

@@ -11,35 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import CONTAINER_LAB_MARKS, stacklab, unique_lab_file
+from tests.integration.lab_cli import CONTAINER_LAB_MARKS, LabCopy, lab_copy, stacklab
 
 pytestmark = CONTAINER_LAB_MARKS
 
 
 @pytest.fixture
-def control_plane(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
-    name, lab_file = unique_lab_file("control-plane", "cp")
-    state = tmp_path / "state"
-    yield state, name, lab_file
-    stacklab(state, "down", "--no-leak-check", name, check=False)
-    lab_file.unlink(missing_ok=True)
+def control_plane(tmp_path: Path) -> Iterator[LabCopy]:
+    with lab_copy(tmp_path, "control-plane", "cp") as lab:
+        yield lab
 
 
-def test_control_plane_up_verify_repair_down(control_plane: tuple[Path, str, Path]) -> None:
-    state, name, lab_file = control_plane
-    stacklab(state, "up", "-y", str(lab_file))
-    again = stacklab(state, "up", "-y", str(lab_file))
-    assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
-    report = stacklab(state, "verify", name, "--suite", "openstack", "--suite", "replication", check=False)
-    assert report.ok, f"openstack/replication suites failed:\n{report.stdout[-6000:]}"
-    assert "9 passed" in report.stdout and "skipped" not in report.stdout, report.stdout[-2000:]
+def test_control_plane_up_verify_repair_down(control_plane: LabCopy) -> None:
+    lab = control_plane
+    report = lab.up_twice_and_verify("openstack", "replication")
+    assert "9 passed" in report.stdout, report.stdout[-2000:]
 
-    stacklab(state, "ssh", name, "infra1", "systemctl", "stop", "keystone")
-    plan = stacklab(state, "plan", str(lab_file))
+    stacklab(lab.state, "ssh", lab.name, "infra1", "systemctl", "stop", "keystone")
+    plan = stacklab(lab.state, "plan", str(lab.file))
     assert "service/keystone" in plan.stdout + plan.stderr and "keystone is not running" in plan.stdout + plan.stderr
-    stacklab(state, "up", "-y", str(lab_file))
-    report = stacklab(state, "verify", name, "--suite", "openstack", "-k", "keystone", check=False)
+    stacklab(lab.state, "up", "-y", str(lab.file))
+    report = stacklab(lab.state, "verify", lab.name, "--suite", "openstack", "-k", "keystone", check=False)
     assert report.ok, f"keystone was not repaired by up:\n{report.stdout[-4000:]}"
-
-    down = stacklab(state, "down", name)
-    assert "leak check: clean" in down.stderr, down.stderr[-3000:]
+    lab.down_clean()
