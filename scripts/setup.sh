@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3-venv python3-pip python3-libvirt python3-lxc python3-jinja2
-  iproute2 iputils-ping openssh-client e2fsprogs xorriso
+  iproute2 iputils-ping openssh-client e2fsprogs genisoimage xorriso
   lxc mmdebstrap
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,7 +13,7 @@ from stacklab.errors import PlanError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult, CommandTimeout
 from stacklab.host import BOOT_SECTOR, HostReport, choose, choose_all, probe_host, probe_kvm
-from stacklab.host.kvm_probe import QEMU
+from stacklab.host.kvm_probe import QEMU, KvmStatus, kvm_for_libvirt, qemu_user_problem
 
 
 def qemu_at(root: Path) -> tuple[str]:
@@ -64,6 +65,16 @@ def write(root: Path, path: str, text: str = "") -> None:
     target.write_text(text)
 
 
+def kvm_device(root: Path, *, mode: int = 0o660, group: str = "kvm") -> None:
+    """/dev/kvm as Debian's udev rule leaves it (group kvm, 0660), libvirt-qemu a member of that group."""
+    write(root, "/dev/kvm")
+    gid = (root / "dev/kvm").stat().st_gid
+    (root / "dev/kvm").chmod(mode)
+    write(root, "/etc/group", f"{group}:x:{gid}:libvirt-qemu\nlibvirt-qemu:x:64055:\n")
+    passwd = "root:x:0:0:root:/root:/bin/sh\nlibvirt-qemu:x:64055:64055::/var/lib/libvirt:/bin/false\n"
+    write(root, "/etc/passwd", passwd)
+
+
 def mkdirs(root: Path, *paths: str) -> None:
     for path in paths:
         (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
@@ -88,6 +99,7 @@ def ci_host_tree(root: Path) -> Path:
     write(root, "/proc/sys/kernel/osrelease", "6.1.0\n")
     for dev in ("/dev/kvm", "/dev/fuse", "/dev/loop-control"):
         write(root, dev)
+    kvm_device(root)
     mkdirs(root, "/sys/block/loop0", "/sys/block/vda", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory")
     install_tools(root, CI_TOOLS)
     return root
@@ -105,6 +117,7 @@ def full_host_tree(root: Path, *, modules_loaded: bool = True) -> Path:
     write(root, "/proc/modules", "overlay 151552 0 - Live 0x0\n")
     for dev in ("/dev/kvm", "/dev/fuse", "/dev/loop-control", "/dev/mapper/control", "/dev/nbd0"):
         write(root, dev)
+    kvm_device(root)
     mkdirs(root, "/sys/fs/cgroup")
     write(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n")
     if modules_loaded:
@@ -368,3 +381,30 @@ def test_kvm_probe_without_qemu_cannot_tell() -> None:
 def test_kvm_probe_without_device() -> None:
     status = probe_kvm(FakeRunner(), device_present=False, qemu=QEMU)
     assert (status.device_present, status.usable_for_guests, status.reason) == (False, False, "/dev/kvm is absent")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the device another group needs root")
+def test_kvm_that_libvirts_qemu_user_cannot_open_is_not_usable(tmp_path: Path) -> None:
+    root = full_host_tree(tmp_path / "root")
+    write(root, "/etc/group", "rdma:x:4242:\nkvm:x:993:libvirt-qemu\n")
+    os.chown(root / "dev/kvm", -1, 4242)  # the device's group is not one libvirt-qemu is in (seen on a CI host)
+
+    problem = qemu_user_problem(root)
+    assert problem is not None and "libvirt-qemu" in problem and "rdma" in problem and "usermod" in problem
+    status = kvm_for_libvirt(KvmStatus(True, True, "a test guest ran under kvm"), root)
+    assert status.usable_for_guests is False and "cannot be opened by libvirt-qemu" in status.reason
+    assert choose(probe(root, qemu_ok(root), tmp_path), "node_kind").implementation == "container"
+
+
+def test_kvm_user_from_qemu_conf_and_before_libvirt_is_installed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    kvm_device(root)
+    assert qemu_user_problem(root) is None  # libvirt-qemu in the device's group
+    write(root, "/etc/libvirt/qemu.conf", 'user = "root"\n')
+    (root / "dev/kvm").chmod(0o600)
+    assert qemu_user_problem(root) is None  # QEMU runs as root
+    (root / "etc/libvirt/qemu.conf").unlink()
+    assert qemu_user_problem(root) is not None
+    write(root, "/etc/passwd", "root:x:0:0::/root:/bin/sh\n")  # libvirt not installed: Debian puts its user in kvm
+    (root / "dev/kvm").chmod(0o660)
+    assert qemu_user_problem(root) is None

@@ -82,6 +82,9 @@ _connect_lock = threading.Lock()
 # libvirt refuses a pool refresh while a volume is being created in it ("asynchronous jobs running"):
 # every pool operation of this process goes through one lock (they take milliseconds).
 _pool_lock = threading.RLock()
+# VM applies in flight in this process: a failed one releases the daemon only when it is the last.
+_applying = [0]
+_applying_lock = threading.Lock()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -616,10 +619,32 @@ class VmDriver(BaseDriver):
             raise ValueError("deletions go through delete()")
         resource = change.resource
         spec = resource.spec
-        lab, node = ctx.lab.name, resource.name
+        node = resource.name
         layout = VmLayout(ctx.state_dir, node)
         kvm_usable = ctx.host.kvm.usable_for_guests if ctx.host is not None else None
         virt_type = choose_virt_type(str(spec.get("accel", "tcg")), kvm_usable)
+        with _applying_lock:
+            _applying[0] += 1
+        try:
+            return self._apply(resource, ctx, layout, virt_type, change)
+        except BaseException:
+            with _applying_lock:
+                last = _applying[0] == 1
+            if last:  # a daemon started for this `up` must not outlive a failure that leaves no VM
+                try:
+                    self._release_daemon_if_unused(ctx)
+                except Exception:
+                    LOG.exception("VM %s: could not release libvirtd after a failed apply", node)
+            raise
+        finally:
+            with _applying_lock:
+                _applying[0] -= 1
+
+    def _apply(
+        self, resource: Resource, ctx: DriverContext, layout: VmLayout, virt_type: DomainType, change: Change
+    ) -> Mapping[str, Any]:
+        spec = resource.spec
+        lab, node = ctx.lab.name, resource.name
         conn = self._connect(ctx, start=True, hide_kvm=virt_type != "kvm")
         assert conn is not None
         name = domain_name(lab, node)

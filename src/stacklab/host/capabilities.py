@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from stacklab.exec.runner import Runner
-from stacklab.host.kvm_probe import DEFAULT_TIMEOUT, QEMU, KvmStatus, probe_kvm
+from stacklab.host.kvm_probe import DEFAULT_TIMEOUT, QEMU, KvmStatus, kvm_for_libvirt, probe_kvm
 
 LOG = logging.getLogger(__name__)
 
@@ -487,6 +487,7 @@ def probe_host(
     kvm_present = files.exists("/dev/kvm")
     if check_kvm:
         kvm = probe_kvm(runner, device_present=kvm_present, qemu=tools.get(QEMU), timeout=kvm_timeout)
+        kvm = kvm_for_libvirt(kvm, root)
     elif kvm_present:
         kvm = KvmStatus(True, None, "KVM guest probe skipped")
     else:

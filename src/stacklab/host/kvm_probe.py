@@ -168,3 +168,68 @@ def probe_kvm(
     probe = boot_probe(runner, accel="kvm", qemu=qemu, timeout=timeout, workdir=workdir)
     LOG.info("KVM probe: %s", probe.reason)
     return KvmStatus(True, probe.ran, probe.reason)
+
+
+DEFAULT_QEMU_USER = "libvirt-qemu"
+# What Debian's libvirt-daemon-system gives its QEMU user before the package is even installed.
+DEFAULT_QEMU_GROUPS = ("kvm",)
+_QEMU_CONF_USER = re.compile(r'^\s*user\s*=\s*"([^"]+)"', re.MULTILINE)
+
+
+def _table(text: str | None) -> list[list[str]]:
+    return [line.split(":") for line in (text or "").splitlines() if line and not line.startswith("#")]
+
+
+def qemu_user_problem(root: Path = Path("/")) -> str | None:
+    """Why the user libvirt runs QEMU as cannot open /dev/kvm read-write (None: it can).
+
+    The boot probe runs as root; libvirt's QEMU does not (Debian: `libvirt-qemu`, group `kvm`). A host whose
+    /dev/kvm belongs to another group (no udev rule set it) passes the probe yet fails every domain start with
+    "Could not access KVM kernel module: Permission denied". Read from files under `root` only.
+    """
+
+    def read(path: str) -> str | None:
+        try:
+            return (root / path.lstrip("/")).read_text(errors="replace")
+        except OSError:
+            return None
+
+    try:
+        st = (root / "dev/kvm").stat()
+    except OSError:
+        return "/dev/kvm is absent"
+    match = _QEMU_CONF_USER.search(read("/etc/libvirt/qemu.conf") or "")
+    user = match.group(1) if match else DEFAULT_QEMU_USER
+    passwd = {row[0]: row for row in _table(read("/etc/passwd")) if len(row) >= 4}
+    groups = _table(read("/etc/group"))
+    gid_names = {int(row[2]): row[0] for row in groups if len(row) >= 3 and row[2].isdigit()}
+    if user in ("root", "+0") or (user in passwd and passwd[user][2] == "0"):
+        return None
+    if user in passwd:
+        uid = int(passwd[user][2])
+        member_of = {int(passwd[user][3])} | {
+            int(row[2]) for row in groups if len(row) >= 4 and row[2].isdigit() and user in row[3].split(",")
+        }
+    else:  # libvirt not installed yet: its package will add the user to `kvm`
+        uid = -1
+        member_of = {gid for gid, name in gid_names.items() if name in DEFAULT_QEMU_GROUPS}
+    rw = 0o6
+    if (st.st_uid == uid and (st.st_mode >> 6) & rw == rw) or (st.st_gid in member_of and (st.st_mode >> 3) & rw == rw):
+        return None
+    if st.st_mode & rw == rw:
+        return None
+    group = gid_names.get(st.st_gid, str(st.st_gid))
+    return (
+        f"/dev/kvm (mode {st.st_mode & 0o777:04o}, group {group}) cannot be opened by {user}, the user libvirt "
+        f"runs QEMU as; to use KVM give {user} access (e.g. `usermod -aG {group} {user}`)"
+    )
+
+
+def kvm_for_libvirt(status: KvmStatus, root: Path = Path("/")) -> KvmStatus:
+    """`status` downgraded to unusable when the guest ran as root but libvirt's QEMU user cannot open /dev/kvm."""
+    if not status.usable_for_guests:
+        return status
+    problem = qemu_user_problem(root)
+    if problem is None:
+        return status
+    return KvmStatus(status.device_present, False, f"{status.reason}, but {problem}")
