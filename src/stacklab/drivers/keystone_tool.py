@@ -8,8 +8,9 @@ OpenStack service in keystone, idempotently. Reads one JSON request on stdin (pa
 
 Makes (or updates) the `service` project, the service user with its password and the admin role on that project,
 the catalog service and its three endpoints in the region; `{"remove": true, ...}` deletes the endpoints, the
-service and the user instead. Prints one JSON line saying what changed. stacklab uploads and runs this file; it is
-not imported by stacklab itself.
+service and the user instead. Prints one JSON line saying what changed. `{"get": {"service_type": T, "path": P}}`
+(with auth_url and admin_password) GETs P from the public endpoint of T as the admin instead and prints the body.
+stacklab uploads and runs this file; it is not imported by stacklab itself.
 """
 
 from __future__ import annotations
@@ -89,9 +90,21 @@ def remove(ks: Any, request: dict[str, Any]) -> list[str]:
     return changed
 
 
+def get(ks: Any, request: dict[str, Any]) -> str:
+    spec = request["get"]
+    endpoint = {"service_type": spec["service_type"], "interface": "public", "region_name": request.get("region")}
+    response = ks.session.get(spec["path"], endpoint_filter=endpoint, raise_exc=False)
+    if response.status_code != 200:
+        raise SystemExit(f"GET {spec['path']} from {spec['service_type']}: HTTP {response.status_code}")
+    return str(response.text)
+
+
 def main() -> None:
     request = json.loads(sys.stdin.read())
     ks = _client(request)
+    if "get" in request:
+        sys.stdout.write(json.dumps({"body": get(ks, request)}) + "\n")
+        return
     changed = remove(ks, request) if request.get("remove") else register(ks, request)
     sys.stdout.write(json.dumps({"changed": changed}) + "\n")
 

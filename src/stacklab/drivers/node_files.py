@@ -49,7 +49,7 @@ def require_node(runner: Runner, node: str, resource_id: str, *, files: Mapping[
     for path, package in files.items():
         if not node_path_exists(runner, path):
             raise PlanError(
-                f"{node} has no {path}", resource=resource_id, hint=f"the storage image must include {package}"
+                f"{node} has no {path}", resource=resource_id, hint=f"the node's image must include {package}"
             )
     if not node_has_systemd(runner):
         raise PlanError(

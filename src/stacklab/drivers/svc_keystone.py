@@ -148,16 +148,7 @@ def register_in_keystone(
 ) -> list[str]:
     """Create (or with `remove`, delete) a service user with the admin role on the `service` project, and the
     service's catalog entry with its public/internal/admin endpoints at `url`; what changed."""
-    admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
-    if admin_password is None:
-        raise StackLabError(
-            f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
-        )
-    tool = resources.files("stacklab.drivers").joinpath("keystone_tool.py").read_text()
-    write_node_file(runner, TOOL_PATH, tool)
     request = {
-        "auth_url": auth_url(plan),
-        "admin_password": admin_password,
         "region": REGION,
         "user": user,
         "password": password,
@@ -166,8 +157,27 @@ def register_in_keystone(
         "endpoints": {interface: url for interface in ("public", "internal", "admin")},
         "remove": remove,
     }
-    result = runner.run(["python3", TOOL_PATH], input=json.dumps(request), timeout=MANAGE_TIMEOUT)
-    return list(json.loads(result.stdout.strip().splitlines()[-1])["changed"])
+    return list(_run_tool(ctx, runner, plan, request)["changed"])
+
+
+def admin_get(ctx: DriverContext, runner: Runner, plan: ServicePlan, *, service_type: str, path: str) -> str:
+    """GET `path` from the public endpoint of `service_type` as keystone's admin (from the controller); the body."""
+    return str(
+        _run_tool(ctx, runner, plan, {"region": REGION, "get": {"service_type": service_type, "path": path}})["body"]
+    )
+
+
+def _run_tool(ctx: DriverContext, runner: Runner, plan: ServicePlan, request: Mapping[str, Any]) -> dict[str, Any]:
+    """keystone_tool.py on the controller with the admin credentials added to `request` (on stdin)."""
+    admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
+    if admin_password is None:
+        raise StackLabError(
+            f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
+        )
+    write_node_file(runner, TOOL_PATH, resources.files("stacklab.drivers").joinpath("keystone_tool.py").read_text())
+    full = {**request, "auth_url": auth_url(plan), "admin_password": admin_password}
+    result = runner.run(["python3", TOOL_PATH], input=json.dumps(full), timeout=MANAGE_TIMEOUT)
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 class Keystone:

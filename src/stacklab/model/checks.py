@@ -26,6 +26,7 @@ SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
 }
 SUITE_NEEDS: dict[str, tuple[str, ...]] = {
     "openstack": ("keystone",),
+    "volumes": ("cinder",),
     "attach": ("cinder", "nova"),
     "replication": ("swift",),
     "caching": ("glance", "nova"),

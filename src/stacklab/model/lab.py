@@ -29,7 +29,7 @@ ServiceName = Literal[
     "cinder",
     "swift",
 ]
-SuiteName = Literal["infra", "storage", "openstack", "attach", "replication", "caching", "evacuation"]
+SuiteName = Literal["infra", "storage", "openstack", "volumes", "attach", "replication", "caching", "evacuation"]
 
 
 class _Model(BaseModel):
@@ -157,9 +157,9 @@ class Glance(_Model):
 
 class Cinder(_Model):
     backends: list[Literal["lvm", "nfs", "rbd"]] = Field(
-        default_factory=lambda: list[Literal["lvm", "nfs", "rbd"]](["lvm"])
+        default_factory=lambda: list[Literal["lvm", "nfs", "rbd"]](["rbd"])
     )
-    volume_node: str | None = Field(None, description="node running cinder-volume; default: the storage node")
+    volume_node: str | None = Field(None, description="node running cinder-volume; default: the controller")
 
 
 class Swift(_Model):

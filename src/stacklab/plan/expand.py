@@ -209,6 +209,6 @@ def _service_hosts(lab: Lab, service: str, controller: str) -> list[str]:
     if service == "swift":
         return [os_.swift.proxy or controller, *(os_.swift.nodes or lab.nodes_with_role("swift"))]
     if service == "cinder":
-        volume = os_.cinder.volume_node or (lab.nodes_with_role("storage") or [controller])[0]
+        volume = os_.cinder.volume_node or controller
         return list(dict.fromkeys([controller, volume]))
     return [controller]

@@ -1,4 +1,4 @@
-"""Runs on a lab node with plain python3 (no OpenStack libraries): keystone, glance and Swift over HTTP.
+"""Runs on a lab node with plain python3 (no OpenStack libraries): keystone, glance, Swift and cinder over HTTP.
 
 Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin password is in it, never in argv):
   glance upload   {"size"}                  create a raw image of random bytes and upload it: id, sha256, status
@@ -8,6 +8,13 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   swift put       {"container", "object", "size"}   create the container, upload random bytes: sha256, status
   swift get       {"container", "object"}   sha256 and status of the object
   swift delete    {"container", "object"}   the object, then the container
+  cinder pools    {}                        the scheduler's pools with their capabilities
+  cinder create   {"size_gb", "name"}       create a volume, wait until available (or error): id, status, host
+  cinder show     {"volume_id"}             status, host and attachments of the volume
+  cinder attach   {"volume_id", "connector"}   an attachment with that connector, completed (as nova does):
+                                            attachment_id, connection_info, the volume's status
+  cinder detach   {"volume_id", "attachment_id"}   delete the attachment, wait until available
+  cinder delete   {"volume_id"}             delete the volume, wait until it is gone
 Every request also has "auth_url" and "password" (keystone's admin). Prints one JSON line.
 """
 
@@ -17,6 +24,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -93,10 +101,70 @@ def swift(action: str, req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+VOLUME_API = {"Content-Type": "application/json", "OpenStack-API-Version": "volume 3.44"}
+WAIT = 180.0
+
+
+def volume(token: str, url: str, volume_id: str) -> tuple[int, dict[str, Any]]:
+    status, _, data = call("GET", f"{url}/volumes/{volume_id}", token, headers=VOLUME_API)
+    return status, (json.loads(data)["volume"] if status == 200 else {})
+
+
+def wait_volume(token: str, url: str, volume_id: str, wanted: set[str]) -> dict[str, Any]:
+    """The volume once its status is in `wanted` ("gone": deleted); exits when it does not get there in time."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        http, vol = volume(token, url, volume_id)
+        status = "gone" if http == 404 else str(vol.get("status"))
+        if status in wanted:
+            return vol
+        if status.startswith("error") or time.monotonic() > deadline:
+            raise SystemExit(f"volume {volume_id}: expected {sorted(wanted)}, saw {status} (HTTP {http})")
+        time.sleep(2.0)
+
+
+def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    token, url = login(req, "volumev3")
+    out: dict[str, Any] = {"cinder": url}
+    if action == "pools":
+        status, _, data = call("GET", url + "/scheduler-stats/get_pools?detail=true", token, headers=VOLUME_API)
+        out.update(http=status, pools=json.loads(data).get("pools", []))
+    elif action == "create":
+        body = {"volume": {"size": int(req["size_gb"]), "name": req.get("name", "stacklab-suite")}}
+        status, _, data = call("POST", url + "/volumes", token, json.dumps(body).encode(), VOLUME_API)
+        if status != 202:
+            raise SystemExit(f"cinder refused the volume: HTTP {status}: {data[:500]!r}")
+        volume_id = json.loads(data)["volume"]["id"]
+        vol = wait_volume(token, url, volume_id, {"available"})
+        out.update(id=volume_id, status=vol["status"], host=vol.get("os-vol-host-attr:host"), size=vol["size"])
+    elif action == "show":
+        http, vol = volume(token, url, req["volume_id"])
+        out.update(http=http, status=vol.get("status"), host=vol.get("os-vol-host-attr:host"),
+                   attachments=vol.get("attachments", []))  # fmt: skip
+    elif action == "attach":
+        body = {"attachment": {"volume_uuid": req["volume_id"], "connector": req["connector"]}}
+        status, _, data = call("POST", url + "/attachments", token, json.dumps(body).encode(), VOLUME_API)
+        if status != 200:
+            raise SystemExit(f"cinder refused the attachment: HTTP {status}: {data[:500]!r}")
+        attachment = json.loads(data)["attachment"]
+        complete = json.dumps({"os-complete": None}).encode()
+        done, _, _ = call("POST", f"{url}/attachments/{attachment['id']}/action", token, complete, VOLUME_API)
+        out.update(attachment_id=attachment["id"], connection_info=attachment.get("connection_info"),
+                   complete_http=done, status=volume(token, url, req["volume_id"])[1].get("status"))  # fmt: skip
+    elif action == "detach":
+        status, _, _ = call("DELETE", f"{url}/attachments/{req['attachment_id']}", token, headers=VOLUME_API)
+        out.update(http=status, status=wait_volume(token, url, req["volume_id"], {"available"})["status"])
+    elif action == "delete":
+        status, _, _ = call("DELETE", f"{url}/volumes/{req['volume_id']}", token, headers=VOLUME_API)
+        wait_volume(token, url, req["volume_id"], {"gone"})
+        out.update(http=status, status="gone")
+    return out
+
+
 def main() -> None:
     service, action = sys.argv[1], sys.argv[2]
     req = json.loads(sys.stdin.read())
-    out = {"glance": glance, "swift": swift}[service](action, req)
+    out = {"glance": glance, "swift": swift, "cinder": cinder}[service](action, req)
     sys.stdout.write(json.dumps(out) + "\n")
 
 

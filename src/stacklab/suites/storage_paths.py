@@ -24,6 +24,7 @@ from stacklab.suites.context import LabContext
 IO_TIMEOUT = 120.0
 SCRATCH = "/var/tmp/stacklab-suite"
 CEPH_CONF = "/etc/ceph/ceph.conf"
+RBD_TOOL = f"{SCRATCH}/rbd_tool.py"
 
 
 def client_nodes(lab: LabContext, storage_node: str) -> list[str]:
@@ -174,3 +175,19 @@ def outputs(lab: LabContext, kind: str) -> tuple[str, Mapping[str, Any]] | None:
         if k == kind and out:
             return name, out
     return None
+
+
+def rbd_tool(runner: Runner, user: str, pool: str, image: str, *args: str, timeout: float = 120.0) -> str:
+    argv = ["python3", RBD_TOOL, CEPH_CONF, user, pool, image, *args]
+    return runner.run(argv, timeout=timeout).stdout
+
+
+def traffic(lab: LabContext, runner: Runner, node: str) -> dict[str, int]:
+    return {net: iface_bytes(runner, nic_device(lab, node, net)) for net in lab.nodes[node]["addresses"]}
+
+
+def assert_carried_by_storage(before: Mapping[str, int], after: Mapping[str, int], payload: int, what: str) -> None:
+    delta = {net: after[net] - before[net] for net in before}
+    assert delta["storage"] >= payload, f"{what}: expected >= {payload} bytes on br-storage, saw {delta}"
+    if "mgmt" in delta:
+        assert delta["mgmt"] < payload // 4, f"{what}: the payload crossed br-mgmt too: {delta}"

@@ -29,27 +29,28 @@ from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
 from stacklab.suites.storage_paths import (
     CEPH_CONF,
+    RBD_TOOL,
     SCRATCH,
     Pattern,
+    assert_carried_by_storage,
     client_nodes,
     file_range_sha,
-    iface_bytes,
-    nic_device,
     outputs,
     outside_source,
     put_private,
     qemu_io,
+    rbd_tool,
     read_range_sha,
     read_secret,
     sha256_of,
     tcp_connects,
+    traffic,
     upload_pattern,
 )
 
 MIB = 1024 * 1024
 OUTSIDE_IP = "198.51.100.77"  # TEST-NET-2: never a lab network
 HEALTH_BUDGET = 240.0
-RBD_TOOL = f"{SCRATCH}/rbd_tool.py"
 
 
 # --- fixtures -----------------------------------------------------------------------------------------------
@@ -143,11 +144,6 @@ def ceph(lab: LabContext, runners: dict[str, Runner]) -> CephLab:
     return CephLab(mons[0], mons, tuple(out["pools"]), tuple(out["clients"]), candidates[0] if candidates else None)
 
 
-def rbd_tool(runner: Runner, user: str, pool: str, image: str, *args: str, timeout: float = 120.0) -> str:
-    argv = ["python3", RBD_TOOL, CEPH_CONF, user, pool, image, *args]
-    return runner.run(argv, timeout=timeout).stdout
-
-
 @pytest.fixture
 def scratch_image(ceph: CephLab, runners: dict[str, Runner]) -> Iterator[tuple[str, str]]:
     """A fresh RBD image (pool, name) made by the admin node and removed afterwards, even on failure."""
@@ -160,17 +156,6 @@ def scratch_image(ceph: CephLab, runners: dict[str, Runner]) -> Iterator[tuple[s
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def traffic(lab: LabContext, runner: Runner, node: str) -> dict[str, int]:
-    return {net: iface_bytes(runner, nic_device(lab, node, net)) for net in lab.nodes[node]["addresses"]}
-
-
-def assert_carried_by_storage(before: Mapping[str, int], after: Mapping[str, int], payload: int, what: str) -> None:
-    delta = {net: after[net] - before[net] for net in before}
-    assert delta["storage"] >= payload, f"{what}: expected >= {payload} bytes on br-storage, saw {delta}"
-    if "mgmt" in delta:
-        assert delta["mgmt"] < payload // 4, f"{what}: the payload crossed br-mgmt too: {delta}"
 
 
 def backend_sha(runners: dict[str, Runner], iscsi: IscsiLab, target: str, pattern: Pattern) -> str:

@@ -1,0 +1,280 @@
+"""Cinder (block storage, Zed from Debian's packages) on the controller: API, scheduler and volume service, with
+the lab's Ceph cluster as its RBD backend.
+
+Configuration: the package's cinder.conf stays as shipped; stacklab's settings are
+`/etc/cinder/cinder.conf.d/50-stacklab.conf`, which oslo.config reads after cinder.conf in every cinder process
+(its default config dir), so the package's units for the scheduler and the volume service run unchanged. The API
+runs under uwsgi from the package's `cinder-api.service`; a drop-in binds it to the controller's br-mgmt address
+with one process instead of the package's 8x32 threads. Then `cinder-manage db sync`, the `cinder` keystone user
+and the `volumev3` endpoints, and the three units. `up` waits until the scheduler reports the RBD pool
+(`<controller>@rbd#rbd`): only then has cinder-volume really connected to Ceph.
+
+Backend `rbd`: pool `volumes`, cephx user `client.cinder` (its keyring is put on the controller by the Ceph step,
+as on every node of the storage network; stacklab lets the `cinder` group read it), and a libvirt secret UUID
+derived from the lab, which nova's hypervisors will use for the same key. `lvm` and `nfs` backends are refused with
+a clear error until they are wired (cinder's NFS driver needs a kernel NFS client in the volume node; LVM needs
+device-mapper): never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.node_files import (
+    node_path_exists,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
+from stacklab.drivers.svc_infra import (
+    AMQP_PORT,
+    MEMCACHED_PORT,
+    RABBIT_SECRET,
+    RABBIT_USER,
+    drop_database,
+    ensure_database,
+)
+from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
+from stacklab.drivers.svc_keystone import REGION, admin_get, register_in_keystone
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.runner import Runner
+from stacklab.secrets import get_or_create_secret, read_secret
+
+CONF = "/etc/cinder/cinder.conf.d/50-stacklab.conf"
+API_DROPIN = "/etc/systemd/system/cinder-api.service.d/stacklab.conf"
+UNITS = ("cinder-api", "cinder-scheduler", "cinder-volume")
+PORT = 8776
+DB_SECRET = "cinder-db"
+USER_SECRET = "cinder-keystone"
+CEPH_USER = "cinder"
+CEPH_POOL = "volumes"
+BACKEND = "rbd"
+MANAGE_TIMEOUT = 600.0
+POOL_BUDGET = 180.0
+SERVICE = {"name": "cinderv3", "type": "volumev3", "description": "OpenStack Block Storage"}
+WIRED_BACKENDS = ("rbd",)
+
+
+def api_url(plan: ServicePlan) -> str:
+    return f"http://{plan.address}:{PORT}"
+
+
+def endpoint_url(plan: ServicePlan) -> str:
+    return f"{api_url(plan)}/v3/%(project_id)s"
+
+
+def keyring_path(user: str = CEPH_USER) -> str:
+    return f"/etc/ceph/ceph.client.{user}.keyring"
+
+
+def rbd_secret_uuid(lab: str) -> str:
+    """The libvirt secret UUID of client.cinder's key: stable per lab (an identifier, not a secret)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stacklab:{lab}:client.{CEPH_USER}"))
+
+
+def pool_name(plan: ServicePlan) -> str:
+    return f"{plan.controller}@{BACKEND}#{BACKEND}"
+
+
+def check_backends(plan: ServicePlan, ctx: DriverContext) -> None:
+    backends = [str(b) for b in plan.config.get("backends", [BACKEND])]
+    rid = f"service/{plan.name}"
+    unwired = [b for b in backends if b not in WIRED_BACKENDS]
+    if unwired or not backends:
+        raise PlanError(
+            f"cinder backend {', '.join(unwired) or '(none)'} is not wired yet",
+            resource=rid,
+            hint="use `openstack: {cinder: {backends: [rbd]}}` (Ceph RBD) for now",
+        )
+    volume_node = plan.config.get("volume_node")
+    if volume_node not in (None, plan.controller):
+        raise PlanError(
+            f"cinder-volume runs on the controller ({plan.controller}) in this stacklab, not on {volume_node}",
+            resource=rid,
+            hint="the RBD backend needs no local disk: drop `volume_node` from openstack.cinder",
+        )
+    ceph = ctx.outputs.get(f"ceph/{ctx.lab.name}") or {}
+    missing = [f"pool {CEPH_POOL}"] if CEPH_POOL not in ceph.get("pools", []) else []
+    missing += [f"client {CEPH_USER}"] if CEPH_USER not in ceph.get("clients", {}) else []
+    if missing:
+        raise PlanError(
+            f"the RBD backend needs the lab's Ceph cluster with {' and '.join(missing)}",
+            resource=rid,
+            hint=f"add {CEPH_POOL} to storage.ceph.pools and {CEPH_USER} to storage.ceph.clients",
+        )
+
+
+def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_password: str) -> str:
+    keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
+    return (
+        f"# written by stacklab for lab {plan.lab}\n"
+        "[DEFAULT]\n"
+        f"my_ip = {plan.address}\n"
+        f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
+        "auth_strategy = keystone\n"
+        f"glance_api_servers = http://{plan.address}:9292\n"
+        f"enabled_backends = {BACKEND}\n"
+        "[database]\n"
+        f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"
+        "[keystone_authtoken]\n"
+        f"www_authenticate_uri = {keystone}\n"
+        f"auth_url = {keystone}\n"
+        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
+        "auth_type = password\n"
+        "project_domain_name = Default\n"
+        "user_domain_name = Default\n"
+        "project_name = service\n"
+        "username = cinder\n"
+        f"password = {user_password}\n"
+        f"region_name = {REGION}\n"
+        f"[{BACKEND}]\n"
+        "volume_driver = cinder.volume.drivers.rbd.RBDDriver\n"
+        f"volume_backend_name = {BACKEND}\n"
+        f"rbd_pool = {CEPH_POOL}\n"
+        "rbd_ceph_conf = /etc/ceph/ceph.conf\n"
+        f"rbd_user = {CEPH_USER}\n"
+        f"rbd_secret_uuid = {rbd_secret_uuid(plan.lab)}\n"
+        "rbd_flatten_volume_from_snapshot = false\n"
+        "rados_connect_timeout = 10\n"
+        "report_discard_supported = true\n"
+    )
+
+
+def render_api_dropin(plan: ServicePlan) -> str:
+    argv = [
+        "/usr/bin/uwsgi_python3",
+        f"--http-socket {plan.address}:{PORT}",
+        "--wsgi-file /usr/bin/cinder-wsgi",
+        "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
+        "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535 --http-raw-body --wsgi-manage-chunked-input",
+        "--add-header 'Connection: close' --logto /var/log/cinder/cinder-api.log",
+    ]
+    return (
+        f"# written by stacklab for lab {plan.lab}: cinder API on the management network, one process\n"
+        "[Service]\n"
+        # as keystone's API: uwsgi's master in LXC nodes often sits out SIGTERM; the API keeps no state
+        "KillSignal=SIGQUIT\n"
+        "TimeoutStopSec=5\n"
+        "ExecStart=\n"
+        f"ExecStart={' '.join(argv)}\n"
+    )
+
+
+def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+    result = runner.run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", api_url(plan)],
+                        timeout=15, check=False)  # fmt: skip
+    return result.stdout.strip() in ("200", "300")
+
+
+def reported_pools(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    """The pools cinder's scheduler knows (each volume backend reports its pool once its driver is up)."""
+    body = admin_get(ctx, runner, plan, service_type=SERVICE["type"], path="/scheduler-stats/get_pools")
+    return [str(p.get("name")) for p in json.loads(body or "{}").get("pools", [])]
+
+
+def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServicePlan, budget: float = POOL_BUDGET) -> None:
+    deadline = time.monotonic() + budget
+    wanted = pool_name(plan)
+    while wanted not in (pools := reported_pools(ctx, runner, plan)):
+        if not unit_active(runner, "cinder-volume") or time.monotonic() > deadline:
+            log = runner.run(["tail", "-n", "25", "/var/log/cinder/cinder-volume.log"], timeout=15, check=False)
+            raise StackLabError(
+                f"cinder-volume did not report its pool {wanted} within {budget:g}s (reported: {pools or 'none'})",
+                resource=f"service/{plan.name}",
+                hint=f"end of /var/log/cinder/cinder-volume.log:\n{log.stdout[-2000:]}",
+            )
+        time.sleep(3.0)
+
+
+def keyring_problems(runner: Runner) -> list[str]:
+    result = runner.run(["stat", "-c", "%G %a", keyring_path()], timeout=30, check=False)
+    if result.stdout.split() != ["cinder", "640"]:
+        return [f"{keyring_path()} is not readable by cinder ({result.stdout.strip() or 'missing'})"]
+    return []
+
+
+class Cinder:
+    name = "cinder"
+
+    def _secrets(self, ctx: DriverContext, *, create: bool) -> tuple[str, str, str] | None:
+        if create:
+            return (get_or_create_secret(ctx.state_dir, DB_SECRET), get_or_create_secret(ctx.state_dir, RABBIT_SECRET),
+                    get_or_create_secret(ctx.state_dir, USER_SECRET))  # fmt: skip
+        found = tuple(read_secret(ctx.state_dir, n) for n in (DB_SECRET, RABBIT_SECRET, USER_SECRET))
+        return None if None in found else (str(found[0]), str(found[1]), str(found[2]))
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        secrets = self._secrets(ctx, create=False)
+        if secrets is None:
+            return [f"the lab's cinder secrets are missing from {ctx.state_dir / 'secrets'}"]
+        found = file_problems(runner, {CONF: render_conf(plan, *secrets), API_DROPIN: render_api_dropin(plan)})
+        found += keyring_problems(runner)
+        answers = lambda: api_answers(runner, plan)  # noqa: E731
+        found += unit_problems(runner, "cinder-api", url=api_url(plan), answers=answers)
+        for unit in UNITS[1:]:
+            found += unit_problems(runner, unit)
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        rid = f"service/{self.name}"
+        check_backends(plan, ctx)
+        require_node(runner, plan.controller, rid, files={"/usr/bin/cinder-volume": "cinder-volume",
+                     "/usr/bin/cinder-wsgi": "cinder-api"}, unit="cinder-volume")  # fmt: skip
+        if not node_path_exists(runner, keyring_path()):
+            raise PlanError(
+                f"{plan.controller} has no {keyring_path()}",
+                resource=rid,
+                hint="Ceph puts client keyrings on the storage network's nodes: give the controller a NIC there",
+            )
+        db_password, rabbit_password, user_password = self._secrets(ctx, create=True) or ("", "", "")
+        ctx.progress(f"{rid}: database, keystone user and endpoints")
+        ensure_database(runner, "cinder", "cinder", db_password)
+        register_in_keystone(ctx, runner, plan, user="cinder", password=user_password, service=SERVICE,
+                             url=endpoint_url(plan))  # fmt: skip
+        changed = write_node_file(runner, CONF, render_conf(plan, db_password, rabbit_password, user_password),
+                                  mode="0640")  # fmt: skip
+        runner.run(["chown", "root:cinder", CONF], timeout=30)
+        # the Ceph step writes client keyrings root-only; cinder-volume runs as cinder
+        runner.run(["chgrp", "cinder", keyring_path()], timeout=30)
+        runner.run(["chmod", "0640", keyring_path()], timeout=30)
+        ctx.progress(f"{rid}: db sync")
+        runner.run(["runuser", "-u", "cinder", "--", "cinder-manage", "db", "sync"], timeout=MANAGE_TIMEOUT)
+        if write_node_file(runner, API_DROPIN, render_api_dropin(plan)):
+            changed = True
+            systemctl(runner, "daemon-reload")
+        for unit in UNITS:
+            systemctl(runner, "enable", unit)
+            if changed or not unit_active(runner, unit):
+                systemctl(runner, "restart", unit)
+        wait_for_api(runner, rid, url=api_url(plan), unit="cinder-api", log_file="/var/log/cinder/cinder-api.log",
+                     answers=lambda: api_answers(runner, plan))  # fmt: skip
+        ctx.progress(f"{rid}: waiting for cinder-volume to report {pool_name(plan)}")
+        wait_for_pool(ctx, runner, plan)
+        return {"url": api_url(plan), "backends": [BACKEND], "pool": pool_name(plan), "ceph_pool": CEPH_POOL,
+                "ceph_user": CEPH_USER, "rbd_secret_uuid": rbd_secret_uuid(plan.lab)}  # fmt: skip
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        for unit in reversed(UNITS):
+            systemctl(runner, "disable", "--now", unit, check=False)
+        user_password = read_secret(ctx.state_dir, USER_SECRET) or ""
+        if unit_active(runner, "keystone"):
+            register_in_keystone(ctx, runner, plan, user="cinder", password=user_password, service=SERVICE,
+                                 url=endpoint_url(plan), remove=True)  # fmt: skip
+        if node_path_exists(runner, keyring_path()):  # back to the Ceph step's root-only mode
+            runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
+            runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
+        remove_node_files(runner, API_DROPIN, CONF)
+        systemctl(runner, "daemon-reload", check=False)
+        if unit_active(runner, "mariadb"):
+            drop_database(runner, "cinder", "cinder")
+
+
+register_role(Cinder())
