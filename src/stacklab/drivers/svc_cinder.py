@@ -2,9 +2,9 @@
 the lab's Ceph cluster as its RBD backend.
 
 Configuration: the package's cinder.conf stays as shipped; stacklab's settings are
-`/etc/cinder/cinder.conf.d/50-stacklab.conf`, which oslo.config reads after cinder.conf in every cinder process
-(its default config dir), so the package's units for the scheduler and the volume service run unchanged. The API
-runs under uwsgi from the package's `cinder-api.service`; a drop-in binds it to the controller's br-mgmt address
+`/etc/cinder/cinder.conf.d/50-stacklab.conf`, given after it on the command line of every cinder process by
+drop-ins of the package's units (the init scripts pass only cinder.conf, and then oslo.config reads no config
+dir). The API runs under uwsgi from the package's `cinder-api.service`, bound to the controller's br-mgmt address
 with one process instead of the package's 8x32 threads. Then `cinder-manage db sync`, the `cinder` keystone user
 and the `volumev3` endpoints, and the three units. `up` waits until the scheduler reports the RBD pool
 (`<controller>@rbd#rbd`): only then has cinder-volume really connected to Ceph.
@@ -48,9 +48,11 @@ from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
 
+PACKAGE_CONF = "/etc/cinder/cinder.conf"
 CONF = "/etc/cinder/cinder.conf.d/50-stacklab.conf"
-API_DROPIN = "/etc/systemd/system/cinder-api.service.d/stacklab.conf"
 UNITS = ("cinder-api", "cinder-scheduler", "cinder-volume")
+DROPINS = {unit: f"/etc/systemd/system/{unit}.service.d/stacklab.conf" for unit in UNITS}
+CONFIG_ARGS = f"--config-file {PACKAGE_CONF} --config-file {CONF}"
 PORT = 8776
 DB_SECRET = "cinder-db"
 USER_SECRET = "cinder-keystone"
@@ -148,23 +150,26 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
     )
 
 
-def render_api_dropin(plan: ServicePlan) -> str:
-    argv = [
-        "/usr/bin/uwsgi_python3",
-        f"--http-socket {plan.address}:{PORT}",
-        "--wsgi-file /usr/bin/cinder-wsgi",
-        "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
-        "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535 --http-raw-body --wsgi-manage-chunked-input",
-        "--add-header 'Connection: close' --logto /var/log/cinder/cinder-api.log",
-    ]
-    return (
-        f"# written by stacklab for lab {plan.lab}: cinder API on the management network, one process\n"
-        "[Service]\n"
+def render_dropin(plan: ServicePlan, unit: str) -> str:
+    """The unit's ExecStart with stacklab's config file after the package's."""
+    if unit == "cinder-api":
+        argv = [
+            "/usr/bin/uwsgi_python3",
+            f"--http-socket {plan.address}:{PORT}",
+            "--wsgi-file /usr/bin/cinder-wsgi",
+            "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
+            "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
+            "--add-header 'Connection: close' --logto /var/log/cinder/cinder-api.log",
+            f'--pyargv "{CONFIG_ARGS}"',
+        ]
         # as keystone's API: uwsgi's master in LXC nodes often sits out SIGTERM; the API keeps no state
-        "KillSignal=SIGQUIT\n"
-        "TimeoutStopSec=5\n"
-        "ExecStart=\n"
-        f"ExecStart={' '.join(argv)}\n"
+        stop = "KillSignal=SIGQUIT\nTimeoutStopSec=5\n"
+        what = "cinder API on the management network, one process"
+    else:
+        argv = [f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/cinder/{unit}.log"]
+        stop, what = "", f"{unit} with stacklab's settings"
+    return (
+        f"# written by stacklab for lab {plan.lab}: {what}\n[Service]\n{stop}ExecStart=\nExecStart={' '.join(argv)}\n"
     )
 
 
@@ -215,7 +220,8 @@ class Cinder:
         secrets = self._secrets(ctx, create=False)
         if secrets is None:
             return [f"the lab's cinder secrets are missing from {ctx.state_dir / 'secrets'}"]
-        found = file_problems(runner, {CONF: render_conf(plan, *secrets), API_DROPIN: render_api_dropin(plan)})
+        files = {CONF: render_conf(plan, *secrets), **{path: render_dropin(plan, u) for u, path in DROPINS.items()}}
+        found = file_problems(runner, files)
         found += keyring_problems(runner)
         answers = lambda: api_answers(runner, plan)  # noqa: E731
         found += unit_problems(runner, "cinder-api", url=api_url(plan), answers=answers)
@@ -246,13 +252,16 @@ class Cinder:
         runner.run(["chgrp", "cinder", keyring_path()], timeout=30)
         runner.run(["chmod", "0640", keyring_path()], timeout=30)
         ctx.progress(f"{rid}: db sync")
-        runner.run(["runuser", "-u", "cinder", "--", "cinder-manage", "db", "sync"], timeout=MANAGE_TIMEOUT)
-        if write_node_file(runner, API_DROPIN, render_api_dropin(plan)):
+        runner.run(["runuser", "-u", "cinder", "--", "cinder-manage", *CONFIG_ARGS.split(), "db", "sync"],
+                   timeout=MANAGE_TIMEOUT)  # fmt: skip
+        dropins = [write_node_file(runner, path, render_dropin(plan, unit)) for unit, path in DROPINS.items()]
+        if any(dropins):
             changed = True
             systemctl(runner, "daemon-reload")
         for unit in UNITS:
             systemctl(runner, "enable", unit)
             if changed or not unit_active(runner, unit):
+                systemctl(runner, "reset-failed", unit, check=False)  # a unit that hit its start limit stays down
                 systemctl(runner, "restart", unit)
         wait_for_api(runner, rid, url=api_url(plan), unit="cinder-api", log_file="/var/log/cinder/cinder-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
@@ -271,7 +280,7 @@ class Cinder:
         if node_path_exists(runner, keyring_path()):  # back to the Ceph step's root-only mode
             runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
             runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
-        remove_node_files(runner, API_DROPIN, CONF)
+        remove_node_files(runner, *DROPINS.values(), CONF)
         systemctl(runner, "daemon-reload", check=False)
         if unit_active(runner, "mariadb"):
             drop_database(runner, "cinder", "cinder")
