@@ -19,7 +19,7 @@ from stacklab.errors import PlanError
 from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
-from stacklab.plan.resource import Action, Resource
+from stacklab.plan.resource import Action, Change, Resource
 from tests.golden_util import check_golden
 
 LAB = """
@@ -362,3 +362,116 @@ def test_swift_layout_rings_and_files_golden() -> None:
         ]
     )
     check_golden("services/oslab-swift.txt", text)
+
+
+CINDER_LAB = LAB.replace(
+    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, glance, placement]",
+    "storage:\n  ceph:\n    mons: [ctl1]\n    osds: [{node: ctl1, count: 1, size: 1GiB}]\n    replicas: 1\n"
+    "    pools: [volumes]\n    clients: [cinder]\n"
+    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, cinder]\n  cinder: {backends: [rbd]}",
+)
+CINDER_FILES = ("/usr/bin/cinder-volume", "/usr/bin/cinder-wsgi", "/etc/ceph/ceph.client.cinder.keyring")
+
+
+@dataclass
+class CinderController(FakeController):
+    """The controller with cinder's packages and the Ceph step's keyring; the scheduler reports the RBD pool once
+    cinder-volume runs."""
+
+    keyring_mode: str = "root 600"
+
+    def respond(self, argv: tuple[str, ...], stdin: str | None) -> CommandResult:
+        inner = argv[4:] if argv[0] == "runuser" else argv
+        if inner[0] == "test" and inner[-1] in CINDER_FILES:
+            return ok()
+        if inner[0] == "cinder-manage":
+            self.manage.append(inner)
+            return ok()
+        if inner[0] in ("chgrp", "chmod"):
+            group, mode = self.keyring_mode.split()
+            self.keyring_mode = f"{inner[1]} {mode}" if inner[0] == "chgrp" else f"{group} {inner[1].lstrip('0')}"
+            return ok()
+        if inner[0] == "stat" and "%G %a" in inner:
+            return ok(self.keyring_mode + "\n")
+        if inner[0] == "curl" and ":8776" in inner[-1]:
+            return ok("300" if "cinder-api" in self.running else "000")
+        if inner[0] == "python3" and stdin is not None and "get" in json.loads(stdin):
+            pools = [{"name": "ctl1@rbd#rbd"}] if "cinder-volume" in self.running else []
+            return ok(json.dumps({"body": json.dumps({"pools": pools})}) + "\n")
+        return super().respond(argv, stdin)
+
+
+def cinder_setup(
+    tmp_path: Path, lab_text: str = CINDER_LAB
+) -> tuple[CinderController, DriverContext, dict[str, Resource]]:
+    node = CinderController()
+    lab = load_lab_text(lab_text, "oslab.yml")
+    outputs = {"ceph/oslab": {"pools": ["volumes"], "clients": {"cinder": "ceph-client-cinder"}}}
+    ctx = DriverContext(lab=lab, runner=node, state_dir=tmp_path / "state", node_runner=lambda _n: node,
+                        outputs=outputs)  # fmt: skip
+    return node, ctx, {r.name: r for r in expand(lab) if r.kind == "service"}
+
+
+def test_cinder_rbd_files_golden(tmp_path: Path) -> None:
+    from stacklab.drivers import svc_cinder
+
+    _, _, resources = cinder_setup(tmp_path)
+    plan = plan_service(resources["cinder"], "oslab")
+    assert resources["cinder"].spec["hosts"] == ["ctl1"]  # cinder-volume on the controller by default
+    text = "\n".join(
+        [svc_cinder.render_conf(plan, "DBPASSWORD", "RABBITPASSWORD", "USERPASSWORD")]
+        + [svc_cinder.render_dropin(plan, unit) for unit in svc_cinder.UNITS]
+    )
+    check_golden("services/oslab-cinder.txt", text)
+
+
+def test_cinder_up_reports_the_pool_and_observes_clean(tmp_path: Path) -> None:
+    node, ctx, resources = cinder_setup(tmp_path)
+    driver = ServiceDriver()
+    outputs = {}
+    for name in ("mariadb", "rabbitmq", "memcached", "keystone", "cinder"):
+        outputs[name] = driver.apply(driver.diff(resources[name], None, None), ctx)
+    cinder = outputs["cinder"]
+    assert cinder["pool"] == "ctl1@rbd#rbd" and cinder["ceph_user"] == "cinder"
+    assert {"cinder-api", "cinder-scheduler", "cinder-volume"} <= node.running & node.enabled
+    assert node.keyring_mode == "cinder 640"
+    (sync,) = [m for m in node.manage if m[0] == "cinder-manage"]
+    assert sync[-2:] == ("db", "sync") and "/etc/cinder/cinder.conf.d/50-stacklab.conf" in sync
+    register = [r for r in node.keystone_requests if r.get("user") == "cinder"]
+    assert register and register[0]["endpoints"]["public"] == "http://10.250.0.10:8776/v3/%(project_id)s"
+    secrets = [(ctx.state_dir / f"secrets/{n}").read_text().strip() for n in ("cinder-db", "cinder-keystone")]
+    assert not [c for c in node.calls if any(s in " ".join(c) for s in secrets)], "a secret leaked into argv"
+    observed = driver.observe(resources["cinder"], ctx)
+    assert observed is not None and observed.drift == ()
+    node.running.discard("cinder-volume")
+    observed = driver.observe(resources["cinder"], ctx)
+    assert observed is not None and observed.drift == ("cinder-volume is not running",)
+    driver.delete("service/cinder", {"spec": dict(resources["cinder"].spec)}, ctx)
+    assert not any(p.startswith(("/etc/cinder", "/etc/systemd/system/cinder")) for p in node.files)
+    assert node.keyring_mode == "root 600" and not {"cinder-api", "cinder-volume"} & node.running
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("cinder: {backends: [rbd, nfs]}", "cinder backend nfs is not wired yet"),
+        ("cinder: {backends: [rbd], volume_node: ctl1b}", "cinder-volume runs on the controller"),
+    ],
+)
+def test_cinder_refuses_what_is_not_wired(tmp_path: Path, change: str, message: str) -> None:
+    text = CINDER_LAB.replace("cinder: {backends: [rbd]}", change)
+    text = text.replace(
+        "    roles: [controller]\n", "    roles: [controller]\n  ctl1b: {image: os, nics: [mgmt, storage]}\n"
+    )
+    if "nfs" in change:
+        text = text.replace("storage:\n", "storage:\n  nfs: {node: ctl1, exports: [{name: v, path: /srv/v}]}\n")
+    node, ctx, resources = cinder_setup(tmp_path, text)
+    with pytest.raises(PlanError, match=message):
+        ServiceDriver().apply(Change(resources["cinder"], Action.CREATE), ctx)
+    assert not any(c[0] == "systemctl" for c in node.calls)
+
+
+def test_cinder_needs_the_volumes_pool_and_the_cinder_client(tmp_path: Path) -> None:
+    _, ctx, resources = cinder_setup(tmp_path, ceph={"pools": ["images"], "clients": {}})
+    with pytest.raises(PlanError, match="pool volumes and client cinder"):
+        ServiceDriver().apply(Change(resources["cinder"], Action.CREATE), ctx)
