@@ -402,11 +402,11 @@ class CinderController(FakeController):
 
 
 def cinder_setup(
-    tmp_path: Path, lab_text: str = CINDER_LAB
+    tmp_path: Path, lab_text: str = CINDER_LAB, ceph: dict[str, Any] | None = None
 ) -> tuple[CinderController, DriverContext, dict[str, Resource]]:
     node = CinderController()
     lab = load_lab_text(lab_text, "oslab.yml")
-    outputs = {"ceph/oslab": {"pools": ["volumes"], "clients": {"cinder": "ceph-client-cinder"}}}
+    outputs = {"ceph/oslab": ceph or {"pools": ["volumes"], "clients": {"cinder": "ceph-client-cinder"}}}
     ctx = DriverContext(lab=lab, runner=node, state_dir=tmp_path / "state", node_runner=lambda _n: node,
                         outputs=outputs)  # fmt: skip
     return node, ctx, {r.name: r for r in expand(lab) if r.kind == "service"}
