@@ -36,14 +36,12 @@ from stacklab.drivers.node_files import (
 from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
 from stacklab.drivers.svc_infra import (
     AMQP_PORT,
-    MEMCACHED_PORT,
     RABBIT_SECRET,
     RABBIT_USER,
     drop_database,
     ensure_database,
 )
-from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
-from stacklab.drivers.svc_keystone import REGION, admin_get, register_in_keystone
+from stacklab.drivers.svc_keystone import admin_get, authtoken_section, register_in_keystone
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -115,7 +113,6 @@ def check_backends(plan: ServicePlan, ctx: DriverContext) -> None:
 
 
 def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_password: str) -> str:
-    keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
@@ -126,17 +123,7 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
         f"enabled_backends = {BACKEND}\n"
         "[database]\n"
         f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"
-        "[keystone_authtoken]\n"
-        f"www_authenticate_uri = {keystone}\n"
-        f"auth_url = {keystone}\n"
-        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
-        "auth_type = password\n"
-        "project_domain_name = Default\n"
-        "user_domain_name = Default\n"
-        "project_name = service\n"
-        "username = cinder\n"
-        f"password = {user_password}\n"
-        f"region_name = {REGION}\n"
+        f"{authtoken_section(plan, 'cinder', user_password)}"
         f"[{BACKEND}]\n"
         "volume_driver = cinder.volume.drivers.rbd.RBDDriver\n"
         f"volume_backend_name = {BACKEND}\n"

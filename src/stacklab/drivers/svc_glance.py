@@ -25,9 +25,8 @@ from stacklab.drivers.node_files import (
     write_node_file,
 )
 from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
-from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
-from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
-from stacklab.drivers.svc_keystone import REGION, register_in_keystone
+from stacklab.drivers.svc_infra import drop_database, ensure_database
+from stacklab.drivers.svc_keystone import authtoken_section, register_in_keystone
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -60,7 +59,6 @@ def check_store(plan: ServicePlan) -> None:
 
 
 def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
-    keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
     cache = bool(plan.config.get("cache", True))
     return (
         f"# written by stacklab for lab {plan.lab}\n"
@@ -76,17 +74,7 @@ def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
         "stores = file,http\n"
         "default_store = file\n"
         f"filesystem_store_datadir = {IMAGES_DIR}\n"
-        "[keystone_authtoken]\n"
-        f"www_authenticate_uri = {keystone}\n"
-        f"auth_url = {keystone}\n"
-        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
-        "auth_type = password\n"
-        "project_domain_name = Default\n"
-        "user_domain_name = Default\n"
-        "project_name = service\n"
-        "username = glance\n"
-        f"password = {user_password}\n"
-        f"region_name = {REGION}\n"
+        f"{authtoken_section(plan, 'glance', user_password)}"
         "[paste_deploy]\n"
         f"flavor = {'keystone+cachemanagement' if cache else 'keystone'}\n"
         # glance looks for the paste file beside its last config file (here 50-stacklab-paste.ini): name it

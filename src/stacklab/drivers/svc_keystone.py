@@ -60,6 +60,24 @@ def render_conf(plan: ServicePlan, db_password: str) -> str:
     )
 
 
+def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
+    """keystonemiddleware's section for a service's API: its keystone user, tokens cached in the lab's memcached."""
+    keystone = f"http://{plan.address}:{PORT}"
+    return (
+        "[keystone_authtoken]\n"
+        f"www_authenticate_uri = {keystone}\n"
+        f"auth_url = {keystone}\n"
+        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
+        "auth_type = password\n"
+        "project_domain_name = Default\n"
+        "user_domain_name = Default\n"
+        "project_name = service\n"
+        f"username = {user}\n"
+        f"password = {password}\n"
+        f"region_name = {REGION}\n"
+    )
+
+
 def render_dropin(plan: ServicePlan) -> str:
     argv = [
         "/usr/bin/uwsgi_python3",
