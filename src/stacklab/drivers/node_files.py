@@ -68,6 +68,15 @@ def unit_active(runner: Runner, unit: str) -> bool:
     return runner.run(["systemctl", "is-active", "--quiet", unit], timeout=SYSTEMCTL_TIMEOUT, check=False).ok
 
 
+def enable_and_restart(runner: Runner, unit: str, *, changed: bool) -> None:
+    """Enable the unit; (re)start it when its configuration changed or it is not running. A unit that hit its start
+    limit stays down through a plain restart, so its failed state is reset first."""
+    systemctl(runner, "enable", unit)
+    if changed or not unit_active(runner, unit):
+        systemctl(runner, "reset-failed", unit, check=False)
+        systemctl(runner, "restart", unit)
+
+
 def remove_node_files(runner: Runner, *paths: str) -> None:
     """Remove files on the node (absent ones are fine)."""
     if paths:

@@ -134,6 +134,13 @@ def unit_problems(runner: Runner, unit: str, *, url: str = "", answers: Callable
     return []
 
 
+def version_list_answers(runner: Runner, url: str) -> bool:
+    """An OpenStack API answers GET / with its version list (200, or 300 Multiple Choices) once it serves."""
+    result = runner.run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", url], timeout=15,
+                        check=False)  # fmt: skip
+    return result.stdout.strip() in ("200", "300")
+
+
 def marker_owner(runner: Runner, plan: ServicePlan) -> str | None:
     """The lab named by the service's marker on the node, or None when there is none."""
     text = read_node_file(runner, plan.marker_path)

@@ -26,6 +26,7 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
+    enable_and_restart,
     node_path_exists,
     remove_node_files,
     require_node,
@@ -33,7 +34,14 @@ from stacklab.drivers.node_files import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
+from stacklab.drivers.services import (
+    ServicePlan,
+    file_problems,
+    register_role,
+    unit_problems,
+    version_list_answers,
+    wait_for_api,
+)
 from stacklab.drivers.svc_infra import (
     AMQP_PORT,
     RABBIT_SECRET,
@@ -161,9 +169,7 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
 
 
 def api_answers(runner: Runner, plan: ServicePlan) -> bool:
-    result = runner.run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", api_url(plan)],
-                        timeout=15, check=False)  # fmt: skip
-    return result.stdout.strip() in ("200", "300")
+    return version_list_answers(runner, api_url(plan))
 
 
 def reported_pools(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
@@ -246,10 +252,7 @@ class Cinder:
             changed = True
             systemctl(runner, "daemon-reload")
         for unit in UNITS:
-            systemctl(runner, "enable", unit)
-            if changed or not unit_active(runner, unit):
-                systemctl(runner, "reset-failed", unit, check=False)  # a unit that hit its start limit stays down
-                systemctl(runner, "restart", unit)
+            enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="cinder-api", log_file="/var/log/cinder/cinder-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
         ctx.progress(f"{rid}: waiting for cinder-volume to report {pool_name(plan)}")

@@ -18,13 +18,21 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
+    enable_and_restart,
     remove_node_files,
     require_node,
     systemctl,
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
+from stacklab.drivers.services import (
+    ServicePlan,
+    file_problems,
+    register_role,
+    unit_problems,
+    version_list_answers,
+    wait_for_api,
+)
 from stacklab.drivers.svc_infra import drop_database, ensure_database
 from stacklab.drivers.svc_keystone import authtoken_section, register_in_keystone
 from stacklab.errors import PlanError
@@ -92,10 +100,7 @@ def render_dropin(plan: ServicePlan) -> str:
 
 
 def api_answers(runner: Runner, plan: ServicePlan) -> bool:
-    # GET / answers 300 (the version list) once the API serves
-    result = runner.run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", api_url(plan)],
-                        timeout=15, check=False)  # fmt: skip
-    return result.stdout.strip() in ("200", "300")
+    return version_list_answers(runner, api_url(plan))
 
 
 class Glance:
@@ -135,9 +140,7 @@ class Glance:
         if write_node_file(runner, DROPIN, render_dropin(plan)):
             changed = True
             systemctl(runner, "daemon-reload")
-        systemctl(runner, "enable", "glance-api")
-        if changed or not unit_active(runner, "glance-api"):
-            systemctl(runner, "restart", "glance-api")
+        enable_and_restart(runner, "glance-api", changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="glance-api", log_file="/var/log/glance/glance-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
         return {"url": api_url(plan), "store": "file", "images_dir": IMAGES_DIR, "cache_dir": CACHE_DIR,

@@ -18,6 +18,7 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
+    enable_and_restart,
     remove_node_files,
     require_node,
     systemctl,
@@ -47,12 +48,6 @@ _IDENT = re.compile(r"^[A-Za-z0-9_]+$")
 
 def _header(plan: ServicePlan, what: str) -> str:
     return f"# written by stacklab for lab {plan.lab}: {what}\n"
-
-
-def _restart_if(runner: Runner, unit: str, changed: bool) -> None:
-    systemctl(runner, "enable", unit)
-    if changed or not unit_active(runner, unit):
-        systemctl(runner, "restart", unit)
 
 
 def _wait(runner: Runner, argv: list[str], what: str, budget: float = START_BUDGET) -> None:
@@ -126,7 +121,7 @@ class MariaDB:
             unit="mariadb",
         )
         changed = write_node_file(runner, MARIADB_CONF, render_mariadb_conf(plan))
-        _restart_if(runner, "mariadb", changed)
+        enable_and_restart(runner, "mariadb", changed=changed)
         _wait(runner, ["mysqladmin", "--protocol=socket", "-u", "root", "ping"], "mariadb")
         return {"port": MYSQL_PORT}
 
@@ -170,7 +165,7 @@ class RabbitMQ:
             unit="rabbitmq-server",
         )
         changed = write_node_file(runner, RABBITMQ_CONF, render_rabbitmq_conf(plan))
-        _restart_if(runner, "rabbitmq-server", changed)
+        enable_and_restart(runner, "rabbitmq-server", changed=changed)
         _wait(runner, ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], "rabbitmq-server")
         password = get_or_create_secret(ctx.state_dir, RABBIT_SECRET)
         verb = "change_password" if RABBIT_USER in rabbit_users(runner) else "add_user"
@@ -217,7 +212,7 @@ class Memcached:
         changed = write_node_file(runner, MEMCACHED_DROPIN, render_memcached_dropin(plan)) or changed
         if changed:
             systemctl(runner, "daemon-reload")
-        _restart_if(runner, "memcached", changed)
+        enable_and_restart(runner, "memcached", changed=changed)
         return {"port": MEMCACHED_PORT}
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
+    enable_and_restart,
     remove_node_files,
     require_node,
     systemctl,
@@ -234,9 +235,7 @@ class Keystone:
         if write_node_file(runner, DROPIN, render_dropin(plan)):
             changed = True
             systemctl(runner, "daemon-reload")
-        systemctl(runner, "enable", "keystone")
-        if changed or not unit_active(runner, "keystone"):
-            systemctl(runner, "restart", "keystone")
+        enable_and_restart(runner, "keystone", changed=changed)
         write_node_file(runner, OPENRC, render_openrc(plan, admin_password), mode="0600")
         wait_for_api(runner, rid, url=auth_url(plan), unit="keystone", log_file="/var/log/keystone/keystone-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
