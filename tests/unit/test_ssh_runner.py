@@ -180,7 +180,12 @@ def _execute(channel: paramiko.Channel, command: str) -> None:
         except (OSError, EOFError):
             pass
 
-    threading.Thread(target=feed, daemon=True).start()
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    # This thread starts inside check_channel_exec_request, before paramiko has sent the exec reply: output, exit
+    # status or a close sent now can overtake that reply, and the client sees "Channel closed". The runner sends EOF
+    # only after the reply, so reply on the channel after the client's EOF.
+    feeder.join()
     err = threading.Thread(target=pump_stderr, daemon=True)
     err.start()
     try:
