@@ -62,11 +62,14 @@ def test_processes_started_for_the_lab_leak_and_others_do_not() -> None:
     children: list[int] = []
     try:
         found: list[Leak] = []
-        for _ in range(100):  # the shell forks its sleep child asynchronously
+        # the shell forks its sleep child asynchronously, and between fork and exec the child is still "sh"
+        # with the shell's cmdline: wait until it has become sleep
+        for _ in range(100):
             snap = take_snapshot(runner)
-            children = [p.pid for p in snap.processes if p.ppid == lab.pid]
+            kids = [p for p in snap.processes if p.ppid == lab.pid]
+            children = [p.pid for p in kids]
             found = leaks(before, snap, lab_markers=[marker])
-            if children and len(found) >= 2:
+            if kids and all(p.comm == "sleep" for p in kids) and len(found) >= 2:
                 break
             time.sleep(0.05)
         assert len(children) == 1
