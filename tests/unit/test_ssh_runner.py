@@ -221,7 +221,11 @@ def _start_server(host_key: paramiko.PKey, authorized: paramiko.PKey) -> tuple[s
                 return
             transport = paramiko.Transport(conn)
             transport.add_server_key(host_key)
-            transport.start_server(server=_Server(authorized))
+            try:
+                transport.start_server(server=_Server(authorized))
+            except (paramiko.SSHException, EOFError, OSError):
+                # a client that rejects the host key hangs up during the key exchange; keep accepting others
+                transport.close()
 
     threading.Thread(target=accept, daemon=True).start()
     return listener, int(listener.getsockname()[1])
