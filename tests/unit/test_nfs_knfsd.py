@@ -91,7 +91,7 @@ def test_apply_then_noop_then_delete(lab: Lab, resource: Resource, tmp_path: Pat
     assert ("systemctl", "enable", "--now", "rpcbind.service") in node.calls
     assert ("exportfs", "-ra") in node.calls
     # then the port filter: only the storage CIDR reaches rpcbind, nfs and the pinned MOUNT port
-    assert node.calls[-1] == ("systemctl", "start", "stacklab-filter-nfs.service")
+    assert node.calls[-1] == ("systemctl", "restart", "stacklab-filter-nfs.service")
     assert "ip saddr != 172.29.244.0/24" in node.files["/etc/stacklab/nftables/nfs.nft"]
 
     node2 = knfsd_node(active=True)

@@ -449,6 +449,8 @@ def test_cinder_up_reports_the_pool_and_observes_clean(tmp_path: Path) -> None:
     driver.delete("service/cinder", {"spec": dict(resources["cinder"].spec)}, ctx)
     assert not any(p.startswith(("/etc/cinder", "/etc/systemd/system/cinder")) for p in node.files)
     assert node.keyring_mode == "root 600" and not {"cinder-api", "cinder-volume"} & node.running
+    assert any("DROP DATABASE IF EXISTS `cinder`" in s for s in node.sql)
+    assert node.keystone_requests[-1]["user"] == "cinder" and node.keystone_requests[-1]["remove"] is True
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from stacklab.drivers.iscsi import (
 )
 from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
+    enable_and_restart,
     node_path_exists,
     read_node_file,
     require_node,
@@ -261,13 +262,10 @@ class TgtBackend:
     def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
         write_node_file(runner, conf_path(plan.lab), render_tgt_conf(plan, secrets), mode="0600")
         dropin_changed = write_node_file(runner, DROPIN_PATH, render_dropin(plan))
-        systemctl(runner, "enable", UNIT)
         if dropin_changed:
             systemctl(runner, "daemon-reload")
-            # A restart runs tgt-admin -e with the config just written, so the targets come back.
-            systemctl(runner, "restart", UNIT)
-        elif not unit_active(runner, UNIT):
-            systemctl(runner, "start", UNIT)
+        # A (re)start runs tgt-admin -e with the config just written, so the targets come back.
+        enable_and_restart(runner, UNIT, changed=dropin_changed)
 
     def ensure_target(self, runner: Runner, plan: IscsiPlan, target: TargetPlan, secrets: Mapping[str, str]) -> None:
         live = self._show(runner)

@@ -25,6 +25,7 @@ from typing import Any
 from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
 from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
+    enable_and_restart,
     read_node_file,
     require_node,
     systemctl,
@@ -142,9 +143,7 @@ class KnfsdBackend:
             systemctl(runner, "enable", "--now", RPCBIND)
         conf_changed = write_node_file(runner, nfs_conf_path(plan.lab), render_nfs_conf(plan))
         write_node_file(runner, exports_path(plan.lab), render_exports(plan))
-        systemctl(runner, "enable", UNIT)
-        if conf_changed or not unit_active(runner, UNIT):
-            systemctl(runner, "restart", UNIT)
+        enable_and_restart(runner, UNIT, changed=conf_changed)
         runner.run(["exportfs", "-ra"], timeout=EXPORTFS_TIMEOUT)
 
     def observe(self, runner: Runner, plan: NfsPlan) -> NfsSeen | None:

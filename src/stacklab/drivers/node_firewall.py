@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stacklab.drivers.node_files import FILE_TIMEOUT, read_node_file, systemctl, unit_active, write_node_file
+from stacklab.drivers.node_files import (
+    FILE_TIMEOUT,
+    enable_and_restart,
+    read_node_file,
+    systemctl,
+    write_node_file,
+)
 from stacklab.exec.runner import Runner
 
 NFT = "/usr/sbin/nft"
@@ -98,11 +104,7 @@ def ensure_filter(runner: Runner, lab: str, service: str, ports: Sequence[int], 
     rules_changed = write_node_file(runner, rules_path(service), render_rules(lab, service, ports, cidr))
     if write_node_file(runner, unit_path(service), render_unit(lab, service)):
         systemctl(runner, "daemon-reload")
-    systemctl(runner, "enable", unit_name(service))
-    if rules_changed and unit_active(runner, unit_name(service)):
-        systemctl(runner, "restart", unit_name(service))
-    else:
-        systemctl(runner, "start", unit_name(service))
+    enable_and_restart(runner, unit_name(service), changed=rules_changed)
 
 
 def remove_filter(runner: Runner, service: str) -> None:

@@ -28,7 +28,6 @@ from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
     enable_and_restart,
     node_path_exists,
-    remove_node_files,
     require_node,
     systemctl,
     unit_active,
@@ -46,10 +45,9 @@ from stacklab.drivers.svc_infra import (
     AMQP_PORT,
     RABBIT_SECRET,
     RABBIT_USER,
-    drop_database,
     ensure_database,
 )
-from stacklab.drivers.svc_keystone import admin_get, authtoken_section, register_in_keystone
+from stacklab.drivers.svc_keystone import admin_get, authtoken_section, register_in_keystone, retire_service
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -261,19 +259,11 @@ class Cinder:
                 "ceph_user": CEPH_USER, "rbd_secret_uuid": rbd_secret_uuid(plan.lab)}  # fmt: skip
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
-        for unit in reversed(UNITS):
-            systemctl(runner, "disable", "--now", unit, check=False)
-        user_password = read_secret(ctx.state_dir, USER_SECRET) or ""
-        if unit_active(runner, "keystone"):
-            register_in_keystone(ctx, runner, plan, user="cinder", password=user_password, service=SERVICE,
-                                 url=endpoint_url(plan), remove=True)  # fmt: skip
+        retire_service(ctx, runner, plan, units=UNITS, user="cinder", user_secret=USER_SECRET, service=SERVICE,
+                       url=endpoint_url(plan), files=(*DROPINS.values(), CONF))  # fmt: skip
         if node_path_exists(runner, keyring_path()):  # back to the Ceph step's root-only mode
             runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
             runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
-        remove_node_files(runner, *DROPINS.values(), CONF)
-        systemctl(runner, "daemon-reload", check=False)
-        if unit_active(runner, "mariadb"):
-            drop_database(runner, "cinder", "cinder")
 
 
 register_role(Cinder())

@@ -19,10 +19,8 @@ from typing import Any
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
     enable_and_restart,
-    remove_node_files,
     require_node,
     systemctl,
-    unit_active,
     write_node_file,
 )
 from stacklab.drivers.services import (
@@ -33,8 +31,8 @@ from stacklab.drivers.services import (
     version_list_answers,
     wait_for_api,
 )
-from stacklab.drivers.svc_infra import drop_database, ensure_database
-from stacklab.drivers.svc_keystone import authtoken_section, register_in_keystone
+from stacklab.drivers.svc_infra import ensure_database
+from stacklab.drivers.svc_keystone import authtoken_section, register_in_keystone, retire_service
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -147,15 +145,8 @@ class Glance:
                 "cache": bool(plan.config.get("cache", True))}  # fmt: skip
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
-        systemctl(runner, "disable", "--now", "glance-api", check=False)
-        user_password = read_secret(ctx.state_dir, USER_SECRET) or ""
-        if unit_active(runner, "keystone"):
-            register_in_keystone(ctx, runner, plan, user="glance", password=user_password, service=SERVICE,
-                                 url=api_url(plan), remove=True)  # fmt: skip
-        remove_node_files(runner, DROPIN, CONF)
-        systemctl(runner, "daemon-reload", check=False)
-        if unit_active(runner, "mariadb"):
-            drop_database(runner, "glance", "glance")
+        retire_service(ctx, runner, plan, units=("glance-api",), user="glance", user_secret=USER_SECRET,
+                       service=SERVICE, url=api_url(plan), files=(DROPIN, CONF))  # fmt: skip
 
 
 register_role(Glance())

@@ -179,6 +179,32 @@ def register_in_keystone(
     return list(_run_tool(ctx, runner, plan, request)["changed"])
 
 
+def retire_service(
+    ctx: DriverContext,
+    runner: Runner,
+    plan: ServicePlan,
+    *,
+    units: tuple[str, ...],
+    user: str,
+    user_secret: str,
+    service: Mapping[str, str],
+    url: str,
+    files: tuple[str, ...],
+) -> None:
+    """Undo an API service set up with keystone: stop and disable its units (the last one first), delete its keystone
+    user and catalog entry while keystone runs, remove its files and drop its database (named `user`, as its
+    database user) while MariaDB runs. Each step is skipped when there is nothing to undo, so `down` can resume."""
+    for unit in reversed(units):
+        systemctl(runner, "disable", "--now", unit, check=False)
+    if unit_active(runner, "keystone"):
+        password = read_secret(ctx.state_dir, user_secret) or ""
+        register_in_keystone(ctx, runner, plan, user=user, password=password, service=service, url=url, remove=True)
+    remove_node_files(runner, *files)
+    systemctl(runner, "daemon-reload", check=False)
+    if unit_active(runner, "mariadb"):
+        drop_database(runner, user, user)
+
+
 def admin_get(ctx: DriverContext, runner: Runner, plan: ServicePlan, *, service_type: str, path: str) -> str:
     """GET `path` from the public endpoint of `service_type` as keystone's admin (from the controller); the body."""
     return str(
