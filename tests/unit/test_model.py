@@ -93,3 +93,17 @@ def test_empty_file_and_non_mapping() -> None:
 def test_missing_file_is_a_lab_error(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="cannot read lab file"):
         load_lab(tmp_path / "nope.yml")
+
+
+def test_vlan_uplink_reaches_the_bridge_spec_and_untagged_specs_stay_as_they_were() -> None:
+    from stacklab.plan.expand import expand
+
+    text = """
+name: tagged
+networks:
+  mgmt: {bridge: br-mgmt, cidr: 10.9.0.0/24, vlan: 120, uplink: eno1}
+  storage: {bridge: br-storage, cidr: 10.9.1.0/24}
+"""
+    bridges = {r.name: r.spec for r in expand(load_lab_text(text, "tagged.yml")) if r.kind == "bridge"}
+    assert (bridges["mgmt"]["vlan"], bridges["mgmt"]["uplink"]) == (120, "eno1")
+    assert bridges["storage"]["vlan"] is None and "uplink" not in bridges["storage"]

@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from stacklab.model.units import parse_size_mib
 
@@ -42,14 +42,24 @@ class Network(_Model):
     gateway: ipaddress.IPv4Address | None = Field(None, description="host address on the bridge; default: first")
     mtu: int = Field(1500, ge=576, le=9216)
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag on the host uplink (full kernels)")
+    uplink: str | None = Field(None, description="host interface that carries the VLAN (with `vlan` only)")
     pin_name: bool = Field(False, description="use `bridge` literally as the kernel name (no lab prefix)")
 
-    @field_validator("bridge")
+    @field_validator("bridge", "uplink")
     @classmethod
-    def _bridge_name(cls, value: str) -> str:
-        if not value or len(value) > 15 or any(c in value for c in " /:"):
-            raise ValueError("a bridge name is 1-15 characters without spaces, '/' or ':'")
+    def _interface_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or len(value) > 15 or any(c in value for c in " /:")):
+            raise ValueError("an interface name is 1-15 characters without spaces, '/' or ':'")
         return value
+
+    @model_validator(mode="after")
+    def _vlan_needs_uplink(self) -> Network:
+        # The bridge is fed by an 802.1Q sub-interface of the uplink; one without the other means nothing.
+        if self.vlan is not None and self.uplink is None:
+            raise ValueError(f"vlan {self.vlan} needs `uplink`: the host interface to tag it on (for example eno1)")
+        if self.uplink is not None and self.vlan is None:
+            raise ValueError(f"uplink {self.uplink} is used only with `vlan`: set the tag, or drop the uplink")
+        return self
 
     @property
     def gateway_address(self) -> ipaddress.IPv4Address:

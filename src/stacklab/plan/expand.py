@@ -41,6 +41,8 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
             "vlan": net.vlan,
             "marker": owner_marker(lab.name, "bridge", net_name),
         }
+        if net.vlan is not None:
+            spec["uplink"] = net.uplink
         resources.append(Resource("bridge", net_name, spec))
 
     if lab.nodes:
