@@ -27,17 +27,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKLAB = [sys.executable, "-m", "stacklab"]
-# process name (ps comm) -> the service it belongs to
-DAEMONS = {
-    "mariadbd": "mariadb",
-    "beam.smp": "rabbitmq",
-    "epmd": "rabbitmq",
-    "memcached": "memcached",
-    "uwsgi_python3": "keystone",
-    "glance-api": "glance",
-    "swift-proxy-server": "swift",
-    "rsync": "swift",
-}
+# a process's "comm args" -> the service it belongs to, first match wins (keystone, cinder-api and placement are
+# all uwsgi_python3: their --wsgi-file tells them apart)
+DAEMONS = [
+    (r"keystone-wsgi-public", "keystone"),
+    (r"placement-api", "placement"),
+    (r"cinder-(wsgi|api|scheduler|volume)", "cinder"),
+    (r"glance-api", "glance"),
+    (r"\bswift-|\brsync\b", "swift"),
+    (r"\bmariadbd\b", "mariadb"),
+    (r"\bbeam\.smp\b|\bepmd\b", "rabbitmq"),
+    (r"\bmemcached\b", "memcached"),
+    (r"\bceph-(mon|mgr|osd)\b", "ceph"),
+]
 
 
 def cli(args: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -70,11 +72,7 @@ def daemon_rss(state: Path, lab: str) -> dict[str, float]:
             out = runners(node).run(["ps", "-eo", "rss=,comm=,args="], timeout=30).stdout
             for line in out.splitlines():
                 rss, comm, args = [*line.split(None, 2), "", ""][:3]
-                service = DAEMONS.get(comm) or next(
-                    (s for name, s in DAEMONS.items() if re.search(rf"\b{re.escape(name)}\b", args)), None
-                )
-                if comm.startswith("swift-") and service is None:
-                    service = "swift"
+                service = next((name for pattern, name in DAEMONS if re.search(pattern, f"{comm} {args}")), None)
                 if service:
                     totals[service] += int(rss) / 1024
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stacklab.drivers import svc_placement
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.services import ROLES, ServiceDriver, plan_service
 from stacklab.drivers.svc_infra import database_sql, render_mariadb_conf, render_memcached_conf, render_rabbitmq_conf
@@ -37,11 +38,11 @@ nodes:
       storage: {address: 10.251.0.10}
     roles: [controller]
 openstack:
-  services: [mariadb, rabbitmq, memcached, keystone, glance, placement]
+  services: [mariadb, rabbitmq, memcached, keystone, glance, placement, neutron]
 """
 
 BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
-            "/usr/bin/keystone-manage", "/usr/bin/glance-api")  # fmt: skip
+            "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api")  # fmt: skip
 
 
 def ok(stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
@@ -90,7 +91,7 @@ class FakeController:
             return ok()
         if cmd == "stat":
             return ok("".join(f"glance {path}\n" for path in argv[3:]))
-        if cmd == "glance-manage":
+        if cmd in ("glance-manage", "placement-manage"):
             self.manage.append(argv)
             return ok()
         if cmd == "python3":
@@ -133,9 +134,10 @@ class FakeController:
             self.manage.append(argv[argv.index("keystone-manage") :])
             return ok()
         if cmd == "curl":
-            unit = "glance-api" if ":9292" in argv[-1] else "keystone"
+            apis = {":9292": ("glance-api", "300"), ":8778": ("placement-api", "200")}
+            unit, code = next((v for k, v in apis.items() if k in argv[-1]), ("keystone", ""))
             up = unit in self.running
-            return ok("300" if unit == "glance-api" and up else "") if "-w" in argv else ok(rc=0 if up else 7)
+            return ok(code if up else "") if "-w" in argv else ok(rc=0 if up else 7)
         if cmd == "tail":
             return ok("log line\n")
         raise AssertionError(f"unexpected command {argv}")
@@ -203,8 +205,9 @@ def test_services_without_a_role_are_pending(lab_resources: dict[str, Resource])
     driver = ServiceDriver()
     assert {"mariadb", "rabbitmq", "memcached", "keystone"} <= set(ROLES)
     assert driver.unsupported(lab_resources["keystone"]) is None
-    reason = driver.unsupported(lab_resources["placement"])
-    assert reason is not None and "no driver for service placement" in reason
+    assert driver.unsupported(lab_resources["placement"]) is None
+    reason = driver.unsupported(lab_resources["neutron"])
+    assert reason is not None and "no driver for service neutron" in reason
 
 
 def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
@@ -218,6 +221,8 @@ def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
             render_dropin(plans["keystone"]),
             render_openrc(plans["keystone"], "ADMINPASSWORD"),
             database_sql("keystone", "keystone", "DBPASSWORD"),
+            svc_placement.render_conf(plans["placement"], "DBPASSWORD", "USERPASSWORD"),
+            svc_placement.render_dropin(plans["placement"]),
         ]
     )
     check_golden("services/oslab-files.txt", text)
@@ -262,7 +267,7 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
     assert not [c for c in node.calls if any(s in " ".join(c) for s in secrets)], "a secret leaked into argv"
     assert f"OS_PASSWORD={admin}" in node.files["/root/admin-openrc"]
     for name, resource in lab_resources.items():
-        if name == "placement":
+        if name in ("placement", "neutron"):  # not applied here (placement has its own test)
             continue
         observed = driver.observe(resource, ctx)
         assert observed is not None and observed.owned and observed.drift == (), name
@@ -319,8 +324,33 @@ def test_delete_in_reverse_order_removes_every_file(
         assert driver.observe(lab_resources[name], ctx) is None
 
 
+def test_placement_up_observe_and_down(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    apply_all(driver, ctx, lab_resources)
+    outputs = driver.apply(driver.diff(lab_resources["placement"], None, None), ctx)
+    assert outputs["url"] == "http://10.250.0.10:8778"
+    assert "placement-api" in node.running & node.enabled
+    assert node.manage[-1] == ("placement-manage", "db", "sync")
+    assert any("CREATE DATABASE IF NOT EXISTS `placement`" in s for s in node.sql)
+    (user,) = [r for r in node.keystone_requests if r.get("user") == "placement"]
+    assert user["service"]["type"] == "placement" and user["endpoints"]["internal"] == outputs["url"]
+    secret = (ctx.state_dir / "secrets/placement-db").read_text().strip()
+    assert not [c for c in node.calls if any(secret in a for a in c)], "a secret leaked into argv"
+    observed = driver.observe(lab_resources["placement"], ctx)
+    assert observed is not None and observed.drift == ()
+    node.running.discard("placement-api")
+    observed = driver.observe(lab_resources["placement"], ctx)
+    assert observed is not None and observed.drift
+    driver.delete("service/placement", {"spec": dict(lab_resources["placement"].spec)}, ctx)
+    assert not any(p.startswith(("/etc/placement", "/etc/systemd/system/placement")) for p in node.files)
+    assert any("DROP DATABASE IF EXISTS `placement`" in s for s in node.sql)
+    assert node.keystone_requests[-1]["user"] == "placement" and node.keystone_requests[-1]["remove"] is True
+
+
 SWIFT_LAB = LAB.replace(
-    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, glance, placement]",
+    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, glance, placement, neutron]",
     "  s1: {image: os, nics: {mgmt: {address: 10.250.0.21}, storage: {address: 10.251.0.21}}, roles: [swift]}\n"
     "  s2: {image: os, nics: {mgmt: {address: 10.250.0.22}, storage: {address: 10.251.0.22}}, roles: [swift]}\n"
     "openstack:\n  services: [mariadb, memcached, keystone, swift]\n  swift: {replicas: 2}",
@@ -365,7 +395,7 @@ def test_swift_layout_rings_and_files_golden() -> None:
 
 
 CINDER_LAB = LAB.replace(
-    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, glance, placement]",
+    "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, glance, placement, neutron]",
     "storage:\n  ceph:\n    mons: [ctl1]\n    osds: [{node: ctl1, count: 1, size: 1GiB}]\n    replicas: 1\n"
     "    pools: [volumes]\n    clients: [cinder]\n"
     "openstack:\n  services: [mariadb, rabbitmq, memcached, keystone, cinder]\n  cinder: {backends: [rbd]}",

@@ -155,8 +155,8 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
             "--add-header 'Connection: close' --logto /var/log/cinder/cinder-api.log",
             f'--pyargv "{CONFIG_ARGS}"',
         ]
-        # as keystone's API: uwsgi's master in LXC nodes often sits out SIGTERM; the API keeps no state
-        stop = "KillSignal=SIGQUIT\nTimeoutStopSec=5\n"
+        # as keystone's API: SIGTERM (systemd's default) ends uwsgi at once under --die-on-term
+        stop = "TimeoutStopSec=5\n"
         what = "cinder API on the management network, one process"
     else:
         argv = [f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/cinder/{unit}.log"]

@@ -92,10 +92,9 @@ def render_dropin(plan: ServicePlan) -> str:
         f"# written by stacklab for lab {plan.lab}: keystone API on the management network, 2 workers\n"
         "[Service]\n"
         f'Environment="OS_KEYSTONE_CONFIG_FILES={PACKAGE_CONF};{CONF}"\n'
-        # Stopping: SIGQUIT (uwsgi's advice under systemd) and short mercies; yet in LXC nodes the master often
-        # ignores it until systemd kills it. The API keeps no state of its own (MariaDB does), so kill after 5 s
-        # instead of the package's 15 (a `down` or restart otherwise waits them out).
-        "KillSignal=SIGQUIT\n"
+        # Stopping: under --die-on-term uwsgi's master exits on SIGTERM (systemd's default) and takes SIGQUIT as a
+        # brutal *reload* (uwsgi's master.c swaps the two), so no KillSignal here. The API keeps no state of its
+        # own (MariaDB does): kill after 5 s rather than the package's 15 if a worker hangs.
         "TimeoutStopSec=5\n"
         "ExecStart=\n"
         f"ExecStart={' '.join(argv)}\n"

@@ -15,6 +15,8 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
                                             attachment_id, connection_info, the volume's status
   cinder detach   {"volume_id", "attachment_id"}   delete the attachment, wait until available
   cinder delete   {"volume_id"}             delete the volume, wait until it is gone
+  placement claim {"vcpus", "memory_mb"}    a resource provider with that inventory: candidates for half of it,
+                                            a claim of 3/4 of the VCPUs, usages, candidates again, then all deleted
 Every request also has "auth_url" and "password" (keystone's admin). Prints one JSON line.
 """
 
@@ -27,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 
@@ -161,10 +164,59 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PLACEMENT_API = {"Content-Type": "application/json", "OpenStack-API-Version": "placement 1.31"}
+
+
+def placement(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    """As nova's scheduler and computes use it: inventory, candidates, an allocation, usages (microversion 1.31)."""
+    if action != "claim":
+        raise SystemExit(f"unknown placement action {action}")
+    token, url = login(req, "placement")
+    vcpus, memory = int(req["vcpus"]), int(req["memory_mb"])
+    out: dict[str, Any] = {"placement": url}
+
+    def send(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        status, _, answer = call(method, url + path, token, data, PLACEMENT_API)
+        return status, json.loads(answer) if answer.strip() else {}
+
+    name = f"stacklab-suite-{os.getpid()}-{int(time.time())}"
+    status, rp = send("POST", "/resource_providers", {"name": name})
+    if status != 200:
+        raise SystemExit(f"placement refused the resource provider: HTTP {status}: {rp}")
+    rp_id, consumer = rp["uuid"], str(uuid.uuid4())
+    try:
+        inventories = {"VCPU": {"total": vcpus}, "MEMORY_MB": {"total": memory}}
+        body = {"resource_provider_generation": rp["generation"], "inventories": inventories}
+        out["inventory_http"] = send("PUT", f"/resource_providers/{rp_id}/inventories", body)[0]
+
+        def candidates(cpu: int) -> list[str]:
+            query = f"/allocation_candidates?resources=VCPU:{cpu},MEMORY_MB:{memory // 2}&in_tree={rp_id}"
+            return sorted(send("GET", query)[1].get("provider_summaries", {}))
+
+        out["before"] = candidates(vcpus // 2)
+        claim = {
+            "allocations": {rp_id: {"resources": {"VCPU": vcpus * 3 // 4, "MEMORY_MB": memory // 2}}},
+            "project_id": str(uuid.uuid4()),
+            "user_id": str(uuid.uuid4()),
+            "consumer_generation": None,
+        }
+        out["claim_http"] = send("PUT", f"/allocations/{consumer}", claim)[0]
+        out["usages"] = send("GET", f"/resource_providers/{rp_id}/usages")[1].get("usages", {})
+        out["after"] = candidates(vcpus // 2)
+        out["release_http"] = send("DELETE", f"/allocations/{consumer}")[0]
+        out["released"] = candidates(vcpus // 2)
+    finally:
+        send("DELETE", f"/allocations/{consumer}")
+        out["delete_http"] = send("DELETE", f"/resource_providers/{rp_id}")[0]
+    out["rp"] = rp_id
+    return out
+
+
 def main() -> None:
     service, action = sys.argv[1], sys.argv[2]
     req = json.loads(sys.stdin.read())
-    out = {"glance": glance, "swift": swift, "cinder": cinder}[service](action, req)
+    out = {"glance": glance, "swift": swift, "cinder": cinder, "placement": placement}[service](action, req)
     sys.stdout.write(json.dumps(out) + "\n")
 
 

@@ -183,3 +183,19 @@ def test_glance_serves_an_image_then_serves_it_from_its_cache(lab: LabContext, r
         assert hits.get(image["image_id"], 0) >= 2, f"expected >= 2 cache hits, saw {listing}"
     finally:
         os_client(runners[client], "glance", "delete", request)
+
+
+def test_placement_tracks_inventory_and_claims(lab: LabContext, runners: dict[str, Runner]) -> None:
+    """From another node over br-mgmt, as nova uses placement: a provider with 8 VCPUs is a candidate for 4; after a
+    claim of 6 its usages say so and it is no longer a candidate for 4; released, it is again; then it is deleted."""
+    placement = service(lab, "placement")
+    client = other_node(lab, str(placement["node"]))
+    seen = os_client(runners[client], "placement", "claim", {**admin_auth(lab), "vcpus": 8, "memory_mb": 2048})
+    rp = seen["rp"]
+    assert seen["placement"] == str(placement["url"]), f"catalog gives {seen['placement']}, runs at {placement['url']}"
+    assert (seen["inventory_http"], seen["claim_http"], seen["release_http"]) == (200, 204, 204), seen
+    assert seen["before"] == [rp], f"8 free VCPUs should fit 4: {seen}"
+    assert seen["usages"] == {"VCPU": 6, "MEMORY_MB": 1024}, f"usages after the claim: {seen['usages']}"
+    assert seen["after"] == [], f"2 free VCPUs cannot fit 4, yet placement offered {seen['after']}"
+    assert seen["released"] == [rp], f"released, the provider should be a candidate again: {seen}"
+    assert seen["delete_http"] == 204, seen
