@@ -24,8 +24,9 @@ def proc(
     cgroup: str = "",
     cwd: str = "",
     env: tuple[str, ...] = (),
+    pgrp: int = 0,
 ) -> ProcessInfo:
-    return ProcessInfo(pid, start, ppid, comm, cmdline or comm, cgroup, cwd, env)
+    return ProcessInfo(pid, start, ppid, comm, cmdline or comm, cgroup, cwd, env, pgrp)
 
 
 INIT = proc(1, 5, "init", "/sbin/init")
@@ -129,6 +130,21 @@ def test_the_snapshot_taker_and_its_ancestors_are_never_leaks() -> None:
     assert leaks(HostSnapshot(processes=(INIT,)), later, lab_markers=MARKERS) == []
 
 
+def test_the_takers_shell_job_is_not_a_leak_but_the_takers_children_and_other_jobs_are() -> None:
+    """`cd ~/aio && stacklab down aio | tee log`: tee runs in a directory that mentions the lab, beside the taker."""
+    shell = proc(5000, 3000, "bash", "-bash", pgrp=5000)
+    down = proc(5001, 3001, "stacklab", "/usr/bin/python3 stacklab down aio", ppid=5000, cwd="/root/aio", pgrp=5001)
+    tee = proc(5002, 3002, "tee", "tee log", ppid=5000, cwd="/root/aio", pgrp=5001)
+    other_job = proc(5003, 3003, "sleep", "sleep 60", ppid=5000, cwd="/root/aio", pgrp=5003)
+    child = proc(5004, 3004, "ssh", "ssh n1", ppid=5001, cwd="/root/aio", pgrp=5001)
+    daemon = proc(5005, 3005, "tgtd", "tgtd -f", ppid=1, cwd="/root/aio", pgrp=5001)  # double-forked, kept pgrp
+    later = HostSnapshot(
+        processes=(INIT, shell, down, tee, other_job, child, daemon), taker=(down.key, shell.key, INIT.key)
+    )
+    found = [leak.object for leak in leaks(HostSnapshot(processes=(INIT,)), later, lab_markers=MARKERS)]
+    assert found == ["5003 sleep", "5004 ssh", "5005 tgtd"]
+
+
 def test_markers_match_at_a_word_start_only() -> None:
     raio = proc(6000, 4000, "raiod", "raiod --fast")  # 'aio' inside a word is not the lab
     lab = proc(6001, 4001, "dnsmasq", "dnsmasq --interface=s4c9br-mgmt")  # the prefix starts a name
@@ -201,7 +217,7 @@ def write(path: Path, content: str | bytes) -> None:
 
 def fake_process(root: Path, pid: int, comm: str, argv: list[str], *, ppid: int, start: int) -> None:
     base = root / "proc" / str(pid)
-    rest = ["S", str(ppid), *["0"] * 17, str(start), "0"]  # fields 3.. ; starttime is field 22
+    rest = ["S", str(ppid), str(pid), *["0"] * 16, str(start), "0"]  # fields 3.. ; pgrp is 5, starttime 22
     write(base / "stat", f"{pid} ({comm}) {' '.join(rest)}\n")
     write(base / "cmdline", b"\0".join(a.encode() for a in argv) + b"\0")
     write(base / "cgroup", "4:memory:/stacklab/aio\n0::/\n")
@@ -248,6 +264,7 @@ def test_take_snapshot_reads_the_host_tree(tmp_path: Path) -> None:
         cgroup="/stacklab/aio",
         cwd="/root/.stacklab/aio",
         env=("STACKLAB_LAB=aio",),
+        pgrp=42,
     )
     assert snap.taker == ((42, 777), (1, 1))
     assert all(call[0] in ("ip", "virsh") for call in runner.calls)

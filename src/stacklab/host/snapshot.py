@@ -13,7 +13,9 @@ every unrelated process started during the lab would fail `down`; with it, a dae
 ganesha, ceph-osd, qemu) is found because it was started with the lab's paths and names in its arguments, in its
 cwd, or under a lab-named cgroup, or inherits STACKLAB_LAB from the runner. The process taking the snapshot and
 its ancestors (e.g. `stacklab down <lab>` and the shell that ran it) are never leaks and never lend their
-markers to their descendants.
+markers to their descendants; nor are the other commands of its shell job (`stacklab down lab | tee log` run in a
+directory named after the lab: `tee` is a child of the same shell, in the same process group). Daemons the lab
+started are not: they detach, and their parent is never one of the taker's ancestors.
 
 Other kinds are counted without a filter: a new interface, namespace or mount point during the lab window is
 worth a look even if another actor made it. The one exception is libvirt: if libvirtd was not reachable before
@@ -61,6 +63,7 @@ class ProcessInfo:
     cgroup: str = ""  # distinct cgroup paths, comma-separated ("" when only the root cgroup)
     cwd: str = ""
     env: tuple[str, ...] = ()  # STACKLAB_* variables as NAME=value
+    pgrp: int = 0  # process group (a shell job: the processes of one pipeline share it)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -82,6 +85,7 @@ class ProcessInfo:
             cgroup=str(data.get("cgroup", "")),
             cwd=str(data.get("cwd", "")),
             env=tuple(str(e) for e in data.get("env", ())),
+            pgrp=int(data.get("pgrp", 0)),
         )
 
 
@@ -255,7 +259,7 @@ def _read_process(proc: Path, pid: int) -> ProcessInfo | None:
     comm = stat[lpar + 1 : rpar]
     rest = stat[rpar + 2 :].split()
     try:
-        ppid = int(rest[1])
+        ppid, pgrp = int(rest[1]), int(rest[2])
         starttime = int(rest[19])
     except (IndexError, ValueError):
         return None
@@ -278,7 +282,7 @@ def _read_process(proc: Path, pid: int) -> ProcessInfo | None:
         env = tuple(sorted(e for e in environ if e.startswith(ENV_PREFIX)))
     except OSError:
         env = ()
-    return ProcessInfo(pid, starttime, ppid, comm, cmdline, cgroup, cwd, env)
+    return ProcessInfo(pid, starttime, ppid, comm, cmdline, cgroup, cwd, env, pgrp)
 
 
 def read_processes(root: Path) -> tuple[ProcessInfo, ...]:
@@ -386,6 +390,18 @@ def _related_to_lab(
     return None
 
 
+def _in_takers_job(proc: ProcessInfo, by_pid: Mapping[int, ProcessInfo], taker: Sequence[tuple[int, int]]) -> bool:
+    """`proc` runs beside the snapshot taker in its shell job: a child of one of the taker's ancestors (not of the
+    taker itself, whose children are checked, and not of init, which adopts orphaned daemons) in the taker's
+    process group. A daemon that detached properly has its own session and process group anyway."""
+    if not taker:
+        return False
+    me, parent = by_pid.get(taker[0][0]), by_pid.get(proc.ppid)
+    if me is None or me.key != taker[0] or not me.pgrp or parent is None or parent.pid <= 1:
+        return False
+    return proc.pgrp == me.pgrp and parent.key in taker[1:]
+
+
 def leaks(before: HostSnapshot, after: HostSnapshot, *, lab_markers: Sequence[str] = ()) -> list[Leak]:
     """Objects present in `after` and not in `before`; new processes only when they reference the lab.
 
@@ -416,7 +432,7 @@ def leaks(before: HostSnapshot, after: HostSnapshot, *, lab_markers: Sequence[st
     taker = set(after.taker)
     by_pid = {p.pid: p for p in after.processes}
     for proc in after.processes:
-        if proc.key in old or proc.key in taker:
+        if proc.key in old or proc.key in taker or _in_takers_job(proc, by_pid, after.taker):
             continue
         why = _related_to_lab(proc, by_pid, taker, markers)
         if why:
