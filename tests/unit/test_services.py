@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers import svc_placement
+from stacklab.drivers import svc_neutron, svc_placement
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.services import ROLES, ServiceDriver, plan_service
 from stacklab.drivers.svc_infra import database_sql, render_mariadb_conf, render_memcached_conf, render_rabbitmq_conf
@@ -42,7 +42,8 @@ openstack:
 """
 
 BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
-            "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api")  # fmt: skip
+            "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api", "/usr/bin/neutron-api",
+            "/usr/bin/neutron-rpc-server")  # fmt: skip
 
 
 def ok(stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
@@ -91,7 +92,7 @@ class FakeController:
             return ok()
         if cmd == "stat":
             return ok("".join(f"glance {path}\n" for path in argv[3:]))
-        if cmd in ("glance-manage", "placement-manage"):
+        if cmd in ("glance-manage", "placement-manage", "neutron-db-manage"):
             self.manage.append(argv)
             return ok()
         if cmd == "python3":
@@ -134,7 +135,7 @@ class FakeController:
             self.manage.append(argv[argv.index("keystone-manage") :])
             return ok()
         if cmd == "curl":
-            apis = {":9292": ("glance-api", "300"), ":8778": ("placement-api", "200")}
+            apis = {":9292": ("glance-api", "300"), ":8778": ("placement-api", "200"), ":9696": ("neutron-api", "200")}
             unit, code = next((v for k, v in apis.items() if k in argv[-1]), ("keystone", ""))
             up = unit in self.running
             return ok(code if up else "") if "-w" in argv else ok(rc=0 if up else 7)
@@ -203,11 +204,15 @@ def test_expand_gives_each_service_the_controller_address(lab_resources: dict[st
 
 def test_services_without_a_role_are_pending(lab_resources: dict[str, Resource]) -> None:
     driver = ServiceDriver()
-    assert {"mariadb", "rabbitmq", "memcached", "keystone"} <= set(ROLES)
+    assert {"mariadb", "rabbitmq", "memcached", "keystone", "placement", "neutron"} <= set(ROLES)
     assert driver.unsupported(lab_resources["keystone"]) is None
-    assert driver.unsupported(lab_resources["placement"]) is None
-    reason = driver.unsupported(lab_resources["neutron"])
-    assert reason is not None and "no driver for service neutron" in reason
+    with_nova = LAB.replace("glance, placement, neutron]", "glance, placement, neutron, nova]").replace(
+        "    roles: [controller]\n",
+        "    roles: [controller]\n  cmp1: {image: os, nics: [mgmt, storage], roles: [compute]}\n",
+    )
+    nova = next(r for r in expand(load_lab_text(with_nova, "oslab.yml")) if r.name == "nova")
+    reason = driver.unsupported(nova)
+    assert reason is not None and "no driver for service nova" in reason
 
 
 def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
@@ -223,6 +228,8 @@ def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
             database_sql("keystone", "keystone", "DBPASSWORD"),
             svc_placement.render_conf(plans["placement"], "DBPASSWORD", "USERPASSWORD"),
             svc_placement.render_dropin(plans["placement"]),
+            svc_neutron.render_conf(plans["neutron"], "DBPASSWORD", "RABBITPASSWORD", "USERPASSWORD"),
+            *(svc_neutron.render_dropin(plans["neutron"], unit) for unit in svc_neutron.UNITS),
         ]
     )
     check_golden("services/oslab-files.txt", text)
@@ -267,7 +274,7 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
     assert not [c for c in node.calls if any(s in " ".join(c) for s in secrets)], "a secret leaked into argv"
     assert f"OS_PASSWORD={admin}" in node.files["/root/admin-openrc"]
     for name, resource in lab_resources.items():
-        if name in ("placement", "neutron"):  # not applied here (placement has its own test)
+        if name in ("placement", "neutron", "nova"):  # not applied here (placement and neutron have their own tests)
             continue
         observed = driver.observe(resource, ctx)
         assert observed is not None and observed.owned and observed.drift == (), name
@@ -347,6 +354,32 @@ def test_placement_up_observe_and_down(
     assert not any(p.startswith(("/etc/placement", "/etc/systemd/system/placement")) for p in node.files)
     assert any("DROP DATABASE IF EXISTS `placement`" in s for s in node.sql)
     assert node.keystone_requests[-1]["user"] == "placement" and node.keystone_requests[-1]["remove"] is True
+
+
+def test_neutron_up_observe_and_down(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    apply_all(driver, ctx, lab_resources)
+    outputs = driver.apply(driver.diff(lab_resources["neutron"], None, None), ctx)
+    assert outputs["url"] == "http://10.250.0.10:9696"
+    assert {"neutron-api", "neutron-rpc-server"} <= node.running & node.enabled
+    (migrate,) = [m for m in node.manage if m[0] == "neutron-db-manage"]
+    # stacklab's file last: neutron.conf's own [database] (SQLite) must not win
+    assert migrate[-2:] == ("upgrade", "heads") and migrate[-3] == "/etc/neutron/server.conf.d/50-stacklab.conf"
+    (user,) = [r for r in node.keystone_requests if r.get("user") == "neutron"]
+    assert user["service"]["type"] == "network" and user["endpoints"]["public"] == outputs["url"]
+    secret = (ctx.state_dir / "secrets/neutron-db").read_text().strip()
+    assert not [c for c in node.calls if any(secret in a for a in c)], "a secret leaked into argv"
+    observed = driver.observe(lab_resources["neutron"], ctx)
+    assert observed is not None and observed.drift == ()
+    node.running.discard("neutron-rpc-server")
+    observed = driver.observe(lab_resources["neutron"], ctx)
+    assert observed is not None and observed.drift == ("neutron-rpc-server is not running",)
+    driver.delete("service/neutron", {"spec": dict(lab_resources["neutron"].spec)}, ctx)
+    assert not any(p.startswith(("/etc/neutron", "/etc/systemd/system/neutron")) for p in node.files)
+    assert any("DROP DATABASE IF EXISTS `neutron`" in s for s in node.sql)
+    assert not {"neutron-api", "neutron-rpc-server"} & node.running
 
 
 SWIFT_LAB = LAB.replace(

@@ -47,8 +47,13 @@ def register(ks: Any, request: dict[str, Any]) -> list[str]:
     domain = "default"
     project = _one(ks.projects.list(name=request["project"], domain=domain), "project")
     if project is None:
-        project = ks.projects.create(request["project"], domain, description="OpenStack service users")
-        changed.append(f"project {request['project']}")
+        from keystoneauth1 import exceptions  # type: ignore[import-not-found, unused-ignore]
+
+        try:
+            project = ks.projects.create(request["project"], domain, description="OpenStack service users")
+            changed.append(f"project {request['project']}")
+        except exceptions.Conflict:  # another service's registration, running beside this one, made it first
+            project = _one(ks.projects.list(name=request["project"], domain=domain), "project")
     user = _one(ks.users.list(name=request["user"], domain=domain), "user")
     if user is None:
         user = ks.users.create(request["user"], domain=domain, password=request["password"], default_project=project)

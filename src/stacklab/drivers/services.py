@@ -110,7 +110,15 @@ def register_role(role: ServiceRole) -> ServiceRole:
 
 def _import_roles() -> None:
     # the role modules register themselves; imported here so that the driver always knows every shipped role
-    from stacklab.drivers import svc_cinder, svc_glance, svc_infra, svc_keystone, svc_placement, svc_swift  # noqa: F401
+    from stacklab.drivers import (  # noqa: F401
+        svc_cinder,
+        svc_glance,
+        svc_infra,
+        svc_keystone,
+        svc_neutron,
+        svc_placement,
+        svc_swift,
+    )
 
 
 def file_problems(runner: Runner, files: Mapping[str, str], where: str = "") -> list[str]:

@@ -61,14 +61,11 @@ def render_conf(plan: ServicePlan, db_password: str) -> str:
     )
 
 
-def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
-    """keystonemiddleware's section for a service's API: its keystone user, tokens cached in the lab's memcached."""
-    keystone = f"http://{plan.address}:{PORT}"
+def credentials_section(plan: ServicePlan, section: str, user: str, password: str) -> str:
+    """A keystoneauth password section: how a service logs in to call another one (its [nova], [placement]...)."""
     return (
-        "[keystone_authtoken]\n"
-        f"www_authenticate_uri = {keystone}\n"
-        f"auth_url = {keystone}\n"
-        f"memcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
+        f"[{section}]\n"
+        f"auth_url = http://{plan.address}:{PORT}\n"
         "auth_type = password\n"
         "project_domain_name = Default\n"
         "user_domain_name = Default\n"
@@ -76,6 +73,13 @@ def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
         f"username = {user}\n"
         f"password = {password}\n"
         f"region_name = {REGION}\n"
+    )
+
+
+def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
+    """keystonemiddleware's section for a service's API: its keystone user, tokens cached in the lab's memcached."""
+    return credentials_section(plan, "keystone_authtoken", user, password) + (
+        f"www_authenticate_uri = http://{plan.address}:{PORT}\nmemcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
     )
 
 

@@ -15,6 +15,8 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
                                             attachment_id, connection_info, the volume's status
   cinder detach   {"volume_id", "attachment_id"}   delete the attachment, wait until available
   cinder delete   {"volume_id"}             delete the volume, wait until it is gone
+  neutron network {"cidr"}                  a network, a subnet on `cidr` and a port: segment type and VNI, the
+                                            port's address; then all deleted
   placement claim {"vcpus", "memory_mb"}    a resource provider with that inventory: candidates for half of it,
                                             a claim of 3/4 of the VCPUs, usages, candidates again, then all deleted
 Every request also has "auth_url" and "password" (keystone's admin). Prints one JSON line.
@@ -164,6 +166,44 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def neutron(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    """Network, subnet and port as nova asks for them (no agents: the port stays unbound), then deleted."""
+    if action != "network":
+        raise SystemExit(f"unknown neutron action {action}")
+    token, url = login(req, "network")
+    out: dict[str, Any] = {"neutron": url}
+    json_headers = {"Content-Type": "application/json"}
+
+    def send(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        status, _, answer = call(method, f"{url}/v2.0{path}", token, data, json_headers)
+        return status, json.loads(answer) if answer.strip() else {}
+
+    created: list[str] = []
+    try:
+        status, net = send("POST", "/networks", {"network": {"name": "stacklab-suite"}})
+        if status != 201:
+            raise SystemExit(f"neutron refused the network: HTTP {status}: {net}")
+        network = net["network"]
+        created.append(f"/networks/{network['id']}")
+        out.update(network_type=network.get("provider:network_type"), vni=network.get("provider:segmentation_id"))
+        subnet_body = {"subnet": {"network_id": network["id"], "ip_version": 4, "cidr": req["cidr"]}}
+        status, sub = send("POST", "/subnets", subnet_body)
+        if status != 201:
+            raise SystemExit(f"neutron refused the subnet: HTTP {status}: {sub}")
+        created.append(f"/subnets/{sub['subnet']['id']}")
+        status, prt = send("POST", "/ports", {"port": {"network_id": network["id"], "name": "stacklab-suite"}})
+        if status != 201:
+            raise SystemExit(f"neutron refused the port: HTTP {status}: {prt}")
+        port = prt["port"]
+        created.append(f"/ports/{port['id']}")
+        out.update(addresses=[ip["ip_address"] for ip in port.get("fixed_ips", [])], mac=port.get("mac_address"),
+                   gateway=sub["subnet"].get("gateway_ip"), vif_type=port.get("binding:vif_type"))  # fmt: skip
+    finally:
+        out["deleted"] = [send("DELETE", path)[0] for path in reversed(created)]
+    return out
+
+
 PLACEMENT_API = {"Content-Type": "application/json", "OpenStack-API-Version": "placement 1.31"}
 
 
@@ -216,7 +256,8 @@ def placement(action: str, req: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     service, action = sys.argv[1], sys.argv[2]
     req = json.loads(sys.stdin.read())
-    out = {"glance": glance, "swift": swift, "cinder": cinder, "placement": placement}[service](action, req)
+    roles = {"glance": glance, "swift": swift, "cinder": cinder, "neutron": neutron, "placement": placement}
+    out = roles[service](action, req)
     sys.stdout.write(json.dumps(out) + "\n")
 
 

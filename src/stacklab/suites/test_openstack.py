@@ -199,3 +199,20 @@ def test_placement_tracks_inventory_and_claims(lab: LabContext, runners: dict[st
     assert seen["after"] == [], f"2 free VCPUs cannot fit 4, yet placement offered {seen['after']}"
     assert seen["released"] == [rp], f"released, the provider should be a candidate again: {seen}"
     assert seen["delete_http"] == 204, seen
+
+
+def test_neutron_allocates_a_vxlan_network_and_a_port_address(lab: LabContext, runners: dict[str, Runner]) -> None:
+    """From another node over br-mgmt: ML2 gives a new project network a VXLAN segment from the lab's VNI range, the
+    subnet's allocation pool gives a port an address inside the CIDR, and everything can be deleted again."""
+    import ipaddress
+
+    neutron = service(lab, "neutron")
+    client = other_node(lab, str(neutron["node"]))
+    cidr = "192.168.77.0/24"
+    seen = os_client(runners[client], "neutron", "network", {**admin_auth(lab), "cidr": cidr})
+    assert seen["neutron"] == str(neutron["url"]), f"catalog gives {seen['neutron']}, runs at {neutron['url']}"
+    low, high = (int(v) for v in str(neutron["ml2"]["vni_range"]).split(":"))
+    assert seen["network_type"] == "vxlan" and low <= int(seen["vni"]) <= high, seen
+    (address,) = seen["addresses"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(cidr) and address != seen["gateway"], seen
+    assert seen["deleted"] == [204, 204, 204], f"port, subnet and network should be deleted: {seen['deleted']}"
