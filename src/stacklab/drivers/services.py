@@ -116,6 +116,7 @@ def _import_roles() -> None:
         svc_infra,
         svc_keystone,
         svc_neutron,
+        svc_nova,
         svc_placement,
         svc_swift,
     )

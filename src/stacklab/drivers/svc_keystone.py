@@ -13,6 +13,7 @@ the credentials for the suites and for people who `stacklab ssh` into the contro
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -33,6 +34,7 @@ from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
 
 PACKAGE_CONF = "/etc/keystone/keystone.conf"
+_TOOL_UPLOAD = threading.Lock()
 CONF = "/etc/keystone/keystone.conf.d/50-stacklab.conf"
 DROPIN = "/etc/systemd/system/keystone.service.d/stacklab.conf"
 OPENRC = "/root/admin-openrc"
@@ -193,10 +195,12 @@ def retire_service(
     service: Mapping[str, str],
     url: str,
     files: tuple[str, ...],
+    databases: tuple[str, ...] = (),
 ) -> None:
     """Undo an API service set up with keystone: stop and disable its units (the last one first), delete its keystone
-    user and catalog entry while keystone runs, remove its files and drop its database (named `user`, as its
-    database user) while MariaDB runs. Each step is skipped when there is nothing to undo, so `down` can resume."""
+    user and catalog entry while keystone runs, remove its files and drop its databases (default: one named `user`;
+    the database user is `user`) while MariaDB runs. Each step is skipped when there is nothing to undo, so `down`
+    can resume."""
     for unit in reversed(units):
         systemctl(runner, "disable", "--now", unit, check=False)
     if unit_active(runner, "keystone"):
@@ -205,7 +209,8 @@ def retire_service(
     remove_node_files(runner, *files)
     systemctl(runner, "daemon-reload", check=False)
     if unit_active(runner, "mariadb"):
-        drop_database(runner, user, user)
+        for database in databases or (user,):
+            drop_database(runner, database, user)
 
 
 def admin_get(ctx: DriverContext, runner: Runner, plan: ServicePlan, *, service_type: str, path: str) -> str:
@@ -222,7 +227,8 @@ def _run_tool(ctx: DriverContext, runner: Runner, plan: ServicePlan, request: Ma
         raise StackLabError(
             f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
         )
-    write_node_file(runner, TOOL_PATH, resources.files("stacklab.drivers").joinpath("keystone_tool.py").read_text())
+    with _TOOL_UPLOAD:  # services register side by side; two `install`s of one path race ("File exists")
+        write_node_file(runner, TOOL_PATH, resources.files("stacklab.drivers").joinpath("keystone_tool.py").read_text())
     full = {**request, "auth_url": auth_url(plan), "admin_password": admin_password}
     result = runner.run(["python3", TOOL_PATH], input=json.dumps(full), timeout=MANAGE_TIMEOUT)
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))

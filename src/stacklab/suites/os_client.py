@@ -17,6 +17,8 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   cinder delete   {"volume_id"}             delete the volume, wait until it is gone
   neutron network {"cidr"}                  a network, a subnet on `cidr` and a port: segment type and VNI, the
                                             port's address; then all deleted
+  nova hosts      {}                        nova's services and hypervisors, and placement's providers with their
+                                            inventories (what the scheduler will choose from)
   placement claim {"vcpus", "memory_mb"}    a resource provider with that inventory: candidates for half of it,
                                             a claim of 3/4 of the VCPUs, usages, candidates again, then all deleted
 Every request also has "auth_url" and "password" (keystone's admin). Prints one JSON line.
@@ -204,6 +206,26 @@ def neutron(action: str, req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def nova(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    if action != "hosts":
+        raise SystemExit(f"unknown nova action {action}")
+    token, url = login(req, "compute")
+    _, placement_url = login(req, "placement")
+    compute_api = {"X-OpenStack-Nova-API-Version": "2.53"}
+    _, _, data = call("GET", url + "/os-services", token, headers=compute_api)
+    services = [{k: s.get(k) for k in ("binary", "host", "state", "status")} for s in json.loads(data)["services"]]
+    _, _, data = call("GET", url + "/os-hypervisors/detail", token, headers=compute_api)
+    hypervisors = [{k: h.get(k) for k in ("hypervisor_hostname", "hypervisor_type", "host_ip", "state", "vcpus")}
+                   for h in json.loads(data)["hypervisors"]]  # fmt: skip
+    providers = {}
+    _, _, data = call("GET", placement_url + "/resource_providers", token, headers=PLACEMENT_API)
+    for rp in json.loads(data)["resource_providers"]:
+        _, _, inv = call("GET", f"{placement_url}/resource_providers/{rp['uuid']}/inventories", token,
+                         headers=PLACEMENT_API)  # fmt: skip
+        providers[rp["name"]] = {k: v["total"] for k, v in json.loads(inv)["inventories"].items()}
+    return {"nova": url, "services": services, "hypervisors": hypervisors, "providers": providers}
+
+
 PLACEMENT_API = {"Content-Type": "application/json", "OpenStack-API-Version": "placement 1.31"}
 
 
@@ -256,7 +278,14 @@ def placement(action: str, req: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     service, action = sys.argv[1], sys.argv[2]
     req = json.loads(sys.stdin.read())
-    roles = {"glance": glance, "swift": swift, "cinder": cinder, "neutron": neutron, "placement": placement}
+    roles = {
+        "glance": glance,
+        "swift": swift,
+        "cinder": cinder,
+        "neutron": neutron,
+        "nova": nova,
+        "placement": placement,
+    }
     out = roles[service](action, req)
     sys.stdout.write(json.dumps(out) + "\n")
 

@@ -216,3 +216,24 @@ def test_neutron_allocates_a_vxlan_network_and_a_port_address(lab: LabContext, r
     (address,) = seen["addresses"]
     assert ipaddress.ip_address(address) in ipaddress.ip_network(cidr) and address != seen["gateway"], seen
     assert seen["deleted"] == [204, 204, 204], f"port, subnet and network should be deleted: {seen['deleted']}"
+
+
+def test_nova_computes_are_hypervisors_with_inventory_in_placement(lab: LabContext, runners: dict[str, Runner]) -> None:
+    """Conductor and scheduler are up; every compute node's nova-compute is up, mapped into a cell (a hypervisor of
+    type QEMU at its br-mgmt address), and its resource provider in placement offers VCPU, memory and disk."""
+    nova = service(lab, "nova")
+    client = other_node(lab, str(nova["node"]))
+    seen = os_client(runners[client], "nova", "hosts", admin_auth(lab))
+    up = {(s["binary"], s["host"]) for s in seen["services"] if s["state"] == "up" and s["status"] == "enabled"}
+    wanted = {("nova-conductor", nova["node"]), ("nova-scheduler", nova["node"])}
+    wanted |= {("nova-compute", c) for c in nova["computes"]}
+    assert wanted <= up, f"nova services up: {sorted(up)}; expected at least {sorted(wanted)}"
+    hypervisors = {h["hypervisor_hostname"]: h for h in seen["hypervisors"]}
+    for compute in nova["computes"]:
+        hypervisor = hypervisors.get(compute)
+        assert hypervisor is not None, f"{compute} is not a hypervisor: {sorted(hypervisors)}"
+        address = lab.nodes[compute]["addresses"]["mgmt"]
+        assert (hypervisor["hypervisor_type"], hypervisor["host_ip"], hypervisor["state"]) == ("QEMU", address, "up")
+        inventory = seen["providers"].get(compute, {})
+        assert {"VCPU", "MEMORY_MB", "DISK_GB"} <= set(inventory), f"{compute} in placement: {inventory}"
+        assert inventory["VCPU"] == hypervisor["vcpus"] > 0, (inventory, hypervisor)

@@ -1,0 +1,393 @@
+"""Nova (Zed, from Debian's packages): the API, conductor and scheduler on the controller, nova-compute with libvirt
+(QEMU, TCG) on every compute node.
+
+Configuration: the package's nova.conf stays as shipped; stacklab's settings are
+`/etc/nova/nova.conf.d/50-stacklab.conf` on every nova node, given after the package's files on the command line
+of each process by drop-ins of the package's units (Debian's init scripts pass only their own files), and to the
+API through OS_NOVA_CONFIG_FILES (nova's WSGI app reads that list). The API runs under uwsgi on the controller's
+br-mgmt address with one process.
+
+Controller: databases nova_api, nova and nova_cell0 (one `nova` database user), `api_db sync`, cell0 mapped,
+`cell1` created once, `db sync`, the `nova` keystone user and the `compute` endpoints, then the three units.
+Computes: libvirtd and nova-compute, each node's own br-mgmt address as my_ip; virt_type qemu (TCG: these nodes
+are containers, or VMs without nested KVM). With `images_type: rbd`, instance disks live in the Ceph pool `vms`
+as `client.cinder` (the usual Ceph-for-OpenStack layout: one key for volumes and instance disks), whose key
+libvirt holds as a secret under the same per-lab UUID cinder hands out for volume attachments. `up` waits until
+every nova-compute reports up, maps the computes into cell1 (`discover_hosts`) and waits until each is a
+hypervisor (and so a resource provider in placement).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.node_files import (
+    enable_and_restart,
+    node_path_exists,
+    read_node_file,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
+from stacklab.drivers.services import (
+    ServicePlan,
+    file_problems,
+    register_role,
+    unit_problems,
+    version_list_answers,
+    wait_for_api,
+)
+from stacklab.drivers.svc_cinder import CEPH_USER, keyring_path, rbd_secret_uuid
+from stacklab.drivers.svc_infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
+from stacklab.drivers.svc_keystone import (
+    admin_get,
+    authtoken_section,
+    credentials_section,
+    register_in_keystone,
+    retire_service,
+)
+from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.runner import Runner
+from stacklab.model.addressing import node_addresses
+from stacklab.secrets import get_or_create_secret, read_secret
+
+PACKAGE_CONF = "/etc/nova/nova.conf"
+COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
+CONF = "/etc/nova/nova.conf.d/50-stacklab.conf"
+CONTROLLER_UNITS = ("nova-api", "nova-conductor", "nova-scheduler")
+COMPUTE_UNITS = ("libvirtd", "nova-compute")
+DROPIN_DIR = "/etc/systemd/system/{unit}.service.d/stacklab.conf"
+SECRET_XML = "/etc/stacklab/nova/ceph-secret.xml"
+PORT = 8774
+DATABASES = ("nova_api", "nova", "nova_cell0")
+DB_SECRET = "nova-db"
+USER_SECRET = "nova-keystone"
+RBD_POOL = "vms"
+MANAGE_TIMEOUT = 900.0
+COMPUTE_BUDGET = 240.0
+SERVICE = {"name": "nova", "type": "compute", "description": "OpenStack Compute"}
+
+
+def api_url(plan: ServicePlan) -> str:
+    return f"http://{plan.address}:{PORT}"
+
+
+def endpoint_url(plan: ServicePlan) -> str:
+    return f"{api_url(plan)}/v2.1"
+
+
+def computes(plan: ServicePlan) -> tuple[str, ...]:
+    return plan.hosts[1:]
+
+
+def dropin_path(unit: str) -> str:
+    return DROPIN_DIR.format(unit=unit)
+
+
+def images_type(plan: ServicePlan) -> str:
+    return str(plan.config.get("images_type", "qcow2"))
+
+
+def check_plan(plan: ServicePlan, ctx: DriverContext) -> None:
+    rid = f"service/{plan.name}"
+    if plan.config.get("instances_on", "local") != "local":
+        raise PlanError(
+            f"nova instances_on {plan.config['instances_on']!r} is not wired yet",
+            resource=rid,
+            hint="use `images_type: rbd` for instance disks on shared (Ceph) storage, or the default local disks",
+        )
+    if images_type(plan) == "rbd":
+        ceph = ctx.outputs.get(f"ceph/{ctx.lab.name}") or {}
+        missing = [f"pool {RBD_POOL}"] if RBD_POOL not in ceph.get("pools", []) else []
+        missing += [f"client {CEPH_USER}"] if CEPH_USER not in ceph.get("clients", {}) else []
+        if missing:
+            raise PlanError(
+                f"nova's rbd images need the lab's Ceph cluster with {' and '.join(missing)}",
+                resource=rid,
+                hint=f"add {RBD_POOL} to storage.ceph.pools and {CEPH_USER} to storage.ceph.clients",
+            )
+
+
+def render_conf(
+    plan: ServicePlan, node: str, my_ip: str, *, db_password: str, rabbit_password: str, user_password: str
+) -> str:
+    """nova's settings on `node`: the controller gets the databases and the API's token check, a compute its
+    hypervisor; both reach placement, neutron, glance and cinder through the catalog as `nova`."""
+    text = (
+        f"# written by stacklab for lab {plan.lab}\n"
+        "[DEFAULT]\n"
+        f"my_ip = {my_ip}\n"
+        f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
+        "[api]\n"
+        "auth_strategy = keystone\n"
+        "[glance]\n"
+        f"api_servers = http://{plan.address}:9292\n"
+        "[cinder]\n"
+        "os_region_name = RegionOne\n"
+        "[oslo_concurrency]\n"
+        "lock_path = /var/lib/nova/tmp\n"
+        "[vnc]\n"
+        "enabled = false\n"
+        f"{credentials_section(plan, 'placement', 'nova', user_password)}"
+        f"{credentials_section(plan, 'neutron', 'nova', user_password)}"
+    )
+    if node == plan.controller:
+        text += (
+            "[api_database]\n"
+            f"connection = mysql+pymysql://nova:{db_password}@{plan.address}/nova_api\n"
+            "[database]\n"
+            f"connection = mysql+pymysql://nova:{db_password}@{plan.address}/nova\n"
+            f"{authtoken_section(plan, 'nova', user_password)}"
+            "[conductor]\n"
+            "workers = 1\n"
+            "[scheduler]\n"
+            "workers = 1\n"
+        )
+    if node in computes(plan):
+        text += (
+            "[compute]\n"
+            "compute_driver = libvirt.LibvirtDriver\n"
+            "[libvirt]\n"
+            # TCG: the compute nodes are containers (or VMs without nested KVM)
+            "virt_type = qemu\n"
+            f"images_type = {images_type(plan)}\n"
+        )
+        if images_type(plan) == "rbd":
+            text += (
+                f"images_rbd_pool = {RBD_POOL}\n"
+                "images_rbd_ceph_conf = /etc/ceph/ceph.conf\n"
+                f"rbd_user = {CEPH_USER}\n"
+                f"rbd_secret_uuid = {rbd_secret_uuid(plan.lab)}\n"
+            )
+    return text
+
+
+def render_dropin(plan: ServicePlan, unit: str) -> str:
+    """The unit's ExecStart with the package's files, then stacklab's."""
+    if unit == "nova-api":
+        argv = [
+            "/usr/bin/uwsgi_python3",
+            f"--http-socket {plan.address}:{PORT}",
+            "--wsgi-file /usr/bin/nova-api-wsgi",
+            "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
+            "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
+            "--add-header 'Connection: close' --logto /var/log/nova/nova-api.log",
+        ]
+        return (
+            f"# written by stacklab for lab {plan.lab}: nova API on the management network, one process\n"
+            "[Service]\n"
+            # nova's WSGI app reads this list (relative to /etc/nova; the first is its paste file); SIGTERM ends
+            # uwsgi under --die-on-term
+            f'Environment="OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;{CONF.removeprefix("/etc/nova/")}"\n'
+            "TimeoutStopSec=5\n"
+            "ExecStart=\n"
+            f"ExecStart={' '.join(argv)}\n"
+        )
+    files = [PACKAGE_CONF, *([COMPUTE_PACKAGE_CONF] if unit == "nova-compute" else []), CONF]
+    argv = [f"/usr/bin/{unit}", *(f"--config-file {f}" for f in files), f"--log-file /var/log/nova/{unit}.log"]
+    return (
+        f"# written by stacklab for lab {plan.lab}: {unit} with stacklab's settings\n"
+        f"[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
+    )
+
+
+def render_secret_xml(plan: ServicePlan) -> str:
+    return (
+        "<secret ephemeral='no' private='no'>\n"
+        f"  <uuid>{rbd_secret_uuid(plan.lab)}</uuid>\n"
+        f"  <usage type='ceph'><name>client.{CEPH_USER} secret of lab {plan.lab}</name></usage>\n"
+        "</secret>\n"
+    )
+
+
+def keyring_key(text: str) -> str:
+    """The base64 key of a Ceph keyring file."""
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "key":
+            return value.strip()
+    raise ValueError("no key in the keyring")
+
+
+def manage_argv(*args: str) -> list[str]:
+    return ["runuser", "-u", "nova", "--", "nova-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF, *args]
+
+
+def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+    return version_list_answers(runner, api_url(plan))
+
+
+def compute_states(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> dict[str, str]:
+    """{host: state} of the nova-compute services the API knows."""
+    body = admin_get(ctx, runner, plan, service_type="compute", path="/os-services?binary=nova-compute")
+    return {str(s["host"]): str(s["state"]) for s in json.loads(body or "{}").get("services", [])}
+
+
+def hypervisors(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    body = admin_get(ctx, runner, plan, service_type="compute", path="/os-hypervisors")
+    return sorted(str(h["hypervisor_hostname"]) for h in json.loads(body or "{}").get("hypervisors", []))
+
+
+class Nova:
+    name = "nova"
+
+    def _secrets(self, ctx: DriverContext, *, create: bool) -> tuple[str, str, str] | None:
+        names = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
+        if create:
+            db, rabbit, user = (get_or_create_secret(ctx.state_dir, n) for n in names)
+            return db, rabbit, user
+        found = [read_secret(ctx.state_dir, n) for n in names]
+        return None if None in found else (str(found[0]), str(found[1]), str(found[2]))
+
+    def _files(self, ctx: DriverContext, plan: ServicePlan, node: str, secrets: tuple[str, str, str]) -> dict[str, str]:
+        my_ip = str(node_addresses(ctx.lab)[node]["mgmt"])
+        db, rabbit, user = secrets
+        files = {CONF: render_conf(plan, node, my_ip, db_password=db, rabbit_password=rabbit, user_password=user)}
+        units: list[str] = list(CONTROLLER_UNITS) if node == plan.controller else []
+        if node in computes(plan):
+            units.append("nova-compute")
+        files |= {dropin_path(u): render_dropin(plan, u) for u in units}
+        if node in computes(plan) and images_type(plan) == "rbd":
+            files[SECRET_XML] = render_secret_xml(plan)
+        return files
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+        secrets = self._secrets(ctx, create=False)
+        if secrets is None:
+            return [f"the lab's nova secrets are missing from {ctx.state_dir / 'secrets'}"]
+        found = file_problems(runner, self._files(ctx, plan, plan.controller, secrets))
+        answers = lambda: api_answers(runner, plan)  # noqa: E731
+        found += unit_problems(runner, "nova-api", url=api_url(plan), answers=answers)
+        for unit in CONTROLLER_UNITS[1:]:
+            found += unit_problems(runner, unit)
+        for node in computes(plan):
+            node_runner = ctx.on_node_if_up(node)
+            if node_runner is None:
+                found.append(f"{node} is not reachable")
+                continue
+            found += file_problems(node_runner, self._files(ctx, plan, node, secrets), node)
+            found += [f"{p} on {node}" for u in COMPUTE_UNITS for p in unit_problems(node_runner, u)]
+        return found
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+        rid = f"service/{self.name}"
+        check_plan(plan, ctx)
+        require_node(runner, plan.controller, rid, files={"/usr/bin/nova-api-wsgi": "nova-api",
+                     "/usr/bin/nova-conductor": "nova-conductor", "/usr/bin/nova-scheduler": "nova-scheduler"},
+                     unit="nova-api")  # fmt: skip
+        secrets = self._secrets(ctx, create=True) or ("", "", "")
+        ctx.progress(f"{rid}: databases, keystone user and endpoints")
+        for database in DATABASES:
+            ensure_database(runner, database, "nova", secrets[0])
+        register_in_keystone(ctx, runner, plan, user="nova", password=secrets[2], service=SERVICE,
+                             url=endpoint_url(plan))  # fmt: skip
+        changed = self._write(runner, self._files(ctx, plan, plan.controller, secrets))
+        ctx.progress(f"{rid}: api_db sync, cells, db sync")
+        runner.run(manage_argv("api_db", "sync"), timeout=MANAGE_TIMEOUT)
+        runner.run(manage_argv("cell_v2", "map_cell0"), timeout=MANAGE_TIMEOUT)
+        cells = runner.run(manage_argv("cell_v2", "list_cells"), timeout=MANAGE_TIMEOUT).stdout
+        if not any(line.split("|")[1:2] == [" cell1 "] for line in cells.splitlines()):
+            runner.run(manage_argv("cell_v2", "create_cell", "--name", "cell1"), timeout=MANAGE_TIMEOUT)
+        runner.run(manage_argv("db", "sync"), timeout=MANAGE_TIMEOUT)
+        for unit in CONTROLLER_UNITS:
+            enable_and_restart(runner, unit, changed=changed)
+        wait_for_api(runner, rid, url=api_url(plan), unit="nova-api", log_file="/var/log/nova/nova-api.log",
+                     answers=lambda: api_answers(runner, plan))  # fmt: skip
+        for node in computes(plan):
+            ctx.progress(f"{rid}: nova-compute on {node}")
+            self._ensure_compute(ctx, ctx.on_node(node), plan, node, secrets)
+        ctx.progress(f"{rid}: waiting for {', '.join(computes(plan))} to report, then discover_hosts")
+        self._wait_for_computes(ctx, runner, plan)
+        return {"url": endpoint_url(plan), "computes": list(computes(plan)), "images_type": images_type(plan),
+                "virt_type": "qemu", "cells": ["cell0", "cell1"]}  # fmt: skip
+
+    def _write(self, runner: Runner, files: Mapping[str, str]) -> bool:
+        """Write the node's files; True when one changed (units reloaded then)."""
+        changed = False
+        for path, text in files.items():
+            if write_node_file(runner, path, text, mode="0640" if path == CONF else "0644"):
+                changed = True
+        runner.run(["chown", "root:nova", CONF], timeout=30)
+        if changed:
+            systemctl(runner, "daemon-reload")
+        return changed
+
+    def _ensure_compute(
+        self, ctx: DriverContext, runner: Runner, plan: ServicePlan, node: str, secrets: tuple[str, str, str]
+    ) -> None:
+        rid = f"service/{self.name}"
+        require_node(runner, node, rid, files={"/usr/bin/nova-compute": "nova-compute",
+                     "/usr/sbin/libvirtd": "libvirt-daemon-system"}, unit="nova-compute")  # fmt: skip
+        if images_type(plan) == "rbd" and not node_path_exists(runner, keyring_path()):
+            raise PlanError(
+                f"{node} has no {keyring_path()}",
+                resource=rid,
+                hint="Ceph puts client keyrings on the storage network's nodes: give the compute a NIC there",
+            )
+        changed = self._write(runner, self._files(ctx, plan, node, secrets))
+        enable_and_restart(runner, "libvirtd", changed=False)
+        if images_type(plan) == "rbd":
+            # nova-compute (as nova) opens RBD itself; QEMU gets the key from libvirt's secret
+            runner.run(["chgrp", "nova", keyring_path()], timeout=30)
+            runner.run(["chmod", "0640", keyring_path()], timeout=30)
+            uuid = rbd_secret_uuid(plan.lab)
+            runner.run(["virsh", "secret-define", "--file", SECRET_XML], timeout=60)
+            key = keyring_key(read_node_file(runner, keyring_path()) or "")
+            key_file = f"/etc/stacklab/nova/{uuid}.key"
+            write_node_file(runner, key_file, key + "\n", mode="0600")
+            try:
+                runner.run(["virsh", "secret-set-value", "--secret", uuid, "--file", key_file], timeout=60)
+            finally:
+                remove_node_files(runner, key_file)
+        enable_and_restart(runner, "nova-compute", changed=changed)
+
+    def _wait_for_computes(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        wanted = sorted(computes(plan))
+        deadline = time.monotonic() + COMPUTE_BUDGET
+        discovered = False
+        while True:
+            states = compute_states(ctx, runner, plan)
+            up = sorted(h for h, state in states.items() if state == "up")
+            if set(wanted) <= set(up):
+                if not discovered:
+                    runner.run(manage_argv("cell_v2", "discover_hosts"), timeout=MANAGE_TIMEOUT)
+                    discovered = True
+                if set(wanted) <= set(found := hypervisors(ctx, runner, plan)):
+                    return
+            else:
+                found = []
+            if time.monotonic() > deadline:
+                raise StackLabError(
+                    f"nova-compute on {', '.join(wanted)} did not come up within {COMPUTE_BUDGET:g}s "
+                    f"(services up: {up or 'none'}; hypervisors: {found or 'none'})",
+                    resource=f"service/{plan.name}",
+                    hint="see /var/log/nova/nova-compute.log and `journalctl -u libvirtd` on the compute nodes",
+                )
+            time.sleep(5.0)
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+        for node in computes(plan):
+            node_runner = ctx.on_node_if_up(node)
+            if node_runner is None:
+                continue
+            systemctl(node_runner, "disable", "--now", "nova-compute", check=False)
+            if unit_active(node_runner, "libvirtd"):
+                node_runner.run(["virsh", "secret-undefine", rbd_secret_uuid(plan.lab)], timeout=60, check=False)
+            systemctl(node_runner, "disable", "--now", "libvirtd", check=False)
+            if node_path_exists(node_runner, keyring_path()):  # back to the Ceph step's root-only mode
+                node_runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
+                node_runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
+            remove_node_files(node_runner, CONF, SECRET_XML, dropin_path("nova-compute"))
+            systemctl(node_runner, "daemon-reload", check=False)
+        retire_service(ctx, runner, plan, units=CONTROLLER_UNITS, user="nova", user_secret=USER_SECRET,
+                       service=SERVICE, url=endpoint_url(plan), databases=DATABASES,
+                       files=(*(dropin_path(u) for u in CONTROLLER_UNITS), CONF))  # fmt: skip
+
+
+register_role(Nova())
