@@ -1,0 +1,134 @@
+"""Runs on a lab node with plain python3: builds the initramfs of the suites' test guest from the node's own files.
+
+Usage: guest_initrd.py OUT.img  -> prints {"kernel": ..., "initrd": OUT.img, "version": ...} as one JSON line.
+
+The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as an AKI/ARI pair, so no bootloader and
+no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
+stacklab image), the virtio modules of that kernel, and an /init that proves what the suites need to see:
+
+- its root disk (/dev/vda): the first line is read; if it is not a stacklab mark yet, one is written (with the
+  guest's boot id) and synced, and the console says `stacklab-guest: disk written <mark>`; if it is, the console
+  says `stacklab-guest: disk kept <mark>` (a rebuilt or evacuated instance whose disk survived);
+- every further disk (/dev/vdb...) attached later: a line `stacklab-volume:<disk>:<boot id>` written at its
+  start, then `stacklab-guest: wrote <disk>` on the console.
+
+The console (ttyS0) is what nova's console log shows; nothing here needs a network.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import stat
+import sys
+
+WANTED = ("virtio_pci", "virtio_blk")  # with what they depend on, from the kernel's modules.dep
+TOOLS = ("sh", "cat", "mount", "insmod", "sleep", "sync", "mkdir", "ls")
+
+INIT = """#!/bin/sh
+export PATH=/bin
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+for m in $(cat /lib/modules/order); do [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko; done
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
+boot=$(cat /proc/sys/kernel/random/boot_id)
+echo "stacklab-guest: booted $boot"
+first=""
+read first < /dev/vda
+[ -b /dev/vda ] || { echo "stacklab-guest: no /dev/vda"; while true; do sleep 60; done; }
+case "$first" in
+  stacklab-disk:*) echo "stacklab-guest: disk kept $first" ;;
+  *) echo "stacklab-disk:$boot" > /dev/vda; sync; echo "stacklab-guest: disk written stacklab-disk:$boot" ;;
+esac
+mkdir /tmp/done
+while true; do
+  for d in vdb vdc vdd; do
+    if [ -b /dev/$d ] && [ ! -e /tmp/done/$d ]; then
+      echo "stacklab-volume:$d:$boot" > /dev/$d
+      sync
+      mkdir /tmp/done/$d
+      echo "stacklab-guest: wrote $d"
+    fi
+  done
+  sleep 2
+done
+"""
+
+
+class Cpio:
+    """A newc archive (what the kernel unpacks as an initramfs)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ino = 1
+
+    def add(self, name: str, mode: int, body: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+        fields = [self.ino, mode, 0, 0, 1, 0, len(body), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+        self.ino += 1
+        self.data += b"070701" + "".join(f"{f:08x}" for f in fields).encode() + name.encode() + b"\0"
+        self.data += b"\0" * (-len(self.data) % 4) + body
+        self.data += b"\0" * (-len(self.data) % 4)
+
+    def close(self) -> bytes:
+        self.add("TRAILER!!!", 0)
+        return bytes(self.data)
+
+
+def module_order(version: str) -> list[tuple[str, str]]:
+    """(name, path) of WANTED and their dependencies, each after what it needs (empty when built in)."""
+    base = f"/lib/modules/{version}"
+    deps: dict[str, tuple[str, list[str]]] = {}
+    with open(f"{base}/modules.dep") as f:
+        for line in f:
+            path, _, needs = line.partition(":")
+            name = os.path.basename(path).split(".ko")[0]
+            deps[name] = (f"{base}/{path}", [os.path.basename(n).split(".ko")[0] for n in needs.split()])
+    order: list[tuple[str, str]] = []
+
+    def visit(name: str) -> None:
+        if name in deps and name not in (n for n, _ in order):
+            for need in deps[name][1]:
+                visit(need)
+            order.append((name, deps[name][0]))
+
+    for name in WANTED:
+        visit(name)
+    return order
+
+
+def main() -> None:
+    out = sys.argv[1]
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not kernels:
+        raise SystemExit("this node has no /boot/vmlinuz-*: the guest needs the image's kernel")
+    kernel = kernels[-1]
+    version = kernel.removeprefix("/boot/vmlinuz-")
+    archive = Cpio()
+    for d in ("bin", "lib", "lib/modules", "dev", "proc", "sys", "tmp"):
+        archive.add(d, stat.S_IFDIR | 0o755)
+    archive.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
+    for lib in glob.glob("/lib/klibc-*.so") or glob.glob("/usr/lib/klibc-*.so"):
+        with open(lib, "rb") as f:
+            archive.add(f"lib/{os.path.basename(lib)}", stat.S_IFREG | 0o755, f.read())
+    for tool in TOOLS:
+        with open(f"/usr/lib/klibc/bin/{tool}", "rb") as f:
+            archive.add(f"bin/{tool}", stat.S_IFREG | 0o755, f.read())
+    order = module_order(version)
+    for name, path in order:
+        if not path.endswith(".ko"):
+            raise SystemExit(f"{path}: compressed modules are not handled (klibc's insmod loads plain .ko)")
+        with open(path, "rb") as f:
+            archive.add(f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, f.read())
+    archive.add("lib/modules/order", stat.S_IFREG | 0o644, " ".join(n for n, _ in order).encode())
+    archive.add("init", stat.S_IFREG | 0o755, INIT.encode())
+    with open(out, "wb") as f:
+        f.write(gzip.compress(archive.close()))
+    sys.stdout.write(json.dumps({"kernel": kernel, "initrd": out, "version": version}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
