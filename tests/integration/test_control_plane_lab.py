@@ -25,7 +25,7 @@ def control_plane(tmp_path: Path) -> Iterator[LabCopy]:
 def test_control_plane_up_verify_repair_down(control_plane: LabCopy) -> None:
     lab = control_plane
     report = lab.up_twice_and_verify("openstack", "volumes", "replication")
-    assert "15 passed" in report.stdout, report.stdout[-2000:]
+    assert "16 passed" in report.stdout, report.stdout[-2000:]
 
     stacklab(lab.state, "ssh", lab.name, "infra1", "systemctl", "stop", "keystone")
     plan = stacklab(lab.state, "plan", str(lab.file))

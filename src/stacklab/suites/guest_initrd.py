@@ -6,9 +6,10 @@ The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as an AKI
 no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
 stacklab image), the virtio modules of that kernel, and an /init that proves what the suites need to see:
 
-- its root disk (/dev/vda): the first line is read; if it is not a stacklab mark yet, one is written (with the
-  guest's boot id) and synced, and the console says `stacklab-guest: disk written <mark>`; if it is, the console
-  says `stacklab-guest: disk kept <mark>` (a rebuilt or evacuated instance whose disk survived);
+- its root disk (/dev/vda): the first word of the first line is its mark, `stacklab-disk:<boot id of the first
+  boot>`, made on the first boot; every boot then rewrites the line as `<mark> boot:<this boot's id>` and syncs.
+  So the disk itself says whether it survived (same mark) and that a new boot used it (new boot id), which is
+  what an evacuation must show; the console says `disk written <mark>` or `disk kept <mark>` too;
 - every further disk (/dev/vdb...) attached later: a line `stacklab-volume:<disk>:<boot id>` written at its
   start, then `stacklab-guest: wrote <disk>` on the console.
 
@@ -25,7 +26,7 @@ import stat
 import sys
 
 WANTED = ("virtio_pci", "virtio_blk")  # with what they depend on, from the kernel's modules.dep
-TOOLS = ("sh", "cat", "mount", "insmod", "sleep", "sync", "mkdir", "ls")
+TOOLS = ("sh", "cat", "dd", "mount", "insmod", "sleep", "sync", "mkdir", "ls")
 
 INIT = """#!/bin/sh
 export PATH=/bin
@@ -37,13 +38,17 @@ n=0
 while [ ! -b /dev/vda ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
 boot=$(cat /proc/sys/kernel/random/boot_id)
 echo "stacklab-guest: booted $boot"
-first=""
-read first < /dev/vda
 [ -b /dev/vda ] || { echo "stacklab-guest: no /dev/vda"; while true; do sleep 60; done; }
+first=""
+# the shell's read takes a byte at a time up to a newline: from a blank 1 GiB disk that is the whole disk
+dd if=/dev/vda of=/tmp/head bs=512 count=1 2>/dev/null
+read first rest < /tmp/head
 case "$first" in
-  stacklab-disk:*) echo "stacklab-guest: disk kept $first" ;;
-  *) echo "stacklab-disk:$boot" > /dev/vda; sync; echo "stacklab-guest: disk written stacklab-disk:$boot" ;;
+  stacklab-disk:*) mark="$first"; echo "stacklab-guest: disk kept $mark" ;;
+  *) mark="stacklab-disk:$boot"; echo "stacklab-guest: disk written $mark" ;;
 esac
+echo "$mark boot:$boot" > /dev/vda
+sync
 mkdir /tmp/done
 while true; do
   for d in vdb vdc vdd; do

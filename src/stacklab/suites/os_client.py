@@ -5,6 +5,8 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   glance download {"image_id"}              sha256 and length of the image's bytes
   glance cache    {}                        glance's cache listing
   glance delete   {"image_id"}              drop it from the cache and delete it
+  glance file     {"path", "name", "disk_format", "container_format", "properties"}   upload a file of this node
+                                            as an image with those properties: id, status
   swift put       {"container", "object", "size"}   create the container, upload random bytes: sha256, status
   swift get       {"container", "object"}   sha256 and status of the object
   swift delete    {"container", "object"}   the object, then the container
@@ -17,6 +19,13 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   cinder delete   {"volume_id"}             delete the volume, wait until it is gone
   neutron network {"cidr"}                  a network, a subnet on `cidr` and a port: segment type and VNI, the
                                             port's address; then all deleted
+  nova boot       {"name", "image_id", "ram", "vcpus", "disk"}   boot without NICs on a flavor of that size (made
+                                            when missing), wait until ACTIVE (or ERROR): id, status, host, fault
+  nova console    {"server_id", "want", "timeout"}   poll the console log until it contains `want`: found, log
+  nova attach     {"server_id", "volume_id"}   attach the volume, wait until cinder says in-use: device
+  nova evacuate   {"server_id", "host"}     mark `host` forced down, evacuate the server, wait until ACTIVE
+                                            elsewhere: host, status
+  nova delete     {"server_id"}             delete the server and wait until it is gone
   nova hosts      {}                        nova's services and hypervisors, and placement's providers with their
                                             inventories (what the scheduler will choose from)
   placement claim {"vcpus", "memory_mb"}    a resource provider with that inventory: candidates for half of it,
@@ -84,6 +93,17 @@ def glance(action: str, req: dict[str, Any]) -> dict[str, Any]:
     elif action == "download":
         status, _, data = call("GET", f"{url}/v2/images/{req['image_id']}/file", token)
         out.update(http=status, sha256=hashlib.sha256(data).hexdigest(), length=len(data))
+    elif action == "file":
+        meta = {"name": req["name"], "disk_format": req["disk_format"], "container_format": req["container_format"],
+                "visibility": "public", **req.get("properties", {})}  # fmt: skip
+        _, _, data = call("POST", url + "/v2/images", token, json.dumps(meta).encode(),
+                          {"Content-Type": "application/json"})  # fmt: skip
+        image_id = json.loads(data)["id"]
+        with open(req["path"], "rb") as handle:
+            payload = handle.read()
+        call("PUT", f"{url}/v2/images/{image_id}/file", token, payload, {"Content-Type": "application/octet-stream"})
+        _, _, data = call("GET", f"{url}/v2/images/{image_id}", token)
+        out.update(image_id=image_id, status=json.loads(data)["status"], size=len(payload))
     elif action == "cache":
         out.update(cache=json.loads(call("GET", url + "/v2/cache", token)[2]))
     elif action == "delete":
@@ -206,10 +226,85 @@ def neutron(action: str, req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+COMPUTE_API = {"Content-Type": "application/json", "X-OpenStack-Nova-API-Version": "2.53"}
+
+
+def server(token: str, url: str, server_id: str) -> tuple[int, dict[str, Any]]:
+    status, _, data = call("GET", f"{url}/servers/{server_id}", token, headers=COMPUTE_API)
+    return status, json.loads(data).get("server", {}) if status == 200 else {}
+
+
+def wait_server(token: str, url: str, server_id: str, wanted: set[str], budget: float = 600.0) -> dict[str, Any]:
+    deadline = time.monotonic() + budget
+    while True:
+        http, srv = server(token, url, server_id)
+        status = "gone" if http == 404 else str(srv.get("status"))
+        if status in wanted or status == "ERROR" or time.monotonic() > deadline:
+            return {"status": status, "host": srv.get("OS-EXT-SRV-ATTR:host"), "fault": srv.get("fault")}
+        time.sleep(3.0)
+
+
+def flavor_id(token: str, url: str, req: dict[str, Any]) -> str:
+    name = f"stacklab-{req['vcpus']}c{req['ram']}m{req['disk']}g"
+    _, _, data = call("GET", f"{url}/flavors", token, headers=COMPUTE_API)
+    for flavor in json.loads(data)["flavors"]:
+        if flavor["name"] == name:
+            return str(flavor["id"])
+    body = {"flavor": {"name": name, "ram": int(req["ram"]), "vcpus": int(req["vcpus"]), "disk": int(req["disk"])}}
+    status, _, data = call("POST", f"{url}/flavors", token, json.dumps(body).encode(), COMPUTE_API)
+    if status != 200:
+        raise SystemExit(f"nova refused the flavor: HTTP {status}: {data[:300]!r}")
+    return str(json.loads(data)["flavor"]["id"])
+
+
+def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> dict[str, Any]:
+    """Instances as a user drives them: boot, console, volume attach, evacuation, delete."""
+    if action == "boot":
+        body = {"server": {"name": req["name"], "imageRef": req["image_id"], "flavorRef": flavor_id(token, url, req),
+                           "networks": "none"}}  # fmt: skip
+        status, _, data = call("POST", f"{url}/servers", token, json.dumps(body).encode(), COMPUTE_API)
+        if status != 202:
+            raise SystemExit(f"nova refused the server: HTTP {status}: {data[:500]!r}")
+        server_id = json.loads(data)["server"]["id"]
+        return {"id": server_id, **wait_server(token, url, server_id, {"ACTIVE"})}
+    if action == "console":
+        deadline = time.monotonic() + float(req.get("timeout", 300))
+        action_url = f"{url}/servers/{req['server_id']}/action"
+        while True:
+            _, _, data = call("POST", action_url, token, json.dumps({"os-getConsoleOutput": {}}).encode(), COMPUTE_API)
+            log = str(json.loads(data or b"{}").get("output", ""))
+            if req["want"] in log or time.monotonic() > deadline:
+                return {"found": req["want"] in log, "log": log[-4000:]}
+            time.sleep(3.0)
+    if action == "attach":
+        body = {"volumeAttachment": {"volumeId": req["volume_id"]}}
+        status, _, data = call("POST", f"{url}/servers/{req['server_id']}/os-volume_attachments", token,
+                               json.dumps(body).encode(), COMPUTE_API)  # fmt: skip
+        if status != 200:
+            raise SystemExit(f"nova refused the attachment: HTTP {status}: {data[:500]!r}")
+        return {"device": json.loads(data)["volumeAttachment"].get("device")}
+    if action == "evacuate":
+        _, _, data = call("GET", f"{url}/os-services?binary=nova-compute&host={req['host']}", token,
+                          headers=COMPUTE_API)  # fmt: skip
+        (svc,) = json.loads(data)["services"]
+        down = json.dumps({"forced_down": True}).encode()
+        call("PUT", f"{url}/os-services/{svc['id']}", token, down, COMPUTE_API)
+        status, _, data = call("POST", f"{url}/servers/{req['server_id']}/action", token,
+                               json.dumps({"evacuate": {}}).encode(), COMPUTE_API)  # fmt: skip
+        if status != 200:
+            raise SystemExit(f"nova refused the evacuation: HTTP {status}: {data[:500]!r}")
+        time.sleep(5.0)  # REBUILD first
+        return wait_server(token, url, req["server_id"], {"ACTIVE"})
+    if action == "delete":
+        call("DELETE", f"{url}/servers/{req['server_id']}", token, headers=COMPUTE_API)
+        return wait_server(token, url, req["server_id"], {"gone"}, budget=300.0)
+    raise SystemExit(f"unknown nova action {action}")
+
+
 def nova(action: str, req: dict[str, Any]) -> dict[str, Any]:
-    if action != "hosts":
-        raise SystemExit(f"unknown nova action {action}")
     token, url = login(req, "compute")
+    if action != "hosts":
+        return {"nova": url, **nova_instances(action, req, token, url)}
     _, placement_url = login(req, "placement")
     compute_api = {"X-OpenStack-Nova-API-Version": "2.53"}
     _, _, data = call("GET", url + "/os-services", token, headers=compute_api)

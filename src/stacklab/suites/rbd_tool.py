@@ -4,6 +4,7 @@ Usage: rbd_tool.py CONF USER POOL IMAGE COMMAND ARGS
   create SIZE                    create the image (layering only, so krbd-less clients need no extra features)
   write OFFSET FILE              write FILE's bytes at OFFSET, flush, print the sha256
   read OFFSET LENGTH             print the sha256 of LENGTH bytes at OFFSET
+  line OFFSET                    print the text line that starts at OFFSET (up to 4 KiB)
   writer CHUNKS SIZE PAUSE       write CHUNKS random chunks one after another; after each flushed write print
                                  `acked INDEX SHA256` (what the cluster acknowledged)
   hashes CHUNKS SIZE             print `INDEX SHA256` of each chunk
@@ -57,6 +58,9 @@ def run_image_command(img: object, command: str, args: list[str]) -> None:
         emit(hashlib.sha256(data).hexdigest())
     elif command == "read":
         emit(hashlib.sha256(img.read(int(args[0]), int(args[1]))).hexdigest())  # type: ignore[attr-defined]
+    elif command == "line":
+        data = img.read(int(args[0]), 4096)  # type: ignore[attr-defined]
+        emit(data.split(b"\n", 1)[0].split(b"\0", 1)[0].decode(errors="replace"))
     elif command == "writer":
         chunks, size, pause = int(args[0]), int(args[1]), float(args[2])
         for index in range(chunks):
