@@ -5,7 +5,7 @@ Configuration: the package's nova.conf stays as shipped; stacklab's settings are
 `/etc/nova/nova.conf.d/50-stacklab.conf` on every nova node, given after the package's files on the command line
 of each process by drop-ins of the package's units (Debian's init scripts pass only their own files), and to the
 API through OS_NOVA_CONFIG_FILES (nova's WSGI app reads that list). The API runs under uwsgi on the controller's
-br-mgmt address with one process.
+br-mgmt address, two single-threaded processes.
 
 Controller: databases nova_api, nova and nova_cell0 (one `nova` database user), `api_db sync`, cell0 mapped,
 `cell1` created once, `db sync`, the `nova` keystone user and the `compute` endpoints, then the three units.
@@ -175,12 +175,14 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
             "/usr/bin/uwsgi_python3",
             f"--http-socket {plan.address}:{PORT}",
             "--wsgi-file /usr/bin/nova-api-wsgi",
-            "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
+            # nova monkey-patches eventlet: with uwsgi threads the RPC reply listener never runs, and every RPC
+            # *call* from the API (volume attach...) times out; one thread per process, two processes
+            "--master --processes 2 --threads 1 --enable-threads --lazy-apps --die-on-term",
             "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
             "--add-header 'Connection: close' --logto /var/log/nova/nova-api.log",
         ]
         return (
-            f"# written by stacklab for lab {plan.lab}: nova API on the management network, one process\n"
+            f"# written by stacklab for lab {plan.lab}: nova API on the management network, two processes\n"
             "[Service]\n"
             # nova's WSGI app reads this list (relative to /etc/nova; the first is its paste file); SIGTERM ends
             # uwsgi under --die-on-term
