@@ -25,6 +25,7 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   nova attach     {"server_id", "volume_id"}   attach the volume, wait until cinder says in-use: device
   nova evacuate   {"server_id", "host"}     mark `host` forced down, evacuate the server, wait until ACTIVE
                                             elsewhere: host, status
+  nova undown     {"host"}                  clear the forced-down mark of that host's nova-compute
   nova delete     {"server_id"}             delete the server and wait until it is gone
   nova hosts      {}                        nova's services and hypervisors, and placement's providers with their
                                             inventories (what the scheduler will choose from)
@@ -295,6 +296,13 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
             raise SystemExit(f"nova refused the evacuation: HTTP {status}: {data[:500]!r}")
         time.sleep(5.0)  # REBUILD first
         return wait_server(token, url, req["server_id"], {"ACTIVE"})
+    if action == "undown":
+        _, _, data = call("GET", f"{url}/os-services?binary=nova-compute&host={req['host']}", token,
+                          headers=COMPUTE_API)  # fmt: skip
+        (svc,) = json.loads(data)["services"]
+        status, _, _ = call("PUT", f"{url}/os-services/{svc['id']}", token,
+                            json.dumps({"forced_down": False}).encode(), COMPUTE_API)  # fmt: skip
+        return {"http": status}
     if action == "delete":
         call("DELETE", f"{url}/servers/{req['server_id']}", token, headers=COMPUTE_API)
         return wait_server(token, url, req["server_id"], {"gone"}, budget=300.0)
