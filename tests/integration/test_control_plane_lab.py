@@ -1,7 +1,9 @@
-"""The control-plane lab end to end through the CLI: MariaDB, RabbitMQ, memcached, keystone, glance, cinder and the
-Swift proxy on a controller, three storage nodes with Swift and a 3-OSD Ceph (`verify --suite openstack --suite
-volumes --suite replication` from a client), a zero-change re-up, a stopped keystone seen as drift and repaired by
-the next `up`, and `down` with a clean leak check. Unique name and subnets; removed in a finalizer even
+"""The control-plane lab end to end through the CLI: MariaDB, RabbitMQ, memcached, keystone, glance, placement,
+neutron, nova and cinder and the Swift proxy on a controller, two nova-compute nodes, three storage nodes with Swift
+and a 3-OSD Ceph (`verify --suite openstack --suite volumes --suite attach --suite evacuation --suite replication`:
+a guest booted by nova writes an attached cinder volume, survives its host's death by evacuation with its RBD disk,
+...), a zero-change re-up, a stopped keystone seen as drift and repaired by the next `up`, and `down` with a clean
+leak check. Unique name and subnets; removed in a finalizer even
 when the test fails."""
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ def control_plane(tmp_path: Path) -> Iterator[LabCopy]:
 
 def test_control_plane_up_verify_repair_down(control_plane: LabCopy) -> None:
     lab = control_plane
-    report = lab.up_twice_and_verify("openstack", "volumes", "replication")
-    assert "16 passed" in report.stdout, report.stdout[-2000:]
+    report = lab.up_twice_and_verify("openstack", "volumes", "attach", "evacuation", "replication")
+    assert "18 passed" in report.stdout, report.stdout[-2000:]
 
     stacklab(lab.state, "ssh", lab.name, "infra1", "systemctl", "stop", "keystone")
     plan = stacklab(lab.state, "plan", str(lab.file))
