@@ -27,6 +27,7 @@ from stacklab.drivers.node_files import read_node_file, remove_node_files, unit_
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
+from stacklab.secrets import get_or_create_secret, read_secret
 
 LOG = logging.getLogger(__name__)
 
@@ -148,6 +149,31 @@ def version_list_answers(runner: Runner, url: str) -> bool:
     result = runner.run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", url], timeout=15,
                         check=False)  # fmt: skip
     return result.stdout.strip() in ("200", "300")
+
+
+def uwsgi_exec_start(
+    address: str, port: int, wsgi_file: str, log_file: str, *, processes: int = 1, threads: int = 2, pyargv: str = ""
+) -> str:
+    """The command line of an OpenStack API under uwsgi on `address:port`. --die-on-term: SIGTERM (systemd's default
+    stop signal) ends it at once; short mercies: the APIs keep no state of their own."""
+    argv = [
+        "/usr/bin/uwsgi_python3",
+        f"--http-socket {address}:{port}",
+        f"--wsgi-file {wsgi_file}",
+        f"--master --processes {processes} --threads {threads} --enable-threads --lazy-apps --die-on-term",
+        "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
+        f"--add-header 'Connection: close' --logto {log_file}",
+    ]
+    return " ".join([*argv, f'--pyargv "{pyargv}"'] if pyargv else argv)
+
+
+def service_secrets(ctx: DriverContext, names: tuple[str, ...], *, create: bool) -> tuple[str, ...] | None:
+    """The lab's secrets `names`: made when missing with `create`, else only read (observe never makes secrets);
+    None when one is missing."""
+    if create:
+        return tuple(get_or_create_secret(ctx.state_dir, name) for name in names)
+    found = [read_secret(ctx.state_dir, name) for name in names]
+    return None if any(f is None for f in found) else tuple(str(f) for f in found)
 
 
 def marker_owner(runner: Runner, plan: ServicePlan) -> str | None:

@@ -37,7 +37,9 @@ from stacklab.drivers.services import (
     ServicePlan,
     file_problems,
     register_role,
+    service_secrets,
     unit_problems,
+    uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
 )
@@ -50,7 +52,6 @@ from stacklab.drivers.svc_infra import (
 from stacklab.drivers.svc_keystone import admin_get, authtoken_section, register_in_keystone, retire_service
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
-from stacklab.secrets import get_or_create_secret, read_secret
 
 PACKAGE_CONF = "/etc/cinder/cinder.conf"
 CONF = "/etc/cinder/cinder.conf.d/50-stacklab.conf"
@@ -60,6 +61,7 @@ CONFIG_ARGS = f"--config-file {PACKAGE_CONF} --config-file {CONF}"
 PORT = 8776
 DB_SECRET = "cinder-db"
 USER_SECRET = "cinder-keystone"
+SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
 CEPH_USER = "cinder"
 CEPH_POOL = "volumes"
 BACKEND = "rbd"
@@ -146,15 +148,8 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
 def render_dropin(plan: ServicePlan, unit: str) -> str:
     """The unit's ExecStart with stacklab's config file after the package's."""
     if unit == "cinder-api":
-        argv = [
-            "/usr/bin/uwsgi_python3",
-            f"--http-socket {plan.address}:{PORT}",
-            "--wsgi-file /usr/bin/cinder-wsgi",
-            "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
-            "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
-            "--add-header 'Connection: close' --logto /var/log/cinder/cinder-api.log",
-            f'--pyargv "{CONFIG_ARGS}"',
-        ]
+        log = "/var/log/cinder/cinder-api.log"
+        argv = [uwsgi_exec_start(plan.address, PORT, "/usr/bin/cinder-wsgi", log, pyargv=CONFIG_ARGS)]
         # as keystone's API: SIGTERM (systemd's default) ends uwsgi at once under --die-on-term
         stop = "TimeoutStopSec=5\n"
         what = "cinder API on the management network, one process"
@@ -200,15 +195,8 @@ def keyring_problems(runner: Runner) -> list[str]:
 class Cinder:
     name = "cinder"
 
-    def _secrets(self, ctx: DriverContext, *, create: bool) -> tuple[str, str, str] | None:
-        if create:
-            return (get_or_create_secret(ctx.state_dir, DB_SECRET), get_or_create_secret(ctx.state_dir, RABBIT_SECRET),
-                    get_or_create_secret(ctx.state_dir, USER_SECRET))  # fmt: skip
-        found = tuple(read_secret(ctx.state_dir, n) for n in (DB_SECRET, RABBIT_SECRET, USER_SECRET))
-        return None if None in found else (str(found[0]), str(found[1]), str(found[2]))
-
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        secrets = self._secrets(ctx, create=False)
+        secrets = service_secrets(ctx, SECRETS, create=False)
         if secrets is None:
             return [f"the lab's cinder secrets are missing from {ctx.state_dir / 'secrets'}"]
         files = {CONF: render_conf(plan, *secrets), **{path: render_dropin(plan, u) for u, path in DROPINS.items()}}
@@ -231,7 +219,7 @@ class Cinder:
                 resource=rid,
                 hint="Ceph puts client keyrings on the storage network's nodes: give the controller a NIC there",
             )
-        db_password, rabbit_password, user_password = self._secrets(ctx, create=True) or ("", "", "")
+        db_password, rabbit_password, user_password = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
         ctx.progress(f"{rid}: database, keystone user and endpoints")
         ensure_database(runner, "cinder", "cinder", db_password)
         register_in_keystone(ctx, runner, plan, user="cinder", password=user_password, service=SERVICE,

@@ -23,7 +23,9 @@ from stacklab.drivers.services import (
     ServicePlan,
     file_problems,
     register_role,
+    service_secrets,
     unit_problems,
+    uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
 )
@@ -35,7 +37,6 @@ from stacklab.drivers.svc_keystone import (
     retire_service,
 )
 from stacklab.exec.runner import Runner
-from stacklab.secrets import get_or_create_secret, read_secret
 
 PACKAGE_CONF = "/etc/neutron/neutron.conf"
 ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
@@ -46,6 +47,7 @@ CONFIG_ARGS = f"--config-file {PACKAGE_CONF} --config-file {ML2_CONF} --config-f
 PORT = 9696
 DB_SECRET = "neutron-db"
 USER_SECRET = "neutron-keystone"
+SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
 MANAGE_TIMEOUT = 900.0
 VNI_RANGE = "1:1000"
 SERVICE = {"name": "neutron", "type": "network", "description": "OpenStack Networking"}
@@ -91,15 +93,8 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
 def render_dropin(plan: ServicePlan, unit: str) -> str:
     """The unit's ExecStart with neutron.conf, the ML2 ini and stacklab's file, in that order."""
     if unit == "neutron-api":
-        argv = [
-            "/usr/bin/uwsgi_python3",
-            f"--http-socket {plan.address}:{PORT}",
-            "--wsgi-file /usr/bin/neutron-api",
-            "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
-            "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
-            "--add-header 'Connection: close' --logto /var/log/neutron/neutron-api.log",
-            f'--pyargv "{CONFIG_ARGS}"',
-        ]
+        log = "/var/log/neutron/neutron-api.log"
+        argv = [uwsgi_exec_start(plan.address, PORT, "/usr/bin/neutron-api", log, pyargv=CONFIG_ARGS)]
         # SIGTERM (systemd's default) ends uwsgi at once under --die-on-term
         stop, what = "TimeoutStopSec=5\n", "neutron API on the management network, one process"
     else:
@@ -117,16 +112,8 @@ def api_answers(runner: Runner, plan: ServicePlan) -> bool:
 class Neutron:
     name = "neutron"
 
-    def _secrets(self, ctx: DriverContext, *, create: bool) -> tuple[str, str, str] | None:
-        names = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
-        if create:
-            db, rabbit, user = (get_or_create_secret(ctx.state_dir, n) for n in names)
-            return db, rabbit, user
-        found = [read_secret(ctx.state_dir, n) for n in names]
-        return None if None in found else (str(found[0]), str(found[1]), str(found[2]))
-
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        secrets = self._secrets(ctx, create=False)
+        secrets = service_secrets(ctx, SECRETS, create=False)
         if secrets is None:
             return [f"the lab's neutron secrets are missing from {ctx.state_dir / 'secrets'}"]
         files = {CONF: render_conf(plan, *secrets), **{path: render_dropin(plan, u) for u, path in DROPINS.items()}}
@@ -139,7 +126,7 @@ class Neutron:
         rid = f"service/{self.name}"
         require_node(runner, plan.controller, rid, files={"/usr/bin/neutron-api": "neutron-server",
                      "/usr/bin/neutron-rpc-server": "neutron-server"}, unit="neutron-api")  # fmt: skip
-        db_password, rabbit_password, user_password = self._secrets(ctx, create=True) or ("", "", "")
+        db_password, rabbit_password, user_password = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
         ctx.progress(f"{rid}: database, keystone user and endpoints")
         ensure_database(runner, "neutron", "neutron", db_password)
         register_in_keystone(ctx, runner, plan, user="neutron", password=user_password, service=SERVICE,

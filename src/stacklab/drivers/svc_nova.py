@@ -39,7 +39,9 @@ from stacklab.drivers.services import (
     ServicePlan,
     file_problems,
     register_role,
+    service_secrets,
     unit_problems,
+    uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
 )
@@ -55,7 +57,6 @@ from stacklab.drivers.svc_keystone import (
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.model.addressing import node_addresses
-from stacklab.secrets import get_or_create_secret, read_secret
 
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
@@ -68,6 +69,7 @@ PORT = 8774
 DATABASES = ("nova_api", "nova", "nova_cell0")
 DB_SECRET = "nova-db"
 USER_SECRET = "nova-keystone"
+SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
 RBD_POOL = "vms"
 MANAGE_TIMEOUT = 900.0
 COMPUTE_BUDGET = 240.0
@@ -171,16 +173,10 @@ def render_conf(
 def render_dropin(plan: ServicePlan, unit: str) -> str:
     """The unit's ExecStart with the package's files, then stacklab's."""
     if unit == "nova-api":
-        argv = [
-            "/usr/bin/uwsgi_python3",
-            f"--http-socket {plan.address}:{PORT}",
-            "--wsgi-file /usr/bin/nova-api-wsgi",
-            # nova monkey-patches eventlet: with uwsgi threads the RPC reply listener never runs, and every RPC
-            # *call* from the API (volume attach...) times out; one thread per process, two processes
-            "--master --processes 2 --threads 1 --enable-threads --lazy-apps --die-on-term",
-            "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
-            "--add-header 'Connection: close' --logto /var/log/nova/nova-api.log",
-        ]
+        # nova monkey-patches eventlet: with uwsgi threads the RPC reply listener never runs, and every RPC *call*
+        # from the API (volume attach...) times out; one thread per process, two processes
+        exec_start = uwsgi_exec_start(plan.address, PORT, "/usr/bin/nova-api-wsgi", "/var/log/nova/nova-api.log",
+                                      processes=2, threads=1)  # fmt: skip
         return (
             f"# written by stacklab for lab {plan.lab}: nova API on the management network, two processes\n"
             "[Service]\n"
@@ -189,7 +185,7 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
             f'Environment="OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;{CONF.removeprefix("/etc/nova/")}"\n'
             "TimeoutStopSec=5\n"
             "ExecStart=\n"
-            f"ExecStart={' '.join(argv)}\n"
+            f"ExecStart={exec_start}\n"
         )
     files = [PACKAGE_CONF, *([COMPUTE_PACKAGE_CONF] if unit == "nova-compute" else []), CONF]
     argv = [f"/usr/bin/{unit}", *(f"--config-file {f}" for f in files), f"--log-file /var/log/nova/{unit}.log"]
@@ -239,15 +235,7 @@ def hypervisors(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[s
 class Nova:
     name = "nova"
 
-    def _secrets(self, ctx: DriverContext, *, create: bool) -> tuple[str, str, str] | None:
-        names = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
-        if create:
-            db, rabbit, user = (get_or_create_secret(ctx.state_dir, n) for n in names)
-            return db, rabbit, user
-        found = [read_secret(ctx.state_dir, n) for n in names]
-        return None if None in found else (str(found[0]), str(found[1]), str(found[2]))
-
-    def _files(self, ctx: DriverContext, plan: ServicePlan, node: str, secrets: tuple[str, str, str]) -> dict[str, str]:
+    def _files(self, ctx: DriverContext, plan: ServicePlan, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
         my_ip = str(node_addresses(ctx.lab)[node]["mgmt"])
         db, rabbit, user = secrets
         files = {CONF: render_conf(plan, node, my_ip, db_password=db, rabbit_password=rabbit, user_password=user)}
@@ -260,7 +248,7 @@ class Nova:
         return files
 
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        secrets = self._secrets(ctx, create=False)
+        secrets = service_secrets(ctx, SECRETS, create=False)
         if secrets is None:
             return [f"the lab's nova secrets are missing from {ctx.state_dir / 'secrets'}"]
         found = file_problems(runner, self._files(ctx, plan, plan.controller, secrets))
@@ -283,7 +271,7 @@ class Nova:
         require_node(runner, plan.controller, rid, files={"/usr/bin/nova-api-wsgi": "nova-api",
                      "/usr/bin/nova-conductor": "nova-conductor", "/usr/bin/nova-scheduler": "nova-scheduler"},
                      unit="nova-api")  # fmt: skip
-        secrets = self._secrets(ctx, create=True) or ("", "", "")
+        secrets = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
         ctx.progress(f"{rid}: databases, keystone user and endpoints")
         for database in DATABASES:
             ensure_database(runner, database, "nova", secrets[0])
@@ -321,7 +309,7 @@ class Nova:
         return changed
 
     def _ensure_compute(
-        self, ctx: DriverContext, runner: Runner, plan: ServicePlan, node: str, secrets: tuple[str, str, str]
+        self, ctx: DriverContext, runner: Runner, plan: ServicePlan, node: str, secrets: tuple[str, ...]
     ) -> None:
         rid = f"service/{self.name}"
         require_node(runner, node, rid, files={"/usr/bin/nova-compute": "nova-compute",

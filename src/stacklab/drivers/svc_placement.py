@@ -22,6 +22,7 @@ from stacklab.drivers.services import (
     file_problems,
     register_role,
     unit_problems,
+    uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
 )
@@ -57,21 +58,13 @@ def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
 
 
 def render_dropin(plan: ServicePlan) -> str:
-    argv = [
-        "/usr/bin/uwsgi_python3",
-        f"--http-socket {plan.address}:{PORT}",
-        "--wsgi-file /usr/bin/placement-api",
-        "--master --processes 1 --threads 2 --enable-threads --lazy-apps --die-on-term",
-        "--worker-reload-mercy 3 --reload-mercy 3 --buffer-size 65535",
-        f"--add-header 'Connection: close' --logto {LOG_FILE}",
-    ]
     return (
         f"# written by stacklab for lab {plan.lab}: placement API on the management network, one process\n"
         "[Service]\n"
         # SIGTERM (systemd's default) ends uwsgi at once under --die-on-term; the API keeps no state of its own
         "TimeoutStopSec=5\n"
         "ExecStart=\n"
-        f"ExecStart={' '.join(argv)}\n"
+        f"ExecStart={uwsgi_exec_start(plan.address, PORT, '/usr/bin/placement-api', LOG_FILE)}\n"
     )
 
 

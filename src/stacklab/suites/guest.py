@@ -17,8 +17,9 @@ from typing import Any
 
 from stacklab.drivers.node_files import write_node_file
 from stacklab.exec.runner import Runner
+from stacklab.suites.context import LabContext
 from stacklab.suites.openstack_calls import os_client
-from stacklab.suites.storage_paths import SCRATCH, rbd_tool
+from stacklab.suites.storage_paths import RBD_TOOL, SCRATCH, outputs, put_private, rbd_tool
 
 GUEST_DIR = f"{SCRATCH}/guest"
 BUILDER = f"{GUEST_DIR}/guest_initrd.py"
@@ -68,6 +69,16 @@ def instance(runner: Runner, auth: Mapping[str, str], image: GuestImage, name: s
         yield booted
     finally:
         os_client(runner, "nova", "delete", {**auth, "server_id": booted["id"]})
+
+
+def ceph_admin(lab: LabContext, runners: Mapping[str, Runner]) -> Runner | None:
+    """The first Ceph monitor's runner (it has the admin key), with rbd_tool.py on it; None without Ceph."""
+    found = outputs(lab, "ceph")
+    if found is None:
+        return None
+    admin = runners[str(found[1]["mons"][0])]
+    put_private(admin, RBD_TOOL, resources.files("stacklab.suites").joinpath("rbd_tool.py").read_text())
+    return admin
 
 
 def disk_line(runner: Runner, image: str, want: str, timeout: float = 300) -> str:

@@ -10,15 +10,13 @@ carried the I/O. Detach and delete happen through the APIs afterwards, even when
 
 from __future__ import annotations
 
-from importlib import resources
-
 import pytest
 
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import guest_image, instance
+from stacklab.suites.guest import ceph_admin, guest_image, instance
 from stacklab.suites.openstack_calls import admin_auth, os_client, service
-from stacklab.suites.storage_paths import RBD_TOOL, outputs, put_private, rbd_tool, traffic
+from stacklab.suites.storage_paths import rbd_tool, traffic
 
 
 def test_guest_writes_an_attached_volume_and_the_bytes_land_in_ceph(
@@ -27,11 +25,9 @@ def test_guest_writes_an_attached_volume_and_the_bytes_land_in_ceph(
     import time
 
     nova, cinder = service(lab, "nova"), service(lab, "cinder")
-    found = outputs(lab, "ceph")
-    if found is None:
+    admin = ceph_admin(lab, runners)
+    if admin is None:
         pytest.skip("the lab has no Ceph cluster for cinder's RBD volumes")
-    admin = runners[str(found[1]["mons"][0])]
-    put_private(admin, RBD_TOOL, resources.files("stacklab.suites").joinpath("rbd_tool.py").read_text())
     controller, auth = runners[str(nova["node"])], admin_auth(lab)
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-attach") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"

@@ -12,16 +12,14 @@ disk, used by a new boot. Afterwards the dead host's nova-compute is started and
 from __future__ import annotations
 
 import time
-from importlib import resources
 
 import pytest
 
 from stacklab.drivers.node_files import systemctl
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import disk_line, guest_image, instance
+from stacklab.suites.guest import ceph_admin, disk_line, guest_image, instance
 from stacklab.suites.openstack_calls import admin_auth, os_client, service
-from stacklab.suites.storage_paths import RBD_TOOL, outputs, put_private
 
 
 def kill_instance_qemu(runner: Runner, server_id: str) -> None:
@@ -38,10 +36,8 @@ def test_instance_survives_its_host_on_shared_storage(lab: LabContext, runners: 
         pytest.skip("evacuation with the disk intact needs shared storage (images_type rbd)")
     if len(nova["computes"]) < 2:
         pytest.skip("evacuation needs a second compute node")
-    found = outputs(lab, "ceph")
-    assert found is not None, "images_type rbd without a Ceph cluster in the lab"
-    admin = runners[str(found[1]["mons"][0])]
-    put_private(admin, RBD_TOOL, resources.files("stacklab.suites").joinpath("rbd_tool.py").read_text())
+    admin = ceph_admin(lab, runners)
+    assert admin is not None, "images_type rbd without a Ceph cluster in the lab"
     controller, auth = runners[str(nova["node"])], admin_auth(lab)
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-evac") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"

@@ -10,7 +10,6 @@ Passwords travel on stdin. Each test skips with the reason when its service is n
 from __future__ import annotations
 
 import json
-from importlib import resources
 
 import pytest
 
@@ -243,16 +242,13 @@ def test_nova_computes_are_hypervisors_with_inventory_in_placement(lab: LabConte
 def test_nova_boots_the_guest_and_its_disk_is_where_nova_says(lab: LabContext, runners: dict[str, Runner]) -> None:
     """The suites' guest boots on a compute node (TCG, direct kernel boot from glance's AKI/ARI) and marks its root
     disk; with images_type rbd the Ceph admin finds the mark in the instance's RBD image in pool vms."""
-    from stacklab.suites.guest import disk_line, guest_image, instance
-    from stacklab.suites.storage_paths import RBD_TOOL, outputs, put_private
+    from stacklab.suites.guest import ceph_admin, disk_line, guest_image, instance
 
     nova = service(lab, "nova")
     if nova["images_type"] != "rbd":
         pytest.skip("the lab's instance disks are local files (images_type qcow2): no outside view of the disk")
-    found = outputs(lab, "ceph")
-    assert found is not None, "images_type rbd without a Ceph cluster in the lab"
-    admin = runners[str(found[1]["mons"][0])]
-    put_private(admin, RBD_TOOL, resources.files("stacklab.suites").joinpath("rbd_tool.py").read_text())
+    admin = ceph_admin(lab, runners)
+    assert admin is not None, "images_type rbd without a Ceph cluster in the lab"
     controller, auth = runners[str(nova["node"])], admin_auth(lab)
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-boot") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
