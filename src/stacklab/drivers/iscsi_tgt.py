@@ -44,6 +44,7 @@ from stacklab.drivers.node_files import (
     systemctl,
     unit_active,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
@@ -261,9 +262,7 @@ class TgtBackend:
 
     def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
         write_node_file(runner, conf_path(plan.lab), render_tgt_conf(plan, secrets), mode="0600")
-        dropin_changed = write_node_file(runner, DROPIN_PATH, render_dropin(plan))
-        if dropin_changed:
-            systemctl(runner, "daemon-reload")
+        dropin_changed = write_unit_files(runner, {DROPIN_PATH: render_dropin(plan)})
         # A (re)start runs tgt-admin -e with the config just written, so the targets come back.
         enable_and_restart(runner, UNIT, changed=dropin_changed)
 

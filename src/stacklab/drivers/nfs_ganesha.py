@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
-from stacklab.drivers.node_files import read_node_file, require_node, systemctl, unit_active, write_node_file
+from stacklab.drivers.node_files import (
+    read_node_file,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+    write_unit_files,
+)
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 
@@ -236,8 +243,7 @@ class GaneshaBackend:
         text = render_ganesha_conf(plan)
         changed = write_node_file(runner, CONF_PATH, text)
         core_changed = old is None or _core_of(old) != _core_of(text)
-        if write_node_file(runner, DROPIN_PATH, render_dropin(plan)):
-            systemctl(runner, "daemon-reload")
+        if write_unit_files(runner, {DROPIN_PATH: render_dropin(plan)}):
             core_changed = changed = True
         systemctl(runner, "enable", UNIT)
         if not unit_active(runner, UNIT):

@@ -68,6 +68,14 @@ def unit_active(runner: Runner, unit: str) -> bool:
     return runner.run(["systemctl", "is-active", "--quiet", unit], timeout=SYSTEMCTL_TIMEOUT, check=False).ok
 
 
+def write_unit_files(runner: Runner, files: Mapping[str, str]) -> bool:
+    """Write systemd unit files or drop-ins (path -> text); one `daemon-reload` when any changed, and True then."""
+    changed = [write_node_file(runner, path, text) for path, text in files.items()]
+    if any(changed):
+        systemctl(runner, "daemon-reload")
+    return any(changed)
+
+
 def enable_and_restart(runner: Runner, unit: str, *, changed: bool) -> None:
     """Enable the unit; (re)start it when its configuration changed or it is not running. A unit that hit its start
     limit stays down through a plain restart, so its failed state is reset first."""

@@ -20,6 +20,7 @@ from stacklab.drivers.node_files import (
     read_node_file,
     systemctl,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.exec.runner import Runner
 
@@ -102,8 +103,7 @@ def filter_problems(runner: Runner, lab: str, service: str, ports: Sequence[int]
 def ensure_filter(runner: Runner, lab: str, service: str, ports: Sequence[int], cidr: str) -> None:
     """Install, enable and (re)load the filter; converges when called again."""
     rules_changed = write_node_file(runner, rules_path(service), render_rules(lab, service, ports, cidr))
-    if write_node_file(runner, unit_path(service), render_unit(lab, service)):
-        systemctl(runner, "daemon-reload")
+    write_unit_files(runner, {unit_path(service): render_unit(lab, service)})
     enable_and_restart(runner, unit_name(service), changed=rules_changed)
 
 

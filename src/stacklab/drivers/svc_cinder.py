@@ -29,9 +29,9 @@ from stacklab.drivers.node_files import (
     enable_and_restart,
     node_path_exists,
     require_node,
-    systemctl,
     unit_active,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.drivers.services import (
     ServicePlan,
@@ -233,10 +233,8 @@ class Cinder:
         ctx.progress(f"{rid}: db sync")
         runner.run(["runuser", "-u", "cinder", "--", "cinder-manage", *CONFIG_ARGS.split(), "db", "sync"],
                    timeout=MANAGE_TIMEOUT)  # fmt: skip
-        dropins = [write_node_file(runner, path, render_dropin(plan, unit)) for unit, path in DROPINS.items()]
-        if any(dropins):
-            changed = True
-            systemctl(runner, "daemon-reload")
+        dropins = {path: render_dropin(plan, unit) for unit, path in DROPINS.items()}
+        changed = write_unit_files(runner, dropins) or changed
         for unit in UNITS:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="cinder-api", log_file="/var/log/cinder/cinder-api.log",

@@ -20,8 +20,8 @@ from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
     enable_and_restart,
     require_node,
-    systemctl,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.drivers.services import (
     ServicePlan,
@@ -135,9 +135,7 @@ class Glance:
         runner.run(["install", "-d", "-o", "glance", "-g", "glance", *GLANCE_DIRS], timeout=30)
         runner.run(["runuser", "-u", "glance", "--", "glance-manage", "--config-file", PACKAGE_CONF,
                     "--config-file", CONF, "db_sync"], timeout=MANAGE_TIMEOUT)  # fmt: skip
-        if write_node_file(runner, DROPIN, render_dropin(plan)):
-            changed = True
-            systemctl(runner, "daemon-reload")
+        changed = write_unit_files(runner, {DROPIN: render_dropin(plan)}) or changed
         enable_and_restart(runner, "glance-api", changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="glance-api", log_file="/var/log/glance/glance-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip

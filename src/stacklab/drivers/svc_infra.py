@@ -24,6 +24,7 @@ from stacklab.drivers.node_files import (
     systemctl,
     unit_active,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems
 from stacklab.errors import StackLabError
@@ -209,9 +210,7 @@ class Memcached:
             runner, plan.controller, f"service/{self.name}", files={MEMCACHED_WRAPPER: "memcached"}, unit="memcached"
         )
         changed = write_node_file(runner, MEMCACHED_CONF, render_memcached_conf(plan))
-        changed = write_node_file(runner, MEMCACHED_DROPIN, render_memcached_dropin(plan)) or changed
-        if changed:
-            systemctl(runner, "daemon-reload")
+        changed = write_unit_files(runner, {MEMCACHED_DROPIN: render_memcached_dropin(plan)}) or changed
         enable_and_restart(runner, "memcached", changed=changed)
         return {"port": MEMCACHED_PORT}
 

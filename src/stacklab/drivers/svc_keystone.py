@@ -26,6 +26,7 @@ from stacklab.drivers.node_files import (
     systemctl,
     unit_active,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
 from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
@@ -267,9 +268,7 @@ class Keystone:
             input=admin_password + "\n",
             timeout=MANAGE_TIMEOUT,
         )
-        if write_node_file(runner, DROPIN, render_dropin(plan)):
-            changed = True
-            systemctl(runner, "daemon-reload")
+        changed = write_unit_files(runner, {DROPIN: render_dropin(plan)}) or changed
         enable_and_restart(runner, "keystone", changed=changed)
         write_node_file(runner, OPENRC, render_openrc(plan, admin_password), mode="0600")
         wait_for_api(runner, rid, url=auth_url(plan), unit="keystone", log_file="/var/log/keystone/keystone-api.log",

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import enable_and_restart, require_node, systemctl, write_node_file
+from stacklab.drivers.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
 from stacklab.drivers.services import (
     ServicePlan,
     file_problems,
@@ -137,10 +137,8 @@ class Neutron:
         ctx.progress(f"{rid}: neutron-db-manage upgrade heads")
         runner.run(["runuser", "-u", "neutron", "--", "neutron-db-manage", *CONFIG_ARGS.split(), "upgrade", "heads"],
                    timeout=MANAGE_TIMEOUT)  # fmt: skip
-        dropins = [write_node_file(runner, path, render_dropin(plan, unit)) for unit, path in DROPINS.items()]
-        if any(dropins):
-            changed = True
-            systemctl(runner, "daemon-reload")
+        dropins = {path: render_dropin(plan, unit) for unit, path in DROPINS.items()}
+        changed = write_unit_files(runner, dropins) or changed
         for unit in UNITS:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="neutron-api", log_file="/var/log/neutron/neutron-api.log",

@@ -34,6 +34,7 @@ from stacklab.drivers.node_files import (
     systemctl,
     unit_active,
     write_node_file,
+    write_unit_files,
 )
 from stacklab.drivers.services import (
     ServicePlan,
@@ -298,15 +299,12 @@ class Nova:
                 "virt_type": "qemu", "cells": ["cell0", "cell1"]}  # fmt: skip
 
     def _write(self, runner: Runner, files: Mapping[str, str]) -> bool:
-        """Write the node's files; True when one changed (units reloaded then)."""
-        changed = False
-        for path, text in files.items():
-            if write_node_file(runner, path, text, mode="0640" if path == CONF else "0644"):
-                changed = True
+        """Write the node's files (drop-ins through one daemon-reload); True when one changed."""
+        dropins = {path: text for path, text in files.items() if path.startswith("/etc/systemd/")}
+        changed = [write_node_file(runner, CONF, files[CONF], mode="0640"), write_unit_files(runner, dropins)]
+        changed += [write_node_file(runner, p, t) for p, t in files.items() if p != CONF and p not in dropins]
         runner.run(["chown", "root:nova", CONF], timeout=30)
-        if changed:
-            systemctl(runner, "daemon-reload")
-        return changed
+        return any(changed)
 
     def _ensure_compute(
         self, ctx: DriverContext, runner: Runner, plan: ServicePlan, node: str, secrets: tuple[str, ...]

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import enable_and_restart, require_node, systemctl, write_node_file
+from stacklab.drivers.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
 from stacklab.drivers.services import (
     ServicePlan,
     file_problems,
@@ -98,9 +98,7 @@ class Placement:
         runner.run(["chown", "root:placement", CONF], timeout=30)
         ctx.progress(f"{rid}: db sync")
         runner.run(["runuser", "-u", "placement", "--", "placement-manage", "db", "sync"], timeout=MANAGE_TIMEOUT)
-        if write_node_file(runner, DROPIN, render_dropin(plan)):
-            changed = True
-            systemctl(runner, "daemon-reload")
+        changed = write_unit_files(runner, {DROPIN: render_dropin(plan)}) or changed
         enable_and_restart(runner, UNIT, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit=UNIT, log_file=LOG_FILE,
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
