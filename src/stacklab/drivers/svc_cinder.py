@@ -185,6 +185,29 @@ def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServicePlan, budget:
         time.sleep(3.0)
 
 
+def require_keyring(runner: Runner, node: str, rid: str, role: str) -> None:
+    """PlanError unless `node` (the service's `role` node) has client.cinder's keyring from the Ceph step."""
+    if not node_path_exists(runner, keyring_path()):
+        raise PlanError(
+            f"{node} has no {keyring_path()}",
+            resource=rid,
+            hint=f"Ceph puts client keyrings on the storage network's nodes: give the {role} a NIC there",
+        )
+
+
+def share_keyring(runner: Runner, group: str) -> None:
+    """The Ceph step writes client keyrings root-only; the service reading it runs as `group`."""
+    runner.run(["chgrp", group, keyring_path()], timeout=30)
+    runner.run(["chmod", "0640", keyring_path()], timeout=30)
+
+
+def unshare_keyring(runner: Runner) -> None:
+    """Back to the Ceph step's root-only mode (when the keyring is still there)."""
+    if node_path_exists(runner, keyring_path()):
+        runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
+        runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
+
+
 def keyring_problems(runner: Runner) -> list[str]:
     result = runner.run(["stat", "-c", "%G %a", keyring_path()], timeout=30, check=False)
     if result.stdout.split() != ["cinder", "640"]:
@@ -213,12 +236,7 @@ class Cinder:
         check_backends(plan, ctx)
         require_node(runner, plan.controller, rid, files={"/usr/bin/cinder-volume": "cinder-volume",
                      "/usr/bin/cinder-wsgi": "cinder-api"}, unit="cinder-volume")  # fmt: skip
-        if not node_path_exists(runner, keyring_path()):
-            raise PlanError(
-                f"{plan.controller} has no {keyring_path()}",
-                resource=rid,
-                hint="Ceph puts client keyrings on the storage network's nodes: give the controller a NIC there",
-            )
+        require_keyring(runner, plan.controller, rid, "controller")
         db_password, rabbit_password, user_password = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
         ctx.progress(f"{rid}: database, keystone user and endpoints")
         ensure_database(runner, "cinder", "cinder", db_password)
@@ -227,9 +245,7 @@ class Cinder:
         changed = write_node_file(runner, CONF, render_conf(plan, db_password, rabbit_password, user_password),
                                   mode="0640")  # fmt: skip
         runner.run(["chown", "root:cinder", CONF], timeout=30)
-        # the Ceph step writes client keyrings root-only; cinder-volume runs as cinder
-        runner.run(["chgrp", "cinder", keyring_path()], timeout=30)
-        runner.run(["chmod", "0640", keyring_path()], timeout=30)
+        share_keyring(runner, "cinder")  # cinder-volume runs as cinder
         ctx.progress(f"{rid}: db sync")
         runner.run(["runuser", "-u", "cinder", "--", "cinder-manage", *CONFIG_ARGS.split(), "db", "sync"],
                    timeout=MANAGE_TIMEOUT)  # fmt: skip
@@ -247,9 +263,7 @@ class Cinder:
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
         retire_service(ctx, runner, plan, units=UNITS, user="cinder", user_secret=USER_SECRET, service=SERVICE,
                        url=endpoint_url(plan), files=(*DROPINS.values(), CONF))  # fmt: skip
-        if node_path_exists(runner, keyring_path()):  # back to the Ceph step's root-only mode
-            runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
-            runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
+        unshare_keyring(runner)
 
 
 register_role(Cinder())

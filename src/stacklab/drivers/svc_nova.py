@@ -27,7 +27,6 @@ from typing import Any
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import (
     enable_and_restart,
-    node_path_exists,
     read_node_file,
     remove_node_files,
     require_node,
@@ -46,7 +45,14 @@ from stacklab.drivers.services import (
     version_list_answers,
     wait_for_api,
 )
-from stacklab.drivers.svc_cinder import CEPH_USER, keyring_path, rbd_secret_uuid
+from stacklab.drivers.svc_cinder import (
+    CEPH_USER,
+    keyring_path,
+    rbd_secret_uuid,
+    require_keyring,
+    share_keyring,
+    unshare_keyring,
+)
 from stacklab.drivers.svc_infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
 from stacklab.drivers.svc_keystone import (
     admin_get,
@@ -312,18 +318,13 @@ class Nova:
         rid = f"service/{self.name}"
         require_node(runner, node, rid, files={"/usr/bin/nova-compute": "nova-compute",
                      "/usr/sbin/libvirtd": "libvirt-daemon-system"}, unit="nova-compute")  # fmt: skip
-        if images_type(plan) == "rbd" and not node_path_exists(runner, keyring_path()):
-            raise PlanError(
-                f"{node} has no {keyring_path()}",
-                resource=rid,
-                hint="Ceph puts client keyrings on the storage network's nodes: give the compute a NIC there",
-            )
+        if images_type(plan) == "rbd":
+            require_keyring(runner, node, rid, "compute")
         changed = self._write(runner, self._files(ctx, plan, node, secrets))
         enable_and_restart(runner, "libvirtd", changed=False)
         if images_type(plan) == "rbd":
             # nova-compute (as nova) opens RBD itself; QEMU gets the key from libvirt's secret
-            runner.run(["chgrp", "nova", keyring_path()], timeout=30)
-            runner.run(["chmod", "0640", keyring_path()], timeout=30)
+            share_keyring(runner, "nova")
             uuid = rbd_secret_uuid(plan.lab)
             runner.run(["virsh", "secret-define", "--file", SECRET_XML], timeout=60)
             key = keyring_key(read_node_file(runner, keyring_path()) or "")
@@ -368,9 +369,7 @@ class Nova:
             if unit_active(node_runner, "libvirtd"):
                 node_runner.run(["virsh", "secret-undefine", rbd_secret_uuid(plan.lab)], timeout=60, check=False)
             systemctl(node_runner, "disable", "--now", "libvirtd", check=False)
-            if node_path_exists(node_runner, keyring_path()):  # back to the Ceph step's root-only mode
-                node_runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
-                node_runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
+            unshare_keyring(node_runner)
             remove_node_files(node_runner, CONF, SECRET_XML, dropin_path("nova-compute"))
             systemctl(node_runner, "daemon-reload", check=False)
         retire_service(ctx, runner, plan, units=CONTROLLER_UNITS, user="nova", user_secret=USER_SECRET,
