@@ -21,7 +21,6 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
                                             port's address; then all deleted
   nova boot       {"name", "image_id", "ram", "vcpus", "disk"}   boot without NICs on a flavor of that size (made
                                             when missing), wait until ACTIVE (or ERROR): id, status, host, fault
-  nova console    {"server_id", "want", "timeout"}   poll the console log until it contains `want`: found, log
   nova attach     {"server_id", "volume_id"}   attach the volume, wait until cinder says in-use: device
   nova evacuate   {"server_id", "host"}     mark `host` forced down, evacuate the server, wait until ACTIVE
                                             elsewhere: host, status
@@ -58,6 +57,12 @@ def call(
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def json_call(token: str, headers: dict[str, str], method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    """`call` with a JSON body and a JSON answer ({} when empty)."""
+    status, _, answer = call(method, url, token, None if body is None else json.dumps(body).encode(), headers)
+    return status, json.loads(answer) if answer.strip() else {}
 
 
 def login(req: dict[str, Any], service_type: str) -> tuple[str, str]:
@@ -195,12 +200,9 @@ def neutron(action: str, req: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"unknown neutron action {action}")
     token, url = login(req, "network")
     out: dict[str, Any] = {"neutron": url}
-    json_headers = {"Content-Type": "application/json"}
 
     def send(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        status, _, answer = call(method, f"{url}/v2.0{path}", token, data, json_headers)
-        return status, json.loads(answer) if answer.strip() else {}
+        return json_call(token, {"Content-Type": "application/json"}, method, f"{url}/v2.0{path}", body)
 
     created: list[str] = []
     try:
@@ -258,8 +260,15 @@ def flavor_id(token: str, url: str, req: dict[str, Any]) -> str:
     return str(json.loads(data)["flavor"]["id"])
 
 
+def force_down(token: str, url: str, host: str, down: bool) -> int:
+    """Set or clear the forced-down mark of `host`'s nova-compute (what a fencing agent does); the HTTP status."""
+    _, found = json_call(token, COMPUTE_API, "GET", f"{url}/os-services?binary=nova-compute&host={host}")
+    (svc,) = found["services"]
+    return json_call(token, COMPUTE_API, "PUT", f"{url}/os-services/{svc['id']}", {"forced_down": down})[0]
+
+
 def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> dict[str, Any]:
-    """Instances as a user drives them: boot, console, volume attach, evacuation, delete."""
+    """Instances as a user drives them: boot, volume attach, evacuation, delete."""
     if action == "boot":
         body = {"server": {"name": req["name"], "imageRef": req["image_id"], "flavorRef": flavor_id(token, url, req),
                            "networks": "none"}}  # fmt: skip
@@ -268,15 +277,6 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
             raise SystemExit(f"nova refused the server: HTTP {status}: {data[:500]!r}")
         server_id = json.loads(data)["server"]["id"]
         return {"id": server_id, **wait_server(token, url, server_id, {"ACTIVE"})}
-    if action == "console":
-        deadline = time.monotonic() + float(req.get("timeout", 300))
-        action_url = f"{url}/servers/{req['server_id']}/action"
-        while True:
-            _, _, data = call("POST", action_url, token, json.dumps({"os-getConsoleOutput": {}}).encode(), COMPUTE_API)
-            log = str(json.loads(data or b"{}").get("output", ""))
-            if req["want"] in log or time.monotonic() > deadline:
-                return {"found": req["want"] in log, "log": log[-4000:]}
-            time.sleep(3.0)
     if action == "attach":
         body = {"volumeAttachment": {"volumeId": req["volume_id"]}}
         status, _, data = call("POST", f"{url}/servers/{req['server_id']}/os-volume_attachments", token,
@@ -285,11 +285,7 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
             raise SystemExit(f"nova refused the attachment: HTTP {status}: {data[:500]!r}")
         return {"device": json.loads(data)["volumeAttachment"].get("device")}
     if action == "evacuate":
-        _, _, data = call("GET", f"{url}/os-services?binary=nova-compute&host={req['host']}", token,
-                          headers=COMPUTE_API)  # fmt: skip
-        (svc,) = json.loads(data)["services"]
-        down = json.dumps({"forced_down": True}).encode()
-        call("PUT", f"{url}/os-services/{svc['id']}", token, down, COMPUTE_API)
+        force_down(token, url, req["host"], True)
         status, _, data = call("POST", f"{url}/servers/{req['server_id']}/action", token,
                                json.dumps({"evacuate": {}}).encode(), COMPUTE_API)  # fmt: skip
         if status != 200:
@@ -297,12 +293,7 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
         time.sleep(5.0)  # REBUILD first
         return wait_server(token, url, req["server_id"], {"ACTIVE"})
     if action == "undown":
-        _, _, data = call("GET", f"{url}/os-services?binary=nova-compute&host={req['host']}", token,
-                          headers=COMPUTE_API)  # fmt: skip
-        (svc,) = json.loads(data)["services"]
-        status, _, _ = call("PUT", f"{url}/os-services/{svc['id']}", token,
-                            json.dumps({"forced_down": False}).encode(), COMPUTE_API)  # fmt: skip
-        return {"http": status}
+        return {"http": force_down(token, url, req["host"], False)}
     if action == "delete":
         call("DELETE", f"{url}/servers/{req['server_id']}", token, headers=COMPUTE_API)
         return wait_server(token, url, req["server_id"], {"gone"}, budget=300.0)
@@ -314,10 +305,9 @@ def nova(action: str, req: dict[str, Any]) -> dict[str, Any]:
     if action != "hosts":
         return {"nova": url, **nova_instances(action, req, token, url)}
     _, placement_url = login(req, "placement")
-    compute_api = {"X-OpenStack-Nova-API-Version": "2.53"}
-    _, _, data = call("GET", url + "/os-services", token, headers=compute_api)
+    _, _, data = call("GET", url + "/os-services", token, headers=COMPUTE_API)
     services = [{k: s.get(k) for k in ("binary", "host", "state", "status")} for s in json.loads(data)["services"]]
-    _, _, data = call("GET", url + "/os-hypervisors/detail", token, headers=compute_api)
+    _, _, data = call("GET", url + "/os-hypervisors/detail", token, headers=COMPUTE_API)
     hypervisors = [{k: h.get(k) for k in ("hypervisor_hostname", "hypervisor_type", "host_ip", "state", "vcpus")}
                    for h in json.loads(data)["hypervisors"]]  # fmt: skip
     providers = {}
@@ -341,9 +331,7 @@ def placement(action: str, req: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"placement": url}
 
     def send(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        status, _, answer = call(method, url + path, token, data, PLACEMENT_API)
-        return status, json.loads(answer) if answer.strip() else {}
+        return json_call(token, PLACEMENT_API, method, url + path, body)
 
     name = f"stacklab-suite-{os.getpid()}-{int(time.time())}"
     status, rp = send("POST", "/resource_providers", {"name": name})
