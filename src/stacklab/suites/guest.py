@@ -2,23 +2,25 @@
 
 The guest (see guest_initrd.py) is built on the controller from its own kernel and klibc, and uploaded as an
 AKI/ARI pair plus a 1 MiB raw root disk whose properties name them, so nova boots it with direct kernel boot under
-TCG in seconds and without a network. Its serial console tells what it did with its disks.
+TCG in seconds and without a network. What it did shows on its disks, which the suites read from Ceph.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import pytest
+
 from stacklab.drivers.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.openstack_calls import os_client
+from stacklab.suites.openstack_calls import admin_auth, os_client, service
 from stacklab.suites.storage_paths import RBD_TOOL, SCRATCH, outputs, put_private, rbd_tool
 
 GUEST_DIR = f"{SCRATCH}/guest"
@@ -81,20 +83,36 @@ def ceph_admin(lab: LabContext, runners: Mapping[str, Runner]) -> Runner | None:
     return admin
 
 
-def disk_line(runner: Runner, image: str, want: str, timeout: float = 300) -> str:
-    """The first line of RBD image `vms/<image>` once it contains `want`, read with the Ceph admin key on `runner`'s
+@dataclass(frozen=True)
+class NovaLab:
+    nova: Mapping[str, Any]  # the nova service's outputs
+    admin: Runner  # the Ceph admin node, with rbd_tool.py
+    controller: Runner  # where the guest is built and the APIs are called from
+    auth: Mapping[str, str]
+
+
+def nova_lab(lab: LabContext, runners: Mapping[str, Runner], *, disks_on_rbd: str = "") -> NovaLab:
+    """What the guest suites need; skips without nova or Ceph, and with `disks_on_rbd` (the reason) also when the
+    instance disks are local files."""
+    nova = service(lab, "nova")
+    if disks_on_rbd and nova["images_type"] != "rbd":
+        pytest.skip(disks_on_rbd)
+    admin = ceph_admin(lab, runners)
+    if admin is None:
+        assert nova["images_type"] != "rbd", "images_type rbd without a Ceph cluster in the lab"
+        pytest.skip("the lab has no Ceph cluster")
+    return NovaLab(nova, admin, runners[str(nova["node"])], admin_auth(lab))
+
+
+def rbd_line(
+    runner: Runner, pool: str, image: str, until: Callable[[str], bool], *, what: str, timeout: float = 300
+) -> str:
+    """The first line of RBD image `pool/image` once `until(line)` holds, read with the Ceph admin key on `runner`'s
     node (which has rbd_tool.py); the guest writes it there through QEMU's librbd."""
     deadline = time.monotonic() + timeout
     while True:
-        line = rbd_tool(runner, "admin", "vms", image, "line", "0").strip()
-        if want in line or time.monotonic() > deadline:
-            assert want in line, f"vms/{image} never showed {want!r} in {timeout:g}s; it starts {line!r}"
+        line = rbd_tool(runner, "admin", pool, image, "line", "0").strip()
+        if until(line) or time.monotonic() > deadline:
+            assert until(line), f"{pool}/{image} never showed {what} in {timeout:g}s; it starts {line!r}"
             return line
         time.sleep(3.0)
-
-
-def console_shows(runner: Runner, auth: Mapping[str, str], server_id: str, want: str, timeout: float = 300) -> str:
-    """The console log once it contains `want` (assertion error with the log otherwise)."""
-    seen = os_client(runner, "nova", "console", {**auth, "server_id": server_id, "want": want, "timeout": timeout})
-    assert seen["found"], f"the guest's console never showed {want!r} in {timeout:g}s; it shows:\n{seen['log']}"
-    return str(seen["log"])

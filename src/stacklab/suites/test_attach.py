@@ -10,13 +10,11 @@ carried the I/O. Detach and delete happen through the APIs afterwards, even when
 
 from __future__ import annotations
 
-import pytest
-
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import ceph_admin, guest_image, instance
-from stacklab.suites.openstack_calls import admin_auth, os_client, service
-from stacklab.suites.storage_paths import rbd_tool, traffic
+from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
+from stacklab.suites.openstack_calls import os_client, service
+from stacklab.suites.storage_paths import traffic
 
 
 def test_guest_writes_an_attached_volume_and_the_bytes_land_in_ceph(
@@ -24,11 +22,8 @@ def test_guest_writes_an_attached_volume_and_the_bytes_land_in_ceph(
 ) -> None:
     import time
 
-    nova, cinder = service(lab, "nova"), service(lab, "cinder")
-    admin = ceph_admin(lab, runners)
-    if admin is None:
-        pytest.skip("the lab has no Ceph cluster for cinder's RBD volumes")
-    controller, auth = runners[str(nova["node"])], admin_auth(lab)
+    nl, cinder = nova_lab(lab, runners), service(lab, "cinder")
+    controller, auth = nl.controller, nl.auth
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-attach") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
         host = str(booted["host"])
@@ -38,13 +33,12 @@ def test_guest_writes_an_attached_volume_and_the_bytes_land_in_ceph(
             attached = os_client(controller, "nova", "attach", {**auth, "server_id": booted["id"],
                                                                  "volume_id": volume["id"]})  # fmt: skip
             image_name = f"volume-{volume['id']}"
-            deadline, line = time.monotonic() + 300, ""
-            while "stacklab-volume:" not in line and time.monotonic() < deadline:
-                time.sleep(3.0)
-                line = rbd_tool(admin, "admin", str(cinder["ceph_pool"]), image_name, "line", "0").strip()
+            what = f"the guest's line (nova attached the volume as {attached.get('device')})"
+            pool, written = str(cinder["ceph_pool"]), lambda text: "stacklab-volume:" in text
+            line = rbd_line(nl.admin, pool, image_name, written, what=what)
             assert line.startswith("stacklab-volume:vdb:"), (
-                f"nova attached the volume as {attached.get('device')}; the guest's line never reached "
-                f"{cinder['ceph_pool']}/{image_name} in 300s (it starts {line!r})"
+                f"nova attached the volume as {attached.get('device')}; {pool}/{image_name} starts {line!r}, "
+                "expected the guest's `stacklab-volume:vdb:` line"
             )
             after = traffic(lab, runners[host], host)
             assert after["storage"] > before["storage"], f"{host}'s br-storage NIC carried nothing: {before} {after}"

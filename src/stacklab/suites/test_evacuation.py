@@ -11,15 +11,13 @@ disk, used by a new boot. Afterwards the dead host's nova-compute is started and
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from stacklab.drivers.node_files import systemctl
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import ceph_admin, disk_line, guest_image, instance
-from stacklab.suites.openstack_calls import admin_auth, os_client, service
+from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
+from stacklab.suites.openstack_calls import os_client
 
 
 def kill_instance_qemu(runner: Runner, server_id: str) -> None:
@@ -31,19 +29,15 @@ def kill_instance_qemu(runner: Runner, server_id: str) -> None:
 
 
 def test_instance_survives_its_host_on_shared_storage(lab: LabContext, runners: dict[str, Runner]) -> None:
-    nova = service(lab, "nova")
-    if nova["images_type"] != "rbd":
-        pytest.skip("evacuation with the disk intact needs shared storage (images_type rbd)")
+    nl = nova_lab(lab, runners, disks_on_rbd="evacuation with the disk intact needs shared storage (images_type rbd)")
+    nova, admin, controller, auth = nl.nova, nl.admin, nl.controller, nl.auth
     if len(nova["computes"]) < 2:
         pytest.skip("evacuation needs a second compute node")
-    admin = ceph_admin(lab, runners)
-    assert admin is not None, "images_type rbd without a Ceph cluster in the lab"
-    controller, auth = runners[str(nova["node"])], admin_auth(lab)
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-evac") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
         dead = str(booted["host"])
         disk = f"{booted['id']}_disk"
-        first = disk_line(admin, disk, " boot:")
+        first = rbd_line(admin, "vms", disk, lambda text: " boot:" in text, what="' boot:'")
         mark, first_boot = first.split()
         dead_runner = runners[dead]
         systemctl(dead_runner, "stop", "nova-compute")
@@ -52,10 +46,7 @@ def test_instance_survives_its_host_on_shared_storage(lab: LabContext, runners: 
             moved = os_client(controller, "nova", "evacuate", {**auth, "server_id": booted["id"], "host": dead})
             assert moved["status"] == "ACTIVE", f"the evacuated instance is {moved}"
             assert moved["host"] != dead and moved["host"] in nova["computes"], f"{moved} (dead host: {dead})"
-            deadline, line = time.monotonic() + 300, first
-            while line.split()[-1] == first_boot and time.monotonic() < deadline:
-                time.sleep(3.0)
-                line = disk_line(admin, disk, " boot:")
+            line = rbd_line(admin, "vms", disk, lambda text: text.split()[-1:] != [first_boot], what="a new boot id")
             kept, new_boot = line.split()
             assert kept == mark, f"the disk lost its mark: {mark!r} before, {kept!r} after the evacuation"
             assert new_boot != first_boot, f"no new boot used the disk on {moved['host']}: {line!r}"

@@ -242,16 +242,12 @@ def test_nova_computes_are_hypervisors_with_inventory_in_placement(lab: LabConte
 def test_nova_boots_the_guest_and_its_disk_is_where_nova_says(lab: LabContext, runners: dict[str, Runner]) -> None:
     """The suites' guest boots on a compute node (TCG, direct kernel boot from glance's AKI/ARI) and marks its root
     disk; with images_type rbd the Ceph admin finds the mark in the instance's RBD image in pool vms."""
-    from stacklab.suites.guest import ceph_admin, disk_line, guest_image, instance
+    from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
 
-    nova = service(lab, "nova")
-    if nova["images_type"] != "rbd":
-        pytest.skip("the lab's instance disks are local files (images_type qcow2): no outside view of the disk")
-    admin = ceph_admin(lab, runners)
-    assert admin is not None, "images_type rbd without a Ceph cluster in the lab"
-    controller, auth = runners[str(nova["node"])], admin_auth(lab)
+    nl = nova_lab(lab, runners, disks_on_rbd="the lab's instance disks are local files (images_type qcow2)")
+    controller, auth = nl.controller, nl.auth
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-boot") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
-        assert booted["host"] in nova["computes"], booted
-        line = disk_line(admin, f"{booted['id']}_disk", " boot:")
+        assert booted["host"] in nl.nova["computes"], booted
+        line = rbd_line(nl.admin, "vms", f"{booted['id']}_disk", lambda text: " boot:" in text, what="' boot:'")
         assert line.startswith("stacklab-disk:"), f"vms/{booted['id']}_disk: {line!r}"
