@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
@@ -129,14 +130,14 @@ class Session:
             return []
         from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
 
-        markers = [self.lab.name, self.lab.kernel_prefix, str(self.state.dir)]
+        markers, prefixes = lab_markers(self.lab, self.state.dir), [self.lab.kernel_prefix]
         found: list[str] = []
 
         def clean() -> bool:
             # Monitors and daemons of deleted nodes take a moment to exit and be reaped: look again until the
             # budget ends, then report what is still there.
             after = take_snapshot(self.runner, lxcpaths=[self.state.dir / "lxc"])
-            new_objects = leaks(HostSnapshot.from_json(before), after, lab_markers=markers)
+            new_objects = leaks(HostSnapshot.from_json(before), after, lab_markers=markers, prefix_markers=prefixes)
             found[:] = [str(leak) for leak in new_objects if _attributable(leak, markers, self.lab.kernel_prefix)]
             if found:
                 raise NotReady(f"{len(found)} objects still present")
@@ -223,9 +224,22 @@ def _attributable(leak: Leak, markers: list[str], prefix: str) -> bool:
         return True
     if leak.kind == "interface":
         return leak.object.startswith(prefix)
-    text = f"{leak.object} {leak.detail}"
-    return any(marker in text for marker in markers)
+def lab_markers(lab: Lab, state_dir: Path) -> list[str]:
+    """Names that tie a host object or process to this lab, matched exactly (a delimiter after them, so lab
+    `containers-3` never claims `containers-3b`'s): the lab name, its state dir, the cgroup directory of its
+    containers and its libvirt domain names. The kernel prefix is matched apart, as the start of a name."""
+    from stacklab.drivers.container import cgroup_lab_dir
+    from stacklab.drivers.vm import domain_name
 
+    lxcpath = Path(os.path.abspath(state_dir / "lxc"))
+    domains = [domain_name(lab.name, node) for node in lab.nodes]
+    return [lab.name, str(state_dir), cgroup_lab_dir(lab.name, lxcpath), *domains]
+
+
+    return mentions_any(f"{leak.object} {leak.detail}", markers, [prefix]) is not None
+
+
+    from stacklab.host.snapshot import mentions_any
 
 def _ssh_targets(state: StateStore) -> dict[str, Mapping[str, Any]]:
     out = {}

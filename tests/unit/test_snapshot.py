@@ -11,7 +11,10 @@ import pytest
 from stacklab.exec.fake import FakeRunner
 from stacklab.host.snapshot import HostSnapshot, Leak, ProcessInfo, leaks, take_snapshot
 
-MARKERS = ["aio", "s4c9", "/root/.stacklab/aio"]
+# As session.lab_markers makes them: name, state dir, containers' cgroup dir, domain names (exact); kernel prefix.
+MARKERS = ["aio", "/root/.stacklab/aio", "stacklab/aio-1a2b3c", "stacklab-aio-compute1"]
+PREFIXES = ["s4c9"]
+M = {"lab_markers": MARKERS, "prefix_markers": PREFIXES}
 
 
 def proc(
@@ -49,7 +52,7 @@ def after(**changes: object) -> HostSnapshot:
 
 
 def test_nothing_new_means_no_leak() -> None:
-    assert leaks(BEFORE, BEFORE, lab_markers=MARKERS) == []
+    assert leaks(BEFORE, BEFORE, **M) == []
 
 
 def test_only_objects_present_after_and_not_before_count() -> None:
@@ -62,7 +65,7 @@ def test_only_objects_present_after_and_not_before_count() -> None:
         lxc_containers=("/var/lib/lxc/aio-ctl",),
         libvirt_domains=("aio-compute1",),  # someone-elses-vm disappeared: not our business
     )
-    assert [str(leak) for leak in leaks(BEFORE, later, lab_markers=MARKERS)] == [
+    assert [str(leak) for leak in leaks(BEFORE, later, **M)] == [
         "interface s4c9br-mgmt",
         "netns s4c9-n1",
         "mount /run/netns/s4c9-n1",
@@ -93,7 +96,7 @@ def test_new_process_counts_only_when_it_references_the_lab() -> None:
     qemu = proc(2004, 903, "qemu-system-x86", "qemu-system-x86_64 -name guest=x", cwd="/root/.stacklab/aio/run")
     ceph = proc(2005, 904, "ceph-osd", "ceph-osd -i 0", env=("STACKLAB_LAB=aio",))
     later = after(processes=[p.to_json() for p in (INIT, SHELL, tgtd, cron, ganesha, qemu, ceph)])
-    assert [str(leak) for leak in leaks(BEFORE, later, lab_markers=MARKERS)] == [
+    assert [str(leak) for leak in leaks(BEFORE, later, **M)] == [
         "process 2001 tgtd (started during the lab; cmdline mentions 'aio')",
         "process 2003 ganesha.nfsd (started during the lab; cgroup mentions 'aio')",
         "process 2004 qemu-system-x86 (started during the lab; cwd mentions 'aio')",
@@ -105,7 +108,7 @@ def test_a_child_of_a_lab_process_is_found_through_its_ancestry() -> None:
     supervisor = proc(3000, 1000, "sh", "sh -c run-node s4c9-n1")
     child = proc(3001, 1001, "sleep", "sleep infinity", ppid=3000)
     later = after(processes=[p.to_json() for p in (INIT, SHELL, supervisor, child)])
-    assert [str(leak) for leak in leaks(BEFORE, later, lab_markers=MARKERS)] == [
+    assert [str(leak) for leak in leaks(BEFORE, later, **M)] == [
         "process 3000 sh (started during the lab; cmdline mentions 's4c9')",
         "process 3001 sleep (started during the lab; ancestor 3000 sh mentions 's4c9')",
     ]
@@ -115,9 +118,7 @@ def test_a_reused_pid_is_a_new_process() -> None:
     old = proc(4000, 10, "tgtd", "tgtd --old-unrelated-instance")
     reused = proc(4000, 2222, "tgtd", "tgtd -C /root/.stacklab/aio/tgt")
     before = HostSnapshot(processes=(INIT, old))
-    assert [leak.object for leak in leaks(before, HostSnapshot(processes=(INIT, reused)), lab_markers=MARKERS)] == [
-        "4000 tgtd"
-    ]
+    assert [leak.object for leak in leaks(before, HostSnapshot(processes=(INIT, reused)), **M)] == ["4000 tgtd"]
     # the same (pid, starttime) is the same process, whatever its cmdline says now
     assert leaks(before, HostSnapshot(processes=(INIT, old)), lab_markers=["old"]) == []
 
@@ -127,7 +128,7 @@ def test_the_snapshot_taker_and_its_ancestors_are_never_leaks() -> None:
     down = proc(5001, 3001, "stacklab", "/usr/bin/python3 stacklab down aio", ppid=5000)
     sibling = proc(5002, 3002, "sleep", "sleep 5", ppid=5000)  # the shell's child: the shell lends no marker
     later = HostSnapshot(processes=(INIT, shell, down, sibling), taker=(down.key, shell.key, INIT.key))
-    assert leaks(HostSnapshot(processes=(INIT,)), later, lab_markers=MARKERS) == []
+    assert leaks(HostSnapshot(processes=(INIT,)), later, **M) == []
 
 
 def test_the_takers_shell_job_is_not_a_leak_but_the_takers_children_and_other_jobs_are() -> None:
@@ -141,7 +142,7 @@ def test_the_takers_shell_job_is_not_a_leak_but_the_takers_children_and_other_jo
     later = HostSnapshot(
         processes=(INIT, shell, down, tee, other_job, child, daemon), taker=(down.key, shell.key, INIT.key)
     )
-    found = [leak.object for leak in leaks(HostSnapshot(processes=(INIT,)), later, lab_markers=MARKERS)]
+    found = [leak.object for leak in leaks(HostSnapshot(processes=(INIT,)), later, **M)]
     assert found == ["5003 sleep", "5004 ssh", "5005 tgtd"]
 
 
@@ -149,15 +150,13 @@ def test_markers_match_at_a_word_start_only() -> None:
     raio = proc(6000, 4000, "raiod", "raiod --fast")  # 'aio' inside a word is not the lab
     lab = proc(6001, 4001, "dnsmasq", "dnsmasq --interface=s4c9br-mgmt")  # the prefix starts a name
     later = HostSnapshot(processes=(INIT, raio, lab))
-    assert [leak.object for leak in leaks(HostSnapshot(processes=(INIT,)), later, lab_markers=MARKERS)] == [
-        "6001 dnsmasq"
-    ]
+    assert [leak.object for leak in leaks(HostSnapshot(processes=(INIT,)), later, **M)] == ["6001 dnsmasq"]
 
 
 def test_libvirt_unreachable_before_counts_only_domains_named_for_the_lab() -> None:
     before = HostSnapshot(libvirt_domains=None)
-    later = HostSnapshot(libvirt_domains=("aio-compute1", "unrelated-vm"))
-    assert leaks(before, later, lab_markers=MARKERS) == [Leak("libvirt domain", "aio-compute1")]
+    later = HostSnapshot(libvirt_domains=("stacklab-aio-compute1", "stacklab-aio-compute10", "unrelated-vm"))
+    assert leaks(before, later, **M) == [Leak("libvirt domain", "stacklab-aio-compute1")]
     # unreachable after: nothing can be said
     assert leaks(HostSnapshot(libvirt_domains=()), HostSnapshot(libvirt_domains=None)) == []
 
@@ -284,3 +283,77 @@ def test_unknown_snapshot_version_is_refused(version: int) -> None:
 
     with pytest.raises(StackLabError, match="version"):
         HostSnapshot.from_json({"version": version})
+
+
+def _node_processes(state_dir: str, cgroup_dir: str, first_pid: int) -> list[ProcessInfo]:
+    """What one running LXC node of a lab looks like in the host's /proc (recorded from a containers-3 lab, with
+    the lab's paths put in): the monitor, the container's init and its services, each in the lab's cgroup tree."""
+    recorded = [
+        ("lxc-start", "[lxc monitor] {lxc} {node}", "{cg}/{node}/monitor", ""),
+        ("systemd", "/sbin/init", "{cg}/{node}/payload/init.scope", "/"),
+        ("systemd-journal", "/lib/systemd/systemd-journald", "{cg}/{node}/payload/system.slice/systemd-journald", "/"),
+        ("cron", "/usr/sbin/cron -f", "{cg}/{node}/payload/system.slice/cron.service", "/var/spool/cron"),
+        ("dbus-daemon", "/usr/bin/dbus-daemon --system", "{cg}/{node}/payload/system.slice/dbus.service", "/"),
+        ("sshd", "sshd: /usr/sbin/sshd -D [listener]", "{cg}/{node}/payload/system.slice/ssh.service", "/"),
+        ("agetty", "/sbin/agetty -o -p -- \\u --noclear --keep-baud console", "{cg}/{node}/payload/x", "/"),
+    ]
+    found, pid = [], first_pid
+    for node in ("n1", "n2", "n3"):
+        for comm, cmdline, cgroup, cwd in recorded:
+            fill = {"lxc": f"{state_dir}/lxc", "node": node, "cg": "/" + cgroup_dir}
+            found.append(
+                proc(
+                    pid, pid + 100_000, comm, cmdline.format(**fill), cgroup=cgroup.format(**fill), cwd=cwd or state_dir
+                )
+            )
+            pid += 1
+    return found
+
+
+def test_a_lab_never_claims_the_processes_of_a_lab_whose_name_it_prefixes(tmp_path: Path) -> None:
+    """Issue 11: `down containers-3` with `containers-3b` up beside it failed its leak check on containers-3b's 21
+    processes ("cmdline mentions 'containers-3'"): the markers matched as substrings. Markers as `down` makes them
+    must find the lab's own leftovers and nothing of the other lab, nor of a lab whose name starts with the
+    lab's followed by a dash (`containers-3-old`)."""
+    import yaml
+
+    from stacklab.drivers.container import cgroup_lab_dir
+    from stacklab.model.lab import Lab
+    from stacklab.session import lab_markers
+
+    root = "/root/.stacklab"
+    lab = Lab.model_validate(yaml.safe_load((Path(__file__).parents[2] / "labs/containers-3.yml").read_text()))
+    markers = lab_markers(lab, Path(f"{root}/containers-3"))
+    prefix = lab.kernel_prefix
+
+    def lab_processes(name: str, first_pid: int) -> list[ProcessInfo]:
+        return _node_processes(f"{root}/{name}", cgroup_lab_dir(name, Path(f"{root}/{name}/lxc")), first_pid)
+
+    others = lab_processes("containers-3b", 20_000) + lab_processes("containers-3-old", 30_000)
+    before = HostSnapshot(processes=(INIT, SHELL))
+    assert len(others) == 42
+    after_other_labs = HostSnapshot(processes=(INIT, SHELL, *others))
+    assert leaks(before, after_other_labs, lab_markers=markers, prefix_markers=[prefix]) == []
+    # ... while this lab's own leftover monitor and container init, and a daemon by its environment, are found
+    mine = lab_processes("containers-3", 40_000)
+    env_only = proc(50_000, 90_000, "tgtd", "tgtd -f", env=("STACKLAB_LAB=containers-3",))
+    env_other = proc(50_001, 90_001, "tgtd", "tgtd -f", env=("STACKLAB_LAB=containers-3b",))
+    later = HostSnapshot(processes=(INIT, SHELL, *others, mine[0], mine[1], env_only, env_other))
+    assert [str(leak) for leak in leaks(before, later, lab_markers=markers, prefix_markers=[prefix])] == [
+        f"process 40000 lxc-start (started during the lab; cmdline mentions '{root}/containers-3')",
+        f"process 40001 systemd (started during the lab; cgroup mentions '{markers[2]}')",
+        "process 50000 tgtd (started during the lab; environment mentions 'containers-3')",
+    ]
+
+
+def test_exact_markers_need_a_delimiter_and_the_kernel_prefix_starts_a_name() -> None:
+    from stacklab.host.snapshot import mentions
+
+    assert mentions("/root/.stacklab/containers-3/lxc n1", "/root/.stacklab/containers-3")
+    assert mentions("lxc-start -n n1 -P /root/.stacklab/containers-3", "/root/.stacklab/containers-3")
+    assert not mentions("/root/.stacklab/containers-3b/lxc n1", "/root/.stacklab/containers-3")
+    assert not mentions("STACKLAB_LAB=containers-3b", "containers-3")
+    assert not mentions("stacklab-aio-compute10", "stacklab-aio-compute1")
+    assert mentions("-name guest=stacklab-aio-compute1,debug-threads=on", "stacklab-aio-compute1")
+    assert mentions("dnsmasq --interface=s4c9br-mgmt", "s4c9", prefix=True)
+    assert not mentions("dnsmasq --interface=s4c9br-mgmt", "s4c9")

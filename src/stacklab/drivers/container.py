@@ -168,10 +168,15 @@ class ContainerLayout:
         return self.node_dir / "lxc.log"
 
 
+def cgroup_lab_dir(lab: str, lxcpath: Path) -> str:
+    """The cgroup directory holding all of one lab's containers (relative to each hierarchy's root)."""
+    digest = hashlib.sha1(str(lxcpath).encode()).hexdigest()[:6]
+    return f"stacklab/{lab}-{digest}"
+
+
 def cgroup_base(lab: str, lxcpath: Path, name: str) -> str:
     """The container's own cgroup tree (relative to each hierarchy's root), unique per lab directory and node."""
-    digest = hashlib.sha1(str(lxcpath).encode()).hexdigest()[:6]
-    return f"stacklab/{lab}-{digest}/{name}"
+    return f"{cgroup_lab_dir(lab, lxcpath)}/{name}"
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ devices, LXC containers, libvirt domains and processes.
 Processes need care. A host keeps starting processes on its own (cron, apt timers, another user's shell, the
 CI agent, a second lab), and PIDs are reused. So a process is identified by (pid, starttime) — a PID that was
 reused is a new process — and a new process counts as a leak only when something ties it to this lab: its
-cmdline, its cgroup path, its working directory or its STACKLAB_* environment mentions one of `lab_markers` (the
-lab name, its kernel prefix, its state directory), or one of its ancestors' cmdlines does. Without that filter
-every unrelated process started during the lab would fail `down`; with it, a daemon the lab started (tgtd,
-ganesha, ceph-osd, qemu) is found because it was started with the lab's paths and names in its arguments, in its
+cmdline, its cgroup path, its working directory or its STACKLAB_* environment mentions one of the lab's markers
+(its name, state directory, cgroup directory and domain names, matched exactly; its kernel prefix, matched as the
+start of a name), or one of its ancestors' cmdlines does. Exactly means a delimiter after the marker: lab
+`containers-3` does not claim `/root/.stacklab/containers-3b` nor `stacklab/containers-3b-1a2b3c/n1`. Without
+that filter every unrelated process started during the lab would fail `down`; with it, a daemon the lab started
+(tgtd, ganesha, ceph-osd, qemu) is found because it was started with the lab's paths and names in its arguments, in its
 cwd, or under a lab-named cgroup, or inherits STACKLAB_LAB from the runner. The process taking the snapshot and
 its ancestors (e.g. `stacklab down <lab>` and the shell that ran it) are never leaks and never lend their
 markers to their descendants; nor are the other commands of its shell job (`stacklab down lab | tee log` run in a
@@ -351,41 +353,64 @@ def ancestry_keys(processes: Iterable[ProcessInfo], pid: int) -> tuple[tuple[int
 # The leak computation (pure).
 
 
-def _mentions(text: str, marker: str) -> bool:
-    """`marker` occurs in `text` not glued to a preceding letter or digit (so lab `aio` is not found in `raio`).
+# A lab name is [a-z][a-z0-9-]*: a marker followed by one of these characters is the start of another name
+# (`containers-3` in `containers-3b` or `containers-3-x`), never the marker itself.
+_NAME_CONTINUES = "A-Za-z0-9_-"
 
-    The right side is left open on purpose: the kernel prefix `s4c9` must match `s4c9br-mgmt`.
+
+def mentions(text: str, marker: str, *, prefix: bool = False) -> bool:
+    """`marker` occurs in `text` as a whole name: not glued to a preceding letter or digit (lab `aio` is not in
+    `raio`) and, unless `prefix`, followed by a delimiter (lab `containers-3` is not in `containers-3b`).
+
+    `prefix` is for the kernel prefix only: it starts kernel names by design (`s4c9` in `s4c9br-mgmt`), and has a
+    fixed length when derived from the lab name, so one lab's prefix never starts another's.
     """
-    return re.search(rf"(?<![A-Za-z0-9]){re.escape(marker)}", text) is not None
+    tail = "" if prefix else f"(?![{_NAME_CONTINUES}])"
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(marker)}{tail}", text) is not None
 
 
-def _process_reference(proc: ProcessInfo, markers: Sequence[str]) -> str | None:
-    for marker in markers:
-        for where, text in (
-            ("cmdline", proc.cmdline),
-            ("cgroup", proc.cgroup),
-            ("cwd", proc.cwd),
-            ("environment", " ".join(proc.env)),
-        ):
-            if text and _mentions(text, marker):
-                return f"{where} mentions {marker!r}"
+def mentions_any(text: str, exact: Sequence[str], prefixes: Sequence[str] = ()) -> str | None:
+    """The first marker `text` mentions (exact markers, then prefix markers), or None."""
+    for marker in exact:
+        if marker and mentions(text, marker):
+            return marker
+    for marker in prefixes:
+        if marker and mentions(text, marker, prefix=True):
+            return marker
+    return None
+
+
+def _process_reference(proc: ProcessInfo, exact: Sequence[str], prefixes: Sequence[str]) -> str | None:
+    for where, text in (
+        ("cmdline", proc.cmdline),
+        ("cgroup", proc.cgroup),
+        ("cwd", proc.cwd),
+        ("environment", " ".join(proc.env)),
+    ):
+        marker = mentions_any(text, exact, prefixes) if text else None
+        if marker:
+            return f"{where} mentions {marker!r}"
     return None
 
 
 def _related_to_lab(
-    proc: ProcessInfo, by_pid: Mapping[int, ProcessInfo], taker: set[tuple[int, int]], markers: Sequence[str]
+    proc: ProcessInfo,
+    by_pid: Mapping[int, ProcessInfo],
+    taker: set[tuple[int, int]],
+    exact: Sequence[str],
+    prefixes: Sequence[str],
 ) -> str | None:
     """Why `proc` belongs to the lab (its own references, else an ancestor's cmdline), or None."""
-    own = _process_reference(proc, markers)
+    own = _process_reference(proc, exact, prefixes)
     if own:
         return own
     parent = by_pid.get(proc.ppid)
     for _ in range(_MAX_ANCESTRY):
         if parent is None or parent.key in taker or parent.pid <= 1:
             return None
-        for marker in markers:
-            if parent.cmdline and _mentions(parent.cmdline, marker):
-                return f"ancestor {parent.pid} {parent.comm} mentions {marker!r}"
+        marker = mentions_any(parent.cmdline, exact, prefixes) if parent.cmdline else None
+        if marker:
+            return f"ancestor {parent.pid} {parent.comm} mentions {marker!r}"
         parent = by_pid.get(parent.ppid) if parent.ppid != parent.pid else None
     return None
 
@@ -402,14 +427,23 @@ def _in_takers_job(proc: ProcessInfo, by_pid: Mapping[int, ProcessInfo], taker: 
     return proc.pgrp == me.pgrp and parent.key in taker[1:]
 
 
-def leaks(before: HostSnapshot, after: HostSnapshot, *, lab_markers: Sequence[str] = ()) -> list[Leak]:
+def leaks(
+    before: HostSnapshot,
+    after: HostSnapshot,
+    *,
+    lab_markers: Sequence[str] = (),
+    prefix_markers: Sequence[str] = (),
+) -> list[Leak]:
     """Objects present in `after` and not in `before`; new processes only when they reference the lab.
+
+    `lab_markers` match exactly (a delimiter after them), `prefix_markers` (the kernel prefix) as a name's start.
 
     Processes are compared by (pid, starttime): a process running before the lab is never a leak, even if a
     lab object now mentions it, and a reused PID is a new process. See the module docstring for why an
     unreferenced new process is not counted.
     """
-    markers = [m for m in lab_markers if m]
+    exact = [m for m in lab_markers if m]
+    prefixes = [m for m in prefix_markers if m]
     found: list[Leak] = []
     found += [Leak("interface", n) for n in sorted(set(after.interfaces) - set(before.interfaces))]
     found += [Leak("netns", n) for n in sorted(set(after.netns) - set(before.netns))]
@@ -424,7 +458,7 @@ def leaks(before: HostSnapshot, after: HostSnapshot, *, lab_markers: Sequence[st
     if after.libvirt_domains is not None:
         new_domains = sorted(set(after.libvirt_domains) - set(before.libvirt_domains or ()))
         if before.libvirt_domains is None:  # libvirt unreachable before: only domains named for the lab
-            new_domains = [d for d in new_domains if any(_mentions(d, m) for m in markers)]
+            new_domains = [d for d in new_domains if mentions_any(d, exact, prefixes)]
         found += [Leak("libvirt domain", d) for d in new_domains]
     new_definitions = sorted(set(after.libvirt_definitions) - set(before.libvirt_definitions))
     found += [Leak("libvirt definition", d) for d in new_definitions]
@@ -434,7 +468,7 @@ def leaks(before: HostSnapshot, after: HostSnapshot, *, lab_markers: Sequence[st
     for proc in after.processes:
         if proc.key in old or proc.key in taker or _in_takers_job(proc, by_pid, after.taker):
             continue
-        why = _related_to_lab(proc, by_pid, taker, markers)
+        why = _related_to_lab(proc, by_pid, taker, exact, prefixes)
         if why:
             found.append(Leak("process", f"{proc.pid} {proc.comm}", f"started during the lab; {why}"))
     return found
