@@ -9,7 +9,9 @@ changed; the binds exist only in the daemon's namespace and vanish with it.
 Ownership: the daemons stacklab started are recorded (pid, kernel start time, executable) in
 `/var/lib/stacklab/libvirtd/owned.json`. `stop_owned_libvirtd()` signals a pid only when all three still match,
 so a recycled pid or a daemon someone else started is never touched. Nothing is ever killed by name; process
-names are only read, to refuse to start a second system libvirtd (two would share /run/libvirt).
+names are only read, to refuse to start a second system libvirtd (two would share /run/libvirt). Only daemons in
+stacklab's own PID namespace and root count: nova's libvirtd inside another lab's compute container is not the
+host's, so a lab with VM nodes comes up beside a lab whose nodes run libvirt.
 """
 
 from __future__ import annotations
@@ -85,11 +87,11 @@ def _identity(pid: int) -> tuple[int, str] | None:
     return int(fields[19]), exe.removesuffix(" (deleted)")
 
 
-def processes_named(name: str) -> list[int]:
+def processes_named(name: str, proc: Path = Path("/proc")) -> list[int]:
     """Live pids whose comm is `name` (to detect, never to signal). Zombies are skipped: without a reaping
     init (containers), a stopped daemon lingers as a zombie child of PID 1 for a while."""
     pids = []
-    for entry in Path("/proc").iterdir():
+    for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -101,6 +103,45 @@ def processes_named(name: str) -> list[int]:
         if stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def _namespace(proc_entry: Path, kind: str) -> str | None:
+    try:
+        return os.readlink(proc_entry / "ns" / kind)  # e.g. "pid:[4026531836]"
+    except OSError:
+        return None
+
+
+def _root_identity(proc_entry: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(proc_entry / "root")  # follows the magic link into the process's root directory
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def shares_our_host(proc_entry: Path, me: Path = Path("/proc/self")) -> bool:
+    """Whether the process at `proc_entry` runs on the same host as stacklab, so that its daemon would share our
+    /run/libvirt: the same PID namespace, and the same mount namespace or at least the same root directory.
+
+    A libvirtd or virtlogd inside a lab node (nova's, in another lab's compute container) has its own PID and
+    mount namespaces and its own root: it serves that node, not the host, and must neither block nor stand in
+    for the host's daemon. Our own hide-KVM libvirtd runs in a private mount namespace (a slave copy, same root
+    and same /run) and the host's PID namespace: it is the host's. Unreadable namespaces (the process exited)
+    count as not ours.
+    """
+    pid_ns = _namespace(proc_entry, "pid")
+    if pid_ns is None or pid_ns != _namespace(me, "pid"):
+        return False
+    if _namespace(proc_entry, "mnt") == _namespace(me, "mnt"):
+        return True
+    root = _root_identity(proc_entry)
+    return root is not None and root == _root_identity(me)
+
+
+def host_processes_named(name: str, proc: Path = Path("/proc")) -> list[int]:
+    """`processes_named`, keeping only processes of this host (see `shares_our_host`), not of lab nodes."""
+    return [pid for pid in processes_named(name, proc) if shares_our_host(proc / str(pid), proc / "self")]
 
 
 def _pid_from_file(path: Path) -> int | None:
@@ -200,7 +241,7 @@ def ensure_libvirtd(
             owned = "libvirtd" in ours
             recorded = read_record(record_dir) or {}
             return LibvirtdHandle(URI, owned, False, recorded.get("hide_kvm") if owned else None)
-        running = processes_named("libvirtd")
+        running = host_processes_named("libvirtd")
         if running:
             raise StackLabError(
                 f"a libvirtd is running (pid {', '.join(map(str, running))}) but does not answer on {URI}",
@@ -213,7 +254,7 @@ def _start(
     runner: Runner, record_dir: Path, our_virtlogd: DaemonRecord | None, *, hide_kvm: bool, budget: float
 ) -> LibvirtdHandle:
     virtlogd = our_virtlogd
-    if not processes_named("virtlogd"):
+    if not host_processes_named("virtlogd"):  # a virtlogd inside a lab node does not serve the host
         env = {"LIBVIRT_LOG_OUTPUTS": f"3:file:{record_dir / 'virtlogd.log'}"}
         runner.run(["virtlogd", "-d"], timeout=_START_TIMEOUT, env=env)
         pid = _wait_pidfile(VIRTLOGD_PIDFILE, "virtlogd", budget)
