@@ -29,6 +29,8 @@ from stacklab.model.load import load_lab
 # How long `down` lets exiting processes of the lab finish before calling them leaks.
 LEAK_CHECK_BUDGET = 15.0
 PIN_FIELDS = {"iscsi": "iscsi_target", "nfs": "nfs_server", "ceph": "ceph"}
+# The lab as JSON text, in the lab file's order (the `lab` meta is an object, whose keys the state file sorts).
+LAB_TEXT_META = "lab_json"
 
 
 def probe(runner: Runner | None = None) -> HostReport:
@@ -59,6 +61,11 @@ def lab_from_arg(arg: str, state_root: Path) -> Lab:
     stored = store.meta("lab")
     if not store.exists or stored is None:
         raise StackLabError(f"no lab named {arg!r} has state under {state_root}", hint="pass the lab file instead")
+    # The state file sorts its keys, which reorders the lab's nodes, and `auto` addresses are handed out in file
+    # order: the text keeps the file's order, so `status aio` observes with the same addresses as `plan`.
+    ordered = store.meta(LAB_TEXT_META)
+    if isinstance(ordered, str):
+        stored = json.loads(ordered)
     return Lab.model_validate(stored).model_copy(update={"source": store.meta("lab_file") or arg})
 
 
@@ -112,6 +119,7 @@ class Session:
     def remember_host_before_first_up(self) -> None:
         """Store the lab and, on the first `up`, a snapshot of the host for the leak check of `down`."""
         self.state.set_meta("lab", self.lab.model_dump(mode="json"))
+        self.state.set_meta(LAB_TEXT_META, self.lab.model_dump_json())
         self.state.set_meta("lab_file", str(Path(self.lab.source).resolve()))
         if self.state.meta("host_before") is None:
             from stacklab.host.snapshot import take_snapshot
@@ -202,7 +210,7 @@ class Session:
                 row["state"] = "unknown (no driver)"
             else:
                 try:
-                    observed = driver.observe(resource, self.engine.ctx)
+                    observed = driver.observe(resource, self.engine._step_ctx(rid))  # as `plan` observes
                 except StackLabError as exc:
                     observed, row["error"] = None, str(exc)
                 if observed is None:

@@ -263,8 +263,10 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
         "db_sync", "fernet_setup", "credential_setup", "bootstrap", "db_sync",
     ]  # fmt: skip
     assert node.manage[-1][0] == "glance-manage"
-    (glance_user,) = node.keystone_requests
+    roles, glance_user = node.keystone_requests
+    assert roles["ensure_roles"] == ["service"] and roles["admin_password"] == admin
     assert glance_user["user"] == "glance" and glance_user["admin_password"] == admin
+    assert glance_user["roles"] == ["admin", "service"]
     assert glance_user["endpoints"]["public"] == "http://10.250.0.10:9292" and not glance_user["remove"]
     assert node.bootstrap_password == admin
     assert any("IDENTIFIED BY '" + db_password in s for s in node.sql)
@@ -661,3 +663,170 @@ def test_nova_rbd_images_need_the_vms_pool(tmp_path: Path) -> None:
     driver = ServiceDriver()
     with pytest.raises(PlanError, match="pool vms"):
         driver.apply(driver.diff(resources["nova"], None, None), ctx)
+
+
+def ini_sections(text: str) -> dict[str, dict[str, str]]:
+    """An INI text as {section: {key: value}} (later files of one node are separate texts here)."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.read_string(text)
+    return {name: dict(parser[name]) for name in parser.sections()}
+
+
+def test_nova_sends_its_service_token_from_the_api_and_every_compute() -> None:
+    """cinder (CVE-2023-2088 fix, in Debian's 21.3.1) refuses to delete an in-use attachment unless the request
+    carries nova's service token of a user with the `service` role: without [service_user] every detach through
+    nova, rebuild with a volume or delete of a server with a volume leaves the volume stuck (HTTP 409
+    ConflictNovaUsingAttachment). Both the API (local deletes) and nova-compute (detach) call cinder."""
+    from stacklab.drivers import svc_nova
+
+    lab = load_lab_text(NOVA_LAB, "oslab.yml")
+    plan = plan_service(next(r for r in expand(lab) if r.name == "nova"), "oslab")
+    secrets = {"db_password": "D", "rabbit_password": "R", "user_password": "NOVAPASSWORD"}
+    for node, address in (("ctl1", "10.250.0.10"), ("cmp1", "10.250.0.31")):
+        conf = ini_sections(svc_nova.render_conf(plan, node, address, **secrets))
+        service_user = conf.get("service_user", {})
+        assert service_user.get("send_service_user_token") == "true", f"{node}: {conf.keys()}"
+        assert (service_user.get("username"), service_user.get("password")) == ("nova", "NOVAPASSWORD"), node
+        assert service_user.get("auth_type") == "password" and service_user.get("project_name") == "service"
+        assert service_user.get("auth_url") == "http://10.250.0.10:5000", node
+    api = ini_sections(svc_nova.render_conf(plan, "ctl1", "10.250.0.10", **secrets))["keystone_authtoken"]
+    assert (api["service_token_roles"], api["service_token_roles_required"]) == ("service", "true")
+
+
+def test_cinder_checks_service_tokens_and_sends_its_own_to_nova(tmp_path: Path) -> None:
+    """cinder's API honours a service token only with the `service` role (what its attachment-delete check looks
+    for); cinder calls nova (volume events) as `cinder` with its own service token."""
+    from stacklab.drivers import svc_cinder
+
+    _, _, resources = cinder_setup(tmp_path)
+    conf = ini_sections(svc_cinder.render_conf(plan_service(resources["cinder"], "oslab"), "D", "R", "CINDERPW"))
+    assert conf["keystone_authtoken"]["service_token_roles"] == "service"
+    assert conf["keystone_authtoken"]["service_token_roles_required"] == "true"
+    assert conf["service_user"]["send_service_user_token"] == "true"
+    assert (conf["service_user"]["username"], conf["service_user"]["password"]) == ("cinder", "CINDERPW")
+    assert (conf["nova"]["username"], conf["nova"]["auth_type"], conf["nova"]["interface"]) == (
+        "cinder", "password", "public")  # fmt: skip
+
+
+def test_keystone_makes_the_service_role_and_every_service_user_holds_it(tmp_path: Path) -> None:
+    """keystone's bootstrap makes admin, member and reader only; `up` makes `service`, and each service user (nova's
+    above all: cinder checks its token's roles) gets admin and service on the service project."""
+    node, ctx, resources = cinder_setup(tmp_path)
+    driver = ServiceDriver()
+    for name in ("mariadb", "rabbitmq", "memcached", "keystone", "cinder"):
+        driver.apply(driver.diff(resources[name], None, None), ctx)
+    assert {"ensure_roles": ["service"]}.items() <= node.keystone_requests[0].items()
+    (cinder,) = [r for r in node.keystone_requests if r.get("user") == "cinder"]
+    assert cinder["roles"] == ["admin", "service"]
+
+
+class FakeKeystone:
+    """keystoneclient's v3 managers over dicts, for keystone_tool's register()."""
+
+    def __init__(self, roles: tuple[str, ...]) -> None:
+        self.made: dict[str, dict[str, Any]] = {"project": {}, "user": {}, "role": {r: object() for r in roles},
+                                                 "service": {}}  # fmt: skip
+        self.grants: set[tuple[str, str]] = set()
+        ks = self
+
+        class Manager:
+            def __init__(self, kind: str) -> None:
+                self.kind = kind
+
+            def list(self, name: str | None = None, **_: Any) -> list[Any]:
+                found = ks.made[self.kind]
+                return [v for k, v in found.items() if name is None or k == name]
+
+            def create(self, name: str, *_: Any, **__: Any) -> Any:
+                ks.made[self.kind][name] = made = type("Obj", (), {"id": name, "name": name})()
+                return made
+
+            def update(self, *_: Any, **__: Any) -> None:
+                return None
+
+            def grant(self, role: Any, user: Any, project: Any) -> None:
+                ks.grants.add((user.name, next(k for k, v in ks.made["role"].items() if v is role)))
+
+        class Assignments:
+            def list(self, user: Any, project: Any, role: Any) -> list[Any]:
+                name = next(k for k, v in ks.made["role"].items() if v is role)
+                return [1] if (user.name, name) in ks.grants else []
+
+        class Endpoints:
+            def list(self, **_: Any) -> list[Any]:
+                return []
+
+            def create(self, *_: Any, **__: Any) -> None:
+                return None
+
+        self.projects, self.users, self.roles = Manager("project"), Manager("user"), Manager("role")
+        self.services, self.role_assignments, self.endpoints = Manager("service"), Assignments(), Endpoints()
+
+
+def test_keystone_tool_makes_the_service_role_and_grants_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from stacklab.drivers import keystone_tool
+
+    fake_ksa = types.ModuleType("keystoneauth1")
+    fake_ksa.exceptions = types.SimpleNamespace(Conflict=type("Conflict", (Exception,), {}))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keystoneauth1", fake_ksa)
+    ks = FakeKeystone(roles=("admin", "member", "reader"))  # what bootstrap leaves
+    request = {"region": "RegionOne", "user": "nova", "password": "p", "project": "service", "endpoints": {},
+               "roles": ["admin", "service"], "service": {"name": "nova", "type": "compute"}}  # fmt: skip
+    changed = keystone_tool.register(ks, request)
+    assert "role service" in changed and ("nova", "service") in ks.grants and ("nova", "admin") in ks.grants
+    assert keystone_tool.register(ks, request) == [], "a second registration changes nothing"
+
+
+def test_golden_regeneration_is_refused_under_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tox passes STACKLAB_* through: an exported STACKLAB_REGEN_GOLDEN=1 must not turn CI's golden tests green."""
+    from tests import golden_util
+
+    assert golden_util.regenerating({"STACKLAB_REGEN_GOLDEN": "1"}) is True
+    assert golden_util.regenerating({"CI": "true"}) is False
+    with pytest.raises(AssertionError, match="under CI"):
+        golden_util.regenerating({"STACKLAB_REGEN_GOLDEN": "1", "CI": "true"})
+    monkeypatch.setattr(golden_util, "GOLDEN", tmp_path)
+    (tmp_path / "x.txt").write_text("expected\n")
+    monkeypatch.setenv("STACKLAB_REGEN_GOLDEN", "1")
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(AssertionError, match="under CI"):
+        golden_util.check_golden("x.txt", "something else\n")
+    assert (tmp_path / "x.txt").read_text() == "expected\n", "the golden file was rewritten under CI"
+
+
+def test_a_lab_named_from_its_state_gets_the_addresses_plan_gets(tmp_path: Path) -> None:
+    """`status aio` reads the lab from the state file, whose keys are sorted: the nodes came back alphabetical and
+    `auto` addresses (handed out in file order) moved, so nova's rendered my_ip differed from the node's and status
+    reported drift that `plan` (from the lab file) did not. The lab restored by name keeps the file's order."""
+    import types
+
+    from stacklab.engine.events import EventBus
+    from stacklab.engine.state import StateStore
+    from stacklab.model.addressing import node_addresses
+    from stacklab.model.load import load_lab
+    from stacklab.session import Session, lab_from_arg
+
+    lab_file = Path(__file__).resolve().parents[2] / "labs" / "aio.yml"
+    lab = load_lab(lab_file)
+    assert list(lab.nodes) != sorted(lab.nodes), "the test needs a lab whose nodes are not in name order"
+    store = StateStore(tmp_path, lab.name)
+    store.set_meta("host_before", {})  # no host snapshot in a unit test
+    session = Session(lab, types.SimpleNamespace(state=store), EventBus(), None)  # type: ignore[arg-type]
+    session.remember_host_before_first_up()
+    restored = lab_from_arg(lab.name, tmp_path)  # a fresh read of the state file, as `status aio` does
+    assert list(restored.nodes) == list(lab.nodes)
+    assert node_addresses(restored) == node_addresses(lab)
+    nova = next(r for r in expand(lab) if r.name == "nova")
+    from stacklab.drivers import svc_nova
+
+    plan = plan_service(nova, lab.name)
+    for compute in svc_nova.computes(plan):
+        mine = str(node_addresses(restored)[compute]["mgmt"])
+        assert svc_nova.render_conf(plan, compute, mine, db_password="d", rabbit_password="r", user_password="u") == (
+            svc_nova.render_conf(plan, compute, str(node_addresses(lab)[compute]["mgmt"]), db_password="d",
+                                 rabbit_password="r", user_password="u"))  # fmt: skip

@@ -6,10 +6,13 @@ OpenStack service in keystone, idempotently. Reads one JSON request on stdin (pa
      "service": {"name": "glance", "type": "image", "description": "..."},
      "endpoints": {"public": URL, "internal": URL, "admin": URL}}
 
-Makes (or updates) the `service` project, the service user with its password and the admin role on that project,
-the catalog service and its three endpoints in the region; `{"remove": true, ...}` deletes the endpoints, the
-service and the user instead. Prints one JSON line saying what changed. `{"get": {"service_type": T, "path": P}}`
-(with auth_url and admin_password) GETs P from the public endpoint of T as the admin instead and prints the body.
+Makes (or updates) the `service` project, the service user with its password and the roles `roles` (default: admin
+and service) on that project, the catalog service and its three endpoints in the region; `{"remove": true, ...}`
+deletes the endpoints, the service and the user instead. `{"ensure_roles": [...]}` only makes those roles. The
+`service` role is what marks a token as a service's: cinder (since CVE-2023-2088) lets only a request that carries
+nova's service token, of a user with that role, delete an in-use attachment; keystone's bootstrap does not make it.
+Prints one JSON line saying what changed. `{"get": {"service_type": T, "path": P}}` (with auth_url and
+admin_password) GETs P from the public endpoint of T as the admin instead and prints the body.
 stacklab uploads and runs this file; it is not imported by stacklab itself.
 """
 
@@ -42,6 +45,21 @@ def _one(items: list[Any], what: str) -> Any:
     return items[0] if items else None
 
 
+def ensure_role(ks: Any, name: str, changed: list[str]) -> Any:
+    """The role `name`, made when missing (another registration running beside this one may make it first)."""
+    role = _one(ks.roles.list(name=name), f"role {name}")
+    if role is not None:
+        return role
+    from keystoneauth1 import exceptions  # type: ignore[import-not-found, unused-ignore]
+
+    try:
+        role = ks.roles.create(name)
+        changed.append(f"role {name}")
+    except exceptions.Conflict:
+        role = _one(ks.roles.list(name=name), f"role {name}")
+    return role
+
+
 def register(ks: Any, request: dict[str, Any]) -> list[str]:
     changed: list[str] = []
     domain = "default"
@@ -60,10 +78,11 @@ def register(ks: Any, request: dict[str, Any]) -> list[str]:
         changed.append(f"user {request['user']}")
     else:
         ks.users.update(user, password=request["password"])  # the lab's password, whatever it was
-    admin = _one(ks.roles.list(name="admin"), "role admin")
-    if not ks.role_assignments.list(user=user, project=project, role=admin):
-        ks.roles.grant(admin, user=user, project=project)
-        changed.append(f"admin role for {request['user']} on {request['project']}")
+    for name in request.get("roles", ("admin", "service")):
+        role = ensure_role(ks, name, changed)
+        if not ks.role_assignments.list(user=user, project=project, role=role):
+            ks.roles.grant(role, user=user, project=project)
+            changed.append(f"{name} role for {request['user']} on {request['project']}")
     spec = request["service"]
     service = _one(ks.services.list(name=spec["name"], type=spec["type"]), f"service {spec['name']}")
     if service is None:
@@ -110,7 +129,12 @@ def main() -> None:
     if "get" in request:
         sys.stdout.write(json.dumps({"body": get(ks, request)}) + "\n")
         return
-    changed = remove(ks, request) if request.get("remove") else register(ks, request)
+    if "ensure_roles" in request:
+        changed: list[str] = []
+        for name in request["ensure_roles"]:
+            ensure_role(ks, name, changed)
+    else:
+        changed = remove(ks, request) if request.get("remove") else register(ks, request)
     sys.stdout.write(json.dumps({"changed": changed}) + "\n")
 
 

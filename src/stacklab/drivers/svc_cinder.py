@@ -49,7 +49,14 @@ from stacklab.drivers.svc_infra import (
     RABBIT_USER,
     ensure_database,
 )
-from stacklab.drivers.svc_keystone import admin_get, authtoken_section, register_in_keystone, retire_service
+from stacklab.drivers.svc_keystone import (
+    admin_get,
+    authtoken_section,
+    credentials_section,
+    register_in_keystone,
+    retire_service,
+    service_user_section,
+)
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 
@@ -132,6 +139,10 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
         "[database]\n"
         f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"
         f"{authtoken_section(plan, 'cinder', user_password)}"
+        # cinder calls nova (volume events: extend, attach state) as its own user, with its service token beside
+        f"{credentials_section(plan, 'nova', 'cinder', user_password)}"
+        "interface = public\n"
+        f"{service_user_section(plan, 'cinder', user_password)}"
         f"[{BACKEND}]\n"
         "volume_driver = cinder.volume.drivers.rbd.RBDDriver\n"
         f"volume_backend_name = {BACKEND}\n"

@@ -6,8 +6,11 @@ OS_KEYSTONE_CONFIG_FILES). The API runs under uwsgi from the package's `keystone
 drop-in replaces: bound to the br-mgmt address only, and 2 processes instead of the package's 8x32 threads, which
 a lab node cannot spare. Then `db_sync`, `fernet_setup`/`credential_setup` (both keep existing keys) and
 `bootstrap` (admin user, project, role, region and the identity endpoints; idempotent, resets the admin
-password to the lab's). The admin password reaches keystone-manage on stdin; `/root/admin-openrc` (0600) holds
-the credentials for the suites and for people who `stacklab ssh` into the controller.
+password to the lab's), then the `service` role, which bootstrap does not make: service users hold it next to
+admin, and a token of such a user sent along as a service token (`[service_user]`) is what cinder requires before
+it lets nova delete an in-use attachment (CVE-2023-2088). The admin password reaches keystone-manage on stdin;
+`/root/admin-openrc` (0600) holds the credentials for the suites and for people who `stacklab ssh` into the
+controller.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ DROPIN = "/etc/systemd/system/keystone.service.d/stacklab.conf"
 OPENRC = "/root/admin-openrc"
 PORT = 5000
 REGION = "RegionOne"
+SERVICE_ROLE = "service"
+SERVICE_USER_ROLES = ("admin", SERVICE_ROLE)
 DB_SECRET = "keystone-db"
 ADMIN_SECRET = "keystone-admin"
 MANAGE_TIMEOUT = 600.0
@@ -80,10 +85,20 @@ def credentials_section(plan: ServicePlan, section: str, user: str, password: st
 
 
 def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
-    """keystonemiddleware's section for a service's API: its keystone user, tokens cached in the lab's memcached."""
+    """keystonemiddleware's section for a service's API: its keystone user, tokens cached in the lab's memcached; a
+    service token is honoured only when its user has the `service` role (keystonemiddleware's advice; the default
+    accepts any valid token as one)."""
     return credentials_section(plan, "keystone_authtoken", user, password) + (
         f"www_authenticate_uri = http://{plan.address}:{PORT}\nmemcached_servers = {plan.address}:{MEMCACHED_PORT}\n"
+        f"service_token_roles = {SERVICE_ROLE}\nservice_token_roles_required = true\n"
     )
+
+
+def service_user_section(plan: ServicePlan, user: str, password: str) -> str:
+    """`[service_user]`: the service sends its own token (user `user`, role `service`) as X-Service-Token beside
+    the user's on every call to another service, as the OpenStack docs require since CVE-2023-2088 (without it
+    cinder refuses nova's detach of an in-use volume: ConflictNovaUsingAttachment, HTTP 409)."""
+    return credentials_section(plan, "service_user", user, password) + "send_service_user_token = true\n"
 
 
 def render_dropin(plan: ServicePlan) -> str:
@@ -171,13 +186,14 @@ def register_in_keystone(
     url: str,
     remove: bool = False,
 ) -> list[str]:
-    """Create (or with `remove`, delete) a service user with the admin role on the `service` project, and the
-    service's catalog entry with its public/internal/admin endpoints at `url`; what changed."""
+    """Create (or with `remove`, delete) a service user with the admin and service roles on the `service` project,
+    and the service's catalog entry with its public/internal/admin endpoints at `url`; what changed."""
     request = {
         "region": REGION,
         "user": user,
         "password": password,
         "project": "service",
+        "roles": list(SERVICE_USER_ROLES),
         "service": dict(service),
         "endpoints": {interface: url for interface in ("public", "internal", "admin")},
         "remove": remove,
@@ -273,7 +289,9 @@ class Keystone:
         write_node_file(runner, OPENRC, render_openrc(plan, admin_password), mode="0600")
         wait_for_api(runner, rid, url=auth_url(plan), unit="keystone", log_file="/var/log/keystone/keystone-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
-        return {"auth_url": auth_url(plan), "openrc": OPENRC, "admin_secret": ADMIN_SECRET, "region": REGION}
+        _run_tool(ctx, runner, plan, {"region": REGION, "ensure_roles": [SERVICE_ROLE]})
+        return {"auth_url": auth_url(plan), "openrc": OPENRC, "admin_secret": ADMIN_SECRET, "region": REGION,
+                "service_role": SERVICE_ROLE}  # fmt: skip
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
         systemctl(runner, "disable", "--now", "keystone", check=False)

@@ -60,6 +60,7 @@ from stacklab.drivers.svc_keystone import (
     credentials_section,
     register_in_keystone,
     retire_service,
+    service_user_section,
 )
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
@@ -127,7 +128,9 @@ def render_conf(
     plan: ServicePlan, node: str, my_ip: str, *, db_password: str, rabbit_password: str, user_password: str
 ) -> str:
     """nova's settings on `node`: the controller gets the databases and the API's token check, a compute its
-    hypervisor; both reach placement, neutron, glance and cinder through the catalog as `nova`."""
+    hypervisor; both reach placement, neutron, glance and cinder through the catalog as `nova`, and send nova's
+    service token with every such call (`[service_user]`): cinder deletes an in-use attachment (detach, rebuild,
+    delete of a server with a volume) only for a request that carries it."""
     text = (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
@@ -145,6 +148,7 @@ def render_conf(
         "enabled = false\n"
         f"{credentials_section(plan, 'placement', 'nova', user_password)}"
         f"{credentials_section(plan, 'neutron', 'nova', user_password)}"
+        f"{service_user_section(plan, 'nova', user_password)}"
     )
     if node == plan.controller:
         text += (
