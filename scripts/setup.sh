@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3-venv python3-pip python3-libvirt python3-lxc python3-jinja2
   iproute2 iputils-ping openssh-client e2fsprogs genisoimage xorriso
-  lxc mmdebstrap
+  lxc mmdebstrap graphviz
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
 )
 

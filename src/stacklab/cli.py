@@ -1,4 +1,4 @@
-"""Command line: doctor validate schema plan up down status ssh graph (verify comes with the suites)."""
+"""Command line: doctor validate schema plan up down status ssh graph recipes init (verify comes with the suites)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from stacklab.errors import EXIT_APPLY_FAILED, StackLabError
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG = logging.getLogger("stacklab")
+EXIT_BUG = 70  # sysexits EX_SOFTWARE: an unexpected exception, i.e. a stacklab bug to report
 
 
 def _state_root() -> Path:
@@ -41,6 +42,19 @@ def _guard(func: F) -> F:
             return func(*args, **kwargs)
         except StackLabError as exc:
             _fail(exc, debug)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            # Not a user's error but ours: one line to report (exit 70, EX_SOFTWARE), the traceback with --debug.
+            if debug:
+                LOG.exception("bug")
+            where = ctx.command_path
+            click.echo(
+                f"bug: {where}: unexpected {type(exc).__name__}: {exc}; please report this "
+                "(run with --debug for the traceback)",
+                err=True,
+            )
+            sys.exit(EXIT_BUG)
 
     return wrapper  # type: ignore[return-value]
 
@@ -55,7 +69,7 @@ def main(debug: bool) -> None:
 
 # -- validate / schema ---------------------------------------------------------------------------------------
 @main.command()
-@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("lab_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @_guard
 def validate(lab_file: Path, as_json: bool) -> None:
@@ -90,7 +104,7 @@ def schema() -> None:
 # -- doctor --------------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--lab", "lab_file", type=click.Path(dir_okay=False, path_type=Path), help="Apply the lab's pins.")
+@click.option("--lab", "lab_file", type=click.Path(path_type=Path), help="Apply the lab's pins.")
 @_guard
 def doctor(as_json: bool, lab_file: Path | None) -> None:
     """Detect what this host can do and which implementation each role will use here, and why."""
@@ -124,7 +138,7 @@ def _load(lab_file: Path) -> Any:
 
 
 @main.command()
-@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("lab_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 @_guard
 def plan(lab_file: Path, as_json: bool) -> None:
@@ -140,7 +154,7 @@ def plan(lab_file: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("lab_file", type=click.Path(path_type=Path))
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @_guard
 def up(lab_file: Path, yes: bool) -> None:
@@ -202,17 +216,33 @@ def _report(result: Any, lab: str, command: str) -> None:
 # -- verify ------------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("lab", type=str)
-@click.option("--suite", "suites", multiple=True, help="Suite to run (repeatable); default: the lab's verify.suites.")
+@click.option(
+    "--suite",
+    "suites",
+    multiple=True,
+    help="Suite to run (repeatable): a shipped suite's name or a path to your own testinfra file; "
+    "default: the lab's verify.suites.",
+)
 @click.option("-k", "keyword", default=None, help="Only tests matching this pytest -k expression.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for the lab's lock when an up, down or verify of the lab runs; 0 fails at once.",
+)
 @_guard
-def verify(lab: str, suites: tuple[str, ...], keyword: str | None) -> None:
-    """Prove the lab works: run the testinfra suites over SSH against its nodes (exit 3 on failure)."""
+def verify(lab: str, suites: tuple[str, ...], keyword: str | None, wait: float) -> None:
+    """Prove the lab works: run the testinfra suites over SSH against its nodes (exit 3 on failure).
+
+    Prints a summary per suite and writes JUnit XML and an HTML report with each test's evidence under the
+    lab's state directory (verify/)."""
     from stacklab.session import lab_from_arg
     from stacklab.verify import run_suites
 
     the_lab = lab_from_arg(lab, _state_root())
     wanted = list(suites) or list(the_lab.verify.suites) or ["infra"]
-    run_suites(the_lab.name, _state_root(), wanted, keyword=keyword)
+    run_suites(the_lab.name, _state_root(), wanted, keyword=keyword, wait=wait)
 
 
 # -- status / graph / ssh ------------------------------------------------------------------------------------
@@ -236,21 +266,70 @@ def status(lab: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
-def graph(lab_file: Path) -> None:
-    """Print the lab's resource graph in Graphviz DOT."""
+@click.argument("lab_file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default="dot", show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (svg/png: LAB.FORMAT)."
+)
+@_guard
+def graph(lab_file: Path, fmt: str, output: Path | None) -> None:
+    """Draw the lab: networks, nodes, storage targets and services (svg/png need Graphviz's `dot`)."""
+    from stacklab.exec.runner import LocalRunner
+    from stacklab.lab_graph import lab_dot, render
     from stacklab.plan.expand import expand
 
-    try:
-        lab = _load(lab_file)
-    except StackLabError as exc:
-        _fail(exc, False)
-    lines = [f'digraph "{lab.name}" {{', "  rankdir=LR;"]
-    for resource in expand(lab):
-        lines.append(f'  "{resource.id}";')
-        lines.extend(f'  "{dep}" -> "{resource.id}";' for dep in resource.deps)
-    lines.append("}")
-    click.echo("\n".join(lines))
+    lab = _load(lab_file)
+    text = lab_dot(lab.name, expand(lab))
+    if fmt == "dot" and output is None:
+        click.echo(text, nl=False)
+        return
+    target = output or Path(f"{lab.name}.{fmt}")
+    if fmt == "dot":
+        target.write_text(text)
+    else:
+        render(text, fmt, target, LocalRunner())
+    click.echo(f"wrote {target}", err=True)
+
+
+# -- recipes / init ------------------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--lab",
+    "lab_path",
+    type=click.Path(path_type=Path),
+    help="A lab file or directory whose images/ (beside or above it) comes first; default: the current directory.",
+)
+def recipes(lab_path: Path | None) -> None:
+    """List the image recipes a lab can name, and where each comes from (lab tree, user config, built-in)."""
+    from stacklab.model.paths import IMAGES, list_recipes, search_dirs
+
+    base = (lab_path.parent if lab_path.is_file() else lab_path) if lab_path else Path.cwd()
+    for folder in search_dirs(IMAGES, base):
+        click.echo(f"# {folder.origin}: {folder.path}")
+    for entry in list_recipes(base):
+        hides = f"  (hides {', '.join(entry.shadows)})" if entry.shadows else ""
+        click.echo(f"{entry.name:<24} {entry.origin:<9} {entry.path}{hides}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--from", "template", default="containers-3", show_default=True, help="Built-in lab to start from.")
+@click.option("--name", "lab_name", default=None, help="Lab name (default: the built-in lab's).")
+@click.option("--force", is_flag=True, help="Overwrite DIRECTORY/lab.yml if it exists.")
+@_guard
+def init(directory: Path, template: str, lab_name: str | None, force: bool) -> None:
+    """Write a starter lab file DIRECTORY/lab.yml from a built-in lab, and say how to run it."""
+    from stacklab.model.starter import write_starter
+
+    written = write_starter(directory, template, lab_name=lab_name, force=force)
+    lab = _load(written)
+    click.echo(f"wrote {written} (lab {lab.name!r} from the built-in {template!r} lab, built-in recipes)")
+    click.echo("next (as root):")
+    click.echo(f"  stacklab validate {written}")
+    click.echo(f"  stacklab up {written}")
+    click.echo(f"  stacklab verify {written}")
+    click.echo(f"  stacklab down {lab.name}")
+    click.echo(f"state goes to {_state_root()} ($STACKLAB_STATE); run the commands from this directory, or set it.")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -13,8 +16,20 @@ from stacklab.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def cli_runner() -> CliRunner:
+    """A CliRunner with stderr apart from stdout on click 8.1 (Debian 12's 8.1.3) and on 8.2+.
+
+    Before 8.2 stderr is mixed into stdout unless `mix_stderr=False`; 8.2 removed the argument and always
+    keeps them apart.
+    """
+    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
+        separate: dict[str, Any] = {"mix_stderr": False}
+        return CliRunner(**separate)
+    return CliRunner()
+
+
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
+    result = cli_runner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -52,9 +67,36 @@ def test_schema_is_json_schema_with_the_lab_fields() -> None:
 def test_graph_is_dot() -> None:
     code, out, _ = invoke("graph", str(ROOT / "labs" / "net-only.yml"))
     assert code == 0
-    assert out.startswith('digraph "net-only"') and '"bridge/mgmt";' in out
+    assert out.startswith('graph "net-only"') and '"bridge/mgmt" [label=' in out
 
 
 def test_missing_lab_file_is_exit_2(tmp_path: Path) -> None:
     code, _, err = invoke("validate", str(tmp_path / "nope.yml"))
     assert code == 2 and "cannot read lab file" in err
+
+
+def test_graph_draws_networks_nodes_storage_and_services() -> None:
+    code, out, _ = invoke("graph", str(ROOT / "labs" / "aio.yml"))
+    assert code == 0
+    assert '"bridge/storage" -- "node/storage1" [label="172.29.244.21/24"];' in out
+    assert '"node/storage1" -- "iscsi/storage1" [style=bold];' in out and "LUN lun1: file, 1024 MiB" in out
+    assert '"node/storage1" -- "ceph/aio"' in out and '"node/infra1" -- "ceph/aio"' not in out
+    assert '"ceph/aio" -- "node/infra1" [style=dashed, label=client];' in out
+    assert '"node/infra1" -- "service/cinder";' in out
+    assert '"service/cinder" -- "ceph/aio" [style=dashed' in out
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed (apt-get install graphviz)")
+def test_graph_svg_is_rendered_by_graphviz(tmp_path: Path) -> None:
+    target = tmp_path / "aio.svg"
+    code, _, err = invoke("graph", str(ROOT / "labs" / "aio.yml"), "--format", "svg", "-o", str(target))
+    assert code == 0, err
+    svg = target.read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "storage1" in svg and "service/cinder" in svg
+
+
+def test_graph_without_graphviz_exits_2_with_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("stacklab.lab_graph.shutil.which", lambda _name: None)
+    code, _, err = invoke("graph", str(ROOT / "labs" / "aio.yml"), "--format", "png", "-o", str(tmp_path / "x.png"))
+    assert code == 2 and "needs Graphviz's `dot`" in err and "apt-get install graphviz" in err
+    assert not (tmp_path / "x.png").exists()

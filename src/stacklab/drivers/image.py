@@ -1,9 +1,11 @@
 """The `image` resource: root filesystems built from images/ recipes with mmdebstrap, cached by content hash.
 
-A recipe is a YAML file `images/<name>.yml`. A root recipe names `distro`, `suite`, `variant` (default minbase)
-and `packages`; a derived recipe names `base: <other recipe>`, adds `packages`, and with `services: disabled` (the
-default) removes the boot-time enablement of the units its packages enabled (listed in the manifest as
-`disabled_units`): nodes boot without unconfigured daemons, and the service steps enable what each node runs.
+A recipe is a YAML file `images/<name>.yml`, found in the lab's tree, the user's ~/.config/stacklab/images/ or
+the built-in recipes, in that order (model.paths; `stacklab recipes` lists them). A root recipe names `distro`,
+`suite`, `variant` (default minbase) and `packages`; a derived recipe names `base: <other recipe>`, adds
+`packages`, and with `services: disabled` (the default) removes the boot-time enablement of the units its
+packages enabled (listed in the manifest as `disabled_units`): nodes boot without unconfigured daemons, and the
+service steps enable what each node runs.
 The resolved chain (root first) plus BUILDER_VERSION is hashed; the hash names the cache entry, so editing a
 recipe (or the build steps) builds a new entry and an unchanged recipe is a cache hit whichever lab asks for it.
 
@@ -38,7 +40,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +52,7 @@ from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
 from stacklab.engine.atomic import write_atomic
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
-from stacklab.model.paths import find_images_dir
+from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.plan.resource import Change, Observed, Resource
 
 LOG = logging.getLogger(__name__)
@@ -154,14 +156,7 @@ def recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _load_recipe_file(images_dir: Path, name: str) -> dict[str, Any]:
-    path = images_dir / f"{name}.yml"
-    if not path.is_file():
-        known = sorted(p.stem for p in images_dir.glob("*.yml"))
-        raise RecipeError(
-            f"image recipe {name!r} not found: no {path}",
-            hint=f"recipes in {images_dir}: {', '.join(known) or 'none'}",
-        )
+def _load_recipe_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -178,12 +173,27 @@ def _packages(path_hint: str, data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw)
 
 
-def resolve_recipe(images_dir: Path, name: str) -> Recipe:
-    """Load `images_dir/<name>.yml` and its `base:` chain into one Recipe (pure apart from reading the files).
+def _recipe_path(dirs: list[Path], name: str) -> Path:
+    path = find_recipe(dirs, name)
+    if path is None:
+        known = sorted({p.stem for folder in dirs for p in folder.glob("*.yml")})
+        raise RecipeError(
+            f"image recipe {name!r} not found (looked in {describe_dirs(dirs)})",
+            hint=f"known recipes: {', '.join(known) or 'none'}; `stacklab recipes` lists them and where each is from",
+        )
+    return path
 
-    Packages accumulate from the root down; distro, suite, variant and mirrors come from the root recipe.
-    The mirror defaults to deb.debian.org, or $STACKLAB_DEBIAN_MIRROR when set.
+
+def resolve_recipe(images: Path | Sequence[Path], name: str) -> Recipe:
+    """Load recipe `name` and its `base:` chain into one Recipe (pure apart from reading the files).
+
+    `images` is one recipe directory or a search path (model.paths.recipe_dirs: the lab's images/, the user's,
+    the built-in); each level of the chain is the first `<level>.yml` along it, so a lab's own recipe can build
+    on a built-in one. Packages accumulate from the root down; distro, suite, variant and mirrors come from the
+    root recipe. The mirror defaults to deb.debian.org, or $STACKLAB_DEBIAN_MIRROR when set.
     """
+    dirs = [images] if isinstance(images, Path) else list(images)
+    paths: dict[str, Path] = {}
     chain: list[tuple[str, dict[str, Any]]] = []
     current: str | None = name
     while current is not None:
@@ -192,8 +202,9 @@ def resolve_recipe(images_dir: Path, name: str) -> Recipe:
             raise RecipeError(
                 f"image recipes form a cycle: {names}", hint="one recipe in the chain must not have base:"
             )
-        data = _load_recipe_file(images_dir, current)
-        where = str(images_dir / f"{current}.yml")
+        paths[current] = _recipe_path(dirs, current)
+        data = _load_recipe_file(paths[current])
+        where = str(paths[current])
         if "base" in data:
             unknown = set(data) - _DERIVED_KEYS
             if unknown:
@@ -215,7 +226,7 @@ def resolve_recipe(images_dir: Path, name: str) -> Recipe:
         current = data.get("base")
 
     root_name, root = chain[-1]
-    where = str(images_dir / f"{root_name}.yml")
+    where = str(paths[root_name])
     distro = str(root.get("distro", ""))
     suite = str(root.get("suite", ""))
     if distro not in DEFAULT_MIRRORS:
@@ -238,7 +249,7 @@ def resolve_recipe(images_dir: Path, name: str) -> Recipe:
     recipe: Recipe | None = None
     accumulated: list[str] = []
     for level_name, data in reversed(chain):
-        own = _packages(str(images_dir / f"{level_name}.yml"), data)
+        own = _packages(str(paths[level_name]), data)
         accumulated.extend(p for p in own if p not in accumulated)
         recipe = Recipe(
             name=level_name,
@@ -606,16 +617,11 @@ def generalise(rootfs: Path) -> None:
 # The driver
 
 
-def images_dir_for(ctx: DriverContext) -> Path:
+def images_dir_for(ctx: DriverContext) -> list[Path]:
+    """The lab's recipe search path: images/ beside or above its file, the user's, the built-in recipes."""
     source = str(getattr(ctx.lab, "source", "") or "")
     start = Path(source).resolve().parent if source and not source.startswith("<") else Path.cwd()
-    found = find_images_dir(start) or find_images_dir(Path.cwd())
-    if found is None:
-        raise RecipeError(
-            f"no images/ directory above {start} (nor above the current directory)",
-            hint="keep the lab file inside a checkout that has images/*.yml recipes",
-        )
-    return found
+    return recipe_dirs(start)
 
 
 def current_entry(ctx: DriverContext, image_name: str) -> CacheEntry | None:

@@ -1,7 +1,8 @@
 """cloud-init NoCloud seeds for lab nodes: one renderer for VMs (a `cidata` ISO) and containers (a seed directory).
 
-The three documents come from the Jinja2 templates in the project's `cloud-init/` directory (`meta-data`,
-`user-data`, `network-config`); every rendered document is parsed back as YAML before anything is written.
+The three documents come from the Jinja2 templates in a `cloud-init/` directory (`meta-data`, `user-data`,
+`network-config`): the lab tree's, the user's or the built-in ones (model.paths); every rendered document is
+parsed back as YAML before anything is written.
 The instance-id is derived from the rendered user-data and network-config, so any change to a node's spec, the
 lab key, the hosts list or the templates makes cloud-init run its per-instance modules again on the next boot.
 """
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from stacklab.drivers.base import DriverContext
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
-from stacklab.model.paths import find_up
+from stacklab.model.paths import CLOUD_INIT, search_dirs
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ NOCLOUD_SEED_DIR = Path("var/lib/cloud/seed/nocloud")
 VOLUME_ID = "cidata"
 MGMT_NETWORK = "mgmt"
 _ISO_TIMEOUT = 60.0
-# A checkout keeps the templates two levels above src/stacklab/.
-_CHECKOUT_TEMPLATES = Path(__file__).resolve().parents[3] / "cloud-init"
 
 
 class SeedError(StackLabError):
@@ -50,21 +49,17 @@ def _is_templates_dir(path: Path) -> bool:
 
 
 def find_templates_dir(start: Path | None = None) -> Path:
-    """The nearest `cloud-init/` holding the three templates above `start` (the lab's directory), else the
-    one above the current directory, else the checkout this module was imported from."""
-    candidates: list[Path] = []
-    for base in (start, Path.cwd()):
-        if base is not None:
-            found = find_up(base.resolve(), "cloud-init")
-            if found is not None:
-                candidates.append(found)
-    candidates.append(_CHECKOUT_TEMPLATES)
+    """The first `cloud-init/` holding all three templates: above `start` (the lab's directory), the user's
+    (~/.config/stacklab/cloud-init/), else the built-in templates shipped in the package (model.paths).
+    Without `start` the lab tree is searched from the current directory (the node drivers pass no lab dir)."""
+    candidates = search_dirs(CLOUD_INIT, start or Path.cwd())
     for candidate in candidates:
-        if _is_templates_dir(candidate):
-            return candidate
+        if _is_templates_dir(candidate.path):
+            return candidate.path
+    looked = ", ".join(str(c.path) for c in candidates) or "nowhere"
     raise SeedError(
-        f"no cloud-init/ directory with {', '.join(SEED_FILES)} templates above {start or Path.cwd()}",
-        hint="keep the lab file inside a stacklab checkout (cloud-init/ beside images/)",
+        f"no cloud-init/ directory with {', '.join(SEED_FILES)} templates (looked in {looked})",
+        hint="reinstall stacklab (the built-in templates are missing) or add the three templates to one of these",
     )
 
 
