@@ -10,6 +10,12 @@ real `tgt-admin -p -e` (it produces the same tgtadm calls as `live_commands`).
 from __future__ import annotations
 
 import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +31,17 @@ from stacklab.drivers.iscsi import (
     plan_iscsi,
 )
 from stacklab.drivers.iscsi_tgt import (
+    CHAP_HELPER_PATH,
     DROPIN_PATH,
+    NODE_PYTHON,
+    TGT_CHAP_HELPER,
+    chap_path,
     conf_path,
     live_commands,
     parse_tgt_accounts,
     parse_tgt_portals,
     parse_tgt_show,
+    render_chap_file,
     render_dropin,
     render_tgt_conf,
     seen_of,
@@ -71,12 +82,14 @@ class FakeTgtd:
     accounts: dict[str, str] = field(default_factory=dict)
     bound: dict[int, list[str]] = field(default_factory=dict)
 
+    def helper(self, argv: tuple[str, ...], stdin: str | None) -> CommandResult:
+        """stacklab-tgt-chap new USER < secret: an account made over tgtd's socket."""
+        assert argv[2:3] == ("new",) and stdin, "CHAP passwords must come through stdin"
+        self.accounts[argv[3]] = stdin
+        return CommandResult(argv, 0, "", "", 0.0)
+
     def __call__(self, argv: tuple[str, ...]) -> CommandResult:
         args = list(argv)
-        stdin_password = None
-        if args[0] == "xargs":
-            args = args[2:]
-            stdin_password = "<stdin>"
         opts = dict(zip(args[3::2], args[4::2], strict=False)) if len(args) > 3 else {}
         mode, op = opts.get("--mode"), opts.get("--op")
         out = ""
@@ -99,8 +112,7 @@ class FakeTgtd:
             self.targets.pop(tid)
             self.bound.pop(tid, None)
         elif mode == "account" and op == "new":
-            assert stdin_password, "CHAP passwords must come through stdin"
-            self.accounts[opts["--user"]] = stdin_password
+            raise AssertionError(f"tgtadm account new puts the CHAP password on argv: {argv}")
         elif mode == "account" and op == "bind":
             self.bound.setdefault(tid, []).append(opts["--user"])
         elif mode == "account" and op == "delete":
@@ -137,7 +149,7 @@ class FakeTgtd:
 def tgt_node(tgtd: FakeTgtd, *, active: bool = True) -> FakeNode:
     node = FakeNode(files={"/usr/sbin/tgtd": "", "/usr/lib/tgt/backing-store/bs_rbd.so": "", "/etc/ceph/ceph.conf": ""})
     node.expect(["tgtadm"], responder=tgtd)
-    node.expect(["xargs", "-0", "tgtadm"], responder=tgtd)
+    node.expect([NODE_PYTHON, CHAP_HELPER_PATH], responder=lambda argv: tgtd.helper(argv, node.inputs[-1][1]))
     state = {"active": active}
 
     def systemctl(argv: tuple[str, ...]) -> CommandResult:
@@ -152,6 +164,26 @@ def tgt_node(tgtd: FakeTgtd, *, active: bool = True) -> FakeNode:
     node.expect(["rbd", "create"])
     node.expect(["truncate"])
     return node
+
+
+def node_argvs(node: FakeNode) -> list[tuple[str, ...]]:
+    """Every argv that showed in the node's /proc/PID/cmdline: the commands run, what `xargs` would have run with
+    its stdin appended, and the tgtadm calls tgt-admin makes from the conf at each tgt start (tgt-admin runs
+    `tgtadm ... --mode account --op new --user=U --password=S` for an `incominguser U S` line)."""
+    argvs: list[tuple[str, ...]] = []
+    for argv, stdin in node.inputs:
+        argvs.append(argv)
+        if argv[0] == "xargs":
+            argvs.append((*argv[2:], *(stdin or "").split("\0")))
+        if argv[:2] in (("systemctl", "restart"), ("systemctl", "start")) and "tgt.service" in argv:
+            for path, text in node.files.items():
+                if path.startswith("/etc/tgt/conf.d/"):
+                    for line in text.splitlines():
+                        words = line.split()
+                        if words[:1] == ["incominguser"]:
+                            argvs.append(("tgtadm", "--mode", "account", "--op", "new", f"--user={words[1]}",
+                                          f"--password={words[2]}"))  # fmt: skip
+    return argvs
 
 
 def prefer(node: FakeNode, prefix: list[str], rc: int = 0) -> None:
@@ -182,7 +214,8 @@ def test_plan_and_outputs_golden(lab: Lab, resource: Resource) -> None:
 
 def test_conf_dropin_and_commands_golden(lab: Lab, resource: Resource) -> None:
     plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
-    check_golden("storage/tgt-stacklab-aio.conf", render_tgt_conf(plan, SECRETS))
+    check_golden("storage/tgt-stacklab-aio.conf", render_tgt_conf(plan))
+    check_golden("storage/tgt-stacklab-aio.chap", render_chap_file(plan, SECRETS))
     check_golden("storage/tgt-dropin.conf", render_dropin(plan))
     text = "".join(" ".join(argv) + "\n" for i, t in enumerate(plan.targets, 1) for argv in live_commands(plan, t, i))
     check_golden("storage/tgt-live-commands.txt", text)
@@ -244,27 +277,14 @@ def test_apply_builds_targets_then_second_up_plans_nothing(lab: Lab, resource: R
     # The CHAP secret went through stdin only: never in an argv, and it is the one stored for the lab.
     secret = (tmp_path / "secrets" / chap_secret_name("lun1")).read_text().strip()
     assert len(secret) == 16
-    assert not any(secret in " ".join(argv) for argv in node.calls)
-    assert (
-        (
-            "xargs",
-            "-0",
-            "tgtadm",
-            "--lld",
-            "iscsi",
-            "--mode",
-            "account",
-            "--op",
-            "new",
-            "--user",
-            "aio-lun1",
-            "--password",
-        ),
-        secret,
-    ) in node.inputs
-    conf = node.files[conf_path("aio")]
-    assert f"incominguser aio-lun1 {secret}" in conf
-    assert any(a[-1] == conf_path("aio") and a[3] == "0600" for a, _ in node.inputs if a[0] == "install")
+    assert not any(secret in " ".join(argv) for argv in node_argvs(node))
+    assert ((NODE_PYTHON, CHAP_HELPER_PATH, "new", "aio-lun1"), secret) in node.inputs
+    assert tgtd.accounts["aio-lun1"] == secret
+    assert secret not in node.files[conf_path("aio")]  # tgt-admin would put it on tgtadm's argv at every start
+    assert f"iqn.2026-11.dev.stacklab:aio:lun1 aio-lun1 {secret}" in node.files[chap_path("aio")]
+    modes = {a[-1]: a[3] for a, _ in node.inputs if a[0] == "install"}
+    assert modes[chap_path("aio")] == "0600" and modes[CHAP_HELPER_PATH] == "0700"
+    assert node.files[CHAP_HELPER_PATH] == TGT_CHAP_HELPER
 
     observed = driver.observe(resource, ctx)
     assert observed is not None and observed.owned
@@ -276,7 +296,9 @@ def test_apply_builds_targets_then_second_up_plans_nothing(lab: Lab, resource: R
     before = len(node.calls)
     driver.apply(Change(resource, Action.UPDATE, recorded=recorded), ctx)
     changed = [
-        c for c in node.calls[before:] if c[0] in ("xargs", "install") or c[3:7] == ("--mode", "target", "--op", "new")
+        c
+        for c in node.calls[before:]
+        if c[0] in (NODE_PYTHON, "install") or c[3:7] == ("--mode", "target", "--op", "new")
     ]
     assert changed == []
 
@@ -321,7 +343,7 @@ def test_delete_removes_targets_accounts_files(lab: Lab, resource: Resource, tmp
     prefer(node, ["rbd", "rm"])
     IscsiDriver().delete(resource.id, {"name": "storage1", "spec": dict(resource.spec), "outputs": outputs}, ctx)
     assert tgtd.targets == {} and tgtd.accounts == {}
-    assert conf_path("aio") not in node.files and DROPIN_PATH not in node.files
+    assert conf_path("aio") not in node.files and DROPIN_PATH not in node.files and chap_path("aio") not in node.files
     assert ("rm", "-f", "/var/lib/stacklab/iscsi/lun1.img") in node.calls
     assert ("tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "delete", "--force", "--tid", "1") in node.calls
     # A second delete finds nothing and still succeeds.
@@ -368,3 +390,110 @@ def test_drift_lines_are_pure(lab: Lab, resource: Resource) -> None:
 
 def _t(lab: Lab, resource: Resource, index: int):  # type: ignore[no-untyped-def]
     return plan_iscsi(resource.id, resource.name, resource.spec, lab).targets[index]
+
+
+# --- the CHAP helper, run for real against a socket that answers like tgtd ----------------------------------
+
+
+class _FakeTgtdSocket:
+    """A Unix socket at `<base>.0` that records each request and answers tgtadm's `struct tgtadm_rsp` with `err`."""
+
+    def __init__(self, base: Path, err: int = 0) -> None:
+        self.requests: list[bytes] = []
+        self.err = err
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(f"{base}.0")
+        self.server.listen(4)
+        self.server.settimeout(0.1)
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(10)
+            with conn:
+                data = b""
+                while len(data) < 76 or len(data) < struct.unpack_from("=I", data, 72)[0]:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                reply = b"no such target" if self.err else b""
+                conn.sendall(struct.pack("=II", self.err, 8 + len(reply)) + reply)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(timeout=10)
+        self.server.close()
+
+
+def _run_helper(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    helper = tmp_path / "stacklab-tgt-chap"
+    helper.write_text(TGT_CHAP_HELPER)
+    env = {**os.environ, "TGT_IPC_SOCKET": str(tmp_path / "sock"), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, str(helper), *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_chap_helper_sends_the_bytes_the_real_tgtadm_sends(tmp_path: Path) -> None:
+    """The helper speaks tgtadm's protocol: same request bytes as tgtadm 1.0.85 for the same account (captured from
+    the real binary), the secret from stdin and in no argv; tgtd's refusal is an error."""
+    lines = (GOLDEN / "storage/tgtadm-account-new.req.hex").read_text().splitlines()
+    captured = bytes.fromhex("".join(line for line in lines if not line.startswith("#")))
+    tgtd = _FakeTgtdSocket(tmp_path / "sock")
+    try:
+        done = _run_helper(tmp_path, "new", "lab-u1", stdin="S3cretPW\n")
+        assert done.returncode == 0, done.stderr
+        assert tgtd.requests == [captured]
+        tgtd.err = 12  # TGTADM_USER_EXIST-like refusal
+        refused = _run_helper(tmp_path, "new", "lab-u1", stdin="S3cretPW\n")
+        assert refused.returncode != 0 and "refused account lab-u1: error 12" in refused.stderr
+        # a secret tgtd would split at the comma is refused before anything is sent
+        before = len(tgtd.requests)
+        bad = _run_helper(tmp_path, "new", "lab-u1", stdin="a,password=b\n")
+        assert bad.returncode != 0 and len(tgtd.requests) == before
+    finally:
+        tgtd.close()
+
+
+def test_chap_helper_restore_adds_and_binds_accounts_without_argv_secrets(tmp_path: Path) -> None:
+    """At tgt start: each account of the 0600 file over the socket, then bound to its target's tid by tgtadm,
+    whose argv (logged by a stand-in tgtadm) never holds the secret; targets that are gone are skipped."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "tgtadm.log"
+    (bin_dir / "tgtadm").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {log}\n'
+        'case "$*" in *"--op show"*) printf "Target 1: iqn.x:lab:a\\n    System information:\\n'
+        'Target 2: iqn.x:lab:b\\n";; esac\n'
+    )
+    (bin_dir / "tgtadm").chmod(0o755)
+    accounts = tmp_path / "lab.chap"
+    accounts.write_text("# comment\niqn.x:lab:b lab-b SecretBee12345678\niqn.x:lab:gone lab-g SecretGone1234567\n")
+    tgtd = _FakeTgtdSocket(tmp_path / "sock")
+    try:
+        done = _run_helper(tmp_path, "restore", str(accounts))
+    finally:
+        tgtd.close()
+    assert done.returncode == 0, done.stderr
+    assert [r[120:] for r in tgtd.requests] == [b"user=lab-b,password=SecretBee12345678\0"]
+    assert log.read_text().splitlines() == [
+        "--lld iscsi --mode target --op show",
+        "--lld iscsi --mode account --op bind --tid 2 --user lab-b",
+    ]
