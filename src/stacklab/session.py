@@ -82,6 +82,10 @@ class Session:
         cls, lab: Lab, state_root: Path, *, command: str, quiet: bool = False, lock: bool = True
     ) -> Iterator[Session]:
         lab_dir = state_root / lab.name
+        if command in ("plan", "up"):  # a lab that cannot fit this host is refused before anything is written
+            from stacklab.plan.host_fit import check_lab_fits_host
+
+            check_lab_fits_host(lab, LocalRunner(), lab_dir)
         with lab_lock(lab_dir) if lock else contextlib.nullcontext():
             bus = EventBus()
             if lock:  # read-only commands (plan, status) leave no log behind

@@ -46,6 +46,15 @@ UNIT = "nfs-ganesha.service"
 RPCBIND = "rpcbind.service"
 DROPIN_PATH = "/etc/systemd/system/nfs-ganesha.service.d/stacklab.conf"
 NFS_PORT = 2049
+# A path written into a quoted ganesha.conf string: plain absolute path parts only (no quote, '\\', newline or
+# '..' could then end the string, add a block or climb out). The lab file is checked at load time as well.
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)+")
+
+
+def _conf_path(path: str) -> str:
+    if not _PLAIN_PATH.fullmatch(path) or ".." in path:
+        raise StackLabError(f"export path {path!r} is not a plain absolute path; not writing it into {CONF_PATH}")
+    return f'"{path}"'
 
 
 def render_dropin(plan: NfsPlan) -> str:
@@ -97,8 +106,8 @@ def render_ganesha_conf(plan: NfsPlan) -> str:
             f"# export {export.name}",
             "EXPORT {",
             f"    Export_Id = {export.export_id};",
-            f'    Path = "{export.path}";',
-            f'    Pseudo = "{export.path}";',
+            f"    Path = {_conf_path(export.path)};",
+            f"    Pseudo = {_conf_path(export.path)};",
             f"    Protocols = {_protocols(plan)};",
             "    Transports = TCP;",
             "    SecType = sys;",

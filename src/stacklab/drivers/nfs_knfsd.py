@@ -56,9 +56,15 @@ def nfs_conf_path(lab: str) -> str:
     return f"/etc/nfs.conf.d/stacklab-{lab}.conf"
 
 
+# exports(5) splits a line on blanks and starts a new export on a newline: only plain absolute path parts may
+# reach it (the lab file is checked at load time as well; this is the last line of defence).
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)+")
+
+
 def _export_path(path: str) -> str:
-    # exports(5): a path with blanks is double-quoted.
-    return f'"{path}"' if re.search(r"\s", path) else path
+    if not _PLAIN_PATH.fullmatch(path) or ".." in path:
+        raise PlanError(f"export path {path!r} is not a plain absolute path; not writing it into an exports file")
+    return path
 
 
 def render_exports(plan: NfsPlan) -> str:

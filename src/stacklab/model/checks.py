@@ -83,6 +83,7 @@ def _check_networks(lab: Lab) -> Iterator[Problem]:
             )
         if net.cidr.prefixlen > 28:
             yield ("networks", name, "cidr"), f"{net.cidr} is too small for a lab", "use a /24"
+        yield from _check_range(name, net.cidr, net.allow_public)
     names = list(lab.networks)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
@@ -92,6 +93,24 @@ def _check_networks(lab: Lab) -> Iterator[Problem]:
                     f"{lab.networks[second].cidr} overlaps network {first!r} ({lab.networks[first].cidr})",
                     "each lab network needs its own subnet",
                 )
+
+
+# Ranges a lab network can never use: "this network", loopback, link-local, multicast, reserved/broadcast.
+RESERVED_RANGES = tuple(
+    ipaddress.IPv4Network(r) for r in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+)
+
+
+def _check_range(name: str, cidr: ipaddress.IPv4Network, allow_public: bool) -> Iterator[Problem]:
+    reserved = next((r for r in RESERVED_RANGES if r.overlaps(cidr)), None)
+    if reserved is not None:
+        yield ("networks", name, "cidr"), f"{cidr} overlaps the reserved range {reserved}", "use a private range"
+    elif cidr.is_global and not allow_public:
+        yield (
+            ("networks", name, "cidr"),
+            f"{cidr} is a public range: the host could no longer reach the real hosts there",
+            "use a private range (10/8, 172.16/12, 192.168/16), or set allow_public: true on the network",
+        )
 
 
 def _check_images(lab: Lab, base_dir: Path | None) -> Iterator[Problem]:

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from stacklab.model.units import parse_size_mib
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+# Names become hostnames, unit and file names: a DNS label (no trailing '-'), short enough for every one of them.
+NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?$"
+# Kernel interface names (dev_valid_name: 1-15 bytes, not '.' or '..', no '/', ':' or whitespace), kept to a
+# plain character set and no leading '-' or '.', so the name is safe in every file and command it reaches.
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+# LVM's VG name rules (letters, digits, '+_.-', no leading '-', not '.'/'..'), less '+' (not valid in a systemd
+# unit name, which the VG name becomes) and '..' anywhere (the name also becomes a file name).
+_VG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}")
+# A recipe is a plain name looked up under images/: no '/', no '..'.
+_RECIPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# NFS exports live under one lab-owned directory on the NFS server node; each path part is a plain name.
+EXPORT_ROOT = "/srv/nfs"
+_PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SizeMiB = Annotated[int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")]
 
@@ -44,12 +57,15 @@ class Network(_Model):
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag on the host uplink (full kernels)")
     uplink: str | None = Field(None, description="host interface that carries the VLAN (with `vlan` only)")
     pin_name: bool = Field(False, description="use `bridge` literally as the kernel name (no lab prefix)")
+    allow_public: bool = Field(False, description="allow a public (globally routed) CIDR: it hides that range")
 
     @field_validator("bridge", "uplink")
     @classmethod
     def _interface_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value or len(value) > 15 or any(c in value for c in " /:")):
-            raise ValueError("an interface name is 1-15 characters without spaces, '/' or ':'")
+        if value is not None and not _IFNAME.fullmatch(value):
+            raise ValueError(
+                "an interface name is 1-15 characters: letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -68,6 +84,13 @@ class Network(_Model):
 
 class Image(_Model):
     recipe: str = Field(description="recipe file under images/, without .yml")
+
+    @field_validator("recipe")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _RECIPE.fullmatch(value) or ".." in value:
+            raise ValueError("a recipe is a plain name (letters, digits, '_', '.', '-'; no '/' or '..'), e.g. storage")
+        return value
 
 
 class Disk(_Model):
@@ -102,6 +125,16 @@ class Lvm(_Model):
     vg: str = "cinder-volumes"
     size: SizeMiB = 10240
 
+    @field_validator("vg")
+    @classmethod
+    def _lvm_name(cls, value: str) -> str:
+        if not _VG.fullmatch(value) or ".." in value:
+            raise ValueError(
+                "a volume group name is 1-63 letters, digits, '_', '.' or '-', not starting with '-' or '.', "
+                "without '..'"
+            )
+        return value
+
 
 class IscsiTarget(_Model):
     name: Name
@@ -124,9 +157,17 @@ class NfsExport(_Model):
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("an export path is absolute, e.g. /srv/nfs/images")
+    def _under_export_root(cls, value: str) -> str:
+        # The path is written into ganesha's config and knfsd's exports line, and created with mkdir -p: only
+        # a normalised path below the lab's export root, of plain parts, can reach them.
+        parts = value.removeprefix(f"{EXPORT_ROOT}/").split("/")
+        if not value.startswith(f"{EXPORT_ROOT}/") or len(parts) > 8:
+            raise ValueError(f"an export path is a directory under {EXPORT_ROOT}/, e.g. {EXPORT_ROOT}/images")
+        if not all(_PATH_PART.fullmatch(part) and ".." not in part for part in parts):
+            raise ValueError(
+                "each part of an export path is letters, digits, '_', '.' or '-' (not starting with '.'; "
+                "no quotes, blanks, '//' or '..')"
+            )
         return value
 
 
