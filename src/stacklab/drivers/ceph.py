@@ -32,6 +32,7 @@ from stacklab.drivers.ceph_conf import (
     render_ceph_conf,
     render_keyring,
 )
+from stacklab.engine.events import announce_wait
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import CommandResult, Runner
 from stacklab.model.addressing import node_addresses
@@ -113,13 +114,18 @@ class Waiter:
         self, what: str, budget: float, probe: Callable[[], tuple[bool, str]], *, resource: str, hint: str
     ) -> str:
         deadline = self.clock() + budget
+        announced: str | None = None
         while True:
             done, seen = probe()
             if done:
                 LOG.info("%s: %s (%s)", resource, what, seen)
                 return seen
-            if self.clock() >= deadline:
+            now = self.clock()
+            if now >= deadline:
                 raise StackLabError(f"waited {budget:g}s for {what}; last seen: {seen}", resource=resource, hint=hint)
+            if seen != announced:  # the person watching sees what it waits on now, and the budget left
+                announce_wait(f"{what} (now: {seen[:120]})", deadline - now)
+                announced = seen
             self.sleep(self.interval)
 
 

@@ -459,15 +459,19 @@ class ImageBuilder:
             thread.join(PROGRESS_INTERVAL)
             if not thread.is_alive():
                 break
+            elapsed = time.monotonic() - start
             self.progress(
-                f"image {name}: building, {_installed_count(rootfs)} packages installed, "
-                f"{time.monotonic() - start:.0f}s"
+                f"image {name}: building, {_installed_count(rootfs)} packages installed, {elapsed:.0f}s "
+                f"(budget {max(0.0, self.timeout - elapsed):.0f}s)"  # what is left of the command's timeout
             )
         if failure:
             raise failure[0]
 
     def _mmdebstrap(self, recipe: Recipe, rootfs: Path) -> None:
-        self.progress(f"image {recipe.name}: mmdebstrap {recipe.suite} ({len(recipe.packages)} packages requested)")
+        self.progress(
+            f"image {recipe.name}: mmdebstrap {recipe.suite} ({len(recipe.packages)} packages requested, "
+            f"budget {self.timeout:g}s)"
+        )
         argv = [
             "mmdebstrap",
             "--mode=root",

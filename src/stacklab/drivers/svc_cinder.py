@@ -266,7 +266,7 @@ class Cinder:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="cinder-api", log_file="/var/log/cinder/cinder-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
-        ctx.progress(f"{rid}: waiting for cinder-volume to report {pool_name(plan)}")
+        ctx.progress(f"{rid}: waiting for cinder-volume to report {pool_name(plan)} (budget {POOL_BUDGET:g}s)")
         wait_for_pool(ctx, runner, plan)
         return {"url": api_url(plan), "backends": [BACKEND], "pool": pool_name(plan), "ceph_pool": CEPH_POOL,
                 "ceph_user": CEPH_USER, "rbd_secret_uuid": rbd_secret_uuid(plan.lab)}  # fmt: skip
