@@ -149,6 +149,7 @@ def test_the_venv_keeps_debians_libraries_that_satisfy_the_floors_and_upgrades_t
     assert '"choices"' in doctor.stdout
 
 
+@pytest.mark.timeout(3600)  # a cold image cache builds debian-12-base first (mmdebstrap, minutes)
 def test_init_validate_up_ssh_verify_down_from_an_empty_directory(installed: InstalledTool) -> None:
     name = f"inst-{secrets.token_hex(3)}"
     init = installed("init", "--name", name, "lab")
