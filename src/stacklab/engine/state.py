@@ -6,9 +6,10 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +101,70 @@ class StateStore:
             self._data = {"version": STATE_VERSION, "lab": self.lab, "resources": {}}
 
 
+# How often a waiting run tries the lock again, and how often it says it is still waiting.
+LOCK_POLL = 0.5
+LOCK_NOTICE_EVERY = 30.0
+
+
+def lock_holder_text(raw: str) -> str:
+    """Who holds the lock, from the record its holder wrote: pid, command line and since when."""
+    try:
+        data = json.loads(raw)
+        pid, command, since = int(data["pid"]), str(data["command"]), float(data["since"])
+    except (ValueError, KeyError, TypeError):
+        return f"pid {raw.strip() or 'unknown'}"  # a record of an older stacklab (bare pid) or a half-written one
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return f"pid {pid} (`{command}`, since {stamp}, {max(0.0, time.time() - since):.0f}s ago)"
+
+
+def _command_line() -> str:
+    args = [os.path.basename(sys.argv[0]) if sys.argv else "stacklab", *sys.argv[1:]]
+    if args[0] in ("__main__.py", "-m"):
+        args[0] = "stacklab"
+    return " ".join(args)
+
+
 @contextlib.contextmanager
-def lab_lock(lab_dir: Path) -> Iterator[None]:
-    """Exclusive, non-blocking lock on the lab; a second `up`/`down` of the same lab fails at once."""
+def lab_lock(
+    lab_dir: Path,
+    *,
+    wait: float = 0.0,
+    command: str | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Exclusive lock on the lab, taken by `up`, `down` and `verify`, so no two of them run on one lab at once.
+
+    With `wait` 0 a second run fails at once; otherwise it tries again until `wait` seconds have passed, telling
+    `on_wait` whom it waits for. The holder writes its pid, command line and start time into the lock file so the
+    refusal names them. flock, not a pid file: the lock goes away with its process, even after SIGKILL.
+    """
     lab_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(lab_dir, 0o700)
     path = lab_dir / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(
-                f"lab {lab_dir.name} is locked by another stacklab run (pid {holder})",
-                hint="wait for it to finish; the lock is released when that process exits",
-            ) from None
+        deadline = time.monotonic() + wait
+        next_notice = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = lock_holder_text(os.pread(fd, 4096, 0).decode(errors="replace"))
+                now = time.monotonic()
+                if now >= deadline:
+                    waited = f" after waiting {wait:.0f}s" if wait > 0 else ""
+                    raise LockedError(
+                        f"lab {lab_dir.name} is locked by another stacklab run{waited}: {holder}",
+                        hint="wait for it to finish (or pass --wait SECONDS); the lock goes away when it exits",
+                    ) from None
+                if on_wait is not None and now >= next_notice:
+                    on_wait(f"lab {lab_dir.name} is locked by {holder}; waiting up to {deadline - now:.0f}s")
+                    next_notice = now + LOCK_NOTICE_EVERY
+                time.sleep(min(LOCK_POLL, max(0.0, deadline - now)))
+        record = {"pid": os.getpid(), "command": command or _command_line(), "since": time.time()}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the flock

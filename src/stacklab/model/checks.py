@@ -356,5 +356,5 @@ def _check_suites_shipped(lab: Lab) -> Iterator[Problem]:
             yield (
                 ("verify", "suites", i),
                 f"suite {suite!r} is not shipped by this stacklab",
-                f"shipped suites: {', '.join(shipped)}; a file of your own runs with `stacklab verify LAB --suite ./file.py`",
+                f"shipped: {', '.join(shipped)}; run a file of your own with `stacklab verify LAB --suite ./file.py`",
             )

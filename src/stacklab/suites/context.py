@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ class LabContext:
     nodes: Mapping[str, Mapping[str, Any]]  # name -> {"addresses": {net: ip}, "roles": [...], "kind": ...}
     outputs: Mapping[str, Mapping[str, Any]]  # resource id -> outputs
     networks: Mapping[str, Mapping[str, Any]]  # name -> bridge spec (ifname, cidr, address)
+    declared: Mapping[str, Any] = field(default_factory=dict)  # the lab file as `up` stored it (what it promises)
 
     @classmethod
     def load(cls, path: Path | None = None) -> LabContext:
@@ -36,13 +37,21 @@ class LabContext:
             nodes=data["nodes"],
             outputs=data["outputs"],
             networks=data["networks"],
+            declared=data.get("declared") or {},
         )
 
     def address(self, node: str, network: str) -> str:
         return str(self.nodes[node]["addresses"][network])
 
 
-def build_context(lab: str, state_dir: Path, resources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def build_context(
+    lab: str,
+    state_dir: Path,
+    resources: Mapping[str, Mapping[str, Any]],
+    declared: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The suites' view of the lab: what was built (resources' outputs) and what the lab file declared, so a suite
+    tests the lab's own figures (replica counts, sizes), not ones it assumes."""
     nodes: dict[str, Any] = {}
     networks: dict[str, Any] = {}
     for rid, rec in resources.items():
@@ -64,4 +73,5 @@ def build_context(lab: str, state_dir: Path, resources: Mapping[str, Mapping[str
         "nodes": nodes,
         "networks": networks,
         "outputs": {rid: rec.get("outputs", {}) for rid, rec in resources.items()},
+        "declared": dict(declared or {}),
     }

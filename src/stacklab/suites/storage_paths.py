@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -186,8 +187,49 @@ def traffic(lab: LabContext, runner: Runner, node: str) -> dict[str, int]:
     return {net: iface_bytes(runner, nic_device(lab, node, net)) for net in lab.nodes[node]["addresses"]}
 
 
-def assert_carried_by_storage(before: Mapping[str, int], after: Mapping[str, int], payload: int, what: str) -> None:
+def assert_carried_by_storage(
+    before: Mapping[str, int], after: Mapping[str, int], payload: int, what: str
+) -> dict[str, int]:
+    """The storage NIC moved at least the payload and the management NIC far less; returns the byte deltas."""
     delta = {net: after[net] - before[net] for net in before}
     assert delta["storage"] >= payload, f"{what}: expected >= {payload} bytes on br-storage, saw {delta}"
     if "mgmt" in delta:
         assert delta["mgmt"] < payload // 4, f"{what}: the payload crossed br-mgmt too: {delta}"
+    return delta
+
+
+# iSCSI login status (RFC 7143 10.13.5) as libiscsi reports a refused login through QEMU:
+# "Failed to log in to target. Status: Authentication failure(513)".
+LOGIN_AUTHENTICATION_FAILURE = 0x0201  # CHAP: wrong or missing secret, unknown user
+LOGIN_AUTHORIZATION_FAILURE = 0x0202  # the initiator is not allowed (LIO's ACL)
+LOGIN_TARGET_NOT_FOUND = 0x0203  # tgt hides a target from initiators outside its ACL
+CHAP_REFUSALS = frozenset({LOGIN_AUTHENTICATION_FAILURE})
+ACL_REFUSALS = frozenset({LOGIN_AUTHORIZATION_FAILURE, LOGIN_TARGET_NOT_FOUND})
+_LOGIN_STATUS = re.compile(r"Failed to log in to target\. Status: (?P<text>[^(\n]*)\((?P<code>\d+)\)")
+
+
+def iscsi_login_status(stderr: str) -> tuple[int, str] | None:
+    """(status code, text) of a login the target refused, from qemu's stderr; None when no login was refused
+    (it succeeded, or the failure was something else: no listener, a wrong portal, a timeout)."""
+    found = _LOGIN_STATUS.search(stderr)
+    return (int(found["code"]), found["text"].strip()) if found else None
+
+
+def assert_login_refused(result: CommandResult, expected: frozenset[int], why: str) -> str:
+    """The target refused the login with one of the `expected` statuses, nothing else; returns the status."""
+    assert not result.ok, f"the login with {why} was accepted: {result.stdout.strip()}"
+    status = iscsi_login_status(result.stderr)
+    assert status is not None, f"the login with {why} failed, but not as a refused login: {result.stderr.strip()}"
+    code, text = status
+    want = ", ".join(f"{c:#06x}" for c in sorted(expected))
+    assert code in expected, f"the login with {why} was refused as {text} ({code:#06x}), expected {want}"
+    return f"{text} ({code:#06x})"
+
+
+def remove_copies(runner: Runner, patterns: tuple[str, ...]) -> list[str]:
+    """Remove the files the suite copied into SCRATCH on a node (shell patterns of names, matched there);
+    returns what is still left that matches, which should be nothing."""
+    names = " -o ".join(f"-name {shlex.quote(p)}" for p in patterns)
+    find = f"find {SCRATCH} -maxdepth 1 -type f \\( {names} \\)"
+    script = f"[ -d {SCRATCH} ] || exit 0; {find} -delete; {find} -print"
+    return runner.run(["sh", "-c", script], timeout=30.0).stdout.split()
