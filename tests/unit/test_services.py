@@ -157,6 +157,8 @@ class FakeController:
             self.enabled.difference_update(units)
             if "--now" in args:
                 self.running.difference_update(units)
+        elif verb == "stop":
+            self.running.difference_update(units)
         return ok()
 
     def rabbitmqctl(self, args: tuple[str, ...], stdin: str | None) -> CommandResult:

@@ -1,8 +1,10 @@
 """What OpenStack services need on the controller: MariaDB, RabbitMQ and memcached, from Debian's packages.
 
-Each listens on the controller's br-mgmt address (plus what the package keeps local), is configured by one file
-stacklab owns (a conf.d file, a config file the package does not ship, or a systemd drop-in) and runs as the
-package's own systemd unit. `remove` stops the unit and deletes those files; data goes with the node.
+Each listens on the controller's br-mgmt address (plus what the package keeps local), is configured by files
+stacklab owns (a conf.d file, a config file the package does not ship, or systemd drop-ins) and runs as the
+package's own systemd unit. RabbitMQ's Erlang side too: epmd (4369) and the distribution port (25672) listen on
+every address by default; drop-ins put them on the management address (and loopback for epmd). `remove` stops
+the unit and deletes those files; data goes with the node.
 
 Databases and users for the services are made by `ensure_database` (SQL on stdin to the local root socket:
 Debian's MariaDB authenticates root by unix socket, so no root password exists or is needed). RabbitMQ's
@@ -33,12 +35,16 @@ from stacklab.secrets import get_or_create_secret
 
 MARIADB_CONF = "/etc/mysql/mariadb.conf.d/99-stacklab.cnf"
 RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
+RABBITMQ_DROPIN = "/etc/systemd/system/rabbitmq-server.service.d/stacklab.conf"
+EPMD_DROPIN = "/etc/systemd/system/epmd.socket.d/stacklab.conf"
 MEMCACHED_CONF = "/etc/stacklab/memcached.conf"
 MEMCACHED_DROPIN = "/etc/systemd/system/memcached.service.d/stacklab.conf"
 MEMCACHED_WRAPPER = "/usr/share/memcached/scripts/systemd-memcached-wrapper"
 
 MYSQL_PORT = 3306
 AMQP_PORT = 5672
+EPMD_PORT = 4369
+DIST_PORT = AMQP_PORT + 20000  # RabbitMQ's default distribution port (RABBITMQ_DIST_PORT)
 MEMCACHED_PORT = 11211
 RABBIT_USER = "openstack"
 RABBIT_SECRET = "rabbitmq-openstack"
@@ -142,6 +148,40 @@ def render_rabbitmq_conf(plan: ServicePlan) -> str:
     )
 
 
+def _erlang_ip(address: str) -> str:
+    """`172.29.236.10` -> `{172,29,236,10}`: an IPv4 address as an Erlang tuple (lab networks are IPv4)."""
+    octets = address.split(".")
+    if len(octets) != 4 or not all(o.isdigit() and int(o) < 256 for o in octets):
+        raise ValueError(f"not an IPv4 address: {address!r}")
+    return "{" + ",".join(octets) + "}"
+
+
+def render_epmd_dropin(plan: ServicePlan) -> str:
+    """epmd.socket (Debian's socket-activated epmd, `ListenStream=4369`: every address) on loopback, where every
+    Erlang node registers, and the management address, where `rabbitmqctl` looks up rabbit@<host> (the node's
+    host name resolves to it). FreeBind: the socket may be set up before the address at boot."""
+    return _header(plan, "epmd on loopback and the management address only") + (
+        "[Socket]\n"
+        "ListenStream=\n"
+        f"ListenStream=127.0.0.1:{EPMD_PORT}\n"
+        f"ListenStream={plan.address}:{EPMD_PORT}\n"
+        "FreeBind=yes\n"
+    )
+
+
+def render_rabbitmq_dropin(plan: ServicePlan) -> str:
+    """The Erlang distribution listener (25672, default 0.0.0.0) on the management address: kernel
+    inet_dist_use_interface, on the server's command line so it holds before distribution starts. ERL_EPMD_ADDRESS
+    covers an epmd started by erl itself (no socket activation)."""
+    erlang_ip = _erlang_ip(plan.address)
+    return _header(plan, "Erlang distribution and epmd on the management address only") + (
+        "[Service]\n"
+        f'Environment="RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {erlang_ip}"\n'
+        f"Environment=ERL_EPMD_ADDRESS=127.0.0.1,{plan.address}\n"
+        f"Environment=RABBITMQ_DIST_PORT={DIST_PORT}\n"
+    )
+
+
 def rabbit_users(runner: Runner) -> set[str]:
     result = runner.run(["rabbitmqctl", "-q", "list_users", "--no-table-headers"], timeout=SQL_TIMEOUT, check=False)
     return {line.split()[0] for line in result.stdout.splitlines() if line.split()} if result.ok else set()
@@ -150,9 +190,16 @@ def rabbit_users(runner: Runner) -> set[str]:
 class RabbitMQ:
     name = "rabbitmq"
 
+    @staticmethod
+    def files(plan: ServicePlan) -> dict[str, str]:
+        return {
+            RABBITMQ_CONF: render_rabbitmq_conf(plan),
+            RABBITMQ_DROPIN: render_rabbitmq_dropin(plan),
+            EPMD_DROPIN: render_epmd_dropin(plan),
+        }
+
     def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
-        found = [*file_problems(runner, {RABBITMQ_CONF: render_rabbitmq_conf(plan)}),
-                 *unit_problems(runner, "rabbitmq-server")]  # fmt: skip
+        found = [*file_problems(runner, self.files(plan)), *unit_problems(runner, "rabbitmq-server")]
         if not found and RABBIT_USER not in rabbit_users(runner):
             found.append(f"RabbitMQ has no user {RABBIT_USER}")
         return found
@@ -166,6 +213,12 @@ class RabbitMQ:
             unit="rabbitmq-server",
         )
         changed = write_node_file(runner, RABBITMQ_CONF, render_rabbitmq_conf(plan))
+        units = {RABBITMQ_DROPIN: render_rabbitmq_dropin(plan), EPMD_DROPIN: render_epmd_dropin(plan)}
+        if write_unit_files(runner, units):
+            # New epmd listen addresses: the socket is restarted with epmd and the node (registered in it) stopped.
+            systemctl(runner, "stop", "rabbitmq-server", "epmd.service", check=False)
+            systemctl(runner, "restart", "epmd.socket")
+            changed = True
         enable_and_restart(runner, "rabbitmq-server", changed=changed)
         _wait(runner, ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], "rabbitmq-server")
         password = get_or_create_secret(ctx.state_dir, RABBIT_SECRET)
@@ -180,7 +233,10 @@ class RabbitMQ:
         if unit_active(runner, "rabbitmq-server"):
             runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=SQL_TIMEOUT, check=False)
         systemctl(runner, "disable", "--now", "rabbitmq-server", check=False)
-        remove_node_files(runner, RABBITMQ_CONF)
+        # epmd served only RabbitMQ here; the package's socket comes back as shipped at the next boot.
+        systemctl(runner, "stop", "epmd.socket", "epmd.service", check=False)
+        remove_node_files(runner, RABBITMQ_CONF, RABBITMQ_DROPIN, EPMD_DROPIN)
+        systemctl(runner, "daemon-reload", check=False)
 
 
 # --- memcached ----------------------------------------------------------------------------------------------
