@@ -36,10 +36,14 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("ganesha", "knfsd")
-# The node's port filter (node_firewall): rpcbind, nfs and the pinned MOUNT port reachable from `clients` only.
+# The node's port filter (node_firewall): rpcbind, nfs and the pinned MOUNT, statd and lockd ports reachable from
+# `clients` only. statd and lockd (NFSv3 locking, knfsd) default to random ports the filter could not name.
 FILTER = "nfs"
 MOUNT_PORT = 20048
-FILTER_PORTS = (111, 2049, MOUNT_PORT)
+STATD_PORT = 32765
+STATD_OUTGOING_PORT = 32766
+LOCKD_PORT = 32768
+FILTER_PORTS = (111, 2049, MOUNT_PORT, STATD_PORT, LOCKD_PORT)
 
 
 @dataclass(frozen=True)

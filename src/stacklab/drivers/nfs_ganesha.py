@@ -4,9 +4,18 @@ Verified on the CI host type (shared/host-notes/storage.md section 3b): up in 0.
 NFSv3 needs rpcbind (ganesha exits at start without it), NFSv4-only needs none. In a node with systemd the
 Debian units handle this: `rpcbind` is enabled and started whenever v3 is on, then `nfs-ganesha`.
 
-A drop-in (`render_dropin()`) sets `RestrictAddressFamilies=~AF_INET6` on nfs-ganesha.service: ganesha 4.3
-honours an IPv4 Bind_addr only when it cannot open IPv6 sockets (checked on the CI host), so this is what keeps
-it off every address but br-storage; `ensure` logs a warning if `ss` still shows another listener.
+Listeners (issue 11: the aio lab had ganesha on 0.0.0.0:2049/20048, rpcbind on *:111, rpc.statd on random
+ports). Measured with the storage image's ganesha 4.3 in a network namespace and in a lab node: with an IPv4
+`Bind_addr` it opens AF_INET6 sockets and binds them to the IPv4-mapped address (`[::ffff:<storage IP>]:2049`),
+i.e. the storage address only. Its IPv4-only fallback (taken when AF_INET6 sockets fail, e.g. under the former
+`RestrictAddressFamilies=~AF_INET6` drop-in) binds INADDR_ANY whatever `Bind_addr` says: that drop-in was what
+put ganesha on 0.0.0.0. So the service keeps IPv6 sockets, starts after network-online (the address must exist
+when `Bind_addr` is resolved), and `ensure` fails if `ss` shows 2049 or 20048 on any other address. rpcbind (v3)
+listens through `rpcbind.socket`, whose drop-in (`render_rpcbind_dropin()`) replaces 0.0.0.0/[::] with the
+storage address, loopback (v4 and v6: rpcbind opens [::]:111 itself for a family it got no socket for) and its
+unix socket (FreeBind: the socket may be set up before the address at boot). NLM is off, so ganesha needs no
+rpc.statd: `nfs-ganesha-lock.service` (Debian's statd for ganesha, on random ports on every address) is masked
+while the lab owns the node.
 
 `/etc/ganesha/ganesha.conf` is `render_ganesha_conf()` (pure, golden-tested): NFS_CORE_PARAM binds the storage
 address with the lab's protocol versions (no NLM, RQUOTA or UDP); EXPORT_DEFAULTS denies everyone; each EXPORT
@@ -45,6 +54,11 @@ GANESHA = "/usr/bin/ganesha.nfsd"
 UNIT = "nfs-ganesha.service"
 RPCBIND = "rpcbind.service"
 DROPIN_PATH = "/etc/systemd/system/nfs-ganesha.service.d/stacklab.conf"
+RPCBIND_SOCKET = "rpcbind.socket"
+RPCBIND_DROPIN_PATH = "/etc/systemd/system/rpcbind.socket.d/stacklab.conf"
+RPCBIND_PORT = 111
+# Debian's rpc.statd for ganesha (Wanted by nfs-ganesha.service): useless with Enable_NLM = false.
+STATD_UNIT = "nfs-ganesha-lock.service"
 NFS_PORT = 2049
 # A path written into a quoted ganesha.conf string: plain absolute path parts only (no quote, '\\', newline or
 # '..' could then end the string, add a block or climb out). The lab file is checked at load time as well.
@@ -58,18 +72,49 @@ def _conf_path(path: str) -> str:
 
 
 def render_dropin(plan: NfsPlan) -> str:
-    """Pure: the nfs-ganesha.service drop-in that makes Bind_addr effective.
+    """Pure: the nfs-ganesha.service drop-in: start once the storage address exists, so `Bind_addr` resolves to it.
 
-    Verified with ganesha 4.3: with an IPv4 Bind_addr it still listens on [::]:2049 whenever it can open IPv6
-    sockets (it binds its AF_INET6 sockets to the unset IPv6 part of the address); when AF_INET6 sockets fail
-    with EAFNOSUPPORT it falls back to IPv4 and listens on Bind_addr only. systemd's RestrictAddressFamilies
-    makes exactly that failure happen for this service.
+    No `RestrictAddressFamilies=~AF_INET6`: ganesha 4.3's IPv4-only fallback binds INADDR_ANY (module docstring).
     """
     return (
-        f"{plan.marker}: bind NFS-Ganesha to the storage address only (IPv4 sockets)\n"
-        "[Service]\n"
-        "RestrictAddressFamilies=~AF_INET6\n"
+        f"{plan.marker}: NFS-Ganesha binds the storage address only; start it once the network is up\n"
+        "[Unit]\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n"
     )
+
+
+def render_rpcbind_dropin(plan: NfsPlan) -> str:
+    """Pure: the rpcbind.socket drop-in: rpcbind on the storage address, loopback and its unix socket only."""
+    lines = [
+        f"{plan.marker}: rpcbind on the storage address and loopback only (generated; do not edit)",
+        "[Socket]",
+        "ListenStream=",
+        "ListenDatagram=",
+        "ListenStream=/run/rpcbind.sock",
+    ]
+    # [::1] too: rpcbind opens its own socket on [::]:111 for any /etc/netconfig family systemd passed none for.
+    for address in ("127.0.0.1", "[::1]", plan.address):
+        lines += [f"ListenStream={address}:{RPCBIND_PORT}", f"ListenDatagram={address}:{RPCBIND_PORT}"]
+    lines.append("FreeBind=yes")
+    return "\n".join(lines) + "\n"
+
+
+def foreign_listeners(ss_output: str, address: str, ports: tuple[int, ...]) -> list[str]:
+    """Pure: local addresses in `ss -Hltn` output (State Recv-Q Send-Q Local Peer) listening on one of `ports` but
+    not on `address` or its IPv4-mapped form `[::ffff:address]` (how ganesha's IPv6 sockets bind an IPv4
+    `Bind_addr`)."""
+    allowed = {f"{address}:{port}" for port in ports} | {f"[::ffff:{address}]:{port}" for port in ports}
+    found = []
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        local = fields[3]
+        port = local.rpartition(":")[2]
+        if port.isdigit() and int(port) in ports and local not in allowed:
+            found.append(local)
+    return found
 
 
 def _protocols(plan: NfsPlan) -> str:
@@ -245,14 +290,23 @@ class GaneshaBackend:
 
     def ensure(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
         make_dirs(runner, plan)
+        restart_ganesha = False
         if 3 in plan.versions:
             # ganesha exits at start with NFSv3 on and no rpcbind to register with.
-            systemctl(runner, "enable", "--now", RPCBIND)
+            if write_unit_files(runner, {RPCBIND_DROPIN_PATH: render_rpcbind_dropin(plan)}):
+                # New listen addresses: the socket unit must be restarted with its service stopped, and ganesha
+                # then re-registers with the new rpcbind.
+                systemctl(runner, "stop", RPCBIND, check=False)
+                systemctl(runner, "restart", RPCBIND_SOCKET)
+                restart_ganesha = True
+            systemctl(runner, "enable", "--now", RPCBIND_SOCKET, RPCBIND)
+        if runner.run(["systemctl", "is-enabled", STATD_UNIT], timeout=30.0, check=False).stdout.strip() != "masked":
+            systemctl(runner, "mask", "--now", STATD_UNIT)  # no NLM, no statd: nothing listens on random ports
         old = read_node_file(runner, CONF_PATH)
         text = render_ganesha_conf(plan)
         changed = write_node_file(runner, CONF_PATH, text)
         core_changed = old is None or _core_of(old) != _core_of(text)
-        if write_unit_files(runner, {DROPIN_PATH: render_dropin(plan)}):
+        if write_unit_files(runner, {DROPIN_PATH: render_dropin(plan)}) or restart_ganesha:
             core_changed = changed = True
         systemctl(runner, "enable", UNIT)
         if not unit_active(runner, UNIT):
@@ -267,18 +321,24 @@ class GaneshaBackend:
                 resource=resource_id,
                 hint="see /var/log/ganesha/ganesha.log on the node (NFSv3 needs rpcbind running)",
             )
-        listening = runner.run(["ss", "-Hltn", f"sport = :{NFS_PORT}"], timeout=30.0, check=False)
-        if listening.ok and f"{plan.address}:{NFS_PORT}" not in listening.stdout:
-            # Seen in LXC nodes on the CI host: ganesha 4.3 binds 0.0.0.0 despite Bind_addr. The exports' CLIENT
-            # blocks and the node's port filter (nfs.FILTER) still admit only the storage CIDR.
-            LOG.info(
-                "%s: nfs-ganesha listens beyond %s:%s (ss: %s); exports and the port filter admit only %s",
-                resource_id,
-                plan.address,
-                NFS_PORT,
-                " ".join(listening.stdout.split()),
-                plan.clients,
+        stray = self.stray_listeners(runner, plan)
+        if stray:
+            raise StackLabError(
+                f"NFS listens on {', '.join(stray)} beyond the storage address {plan.address}",
+                resource=resource_id,
+                hint=f"check `ss -ltn` on {plan.node}, {DROPIN_PATH} and {RPCBIND_DROPIN_PATH}",
             )
+
+    @staticmethod
+    def stray_listeners(runner: Runner, plan: NfsPlan) -> list[str]:
+        """NFS, MOUNT and rpcbind TCP listeners on any address but the storage address (loopback is fine for
+        rpcbind: local tools and ganesha's registration use it)."""
+        result = runner.run(["ss", "-Hltn"], timeout=30.0, check=False)
+        if not result.ok:
+            return []
+        ports = (NFS_PORT, MOUNT_PORT) + ((RPCBIND_PORT,) if 3 in plan.versions else ())
+        found = foreign_listeners(result.stdout, plan.address, ports)
+        return [f for f in found if f not in (f"127.0.0.1:{RPCBIND_PORT}", f"[::1]:{RPCBIND_PORT}")]
 
     def observe(self, runner: Runner, plan: NfsPlan) -> NfsSeen | None:
         text = read_node_file(runner, CONF_PATH)
@@ -300,6 +360,11 @@ class GaneshaBackend:
             problems.append(f"{UNIT} is not running")
         if 3 in plan.versions and not unit_active(runner, RPCBIND):
             problems.append(f"{RPCBIND} is not running (NFSv3 needs it)")
+        if 3 in plan.versions and read_node_file(runner, RPCBIND_DROPIN_PATH) != render_rpcbind_dropin(plan):
+            problems.append(f"{RPCBIND_DROPIN_PATH} missing or different (rpcbind address binding)")
+        stray = self.stray_listeners(runner, plan) if unit_active(runner, UNIT) else []
+        if stray:
+            problems.append(f"NFS listens beyond {plan.address}: {', '.join(stray)}")
         return NfsSeen(True, state, tuple(problems))
 
     def delete(self, runner: Runner, plan: NfsPlan) -> None:
@@ -308,7 +373,8 @@ class GaneshaBackend:
             LOG.info("nfs/%s: no ganesha configuration of lab %s to remove", plan.node, plan.lab)
             return
         systemctl(runner, "disable", "--now", UNIT, check=False)
-        runner.run(["rm", "-f", CONF_PATH, DROPIN_PATH], timeout=30.0)
+        runner.run(["rm", "-f", CONF_PATH, DROPIN_PATH, RPCBIND_DROPIN_PATH], timeout=30.0)
+        systemctl(runner, "unmask", STATD_UNIT, check=False)
         systemctl(runner, "daemon-reload", check=False)
 
 

@@ -22,7 +22,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
+from stacklab.drivers.nfs import (
+    LOCKD_PORT,
+    MOUNT_PORT,
+    STATD_OUTGOING_PORT,
+    STATD_PORT,
+    NfsPlan,
+    NfsSeen,
+    make_dirs,
+)
 from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
     enable_and_restart,
@@ -87,6 +95,13 @@ def render_nfs_conf(plan: NfsPlan) -> str:
         f"vers4={yes[4]}\n"
         "[mountd]\n"
         f"port={MOUNT_PORT}\n"
+        # NFSv3 locking: fixed ports, so the storage-network filter (nfs.FILTER_PORTS) covers them.
+        "[statd]\n"
+        f"port={STATD_PORT}\n"
+        f"outgoing-port={STATD_OUTGOING_PORT}\n"
+        "[lockd]\n"
+        f"port={LOCKD_PORT}\n"
+        f"udp-port={LOCKD_PORT}\n"
     )
 
 

@@ -386,11 +386,13 @@ def test_nfs_server_is_an_enabled_unit_serving_the_storage_address(
     assert unit.is_running and unit.is_enabled, (
         f"{nfs.node}: {unit} running={unit.is_running} enabled={unit.is_enabled}"
     )
-    # Bound to the storage address, or (ganesha 4.3 today, see issue 11) to every address: both serve it, and the
-    # CIDR test below proves nobody outside the storage network gets in; the evidence says which it was.
+    # Bound to the storage address only, never to every address (issue 11); ganesha's IPv6 socket binds the
+    # IPv4-mapped form of its IPv4 Bind_addr. The CIDR test below proves nobody outside the storage network gets in.
     listeners = [s for s in host.socket.get_listening_sockets() if s.startswith("tcp://") and s.endswith(":2049")]
-    serving = {f"tcp://{nfs.server}:2049", "tcp://0.0.0.0:2049", "tcp://:::2049"} & set(listeners)
-    assert serving, f"{nfs.node}: nothing serves {nfs.server}:2049 (listeners on 2049: {listeners})"
+    serving = set(listeners)
+    assert serving and serving <= {f"tcp://{nfs.server}:2049", f"tcp://::ffff:{nfs.server}:2049"}, (
+        f"{nfs.node}: 2049 must listen on {nfs.server} only (listeners on 2049: {listeners})"
+    )
     for export, path in sorted(nfs.exports.items()):
         assert host.file(path).is_directory, f"{nfs.node}: export {export} has no directory {path}"
     evidence("server", f"{unit} on {nfs.node} listening on {', '.join(sorted(serving))}; exports {dict(nfs.exports)}")
