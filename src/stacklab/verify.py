@@ -104,7 +104,8 @@ def run_suites(lab: str, state_root: Path, wanted: list[str], *, keyword: str | 
     suites = resolve_suites(wanted)
     # verify, up and down of one lab exclude each other: a suite that kills a compute must not meet an `up`
     # re-creating it, nor a second verify counting on that compute.
-    with lab_lock(state.dir, wait=wait, on_wait=lambda message: click.echo(message, err=True)):
+    hint = "wait for it to finish, or pass --wait SECONDS; the lock goes away when its process exits"
+    with lab_lock(state.dir, wait=wait, on_wait=lambda message: click.echo(message, err=True), hint=hint):
         state = StateStore(state_root, lab)  # re-read: an `up` we waited for may have changed the lab
         _run(lab, state, suites, keyword)
 

@@ -131,6 +131,7 @@ def lab_lock(
     wait: float = 0.0,
     command: str | None = None,
     on_wait: Callable[[str], None] | None = None,
+    hint: str = "wait for it to finish; the lock goes away when its process exits",
 ) -> Iterator[None]:
     """Exclusive lock on the lab, taken by `up`, `down` and `verify`, so no two of them run on one lab at once.
 
@@ -156,7 +157,7 @@ def lab_lock(
                     waited = f" after waiting {wait:.0f}s" if wait > 0 else ""
                     raise LockedError(
                         f"lab {lab_dir.name} is locked by another stacklab run{waited}: {holder}",
-                        hint="wait for it to finish (or pass --wait SECONDS); the lock goes away when it exits",
+                        hint=hint,
                     ) from None
                 if on_wait is not None and now >= next_notice:
                     on_wait(f"lab {lab_dir.name} is locked by {holder}; waiting up to {deadline - now:.0f}s")
