@@ -216,3 +216,15 @@ def test_fixtures_plugin_is_importable_without_a_lab() -> None:
 
     assert fixtures.suite_name(ROOT / "src" / "stacklab" / "suites" / "test_storage.py") == "storage"
     assert fixtures.suite_name(Path("/tmp/my_checks.py")) == "my_checks.py"
+
+
+def test_replication_tests_the_replica_count_the_lab_declares() -> None:
+    from stacklab.suites.context import LabContext
+    from stacklab.suites.test_replication import declared_replicas
+
+    def context(declared: dict[str, object]) -> LabContext:
+        return LabContext("demo", Path("/x"), Path("/x/ssh_config"), {}, {}, {}, declared)
+
+    assert declared_replicas(context({"openstack": {"swift": {"replicas": 2}}})) == 2
+    assert declared_replicas(context({"openstack": {"swift": {"replicas": 5}}})) == 5
+    assert declared_replicas(context({"openstack": {"swift": {}}})) == 3  # the schema's default

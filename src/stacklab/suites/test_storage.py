@@ -238,7 +238,12 @@ def _io_holding_session(
     def io() -> None:
         own = node_runner_for(lab.state_dir)(iscsi.client)
         objects = secret_objects(iscsi, target)
-        result["io"] = qemu_io(own, iscsi.opts(target), command, "sleep 2000", objects=objects, check=False)
+        try:
+            result["io"] = qemu_io(own, iscsi.opts(target), command, "sleep 2000", objects=objects, check=False)
+        finally:
+            close = getattr(own, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=io)
     thread.start()
