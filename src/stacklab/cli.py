@@ -147,10 +147,20 @@ def plan(lab_file: Path, as_json: bool) -> None:
 
     with Session.open(_load(lab_file), _state_root(), command="plan", quiet=as_json, lock=False) as session:
         the_plan = session.engine.plan()
+    # Node isolation is a security property of the lab, so plan names it per container node (README, Security).
+    from stacklab.drivers.container import isolation_of
+
+    isolation = {
+        c.resource.id: isolation_of(c.resource.spec)
+        for c in the_plan.changes
+        if c.resource.kind == "node" and c.resource.spec.get("kind") == "container"
+    }
     if as_json:
-        click.echo(json.dumps(the_plan.to_json(), indent=2))
+        click.echo(json.dumps({**the_plan.to_json(), "isolation": isolation}, indent=2))
     else:
         click.echo(the_plan.render())
+        for rid, how in isolation.items():
+            click.echo(f"  {rid}: {how}")
 
 
 @main.command()

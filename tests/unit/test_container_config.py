@@ -456,3 +456,41 @@ def test_refuses_vm_specs(fake_ctx: DriverContext, tmp_path: Path) -> None:
     vm = Resource("node", node.name, dict(node.spec, kind="vm"), node.deps)
     with pytest.raises(PlanError, match="kind 'vm'"):
         make_driver(tmp_path, []).apply(make_driver(tmp_path, []).diff(vm, None, None), fake_ctx)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Isolation: explicit per node (issue 11)
+
+
+def test_isolation_is_explicit_per_node_and_unprivileged_is_refused(tmp_path: Path) -> None:
+    """Every container node is a privileged, unconfined LXC container; the model names the choice (`privileged`,
+    default computed, privileged the only mode implemented), the LXC config has no idmap and `plan` says it per
+    node with the reason from its roles. `privileged: false` is refused with the field's position, exit 2."""
+    from stacklab.cli import main
+    from stacklab.drivers.container import isolation_of
+    from tests.unit.test_cli import cli_runner
+
+    lab = load_lab_text(
+        LAB.replace("    devices: [kvm, tun, fuse]\n", "    devices: [kvm]\n    privileged: true\n"), "x"
+    )
+    assert lab.nodes["compute1"].privileged is True and lab.nodes["storage1"].privileged is None
+    resources = nodes()
+    config = render_lxc_config(
+        lab="ctlab",
+        spec=resources["storage1"].spec,
+        layout=ContainerLayout(LXCPATH, "storage1"),
+        rootfs=ROOTFS,
+    )
+    assert "lxc.idmap" not in config and "lxc.apparmor.profile = unconfined" in config
+    assert isolation_of({"roles": ["storage", "client"]}) == (
+        "privileged, unconfined LXC container (storage: LVM (device-mapper), loop-backed LUNs, Ceph OSDs and file "
+        "handles for NFS need host devices; client: loop devices and the iSCSI/NFS/RBD clients the suites run)"
+    )
+    assert "image rootfs" in isolation_of({"roles": []})
+
+    bad = tmp_path / "unpriv.yml"
+    bad.write_text(LAB.replace("    devices: [kvm, tun, fuse]\n", "    devices: [kvm]\n    privileged: false\n"))
+    result = cli_runner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 2, result.stdout
+    assert f"{bad}:19:" in result.stderr and "privileged" in result.stderr
+    assert "unprivileged LXC nodes are not implemented" in result.stderr and "Traceback" not in result.stderr

@@ -168,6 +168,27 @@ class ContainerLayout:
         return self.node_dir / "lxc.log"
 
 
+# Why a node with these roles needs a privileged container (its uid 0 is the host's root, no idmap). Every node is
+# privileged today: the image rootfs is shared and owned by the host's root, so even a role-less node would need an
+# id-shifted copy (or idmapped mounts) to run unprivileged; that is not implemented. The README's Security section
+# says what a privileged, unconfined node can do to the host.
+PRIVILEGED_BECAUSE = {
+    "storage": "LVM (device-mapper), loop-backed LUNs, Ceph OSDs and file handles for NFS need host devices",
+    "compute": "libvirt/QEMU need /dev/kvm, their own namespaces and cgroups for the guests",
+    "client": "loop devices and the iSCSI/NFS/RBD clients the suites run",
+    "swift": "object devices on loop-mounted filesystems",
+    "controller": "only the shared image rootfs (owned by the host's root) keeps it from running unprivileged",
+}
+NO_ROLE_REASON = "only the shared image rootfs (owned by the host's root) keeps it from running unprivileged"
+
+
+def isolation_of(spec: Mapping[str, Any]) -> str:
+    """Pure: how a container node spec runs and why, for `stacklab plan` (e.g. `privileged: storage needs ...`)."""
+    roles = [str(r) for r in spec.get("roles", [])]
+    reasons = [f"{role}: {PRIVILEGED_BECAUSE[role]}" for role in roles if role in PRIVILEGED_BECAUSE]
+    return "privileged, unconfined LXC container (" + ("; ".join(reasons) or NO_ROLE_REASON) + ")"
+
+
 def cgroup_lab_dir(lab: str, lxcpath: Path) -> str:
     """The cgroup directory holding all of one lab's containers (relative to each hierarchy's root)."""
     digest = hashlib.sha1(str(lxcpath).encode()).hexdigest()[:6]

@@ -118,6 +118,23 @@ class Node(_Model):
     nics: Annotated[dict[str, Nic], BeforeValidator(_nics_shorthand)]
     roles: list[Role] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list, description="host devices passed in (containers)")
+    privileged: bool | None = Field(
+        None,
+        description="containers: run as a privileged LXC container (its root is the host's root); default: computed "
+        "from the roles, and privileged is the only mode implemented (README, Security)",
+    )
+
+    @field_validator("privileged")
+    @classmethod
+    def _only_privileged(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError(
+                "unprivileged LXC nodes are not implemented: the shared image rootfs belongs to the host's root (an "
+                "idmap needs an id-shifted copy or idmapped mounts), and the storage, compute and client roles need "
+                "devices an unprivileged container cannot use (loop, device-mapper, configfs, /dev/kvm); see the "
+                "README's Security section"
+            )
+        return value
 
 
 class Lvm(_Model):
