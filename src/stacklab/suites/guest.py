@@ -116,3 +116,70 @@ def rbd_line(
             assert until(line), f"{pool}/{image} never showed {what} in {timeout:g}s; it starts {line!r}"
             return line
         time.sleep(3.0)
+
+
+# -- the path a volume's bytes take: the instance's QEMU on the compute, over br-storage, to the OSDs ------------
+
+
+def qemu_pid(runner: Runner, server_id: str) -> str:
+    """The pid of this instance's QEMU process on its compute node (its UUID is on QEMU's command line)."""
+    listing = runner.run(["ps", "-eo", "pid=,args="], timeout=30).stdout
+    pids = [line.split(None, 1)[0] for line in listing.splitlines() if "qemu-system" in line and server_id in line]
+    assert len(pids) == 1, f"expected one QEMU process of instance {server_id} on its host, found {pids}"
+    return pids[0]
+
+
+def tcp_sockets(runner: Runner) -> str:
+    """`ss -tnpH state established` on the node: every established TCP socket with its owning process."""
+    return runner.run(["ss", "-tnpH", "state", "established"], timeout=30).stdout
+
+
+def pid_connections(ss_text: str, pid: str) -> set[tuple[str, str]]:
+    """(local, peer) address:port pairs of the established sockets process `pid` owns, from tcp_sockets()."""
+    found = set()
+    for line in ss_text.splitlines():
+        tokens = line.split()
+        users = next((i for i, t in enumerate(tokens) if t.startswith("users:")), None)
+        if users is None or users < 2 or f"pid={pid}," not in tokens[users]:
+            continue
+        found.add((tokens[users - 2], tokens[users - 1]))
+    return found
+
+
+def osd_addresses(admin: Runner) -> set[str]:
+    """Every address:port the cluster's OSDs serve clients on (msgr v1 and v2), from `ceph osd dump`."""
+    dump = json.loads(admin.run(["ceph", "osd", "dump", "--format", "json"], timeout=60).stdout)
+    return {str(a["addr"]) for osd in dump["osds"] for a in osd.get("public_addrs", {}).get("addrvec", [])}
+
+
+def rbd_watchers(admin: Runner, pool: str, image: str) -> list[str]:
+    """The addresses of the clients that have `pool/image` open (each librbd user of the image watches it)."""
+    status = admin.run(["rbd", "--id", "admin", "status", f"{pool}/{image}", "--format", "json"], timeout=60)
+    return [str(w["address"]) for w in json.loads(status.stdout).get("watchers", [])]
+
+
+def host_of(address: str) -> str:
+    """The IP of an `ip:port`, `ip:port/nonce` or `v2:ip:port/nonce` address."""
+    bare = address.split("/", 1)[0].removeprefix("v1:").removeprefix("v2:")
+    return bare.rsplit(":", 1)[0]
+
+
+def volume_flow_problems(
+    before: str, after: str, *, pid: str, osds: set[str], storage_ip: str, watchers: list[str]
+) -> list[str]:
+    """What is wrong with the claim "this QEMU process carries the attached volume's I/O to the OSDs over the
+    compute's storage address" (empty: nothing). `before`/`after` are tcp_sockets() around the attach: QEMU opens
+    a new librados client per RBD disk, so the volume shows as new connections of that pid to OSD addresses, from
+    the storage address; Ceph lists exactly one watcher of the volume's image, at that address."""
+    new = pid_connections(after, pid) - pid_connections(before, pid)
+    to_osds = {(local, peer) for local, peer in new if peer in osds}
+    problems = []
+    if not to_osds:
+        problems.append(f"QEMU (pid {pid}) opened no connection to an OSD {sorted(osds)} for the volume; its new "
+                        f"connections: {sorted(new) or 'none'}")  # fmt: skip
+    wrong = sorted((local, peer) for local, peer in to_osds if host_of(local) != storage_ip)
+    if wrong:
+        problems.append(f"QEMU's connections to the OSDs do not leave from the storage address {storage_ip}: {wrong}")
+    if [host_of(w) for w in watchers] != [storage_ip]:
+        problems.append(f"the volume's image is watched by {watchers or 'nobody'}, expected one client at {storage_ip}")
+    return problems

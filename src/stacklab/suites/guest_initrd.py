@@ -10,8 +10,10 @@ stacklab image), the virtio modules of that kernel, and an /init that proves wha
   boot>`, made on the first boot; every boot then rewrites the line as `<mark> boot:<this boot's id>` and syncs.
   So the disk itself says whether it survived (same mark) and that a new boot used it (new boot id), which is
   what an evacuation must show; the console says `disk written <mark>` or `disk kept <mark>` too;
-- every further disk (/dev/vdb...) attached later: a line `stacklab-volume:<disk>:<boot id>` written at its
-  start, then `stacklab-guest: wrote <disk>` on the console.
+- every further disk (/dev/vdb...) attached later: its first line is read, then a line
+  `stacklab-volume:<disk>:<boot id>` written at its start, followed by ` read:<the line found>` when the disk
+  already carried such a line (a volume another guest wrote), then `stacklab-guest: wrote <disk>` on the console.
+  So a volume moved to a second guest shows, on the backend, that this guest read the first one's bytes.
 
 The console (ttyS0) is what nova's console log shows; nothing here needs a network.
 """
@@ -53,10 +55,17 @@ mkdir /tmp/done
 while true; do
   for d in vdb vdc vdd; do
     if [ -b /dev/$d ] && [ ! -e /tmp/done/$d ]; then
-      echo "stacklab-volume:$d:$boot" > /dev/$d
+      dd if=/dev/$d of=/tmp/vhead bs=512 count=1 2>/dev/null
+      found=""
+      read found rest < /tmp/vhead
+      case "$found" in
+        stacklab-volume:*) seen=" read:$found" ;;
+        *) seen="" ;;
+      esac
+      echo "stacklab-volume:$d:$boot$seen" > /dev/$d
       sync
       mkdir /tmp/done/$d
-      echo "stacklab-guest: wrote $d"
+      echo "stacklab-guest: wrote $d$seen"
     fi
   done
   sleep 2

@@ -22,14 +22,21 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   nova boot       {"name", "image_id", "ram", "vcpus", "disk"}   boot without NICs on a flavor of that size (made
                                             when missing), wait until ACTIVE (or ERROR): id, status, host, fault
   nova attach     {"server_id", "volume_id"}   attach the volume, wait until cinder says in-use: device
+  nova detach     {"server_id", "volume_id"}   detach it through nova (server remove volume), wait until cinder
+                                            says available: http, status, attachments, seconds
   nova evacuate   {"server_id", "host"}     mark `host` forced down, evacuate the server, wait until ACTIVE
                                             elsewhere: host, status
-  nova undown     {"host"}                  clear the forced-down mark of that host's nova-compute
+  nova migrations {"server_id"}             the server's migrations: type, status, source and dest hosts
+  nova undown     {"host"}                  clear the forced-down mark of that host's nova-compute: http, answer
+  nova services   {}                        the nova-compute services: host, state, status, forced_down
   nova delete     {"server_id"}             delete the server and wait until it is gone
   nova hosts      {}                        nova's services and hypervisors, and placement's providers with their
                                             inventories (what the scheduler will choose from)
   placement claim {"vcpus", "memory_mb"}    a resource provider with that inventory: candidates for half of it,
                                             a claim of 3/4 of the VCPUs, usages, candidates again, then all deleted
+  lab inventory   {}                        what the lab holds: servers, volumes, snapshots (all projects),
+                                            images, projects, users, nova-compute services (each service that is
+                                            in the catalog)
 Every request also has "auth_url" and "password" (keystone's admin). Prints one JSON line.
 """
 
@@ -65,8 +72,8 @@ def json_call(token: str, headers: dict[str, str], method: str, url: str, body: 
     return status, json.loads(answer) if answer.strip() else {}
 
 
-def login(req: dict[str, Any], service_type: str) -> tuple[str, str]:
-    """A project-scoped admin token and the public endpoint of `service_type` from its catalog."""
+def login_catalog(req: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """A project-scoped admin token and the public endpoint of every service type in its catalog."""
     user = {"name": "admin", "domain": {"name": "Default"}, "password": req["password"]}
     body = {
         "auth": {
@@ -78,10 +85,18 @@ def login(req: dict[str, Any], service_type: str) -> tuple[str, str]:
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     if status != 201:
         raise SystemExit(f"keystone refused the admin login: HTTP {status}")
-    catalog = json.loads(data)["token"]["catalog"]
-    service = next(s for s in catalog if s["type"] == service_type)
-    url = next(e["url"] for e in service["endpoints"] if e["interface"] == "public")
-    return headers["X-Subject-Token"], url.rstrip("/")
+    urls = {}
+    for service in json.loads(data)["token"]["catalog"]:
+        public = [e["url"] for e in service["endpoints"] if e["interface"] == "public"]
+        if public:
+            urls[service["type"]] = public[0].rstrip("/")
+    return headers["X-Subject-Token"], urls
+
+
+def login(req: dict[str, Any], service_type: str) -> tuple[str, str]:
+    """A project-scoped admin token and the public endpoint of `service_type` from its catalog."""
+    token, urls = login_catalog(req)
+    return token, urls[service_type]
 
 
 def glance(action: str, req: dict[str, Any]) -> dict[str, Any]:
@@ -260,11 +275,23 @@ def flavor_id(token: str, url: str, req: dict[str, Any]) -> str:
     return str(json.loads(data)["flavor"]["id"])
 
 
-def force_down(token: str, url: str, host: str, down: bool) -> int:
-    """Set or clear the forced-down mark of `host`'s nova-compute (what a fencing agent does); the HTTP status."""
+def force_down(token: str, url: str, host: str, down: bool) -> tuple[int, Any]:
+    """Set or clear the forced-down mark of `host`'s nova-compute (what a fencing agent does); HTTP status, answer."""
     _, found = json_call(token, COMPUTE_API, "GET", f"{url}/os-services?binary=nova-compute&host={host}")
     (svc,) = found["services"]
-    return json_call(token, COMPUTE_API, "PUT", f"{url}/os-services/{svc['id']}", {"forced_down": down})[0]
+    return json_call(token, COMPUTE_API, "PUT", f"{url}/os-services/{svc['id']}", {"forced_down": down})
+
+
+def compute_services(token: str, url: str) -> list[dict[str, Any]]:
+    _, found = json_call(token, COMPUTE_API, "GET", f"{url}/os-services?binary=nova-compute")
+    keys = ("host", "state", "status", "forced_down")
+    return [{k: svc.get(k) for k in keys} for svc in found.get("services", [])]
+
+
+def cinder_volume_wait(req: dict[str, Any], volume_id: str, wanted: set[str]) -> dict[str, Any]:
+    """The volume as cinder shows it once its status is in `wanted` (nova changes it through cinder)."""
+    token, url = login(req, "volumev3")
+    return wait_volume(token, url, volume_id, wanted)
 
 
 def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> dict[str, Any]:
@@ -283,7 +310,25 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
                                json.dumps(body).encode(), COMPUTE_API)  # fmt: skip
         if status != 200:
             raise SystemExit(f"nova refused the attachment: HTTP {status}: {data[:500]!r}")
-        return {"device": json.loads(data)["volumeAttachment"].get("device")}
+        vol = cinder_volume_wait(req, req["volume_id"], {"in-use"})
+        return {"device": json.loads(data)["volumeAttachment"].get("device"), "status": vol["status"]}
+    if action == "detach":
+        started = time.monotonic()
+        status, _, data = call("DELETE", f"{url}/servers/{req['server_id']}/os-volume_attachments/{req['volume_id']}",
+                               token, headers=COMPUTE_API)  # fmt: skip
+        if status != 202:
+            raise SystemExit(f"nova refused the detach: HTTP {status}: {data[:500]!r}")
+        vol = cinder_volume_wait(req, req["volume_id"], {"available"})
+        return {"http": status, "status": vol["status"], "attachments": vol.get("attachments", []),
+                "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    if action == "migrations":
+        headers = {**COMPUTE_API, "X-OpenStack-Nova-API-Version": "2.59"}  # filters by instance
+        _, found = json_call(token, headers, "GET", f"{url}/os-migrations?instance_uuid={req['server_id']}")
+        keys = ("migration_type", "status", "source_compute", "dest_compute")
+        mine = [m for m in found.get("migrations", []) if m.get("instance_uuid") == req["server_id"]]
+        return {"migrations": [{k: m.get(k) for k in keys} for m in mine]}
+    if action == "services":
+        return {"services": compute_services(token, url)}
     if action == "evacuate":
         force_down(token, url, req["host"], True)
         status, _, data = call("POST", f"{url}/servers/{req['server_id']}/action", token,
@@ -293,10 +338,13 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
         time.sleep(5.0)  # REBUILD first
         return wait_server(token, url, req["server_id"], {"ACTIVE"})
     if action == "undown":
-        return {"http": force_down(token, url, req["host"], False)}
+        http, answer = force_down(token, url, req["host"], False)
+        return {"http": http, "answer": answer}
     if action == "delete":
+        started = time.monotonic()
         call("DELETE", f"{url}/servers/{req['server_id']}", token, headers=COMPUTE_API)
-        return wait_server(token, url, req["server_id"], {"gone"}, budget=300.0)
+        gone = wait_server(token, url, req["server_id"], {"gone"}, budget=300.0)
+        return {**gone, "seconds": round(time.monotonic() - started, 1)}
     raise SystemExit(f"unknown nova action {action}")
 
 
@@ -366,6 +414,38 @@ def placement(action: str, req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def inventory(req: dict[str, Any]) -> dict[str, Any]:
+    """Names and ids of what the lab holds now, for the before/after comparison of `verify` (lab_baseline); only
+    the services in the catalog are asked."""
+    token, urls = login_catalog(req)
+    plain = {"Content-Type": "application/json"}
+    wanted = {
+        "projects": ("identity", "/projects", plain),
+        "users": ("identity", "/users", plain),
+        "servers": ("compute", "/servers?all_tenants=1", COMPUTE_API),
+        "images": ("image", "/v2/images?limit=1000", plain),
+        "volumes": ("volumev3", "/volumes?all_tenants=1", VOLUME_API),
+        "snapshots": ("volumev3", "/snapshots?all_tenants=1", VOLUME_API),
+    }
+    out: dict[str, Any] = {}
+    for key, (service_type, path, headers) in wanted.items():
+        if service_type not in urls:
+            continue
+        status, found = json_call(token, headers, "GET", urls[service_type] + path)
+        if status != 200:
+            raise SystemExit(f"GET {path} from {service_type}: HTTP {status}: {str(found)[:300]}")
+        out[key] = sorted(f"{item.get('name') or ''} {item['id']}".strip() for item in found.get(key, []))
+    if "compute" in urls:
+        out["computes"] = compute_services(token, urls["compute"])
+    return out
+
+
+def lab(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    if action != "inventory":
+        raise SystemExit(f"unknown lab action {action}")
+    return inventory(req)
+
+
 def main() -> None:
     service, action = sys.argv[1], sys.argv[2]
     req = json.loads(sys.stdin.read())
@@ -376,6 +456,7 @@ def main() -> None:
         "neutron": neutron,
         "nova": nova,
         "placement": placement,
+        "lab": lab,
     }
     out = roles[service](action, req)
     sys.stdout.write(json.dumps(out) + "\n")

@@ -1,0 +1,84 @@
+"""pytest plugin of `stacklab verify` (`-p stacklab.suites.lab_baseline`): the suites leave the lab as they found it.
+
+At the start of the session it takes an inventory of the lab's cloud (os_client.py `lab inventory` on the keystone
+node: servers, volumes, snapshots, images, projects and users, and nova's compute services); at the end it takes
+another. Anything in the second that was not in the first is left behind by a suite, and every compute must be up,
+enabled and not forced down; otherwise the session fails (pytest exit 1) with a line naming each leftover. A lab
+without keystone has nothing to compare: the plugin stays silent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from stacklab.suites.context import ENV, LabContext
+
+LISTS = ("servers", "volumes", "snapshots", "images", "projects", "users")
+KEY = pytest.StashKey[dict[str, Any]]()
+
+
+def inventory(lab: LabContext) -> dict[str, Any] | None:
+    """The lab's cloud as os_client.py lists it; None when the lab has no keystone."""
+    keystone = lab.outputs.get("service/keystone")
+    if not keystone:
+        return None
+    from stacklab.engine.access import node_runner_for
+    from stacklab.suites.openstack_calls import admin_auth, os_client
+
+    runner = node_runner_for(lab.state_dir)(str(keystone["node"]))
+    try:
+        return os_client(runner, "lab", "inventory", admin_auth(lab))
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
+
+
+def leftovers(before: Mapping[str, Any], after: Mapping[str, Any], computes: list[str]) -> list[str]:
+    """What the session left behind, one line each: new objects of every kind, and computes that do not serve."""
+    found = []
+    for kind in LISTS:
+        new = sorted(set(after.get(kind, [])) - set(before.get(kind, [])))
+        found += [f"{kind[:-1]} {item}" for item in new]
+    services = {str(s["host"]): s for s in after.get("computes", [])}
+    for host in computes:
+        svc = services.get(host)
+        if svc is None or (svc.get("state"), svc.get("status"), svc.get("forced_down")) != ("up", "enabled", False):
+            found.append(f"compute {host}: {svc or 'no nova-compute service'} (expected up, enabled, not forced down)")
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if ENV not in os.environ:  # not run by `stacklab verify`
+        return
+    lab = LabContext.load()
+    before = inventory(lab)
+    if before is not None:
+        session.stash[KEY] = {"lab": lab, "before": before}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    taken = session.stash.get(KEY, None)
+    if taken is None:
+        return
+    lab: LabContext = taken["lab"]
+    computes = [str(c) for c in (lab.outputs.get("service/nova") or {}).get("computes", [])]
+    left = leftovers(taken["before"], inventory(lab) or {}, computes)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not left:
+        if reporter is not None:
+            reporter.write_line("lab baseline: the lab is as before the suites (no leftovers, every compute serves)")
+        return
+    lines = [f"lab baseline: left behind by the suites: {item}" for item in left]
+    if reporter is not None:
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        sys.stderr.write("\n".join(lines) + "\n")
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
