@@ -26,8 +26,6 @@ SUITE_TIMEOUT = 3600.0
 FIXTURES_PLUGIN = "stacklab.suites.lab_fixtures"
 # Compares the lab's cloud before and after the suites: leftovers or a compute that does not serve fail the run.
 BASELINE_PLUGIN = "stacklab.suites.lab_baseline"
-# Compares the lab's cloud before and after the suites: leftovers or a compute that does not serve fail the run.
-BASELINE_PLUGIN = "stacklab.suites.lab_baseline"
 
 
 class SuiteError(StackLabError):
@@ -78,8 +76,6 @@ def pytest_argv(
         "no:cacheprovider",
         "-p",
         FIXTURES_PLUGIN,
-        "-p",
-        BASELINE_PLUGIN,
         "-p",
         BASELINE_PLUGIN,
         "-o",
