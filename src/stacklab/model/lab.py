@@ -27,6 +27,17 @@ _PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SizeMiB = Annotated[int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")]
 
+
+def _written_address(value: Any) -> Any:
+    """Addresses and CIDRs are written as text: pydantic would read `cidr: 10` or `cidr: true` as a number."""
+    if not isinstance(value, str):
+        raise ValueError("write an IPv4 address or CIDR as text, e.g. 10.0.0.0/24")
+    return value
+
+
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_written_address)]
+Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_written_address)]
+
 NodeKind = Literal["auto", "vm", "container"]
 Role = Literal["controller", "compute", "storage", "swift", "client"]
 Device = Literal["kvm", "tun", "fuse"]
@@ -51,8 +62,8 @@ class _Model(BaseModel):
 
 class Network(_Model):
     bridge: str = Field(description="bridge name, e.g. br-mgmt; the kernel name gets the lab prefix unless pinned")
-    cidr: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address | None = Field(None, description="host address on the bridge; default: first")
+    cidr: Cidr
+    gateway: Address | None = Field(None, description="host address on the bridge; default: first")
     mtu: int = Field(1500, ge=576, le=9216)
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag on the host uplink (full kernels)")
     uplink: str | None = Field(None, description="host interface that carries the VLAN (with `vlan` only)")
@@ -79,7 +90,7 @@ class Network(_Model):
 
     @property
     def gateway_address(self) -> ipaddress.IPv4Address:
-        return self.gateway or next(self.cidr.hosts())
+        return self.gateway or next(iter(self.cidr.hosts()))  # a list, not an iterator, for a /31 or /32
 
 
 class Image(_Model):
@@ -99,7 +110,7 @@ class Disk(_Model):
 
 
 class Nic(_Model):
-    address: ipaddress.IPv4Address | Literal["auto"] = "auto"
+    address: Address | Literal["auto"] = "auto"
 
 
 def _nics_shorthand(value: Any) -> Any:
