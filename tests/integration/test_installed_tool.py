@@ -2,9 +2,12 @@
 
 The venv is `/usr/bin/python3 -m venv --system-site-packages`, on a host where Debian's python3-paramiko (2.12),
 python3-click (8.1.3), python3-yaml (6.0) and python3-pydantic (1.10) are installed: pip keeps what satisfies
-the wheel's floors (click, yaml) and upgrades what does not (paramiko < 3.1 lacks `channel_timeout`, pydantic 1).
-From an empty directory: `init`, `validate`, `up` of a small container lab (unique name and /24s, built-in
-recipes), `ssh`, `verify --suite infra`, `down`.
+the wheel's floors (PyYAML) and upgrades what does not (paramiko 2.12 lacks `channel_timeout`, click 8.1's
+CliRunner mixes stderr, pydantic 1). From an empty directory: `init`, `validate`, `up` of a small container lab
+(unique name and /24s, built-in recipes), `ssh`, `verify --suite infra`, `down`.
+
+The floors themselves: a second venv gets every runtime dependency at exactly its lower bound (read from the
+wheel's metadata) and runs the unit tests, so a bound that is too low fails here, naming the test.
 
 Images: the installed tool uses the host-wide cache (/var/cache/stacklab/images or $STACKLAB_IMAGE_CACHE); the
 built-in debian-12-base recipe has the same content hash as the checkout's, so a host where any lab built it
@@ -21,10 +24,12 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from stacklab.exec.runner import CommandResult, LocalRunner
 from tests.integration.lab_cli import CONTAINER_LAB_MARKS, ROOT
@@ -74,6 +79,8 @@ class InstalledTool:
         self.workdir = workdir
         self.env = {"STACKLAB_STATE": str(state), "XDG_CONFIG_HOME": str(config), "PYTHONPATH": ""}
         self.times: dict[str, float] = {}
+        self.wheel = Path()
+        self.floors_venv = Path()
 
     def python(self, code: str) -> str:
         result = LocalRunner().run(
@@ -109,6 +116,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstalledToo
     )
     (wheel,) = dist.glob("stacklab-*.whl")
     times["wheel build"] = time.monotonic() - start
+    floors_venv = base / "floors"
+    subprocess.run(
+        [str(SYSTEM_PYTHON), "-m", "venv", "--system-site-packages", str(floors_venv)], check=True, timeout=300
+    )
     venv = base / "venv"
     start = time.monotonic()
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
@@ -124,6 +135,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstalledToo
     workdir = base / "work"  # empty, outside the checkout: no images/, cloud-init/ or labs/ above it
     workdir.mkdir()
     tool = InstalledTool(venv, workdir, base / "state", base / "config")
+    tool.wheel = wheel
+    tool.floors_venv = floors_venv
     tool.times.update(times)
     tool.times["wheel KiB"] = wheel.stat().st_size / 1024
     yield tool
@@ -138,11 +151,11 @@ def test_the_venv_keeps_debians_libraries_that_satisfy_the_floors_and_upgrades_t
         "print(click.__file__, paramiko.__version__, pydantic.VERSION, yaml.__file__, stacklab.__file__)"
     ).split()
     click_file, paramiko_version, pydantic_version, yaml_file, stacklab_file = versions
-    # Debian's click 8.1.3 and PyYAML 6.0 meet the floors: the tool runs on them
-    assert click_file.startswith("/usr/lib/python3/dist-packages/"), click_file
+    # Debian's PyYAML 6.0 meets its floor: the tool runs on it
     assert yaml_file.startswith("/usr/lib/python3/dist-packages/"), yaml_file
-    # paramiko 2.12 lacks SSHClient.connect(channel_timeout=): the floor (>=3.1) made pip upgrade it
-    assert tuple(int(x) for x in paramiko_version.split(".")[:2]) >= (3, 1), paramiko_version
+    # below their floors, so pip put newer ones in the venv: paramiko 2.12 (no channel_timeout), click 8.1.3
+    assert str(installed.venv) in click_file, click_file
+    assert tuple(int(x) for x in paramiko_version.split(".")[:2]) >= (3, 2), paramiko_version
     assert pydantic_version.startswith("2."), pydantic_version
     assert str(installed.venv) in stacklab_file and str(ROOT) not in stacklab_file
     doctor = installed("doctor", "--json")
@@ -177,3 +190,55 @@ def test_init_validate_up_ssh_verify_down_from_an_empty_directory(installed: Ins
         assert "leak check: clean" in down.stderr, down.stderr[-3000:]
     finally:
         installed("down", "--no-leak-check", name, check=False, timeout=900)
+
+
+def _floor_pins(wheel: Path) -> list[str]:
+    """`name==lower-bound` for every runtime requirement of the wheel (extras left out)."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    pins = []
+    for line in metadata.splitlines():
+        if not line.startswith("Requires-Dist:") or "extra ==" in line:
+            continue
+        requirement = line.split(":", 1)[1].replace(" ", "").replace("(", "").replace(")", "")
+        name = re.split(r"[<>=!~;]", requirement, maxsplit=1)[0]
+        floor = re.search(r">=([0-9][0-9.]*)", requirement)
+        assert floor, f"{requirement}: every runtime dependency needs a lower bound"
+        pins.append(f"{name}=={floor[1]}")
+    return pins
+
+
+@pytest.mark.timeout(1800)
+def test_the_unit_tests_pass_with_every_dependency_at_its_floor(installed: InstalledTool) -> None:
+    pins = _floor_pins(installed.wheel)
+    python = str(installed.floors_venv / "bin" / "python")
+    # the checkout's own tests need hypothesis too (not a runtime dependency, so not pinned)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", *pins, "hypothesis"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stderr[-4000:]
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True
+    )
+    have = {
+        name.lower().replace("_", "-"): Version(version)
+        for name, _, version in (line.partition("==") for line in listed.stdout.splitlines())
+        if version
+    }
+    for pin in pins:  # pip may keep a Debian package that already is exactly the floor
+        name, _, floor = pin.partition("==")
+        assert have.get(name.lower().replace("_", "-")) == Version(floor), (pin, listed.stdout)
+    unit = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not integration", "tests/unit"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},  # the checkout's code on the floor libraries
+    )
+    assert unit.returncode == 0, f"at the floors ({' '.join(pins)}):\n{unit.stdout[-6000:]}"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,14 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_runner() -> CliRunner:
-    """A CliRunner with stderr apart from stdout on click 8.1 (Debian 12's 8.1.3) and on 8.2+.
-
-    Before 8.2 stderr is mixed into stdout unless `mix_stderr=False`; 8.2 removed the argument and always
-    keeps them apart.
-    """
-    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
-        separate: dict[str, Any] = {"mix_stderr": False}
-        return CliRunner(**separate)
+    """The runner CLI tests share: click >= 8.2 (pyproject's floor) keeps stderr apart from stdout."""
     return CliRunner()
 
 

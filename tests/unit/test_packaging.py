@@ -181,5 +181,5 @@ def test_the_wheel_carries_recipes_templates_and_labs_but_not_broken_labs(tmp_pa
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     # old setuptools writes `paramiko (>=3.1)`, newer `paramiko>=3.1`
     runtime = [r.replace(" ", "").replace("(", "").replace(")", "") for r in requires if "extra ==" not in r]
-    assert "paramiko>=3.1" in runtime and "pytest-testinfra>=10" in runtime
+    assert "paramiko>=3.2" in runtime and "click>=8.2" in runtime and "pytest-testinfra>=10" in runtime
     assert not any(r.startswith("fabric") for r in requires)
