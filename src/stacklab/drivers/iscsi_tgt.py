@@ -172,7 +172,9 @@ def render_dropin(plan: IscsiPlan) -> str:
         "ExecStartPost=/usr/sbin/tgtadm --op update --mode sys --name State -v offline\n"
         "ExecStartPost=/usr/sbin/tgt-admin -e -c /etc/tgt/targets.conf\n"
         f'ExecStartPost=/bin/sh -c "{_UNBIND_ALL}"\n'
-        # CHAP accounts from the 0600 file, over tgtd's socket (no secret on argv), while still offline.
+        # CHAP accounts from the 0600 file, over tgtd's socket (no secret on argv), while still offline. No `-`
+        # prefix on purpose: a target without its account bound would admit logins without CHAP, so a failed restore
+        # fails the start instead of going ready.
         f"ExecStartPost={NODE_PYTHON} {CHAP_HELPER_PATH} restore {chap_path(plan.lab)}\n"
         "ExecStartPost=/usr/sbin/tgtadm --op update --mode sys --name State -v ready\n"
         "ExecStop=\n"
