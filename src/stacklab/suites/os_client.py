@@ -335,8 +335,14 @@ def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> di
                                json.dumps({"evacuate": {}}).encode(), COMPUTE_API)  # fmt: skip
         if status != 200:
             raise SystemExit(f"nova refused the evacuation: HTTP {status}: {data[:500]!r}")
-        time.sleep(5.0)  # REBUILD first
-        return wait_server(token, url, req["server_id"], {"ACTIVE"})
+        # the server stays ACTIVE on the dead host until the conductor has scheduled the rebuild (seconds, more on
+        # a busy lab): wait for it to be ACTIVE somewhere else (or ERROR), not for the first ACTIVE
+        deadline = time.monotonic() + 600.0
+        while True:
+            seen = wait_server(token, url, req["server_id"], {"ACTIVE"})
+            if seen["host"] != req["host"] or seen["status"] != "ACTIVE" or time.monotonic() > deadline:
+                return seen
+            time.sleep(3.0)
     if action == "undown":
         http, answer = force_down(token, url, req["host"], False)
         return {"http": http, "answer": answer}
