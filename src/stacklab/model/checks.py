@@ -197,6 +197,8 @@ def _check_storage(lab: Lab) -> Iterator[Problem]:
                 yield ("storage", "iscsi", "targets", i, "name"), f"duplicate target {target.name!r}", None
     if st.nfs:
         yield from _node_ref(lab, ("storage", "nfs", "node"), st.nfs.node)
+        if not st.nfs.versions:
+            yield ("storage", "nfs", "versions"), "no NFS version to serve", "use [3, 4], [3] or [4]"
         paths = [e.path for e in st.nfs.exports]
         for i, export in enumerate(st.nfs.exports):
             if paths.index(export.path) != i:
@@ -307,6 +309,25 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
                 ("openstack", "cinder", "volume_node"),
                 f"cinder-volume runs on the controller ({controller}) in this stacklab, not on {volume_node}",
                 "the RBD backend needs no local disk: drop volume_node",
+            )
+    ceph = lab.storage.ceph
+    # The RBD users the service drivers configure (svc_cinder.CEPH_POOL/CEPH_USER, svc_nova.RBD_POOL): checked
+    # here too, or a lab without them fails only after its Ceph cluster is built.
+    rbd_needs = []
+    if "cinder" in services and "rbd" in os_.cinder.backends:
+        rbd_needs.append((("openstack", "cinder", "backends"), "cinder's rbd backend needs", "volumes"))
+    if "nova" in services and os_.nova.images_type == "rbd":
+        rbd_needs.append((("openstack", "nova", "images_type"), "nova's rbd images need", "vms"))
+    for loc, who, pool in rbd_needs:
+        if ceph is None:
+            continue  # "needs storage.ceph" is reported by _check_openstack
+        missing = [f"pool {pool}"] if pool not in ceph.pools else []
+        missing += ["client cinder"] if "cinder" not in ceph.clients else []
+        if missing:
+            yield (
+                loc,
+                f"{who} {' and '.join(missing)} in storage.ceph",
+                f"add {pool} to storage.ceph.pools and cinder to storage.ceph.clients",
             )
     if "nova" in services and os_.nova.instances_on != "local":
         yield (
