@@ -10,6 +10,19 @@ from pathlib import Path
 from stacklab.engine.events import Event, EventBus, JsonlSink, PlainSink, RichSink, announce_wait
 
 
+class Recorder:
+    """A sink that keeps every event."""
+
+    def __init__(self, seen: list[Event]) -> None:
+        self.seen = seen
+
+    def handle(self, event: Event) -> None:
+        self.seen.append(event)
+
+    def close(self) -> None:
+        pass
+
+
 def _plain(remind: float = 30.0) -> tuple[EventBus, PlainSink, io.StringIO]:
     stream = io.StringIO()
     bus = EventBus(run_id="t")
@@ -50,14 +63,7 @@ def test_a_wait_announced_from_the_steps_thread_shows_its_budget_and_counts_down
     bus, sink, stream = _plain(remind=0.05)
     seen: list[Event] = []
 
-    class Keep:
-        def handle(self, event: Event) -> None:
-            seen.append(event)
-
-        def close(self) -> None:
-            pass
-
-    bus.add_sink(Keep())
+    bus.add_sink(Recorder(seen))
 
     def step() -> None:  # the engine runs each step in a worker thread that emits its step_start
         bus.emit("step_start", resource="service/cinder", action="create")
@@ -102,3 +108,36 @@ def test_the_terminal_view_shows_the_budget_left() -> None:
     sink.progress.refresh()
     sink.close()
     assert "of 300s budget left" in stream.getvalue()
+
+
+def test_cephs_waiter_says_what_it_waits_on_and_the_budget_left() -> None:
+    from stacklab.drivers.ceph import Waiter
+
+    bus, sink, stream = _plain()
+    now = [1000.0]
+    seen = iter([(False, "HEALTH_WARN: 1 osds down"), (False, "HEALTH_WARN: 1 osds down"), (True, "HEALTH_OK")])
+    waiter = Waiter(clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s), interval=5.0)
+
+    def step() -> None:
+        bus.emit("step_start", resource="ceph/lab", action="create")
+        waiter.until("HEALTH_OK", 300.0, lambda: next(seen), resource="ceph/lab", hint="")
+        bus.emit("step_end", resource="ceph/lab", action="create", outcome="ok", duration=10)
+
+    worker = threading.Thread(target=step)
+    worker.start()
+    worker.join()
+    sink.close()
+    waits = [line for line in stream.getvalue().splitlines() if "waiting for" in line]
+    # one line per new observation (the repeated HEALTH_WARN is not said twice), with the budget left then
+    assert len(waits) == 1 and "ceph/lab: waiting for HEALTH_OK (now: HEALTH_WARN: 1 osds down)" in waits[0]
+    assert "(budget 300s)" in waits[0]
+
+
+def test_an_image_builds_budget_is_parsed_from_its_progress_message() -> None:
+    bus = EventBus(run_id="t")
+    seen: list[Event] = []
+    bus.add_sink(Recorder(seen))
+    bus.emit("step_start", resource="image/base", action="create")
+    bus.progress_for("image/base")("image debian-12-base: mmdebstrap bookworm (12 packages requested, budget 1800s)")
+    bus.progress_for("image/base")("image debian-12-base: building, 80 packages installed, 30s (budget 1770s)")
+    assert [e.budget for e in seen if e.type == "step_progress"] == [1800.0, 1770.0]
