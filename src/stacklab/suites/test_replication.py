@@ -153,4 +153,4 @@ def test_a_dead_object_server_loses_no_write_and_catches_up(swift: SwiftLab, evi
         swift.replicate_once(node)
     caught_up = wait_for(lambda: swift.replica_sha(dead, directory) == put["sha256"])
     assert caught_up, f"{dead}: replica in {directory} not restored after its object server came back"
-    evidence("caught up", f"{dead}: replica in {directory} after its object server came back ({len(alive)} others)")
+    evidence("caught up", f"{dead}: replica in {directory} after its object server came back (from {', '.join(alive)})")
