@@ -30,9 +30,9 @@ from stacklab.model.lab import Lab
 
 Marks = dict[Loc, tuple[int, int]]
 
-MAX_BYTES = 1024 * 1024  # the biggest shipped lab is ~3 KiB
+MAX_BYTES = 256 * 1024  # the biggest shipped lab is ~3 KiB; PyYAML reads ~25 KiB/s of dense flow text
 MAX_DEPTH = 32  # a lab file nests 6 levels deep; PyYAML's composer and our walker recurse per level
-MAX_VALUES = 50_000  # scalars and collections after alias expansion
+MAX_VALUES = 20_000  # scalars and collections, composed and after alias expansion (aio.yml has ~600)
 MAX_SCALAR = 4096  # characters in one value after alias expansion (no field needs more)
 MERGE_TAG = "tag:yaml.org,2002:merge"
 # C0/C1 controls, DEL, surrogates and non-characters; tab, newline and carriage return are whitespace to YAML.
@@ -60,6 +60,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._path: list[str | int] = []
+        self._nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -67,6 +68,9 @@ class _Loader(yaml.SafeLoader):
             self._path.append(index.value if isinstance(index, yaml.ScalarNode) else index)
         try:
             field = format_loc(tuple(p if isinstance(p, int) else str(p) for p in self._path))
+            self._nodes += 1
+            if self._nodes > MAX_VALUES:  # stop composing early: a big file is refused before it is all parsed
+                raise _Refused(event.start_mark, field, f"the file holds more than {MAX_VALUES} values")
             if len(self._path) > MAX_DEPTH:
                 raise _Refused(event.start_mark, field, f"the file nests deeper than {MAX_DEPTH} levels")
             tag = getattr(event, "tag", None)
