@@ -341,3 +341,9 @@ def test_plan_refuses_a_cidr_on_a_host_route(tmp_path: Path, monkeypatch: pytest
     code, _, err = invoke("plan", str(path))
     assert code == 2 and "networks.mgmt.cidr: 10.99.7.0/24 overlaps the host route `10.99.0.0/16 via" in err
     assert not (tmp_path / "state").exists()
+
+
+def test_an_invalid_lab_name_does_not_hide_the_other_problems() -> None:
+    found = issues(BASE.replace("name: hard", "name: Bad_Name") + "storage:\n  iscsi: {node: nosuch}\n")
+    assert found[0].startswith("name: a name is 1-31 lowercase letters")
+    assert "storage.iscsi.node: unknown node 'nosuch'" in found

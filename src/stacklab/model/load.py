@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from stacklab.model.checks import Problem, cross_check
 from stacklab.model.errors import Issue, LabError, Loc, format_loc
-from stacklab.model.lab import Lab
+from stacklab.model.lab import NAME_PATTERN, Lab
 
 Marks = dict[Loc, tuple[int, int]]
 
@@ -219,6 +219,8 @@ def _pydantic_issues(exc: ValidationError, file: str, marks: Marks) -> list[Issu
             hint = f"did you mean {close[0]!r}?" if close else "see `stacklab schema` for the fields a lab file takes"
         elif err["type"] == "missing":
             message = "required field is missing"
+        elif err["type"] == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == NAME_PATTERN:
+            message = "a name is 1-31 lowercase letters, digits or '-', starting with a letter, not ending in '-'"
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
         line, col = mark_for(marks, loc)
@@ -280,7 +282,7 @@ def _follows_from_pruning(problem: Problem, pruned: list[Loc]) -> bool:
             return True
         if len(gone) == 2 and gone[0] in ("nodes", "networks", "images") and repr(gone[1]) in message:
             return True
-        if gone and gone[0] == "name":
+        if gone == ("name",) and loc[:1] == ("networks",) and loc[-1:] == ("bridge",):
             return True  # the kernel prefix derives from the name: do not judge bridge names by a placeholder
     return False
 
