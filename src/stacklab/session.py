@@ -228,14 +228,6 @@ class Session:
         return rows
 
 
-def _attributable(leak: Leak, markers: list[str], prefix: str) -> bool:
-    """Whether a new host object belongs to this lab. Other labs (and the host) create objects meanwhile;
-    ours carry the lab's kernel prefix, name or state dir. Processes are already filtered by markers, and
-    containers are only listed from this lab's own lxcpath."""
-    if leak.kind in ("process", "lxc container"):
-        return True
-    if leak.kind == "interface":
-        return leak.object.startswith(prefix)
 def lab_markers(lab: Lab, state_dir: Path) -> list[str]:
     """Names that tie a host object or process to this lab, matched exactly (a delimiter after them, so lab
     `containers-3` never claims `containers-3b`'s): the lab name, its state dir, the cgroup directory of its
@@ -248,10 +240,18 @@ def lab_markers(lab: Lab, state_dir: Path) -> list[str]:
     return [lab.name, str(state_dir), cgroup_lab_dir(lab.name, lxcpath), *domains]
 
 
+def _attributable(leak: Leak, markers: list[str], prefix: str) -> bool:
+    """Whether a new host object belongs to this lab. Other labs (and the host) create objects meanwhile;
+    ours carry the lab's kernel prefix, name or state dir. Processes are already filtered by markers, and
+    containers are only listed from this lab's own lxcpath."""
+    from stacklab.host.snapshot import mentions_any
+
+    if leak.kind in ("process", "lxc container"):
+        return True
+    if leak.kind == "interface":
+        return leak.object.startswith(prefix)
     return mentions_any(f"{leak.object} {leak.detail}", markers, [prefix]) is not None
 
-
-    from stacklab.host.snapshot import mentions_any
 
 def _ssh_targets(state: StateStore) -> dict[str, Mapping[str, Any]]:
     out = {}
