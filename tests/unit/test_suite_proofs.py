@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stacklab.suites.guest import host_of, pid_connections, volume_flow_problems
 from stacklab.suites.lab_baseline import leftovers
 
@@ -72,7 +74,7 @@ def test_connections_to_non_osd_peers_are_no_proof() -> None:
     assert any("opened no connection to an OSD" in p for p in problems(after=to_monitor_only))
 
 
-BEFORE_INVENTORY = {
+BEFORE_INVENTORY: dict[str, Any] = {
     "servers": [],
     "volumes": ["old-volume 1111"],
     "snapshots": [],
