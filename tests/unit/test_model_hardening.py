@@ -347,3 +347,15 @@ def test_an_invalid_lab_name_does_not_hide_the_other_problems() -> None:
     found = issues(BASE.replace("name: hard", "name: Bad_Name") + "storage:\n  iscsi: {node: nosuch}\n")
     assert found[0].startswith("name: a name is 1-31 lowercase letters")
     assert "storage.iscsi.node: unknown node 'nosuch'" in found
+
+
+def test_a_bad_list_item_is_dropped_alone_and_later_items_keep_their_place() -> None:
+    text = BASE.replace("roles: [storage]}", "roles: [controller, bogus]}") + (
+        "storage:\n  iscsi:\n    node: storage1\n    targets:\n      - {name: BAD}\n      - {name: ok, backing: lvm}\n"
+    )
+    found = issues(text)
+    assert "nodes.storage1.roles[1]: Input should be 'controller', 'compute', 'storage', 'swift' or 'client'" in found
+    assert any(f.startswith("storage.iscsi.targets[0].name: ") for f in found)
+    # The second target keeps index 1 (the first was dropped), and the controller role still counts.
+    assert "storage.iscsi.targets[1].backing: an lvm-backed LUN needs storage.lvm on the same node" in found
+    assert not any("controller role" in f for f in found)

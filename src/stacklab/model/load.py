@@ -232,46 +232,73 @@ def _pydantic_issues(exc: ValidationError, file: str, marks: Marks) -> list[Issu
 _PLACEHOLDERS: dict[Loc, Any] = {("name",): "invalid-name"}  # what a required top-level field is replaced with
 
 
-def _prune(data: dict[str, Any], loc: Loc, missing: bool) -> Loc | None:
-    """Remove the invalid part at loc (a field with a default falls back to it); return what was removed."""
+IndexMaps = dict[Loc, list[int]]  # a list's location -> the original index of each item still in it
+
+
+def _prune(data: dict[str, Any], loc: Loc, missing: bool, index_maps: IndexMaps) -> Loc | None:
+    """Remove the invalid part at loc: a dict entry (a field with a default falls back to it) or a list item
+    (its index is remembered, so problems found later point at the item's place in the file)."""
     target = loc[:-1] if missing else loc
-    # Only dict entries are removed (removing a list item would shift the locations of the ones after it).
-    while target and not isinstance(target[-1], str):
-        target = target[:-1]
     while target:
         parent: Any = data
         for part in target[:-1]:
-            parent = parent.get(part) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and target[-1] in parent:
-            if target in _PLACEHOLDERS:
-                if parent[target[-1]] == _PLACEHOLDERS[target]:
-                    return None
-                parent[target[-1]] = _PLACEHOLDERS[target]
+            if isinstance(parent, dict):
+                parent = parent.get(part)
+            elif isinstance(parent, list) and isinstance(part, int) and 0 <= part < len(parent):
+                parent = parent[part]
             else:
-                del parent[target[-1]]
+                parent = None
+        last = target[-1]
+        if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+            original = index_maps.setdefault(target[:-1], list(range(len(parent))))
+            del parent[last], original[last]
+            return target
+        if isinstance(parent, dict) and last in parent:
+            if target in _PLACEHOLDERS:
+                if parent[last] == _PLACEHOLDERS[target]:
+                    return None
+                parent[last] = _PLACEHOLDERS[target]
+            else:
+                del parent[last]
             return target
         target = target[:-1]
-        while target and not isinstance(target[-1], str):
-            target = target[:-1]
     return None
 
 
-def _validate_pruned(data: dict[str, Any], base_dir: Path | None) -> tuple[Lab | None, list[Loc]]:
+def _original_loc(loc: Loc, index_maps: IndexMaps) -> Loc:
+    """A location in the pruned data -> the same item's location in the file (innermost lists first)."""
+    for list_loc in sorted(index_maps, key=len, reverse=True):
+        n = len(list_loc)
+        index = loc[n] if len(loc) > n and loc[:n] == list_loc else None
+        if isinstance(index, int) and index < len(index_maps[list_loc]):
+            loc = (*list_loc, index_maps[list_loc][index], *loc[n + 1 :])
+    return loc
+
+
+def _loc_key(loc: Loc) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, p) if isinstance(p, int) else (1, p) for p in loc)
+
+
+def _validate_pruned(data: dict[str, Any], base_dir: Path | None) -> tuple[Lab | None, list[Loc], IndexMaps]:
     """Validate after removing every invalid part, so the cross-reference checks can still run on the rest."""
     pruned: list[Loc] = []
+    index_maps: IndexMaps = {}
     for _ in range(50):
         try:
-            return Lab.model_validate(data, context={"base_dir": base_dir}), pruned
+            return Lab.model_validate(data, context={"base_dir": base_dir}), pruned, index_maps
         except ValidationError as exc:
             progress = False
-            for err in exc.errors(include_url=False):
-                removed = _prune(data, _clean_loc(err["loc"]), err["type"] == "missing")
+            errors = [(_clean_loc(err["loc"]), err["type"] == "missing") for err in exc.errors(include_url=False)]
+            # Last items first: removing one list item must not shift the next one this round removes.
+            for loc, missing in sorted(errors, key=lambda e: _loc_key(e[0]), reverse=True):
+                removed = _prune(data, loc, missing, index_maps)
                 if removed is not None:
-                    pruned.append(removed)
+                    if not isinstance(removed[-1], int):
+                        pruned.append(removed)
                     progress = True
             if not progress:
-                return None, pruned
-    return None, pruned
+                break
+    return None, pruned, index_maps
 
 
 def _follows_from_pruning(problem: Problem, pruned: list[Loc]) -> bool:
@@ -332,14 +359,16 @@ def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = 
     try:
         lab: Lab | None = Lab.model_validate(data, context={"base_dir": base_dir})
         pruned: list[Loc] = []
+        index_maps: IndexMaps = {}
     except ValidationError as exc:
         issues += [i for i in _pydantic_issues(exc, file, walker.marks) if i.field not in reported]
-        lab, pruned = _validate_pruned(data, base_dir)
+        lab, pruned, index_maps = _validate_pruned(data, base_dir)
     if lab is not None:
         for problem in cross_check(lab, base_dir=base_dir):
             if pruned and _follows_from_pruning(problem, pruned):
                 continue
             loc, message, hint = problem
+            loc = _original_loc(loc, index_maps) if index_maps else loc
             issues.append(Issue(file, *mark_for(walker.marks, loc), format_loc(loc), message, hint))
     if issues or lab is None:
         raise LabError(issues)
