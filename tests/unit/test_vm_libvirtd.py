@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -123,7 +124,8 @@ def test_libvirtds_inside_lab_nodes_are_not_the_hosts(tmp_path: Path) -> None:
 def test_a_process_in_another_pid_namespace_is_not_a_host_process(tmp_path: Path) -> None:
     """Real namespaces: the same program in a new PID+mount namespace (as in a lab node) is seen by name but not
     taken for the host's; in a private mount namespace only (as our hide-KVM libvirtd) it still is."""
-    comm = "stklab-nsprobe"  # a name no daemon has: nothing else on the host is affected
+    # A name no daemon has, unique per test process (another engineer's test run may probe at the same moment).
+    comm = f"nsprobe{secrets.token_hex(4)}"
     program = tmp_path / comm
     program.write_bytes(Path("/bin/sleep").read_bytes())
     program.chmod(0o755)
