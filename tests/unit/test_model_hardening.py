@@ -66,7 +66,7 @@ def test_alias_bombs_and_deep_nesting_end_fast_in_little_memory(name: str) -> No
     finally:
         tracemalloc.stop()
     # Before: the 344-byte billion laughs took 4 GB in 39 s; 20,000 nested lists and a recursive alias crashed.
-    assert elapsed < 5.0 and peak < 100 * 1024 * 1024, (elapsed, peak)
+    assert elapsed < 10.0 and peak < 100 * 1024 * 1024, (elapsed, peak)  # tracemalloc itself slows it ~5x
 
 
 def test_dev_zero_is_read_no_further_than_the_cap() -> None:
@@ -92,7 +92,7 @@ def test_a_file_of_many_values_is_refused_before_it_is_all_read(tmp_path: Path, 
     code, _, err = invoke("validate", str(path))
     # Before: a 1 MiB file of this took 42 s and 370 MB; now composing stops at MAX_VALUES.
     assert code == 2 and "the file holds more than 20000 values" in err
-    assert time.monotonic() - start < 10.0
+    assert time.monotonic() - start < 15.0  # generous: CI shares 2 cores; a dense 1 MiB file took 42 s
 
 
 def test_a_fifo_nobody_writes_to_does_not_hang(tmp_path: Path) -> None:

@@ -314,8 +314,28 @@ def _follows_from_pruning(problem: Problem, pruned: list[Loc]) -> bool:
     return False
 
 
+def _flow_nesting(text: str, file: str) -> Issue | None:
+    """Refuse deep flow nesting before PyYAML's scanner sees it: it keeps a possible simple key per open
+    bracket and rescans them for every token, so 20,000 nested `[` cost seconds before the composer (which
+    caps the depth) gets its first node. Brackets inside strings count too: no lab has 3 * MAX_DEPTH of them."""
+    depth = 0
+    for index, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+            if depth > 3 * MAX_DEPTH:
+                line = text.count("\n", 0, index) + 1
+                column = index - (text.rfind("\n", 0, index) + 1) + 1
+                return Issue(file, line, column, "(file)", f"the file nests deeper than {MAX_DEPTH} levels")
+        elif char in "]}" and depth:
+            depth -= 1
+    return None
+
+
 def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = None) -> Lab:
     """Parse and validate lab text; raises LabError listing every problem found."""
+    too_deep = _flow_nesting(text, file)
+    if too_deep is not None:
+        raise LabError([too_deep])
     bad = _FILE_CONTROL.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
