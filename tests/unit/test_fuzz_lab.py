@@ -117,8 +117,13 @@ def event_mutants(draw: Any) -> bytes:
     for _ in range(draw(st.integers(1, 5))):
         at = draw(st.sampled_from(body))
         event = events[at]
-        op = draw(st.sampled_from(["value", "style", "anchor", "alias", "tag", "drop-pair", "dup", "nest", "key"]))
-        if op == "value" and isinstance(event, yaml.ScalarEvent):
+        op = draw(
+            st.sampled_from(["value", "swap", "style", "anchor", "alias", "tag", "drop-pair", "dup", "nest", "key"])
+        )
+        if op == "swap" and isinstance(event, yaml.ScalarEvent):  # another field's value: names, refs, sizes
+            others = [e.value for e in events if isinstance(e, yaml.ScalarEvent)]
+            events[at] = _scalar(draw(st.sampled_from(others)), event)
+        elif op == "value" and isinstance(event, yaml.ScalarEvent):
             events[at] = _scalar(draw(st.sampled_from(NASTY_SCALARS) | st.text(max_size=20)), event)
         elif op == "style" and isinstance(event, yaml.ScalarEvent):
             style = draw(st.sampled_from([None, "'", '"', "|", ">"]))
