@@ -31,9 +31,9 @@ from typing import Any
 import libvirt  # type: ignore[import-untyped, import-not-found, unused-ignore]
 import yaml
 
-from stacklab.drivers import libvirtd, vm_disk
-from stacklab.drivers.image import ImageBuilder, cache_root, entry_for, resolve_recipe
-from stacklab.drivers.vm import ReadyTarget, wait_ready
+from stacklab.drivers.nodes import libvirtd, vm_disk
+from stacklab.drivers.nodes.image import ImageBuilder, cache_root, entry_for, resolve_recipe
+from stacklab.drivers.nodes.vm import ReadyTarget, wait_ready
 from stacklab.exec.runner import LocalRunner, Runner
 
 GENERIC = "debian-12-generic"

@@ -154,7 +154,7 @@ def run_kcli(work: Path, count: int, cpus: int, disk: Path, hide_kvm: bool) -> d
     """kcli's plan of `count` VMs on a networks-only stacklab lab's bridges: seconds to each VM ready."""
     from kcli_peer import KcliLab, KcliVM
 
-    from stacklab.drivers import libvirtd
+    from stacklab.drivers.nodes import libvirtd
     from stacklab.exec.runner import LocalRunner
 
     runner = LocalRunner()
@@ -190,8 +190,8 @@ def run_kcli(work: Path, count: int, cpus: int, disk: Path, hide_kvm: bool) -> d
 
 def prepare(work: Path, with_kcli: bool) -> Path | None:
     """Images and base disks built before any timing, an images dir for the labs; kcli's disk (or None)."""
-    from stacklab.drivers import vm_disk
-    from stacklab.drivers.image import ImageBuilder, cache_root, resolve_recipe
+    from stacklab.drivers.nodes import vm_disk
+    from stacklab.drivers.nodes.image import ImageBuilder, cache_root, resolve_recipe
     from stacklab.exec.runner import LocalRunner
 
     runner = LocalRunner()

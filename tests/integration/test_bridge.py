@@ -16,7 +16,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.bridge import BridgeDriver
+from stacklab.drivers.nodes.bridge import BridgeDriver
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import LocalRunner
 from stacklab.plan.resource import Action, Resource

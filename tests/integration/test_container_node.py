@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.container import ContainerDriver, ContainerLayout, cgroup_base, cgroup_mounts
-from stacklab.drivers.image import ImageBuilder, resolve_recipe
+from stacklab.drivers.nodes.container import ContainerDriver, ContainerLayout, cgroup_base, cgroup_mounts
+from stacklab.drivers.nodes.image import ImageBuilder, resolve_recipe
 from stacklab.drivers.readiness import ReadinessTimeout
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import LocalRunner

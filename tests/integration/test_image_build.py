@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.drivers.image import (
+from stacklab.drivers.nodes.image import (
     CLOUD_CFG_NAME,
     CacheEntry,
     ImageBuilder,

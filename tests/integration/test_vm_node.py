@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from stacklab.drivers import libvirtd
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.seed import make_seed_iso, render_nocloud
-from stacklab.drivers.vm import ReadyTarget, VmDriver, VmLayout, domain_name, pool_name, ssh_argv
+from stacklab.drivers.nodes import libvirtd
+from stacklab.drivers.nodes.seed import make_seed_iso, render_nocloud
+from stacklab.drivers.nodes.vm import ReadyTarget, VmDriver, VmLayout, domain_name, pool_name, ssh_argv
 from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
@@ -185,7 +185,7 @@ def test_vm_boots_answers_ssh_and_leaves_nothing(
     ctx, resource = lab_ctx
     # The rootfs is any cached image with a kernel, not a build of the lab's recipe: the driver must not compare
     # the hash it boots with the recipe's.
-    monkeypatch.setattr("stacklab.drivers.vm.current_entry", lambda _ctx, _image: None)
+    monkeypatch.setattr("stacklab.drivers.nodes.vm.current_entry", lambda _ctx, _image: None)
     seed = RecordingSeed()
     driver = VmDriver(seed_writer=seed)
     spec = resource.spec

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from stacklab.drivers.base import DriverContext, driver_for
-from stacklab.drivers.bridge import (
+from stacklab.drivers.nodes.bridge import (
     AddrInfo,
     BridgeDriver,
     IPRouteLike,
@@ -200,7 +200,7 @@ def test_owned_but_unrecorded_is_adopted(driver: BridgeDriver) -> None:
 
 
 def test_registered_as_bridge() -> None:
-    import stacklab.drivers.bridge  # noqa: F401  (registers on import)
+    import stacklab.drivers.nodes.bridge  # noqa: F401  (registers on import)
 
     found = driver_for("bridge")
     assert isinstance(found, BridgeDriver)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from stacklab.drivers.ceph_conf import (
+from stacklab.drivers.storage.ceph.conf import (
     ADMIN_CAPS,
     BOOTSTRAP_OSD_CAPS,
     MGR_CAPS,
@@ -33,9 +31,8 @@ from stacklab.drivers.ceph_conf import (
     render_cephadm_spec,
     render_keyring,
 )
+from tests import golden_util
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "ceph"
-REGEN = os.environ.get("STACKLAB_REGEN_GOLDEN") == "1"
 FSID = "2f1e5b7c-3a4d-4e8f-9b0a-1c2d3e4f5a6b"
 ENTITIES = (
     "mon.",
@@ -80,12 +77,7 @@ def single_host_spec() -> dict[str, Any]:
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN_DIR / name
-    if REGEN:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"golden file {path} missing; run with STACKLAB_REGEN_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from its golden file (STACKLAB_REGEN_GOLDEN=1 to accept)"
+    golden_util.check_golden(f"ceph/{name}", text)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from stacklab.drivers.base import DriverContext, driver_for
-from stacklab.drivers.ceph import CephDriver, Waiter, client_secret_name
+from stacklab.drivers.storage.ceph.cluster import Waiter, client_secret_name
+from stacklab.drivers.storage.ceph.driver import CephDriver
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner, UnexpectedCommand
 from stacklab.exec.runner import CommandResult

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.container import (
+from stacklab.drivers.nodes.container import (
     CGROUP_V1,
     CGROUP_V2,
     SECCOMP_WITH_FILE_HANDLES,
@@ -33,8 +33,8 @@ from stacklab.drivers.container import (
     render_lxc_config,
     rootfs_of,
 )
-from stacklab.drivers.image import CACHE_ENV, current_entry
-from stacklab.drivers.seed import lab_hosts
+from stacklab.drivers.nodes.image import CACHE_ENV, current_entry
+from stacklab.drivers.nodes.seed import lab_hosts
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
@@ -392,7 +392,7 @@ def test_a_recipe_edit_is_drift_before_the_image_is_rebuilt(
     edited = images / "debian-12-base.yml"
     recipe_data = yaml.safe_load(edited.read_text())
     edited.write_text(yaml.safe_dump({**recipe_data, "packages": [*recipe_data["packages"], "htop"]}))
-    monkeypatch.setattr("stacklab.drivers.image.images_dir_for", lambda _ctx: images)
+    monkeypatch.setattr("stacklab.drivers.nodes.image.images_dir_for", lambda _ctx: images)
     new = current_entry(fake_ctx, "base")
     assert new is not None and str(new.rootfs) != fake_ctx.outputs["image/base"]["rootfs"]
     observed = driver.observe(node, fake_ctx)
@@ -467,7 +467,7 @@ def test_isolation_is_explicit_per_node_and_unprivileged_is_refused(tmp_path: Pa
     default computed, privileged the only mode implemented), the LXC config has no idmap and `plan` says it per
     node with the reason from its roles. `privileged: false` is refused with the field's position, exit 2."""
     from stacklab.cli import main
-    from stacklab.drivers.container import isolation_of
+    from stacklab.drivers.nodes.container import isolation_of
     from tests.unit.test_cli import cli_runner
 
     lab = load_lab_text(

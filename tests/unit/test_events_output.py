@@ -111,7 +111,7 @@ def test_the_terminal_view_shows_the_budget_left() -> None:
 
 
 def test_cephs_waiter_says_what_it_waits_on_and_the_budget_left() -> None:
-    from stacklab.drivers.ceph import Waiter
+    from stacklab.drivers.storage.ceph.cluster import Waiter
 
     bus, sink, stream = _plain()
     now = [1000.0]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers import image as image_mod
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.image import (
+from stacklab.drivers.nodes import image as image_mod
+from stacklab.drivers.nodes.image import (
     BUILDER_VERSION,
     CLOUD_CFG_NAME,
     CacheEntry,

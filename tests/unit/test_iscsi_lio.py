@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.iscsi import IscsiDriver, chap_secret_name, drift_of, plan_iscsi
-from stacklab.drivers.iscsi_lio import (
+from stacklab.drivers.storage.iscsi.driver import IscsiDriver, plan_iscsi
+from stacklab.drivers.storage.iscsi.lio import (
     SAVECONFIG,
     LioBackend,
     parse_saveconfig,
     render_lio_commands,
     render_lio_script,
 )
+from stacklab.drivers.storage.iscsi.types import chap_secret_name, drift_of
 from stacklab.errors import PlanError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
@@ -132,7 +133,7 @@ def test_parse_saveconfig_sample(lab: Lab, resource: Resource) -> None:
     assert parsed[IQN].stores == {"lvm-iscsi-vol1": "block"}
     # Matches the plan: nothing to do, and the foreign target is ignored (not ours).
     plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
-    from stacklab.drivers.iscsi import TargetsSeen
+    from stacklab.drivers.storage.iscsi.types import TargetsSeen
 
     owned = {iqn: t.seen for iqn, t in parsed.items() if plan.owns(iqn)}
     assert drift_of(plan, TargetsSeen(owned)) == ()

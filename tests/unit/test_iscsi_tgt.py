@@ -22,15 +22,8 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext, driver_for
-from stacklab.drivers.iscsi import (
-    IscsiDriver,
-    chap_secret_name,
-    drift_of,
-    initiator_iqn,
-    outputs_of,
-    plan_iscsi,
-)
-from stacklab.drivers.iscsi_tgt import (
+from stacklab.drivers.storage.iscsi.driver import IscsiDriver, outputs_of, plan_iscsi
+from stacklab.drivers.storage.iscsi.tgt import (
     CHAP_HELPER_PATH,
     DROPIN_PATH,
     NODE_PYTHON,
@@ -46,6 +39,7 @@ from stacklab.drivers.iscsi_tgt import (
     render_tgt_conf,
     seen_of,
 )
+from stacklab.drivers.storage.iscsi.types import chap_secret_name, drift_of, initiator_iqn
 from stacklab.errors import PlanError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
@@ -368,7 +362,7 @@ def test_missing_tgt_rbd_is_a_plan_error(lab: Lab, resource: Resource, tmp_path:
 
 
 def test_drift_lines_are_pure(lab: Lab, resource: Resource) -> None:
-    from stacklab.drivers.iscsi import TargetSeen, TargetsSeen
+    from stacklab.drivers.storage.iscsi.types import TargetSeen, TargetsSeen
 
     plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
     t1 = plan.targets[0]

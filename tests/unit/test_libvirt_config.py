@@ -7,7 +7,6 @@ review the diff.
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers.libvirt_config import (
+from stacklab.drivers.nodes.libvirt_config import (
     METADATA_NS,
     METADATA_PREFIX,
     CpuConfig,
@@ -33,9 +32,9 @@ from stacklab.drivers.libvirt_config import (
     owner_of,
 )
 from stacklab.plan.naming import stable_mac
+from tests.golden_util import regenerating
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "libvirt"
-REGEN = os.environ.get("STACKLAB_REGEN_GOLDEN") == "1"
 LAB = "demo"
 STATE = "/var/lib/stacklab/demo"
 
@@ -150,7 +149,7 @@ def canonical(xml: str) -> str:
 def test_golden_xml(name: str) -> None:
     xml = GOLDEN[name]().to_xml()
     path = GOLDEN_DIR / f"{name}.xml"
-    if REGEN:
+    if regenerating():
         GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text(xml + "\n")
     assert path.exists(), f"{path} is missing; create it with STACKLAB_REGEN_GOLDEN=1"

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.services import ServicePlan
-from stacklab.drivers.svc_infra import (
+from stacklab.drivers.openstack.infra import (
     EPMD_DROPIN,
     RABBITMQ_DROPIN,
     RabbitMQ,
@@ -20,6 +19,7 @@ from stacklab.drivers.svc_infra import (
     render_rabbitmq_conf,
     render_rabbitmq_dropin,
 )
+from stacklab.drivers.openstack.services import ServicePlan
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext, driver_for
-from stacklab.drivers.lvm import LvmDriver, LvmSpec, parse_lvm_report, render_loop_unit
+from stacklab.drivers.storage.lvm.driver import LvmDriver, LvmSpec, parse_lvm_report, render_loop_unit
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandError, CommandResult

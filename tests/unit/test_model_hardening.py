@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from stacklab.cli import EXIT_BUG, main
-from stacklab.drivers.nfs import ExportPlan, NfsPlan
-from stacklab.drivers.nfs_ganesha import render_ganesha_conf
-from stacklab.drivers.nfs_knfsd import render_exports
+from stacklab.drivers.storage.nfs.ganesha import render_ganesha_conf
+from stacklab.drivers.storage.nfs.knfsd import render_exports
+from stacklab.drivers.storage.nfs.types import ExportPlan, NfsPlan
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.host.routes import parse_ifaliases, parse_routes, read_routes

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext, driver_for
-from stacklab.drivers.nfs import NfsDriver, outputs_of, plan_nfs, state_drift
-from stacklab.drivers.nfs_ganesha import (
+from stacklab.drivers.storage.nfs.driver import NfsDriver, outputs_of, plan_nfs
+from stacklab.drivers.storage.nfs.ganesha import (
     CONF_PATH,
     DROPIN_PATH,
     RPCBIND_DROPIN_PATH,
@@ -20,6 +20,7 @@ from stacklab.drivers.nfs_ganesha import (
     render_ganesha_conf,
     render_rpcbind_dropin,
 )
+from stacklab.drivers.storage.nfs.types import state_drift
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
@@ -275,8 +276,8 @@ def test_ganesha_on_every_address_fails_the_apply_and_shows_as_drift(
 def test_the_nfs_filter_covers_pinned_statd_and_lockd_ports(lab: Lab, resource: Resource, tmp_path: Path) -> None:
     """Issue 11: rpc.statd listened on a random port outside the storage-network filter. knfsd's nfs.conf pins
     statd and lockd; the filter the NFS driver installs names the same ports (ganesha runs no statd at all)."""
-    from stacklab.drivers.nfs_knfsd import render_nfs_conf
-    from stacklab.drivers.node_firewall import rules_path
+    from stacklab.drivers.nodes.firewall import rules_path
+    from stacklab.drivers.storage.nfs.knfsd import render_nfs_conf
 
     node, _running = ganesha_node()
     NfsDriver().apply(Change(resource, Action.CREATE), ctx_for(lab, node, tmp_path))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.nfs import NfsDriver, plan_nfs
-from stacklab.drivers.nfs_knfsd import (
+from stacklab.drivers.storage.nfs.driver import NfsDriver, plan_nfs
+from stacklab.drivers.storage.nfs.knfsd import (
     exports_path,
     knfsd_state,
     nfs_conf_path,

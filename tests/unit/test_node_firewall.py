@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.drivers.node_firewall import ensure_filter, filter_problems, remove_filter, render_rules, render_unit
+from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter, render_rules, render_unit
 from tests.golden_util import check_golden
 from tests.unit.test_lvm import FakeNode
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stacklab.drivers import seed as seed_mod
-from stacklab.drivers.seed import (
+from stacklab.drivers.nodes import seed as seed_mod
+from stacklab.drivers.nodes.seed import (
     SEED_FILES,
     SeedError,
     find_templates_dir,

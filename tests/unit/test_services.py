@@ -12,11 +12,17 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers import svc_neutron, svc_placement
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.services import ROLES, ServiceDriver, plan_service
-from stacklab.drivers.svc_infra import database_sql, render_mariadb_conf, render_memcached_conf, render_rabbitmq_conf
-from stacklab.drivers.svc_keystone import render_conf, render_dropin, render_openrc
+from stacklab.drivers.openstack import neutron as svc_neutron
+from stacklab.drivers.openstack import placement as svc_placement
+from stacklab.drivers.openstack.infra import (
+    database_sql,
+    render_mariadb_conf,
+    render_memcached_conf,
+    render_rabbitmq_conf,
+)
+from stacklab.drivers.openstack.keystone import render_conf, render_dropin, render_openrc
+from stacklab.drivers.openstack.services import ROLES, ServiceDriver, plan_service
 from stacklab.errors import PlanError
 from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text
@@ -394,7 +400,7 @@ SWIFT_LAB = LAB.replace(
 
 
 def test_swift_layout_rings_and_files_golden() -> None:
-    from stacklab.drivers.svc_swift import (
+    from stacklab.drivers.openstack.swift import (
         STORAGE_UNITS,
         render_dropin,
         render_proxy_conf,
@@ -482,7 +488,7 @@ def cinder_setup(
 
 
 def test_cinder_rbd_files_golden(tmp_path: Path) -> None:
-    from stacklab.drivers import svc_cinder
+    from stacklab.drivers.openstack import cinder as svc_cinder
 
     _, _, resources = cinder_setup(tmp_path)
     plan = plan_service(resources["cinder"], "oslab")
@@ -602,7 +608,7 @@ class NovaNodes(CinderController):
 
 
 def test_nova_files_golden(tmp_path: Path) -> None:
-    from stacklab.drivers import svc_nova
+    from stacklab.drivers.openstack import nova as svc_nova
 
     lab = load_lab_text(NOVA_LAB, "oslab.yml")
     resource = next(r for r in expand(lab) if r.name == "nova")
@@ -621,7 +627,8 @@ def test_nova_files_golden(tmp_path: Path) -> None:
 
 
 def test_nova_up_maps_the_compute_and_down_undoes_it(tmp_path: Path) -> None:
-    from stacklab.drivers import svc_cinder, svc_nova
+    from stacklab.drivers.openstack import cinder as svc_cinder
+    from stacklab.drivers.openstack import nova as svc_nova
 
     ceph = {"pools": ["volumes", "vms"], "clients": {"cinder": "k"}}
     fake, ctx, resources = cinder_setup(tmp_path, NOVA_LAB, ceph, node_type=NovaNodes)
@@ -679,7 +686,7 @@ def test_nova_sends_its_service_token_from_the_api_and_every_compute() -> None:
     carries nova's service token of a user with the `service` role: without [service_user] every detach through
     nova, rebuild with a volume or delete of a server with a volume leaves the volume stuck (HTTP 409
     ConflictNovaUsingAttachment). Both the API (local deletes) and nova-compute (detach) call cinder."""
-    from stacklab.drivers import svc_nova
+    from stacklab.drivers.openstack import nova as svc_nova
 
     lab = load_lab_text(NOVA_LAB, "oslab.yml")
     plan = plan_service(next(r for r in expand(lab) if r.name == "nova"), "oslab")
@@ -698,7 +705,7 @@ def test_nova_sends_its_service_token_from_the_api_and_every_compute() -> None:
 def test_cinder_checks_service_tokens_and_sends_its_own_to_nova(tmp_path: Path) -> None:
     """cinder's API honours a service token only with the `service` role (what its attachment-delete check looks
     for); cinder calls nova (volume events) as `cinder` with its own service token."""
-    from stacklab.drivers import svc_cinder
+    from stacklab.drivers.openstack import cinder as svc_cinder
 
     _, _, resources = cinder_setup(tmp_path)
     conf = ini_sections(svc_cinder.render_conf(plan_service(resources["cinder"], "oslab"), "D", "R", "CINDERPW"))
@@ -769,7 +776,7 @@ def test_keystone_tool_makes_the_service_role_and_grants_it(monkeypatch: pytest.
     import sys
     import types
 
-    from stacklab.drivers import keystone_tool
+    from stacklab.drivers.openstack import keystone_tool
 
     fake_ksa = types.ModuleType("keystoneauth1")
     fake_ksa.exceptions = types.SimpleNamespace(Conflict=type("Conflict", (Exception,), {}))  # type: ignore[attr-defined]
@@ -822,7 +829,7 @@ def test_a_lab_named_from_its_state_gets_the_addresses_plan_gets(tmp_path: Path)
     assert list(restored.nodes) == list(lab.nodes)
     assert node_addresses(restored) == node_addresses(lab)
     nova = next(r for r in expand(lab) if r.name == "nova")
-    from stacklab.drivers import svc_nova
+    from stacklab.drivers.openstack import nova as svc_nova
 
     plan = plan_service(nova, lab.name)
     for compute in svc_nova.computes(plan):

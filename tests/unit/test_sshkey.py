@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.sshkey import SshKeyDriver, key_path
+from stacklab.drivers.nodes.sshkey import SshKeyDriver, key_path
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult, LocalRunner, Runner
 from stacklab.plan.resource import Action, Change, Resource

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.drivers.vm_disk import (
+from stacklab.drivers.nodes.vm_disk import (
     CLOUD_CFG_NAME,
     GIB,
     MIB,

@@ -18,11 +18,11 @@ from unittest.mock import patch
 import libvirt
 import pytest
 
-from stacklab.drivers import vm
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.image import current_entry
-from stacklab.drivers.libvirt_config import DomainConfig, StoragePoolConfig
-from stacklab.drivers.vm import (
+from stacklab.drivers.nodes import vm
+from stacklab.drivers.nodes.image import current_entry
+from stacklab.drivers.nodes.libvirt_config import DomainConfig, StoragePoolConfig
+from stacklab.drivers.nodes.vm import (
     SHARED_CONN,
     SHARED_URI,
     ReadyTarget,
@@ -34,7 +34,7 @@ from stacklab.drivers.vm import (
     image_hash_of_kernel,
     pool_name,
 )
-from stacklab.drivers.vm_disk import BaseDisk
+from stacklab.drivers.nodes.vm_disk import BaseDisk
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult, Runner
@@ -197,7 +197,7 @@ def test_a_domain_booting_another_image_build_drifts_and_is_recreated(
     ctx.outputs = {**ctx.outputs, "image/base": {**ctx.outputs["image/base"], "hash": new_hash}}
     entry = current_entry(ctx, "base")
     assert entry is not None
-    with patch("stacklab.drivers.vm.current_entry", return_value=dataclasses.replace(entry, hash=new_hash)):
+    with patch("stacklab.drivers.nodes.vm.current_entry", return_value=dataclasses.replace(entry, hash=new_hash)):
         observed = driver.observe(res, ctx)
         assert observed is not None
         assert observed.drift == (f"image changed: built from {old_hash}, the recipe now gives {new_hash}",)
@@ -342,7 +342,7 @@ def _target() -> ReadyTarget:
 def test_cloud_init_wait_retries_when_ssh_drops(monkeypatch: pytest.MonkeyPatch) -> None:
     """ssh's 255 (connection dropped, e.g. sshd restarted by cloud-init) is retried, not cloud-init's verdict."""
 
-    monkeypatch.setattr("stacklab.drivers.vm.time.sleep", lambda _s: None)
+    monkeypatch.setattr("stacklab.drivers.nodes.vm.time.sleep", lambda _s: None)
     answers = [(255, "", "Connection closed by 10.0.0.10 port 22"), (0, "status: done\n", "")]
     runner = FakeRunner().expect(["ssh"], responder=_ssh_responder(answers))
     vm.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)

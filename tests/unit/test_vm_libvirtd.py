@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.drivers.libvirtd import (
+from stacklab.drivers.nodes.libvirtd import (
     RECORD_NAME,
     DaemonRecord,
     _identity,

@@ -9,15 +9,15 @@ LOG = logging.getLogger(__name__)
 
 # Order does not matter; a module that fails to import (missing optional binding) is reported, not fatal.
 DRIVER_MODULES = (
-    "stacklab.drivers.bridge",
-    "stacklab.drivers.sshkey",
-    "stacklab.drivers.image",
-    "stacklab.drivers.node",
-    "stacklab.drivers.iscsi",
-    "stacklab.drivers.lvm",
-    "stacklab.drivers.nfs",
-    "stacklab.drivers.ceph",
-    "stacklab.drivers.services",
+    "stacklab.drivers.nodes.bridge",
+    "stacklab.drivers.nodes.sshkey",
+    "stacklab.drivers.nodes.image",
+    "stacklab.drivers.nodes.node",
+    "stacklab.drivers.storage.iscsi.driver",
+    "stacklab.drivers.storage.lvm.driver",
+    "stacklab.drivers.storage.nfs.driver",
+    "stacklab.drivers.storage.ceph.driver",
+    "stacklab.drivers.openstack.services",
 )
 
 for _name in DRIVER_MODULES:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.ceph import (
+from stacklab.drivers.storage.ceph.cluster import (
     FILE_TIMEOUT,
     CephAdmin,
     Waiter,
@@ -32,7 +32,7 @@ from stacklab.drivers.ceph import (
     storage_addresses,
     write_file,
 )
-from stacklab.drivers.ceph_conf import (
+from stacklab.drivers.storage.ceph.conf import (
     ADMIN_CAPS,
     ADMIN_KEYRING_PATH,
     BOOTSTRAP_OSD_CAPS,

@@ -12,8 +12,8 @@ from stacklab.plan.resource import Change, Observed, Resource
 
 # spec kind -> (module, class); imported lazily so a host without libvirt bindings can still run containers.
 IMPLEMENTATIONS = {
-    "container": ("stacklab.drivers.container", "ContainerDriver"),
-    "vm": ("stacklab.drivers.vm", "VmDriver"),
+    "container": ("stacklab.drivers.nodes.container", "ContainerDriver"),
+    "vm": ("stacklab.drivers.nodes.vm", "VmDriver"),
 }
 
 

@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacklab.drivers.nfs import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
 from stacklab.drivers.node_files import (
     read_node_file,
     require_node,
@@ -44,6 +43,7 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
+from stacklab.drivers.storage.nfs.types import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 

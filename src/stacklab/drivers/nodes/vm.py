@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import libvirt
 
-from stacklab.drivers import libvirtd
 from stacklab.drivers.base import BaseDriver, DriverContext
-from stacklab.drivers.image import current_entry
-from stacklab.drivers.libvirt_config import (
+from stacklab.drivers.nodes import libvirtd
+from stacklab.drivers.nodes.image import current_entry
+from stacklab.drivers.nodes.libvirt_config import (
     CpuConfig,
     DiskConfig,
     DomainConfig,
@@ -45,8 +45,8 @@ from stacklab.drivers.libvirt_config import (
     StorageVolumeConfig,
     owner_of,
 )
-from stacklab.drivers.seed import lab_hosts, public_key_text
-from stacklab.drivers.vm_disk import BaseDisk, ensure_base_disk
+from stacklab.drivers.nodes.seed import lab_hosts, public_key_text
+from stacklab.drivers.nodes.vm_disk import BaseDisk, ensure_base_disk
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.plan.resource import Action, Change, Observed, Resource
@@ -317,7 +317,7 @@ def write_seed(
     runner: Runner,
 ) -> None:
     """The NoCloud seed image from the shared renderer (same user-data/network-config as containers)."""
-    from stacklab.drivers.seed import make_seed_iso, render_nocloud
+    from stacklab.drivers.nodes.seed import make_seed_iso, render_nocloud
 
     files = render_nocloud(
         lab_name=lab_name, node_name=node_name, node_spec=node_spec, public_key=public_key, hosts=hosts
@@ -544,7 +544,7 @@ def _check_reachable_by_qemu(paths: Sequence[Path]) -> None:
 
 @dataclass
 class VmDriver(BaseDriver):
-    """The `node` resource for spec kind "vm" (routed here by drivers/node.py)."""
+    """The `node` resource for spec kind "vm" (routed here by drivers/nodes/node.py)."""
 
     seed_writer: SeedWriter = write_seed
     base_disk: BaseDiskProvider = ensure_base_disk

@@ -33,7 +33,21 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.services import (
+from stacklab.drivers.openstack.infra import (
+    AMQP_PORT,
+    RABBIT_SECRET,
+    RABBIT_USER,
+    ensure_database,
+)
+from stacklab.drivers.openstack.keystone import (
+    admin_get,
+    authtoken_section,
+    credentials_section,
+    register_in_keystone,
+    retire_service,
+    service_user_section,
+)
+from stacklab.drivers.openstack.services import (
     ServicePlan,
     file_problems,
     register_role,
@@ -42,20 +56,6 @@ from stacklab.drivers.services import (
     uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
-)
-from stacklab.drivers.svc_infra import (
-    AMQP_PORT,
-    RABBIT_SECRET,
-    RABBIT_USER,
-    ensure_database,
-)
-from stacklab.drivers.svc_keystone import (
-    admin_get,
-    authtoken_section,
-    credentials_section,
-    register_in_keystone,
-    retire_service,
-    service_user_section,
 )
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner

@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from stacklab.drivers.base import BaseDriver, DriverContext
-from stacklab.drivers.image import current_entry
-from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
-from stacklab.drivers.seed import (
+from stacklab.drivers.nodes.image import current_entry
+from stacklab.drivers.nodes.seed import (
     MGMT_NETWORK,
     NOCLOUD_SEED_DIR,
     lab_hosts,
@@ -51,6 +50,7 @@ from stacklab.drivers.seed import (
     render_nocloud,
     write_seed_dir,
 )
+from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
 from stacklab.engine.atomic import write_atomic
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
@@ -487,7 +487,7 @@ def link_exists(ifname: str, sys_class_net: Path = Path("/sys/class/net")) -> bo
 
 @dataclass
 class ContainerDriver(BaseDriver):
-    """The `node` resource for spec kind "container" (routed here by drivers/node.py).
+    """The `node` resource for spec kind "container" (routed here by drivers/nodes/node.py).
 
     Stateless apart from its settings: nodes are applied in parallel from one instance.
     """

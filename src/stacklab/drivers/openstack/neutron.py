@@ -19,7 +19,14 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
-from stacklab.drivers.services import (
+from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
+from stacklab.drivers.openstack.keystone import (
+    authtoken_section,
+    credentials_section,
+    register_in_keystone,
+    retire_service,
+)
+from stacklab.drivers.openstack.services import (
     ServicePlan,
     file_problems,
     register_role,
@@ -28,13 +35,6 @@ from stacklab.drivers.services import (
     uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
-)
-from stacklab.drivers.svc_infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
-from stacklab.drivers.svc_keystone import (
-    authtoken_section,
-    credentials_section,
-    register_in_keystone,
-    retire_service,
 )
 from stacklab.exec.runner import Runner
 

@@ -33,14 +33,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stacklab.drivers.iscsi import (
-    DATA_LUN,
-    ISCSI_PORT,
-    IscsiPlan,
-    TargetPlan,
-    TargetSeen,
-    TargetsSeen,
-)
 from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
     enable_and_restart,
@@ -51,6 +43,14 @@ from stacklab.drivers.node_files import (
     unit_active,
     write_node_file,
     write_unit_files,
+)
+from stacklab.drivers.storage.iscsi.types import (
+    DATA_LUN,
+    ISCSI_PORT,
+    IscsiPlan,
+    TargetPlan,
+    TargetSeen,
+    TargetsSeen,
 )
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner

@@ -28,7 +28,7 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems
+from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, unit_problems
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret

@@ -28,10 +28,10 @@ from stacklab.drivers.node_files import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.services import ServicePlan, file_problems, register_role, wait_for_api
-from stacklab.drivers.svc_infra import MEMCACHED_PORT
-from stacklab.drivers.svc_keystone import PORT as KEYSTONE_PORT
-from stacklab.drivers.svc_keystone import REGION, register_in_keystone
+from stacklab.drivers.openstack.infra import MEMCACHED_PORT
+from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
+from stacklab.drivers.openstack.keystone import REGION, register_in_keystone
+from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, wait_for_api
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret

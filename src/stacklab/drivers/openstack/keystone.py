@@ -31,8 +31,8 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
-from stacklab.drivers.svc_infra import MEMCACHED_PORT, drop_database, ensure_database
+from stacklab.drivers.openstack.infra import MEMCACHED_PORT, drop_database, ensure_database
+from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -245,7 +245,9 @@ def _run_tool(ctx: DriverContext, runner: Runner, plan: ServicePlan, request: Ma
             f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
         )
     with _TOOL_UPLOAD:  # services register side by side; two `install`s of one path race ("File exists")
-        write_node_file(runner, TOOL_PATH, resources.files("stacklab.drivers").joinpath("keystone_tool.py").read_text())
+        write_node_file(
+            runner, TOOL_PATH, resources.files("stacklab.drivers.openstack").joinpath("keystone_tool.py").read_text()
+        )
     full = {**request, "auth_url": auth_url(plan), "admin_password": admin_password}
     result = runner.run(["python3", TOOL_PATH], input=json.dumps(full), timeout=MANAGE_TIMEOUT)
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))

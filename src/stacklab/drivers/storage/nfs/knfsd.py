@@ -22,15 +22,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.nfs import (
-    LOCKD_PORT,
-    MOUNT_PORT,
-    STATD_OUTGOING_PORT,
-    STATD_PORT,
-    NfsPlan,
-    NfsSeen,
-    make_dirs,
-)
 from stacklab.drivers.node_files import (
     FILE_TIMEOUT,
     enable_and_restart,
@@ -39,6 +30,15 @@ from stacklab.drivers.node_files import (
     systemctl,
     unit_active,
     write_node_file,
+)
+from stacklab.drivers.storage.nfs.types import (
+    LOCKD_PORT,
+    MOUNT_PORT,
+    STATD_OUTGOING_PORT,
+    STATD_PORT,
+    NfsPlan,
+    NfsSeen,
+    make_dirs,
 )
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.ceph import (
+from stacklab.drivers.storage.ceph.cluster import (
     FILE_TIMEOUT,
     CephAdmin,
     Waiter,
@@ -37,7 +37,7 @@ from stacklab.drivers.ceph import (
     storage_addresses,
     write_file,
 )
-from stacklab.drivers.ceph_conf import (
+from stacklab.drivers.storage.ceph.conf import (
     ADMIN_KEYRING_PATH,
     CEPHADM_BOOTSTRAP_CONF_PATH,
     CEPHADM_DIR,

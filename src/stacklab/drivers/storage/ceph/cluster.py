@@ -1,10 +1,7 @@
-"""Role driver for Ceph (resource kind "ceph"): dispatches on the spec's `implementation`.
-
-`packages` (ceph_packages.py) builds the cluster by hand from the Debian daemons and runs everywhere, including
-LXC system containers on the CI host; `cephadm` (ceph_cephadm.py) is the production path for hosts with a full
-kernel, systemd and a container engine. Both share what this module holds: the typed spec, the lab's fsid and
-cephx keys (kept in the lab's secrets dir), the `ceph` admin commands run on the first mon node, the waits with
-explicit budgets, observation and the pure diff.
+"""What both Ceph implementations share (packages.py builds the cluster by hand from the Debian daemons and runs
+everywhere, including LXC system containers on the CI host; cephadm.py is the production path for hosts with a full
+kernel, systemd and a container engine): the lab's fsid and cephx keys (kept in the lab's secrets dir), the `ceph`
+admin commands run on the first mon node, the waits with explicit budgets, observation and the pure drift.
 
 Every command runs through a Runner from `ctx.on_node(node)` (SSH into the node) as an argv list with a timeout.
 """
@@ -17,14 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from stacklab.drivers.base import BaseDriver, DriverContext, register
-from stacklab.drivers.ceph_conf import (
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.storage.ceph.conf import (
     CONF_PATH,
     CephSpec,
-    CephSpecError,
     check_key,
     client_caps,
     client_keyring_path,
@@ -33,11 +29,10 @@ from stacklab.drivers.ceph_conf import (
     render_keyring,
 )
 from stacklab.engine.events import announce_wait
-from stacklab.errors import PlanError, StackLabError
+from stacklab.errors import StackLabError
 from stacklab.exec.runner import CommandResult, Runner
 from stacklab.model.addressing import node_addresses
-from stacklab.plan.diff import default_diff
-from stacklab.plan.resource import Action, Change, Observed, Resource
+from stacklab.plan.resource import Observed
 from stacklab.secrets import read_secret, store_secret
 
 LOG = logging.getLogger(__name__)
@@ -437,100 +432,3 @@ def remove_clients(spec: CephSpec, ctx: DriverContext, resource_id: str) -> None
         if runner is not None:
             files = [CONF_PATH, *(client_keyring_path(c) for c in spec.clients)]
             runner.run(["rm", "-f", *files], timeout=FILE_TIMEOUT)
-
-
-class CephImplementation(Protocol):
-    name: str
-
-    def observe(self, spec: CephSpec, ctx: DriverContext, resource_id: str) -> Observed | None: ...
-
-    def apply(self, spec: CephSpec, ctx: DriverContext, resource_id: str) -> Mapping[str, Any]: ...
-
-    def delete(self, spec: CephSpec, ctx: DriverContext, resource_id: str) -> None: ...
-
-
-def _osds_only_grew(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """True when the only spec change adds OSDs (more per node, or new nodes) and keeps existing sizes."""
-    if {k: v for k, v in old.items() if k != "osds"} != {k: v for k, v in new.items() if k != "osds"}:
-        return False
-    try:
-        old_spec, new_spec = CephSpec.from_spec("x", old), CephSpec.from_spec("x", new)
-    except (CephSpecError, KeyError, TypeError, ValueError):
-        return False
-    for node in old_spec.osd_hosts:
-        before, after = old_spec.osd_sizes(node), new_spec.osd_sizes(node)
-        if after[: len(before)] != before:
-            return False
-    return True
-
-
-@register("ceph")
-@dataclass
-class CephDriver(BaseDriver):
-    """Ceph cluster of a lab: `packages` (hand-built daemons) or `cephadm` (orchestrated containers).
-
-    A replace (different mon set, implementation, replicas …) deletes the old cluster, then builds the new one
-    with the same fsid and cephx keys. A failed apply leaves daemons and files that carry the lab's marker
-    in ceph.conf; `up` resumes from them (every step checks whether it is already done) and `delete` removes them.
-    """
-
-    kind = "ceph"
-    updatable = frozenset({"pools", "clients"})
-    waiter: Waiter = field(default_factory=Waiter)
-    new_uuid: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
-
-    def implementation(self, name: str) -> CephImplementation:
-        if name == "packages":
-            from stacklab.drivers.ceph_packages import PackagesCeph
-
-            return PackagesCeph(self.waiter, self.new_uuid)
-        if name == "cephadm":
-            from stacklab.drivers.ceph_cephadm import CephadmCeph
-
-            return CephadmCeph(self.waiter)
-        raise PlanError(f"unknown Ceph implementation {name!r}", hint="use `packages` or `cephadm`")
-
-    @staticmethod
-    def spec_of(resource_id: str, name: str, spec: Mapping[str, Any]) -> CephSpec:
-        try:
-            return CephSpec.from_spec(name, spec)
-        except CephSpecError as exc:
-            raise PlanError(str(exc), resource=resource_id, hint="fix storage.ceph in the lab file") from None
-
-    def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
-        spec = self.spec_of(resource.id, resource.name, resource.spec)
-        return self.implementation(spec.implementation).observe(spec, ctx, resource.id)
-
-    def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
-        spec = self.spec_of(resource.id, resource.name, resource.spec)
-        if observed is not None and observed.owned and "mons" in observed.facts:
-            have = sorted(observed.facts["mons"])
-            if have != sorted(spec.mon_names):
-                reason = f"monitors {have} != {sorted(spec.mon_names)}: the cluster is rebuilt"
-                return Change(resource, Action.REPLACE, (reason,), observed, recorded)
-        change = default_diff(resource, observed, recorded, updatable=self.updatable)
-        if change.action is Action.REPLACE and recorded is not None:
-            old = recorded.get("spec", {})
-            if old.get("implementation") == resource.spec.get("implementation") and _osds_only_grew(old, resource.spec):
-                return Change(resource, Action.UPDATE, (*change.reasons, "OSDs are added in place"), observed, recorded)
-        return change
-
-    def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
-        resource = change.resource
-        spec = self.spec_of(resource.id, resource.name, resource.spec)
-        impl = self.implementation(spec.implementation)
-        if change.action is Action.REPLACE and change.recorded and change.recorded.get("spec"):
-            old = self.spec_of(resource.id, resource.name, change.recorded["spec"])
-            ctx.progress(f"{resource.id}: removing the old cluster before rebuilding it")
-            self.implementation(old.implementation).delete(old, ctx, resource.id)
-        return impl.apply(spec, ctx, resource.id)
-
-    def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
-        raw = recorded.get("spec")
-        if not raw:
-            LOG.info("%s: nothing recorded to delete", resource_id)
-            return
-        name = str(recorded.get("name") or resource_id.partition("/")[2])
-        spec = self.spec_of(resource_id, name, raw)
-        remove_clients(spec, ctx, resource_id)
-        self.implementation(spec.implementation).delete(spec, ctx, resource_id)

@@ -23,7 +23,9 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.services import (
+from stacklab.drivers.openstack.infra import ensure_database
+from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
+from stacklab.drivers.openstack.services import (
     ServicePlan,
     file_problems,
     register_role,
@@ -31,8 +33,6 @@ from stacklab.drivers.services import (
     version_list_answers,
     wait_for_api,
 )
-from stacklab.drivers.svc_infra import ensure_database
-from stacklab.drivers.svc_keystone import authtoken_section, register_in_keystone, retire_service
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret

@@ -111,15 +111,15 @@ def register_role(role: ServiceRole) -> ServiceRole:
 
 def _import_roles() -> None:
     # the role modules register themselves; imported here so that the driver always knows every shipped role
-    from stacklab.drivers import (  # noqa: F401
-        svc_cinder,
-        svc_glance,
-        svc_infra,
-        svc_keystone,
-        svc_neutron,
-        svc_nova,
-        svc_placement,
-        svc_swift,
+    from stacklab.drivers.openstack import (  # noqa: F401
+        cinder,
+        glance,
+        infra,
+        keystone,
+        neutron,
+        nova,
+        placement,
+        swift,
     )
 
 

@@ -1,0 +1,1 @@
+"""Node kinds: the bridges, images, seeds, containers and VMs a lab's nodes are built from."""

@@ -1,0 +1,1 @@
+"""Storage a lab serves: iSCSI targets, NFS exports, LVM volume groups and Ceph clusters (one package each)."""

@@ -1,0 +1,1 @@
+"""Ceph clusters: shared types and helpers, the packages and cephadm implementations, ceph.conf rendering."""

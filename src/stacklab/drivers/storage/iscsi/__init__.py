@@ -1,0 +1,1 @@
+"""iSCSI targets: shared types, the tgt and LIO backends, the backend table and the driver."""

@@ -1,0 +1,1 @@
+"""NFS exports: shared types, the Ganesha and knfsd backends, the backend table and the driver."""
