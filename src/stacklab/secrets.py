@@ -7,7 +7,7 @@ import secrets
 import string
 from pathlib import Path
 
-from stacklab.engine.atomic import write_atomic
+from stacklab.exec.atomic import write_atomic
 
 _ALPHABET = string.ascii_letters + string.digits
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import stacklab.drivers.registry  # noqa: F401  - registers every driver
-from stacklab.engine.atomic import write_atomic
 from stacklab.engine.core import Engine
 from stacklab.engine.events import EventBus, JsonlSink, PlainSink, RichSink
 from stacklab.engine.state import StateStore, lab_lock
 from stacklab.errors import StackLabError
+from stacklab.exec.atomic import write_atomic
 from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.host.capabilities import HostReport, probe_host
 from stacklab.host.choose import Choice, choose_all
@@ -140,7 +140,7 @@ class Session:
         if before is None:
             self.bus.note("no host snapshot from before `up`: leak check skipped")
             return []
-        from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
+        from stacklab.exec.readiness import NotReady, ReadinessTimeout, wait_until
 
         markers, prefixes = lab_markers(self.lab, self.state.dir), [self.lab.kernel_prefix]
         found: list[str] = []

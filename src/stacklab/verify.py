@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from stacklab.engine.atomic import write_atomic
 from stacklab.engine.state import StateStore, lab_lock
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError, VerifyError
+from stacklab.exec.atomic import write_atomic
 from stacklab.exec.runner import LocalRunner
 from stacklab.model.checks import shipped_suites
 from stacklab.suites.context import ENV, build_context

@@ -25,8 +25,8 @@ import pytest
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.nodes.container import ContainerDriver, ContainerLayout, cgroup_base, cgroup_mounts
 from stacklab.drivers.nodes.image import ImageBuilder, resolve_recipe
-from stacklab.drivers.readiness import ReadinessTimeout
 from stacklab.errors import StackLabError
+from stacklab.exec.readiness import ReadinessTimeout
 from stacklab.exec.runner import LocalRunner
 from stacklab.exec.ssh import SSHRunner
 from stacklab.model.lab import Lab

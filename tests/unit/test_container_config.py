@@ -437,7 +437,7 @@ def test_failed_cloud_init_removes_everything_but_logs(fake_ctx: DriverContext, 
 
 
 def test_ssh_timeout_is_reported(fake_ctx: DriverContext, tmp_path: Path) -> None:
-    from stacklab.drivers.readiness import ReadinessTimeout
+    from stacklab.exec.readiness import ReadinessTimeout
 
     assert isinstance(fake_ctx.runner, FakeRunner)
     FakeLxc(fake_ctx.runner)

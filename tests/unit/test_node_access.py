@@ -48,3 +48,27 @@ def test_the_factory_gives_separate_connections(tmp_path: Path) -> None:
     _record(tmp_path, "n1", "10.0.0.11")
     factory = node_runner_for(tmp_path / "lab")
     assert factory("n1") is not factory("n1")
+
+
+def test_the_suites_lab_context_reaches_nodes_through_exec_only(tmp_path: Path) -> None:
+    """The suites build their runners from the context `verify` exported (no engine import): same address, user,
+    key and the lab's known_hosts as the engine's runner; a node without a recorded address is named."""
+    from stacklab.suites.context import LabContext, build_context
+
+    _record(tmp_path, "n1", "10.0.0.11")
+    store = StateStore(tmp_path, "lab")
+    lab = LabContext.from_dict(build_context("lab", tmp_path / "lab", store.resources))
+    runner = lab.runner("n1")
+    engine_runner = node_runner_for(tmp_path / "lab")("n1")
+    assert isinstance(engine_runner, SSHRunner)
+    assert (runner.host, runner.user, runner.key_file, runner.port, runner.known_hosts) == (
+        engine_runner.host,
+        engine_runner.user,
+        engine_runner.key_file,
+        engine_runner.port,
+        engine_runner.known_hosts,
+    )
+    assert runner.known_hosts == tmp_path / "lab" / "known_hosts"
+    assert lab.runner("n1") is not runner
+    with pytest.raises(StackLabError, match="node ghost is not up"):
+        lab.runner("ghost")

@@ -19,8 +19,8 @@ from typing import Any, cast
 import paramiko
 import pytest
 
-from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
 from stacklab.errors import StackLabError
+from stacklab.exec.readiness import NotReady, ReadinessTimeout, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout
 from stacklab.exec.ssh import (
     HostKeyMismatch,

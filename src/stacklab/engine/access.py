@@ -10,7 +10,7 @@ from typing import Any
 from stacklab.engine.state import StateStore
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
-from stacklab.exec.ssh import SSHRunner
+from stacklab.exec.ssh import SSHRunner, lab_ssh_runner
 
 
 def _recorded_ssh(lab_dir: Path, node: str) -> Mapping[str, Any]:
@@ -21,21 +21,11 @@ def _recorded_ssh(lab_dir: Path, node: str) -> Mapping[str, Any]:
     return dict(ssh)
 
 
-def _ssh_runner(lab_dir: Path, ssh: Mapping[str, Any]) -> SSHRunner:
-    return SSHRunner(
-        str(ssh["host"]),
-        user=str(ssh.get("user", "root")),
-        key_file=Path(str(ssh["key"])),
-        port=int(ssh.get("port", 22)),
-        known_hosts=lab_dir / "known_hosts",
-    )
-
-
 def node_runner_for(lab_dir: Path) -> Callable[[str], Runner]:
     """A factory of new runners, each with its own SSH connection (for concurrent streams in suites)."""
 
     def factory(node: str) -> Runner:
-        return _ssh_runner(lab_dir, _recorded_ssh(lab_dir, node))
+        return lab_ssh_runner(lab_dir, _recorded_ssh(lab_dir, node))
 
     return factory
 
@@ -60,7 +50,7 @@ class NodeRunners:
                 return cached[1]
             if cached is not None:
                 cached[1].close()
-            runner = _ssh_runner(self.lab_dir, ssh)
+            runner = lab_ssh_runner(self.lab_dir, ssh)
             self._runners[node] = (ssh, runner)
             return runner
 

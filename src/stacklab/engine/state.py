@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from stacklab.engine.atomic import write_atomic
 from stacklab.errors import LockedError, StackLabError
+from stacklab.exec.atomic import write_atomic
 from stacklab.plan.resource import Resource
 
 STATE_VERSION = 1

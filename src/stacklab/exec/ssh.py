@@ -25,11 +25,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import paramiko
 
-from stacklab.drivers.readiness import wait_until
 from stacklab.errors import StackLabError
+from stacklab.exec.readiness import wait_until
 from stacklab.exec.runner import CommandError, CommandResult, CommandTimeout
 
 LOG = logging.getLogger(__name__)
@@ -407,4 +408,16 @@ def wait_for_ssh(
         retry_on=retry,
         hint="check that the node booted (console log) and that its address is on the lab bridge",
         resource=resource,
+    )
+
+
+def lab_ssh_runner(lab_dir: Path, ssh: Mapping[str, Any]) -> SSHRunner:
+    """A runner to a lab node from the `ssh` outputs its node driver recorded (host, user, key, port), trusting
+    the host keys the lab keeps in `<lab_dir>/known_hosts`. Shared by the engine and the suites' lab context."""
+    return SSHRunner(
+        str(ssh["host"]),
+        user=str(ssh.get("user", "root")),
+        key_file=Path(str(ssh["key"])),
+        port=int(ssh.get("port", 22)),
+        known_hosts=lab_dir / "known_hosts",
     )

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stacklab.errors import StackLabError
+from stacklab.exec.ssh import SSHRunner, lab_ssh_runner
+
 ENV = "STACKLAB_LAB_CONTEXT"
 
 
@@ -42,6 +45,14 @@ class LabContext:
 
     def address(self, node: str, network: str) -> str:
         return str(self.nodes[node]["addresses"][network])
+
+    def runner(self, node: str) -> SSHRunner:
+        """A new SSH runner to `node` (its own connection, for concurrent streams; the caller closes it), from the
+        address the node's driver recorded when the lab came up."""
+        ssh = self.outputs.get(f"node/{node}", {}).get("ssh")
+        if not ssh:
+            raise StackLabError(f"node {node} is not up (no SSH address recorded)", resource=f"node/{node}")
+        return lab_ssh_runner(self.state_dir, ssh)
 
 
 def build_context(

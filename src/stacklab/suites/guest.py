@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers.node_files import write_node_file
+from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
 from stacklab.suites.openstack_calls import admin_auth, os_client, service

@@ -27,10 +27,9 @@ def inventory(lab: LabContext) -> dict[str, Any] | None:
     keystone = lab.outputs.get("service/keystone")
     if not keystone:
         return None
-    from stacklab.engine.access import node_runner_for
     from stacklab.suites.openstack_calls import admin_auth, os_client
 
-    runner = node_runner_for(lab.state_dir)(str(keystone["node"]))
+    runner = lab.runner(str(keystone["node"]))
     try:
         return os_client(runner, "lab", "inventory", admin_auth(lab))
     finally:

@@ -65,15 +65,10 @@ def hosts(lab: LabContext) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def runners(lab: LabContext) -> Iterator[dict[str, Runner]]:
     """stacklab's SSH runner per node (argv lists, timeouts, stdin for secrets and payloads)."""
-    from stacklab.engine.access import node_runner_for
-
-    factory = node_runner_for(lab.state_dir)
-    made = {name: factory(name) for name in lab.nodes}
-    yield made
+    made = {name: lab.runner(name) for name in lab.nodes}
+    yield dict(made)
     for runner in made.values():
-        close = getattr(runner, "close", None)
-        if close is not None:
-            close()
+        runner.close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers.node_files import write_node_file
+from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
 from stacklab.suites.storage_paths import read_secret

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from stacklab.drivers.node_files import systemctl, unit_active
+from stacklab.exec.node_files import systemctl, unit_active
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
 from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line

@@ -231,12 +231,10 @@ def _io_holding_session(
     """Run one qemu-io command on the client over its own SSH session and keep the iSCSI session open 2 s after it;
     meanwhile list the peers of the portal's established connections on the storage node (testinfra's socket
     module, `ss` there). Returns the qemu-io result and the peer addresses seen."""
-    from stacklab.engine.access import node_runner_for
-
     result: dict[str, Any] = {}
 
     def io() -> None:
-        own = node_runner_for(lab.state_dir)(iscsi.client)
+        own = lab.runner(iscsi.client)
         objects = secret_objects(iscsi, target)
         try:
             result["io"] = qemu_io(own, iscsi.opts(target), command, "sleep 2000", objects=objects, check=False)
@@ -342,8 +340,6 @@ def test_iscsi_unknown_initiator_is_refused(iscsi: IscsiLab, runners: dict[str, 
 def test_iscsi_target_restart_mid_write_keeps_acknowledged_writes(
     lab: LabContext, iscsi: IscsiLab, runners: dict[str, Runner], evidence: Evidence
 ) -> None:
-    from stacklab.engine.access import node_runner_for
-
     target = next((n for n, t in sorted(iscsi.targets.items()) if t["backing"] == "file"), sorted(iscsi.targets)[0])
     chunk, count = 256 * 1024, 24
     commands = []
@@ -352,7 +348,7 @@ def test_iscsi_target_restart_mid_write_keeps_acknowledged_writes(
     result: dict[str, Any] = {}
 
     def writer() -> None:
-        own = node_runner_for(lab.state_dir)(iscsi.client)  # a separate SSH session for the concurrent stream
+        own = lab.runner(iscsi.client)  # a separate SSH session for the concurrent stream
         result["io"] = qemu_io(
             own, iscsi.opts(target), *commands, objects=secret_objects(iscsi, target), check=False, timeout=180.0
         )
@@ -555,9 +551,7 @@ def _osd_of(admin: Runner) -> tuple[int, str]:
 
 
 def _writer(lab: LabContext, node: str, *, pool: str, image: str, chunks: int, size: int, out: dict[str, Any]) -> None:
-    from stacklab.engine.access import node_runner_for
-
-    own = node_runner_for(lab.state_dir)(node)
+    own = lab.runner(node)
     argv = ["python3", RBD_TOOL, CEPH_CONF, "admin", pool, image, "writer", str(chunks), str(size), "0.2"]
     out["result"] = own.run(argv, timeout=300.0, check=False)
 

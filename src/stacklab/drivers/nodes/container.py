@@ -50,9 +50,9 @@ from stacklab.drivers.nodes.seed import (
     render_nocloud,
     write_seed_dir,
 )
-from stacklab.drivers.readiness import NotReady, ReadinessTimeout, wait_until
-from stacklab.engine.atomic import write_atomic
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.atomic import write_atomic
+from stacklab.exec.readiness import NotReady, ReadinessTimeout, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.exec.ssh import forget_host_key, wait_for_ssh
 from stacklab.plan.resource import Action, Change, Observed, Resource

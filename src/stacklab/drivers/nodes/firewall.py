@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stacklab.drivers.node_files import (
+from stacklab.exec.node_files import (
     FILE_TIMEOUT,
     enable_and_restart,
     read_node_file,

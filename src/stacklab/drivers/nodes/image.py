@@ -31,7 +31,6 @@ machine-id, cloud-init limited to the NoCloud datasource, apt caches and lists r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +48,9 @@ from typing import Any
 import yaml
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.engine.atomic import write_atomic
 from stacklab.errors import PlanError
+from stacklab.exec.atomic import write_atomic
+from stacklab.exec.filelock import file_lock
 from stacklab.exec.runner import Runner
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.plan.resource import Change, Observed, Resource
@@ -321,17 +321,6 @@ def entry_for(recipe: Recipe, root: Path | None = None) -> CacheEntry:
     return CacheEntry(recipe.name, recipe_hash(recipe), root or cache_root())
 
 
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _tree_size(path: Path) -> int:
     """Bytes used by a tree (hard links counted once), without following symlinks."""
     seen: set[tuple[int, int]] = set()
@@ -380,7 +369,7 @@ class ImageBuilder:
             LOG.debug("image %s: cache hit %s", recipe.name, entry.directory)
             return entry
         parent_entry = self.ensure(recipe.parent) if recipe.parent is not None else None
-        with _flock(entry.lock):
+        with file_lock(entry.lock):
             if entry.read_manifest() is not None:  # another lab built it while we waited
                 return entry
             self._clean_stale(entry)

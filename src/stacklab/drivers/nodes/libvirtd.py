@@ -16,19 +16,17 @@ host's, so a lab with VM nodes comes up beside a lab whose nodes run libvirt.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from stacklab.errors import StackLabError
+from stacklab.exec.filelock import file_lock
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 
 LOG = logging.getLogger(__name__)
@@ -163,17 +161,6 @@ def _record_of(name: str, pid: int) -> DaemonRecord:
 # Record file
 
 
-@contextmanager
-def _locked(record_dir: Path) -> Iterator[None]:
-    record_dir.mkdir(parents=True, exist_ok=True)
-    with (record_dir / "lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def read_record(record_dir: Path = RECORD_DIR) -> dict[str, Any] | None:
     path = record_dir / RECORD_NAME
     try:
@@ -235,7 +222,7 @@ def ensure_libvirtd(
     `hide_kvm` (when KVM cannot run guests) starts ours in a private mount namespace without /dev/kvm.
     Raises if a libvirtd process exists but does not answer: a second one would share its /run/libvirt.
     """
-    with _locked(record_dir):
+    with file_lock(record_dir / "lock"):
         ours = {d.name: d for d in owned_daemons(record_dir)}
         if libvirtd_answers(runner):
             owned = "libvirtd" in ours
@@ -342,7 +329,7 @@ def stop_owned_libvirtd(*, record_dir: Path = RECORD_DIR, budget: float = 30.0) 
     The caller decides when (no lab uses it any more). A daemon not in the record is never signalled.
     """
     stopped: list[DaemonRecord] = []
-    with _locked(record_dir):
+    with file_lock(record_dir / "lock"):
         for record in sorted(owned_daemons(record_dir), key=lambda d: d.name != "libvirtd"):
             LOG.info("stopping %s (pid %d), started by stacklab", record.name, record.pid)
             _terminate(record, budget)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import yaml
 
-from stacklab.engine.atomic import write_atomic
+from stacklab.exec.atomic import write_atomic
 
 if TYPE_CHECKING:
     from stacklab.drivers.base import DriverContext

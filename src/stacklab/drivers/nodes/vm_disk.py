@@ -12,19 +12,18 @@ a file lock, so parallel node applies (threads or processes) build it once and n
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stacklab.errors import StackLabError
+from stacklab.exec.filelock import file_lock
 from stacklab.exec.runner import CommandError, Runner
 
 LOG = logging.getLogger(__name__)
@@ -133,17 +132,6 @@ def debugfs_script(staging: Path, rootfs: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_base_disk(
     rootfs: Path,
     image_hash: str,
@@ -161,7 +149,7 @@ def ensure_base_disk(
     if not rootfs.is_dir():
         raise StackLabError(f"image root filesystem {rootfs} does not exist", hint="rebuild the image")
     version, kernel, initrd = find_kernel(rootfs)
-    with _file_lock(rootfs.parent / f"vm-{image_hash}.lock"):
+    with file_lock(rootfs.parent / f"vm-{image_hash}.lock"):
         cached = read_base_disk(rootfs, image_hash)
         if cached is not None:
             return cached

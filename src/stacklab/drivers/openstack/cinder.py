@@ -25,14 +25,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import (
-    enable_and_restart,
-    node_path_exists,
-    require_node,
-    unit_active,
-    write_node_file,
-    write_unit_files,
-)
 from stacklab.drivers.openstack.infra import (
     AMQP_PORT,
     RABBIT_SECRET,
@@ -58,6 +50,14 @@ from stacklab.drivers.openstack.services import (
     wait_for_api,
 )
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.node_files import (
+    enable_and_restart,
+    node_path_exists,
+    require_node,
+    unit_active,
+    write_node_file,
+    write_unit_files,
+)
 from stacklab.exec.runner import Runner
 
 PACKAGE_CONF = "/etc/cinder/cinder.conf"

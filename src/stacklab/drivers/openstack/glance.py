@@ -17,12 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import (
-    enable_and_restart,
-    require_node,
-    write_node_file,
-    write_unit_files,
-)
 from stacklab.drivers.openstack.infra import ensure_database
 from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
 from stacklab.drivers.openstack.services import (
@@ -34,6 +28,12 @@ from stacklab.drivers.openstack.services import (
     wait_for_api,
 )
 from stacklab.errors import PlanError
+from stacklab.exec.node_files import (
+    enable_and_restart,
+    require_node,
+    write_node_file,
+    write_unit_files,
+)
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
 

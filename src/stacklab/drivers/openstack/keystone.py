@@ -22,7 +22,10 @@ from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import (
+from stacklab.drivers.openstack.infra import MEMCACHED_PORT, drop_database, ensure_database
+from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
+from stacklab.errors import StackLabError
+from stacklab.exec.node_files import (
     enable_and_restart,
     remove_node_files,
     require_node,
@@ -31,9 +34,6 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.openstack.infra import MEMCACHED_PORT, drop_database, ensure_database
-from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
-from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
 

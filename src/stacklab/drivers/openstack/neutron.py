@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
 from stacklab.drivers.openstack.keystone import (
     authtoken_section,
@@ -36,6 +35,7 @@ from stacklab.drivers.openstack.services import (
     version_list_answers,
     wait_for_api,
 )
+from stacklab.exec.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
 from stacklab.exec.runner import Runner
 
 PACKAGE_CONF = "/etc/neutron/neutron.conf"

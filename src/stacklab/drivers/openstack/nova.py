@@ -25,16 +25,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import (
-    enable_and_restart,
-    read_node_file,
-    remove_node_files,
-    require_node,
-    systemctl,
-    unit_active,
-    write_node_file,
-    write_unit_files,
-)
 from stacklab.drivers.openstack.cinder import (
     CEPH_USER,
     keyring_path,
@@ -63,6 +53,16 @@ from stacklab.drivers.openstack.services import (
     wait_for_api,
 )
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.node_files import (
+    enable_and_restart,
+    read_node_file,
+    remove_node_files,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+    write_unit_files,
+)
 from stacklab.exec.runner import Runner
 from stacklab.model.addressing import node_addresses
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.node_files import read_node_file, remove_node_files, unit_active, write_node_file
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.node_files import read_node_file, remove_node_files, unit_active, write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 from stacklab.secrets import get_or_create_secret, read_secret

@@ -20,7 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.node_files import (
+from stacklab.drivers.openstack.infra import MEMCACHED_PORT
+from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
+from stacklab.drivers.openstack.keystone import REGION, register_in_keystone
+from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, wait_for_api
+from stacklab.errors import PlanError
+from stacklab.exec.node_files import (
     read_node_file,
     remove_node_files,
     require_node,
@@ -28,11 +33,6 @@ from stacklab.drivers.node_files import (
     unit_active,
     write_node_file,
 )
-from stacklab.drivers.openstack.infra import MEMCACHED_PORT
-from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
-from stacklab.drivers.openstack.keystone import REGION, register_in_keystone
-from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, wait_for_api
-from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
 

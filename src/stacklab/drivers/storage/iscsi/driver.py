@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.node_files import FILE_TIMEOUT, node_path_exists
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.drivers.storage.iscsi.backends import backend_for
 from stacklab.drivers.storage.iscsi.types import (
@@ -58,6 +57,7 @@ from stacklab.drivers.storage.iscsi.types import (
 )
 from stacklab.drivers.storage.lvm.driver import ensure_lv, remove_lv
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.node_files import FILE_TIMEOUT, node_path_exists
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 from stacklab.secrets import get_or_create_secret, read_secret

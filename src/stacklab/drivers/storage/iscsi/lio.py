@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stacklab.drivers.node_files import FILE_TIMEOUT, node_has_systemd, node_path_exists, read_node_file, systemctl
 from stacklab.drivers.storage.iscsi.types import DATA_LUN, ISCSI_PORT, IscsiPlan, TargetPlan, TargetSeen, TargetsSeen
 from stacklab.errors import PlanError
+from stacklab.exec.node_files import FILE_TIMEOUT, node_has_systemd, node_path_exists, read_node_file, systemctl
 from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)

@@ -33,7 +33,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stacklab.drivers.node_files import (
+from stacklab.drivers.storage.iscsi.types import (
+    DATA_LUN,
+    ISCSI_PORT,
+    IscsiPlan,
+    TargetPlan,
+    TargetSeen,
+    TargetsSeen,
+)
+from stacklab.errors import StackLabError
+from stacklab.exec.node_files import (
     FILE_TIMEOUT,
     enable_and_restart,
     node_path_exists,
@@ -44,15 +53,6 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.storage.iscsi.types import (
-    DATA_LUN,
-    ISCSI_PORT,
-    IscsiPlan,
-    TargetPlan,
-    TargetSeen,
-    TargetsSeen,
-)
-from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
-from stacklab.drivers.node_files import FILE_TIMEOUT, node_has_systemd, node_path_exists, systemctl, write_node_file
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.node_files import FILE_TIMEOUT, node_has_systemd, node_path_exists, systemctl, write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 

@@ -35,7 +35,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacklab.drivers.node_files import (
+from stacklab.drivers.storage.nfs.types import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
+from stacklab.errors import StackLabError
+from stacklab.exec.node_files import (
     read_node_file,
     require_node,
     systemctl,
@@ -43,8 +45,6 @@ from stacklab.drivers.node_files import (
     write_node_file,
     write_unit_files,
 )
-from stacklab.drivers.storage.nfs.types import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
-from stacklab.errors import StackLabError
 from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)

@@ -22,15 +22,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.node_files import (
-    FILE_TIMEOUT,
-    enable_and_restart,
-    read_node_file,
-    require_node,
-    systemctl,
-    unit_active,
-    write_node_file,
-)
 from stacklab.drivers.storage.nfs.types import (
     LOCKD_PORT,
     MOUNT_PORT,
@@ -41,6 +32,15 @@ from stacklab.drivers.storage.nfs.types import (
     make_dirs,
 )
 from stacklab.errors import PlanError
+from stacklab.exec.node_files import (
+    FILE_TIMEOUT,
+    enable_and_restart,
+    read_node_file,
+    require_node,
+    systemctl,
+    unit_active,
+    write_node_file,
+)
 from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)

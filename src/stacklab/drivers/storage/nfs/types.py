@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stacklab.drivers.node_files import FILE_TIMEOUT
+from stacklab.exec.node_files import FILE_TIMEOUT
 from stacklab.exec.runner import Runner
 
 # The node's port filter (node_firewall): rpcbind, nfs and the pinned MOUNT, statd and lockd ports reachable from
