@@ -7,7 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from stacklab.engine.events import Event, EventBus, JsonlSink, PlainSink, RichSink, announce_wait
+from stacklab.engine.events import Event, EventBus, JsonlSink, PlainSink, RichSink
+from stacklab.exec.readiness import announce_wait
 
 
 class Recorder:

@@ -6,13 +6,14 @@ live view on a terminal.
 What a person reads: each progress line names its resource once (a driver's "service/swift: rings ..." is
 said as "service/swift: rings ..." with the prefix not repeated) with the seconds since its step started, and a
 wait says what it waits for and its budget, counting down while it lasts: a progress message ending in
-"(budget 240s)" starts one, and so does `announce_wait` (readiness.wait_until and Ceph's waiter call it) from
-the thread that runs the step.
+"(budget 240s)" starts one, and so does `exec.readiness.announce_wait` (Ceph's waiter calls it) from the
+thread that runs the step: the bus binds that thread's announcer at step_start and unbinds it at step_end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import threading
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+from stacklab.exec.readiness import set_wait_announcer
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,6 @@ def own_words(resource: str, message: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def announce_wait(what: str, budget: float) -> None:
-    """Show what the step running in this thread now waits for, and its budget (a no-op outside a step)."""
-    current: tuple[EventBus, str] | None = getattr(_CURRENT, "step", None)
-    if current is not None:
-        bus, resource = current
-        bus.emit("step_progress", resource=resource, message=f"waiting for {what}", budget=budget)
-
-
 class EventBus:
     def __init__(self, *, run_id: str | None = None) -> None:
         self.run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -78,11 +73,16 @@ class EventBus:
         event = Event(type=type, run=self.run_id, **fields)
         if type == "step_start" and event.resource:
             _CURRENT.step = (self, event.resource)  # the engine emits step_start/step_end in the step's thread
+            set_wait_announcer(functools.partial(self._announce_wait, event.resource))
         elif type == "step_end" and getattr(_CURRENT, "step", None) == (self, event.resource):
             _CURRENT.step = None
+            set_wait_announcer(None)
         with self._lock:
             for sink in self._sinks:
                 sink.handle(event)
+
+    def _announce_wait(self, resource: str, what: str, budget: float) -> None:
+        self.emit("step_progress", resource=resource, message=f"waiting for {what}", budget=budget)
 
     def note(self, message: str) -> None:
         self.emit("note", message=message)

@@ -9,6 +9,7 @@ exception listed in `retry_on`); any other exception ends the wait at once (e.g.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,22 @@ from stacklab.errors import StackLabError
 LOG = logging.getLogger(__name__)
 
 Probe = Callable[[], bool]
+Announcer = Callable[[str, float], None]  # (what is waited for, budget in seconds)
+
+# Where a wait in this thread is shown: the engine's event bus binds it for the step the thread runs.
+_ANNOUNCER = threading.local()
+
+
+def set_wait_announcer(announce: Announcer | None) -> None:
+    """Bind (or with None, unbind) where `announce_wait` calls in this thread are shown."""
+    _ANNOUNCER.announce = announce
+
+
+def announce_wait(what: str, budget: float) -> None:
+    """Show what the step running in this thread now waits for, and its budget (a no-op outside a step)."""
+    announce: Announcer | None = getattr(_ANNOUNCER, "announce", None)
+    if announce is not None:
+        announce(what, budget)
 
 
 class NotReady(Exception):

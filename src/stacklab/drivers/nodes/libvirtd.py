@@ -27,6 +27,7 @@ from typing import Any
 
 from stacklab.errors import StackLabError
 from stacklab.exec.filelock import file_lock
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 
 LOG = logging.getLogger(__name__)
@@ -305,22 +306,33 @@ def _namespace_files(record_dir: Path) -> tuple[Path, Path]:
 
 
 def _wait_pidfile(path: Path, name: str, budget: float) -> int:
-    deadline = time.monotonic() + budget
-    while True:
+    live: list[int] = []
+
+    def written() -> bool:
         pid = _pid_from_file(path)
         if pid is not None and _identity(pid) is not None:
-            return pid
-        if time.monotonic() > deadline:
-            raise StackLabError(f"{name} wrote no live pid to {path} within {budget:g}s")
-        time.sleep(_POLL)
+            live.append(pid)
+            return True
+        return False
+
+    try:
+        wait_until(written, budget=budget, interval=_POLL, what=f"{name} to write its pid to {path}")
+    except ReadinessTimeout:
+        raise StackLabError(f"{name} wrote no live pid to {path} within {budget:g}s") from None
+    return live[-1]
 
 
 def _wait_answers(runner: Runner, budget: float) -> None:
     deadline = time.monotonic() + budget
-    while not libvirtd_answers(runner, timeout=max(1.0, deadline - time.monotonic())):
-        if time.monotonic() > deadline:
-            raise StackLabError(f"libvirtd started but did not answer on {URI} within {budget:g}s")
-        time.sleep(_POLL)
+    try:
+        wait_until(
+            lambda: libvirtd_answers(runner, timeout=max(1.0, deadline - time.monotonic())),
+            budget=budget,
+            interval=_POLL,
+            what=f"libvirtd to answer on {URI}",
+        )
+    except ReadinessTimeout:
+        raise StackLabError(f"libvirtd started but did not answer on {URI} within {budget:g}s") from None
 
 
 def stop_owned_libvirtd(*, record_dir: Path = RECORD_DIR, budget: float = 30.0) -> list[DaemonRecord]:
@@ -340,10 +352,8 @@ def stop_owned_libvirtd(*, record_dir: Path = RECORD_DIR, budget: float = 30.0) 
 
 def _terminate(record: DaemonRecord, budget: float) -> None:
     os.kill(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + budget
-    while record.is_alive():
-        if time.monotonic() > deadline:
-            LOG.warning("%s (pid %d) ignored SIGTERM for %ss; sending SIGKILL", record.name, record.pid, budget)
-            os.kill(record.pid, signal.SIGKILL)
-            break
-        time.sleep(_POLL)
+    try:
+        wait_until(lambda: not record.is_alive(), budget=budget, interval=_POLL, what=f"{record.name} to exit")
+    except ReadinessTimeout:
+        LOG.warning("%s (pid %d) ignored SIGTERM for %ss; sending SIGKILL", record.name, record.pid, budget)
+        os.kill(record.pid, signal.SIGKILL)

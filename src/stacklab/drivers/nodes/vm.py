@@ -48,6 +48,7 @@ from stacklab.drivers.nodes.libvirt_config import (
 from stacklab.drivers.nodes.seed import lab_hosts, public_key_text
 from stacklab.drivers.nodes.vm_disk import BaseDisk, ensure_base_disk
 from stacklab.errors import PlanError, StackLabError
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.plan.resource import Action, Change, Observed, Resource
 
@@ -380,23 +381,29 @@ def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
     deadline = time.monotonic() + budget
     probe = ssh_argv(target, ["true"])
     last_error = ""
-    while True:
-        require_alive(target, "booting")
+
+    def answers() -> bool:
+        nonlocal last_error
+        require_alive(target, "booting")  # a stopped domain ends the wait at once
         try:
             result = runner.run(probe, timeout=_SSH_CONNECT_TIMEOUT + 10, check=False)
             if result.ok:
-                break
+                return True
             last_error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"rc {result.returncode}"
         except CommandTimeout as exc:
             last_error = str(exc)
-        if time.monotonic() + _SSH_PROBE_INTERVAL > deadline:
-            raise StackLabError(
-                f"VM {target.node}: SSH on {target.host} did not answer within {budget:g}s "
-                f"(last error: {last_error}); console ({target.console_log}):\n" + console_tail(target.console_log),
-                resource=f"node/{target.node}",
-                hint="TCG guests boot slowly on a busy host; check the console log for the stuck step",
-            )
-        time.sleep(_SSH_PROBE_INTERVAL)
+        return False
+
+    try:
+        # time.sleep looked up now, so a test that replaces it speeds this wait up too
+        wait_until(answers, budget=budget, interval=_SSH_PROBE_INTERVAL, what="SSH", sleep=time.sleep)
+    except ReadinessTimeout:
+        raise StackLabError(
+            f"VM {target.node}: SSH on {target.host} did not answer within {budget:g}s "
+            f"(last error: {last_error}); console ({target.console_log}):\n" + console_tail(target.console_log),
+            resource=f"node/{target.node}",
+            hint="TCG guests boot slowly on a busy host; check the console log for the stuck step",
+        ) from None
     wait_cloud_init(target, deadline=deadline, budget=budget, runner=runner)
 
 

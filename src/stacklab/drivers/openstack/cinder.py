@@ -19,7 +19,6 @@ device-mapper): never a silent fallback.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -58,6 +57,7 @@ from stacklab.exec.node_files import (
     write_node_file,
     write_unit_files,
 )
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 
 PACKAGE_CONF = "/etc/cinder/cinder.conf"
@@ -183,17 +183,29 @@ def reported_pools(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> lis
 
 
 def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServicePlan, budget: float = POOL_BUDGET) -> None:
-    deadline = time.monotonic() + budget
     wanted = pool_name(plan)
-    while wanted not in (pools := reported_pools(ctx, runner, plan)):
-        if not unit_active(runner, "cinder-volume") or time.monotonic() > deadline:
-            log = runner.run(["tail", "-n", "25", "/var/log/cinder/cinder-volume.log"], timeout=15, check=False)
-            raise StackLabError(
-                f"cinder-volume did not report its pool {wanted} within {budget:g}s (reported: {pools or 'none'})",
-                resource=f"service/{plan.name}",
-                hint=f"end of /var/log/cinder/cinder-volume.log:\n{log.stdout[-2000:]}",
-            )
-        time.sleep(3.0)
+    pools: list[str] = []
+
+    def failure() -> StackLabError:
+        log = runner.run(["tail", "-n", "25", "/var/log/cinder/cinder-volume.log"], timeout=15, check=False)
+        return StackLabError(
+            f"cinder-volume did not report its pool {wanted} within {budget:g}s (reported: {pools or 'none'})",
+            resource=f"service/{plan.name}",
+            hint=f"end of /var/log/cinder/cinder-volume.log:\n{log.stdout[-2000:]}",
+        )
+
+    def reported() -> bool:
+        pools[:] = reported_pools(ctx, runner, plan)
+        if wanted in pools:
+            return True
+        if not unit_active(runner, "cinder-volume"):  # no use waiting
+            raise failure()
+        return False
+
+    try:
+        wait_until(reported, budget=budget, interval=3.0, what=f"cinder-volume to report its pool {wanted}")
+    except ReadinessTimeout:
+        raise failure() from None
 
 
 def require_keyring(runner: Runner, node: str, rid: str, role: str) -> None:

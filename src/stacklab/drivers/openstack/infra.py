@@ -30,6 +30,7 @@ from stacklab.exec.node_files import (
     write_node_file,
     write_unit_files,
 )
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret
 
@@ -59,13 +60,17 @@ def _header(plan: ServicePlan, what: str) -> str:
 
 def _wait(runner: Runner, argv: list[str], what: str, budget: float = START_BUDGET) -> None:
     deadline = time.monotonic() + budget
-    while True:
+    last = {"stderr": ""}
+
+    def answers() -> bool:
         result = runner.run(argv, timeout=max(5.0, min(60.0, deadline - time.monotonic())), check=False)
-        if result.ok:
-            return
-        if time.monotonic() > deadline:
-            raise StackLabError(f"{what} did not come up within {budget:g}s: {result.stderr.strip()[-500:]}")
-        time.sleep(2.0)
+        last["stderr"] = result.stderr
+        return result.ok
+
+    try:
+        wait_until(answers, budget=budget, interval=2.0, what=what)
+    except ReadinessTimeout:
+        raise StackLabError(f"{what} did not come up within {budget:g}s: {last['stderr'].strip()[-500:]}") from None
 
 
 # --- MariaDB ------------------------------------------------------------------------------------------------

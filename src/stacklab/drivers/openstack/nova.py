@@ -20,7 +20,6 @@ hypervisor (and so a resource provider in placement).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +62,7 @@ from stacklab.exec.node_files import (
     write_node_file,
     write_unit_files,
 )
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.model.addressing import node_addresses
 
@@ -342,27 +342,31 @@ class Nova:
 
     def _wait_for_computes(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
         wanted = sorted(computes(plan))
-        deadline = time.monotonic() + COMPUTE_BUDGET
+        seen: dict[str, list[str]] = {"up": [], "found": []}
         discovered = False
-        while True:
+
+        def mapped() -> bool:
+            nonlocal discovered
             states = compute_states(ctx, runner, plan)
-            up = sorted(h for h, state in states.items() if state == "up")
-            if set(wanted) <= set(up):
-                if not discovered:
-                    runner.run(manage_argv("cell_v2", "discover_hosts"), timeout=MANAGE_TIMEOUT)
-                    discovered = True
-                if set(wanted) <= set(found := hypervisors(ctx, runner, plan)):
-                    return
-            else:
-                found = []
-            if time.monotonic() > deadline:
-                raise StackLabError(
-                    f"nova-compute on {', '.join(wanted)} did not come up within {COMPUTE_BUDGET:g}s "
-                    f"(services up: {up or 'none'}; hypervisors: {found or 'none'})",
-                    resource=f"service/{plan.name}",
-                    hint="see /var/log/nova/nova-compute.log and `journalctl -u libvirtd` on the compute nodes",
-                )
-            time.sleep(5.0)
+            seen["up"] = sorted(h for h, state in states.items() if state == "up")
+            seen["found"] = []
+            if not set(wanted) <= set(seen["up"]):
+                return False
+            if not discovered:
+                runner.run(manage_argv("cell_v2", "discover_hosts"), timeout=MANAGE_TIMEOUT)
+                discovered = True
+            seen["found"] = list(hypervisors(ctx, runner, plan))
+            return set(wanted) <= set(seen["found"])
+
+        try:
+            wait_until(mapped, budget=COMPUTE_BUDGET, interval=5.0, what=f"nova-compute on {', '.join(wanted)}")
+        except ReadinessTimeout:
+            raise StackLabError(
+                f"nova-compute on {', '.join(wanted)} did not come up within {COMPUTE_BUDGET:g}s "
+                f"(services up: {seen['up'] or 'none'}; hypervisors: {seen['found'] or 'none'})",
+                resource=f"service/{plan.name}",
+                hint="see /var/log/nova/nova-compute.log and `journalctl -u libvirtd` on the compute nodes",
+            ) from None
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
         for node in computes(plan):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import read_node_file, remove_node_files, unit_active, write_node_file
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -83,6 +83,7 @@ class ServiceRole(Protocol):
 
 ROLES: dict[str, ServiceRole] = {}
 API_BUDGET = 120.0
+API_POLL = 2.0
 
 
 def wait_for_api(
@@ -90,18 +91,25 @@ def wait_for_api(
     budget: float = API_BUDGET,
 ) -> None:  # fmt: skip
     """Until `answers()`; fails at once, quoting the service's log, when its unit has failed (no use waiting)."""
-    deadline = time.monotonic() + budget
-    while not answers():
-        failed = runner.run(["systemctl", "is-failed", "--quiet", unit], timeout=30, check=False).ok
-        if failed or time.monotonic() > deadline:
-            log = runner.run(["tail", "-n", "25", log_file], timeout=15, check=False).stdout
-            journal = runner.run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"], timeout=30,
-                                 check=False).stdout  # fmt: skip
-            state = "failed" if failed else f"does not answer on {url} after {budget:g}s"
-            raise StackLabError(
-                f"{unit} {state}", resource=rid, hint=f"end of {log_file}:\n{log[-1500:]}\njournal:\n{journal[-1500:]}"
-            )
-        time.sleep(2.0)
+
+    def failure(state: str) -> StackLabError:
+        log = runner.run(["tail", "-n", "25", log_file], timeout=15, check=False).stdout
+        journal = runner.run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"], timeout=30,
+                             check=False).stdout  # fmt: skip
+        hint = f"end of {log_file}:\n{log[-1500:]}\njournal:\n{journal[-1500:]}"
+        return StackLabError(f"{unit} {state}", resource=rid, hint=hint)
+
+    def ready() -> bool:
+        if answers():
+            return True
+        if runner.run(["systemctl", "is-failed", "--quiet", unit], timeout=30, check=False).ok:
+            raise failure("failed")
+        return False
+
+    try:
+        wait_until(ready, budget=budget, interval=API_POLL, what=f"{unit} to answer on {url}", resource=rid)
+    except ReadinessTimeout:
+        raise failure(f"does not answer on {url} after {budget:g}s") from None
 
 
 def register_role(role: ServiceRole) -> ServiceRole:

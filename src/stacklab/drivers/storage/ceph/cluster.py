@@ -28,8 +28,8 @@ from stacklab.drivers.storage.ceph.conf import (
     render_ceph_conf,
     render_keyring,
 )
-from stacklab.engine.events import announce_wait
 from stacklab.errors import StackLabError
+from stacklab.exec.readiness import ReadinessTimeout, announce_wait, wait_until
 from stacklab.exec.runner import CommandResult, Runner
 from stacklab.model.addressing import node_addresses
 from stacklab.plan.resource import Observed
@@ -108,20 +108,29 @@ class Waiter:
     def until(
         self, what: str, budget: float, probe: Callable[[], tuple[bool, str]], *, resource: str, hint: str
     ) -> str:
+        """Poll `probe` (done, what it sees now) through the one `wait_until`; return what it saw when done."""
         deadline = self.clock() + budget
-        announced: str | None = None
-        while True:
+        last = {"seen": "", "announced": None}
+
+        def check() -> bool:
             done, seen = probe()
+            last["seen"] = seen
             if done:
-                LOG.info("%s: %s (%s)", resource, what, seen)
-                return seen
+                return True
             now = self.clock()
-            if now >= deadline:
-                raise StackLabError(f"waited {budget:g}s for {what}; last seen: {seen}", resource=resource, hint=hint)
-            if seen != announced:  # the person watching sees what it waits on now, and the budget left
+            if now < deadline and seen != last["announced"]:  # who watches sees what it waits on, and what is left
                 announce_wait(f"{what} (now: {seen[:120]})", deadline - now)
-                announced = seen
-            self.sleep(self.interval)
+                last["announced"] = seen
+            return False
+
+        try:
+            wait_until(check, budget=budget, interval=self.interval, what=what, clock=self.clock, sleep=self.sleep)
+        except ReadinessTimeout:
+            raise StackLabError(
+                f"waited {budget:g}s for {what}; last seen: {last['seen']}", resource=resource, hint=hint
+            ) from None
+        LOG.info("%s: %s (%s)", resource, what, last["seen"])
+        return str(last["seen"])
 
 
 class CephAdmin:
