@@ -15,17 +15,22 @@ FILE_TIMEOUT = 30.0
 SYSTEMCTL_TIMEOUT = 120.0
 
 
-def write_node_file(runner: Runner, path: str, content: str, *, mode: str = "0644") -> bool:
+def write_node_file(
+    runner: Runner, path: str, content: str, *, mode: str = "0644", owner: str | None = None, group: str | None = None
+) -> bool:
     """Write `content` to `path` on the node unless it is already there; returns True when it was written.
 
     The content travels on stdin (`install -D ... /dev/stdin PATH`), never in argv, so secrets in it are not
-    logged with the command line.
+    logged with the command line. `owner`/`group` are set when given (install's default is the caller, root).
     """
     want = hashlib.sha256(content.encode()).hexdigest()
     have = runner.run(["sha256sum", path], timeout=FILE_TIMEOUT, check=False)
     if have.ok and have.stdout.split()[:1] == [want]:
         return False
-    runner.run(["install", "-D", "-m", mode, "/dev/stdin", path], timeout=FILE_TIMEOUT, input=content)
+    argv = ["install", "-D", "-m", mode]
+    argv += ["-o", owner] if owner is not None else []
+    argv += ["-g", group] if group is not None else []
+    runner.run([*argv, "/dev/stdin", path], timeout=FILE_TIMEOUT, input=content)
     return True
 
 

@@ -8,7 +8,6 @@ Every command runs through a Runner from `ctx.on_node(node)` (SSH into the node)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from stacklab.drivers.storage.ceph.conf import (
     render_keyring,
 )
 from stacklab.errors import StackLabError
+from stacklab.exec.node_files import write_node_file
 from stacklab.exec.readiness import ReadinessTimeout, announce_wait, wait_until
 from stacklab.exec.runner import CommandResult, Runner
 from stacklab.model.addressing import node_addresses
@@ -84,17 +84,8 @@ def ensure_key(ctx: DriverContext, runner: Runner, entity: str) -> str:
 def write_file(
     runner: Runner, path: str, content: str, *, mode: str = "0644", owner: str = "root", group: str = "root"
 ) -> bool:
-    """Write `content` to `path` on the node unless it is already there; content goes through stdin, never argv.
-
-    Returns True when the file was written.
-    """
-    want = hashlib.sha256(content.encode()).hexdigest()
-    have = runner.run(["sha256sum", path], timeout=FILE_TIMEOUT, check=False)
-    if have.ok and have.stdout.split()[:1] == [want]:
-        return False
-    argv = ["install", "-D", "-m", mode, "-o", owner, "-g", group, "/dev/stdin", path]
-    runner.run(argv, timeout=FILE_TIMEOUT, input=content)
-    return True
+    """exec.node_files.write_node_file with Ceph's explicit ownership (root:root unless the daemon's user)."""
+    return write_node_file(runner, path, content, mode=mode, owner=owner, group=group)
 
 
 @dataclass
