@@ -29,6 +29,8 @@ from stacklab.model.load import load_lab
 # How long `down` lets exiting processes of the lab finish before calling them leaks.
 LEAK_CHECK_BUDGET = 15.0
 PIN_FIELDS = {"iscsi": "iscsi_target", "nfs": "nfs_server", "ceph": "ceph"}
+# Implementations that need modules the host may lack but a VM node's kernel has (host-notes: the cloud kernel).
+VM_KERNEL_IMPLEMENTATIONS = frozenset({"lio", "knfsd"})
 # The lab as JSON text, in the lab file's order (the `lab` meta is an object, whose keys the state file sorts).
 LAB_TEXT_META = "lab_json"
 
@@ -43,8 +45,14 @@ def lab_pins(lab: Lab | None) -> dict[str, str]:
         return pins
     for section, role in PIN_FIELDS.items():
         spec = getattr(lab.storage, section)
-        if spec is not None and spec.implementation != "auto":
-            pins[role] = spec.implementation
+        if spec is None or spec.implementation == "auto":
+            continue
+        # A kernel implementation pinned on a VM node runs in the VM's own kernel, not the host's: the host
+        # report cannot judge it, and the backend's check_node asks that kernel (configfs, nfsd) before any change.
+        node = lab.nodes.get(getattr(spec, "node", ""))
+        if spec.implementation in VM_KERNEL_IMPLEMENTATIONS and node is not None and node.kind == "vm":
+            continue
+        pins[role] = spec.implementation
     return pins
 
 

@@ -17,6 +17,8 @@ import pytest
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.storage.iscsi.driver import IscsiDriver, plan_iscsi
 from stacklab.drivers.storage.iscsi.lio import (
+    CHAP_HELPER,
+    PYTHON,
     SAVECONFIG,
     LioBackend,
     parse_saveconfig,
@@ -81,17 +83,44 @@ def test_command_list_golden(lab: Lab, resource: Resource) -> None:
         c.argv() for c in cmds
     ]
     auth = [c for c in cmds if c.secret]
+    # CHAP through rtslib-fb: the IQNs and the user on argv, the secret on stdin only
     assert [c.argv() for c in auth] == [
-        [
-            "xargs",
-            "-0",
-            "targetcli",
-            f"/iscsi/{IQN}/tpg1/acls/iqn.2026-11.dev.stacklab:lvm-iscsi:client1",
-            "set",
-            "auth",
-            "userid=lvm-iscsi-vol1",
-        ]
+        [PYTHON, "-c", CHAP_HELPER, IQN, "iqn.2026-11.dev.stacklab:lvm-iscsi:client1", "lvm-iscsi-vol1"]
     ]
+    assert auth[0].secret == chap_secret_name("vol1")
+
+
+def test_chap_helper_sets_the_acl_account_from_stdin(tmp_path: Path) -> None:
+    """CHAP_HELPER run against a stand-in rtslib_fb: the secret read from stdin, byte for byte, becomes the ACL's
+    chap_password (what rtslib writes into configfs), the user its chap_userid; an empty stdin is refused."""
+    fake = tmp_path / "rtslib_fb.py"
+    fake.write_text(
+        "import json, os\n"
+        "class FabricModule:\n    def __init__(self, name): assert name == 'iscsi'\n"
+        "class Target:\n    def __init__(self, fabric, wwn, mode): assert mode == 'lookup'; self.wwn = wwn\n"
+        "class TPG:\n    def __init__(self, target, tag, mode): assert (tag, mode) == (1, 'lookup'); self.t = target\n"
+        "class NodeACL:\n"
+        "    def __init__(self, tpg, wwn, mode): assert mode == 'lookup'; self.__dict__['seen'] = [tpg.t.wwn, wwn]\n"
+        "    def __setattr__(self, key, value):\n"
+        "        self.seen.append([key, value])\n"
+        "        open(os.environ['OUT'], 'w').write(json.dumps(self.seen))\n"
+    )
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.json"
+    argv = [sys.executable, "-c", CHAP_HELPER, IQN, "iqn.x:client1", "user1"]
+    env = {"PYTHONPATH": str(tmp_path), "OUT": str(out)}
+    done = subprocess.run(argv, input="s3cret with space", env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == [
+        IQN,
+        "iqn.x:client1",
+        ["chap_userid", "user1"],
+        ["chap_password", "s3cret with space"],
+    ]
+    empty = subprocess.run(argv, input="", env=env, capture_output=True, text=True, check=False)
+    assert empty.returncode != 0 and "no CHAP secret" in empty.stderr
 
 
 def test_file_backing_uses_fileio(lab: Lab, resource: Resource) -> None:
@@ -145,7 +174,7 @@ def test_no_configfs_is_a_plan_error(lab: Lab, resource: Resource, tmp_path: Pat
     with pytest.raises(PlanError, match="no configfs") as err:
         IscsiDriver().apply(Change(resource, Action.CREATE), ctx_for(lab, node, tmp_path))
     assert "implementation: tgt" in str(err.value) and "kind: vm" in str(err.value)
-    assert not [c for c in node.calls if c[0] in ("targetcli", "xargs", "lvcreate")]
+    assert not [c for c in node.calls if c[0] in ("targetcli", PYTHON, "lvcreate")]
 
 
 def test_no_target_core_is_a_plan_error(lab: Lab, resource: Resource, tmp_path: Path) -> None:
@@ -165,13 +194,13 @@ def test_apply_runs_targetcli_then_second_up_plans_nothing(lab: Lab, resource: R
         return CommandResult(argv, 0, "", "", 0.0)
 
     node.expect(["targetcli"], responder=targetcli)
-    node.expect(["xargs", "-0", "targetcli"])
+    node.expect([PYTHON, "-c", CHAP_HELPER])
     ctx = ctx_for(lab, node, tmp_path)
     driver = IscsiDriver()
     outputs = driver.apply(Change(resource, Action.CREATE), ctx)
 
     plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
-    ran = [c for c in node.calls if c[0] in ("targetcli", "xargs")]
+    ran = [c for c in node.calls if c[0] in ("targetcli", PYTHON)]
     expected = [c.argv() for c in render_lio_commands(plan, plan.targets[0])]
     assert [list(c) for c in ran[2:-1]] == expected  # after the two clean-up deletes, before saveconfig
     assert ran[:2] == [
@@ -193,7 +222,7 @@ def test_apply_runs_targetcli_then_second_up_plans_nothing(lab: Lab, resource: R
     assert ("systemctl", "enable", "rtslib-fb-targetctl.service") in node.calls
     secret = (tmp_path / "secrets" / chap_secret_name("vol1")).read_text().strip()
     assert not any(secret in " ".join(c) for c in node.calls)
-    assert [i for a, i in node.inputs if a[0] == "xargs"] == [f"password={secret}"]
+    assert [i for a, i in node.inputs if a[0] == PYTHON] == [secret]
     assert outputs["targets"]["vol1"]["path"] == "/dev/cinder-volumes/iscsi-vol1"
 
     node.dirs.add(f"/sys/kernel/config/target/iscsi/{IQN}")

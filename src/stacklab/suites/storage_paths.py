@@ -233,3 +233,81 @@ def remove_copies(runner: Runner, patterns: tuple[str, ...]) -> list[str]:
     find = f"find {SCRATCH} -maxdepth 1 -type f \\( {names} \\)"
     script = f"[ -d {SCRATCH} ] || exit 0; {find} -delete; {find} -print"
     return runner.run(["sh", "-c", script], timeout=30.0).stdout.split()
+
+
+# --- kernel clients (VM nodes: open-iscsi and the kernel NFS client) ----------------------------------------
+
+ISCSI_IFACE_PREFIX = "stacklab-"  # open-iscsi iface records the suite makes (one per lab), removed afterwards
+NFS_MOUNT = f"{SCRATCH}-mnt"
+
+
+def is_vm(lab: LabContext, node: str) -> bool:
+    """A VM node boots its own kernel (Debian's cloud kernel has iscsi_tcp, nfs and nfsd); containers share the
+    host's, which on the CI host type has neither."""
+    return lab.nodes[node].get("kind") == "vm"
+
+
+def iscsiadm(runner: Runner, *args: str, check: bool = True, timeout: float = IO_TIMEOUT) -> CommandResult:
+    return runner.run(["iscsiadm", *args], timeout=timeout, check=check)
+
+
+@dataclass(frozen=True)
+class KernelSession:
+    """One open-iscsi session of the kernel initiator: the SCSI disk it attached and `iscsiadm -m session -P 3`."""
+
+    device: str
+    details: str
+
+
+def node_record(iqn: str, portal: str, iface: str) -> str:
+    """Path of open-iscsi's node record for (target, portal, iface) (root-only, written by iscsiadm)."""
+    return f"/etc/iscsi/nodes/{iqn}/{portal.replace(':', ',')},1/{iface}"
+
+
+def kernel_login(
+    runner: Runner, *, iface: str, initiator: str, iqn: str, portal: str, chap: tuple[str, str] | None
+) -> KernelSession:
+    """Log the node's kernel initiator in to one target: an iface record carrying the lab's initiator IQN, a
+    SendTargets discovery through it, the CHAP account written into the node record through stdin (iscsiadm's
+    `-o update -v` would put the secret on argv), the login, and the SCSI disk udev names for the LUN."""
+    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "new")
+    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "update", "-n", "iface.initiatorname", "-v", initiator)
+    found = iscsiadm(runner, "-m", "discovery", "-t", "sendtargets", "-p", portal, "-I", iface).stdout
+    assert iqn in found, f"SendTargets discovery on {portal} did not list {iqn}: {found}"
+    if chap is not None:
+        user, secret = chap
+        lines = f"node.session.auth.authmethod = CHAP\nnode.session.auth.username = {user}\n"
+        lines += f"node.session.auth.password = {secret}\n"
+        runner.run(["sh", "-c", 'cat >> "$1"', "sh", node_record(iqn, portal, iface)], timeout=30.0, input=lines)
+    iscsiadm(runner, "-m", "node", "-T", iqn, "-p", portal, "-I", iface, "--login")
+    link = f"/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-1"
+    runner.run(["udevadm", "settle", "--timeout=60"], timeout=90.0, check=False)
+    device = runner.run(["readlink", "-e", link], timeout=30.0).stdout.strip()
+    details = iscsiadm(runner, "-m", "session", "-P", "3").stdout
+    return KernelSession(device, details)
+
+
+def kernel_logout(runner: Runner, *, iface: str, iqn: str, portal: str) -> None:
+    """Best effort, for finalizers: log out and forget the node record, the discovery record and the iface."""
+    iscsiadm(runner, "-m", "node", "-T", iqn, "-p", portal, "-I", iface, "--logout", check=False)
+    iscsiadm(runner, "-m", "node", "-T", iqn, "-p", portal, "-I", iface, "-o", "delete", check=False)
+    iscsiadm(runner, "-m", "discoverydb", "-t", "sendtargets", "-p", portal, "-o", "delete", check=False)
+    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "delete", check=False)
+
+
+def session_block(details: str, iqn: str) -> str:
+    """The part of `iscsiadm -m session -P 3` that describes the session to `iqn`."""
+    start = details.find(f"Target: {iqn} ")
+    if start < 0:
+        start = details.find(f"Target: {iqn}\n")
+    if start < 0:
+        return ""
+    end = details.find("Target: ", start + 1)
+    return details[start : end if end > 0 else None]
+
+
+def device_write(runner: Runner, device: str, pattern: Pattern, src: str) -> None:
+    """Write the uploaded pattern to a block device or file at its offset, direct I/O, synced before returning."""
+    skip, count = pattern.blocks
+    argv = ["dd", f"if={src}", f"of={device}", "bs=4096", f"seek={skip}", f"count={count}"]
+    runner.run([*argv, "oflag=direct", "conv=fsync,notrunc", "status=none"], timeout=IO_TIMEOUT)

@@ -32,13 +32,20 @@ from stacklab.suites.storage_paths import (
     ACL_REFUSALS,
     CEPH_CONF,
     CHAP_REFUSALS,
+    IO_TIMEOUT,
+    ISCSI_IFACE_PREFIX,
+    NFS_MOUNT,
     RBD_TOOL,
     SCRATCH,
     Pattern,
     assert_carried_by_storage,
     assert_login_refused,
     client_nodes,
+    device_write,
     file_range_sha,
+    is_vm,
+    kernel_login,
+    kernel_logout,
     outputs,
     outside_source,
     put_private,
@@ -47,6 +54,7 @@ from stacklab.suites.storage_paths import (
     read_range_sha,
     read_secret,
     remove_copies,
+    session_block,
     sha256_of,
     tcp_connects,
     traffic,
@@ -60,6 +68,9 @@ HEALTH_BUDGET = 240.0
 COPIES = ("chap-*", "iscsi-*.bin", "nfs-*.bin", "rbd.bin", "readback.raw", "rbd_tool.py")
 # The daemon serving each implementation (LIO is the kernel's: no daemon to check).
 UNITS = {"tgt": "tgt", "ganesha": "nfs-ganesha", "knfsd": "nfs-server"}
+# What restarting the target means: tgtd itself; for LIO, rtslib-fb-targetctl clears every target from configfs
+# (sessions drop) and restores them from saveconfig.json.
+RESTART_UNITS = {"tgt": "tgt.service", "lio": "rtslib-fb-targetctl.service"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -353,10 +364,12 @@ def test_iscsi_target_restart_mid_write_keeps_acknowledged_writes(
             own, iscsi.opts(target), *commands, objects=secret_objects(iscsi, target), check=False, timeout=180.0
         )
 
+    implementation = str(lab.outputs[f"iscsi/{iscsi.node}"].get("implementation", "tgt"))
+    unit = RESTART_UNITS[implementation]
     thread = threading.Thread(target=writer)
     thread.start()
     time.sleep(1.5)
-    runners[iscsi.node].run(["systemctl", "restart", "tgt.service"], timeout=120.0)
+    runners[iscsi.node].run(["systemctl", "restart", unit], timeout=120.0)
     thread.join(200.0)
     io = result["io"]
     acked = [int(line.split()[-1]) for line in io.stdout.splitlines() if line.startswith("wrote ")]
@@ -368,11 +381,70 @@ def test_iscsi_target_restart_mid_write_keeps_acknowledged_writes(
         have = backend_sha(runners, iscsi, target, pattern)
         assert have == want, f"acknowledged write {index} at {offset} is not on the backing store after the restart"
     backing = iscsi.targets[target]["path"]
-    evidence("acknowledged", f"{len(acked)} of {count} writes of {chunk} bytes, all on {backing} on {iscsi.node}")
+    evidence(
+        "acknowledged",
+        f"{len(acked)} of {count} writes of {chunk} bytes around `systemctl restart {unit}`, all on {backing} "
+        f"on {iscsi.node}",
+    )
     # and the target serves again, with its ACL and CHAP restored from the persisted configuration
     again = qemu_io(runners[iscsi.client], iscsi.opts(target), "read 0 4096", objects=secret_objects(iscsi, target))
     assert "read 4096/4096" in again.stdout, again.stdout
     _assert_acl_refuses(iscsi, runners)
+
+
+# --- iSCSI through the kernel initiator (VM clients) ---------------------------------------------------------
+
+
+def test_open_iscsi_kernel_login_writes_land_on_the_backing_store(
+    lab: LabContext, iscsi: IscsiLab, runners: dict[str, Runner], iscsi_target: str, evidence: Evidence
+) -> None:
+    """open-iscsi (iscsid + the kernel's iscsi_tcp) logs in as the lab's initiator with the lab's CHAP account,
+    the pattern goes through the SCSI disk it attached, and the bytes are on the backing store (the LV, the file)
+    of the storage node; `iscsiadm -m session` shows the session from the client's storage address to the portal."""
+    if not is_vm(lab, iscsi.client):
+        pytest.skip(f"{iscsi.client} is a container: the kernel initiator needs iscsi_tcp in the node's own kernel")
+    client = runners[iscsi.client]
+    t = iscsi.targets[iscsi_target]
+    iqn, iface = str(t["iqn"]), f"{ISCSI_IFACE_PREFIX}{lab.lab}"
+    chap = None
+    if t.get("chap_user"):
+        found = outputs(lab, "iscsi")
+        assert found is not None
+        chap = (str(t["chap_user"]), read_secret(lab, str(found[1]["chap_secret_names"][iscsi_target])))
+    pattern = Pattern.random(offset=8 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"iscsi-kernel-{iscsi_target}")
+    try:
+        session = kernel_login(
+            client, iface=iface, initiator=iscsi.initiators[iscsi.client], iqn=iqn, portal=iscsi.portal, chap=chap
+        )
+        block = session_block(session.details, iqn)
+        client_ip = lab.address(iscsi.client, "storage").partition("/")[0]
+        # the session itself: this target, through the portal, from the storage address, as the lab's initiator
+        assert f"Current Portal: {iscsi.portal}," in block, f"{iqn}: no session to {iscsi.portal}: {block}"
+        assert f"Iface IPaddress: {client_ip}" in block, f"{iqn}: the session is not from {client_ip}: {block}"
+        assert f"Iface Initiatorname: {iscsi.initiators[iscsi.client]}" in block, block
+        assert "iSCSI Session State: LOGGED_IN" in block, block
+        disk = session.device.rpartition("/")[2]
+        assert f"Attached scsi disk {disk}" in block, f"{iqn}: {session.device} is not this session's disk: {block}"
+        before = traffic(lab, client, iscsi.client)
+        device_write(client, session.device, pattern, src)
+        after = traffic(lab, client, iscsi.client)
+        delta = assert_carried_by_storage(before, after, len(pattern.data), f"open-iscsi {iscsi_target}")
+        seen = file_range_sha(client, session.device, pattern)
+        assert seen == pattern.sha256, f"{iscsi_target}: {session.device} reads back {seen}"
+    finally:
+        kernel_logout(client, iface=iface, iqn=iqn, portal=iscsi.portal)
+    evidence(
+        "session",
+        f"iscsiadm -m session on {iscsi.client}: {iqn} via {iscsi.portal} from {client_ip} as "
+        f"{iscsi.initiators[iscsi.client]}{' with CHAP' if chap else ''}, LOGGED_IN, disk {session.device}",
+    )
+    evidence("written", f"{len(pattern.data)} random bytes (sha256 {pattern.sha256}) at offset {pattern.offset} of "
+                        f"{session.device} with O_DIRECT + fsync")  # fmt: skip
+    evidence("nic bytes", f"{iscsi.client}: " + ", ".join(f"{net} +{n}" for net, n in sorted(delta.items())))
+    backend = backend_sha(runners, iscsi, iscsi_target, pattern)
+    assert backend == pattern.sha256, f"{iscsi_target}: backing store {t['path']} has {backend}"
+    evidence("read back", f"on {iscsi.node} from {t['backing']} {t['path']}: same sha256, after logout")
 
 
 # --- NFS ----------------------------------------------------------------------------------------------------
@@ -445,6 +517,60 @@ def test_nfs_qemu_block_driver_roundtrip(nfs: NfsLab, runners: dict[str, Runner]
                             f"found in {nfs.exports[export]}/{name} on {nfs.node}")  # fmt: skip
     finally:
         runners[nfs.node].run(["rm", "-f", f"{nfs.exports[export]}/{name}"], timeout=30.0)
+
+
+def test_kernel_nfs_mount_writes_land_in_the_export(
+    lab: LabContext, nfs: NfsLab, runners: dict[str, Runner], nfs_export: str, evidence: Evidence
+) -> None:
+    """The client's kernel NFS client mounts the export once per NFS version the lab serves, from its storage
+    address (/proc/mounts and the TCP connection to 2049 say so), writes a file with O_DIRECT + fsync, and the
+    bytes are in the export directory on the server."""
+    if not is_vm(lab, nfs.client):
+        pytest.skip(f"{nfs.client} is a container: a kernel NFS mount needs nfs in the node's own kernel")
+    client, server = runners[nfs.client], runners[nfs.node]
+    client_ip = lab.address(nfs.client, "storage").partition("/")[0]
+    path = nfs.exports[nfs_export]
+    mnt = f"{NFS_MOUNT}-{nfs_export}"
+    for version in nfs.versions:
+        pattern = Pattern.random(offset=0, size=4 * MIB)
+        src = upload_pattern(client, pattern, f"nfs-kernel-{nfs_export}")
+        name = f"suite-{uuid.uuid4().hex[:8]}.bin"
+        client.run(["mkdir", "-p", mnt], timeout=30.0)
+        try:
+            opts = f"vers={version},proto=tcp,hard,timeo=600"
+            client.run(["mount", "-t", "nfs", "-o", opts, f"{nfs.server}:{path}", mnt], timeout=IO_TIMEOUT)
+            line = next(
+                (m for m in client.run(["cat", "/proc/mounts"], timeout=30.0).stdout.splitlines()
+                 if m.split()[1] == mnt), ""
+            )  # fmt: skip
+            fields = line.split()
+            assert fields[:3] == [f"{nfs.server}:{path}", mnt, "nfs4" if version == 4 else "nfs"], line
+            assert f"addr={nfs.server}" in fields[3] and f"vers={version}" in line, line
+            before = traffic(lab, client, nfs.client)
+            device_write(client, f"{mnt}/{name}", pattern, src)
+            after = traffic(lab, client, nfs.client)
+            delta = assert_carried_by_storage(before, after, len(pattern.data), f"NFSv{version} mount {nfs_export}")
+            conns = client.run(
+                ["ss", "-Htn", "state", "established", f"( dport = :2049 and dst {nfs.server} )"], timeout=30.0
+            ).stdout
+            assert any(f.split()[-2].startswith(f"{client_ip}:") for f in conns.splitlines() if f.split()), (
+                f"no TCP connection from {client_ip} to {nfs.server}:2049 while mounted: {conns}"
+            )
+        finally:
+            client.run(["umount", mnt], timeout=IO_TIMEOUT, check=False)
+            client.run(["rmdir", mnt], timeout=30.0, check=False)
+        try:
+            on_disk = sha256_of(server, ["cat", f"{path}/{name}"])
+            assert on_disk == pattern.sha256, f"NFSv{version}: {path}/{name} on {nfs.node} has {on_disk}"
+        finally:
+            server.run(["rm", "-f", f"{path}/{name}"], timeout=30.0)
+        evidence(
+            f"NFSv{version} mount",
+            f"{nfs.client} mounted {nfs.server}:{path} ({fields[2]}, {fields[3]}), TCP from {client_ip} to "
+            f"{nfs.server}:2049; {len(pattern.data)} random bytes (sha256 {pattern.sha256}) written with O_DIRECT + "
+            f"fsync were in {path}/{name} on {nfs.node} after umount; nic bytes "
+            + ", ".join(f"{net} +{n}" for net, n in sorted(delta.items())),
+        )
 
 
 # --- the storage network is the only way in -----------------------------------------------------------------

@@ -12,8 +12,9 @@ What it builds, per target (`render_lio_commands()`, pure, golden-tested; each l
 - the target `<iqn_prefix>:<target>`, TPG 1 with one portal on the storage address (the default 0.0.0.0:3260
   portal targetcli may add is deleted first), LUN 1 on the backstore;
 - ACLs for the client nodes' initiator IQNs, each mapping LUN 1; generate_node_acls=0 (no demo mode) and, with
-  CHAP, authentication=1 and userid/password on every ACL. The password is handed to targetcli through
-  `xargs -0` reading stdin, never in a logged argv.
+  CHAP, authentication=1 and userid/password on every ACL. The password never reaches an argv (where any user
+  of the node could read it in /proc): a small rtslib-fb program (`CHAP_HELPER`, run by the node's python3) reads
+  it from stdin and writes it into the ACL's configfs attribute.
 Then `targetcli saveconfig` writes /etc/rtslib-fb-target/saveconfig.json, which Debian's
 rtslib-fb-targetctl.service restores at boot; observation parses that file (`parse_saveconfig()`).
 """
@@ -44,10 +45,28 @@ NO_LIO_HINT = (
 )
 
 
+# Sets one ACL's CHAP account through rtslib-fb (the library targetcli-fb is built on): argv carries the target
+# IQN, the initiator IQN and the user name; the secret comes on stdin, exactly (no trailing newline is added).
+CHAP_HELPER = """\
+import sys
+from rtslib_fb import TPG, FabricModule, NodeACL, Target
+iqn, initiator, userid = sys.argv[1:4]
+secret = sys.stdin.read()
+if not secret:
+    sys.exit("no CHAP secret on stdin")
+tpg = TPG(Target(FabricModule("iscsi"), iqn, mode="lookup"), 1, mode="lookup")
+acl = NodeACL(tpg, initiator, mode="lookup")
+acl.chap_userid = userid
+acl.chap_password = secret
+"""
+PYTHON = "/usr/bin/python3"  # Debian's, which has python3-rtslib-fb
+
+
 @dataclass(frozen=True)
 class LioCommand:
-    """One targetcli call. `secret` names a CHAP secret passed on stdin as the final `password=...` argument;
-    `may_fail` marks clean-up calls whose failure means "nothing to clean"."""
+    """One targetcli call, or (with `secret`) one CHAP_HELPER call whose args are (target IQN, initiator IQN,
+    user) and which reads the named secret on stdin. `may_fail` marks clean-up calls whose failure means
+    "nothing to clean"."""
 
     args: tuple[str, ...]
     secret: str | None = None
@@ -56,13 +75,14 @@ class LioCommand:
     def argv(self) -> list[str]:
         if self.secret is None:
             return ["targetcli", *self.args]
-        return ["xargs", "-0", "targetcli", *self.args]
+        return [PYTHON, "-c", CHAP_HELPER, *self.args]
 
     def display(self) -> str:
         """For golden files and logs: the secret is shown by name only."""
-        text = " ".join(["targetcli", *self.args])
         if self.secret is not None:
-            text += f" password=<secret:{self.secret}>"
+            iqn, initiator, user = self.args
+            return f"rtslib: {iqn} tpg1 acl {initiator}: chap userid={user} password=<secret:{self.secret}>"
+        text = " ".join(["targetcli", *self.args])
         if self.may_fail:
             text += "  # may fail"
         return text
@@ -124,7 +144,7 @@ def render_lio_commands(plan: IscsiPlan, target: TargetPlan) -> list[LioCommand]
             )
         )
         if target.chap_user and target.chap_secret:
-            cmds.append(LioCommand((acl, "set", "auth", f"userid={target.chap_user}"), secret=target.chap_secret))
+            cmds.append(LioCommand((target.iqn, initiator, target.chap_user), secret=target.chap_secret))
     return cmds
 
 
@@ -207,7 +227,7 @@ class LioBackend:
     def _run(runner: Runner, cmds: list[LioCommand], secrets: Mapping[str, str]) -> None:
         for cmd in cmds:
             LOG.debug("lio: %s", cmd.display())
-            stdin = f"password={secrets[cmd.secret]}" if cmd.secret is not None else None
+            stdin = secrets[cmd.secret] if cmd.secret is not None else None
             runner.run(cmd.argv(), timeout=TARGETCLI_TIMEOUT, check=not cmd.may_fail, input=stdin)
 
     def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
