@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.common import ServiceLayout
 from stacklab.drivers.openstack.infra import (
     EPMD_DROPIN,
     RABBITMQ_DROPIN,
@@ -19,7 +20,6 @@ from stacklab.drivers.openstack.infra import (
     render_rabbitmq_conf,
     render_rabbitmq_dropin,
 )
-from stacklab.drivers.openstack.services import ServicePlan
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text
@@ -27,7 +27,7 @@ from tests.golden_util import check_golden
 from tests.unit.test_lvm import FakeNode
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
-PLAN = ServicePlan(lab="aio", name="rabbitmq", controller="infra1", address="172.29.236.10", hosts=(), config={})
+PLAN = ServiceLayout(lab="aio", name="rabbitmq", controller="infra1", address="172.29.236.10", hosts=(), config={})
 
 
 def test_erlang_listeners_golden_and_on_the_management_address_only() -> None:
@@ -47,7 +47,7 @@ def test_erlang_listeners_golden_and_on_the_management_address_only() -> None:
 
 def test_a_non_ipv4_address_is_refused() -> None:
     with pytest.raises(ValueError, match="not an IPv4 address"):
-        render_rabbitmq_dropin(ServicePlan("aio", "rabbitmq", "infra1", "fd00::1", (), {}))
+        render_rabbitmq_dropin(ServiceLayout("aio", "rabbitmq", "infra1", "fd00::1", (), {}))
 
 
 def test_rabbitmq_moves_epmd_with_the_node_stopped_then_changes_nothing(tmp_path: Path) -> None:

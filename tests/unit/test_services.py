@@ -15,6 +15,7 @@ import pytest
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack import neutron as svc_neutron
 from stacklab.drivers.openstack import placement as svc_placement
+from stacklab.drivers.openstack.common import service_layout
 from stacklab.drivers.openstack.infra import (
     database_sql,
     render_mariadb_conf,
@@ -22,7 +23,9 @@ from stacklab.drivers.openstack.infra import (
     render_rabbitmq_conf,
 )
 from stacklab.drivers.openstack.keystone import render_conf, render_dropin, render_openrc
-from stacklab.drivers.openstack.services import ROLES, ServiceDriver, plan_service
+from stacklab.drivers.openstack.roles import ROLES
+from stacklab.drivers.openstack.services import ServiceDriver
+from stacklab.drivers.storage.ceph.clients import rbd_secret_uuid
 from stacklab.errors import PlanError
 from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text
@@ -223,7 +226,7 @@ def test_services_without_a_role_are_pending(
 
 
 def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:
-    plans = {name: plan_service(r, "oslab") for name, r in lab_resources.items()}
+    plans = {name: service_layout(r, "oslab") for name, r in lab_resources.items()}
     text = "\n".join(
         [
             render_mariadb_conf(plans["mariadb"]),
@@ -413,7 +416,7 @@ def test_swift_layout_rings_and_files_golden() -> None:
 
     lab = load_lab_text(SWIFT_LAB, "oslab.yml")
     resource = next(r for r in expand(lab) if r.id == "service/swift")
-    plan = plan_service(resource, "oslab")
+    plan = service_layout(resource, "oslab")
     proxy, nodes, replicas = swift_layout(plan)
     # proxy on the controller's br-mgmt address; storage servers on br-storage
     assert (proxy, nodes, replicas) == ("ctl1", {"s1": "10.251.0.21", "s2": "10.251.0.22"}, 2)
@@ -491,7 +494,7 @@ def test_cinder_rbd_files_golden(tmp_path: Path) -> None:
     from stacklab.drivers.openstack import cinder as svc_cinder
 
     _, _, resources = cinder_setup(tmp_path)
-    plan = plan_service(resources["cinder"], "oslab")
+    plan = service_layout(resources["cinder"], "oslab")
     assert resources["cinder"].spec["hosts"] == ["ctl1"]  # cinder-volume on the controller by default
     text = "\n".join(
         [svc_cinder.render_conf(plan, "DBPASSWORD", "RABBITPASSWORD", "USERPASSWORD")]
@@ -612,7 +615,7 @@ def test_nova_files_golden(tmp_path: Path) -> None:
 
     lab = load_lab_text(NOVA_LAB, "oslab.yml")
     resource = next(r for r in expand(lab) if r.name == "nova")
-    plan = plan_service(resource, "oslab")
+    plan = service_layout(resource, "oslab")
     assert plan.hosts == ("ctl1", "cmp1")
     secrets = {"db_password": "DBPASSWORD", "rabbit_password": "RABBITPASSWORD", "user_password": "USERPASSWORD"}
     text = "\n".join(
@@ -627,7 +630,6 @@ def test_nova_files_golden(tmp_path: Path) -> None:
 
 
 def test_nova_up_maps_the_compute_and_down_undoes_it(tmp_path: Path) -> None:
-    from stacklab.drivers.openstack import cinder as svc_cinder
     from stacklab.drivers.openstack import nova as svc_nova
 
     ceph = {"pools": ["volumes", "vms"], "clients": {"cinder": "k"}}
@@ -648,7 +650,7 @@ def test_nova_up_maps_the_compute_and_down_undoes_it(tmp_path: Path) -> None:
                          ("cell_v2", "create_cell", "--name", "cell1")]  # fmt: skip
     assert steps[-1] == ("cell_v2", "discover_hosts") and ("db", "sync") in steps
     assert node.cells == ["cell1"]
-    assert compute.secrets == {svc_cinder.rbd_secret_uuid("oslab"): "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ=="}
+    assert compute.secrets == {rbd_secret_uuid("oslab"): "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ=="}
     assert compute.keyring_mode == "nova 640"
     assert not any(p.endswith(".key") for p in compute.files), "the key file outlives secret-set-value"
     assert all(any(f"CREATE DATABASE IF NOT EXISTS `{d}`" in s for s in node.sql) for d in svc_nova.DATABASES)
@@ -689,7 +691,7 @@ def test_nova_sends_its_service_token_from_the_api_and_every_compute() -> None:
     from stacklab.drivers.openstack import nova as svc_nova
 
     lab = load_lab_text(NOVA_LAB, "oslab.yml")
-    plan = plan_service(next(r for r in expand(lab) if r.name == "nova"), "oslab")
+    plan = service_layout(next(r for r in expand(lab) if r.name == "nova"), "oslab")
     secrets = {"db_password": "D", "rabbit_password": "R", "user_password": "NOVAPASSWORD"}
     for node, address in (("ctl1", "10.250.0.10"), ("cmp1", "10.250.0.31")):
         conf = ini_sections(svc_nova.render_conf(plan, node, address, **secrets))
@@ -708,7 +710,7 @@ def test_cinder_checks_service_tokens_and_sends_its_own_to_nova(tmp_path: Path) 
     from stacklab.drivers.openstack import cinder as svc_cinder
 
     _, _, resources = cinder_setup(tmp_path)
-    conf = ini_sections(svc_cinder.render_conf(plan_service(resources["cinder"], "oslab"), "D", "R", "CINDERPW"))
+    conf = ini_sections(svc_cinder.render_conf(service_layout(resources["cinder"], "oslab"), "D", "R", "CINDERPW"))
     assert conf["keystone_authtoken"]["service_token_roles"] == "service"
     assert conf["keystone_authtoken"]["service_token_roles_required"] == "true"
     assert conf["service_user"]["send_service_user_token"] == "true"
@@ -831,7 +833,7 @@ def test_a_lab_named_from_its_state_gets_the_addresses_plan_gets(tmp_path: Path)
     nova = next(r for r in expand(lab) if r.name == "nova")
     from stacklab.drivers.openstack import nova as svc_nova
 
-    plan = plan_service(nova, lab.name)
+    plan = service_layout(nova, lab.name)
     for compute in svc_nova.computes(plan):
         mine = str(node_addresses(restored)[compute]["mgmt"])
         assert svc_nova.render_conf(plan, compute, mine, db_password="d", rabbit_password="r", user_password="u") == (

@@ -19,11 +19,19 @@ device-mapper): never a silent fallback.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.common import (
+    ServiceLayout,
+    file_problems,
+    service_secrets,
+    unit_problems,
+    uwsgi_exec_start,
+    version_list_answers,
+    wait_for_api,
+)
 from stacklab.drivers.openstack.infra import (
     AMQP_PORT,
     RABBIT_SECRET,
@@ -38,20 +46,17 @@ from stacklab.drivers.openstack.keystone import (
     retire_service,
     service_user_section,
 )
-from stacklab.drivers.openstack.services import (
-    ServicePlan,
-    file_problems,
-    register_role,
-    service_secrets,
-    unit_problems,
-    uwsgi_exec_start,
-    version_list_answers,
-    wait_for_api,
+from stacklab.drivers.storage.ceph.clients import (
+    CEPH_USER,
+    keyring_problems,
+    rbd_secret_uuid,
+    require_keyring,
+    share_keyring,
+    unshare_keyring,
 )
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import (
     enable_and_restart,
-    node_path_exists,
     require_node,
     unit_active,
     write_node_file,
@@ -69,7 +74,6 @@ PORT = 8776
 DB_SECRET = "cinder-db"
 USER_SECRET = "cinder-keystone"
 SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
-CEPH_USER = "cinder"
 CEPH_POOL = "volumes"
 BACKEND = "rbd"
 MANAGE_TIMEOUT = 600.0
@@ -78,28 +82,19 @@ SERVICE = {"name": "cinderv3", "type": "volumev3", "description": "OpenStack Blo
 WIRED_BACKENDS = ("rbd",)
 
 
-def api_url(plan: ServicePlan) -> str:
+def api_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}"
 
 
-def endpoint_url(plan: ServicePlan) -> str:
+def endpoint_url(plan: ServiceLayout) -> str:
     return f"{api_url(plan)}/v3/%(project_id)s"
 
 
-def keyring_path(user: str = CEPH_USER) -> str:
-    return f"/etc/ceph/ceph.client.{user}.keyring"
-
-
-def rbd_secret_uuid(lab: str) -> str:
-    """The libvirt secret UUID of client.cinder's key: stable per lab (an identifier, not a secret)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stacklab:{lab}:client.{CEPH_USER}"))
-
-
-def pool_name(plan: ServicePlan) -> str:
+def pool_name(plan: ServiceLayout) -> str:
     return f"{plan.controller}@{BACKEND}#{BACKEND}"
 
 
-def check_backends(plan: ServicePlan, ctx: DriverContext) -> None:
+def check_backends(plan: ServiceLayout, ctx: DriverContext) -> None:
     backends = [str(b) for b in plan.config.get("backends", [BACKEND])]
     rid = f"service/{plan.name}"
     unwired = [b for b in backends if b not in WIRED_BACKENDS]
@@ -127,7 +122,7 @@ def check_backends(plan: ServicePlan, ctx: DriverContext) -> None:
         )
 
 
-def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_password: str) -> str:
+def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, user_password: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
@@ -156,7 +151,7 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
     )
 
 
-def render_dropin(plan: ServicePlan, unit: str) -> str:
+def render_dropin(plan: ServiceLayout, unit: str) -> str:
     """The unit's ExecStart with stacklab's config file after the package's."""
     if unit == "cinder-api":
         log = "/var/log/cinder/cinder-api.log"
@@ -172,17 +167,17 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
     )
 
 
-def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
     return version_list_answers(runner, api_url(plan))
 
 
-def reported_pools(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+def reported_pools(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
     """The pools cinder's scheduler knows (each volume backend reports its pool once its driver is up)."""
     body = admin_get(ctx, runner, plan, service_type=SERVICE["type"], path="/scheduler-stats/get_pools")
     return [str(p.get("name")) for p in json.loads(body or "{}").get("pools", [])]
 
 
-def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServicePlan, budget: float = POOL_BUDGET) -> None:
+def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, budget: float = POOL_BUDGET) -> None:
     wanted = pool_name(plan)
     pools: list[str] = []
 
@@ -208,40 +203,10 @@ def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServicePlan, budget:
         raise failure() from None
 
 
-def require_keyring(runner: Runner, node: str, rid: str, role: str) -> None:
-    """PlanError unless `node` (the service's `role` node) has client.cinder's keyring from the Ceph step."""
-    if not node_path_exists(runner, keyring_path()):
-        raise PlanError(
-            f"{node} has no {keyring_path()}",
-            resource=rid,
-            hint=f"Ceph puts client keyrings on the storage network's nodes: give the {role} a NIC there",
-        )
-
-
-def share_keyring(runner: Runner, group: str) -> None:
-    """The Ceph step writes client keyrings root-only; the service reading it runs as `group`."""
-    runner.run(["chgrp", group, keyring_path()], timeout=30)
-    runner.run(["chmod", "0640", keyring_path()], timeout=30)
-
-
-def unshare_keyring(runner: Runner) -> None:
-    """Back to the Ceph step's root-only mode (when the keyring is still there)."""
-    if node_path_exists(runner, keyring_path()):
-        runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
-        runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
-
-
-def keyring_problems(runner: Runner) -> list[str]:
-    result = runner.run(["stat", "-c", "%G %a", keyring_path()], timeout=30, check=False)
-    if result.stdout.split() != ["cinder", "640"]:
-        return [f"{keyring_path()} is not readable by cinder ({result.stdout.strip() or 'missing'})"]
-    return []
-
-
 class Cinder:
     name = "cinder"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         secrets = service_secrets(ctx, SECRETS, create=False)
         if secrets is None:
             return [f"the lab's cinder secrets are missing from {ctx.state_dir / 'secrets'}"]
@@ -254,7 +219,7 @@ class Cinder:
             found += unit_problems(runner, unit)
         return found
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         check_backends(plan, ctx)
         require_node(runner, plan.controller, rid, files={"/usr/bin/cinder-volume": "cinder-volume",
@@ -283,10 +248,10 @@ class Cinder:
         return {"url": api_url(plan), "backends": [BACKEND], "pool": pool_name(plan), "ceph_pool": CEPH_POOL,
                 "ceph_user": CEPH_USER, "rbd_secret_uuid": rbd_secret_uuid(plan.lab)}  # fmt: skip
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         retire_service(ctx, runner, plan, units=UNITS, user="cinder", user_secret=USER_SECRET, service=SERVICE,
                        url=endpoint_url(plan), files=(*DROPINS.values(), CONF))  # fmt: skip
         unshare_keyring(runner)
 
 
-register_role(Cinder())
+ROLE = Cinder()

@@ -17,16 +17,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.infra import ensure_database
-from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
-from stacklab.drivers.openstack.services import (
-    ServicePlan,
+from stacklab.drivers.openstack.common import (
+    ServiceLayout,
     file_problems,
-    register_role,
     unit_problems,
     version_list_answers,
     wait_for_api,
 )
+from stacklab.drivers.openstack.infra import ensure_database
+from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
 from stacklab.errors import PlanError
 from stacklab.exec.node_files import (
     enable_and_restart,
@@ -50,11 +49,11 @@ MANAGE_TIMEOUT = 600.0
 SERVICE = {"name": "glance", "type": "image", "description": "OpenStack Image service"}
 
 
-def api_url(plan: ServicePlan) -> str:
+def api_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}"
 
 
-def check_store(plan: ServicePlan) -> None:
+def check_store(plan: ServiceLayout) -> None:
     store = str(plan.config.get("store", "file"))
     if store != "file":
         raise PlanError(
@@ -64,7 +63,7 @@ def check_store(plan: ServicePlan) -> None:
         )
 
 
-def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
+def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> str:
     cache = bool(plan.config.get("cache", True))
     return (
         f"# written by stacklab for lab {plan.lab}\n"
@@ -88,7 +87,7 @@ def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
     )
 
 
-def render_dropin(plan: ServicePlan) -> str:
+def render_dropin(plan: ServiceLayout) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}: glance-api with stacklab's settings file, one worker\n"
         "[Service]\n"
@@ -97,14 +96,14 @@ def render_dropin(plan: ServicePlan) -> str:
     )
 
 
-def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
     return version_list_answers(runner, api_url(plan))
 
 
 class Glance:
     name = "glance"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         db_password = read_secret(ctx.state_dir, DB_SECRET)
         user_password = read_secret(ctx.state_dir, USER_SECRET)
         if db_password is None or user_password is None:
@@ -119,7 +118,7 @@ class Glance:
         answers = lambda: api_answers(runner, plan)  # noqa: E731
         return [*found, *unit_problems(runner, "glance-api", url=api_url(plan), answers=answers)]
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         check_store(plan)
         require_node(runner, plan.controller, rid, files={"/usr/bin/glance-api": "glance-api"}, unit="glance-api")
@@ -142,9 +141,9 @@ class Glance:
         return {"url": api_url(plan), "store": "file", "images_dir": IMAGES_DIR, "cache_dir": CACHE_DIR,
                 "cache": bool(plan.config.get("cache", True))}  # fmt: skip
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         retire_service(ctx, runner, plan, units=("glance-api",), user="glance", user_secret=USER_SECRET,
                        service=SERVICE, url=api_url(plan), files=(DROPIN, CONF))  # fmt: skip
 
 
-register_role(Glance())
+ROLE = Glance()

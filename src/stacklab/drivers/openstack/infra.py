@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, unit_problems
+from stacklab.drivers.openstack.common import ServiceLayout, file_problems, unit_problems
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
     enable_and_restart,
@@ -54,7 +54,7 @@ START_BUDGET = 120.0
 _IDENT = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-def _header(plan: ServicePlan, what: str) -> str:
+def _header(plan: ServiceLayout, what: str) -> str:
     return f"# written by stacklab for lab {plan.lab}: {what}\n"
 
 
@@ -76,7 +76,7 @@ def _wait(runner: Runner, argv: list[str], what: str, budget: float = START_BUDG
 # --- MariaDB ------------------------------------------------------------------------------------------------
 
 
-def render_mariadb_conf(plan: ServicePlan) -> str:
+def render_mariadb_conf(plan: ServiceLayout) -> str:
     return _header(plan, "the services' database, on the management network") + (
         "[mysqld]\n"
         f"bind-address = {plan.address}\n"
@@ -121,10 +121,10 @@ def drop_database(runner: Runner, name: str, user: str) -> None:
 class MariaDB:
     name = "mariadb"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         return [*file_problems(runner, {MARIADB_CONF: render_mariadb_conf(plan)}), *unit_problems(runner, "mariadb")]
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         require_node(
             runner,
             plan.controller,
@@ -137,7 +137,7 @@ class MariaDB:
         _wait(runner, ["mysqladmin", "--protocol=socket", "-u", "root", "ping"], "mariadb")
         return {"port": MYSQL_PORT}
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         systemctl(runner, "disable", "--now", "mariadb", check=False)
         remove_node_files(runner, MARIADB_CONF)
 
@@ -145,7 +145,7 @@ class MariaDB:
 # --- RabbitMQ -----------------------------------------------------------------------------------------------
 
 
-def render_rabbitmq_conf(plan: ServicePlan) -> str:
+def render_rabbitmq_conf(plan: ServiceLayout) -> str:
     return _header(plan, "AMQP for the services, on the management network") + (
         f"listeners.tcp.1 = {plan.address}:{AMQP_PORT}\n"
         "loopback_users.guest = true\n"
@@ -161,7 +161,7 @@ def _erlang_ip(address: str) -> str:
     return "{" + ",".join(octets) + "}"
 
 
-def render_epmd_dropin(plan: ServicePlan) -> str:
+def render_epmd_dropin(plan: ServiceLayout) -> str:
     """epmd.socket (Debian's socket-activated epmd, `ListenStream=4369`: every address) on loopback, where every
     Erlang node registers, and the management address, where `rabbitmqctl` looks up rabbit@<host> (the node's
     host name resolves to it). FreeBind: the socket may be set up before the address at boot."""
@@ -174,7 +174,7 @@ def render_epmd_dropin(plan: ServicePlan) -> str:
     )
 
 
-def render_rabbitmq_dropin(plan: ServicePlan) -> str:
+def render_rabbitmq_dropin(plan: ServiceLayout) -> str:
     """The Erlang distribution listener (25672, default 0.0.0.0) on the management address: kernel
     inet_dist_use_interface, on the server's command line so it holds before distribution starts. ERL_EPMD_ADDRESS
     covers an epmd started by erl itself (no socket activation)."""
@@ -196,20 +196,20 @@ class RabbitMQ:
     name = "rabbitmq"
 
     @staticmethod
-    def files(plan: ServicePlan) -> dict[str, str]:
+    def files(plan: ServiceLayout) -> dict[str, str]:
         return {
             RABBITMQ_CONF: render_rabbitmq_conf(plan),
             RABBITMQ_DROPIN: render_rabbitmq_dropin(plan),
             EPMD_DROPIN: render_epmd_dropin(plan),
         }
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         found = [*file_problems(runner, self.files(plan)), *unit_problems(runner, "rabbitmq-server")]
         if not found and RABBIT_USER not in rabbit_users(runner):
             found.append(f"RabbitMQ has no user {RABBIT_USER}")
         return found
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         require_node(
             runner,
             plan.controller,
@@ -234,7 +234,7 @@ class RabbitMQ:
         )
         return {"port": AMQP_PORT, "user": RABBIT_USER, "secret": RABBIT_SECRET}
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         if unit_active(runner, "rabbitmq-server"):
             runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=SQL_TIMEOUT, check=False)
         systemctl(runner, "disable", "--now", "rabbitmq-server", check=False)
@@ -247,13 +247,13 @@ class RabbitMQ:
 # --- memcached ----------------------------------------------------------------------------------------------
 
 
-def render_memcached_conf(plan: ServicePlan) -> str:
+def render_memcached_conf(plan: ServiceLayout) -> str:
     return _header(plan, "token and API cache, on the management network") + (
         f"-m 128\n-p {MEMCACHED_PORT}\n-u memcache\n-l {plan.address}\n-c 1024\n-P /var/run/memcached/memcached.pid\n"
     )
 
 
-def render_memcached_dropin(plan: ServicePlan) -> str:
+def render_memcached_dropin(plan: ServiceLayout) -> str:
     return _header(plan, "the package's unit, with stacklab's options file") + (
         f"[Service]\nExecStart=\nExecStart={MEMCACHED_WRAPPER} {MEMCACHED_CONF}\n"
     )
@@ -262,11 +262,11 @@ def render_memcached_dropin(plan: ServicePlan) -> str:
 class Memcached:
     name = "memcached"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         wanted = {MEMCACHED_CONF: render_memcached_conf(plan), MEMCACHED_DROPIN: render_memcached_dropin(plan)}
         return [*file_problems(runner, wanted), *unit_problems(runner, "memcached")]
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         require_node(
             runner, plan.controller, f"service/{self.name}", files={MEMCACHED_WRAPPER: "memcached"}, unit="memcached"
         )
@@ -275,11 +275,10 @@ class Memcached:
         enable_and_restart(runner, "memcached", changed=changed)
         return {"port": MEMCACHED_PORT}
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         systemctl(runner, "disable", "--now", "memcached", check=False)
         remove_node_files(runner, MEMCACHED_CONF, MEMCACHED_DROPIN)
         systemctl(runner, "daemon-reload", check=False)
 
 
-for _role in (MariaDB(), RabbitMQ(), Memcached()):
-    register_role(_role)
+ROLES = (MariaDB(), RabbitMQ(), Memcached())

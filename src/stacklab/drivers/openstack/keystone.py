@@ -22,8 +22,8 @@ from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.common import ServiceLayout, file_problems, unit_problems, wait_for_api
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT, drop_database, ensure_database
-from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, unit_problems, wait_for_api
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
     enable_and_restart,
@@ -51,11 +51,11 @@ ADMIN_SECRET = "keystone-admin"
 MANAGE_TIMEOUT = 600.0
 
 
-def auth_url(plan: ServicePlan) -> str:
+def auth_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}/v3"
 
 
-def render_conf(plan: ServicePlan, db_password: str) -> str:
+def render_conf(plan: ServiceLayout, db_password: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[database]\n"
@@ -69,7 +69,7 @@ def render_conf(plan: ServicePlan, db_password: str) -> str:
     )
 
 
-def credentials_section(plan: ServicePlan, section: str, user: str, password: str) -> str:
+def credentials_section(plan: ServiceLayout, section: str, user: str, password: str) -> str:
     """A keystoneauth password section: how a service logs in to call another one (its [nova], [placement]...)."""
     return (
         f"[{section}]\n"
@@ -84,7 +84,7 @@ def credentials_section(plan: ServicePlan, section: str, user: str, password: st
     )
 
 
-def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
+def authtoken_section(plan: ServiceLayout, user: str, password: str) -> str:
     """keystonemiddleware's section for a service's API: its keystone user, tokens cached in the lab's memcached; a
     service token is honoured only when its user has the `service` role (keystonemiddleware's advice; the default
     accepts any valid token as one)."""
@@ -94,14 +94,14 @@ def authtoken_section(plan: ServicePlan, user: str, password: str) -> str:
     )
 
 
-def service_user_section(plan: ServicePlan, user: str, password: str) -> str:
+def service_user_section(plan: ServiceLayout, user: str, password: str) -> str:
     """`[service_user]`: the service sends its own token (user `user`, role `service`) as X-Service-Token beside
     the user's on every call to another service, as the OpenStack docs require since CVE-2023-2088 (without it
     cinder refuses nova's detach of an in-use volume: ConflictNovaUsingAttachment, HTTP 409)."""
     return credentials_section(plan, "service_user", user, password) + "send_service_user_token = true\n"
 
 
-def render_dropin(plan: ServicePlan) -> str:
+def render_dropin(plan: ServiceLayout) -> str:
     argv = [
         "/usr/bin/uwsgi_python3",
         f"--http-socket {plan.address}:{PORT}",
@@ -123,7 +123,7 @@ def render_dropin(plan: ServicePlan) -> str:
     )
 
 
-def render_openrc(plan: ServicePlan, admin_password: str) -> str:
+def render_openrc(plan: ServiceLayout, admin_password: str) -> str:
     return (
         f"# keystone admin of lab {plan.lab}, written by stacklab\n"
         "export OS_USERNAME=admin\n"
@@ -143,7 +143,7 @@ def manage(runner: Runner, *args: str, as_root: bool = False) -> None:
     runner.run(argv if as_root else ["runuser", "-u", "keystone", "--", *argv], timeout=MANAGE_TIMEOUT)
 
 
-def bootstrap_argv(plan: ServicePlan) -> list[str]:
+def bootstrap_argv(plan: ServiceLayout) -> list[str]:
     """The admin password is read from stdin into OS_BOOTSTRAP_PASSWORD (never in argv)."""
     url = auth_url(plan)
     return [
@@ -168,7 +168,7 @@ def bootstrap_argv(plan: ServicePlan) -> list[str]:
     ]
 
 
-def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
     return runner.run(["curl", "-sf", "-o", "/dev/null", "-m", "5", auth_url(plan)], timeout=15, check=False).ok
 
 
@@ -178,7 +178,7 @@ TOOL_PATH = "/usr/local/lib/stacklab/keystone_tool.py"
 def register_in_keystone(
     ctx: DriverContext,
     runner: Runner,
-    plan: ServicePlan,
+    plan: ServiceLayout,
     *,
     user: str,
     password: str,
@@ -204,7 +204,7 @@ def register_in_keystone(
 def retire_service(
     ctx: DriverContext,
     runner: Runner,
-    plan: ServicePlan,
+    plan: ServiceLayout,
     *,
     units: tuple[str, ...],
     user: str,
@@ -230,14 +230,14 @@ def retire_service(
             drop_database(runner, database, user)
 
 
-def admin_get(ctx: DriverContext, runner: Runner, plan: ServicePlan, *, service_type: str, path: str) -> str:
+def admin_get(ctx: DriverContext, runner: Runner, plan: ServiceLayout, *, service_type: str, path: str) -> str:
     """GET `path` from the public endpoint of `service_type` as keystone's admin (from the controller); the body."""
     return str(
         _run_tool(ctx, runner, plan, {"region": REGION, "get": {"service_type": service_type, "path": path}})["body"]
     )
 
 
-def _run_tool(ctx: DriverContext, runner: Runner, plan: ServicePlan, request: Mapping[str, Any]) -> dict[str, Any]:
+def _run_tool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, request: Mapping[str, Any]) -> dict[str, Any]:
     """keystone_tool.py on the controller with the admin credentials added to `request` (on stdin)."""
     admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
     if admin_password is None:
@@ -256,7 +256,7 @@ def _run_tool(ctx: DriverContext, runner: Runner, plan: ServicePlan, request: Ma
 class Keystone:
     name = "keystone"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         db_password = read_secret(ctx.state_dir, DB_SECRET)
         admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
         if db_password is None or admin_password is None:  # observe never makes secrets
@@ -269,7 +269,7 @@ class Keystone:
         answers = lambda: api_answers(runner, plan)  # noqa: E731
         return [*file_problems(runner, files), *unit_problems(runner, "keystone", url=auth_url(plan), answers=answers)]
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         require_node(runner, plan.controller, rid, files={"/usr/bin/keystone-manage": "keystone"}, unit="keystone")
         db_password = get_or_create_secret(ctx.state_dir, DB_SECRET)
@@ -295,7 +295,7 @@ class Keystone:
         return {"auth_url": auth_url(plan), "openrc": OPENRC, "admin_secret": ADMIN_SECRET, "region": REGION,
                 "service_role": SERVICE_ROLE}  # fmt: skip
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         systemctl(runner, "disable", "--now", "keystone", check=False)
         remove_node_files(runner, DROPIN, CONF, OPENRC, TOOL_PATH)
         systemctl(runner, "daemon-reload", check=False)
@@ -303,4 +303,4 @@ class Keystone:
             drop_database(runner, "keystone", "keystone")
 
 
-register_role(Keystone())
+ROLE = Keystone()

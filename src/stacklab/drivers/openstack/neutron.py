@@ -18,22 +18,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.common import (
+    ServiceLayout,
+    file_problems,
+    service_secrets,
+    unit_problems,
+    uwsgi_exec_start,
+    version_list_answers,
+    wait_for_api,
+)
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
 from stacklab.drivers.openstack.keystone import (
     authtoken_section,
     credentials_section,
     register_in_keystone,
     retire_service,
-)
-from stacklab.drivers.openstack.services import (
-    ServicePlan,
-    file_problems,
-    register_role,
-    service_secrets,
-    unit_problems,
-    uwsgi_exec_start,
-    version_list_answers,
-    wait_for_api,
 )
 from stacklab.exec.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
 from stacklab.exec.runner import Runner
@@ -53,11 +52,11 @@ VNI_RANGE = "1:1000"
 SERVICE = {"name": "neutron", "type": "network", "description": "OpenStack Networking"}
 
 
-def api_url(plan: ServicePlan) -> str:
+def api_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}"
 
 
-def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_password: str) -> str:
+def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, user_password: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
@@ -90,7 +89,7 @@ def render_conf(plan: ServicePlan, db_password: str, rabbit_password: str, user_
     )
 
 
-def render_dropin(plan: ServicePlan, unit: str) -> str:
+def render_dropin(plan: ServiceLayout, unit: str) -> str:
     """The unit's ExecStart with neutron.conf, the ML2 ini and stacklab's file, in that order."""
     if unit == "neutron-api":
         log = "/var/log/neutron/neutron-api.log"
@@ -105,14 +104,14 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
     )
 
 
-def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
     return version_list_answers(runner, api_url(plan))
 
 
 class Neutron:
     name = "neutron"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         secrets = service_secrets(ctx, SECRETS, create=False)
         if secrets is None:
             return [f"the lab's neutron secrets are missing from {ctx.state_dir / 'secrets'}"]
@@ -122,7 +121,7 @@ class Neutron:
         found += unit_problems(runner, "neutron-api", url=api_url(plan), answers=answers)
         return found + unit_problems(runner, "neutron-rpc-server")
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         require_node(runner, plan.controller, rid, files={"/usr/bin/neutron-api": "neutron-server",
                      "/usr/bin/neutron-rpc-server": "neutron-server"}, unit="neutron-api")  # fmt: skip
@@ -146,9 +145,9 @@ class Neutron:
         return {"url": api_url(plan), "ml2": {"type_drivers": ["flat", "vxlan"], "tenant_network_types": ["vxlan"],
                 "vni_range": VNI_RANGE}}  # fmt: skip
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         retire_service(ctx, runner, plan, units=UNITS, user="neutron", user_secret=USER_SECRET, service=SERVICE,
                        url=api_url(plan), files=(*DROPINS.values(), CONF))  # fmt: skip
 
 
-register_role(Neutron())
+ROLE = Neutron()

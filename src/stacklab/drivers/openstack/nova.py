@@ -24,13 +24,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.cinder import (
-    CEPH_USER,
-    keyring_path,
-    rbd_secret_uuid,
-    require_keyring,
-    share_keyring,
-    unshare_keyring,
+from stacklab.drivers.openstack.common import (
+    ServiceLayout,
+    file_problems,
+    service_secrets,
+    unit_problems,
+    uwsgi_exec_start,
+    version_list_answers,
+    wait_for_api,
 )
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
 from stacklab.drivers.openstack.keystone import (
@@ -41,15 +42,14 @@ from stacklab.drivers.openstack.keystone import (
     retire_service,
     service_user_section,
 )
-from stacklab.drivers.openstack.services import (
-    ServicePlan,
-    file_problems,
-    register_role,
-    service_secrets,
-    unit_problems,
-    uwsgi_exec_start,
-    version_list_answers,
-    wait_for_api,
+from stacklab.drivers.storage.ceph.clients import (
+    CEPH_USER,
+    keyring_key,
+    keyring_path,
+    rbd_secret_uuid,
+    require_keyring,
+    share_keyring,
+    unshare_keyring,
 )
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import (
@@ -84,15 +84,15 @@ COMPUTE_BUDGET = 240.0
 SERVICE = {"name": "nova", "type": "compute", "description": "OpenStack Compute"}
 
 
-def api_url(plan: ServicePlan) -> str:
+def api_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}"
 
 
-def endpoint_url(plan: ServicePlan) -> str:
+def endpoint_url(plan: ServiceLayout) -> str:
     return f"{api_url(plan)}/v2.1"
 
 
-def computes(plan: ServicePlan) -> tuple[str, ...]:
+def computes(plan: ServiceLayout) -> tuple[str, ...]:
     return plan.hosts[1:]
 
 
@@ -100,11 +100,11 @@ def dropin_path(unit: str) -> str:
     return DROPIN_DIR.format(unit=unit)
 
 
-def images_type(plan: ServicePlan) -> str:
+def images_type(plan: ServiceLayout) -> str:
     return str(plan.config.get("images_type", "qcow2"))
 
 
-def check_plan(plan: ServicePlan, ctx: DriverContext) -> None:
+def check_plan(plan: ServiceLayout, ctx: DriverContext) -> None:
     rid = f"service/{plan.name}"
     if plan.config.get("instances_on", "local") != "local":
         raise PlanError(
@@ -125,7 +125,7 @@ def check_plan(plan: ServicePlan, ctx: DriverContext) -> None:
 
 
 def render_conf(
-    plan: ServicePlan, node: str, my_ip: str, *, db_password: str, rabbit_password: str, user_password: str
+    plan: ServiceLayout, node: str, my_ip: str, *, db_password: str, rabbit_password: str, user_password: str
 ) -> str:
     """nova's settings on `node`: the controller gets the databases and the API's token check, a compute its
     hypervisor; both reach placement, neutron, glance and cinder through the catalog as `nova`, and send nova's
@@ -181,7 +181,7 @@ def render_conf(
     return text
 
 
-def render_dropin(plan: ServicePlan, unit: str) -> str:
+def render_dropin(plan: ServiceLayout, unit: str) -> str:
     """The unit's ExecStart with the package's files, then stacklab's."""
     if unit == "nova-api":
         # nova monkey-patches eventlet: with uwsgi threads the RPC reply listener never runs, and every RPC *call*
@@ -206,7 +206,7 @@ def render_dropin(plan: ServicePlan, unit: str) -> str:
     )
 
 
-def render_secret_xml(plan: ServicePlan) -> str:
+def render_secret_xml(plan: ServiceLayout) -> str:
     return (
         "<secret ephemeral='no' private='no'>\n"
         f"  <uuid>{rbd_secret_uuid(plan.lab)}</uuid>\n"
@@ -215,30 +215,21 @@ def render_secret_xml(plan: ServicePlan) -> str:
     )
 
 
-def keyring_key(text: str) -> str:
-    """The base64 key of a Ceph keyring file."""
-    for line in text.splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == "key":
-            return value.strip()
-    raise ValueError("no key in the keyring")
-
-
 def manage_argv(*args: str) -> list[str]:
     return ["runuser", "-u", "nova", "--", "nova-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF, *args]
 
 
-def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
     return version_list_answers(runner, api_url(plan))
 
 
-def compute_states(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> dict[str, str]:
+def compute_states(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> dict[str, str]:
     """{host: state} of the nova-compute services the API knows."""
     body = admin_get(ctx, runner, plan, service_type="compute", path="/os-services?binary=nova-compute")
     return {str(s["host"]): str(s["state"]) for s in json.loads(body or "{}").get("services", [])}
 
 
-def hypervisors(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+def hypervisors(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
     body = admin_get(ctx, runner, plan, service_type="compute", path="/os-hypervisors")
     return sorted(str(h["hypervisor_hostname"]) for h in json.loads(body or "{}").get("hypervisors", []))
 
@@ -246,7 +237,7 @@ def hypervisors(ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[s
 class Nova:
     name = "nova"
 
-    def _files(self, ctx: DriverContext, plan: ServicePlan, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
+    def _files(self, ctx: DriverContext, plan: ServiceLayout, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
         my_ip = str(node_addresses(ctx.lab)[node]["mgmt"])
         db, rabbit, user = secrets
         files = {CONF: render_conf(plan, node, my_ip, db_password=db, rabbit_password=rabbit, user_password=user)}
@@ -258,7 +249,7 @@ class Nova:
             files[SECRET_XML] = render_secret_xml(plan)
         return files
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         secrets = service_secrets(ctx, SECRETS, create=False)
         if secrets is None:
             return [f"the lab's nova secrets are missing from {ctx.state_dir / 'secrets'}"]
@@ -276,7 +267,7 @@ class Nova:
             found += [f"{p} on {node}" for u in COMPUTE_UNITS for p in unit_problems(node_runner, u)]
         return found
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         check_plan(plan, ctx)
         require_node(runner, plan.controller, rid, files={"/usr/bin/nova-api-wsgi": "nova-api",
@@ -317,7 +308,7 @@ class Nova:
         return any(changed)
 
     def _ensure_compute(
-        self, ctx: DriverContext, runner: Runner, plan: ServicePlan, node: str, secrets: tuple[str, ...]
+        self, ctx: DriverContext, runner: Runner, plan: ServiceLayout, node: str, secrets: tuple[str, ...]
     ) -> None:
         rid = f"service/{self.name}"
         require_node(runner, node, rid, files={"/usr/bin/nova-compute": "nova-compute",
@@ -340,7 +331,7 @@ class Nova:
                 remove_node_files(runner, key_file)
         enable_and_restart(runner, "nova-compute", changed=changed)
 
-    def _wait_for_computes(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def _wait_for_computes(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         wanted = sorted(computes(plan))
         seen: dict[str, list[str]] = {"up": [], "found": []}
         discovered = False
@@ -368,7 +359,7 @@ class Nova:
                 hint="see /var/log/nova/nova-compute.log and `journalctl -u libvirtd` on the compute nodes",
             ) from None
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         for node in computes(plan):
             node_runner = ctx.on_node_if_up(node)
             if node_runner is None:
@@ -385,4 +376,4 @@ class Nova:
                        files=(*(dropin_path(u) for u in CONTROLLER_UNITS), CONF))  # fmt: skip
 
 
-register_role(Nova())
+ROLE = Nova()

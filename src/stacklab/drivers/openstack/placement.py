@@ -16,17 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.infra import ensure_database
-from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
-from stacklab.drivers.openstack.services import (
-    ServicePlan,
+from stacklab.drivers.openstack.common import (
+    ServiceLayout,
     file_problems,
-    register_role,
     unit_problems,
     uwsgi_exec_start,
     version_list_answers,
     wait_for_api,
 )
+from stacklab.drivers.openstack.infra import ensure_database
+from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
 from stacklab.exec.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -42,11 +41,11 @@ MANAGE_TIMEOUT = 600.0
 SERVICE = {"name": "placement", "type": "placement", "description": "OpenStack Placement"}
 
 
-def api_url(plan: ServicePlan) -> str:
+def api_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}"
 
 
-def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
+def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[api]\n"
@@ -57,7 +56,7 @@ def render_conf(plan: ServicePlan, db_password: str, user_password: str) -> str:
     )
 
 
-def render_dropin(plan: ServicePlan) -> str:
+def render_dropin(plan: ServiceLayout) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}: placement API on the management network, one process\n"
         "[Service]\n"
@@ -68,14 +67,14 @@ def render_dropin(plan: ServicePlan) -> str:
     )
 
 
-def api_answers(runner: Runner, plan: ServicePlan) -> bool:
+def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
     return version_list_answers(runner, api_url(plan))
 
 
 class Placement:
     name = "placement"
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         db_password = read_secret(ctx.state_dir, DB_SECRET)
         user_password = read_secret(ctx.state_dir, USER_SECRET)
         if db_password is None or user_password is None:
@@ -85,7 +84,7 @@ class Placement:
         answers = lambda: api_answers(runner, plan)  # noqa: E731
         return [*found, *unit_problems(runner, UNIT, url=api_url(plan), answers=answers)]
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         require_node(runner, plan.controller, rid, files={"/usr/bin/placement-api": "placement-api"}, unit=UNIT)
         db_password = get_or_create_secret(ctx.state_dir, DB_SECRET)
@@ -104,9 +103,9 @@ class Placement:
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
         return {"url": api_url(plan)}
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         retire_service(ctx, runner, plan, units=(UNIT,), user="placement", user_secret=USER_SECRET,
                        service=SERVICE, url=api_url(plan), files=(DROPIN, CONF))  # fmt: skip
 
 
-register_role(Placement())
+ROLE = Placement()

@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.common import ServiceLayout, file_problems, wait_for_api
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT
 from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
 from stacklab.drivers.openstack.keystone import REGION, register_in_keystone
-from stacklab.drivers.openstack.services import ServicePlan, file_problems, register_role, wait_for_api
 from stacklab.errors import PlanError
 from stacklab.exec.node_files import (
     read_node_file,
@@ -65,15 +65,15 @@ SERVER_SECTIONS = {
 }
 
 
-def proxy_address(plan: ServicePlan) -> str:
+def proxy_address(plan: ServiceLayout) -> str:
     return str(plan.config.get("proxy_address") or plan.address)
 
 
-def proxy_url(plan: ServicePlan) -> str:
+def proxy_url(plan: ServiceLayout) -> str:
     return f"http://{proxy_address(plan)}:{PROXY_PORT}"
 
 
-def swift_layout(plan: ServicePlan) -> tuple[str, dict[str, str], int]:
+def swift_layout(plan: ServiceLayout) -> tuple[str, dict[str, str], int]:
     """(proxy node, {storage node: br-storage address}, replicas) from the service spec."""
     nodes = {str(n): str(a) for n, a in dict(plan.config.get("storage_addresses") or {}).items()}
     if not nodes:
@@ -82,7 +82,7 @@ def swift_layout(plan: ServicePlan) -> tuple[str, dict[str, str], int]:
     return str(plan.config.get("proxy_node") or plan.controller), nodes, replicas
 
 
-def render_swift_conf(plan: ServicePlan, secret: str) -> str:
+def render_swift_conf(plan: ServiceLayout, secret: str) -> str:
     prefix, suffix = secret[: len(secret) // 2], secret[len(secret) // 2 :]
     return (
         f"# written by stacklab for lab {plan.lab}: placement hashes of this lab's cluster (never change them)\n"
@@ -95,7 +95,7 @@ def render_swift_conf(plan: ServicePlan, secret: str) -> str:
     )
 
 
-def render_server_conf(plan: ServicePlan, server: str, address: str) -> str:
+def render_server_conf(plan: ServiceLayout, server: str, address: str) -> str:
     lines = [
         f"# written by stacklab for lab {plan.lab}: {server} server on the storage network",
         "[DEFAULT]",
@@ -123,7 +123,7 @@ def render_server_conf(plan: ServicePlan, server: str, address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_rsyncd(plan: ServicePlan, address: str) -> str:
+def render_rsyncd(plan: ServiceLayout, address: str) -> str:
     lines = [
         f"# written by stacklab for lab {plan.lab}: swift replication over the storage network",
         "uid = swift",
@@ -138,7 +138,7 @@ def render_rsyncd(plan: ServicePlan, address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_proxy_conf(plan: ServicePlan, password: str) -> str:
+def render_proxy_conf(plan: ServiceLayout, password: str) -> str:
     keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
     filters = {
         "catch_errors": "catch_errors",
@@ -189,7 +189,7 @@ def render_proxy_conf(plan: ServicePlan, password: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_dropin(plan: ServicePlan, binary: str, config: str) -> str:
+def render_dropin(plan: ServiceLayout, binary: str, config: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}: the package's unit with stacklab's config\n"
         f"[Service]\nExecStart=\nExecStart={binary} {config}\n"
@@ -241,7 +241,7 @@ class Swift:
         hash_secret, user = read_secret(ctx.state_dir, HASH_SECRET), read_secret(ctx.state_dir, USER_SECRET)
         return (hash_secret, user) if hash_secret and user else None
 
-    def _storage_files(self, plan: ServicePlan, address: str, hash_secret: str) -> dict[str, str]:
+    def _storage_files(self, plan: ServiceLayout, address: str, hash_secret: str) -> dict[str, str]:
         files = {SWIFT_CONF: render_swift_conf(plan, hash_secret), RSYNCD_CONF: render_rsyncd(plan, address)}
         for server in PORTS:
             files[f"{CONF_DIR}/{server}-server.conf"] = render_server_conf(plan, server, address)
@@ -249,14 +249,14 @@ class Swift:
             files[dropin_path(unit)] = render_dropin(plan, binary, config)
         return files
 
-    def _proxy_files(self, plan: ServicePlan, hash_secret: str, password: str) -> dict[str, str]:
+    def _proxy_files(self, plan: ServiceLayout, hash_secret: str, password: str) -> dict[str, str]:
         return {
             SWIFT_CONF: render_swift_conf(plan, hash_secret),
             PROXY_CONF: render_proxy_conf(plan, password),
             dropin_path(PROXY_UNIT): render_dropin(plan, "/usr/bin/swift-proxy-server", PROXY_CONF),
         }
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> list[str]:
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
         secrets = self._secrets(ctx, create=False)
         if secrets is None:
             return [f"the lab's swift secrets are missing from {ctx.state_dir / 'secrets'}"]
@@ -283,7 +283,7 @@ class Swift:
                     found.append(f"{unit} is not running on {node}")
         return found
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> Mapping[str, Any]:
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         rid = f"service/{self.name}"
         proxy, nodes, replicas = swift_layout(plan)
         hash_secret, password = self._secrets(ctx, create=True) or ("", "")
@@ -334,7 +334,7 @@ class Swift:
         runner.run(["chown", "swift:swift", *RING_FILES], timeout=30)
         write_node_file(runner, RINGS_RECORD, record)
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServicePlan) -> None:
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         proxy, nodes, _replicas = swift_layout(plan)
         password = read_secret(ctx.state_dir, USER_SECRET) or ""
         proxy_runner = ctx.on_node_if_up(proxy)
@@ -386,8 +386,8 @@ def _restore_package_conf(runner: Runner) -> None:
     runner.run(["sh", "-c", 'test ! -e "$2" || mv -f "$2" "$1"', "restore", SWIFT_CONF, SWIFT_CONF_ORIG], timeout=30)
 
 
-def _healthy(runner: Runner, plan: ServicePlan) -> bool:
+def _healthy(runner: Runner, plan: ServiceLayout) -> bool:
     return runner.run(["curl", "-sf", "-m", "5", f"{proxy_url(plan)}/healthcheck"], timeout=15, check=False).ok
 
 
-register_role(Swift())
+ROLE = Swift()

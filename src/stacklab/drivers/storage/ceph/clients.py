@@ -1,0 +1,62 @@
+"""The Ceph client OpenStack uses on its nodes: `client.cinder` (cinder-volume and nova-compute share it), its
+keyring as the Ceph step puts it on every node of the storage network (root-only), who may read it, and the
+libvirt secret UUID that carries its key to QEMU.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from stacklab.errors import PlanError
+from stacklab.exec.node_files import node_path_exists
+from stacklab.exec.runner import Runner
+
+CEPH_USER = "cinder"
+
+
+def keyring_path(user: str = CEPH_USER) -> str:
+    return f"/etc/ceph/ceph.client.{user}.keyring"
+
+
+def rbd_secret_uuid(lab: str) -> str:
+    """The libvirt secret UUID of client.cinder's key: stable per lab (an identifier, not a secret)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stacklab:{lab}:client.{CEPH_USER}"))
+
+
+def require_keyring(runner: Runner, node: str, rid: str, role: str) -> None:
+    """PlanError unless `node` (the service's `role` node) has client.cinder's keyring from the Ceph step."""
+    if not node_path_exists(runner, keyring_path()):
+        raise PlanError(
+            f"{node} has no {keyring_path()}",
+            resource=rid,
+            hint=f"Ceph puts client keyrings on the storage network's nodes: give the {role} a NIC there",
+        )
+
+
+def share_keyring(runner: Runner, group: str) -> None:
+    """The Ceph step writes client keyrings root-only; the service reading it runs as `group`."""
+    runner.run(["chgrp", group, keyring_path()], timeout=30)
+    runner.run(["chmod", "0640", keyring_path()], timeout=30)
+
+
+def unshare_keyring(runner: Runner) -> None:
+    """Back to the Ceph step's root-only mode (when the keyring is still there)."""
+    if node_path_exists(runner, keyring_path()):
+        runner.run(["chgrp", "root", keyring_path()], timeout=30, check=False)
+        runner.run(["chmod", "0600", keyring_path()], timeout=30, check=False)
+
+
+def keyring_problems(runner: Runner) -> list[str]:
+    result = runner.run(["stat", "-c", "%G %a", keyring_path()], timeout=30, check=False)
+    if result.stdout.split() != ["cinder", "640"]:
+        return [f"{keyring_path()} is not readable by cinder ({result.stdout.strip() or 'missing'})"]
+    return []
+
+
+def keyring_key(text: str) -> str:
+    """The base64 key of a Ceph keyring file."""
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "key":
+            return value.strip()
+    raise ValueError("no key in the keyring")
