@@ -25,6 +25,7 @@ from typing import Any
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
+    dropin_text,
     file_problems,
     service_secrets,
     unit_problems,
@@ -155,16 +156,10 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
     """The unit's ExecStart with stacklab's config file after the package's."""
     if unit == "cinder-api":
         log = "/var/log/cinder/cinder-api.log"
-        argv = [uwsgi_exec_start(plan.address, PORT, "/usr/bin/cinder-wsgi", log, pyargv=CONFIG_ARGS)]
-        # as keystone's API: SIGTERM (systemd's default) ends uwsgi at once under --die-on-term
-        stop = "TimeoutStopSec=5\n"
-        what = "cinder API on the management network, one process"
-    else:
-        argv = [f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/cinder/{unit}.log"]
-        stop, what = "", f"{unit} with stacklab's settings"
-    return (
-        f"# written by stacklab for lab {plan.lab}: {what}\n[Service]\n{stop}ExecStart=\nExecStart={' '.join(argv)}\n"
-    )
+        exec_start = uwsgi_exec_start(plan.address, PORT, "/usr/bin/cinder-wsgi", log, pyargv=CONFIG_ARGS)
+        return dropin_text(plan.lab, "cinder API on the management network, one process", exec_start, quick_stop=True)
+    exec_start = " ".join([f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/cinder/{unit}.log"])
+    return dropin_text(plan.lab, f"{unit} with stacklab's settings", exec_start)
 
 
 def api_answers(runner: Runner, plan: ServiceLayout) -> bool:

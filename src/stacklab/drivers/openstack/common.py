@@ -149,6 +149,17 @@ def uwsgi_exec_start(
     return " ".join([*argv, f'--pyargv "{pyargv}"'] if pyargv else argv)
 
 
+def dropin_text(lab: str, what: str, exec_start: str, *, environment: str = "", quick_stop: bool = False) -> str:
+    """A systemd drop-in that replaces the package unit's ExecStart (and optionally sets one Environment= line).
+
+    `quick_stop`: TimeoutStopSec=5. The APIs under uwsgi --die-on-term exit at once on SIGTERM (systemd's
+    default) and keep no state of their own, so a hung worker is killed after 5 s rather than the package's 15+.
+    """
+    env = f'Environment="{environment}"\n' if environment else ""
+    stop = "TimeoutStopSec=5\n" if quick_stop else ""
+    return f"# written by stacklab for lab {lab}: {what}\n[Service]\n{env}{stop}ExecStart=\nExecStart={exec_start}\n"
+
+
 def service_secrets(ctx: DriverContext, names: tuple[str, ...], *, create: bool) -> tuple[str, ...] | None:
     """The lab's secrets `names`: made when missing with `create`, else only read (observe never makes secrets);
     None when one is missing."""

@@ -13,39 +13,25 @@ until their clients are wired (cephx key for glance, the NFS mount): never a sil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
-    file_problems,
-    unit_problems,
-    version_list_answers,
-    wait_for_api,
+    dropin_text,
 )
-from stacklab.drivers.openstack.infra import ensure_database
-from stacklab.drivers.openstack.keystone import authtoken_section, register_in_keystone, retire_service
+from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
+from stacklab.drivers.openstack.keystone import authtoken_section
 from stacklab.errors import PlanError
-from stacklab.exec.node_files import (
-    enable_and_restart,
-    require_node,
-    write_node_file,
-    write_unit_files,
-)
 from stacklab.exec.runner import Runner
-from stacklab.secrets import get_or_create_secret, read_secret
 
 PACKAGE_CONF = "/etc/glance/glance-api.conf"
 CONF = "/etc/glance/glance-api.conf.d/50-stacklab.conf"
 DROPIN = "/etc/systemd/system/glance-api.service.d/stacklab.conf"
 PORT = 9292
-DB_SECRET = "glance-db"
-USER_SECRET = "glance-keystone"
 IMAGES_DIR = "/var/lib/glance/images/"
 CACHE_DIR = "/var/lib/glance/image-cache"
 GLANCE_DIRS = (IMAGES_DIR, CACHE_DIR, *(f"{CACHE_DIR}/{d}" for d in ("incomplete", "invalid", "queue")))
-MANAGE_TIMEOUT = 600.0
 SERVICE = {"name": "glance", "type": "image", "description": "OpenStack Image service"}
 
 
@@ -88,62 +74,45 @@ def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> st
 
 
 def render_dropin(plan: ServiceLayout) -> str:
-    return (
-        f"# written by stacklab for lab {plan.lab}: glance-api with stacklab's settings file, one worker\n"
-        "[Service]\n"
-        "ExecStart=\n"
-        f"ExecStart=/usr/bin/glance-api --config-file {PACKAGE_CONF} --config-file {CONF}\n"
-    )
+    exec_start = f"/usr/bin/glance-api --config-file {PACKAGE_CONF} --config-file {CONF}"
+    return dropin_text(plan.lab, "glance-api with stacklab's settings file, one worker", exec_start)
 
 
-def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
-    return version_list_answers(runner, api_url(plan))
+def own_dirs(_ctx: DriverContext, runner: Runner, _layout: ServiceLayout) -> None:
+    # the package ships the cache's work dirs owned by root: glance could not fill its cache
+    runner.run(["install", "-d", "-o", "glance", "-g", "glance", *GLANCE_DIRS], timeout=30)
 
 
-class Glance:
-    name = "glance"
-
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
-        db_password = read_secret(ctx.state_dir, DB_SECRET)
-        user_password = read_secret(ctx.state_dir, USER_SECRET)
-        if db_password is None or user_password is None:
-            return [f"the lab's glance secrets are missing from {ctx.state_dir / 'secrets'}"]
-        found = file_problems(
-            runner, {CONF: render_conf(plan, db_password, user_password), DROPIN: render_dropin(plan)}
-        )
-        owners = runner.run(["stat", "-c", "%U %n", *GLANCE_DIRS], timeout=30, check=False).stdout.split("\n")
-        found += [
-            f"{line.split(' ', 1)[-1]} is not glance's" for line in owners if line and not line.startswith("glance ")
-        ]
-        answers = lambda: api_answers(runner, plan)  # noqa: E731
-        return [*found, *unit_problems(runner, "glance-api", url=api_url(plan), answers=answers)]
-
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
-        rid = f"service/{self.name}"
-        check_store(plan)
-        require_node(runner, plan.controller, rid, files={"/usr/bin/glance-api": "glance-api"}, unit="glance-api")
-        db_password = get_or_create_secret(ctx.state_dir, DB_SECRET)
-        user_password = get_or_create_secret(ctx.state_dir, USER_SECRET)
-        ctx.progress(f"{rid}: database, keystone user and endpoints")
-        ensure_database(runner, "glance", "glance", db_password)
-        register_in_keystone(ctx, runner, plan, user="glance", password=user_password, service=SERVICE,
-                             url=api_url(plan))  # fmt: skip
-        changed = write_node_file(runner, CONF, render_conf(plan, db_password, user_password), mode="0640")
-        runner.run(["chown", "root:glance", CONF], timeout=30)
-        # the package ships the cache's work dirs owned by root: glance could not fill its cache
-        runner.run(["install", "-d", "-o", "glance", "-g", "glance", *GLANCE_DIRS], timeout=30)
-        runner.run(["runuser", "-u", "glance", "--", "glance-manage", "--config-file", PACKAGE_CONF,
-                    "--config-file", CONF, "db_sync"], timeout=MANAGE_TIMEOUT)  # fmt: skip
-        changed = write_unit_files(runner, {DROPIN: render_dropin(plan)}) or changed
-        enable_and_restart(runner, "glance-api", changed=changed)
-        wait_for_api(runner, rid, url=api_url(plan), unit="glance-api", log_file="/var/log/glance/glance-api.log",
-                     answers=lambda: api_answers(runner, plan))  # fmt: skip
-        return {"url": api_url(plan), "store": "file", "images_dir": IMAGES_DIR, "cache_dir": CACHE_DIR,
-                "cache": bool(plan.config.get("cache", True))}  # fmt: skip
-
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        retire_service(ctx, runner, plan, units=("glance-api",), user="glance", user_secret=USER_SECRET,
-                       service=SERVICE, url=api_url(plan), files=(DROPIN, CONF))  # fmt: skip
+def dir_problems(runner: Runner) -> list[str]:
+    owners = runner.run(["stat", "-c", "%U %n", *GLANCE_DIRS], timeout=30, check=False).stdout.split("\n")
+    return [f"{line.split(' ', 1)[-1]} is not glance's" for line in owners if line and not line.startswith("glance ")]
 
 
-ROLE = Glance()
+def outputs(layout: ServiceLayout) -> dict[str, Any]:
+    return {
+        "store": "file",
+        "images_dir": IMAGES_DIR,
+        "cache_dir": CACHE_DIR,
+        "cache": bool(layout.config.get("cache", True)),
+    }
+
+
+SERVICE_RECORD = ApiService(
+    name="glance",
+    unit="glance-api",
+    port=PORT,
+    conf=CONF,
+    dropin=DROPIN,
+    log_file="/var/log/glance/glance-api.log",
+    catalog=SERVICE,
+    sync=("glance-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF, "db_sync"),
+    binary="/usr/bin/glance-api",
+    render_conf=render_conf,
+    render_dropin=render_dropin,
+    check=check_store,
+    before_sync=own_dirs,
+    extra_problems=dir_problems,
+    outputs=outputs,
+    sync_progress=False,
+)
+ROLE = DeclaredRole(SERVICE_RECORD)

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.common import ServiceLayout, file_problems, unit_problems, wait_for_api
+from stacklab.drivers.openstack.common import ServiceLayout, dropin_text, file_problems, unit_problems, wait_for_api
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT, drop_database, ensure_database
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
@@ -110,17 +110,10 @@ def render_dropin(plan: ServiceLayout) -> str:
         "--buffer-size 65535 --add-header 'Connection: close'",
         "--logto /var/log/keystone/keystone-api.log",
     ]
-    return (
-        f"# written by stacklab for lab {plan.lab}: keystone API on the management network, 2 workers\n"
-        "[Service]\n"
-        f'Environment="OS_KEYSTONE_CONFIG_FILES={PACKAGE_CONF};{CONF}"\n'
-        # Stopping: under --die-on-term uwsgi's master exits on SIGTERM (systemd's default) and takes SIGQUIT as a
-        # brutal *reload* (uwsgi's master.c swaps the two), so no KillSignal here. The API keeps no state of its
-        # own (MariaDB does): kill after 5 s rather than the package's 15 if a worker hangs.
-        "TimeoutStopSec=5\n"
-        "ExecStart=\n"
-        f"ExecStart={' '.join(argv)}\n"
-    )
+    # Stopping: under --die-on-term uwsgi's master exits on SIGTERM (systemd's default) and takes SIGQUIT as a
+    # brutal *reload* (uwsgi's master.c swaps the two), so no KillSignal here.
+    what, env = "keystone API on the management network, 2 workers", f"OS_KEYSTONE_CONFIG_FILES={PACKAGE_CONF};{CONF}"
+    return dropin_text(plan.lab, what, " ".join(argv), environment=env, quick_stop=True)
 
 
 def render_openrc(plan: ServiceLayout, admin_password: str) -> str:

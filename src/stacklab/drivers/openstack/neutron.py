@@ -20,6 +20,7 @@ from typing import Any
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
+    dropin_text,
     file_problems,
     service_secrets,
     unit_problems,
@@ -93,15 +94,10 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
     """The unit's ExecStart with neutron.conf, the ML2 ini and stacklab's file, in that order."""
     if unit == "neutron-api":
         log = "/var/log/neutron/neutron-api.log"
-        argv = [uwsgi_exec_start(plan.address, PORT, "/usr/bin/neutron-api", log, pyargv=CONFIG_ARGS)]
-        # SIGTERM (systemd's default) ends uwsgi at once under --die-on-term
-        stop, what = "TimeoutStopSec=5\n", "neutron API on the management network, one process"
-    else:
-        argv = [f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/neutron/{unit}.log"]
-        stop, what = "", f"{unit} with stacklab's settings"
-    return (
-        f"# written by stacklab for lab {plan.lab}: {what}\n[Service]\n{stop}ExecStart=\nExecStart={' '.join(argv)}\n"
-    )
+        exec_start = uwsgi_exec_start(plan.address, PORT, "/usr/bin/neutron-api", log, pyargv=CONFIG_ARGS)
+        return dropin_text(plan.lab, "neutron API on the management network, one process", exec_start, quick_stop=True)
+    exec_start = " ".join([f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/neutron/{unit}.log"])
+    return dropin_text(plan.lab, f"{unit} with stacklab's settings", exec_start)
 
 
 def api_answers(runner: Runner, plan: ServiceLayout) -> bool:

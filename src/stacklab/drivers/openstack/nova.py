@@ -26,6 +26,7 @@ from typing import Any
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
+    dropin_text,
     file_problems,
     service_secrets,
     unit_problems,
@@ -188,22 +189,13 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
         # from the API (volume attach...) times out; one thread per process, two processes
         exec_start = uwsgi_exec_start(plan.address, PORT, "/usr/bin/nova-api-wsgi", "/var/log/nova/nova-api.log",
                                       processes=2, threads=1)  # fmt: skip
-        return (
-            f"# written by stacklab for lab {plan.lab}: nova API on the management network, two processes\n"
-            "[Service]\n"
-            # nova's WSGI app reads this list (relative to /etc/nova; the first is its paste file); SIGTERM ends
-            # uwsgi under --die-on-term
-            f'Environment="OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;{CONF.removeprefix("/etc/nova/")}"\n'
-            "TimeoutStopSec=5\n"
-            "ExecStart=\n"
-            f"ExecStart={exec_start}\n"
-        )
+        # nova's WSGI app reads this list (relative to /etc/nova; the first is its paste file)
+        env = f"OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;{CONF.removeprefix('/etc/nova/')}"
+        what = "nova API on the management network, two processes"
+        return dropin_text(plan.lab, what, exec_start, environment=env, quick_stop=True)
     files = [PACKAGE_CONF, *([COMPUTE_PACKAGE_CONF] if unit == "nova-compute" else []), CONF]
     argv = [f"/usr/bin/{unit}", *(f"--config-file {f}" for f in files), f"--log-file /var/log/nova/{unit}.log"]
-    return (
-        f"# written by stacklab for lab {plan.lab}: {unit} with stacklab's settings\n"
-        f"[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
-    )
+    return dropin_text(plan.lab, f"{unit} with stacklab's settings", " ".join(argv))
 
 
 def render_secret_xml(plan: ServiceLayout) -> str:
