@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -376,30 +376,19 @@ def find_tools(names: Iterable[str], *, root: Path = Path("/"), path: str | None
     return found
 
 
-def probe_host(
-    runner: Runner,
-    *,
-    root: Path = Path("/"),
-    disk_path: Path = Path("."),
-    path: str | None = None,
-    check_kvm: bool = True,
-    kvm_timeout: float = DEFAULT_TIMEOUT,
-) -> HostReport:
-    """Read what this host can run. Changes nothing; the only command run is the KVM guest probe.
+@dataclass(frozen=True)
+class _KernelFacts:
+    """What /proc says about filesystems, mounts, misc and block devices (read once per probe)."""
 
-    `path` overrides $PATH for the tool search; `check_kvm=False` skips the guest boot (usable_for_guests=None).
-    """
-    files = _HostFiles(root)
-    status = _status_fields(files)
-    is_root = _is_root(status)
-    modules = _Modules(files, is_root=is_root)
-    filesystems = _filesystems(files)
-    mounts = _mounts(files)
-    mounted = {m.fstype for m in mounts}
-    misc = _misc_devices(files)
-    devices = _proc_devices(files)
-    tools = find_tools(TOOLS, root=root, path=path)
+    filesystems: set[str]
+    mounted: set[str]
+    misc: set[str]
+    devices: set[str]
 
+
+def _storage_features(files: _HostFiles, modules: _Modules, facts: _KernelFacts) -> dict[str, Capability]:
+    """Device-mapper, configfs and the kernel's storage servers and clients (LIO, nfsd, NFS)."""
+    filesystems, mounted, misc, devices = facts.filesystems, facts.mounted, facts.misc, facts.devices
     device_mapper = _feature(
         modules,
         what="device-mapper",
@@ -442,6 +431,18 @@ def probe_host(
         ],
         module_names=["nfsv4", "nfs"],
     )
+    return {
+        "device_mapper": device_mapper,
+        "configfs": configfs,
+        "lio_target": lio_target,
+        "nfsd": nfsd,
+        "nfs_client": nfs_client,
+    }
+
+
+def _device_features(files: _HostFiles, modules: _Modules, facts: _KernelFacts) -> dict[str, Capability]:
+    """Block devices and filesystems that nodes and guests use: iSCSI initiator, RBD, NBD, loop, overlayfs, FUSE."""
+    filesystems, misc = facts.filesystems, facts.misc
     iscsi_initiator = _feature(
         modules,
         what="kernel iSCSI initiator",
@@ -484,30 +485,60 @@ def probe_host(
         evidence=[(files.exists("/dev/fuse") and "fuse" in filesystems, "/dev/fuse and fuse in /proc/filesystems")],
         module_names=["fuse"],
     )
+    return {
+        "iscsi_initiator": iscsi_initiator,
+        "rbd": rbd,
+        "nbd": nbd,
+        "loop": loop,
+        "overlayfs": overlayfs,
+        "fuse": fuse,
+    }
+
+
+def _kvm_status(
+    runner: Runner, files: _HostFiles, tools: Mapping[str, str | None], root: Path, *, check_kvm: bool, timeout: float
+) -> KvmStatus:
+    """KVM as libvirt would use it: the guest probe (unless skipped), else what /dev/kvm says."""
     kvm_present = files.exists("/dev/kvm")
     if check_kvm:
-        kvm = probe_kvm(runner, device_present=kvm_present, qemu=tools.get(QEMU), timeout=kvm_timeout)
+        kvm = probe_kvm(runner, device_present=kvm_present, qemu=tools.get(QEMU), timeout=timeout)
         kvm = kvm_for_libvirt(kvm, root)
     elif kvm_present:
         kvm = KvmStatus(True, None, "KVM guest probe skipped")
     else:
         kvm = KvmStatus(False, False, "/dev/kvm is absent")
 
+    return kvm
+
+
+def probe_host(
+    runner: Runner,
+    *,
+    root: Path = Path("/"),
+    disk_path: Path = Path("."),
+    path: str | None = None,
+    check_kvm: bool = True,
+    kvm_timeout: float = DEFAULT_TIMEOUT,
+) -> HostReport:
+    """Read what this host can run. Changes nothing; the only command run is the KVM guest probe.
+
+    `path` overrides $PATH for the tool search; `check_kvm=False` skips the guest boot (usable_for_guests=None).
+    """
+    files = _HostFiles(root)
+    status = _status_fields(files)
+    is_root = _is_root(status)
+    modules = _Modules(files, is_root=is_root)
+    mounts = _mounts(files)
+    facts = _KernelFacts(_filesystems(files), {m.fstype for m in mounts}, _misc_devices(files), _proc_devices(files))
+    tools = find_tools(TOOLS, root=root, path=path)
+
+    features = {**_storage_features(files, modules, facts), **_device_features(files, modules, facts)}
+    kvm = _kvm_status(runner, files, tools, root, check_kvm=check_kvm, timeout=kvm_timeout)
     report = HostReport(
         is_root=is_root,
         systemd_pid1=_systemd_pid1(files),
         kvm=kvm,
-        device_mapper=device_mapper,
-        configfs=configfs,
-        lio_target=lio_target,
-        nfsd=nfsd,
-        nfs_client=nfs_client,
-        iscsi_initiator=iscsi_initiator,
-        rbd=rbd,
-        nbd=nbd,
-        loop=loop,
-        overlayfs=overlayfs,
-        fuse=fuse,
+        **features,
         cgroup=_cgroup_layout(files, mounts),
         cap_sys_resource=_cap_sys_resource(status),
         kernel_modules=modules.enabled,
