@@ -108,6 +108,29 @@ class PackagesCeph:
             )
 
         ctx.progress(f"{resource_id}: monitors")
+        admin = self._monitors(spec, runners, fsid, keys, resource_id)
+        ctx.progress(f"{resource_id}: managers and client keys")
+        self._managers(spec, runners, admin, keys, client_keys)
+        ctx.progress(f"{resource_id}: {spec.osd_count} OSDs")
+        self._osds(spec, runners, admin)
+        ctx.progress(f"{resource_id}: pools {', '.join(spec.pools)}")
+        created = admin.ensure_pools(spec)
+        if created:
+            LOG.info("%s: created pools %s", resource_id, ", ".join(created))
+        distribute_clients(spec, ctx, fsid, clients, resource_id)
+        health = admin.wait_health(self.waiter, accepted_health_checks(spec))
+        return cluster_outputs(spec, fsid, health, implementation=self.name)
+
+    def _monitors(
+        self,
+        spec: CephSpec,
+        runners: Mapping[str, Runner],
+        fsid: str,
+        keys: Mapping[str, str],
+        resource_id: str,
+    ) -> CephAdmin:
+        """The first monitor from a fresh monmap, the others from the cluster's; each waits for quorum."""
+        first = runners[spec.first_mon]
         admin = CephAdmin(first, resource_id)
         mon_keyring = render_keyring("mon.", keys["mon."], MON_CAPS)
         bootstrap = (
@@ -145,8 +168,17 @@ class PackagesCeph:
                 self._mkfs_mon(runner, node, monmap, mon_keyring)
             self._start(runner, f"ceph-mon@{node}")
         admin.wait_quorum(self.waiter, spec.mon_names)
+        return admin
 
-        ctx.progress(f"{resource_id}: managers and client keys")
+    def _managers(
+        self,
+        spec: CephSpec,
+        runners: Mapping[str, Runner],
+        admin: CephAdmin,
+        keys: Mapping[str, str],
+        client_keys: Mapping[str, str],
+    ) -> None:
+        """The managers' and clients' cephx entities, then each manager's keyring and unit."""
         auth = admin.auth_dump()
         for mgr in spec.mgrs:
             admin.ensure_entity(f"mgr.{mgr}", keys[f"mgr.{mgr}"], MGR_CAPS, auth)
@@ -166,7 +198,8 @@ class PackagesCeph:
             )
             self._start(runner, f"ceph-mgr@{mgr}")
 
-        ctx.progress(f"{resource_id}: {spec.osd_count} OSDs")
+    def _osds(self, spec: CephSpec, runners: Mapping[str, Runner], admin: CephAdmin) -> None:
+        """The OSDs each host lacks (existing ones keep their ids), all started, then the wait until all are up."""
         by_host = admin.osds_by_host()
         for node in spec.osd_hosts:
             runner = runners[node]
@@ -176,14 +209,6 @@ class PackagesCeph:
             for osd_id in have:
                 self._start(runner, f"ceph-osd@{osd_id}")
         admin.wait_osds(self.waiter, spec.osd_count)
-
-        ctx.progress(f"{resource_id}: pools {', '.join(spec.pools)}")
-        created = admin.ensure_pools(spec)
-        if created:
-            LOG.info("%s: created pools %s", resource_id, ", ".join(created))
-        distribute_clients(spec, ctx, fsid, clients, resource_id)
-        health = admin.wait_health(self.waiter, accepted_health_checks(spec))
-        return cluster_outputs(spec, fsid, health, implementation=self.name)
 
     def _distribute(
         self,
