@@ -71,6 +71,58 @@ IMPLEMENTATIONS = ("tgt", "lio")
 FILTER = "iscsi"  # the node's port filter (node_firewall) for the portal
 
 
+@dataclasses.dataclass(frozen=True)
+class _Stores:
+    """Where non-file backing stores live in this lab: the node's VG (storage.lvm on this node) and the RBD pool."""
+
+    vg: str | None
+    rbd_pool: str | None
+
+    @classmethod
+    def of(cls, lab: Lab, node: str) -> _Stores:
+        lvm, ceph = lab.storage.lvm, lab.storage.ceph
+        vg = lvm.vg if lvm is not None and lvm.node == node else None
+        rbd_pool = (
+            ("volumes" if "volumes" in ceph.pools else ceph.pools[0]) if ceph is not None and ceph.pools else None
+        )
+        return cls(vg, rbd_pool)
+
+
+def _backing_path(
+    resource_id: str, name: str, backing: str, *, node: str, implementation: str, stores: _Stores, strict: bool
+) -> str:
+    """The backing store of target `name`: a file path, /dev/VG/LV or pool/image; "" when not strict and unservable."""
+    vg, rbd_pool = stores.vg, stores.rbd_pool
+    if backing == "file":
+        return f"{FILE_DIR}/{name}.img"
+    if not strict and (backing not in ("lvm", "rbd") or (vg if backing == "lvm" else rbd_pool) is None):
+        return ""
+    if backing == "lvm":
+        if vg is None:
+            raise PlanError(
+                f"target {name} has `backing: lvm` but storage.lvm is not on {node}",
+                resource=resource_id,
+                hint=f"add `storage.lvm: {{node: {node}}}` or use `backing: file`",
+            )
+        return f"/dev/{vg}/{lv_name(name)}"
+    if backing == "rbd":
+        if rbd_pool is None:
+            raise PlanError(
+                f"target {name} has `backing: rbd` but the lab has no Ceph pools",
+                resource=resource_id,
+                hint="add storage.ceph to the lab, or use `backing: file`",
+            )
+        if implementation == "lio" and strict:
+            raise PlanError(
+                f"target {name}: LIO cannot serve RBD images (it needs the kernel rbd module to map them)",
+                resource=resource_id,
+                hint="use `implementation: tgt` (its rbd backing store talks to Ceph in user space) "
+                "or `backing: file`/`lvm` for LIO",
+            )
+        return f"{rbd_pool}/{rbd_image_name(name)}"
+    raise PlanError(f"target {name}: unknown backing {backing!r}", resource=resource_id)
+
+
 def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *, strict: bool = True) -> IscsiPlan:
     """Pure: resolve names, backing paths, ACLs and CHAP accounts for every target of the spec.
 
@@ -92,49 +144,15 @@ def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *
     storage = lab.networks.get("storage")
     allowed = str(storage.cidr) if storage is not None else None
 
-    vg: str | None = None
-    lvm = lab.storage.lvm
-    if lvm is not None and lvm.node == node:
-        vg = lvm.vg
-    rbd_pool: str | None = None
-    ceph = lab.storage.ceph
-    if ceph is not None and ceph.pools:
-        rbd_pool = "volumes" if "volumes" in ceph.pools else ceph.pools[0]
-
+    stores = _Stores.of(lab, node)
     targets: list[TargetPlan] = []
     for raw in spec.get("targets", ()):
         name = str(raw["name"])
         backing = str(raw.get("backing", "file"))
         size = int(raw["size_mib"])
-        if backing == "file":
-            path = f"{FILE_DIR}/{name}.img"
-        elif not strict and (backing not in ("lvm", "rbd") or (vg if backing == "lvm" else rbd_pool) is None):
-            path = ""
-        elif backing == "lvm":
-            if vg is None:
-                raise PlanError(
-                    f"target {name} has `backing: lvm` but storage.lvm is not on {node}",
-                    resource=resource_id,
-                    hint=f"add `storage.lvm: {{node: {node}}}` or use `backing: file`",
-                )
-            path = f"/dev/{vg}/{lv_name(name)}"
-        elif backing == "rbd":
-            if rbd_pool is None:
-                raise PlanError(
-                    f"target {name} has `backing: rbd` but the lab has no Ceph pools",
-                    resource=resource_id,
-                    hint="add storage.ceph to the lab, or use `backing: file`",
-                )
-            if implementation == "lio" and strict:
-                raise PlanError(
-                    f"target {name}: LIO cannot serve RBD images (it needs the kernel rbd module to map them)",
-                    resource=resource_id,
-                    hint="use `implementation: tgt` (its rbd backing store talks to Ceph in user space) "
-                    "or `backing: file`/`lvm` for LIO",
-                )
-            path = f"{rbd_pool}/{rbd_image_name(name)}"
-        else:
-            raise PlanError(f"target {name}: unknown backing {backing!r}", resource=resource_id)
+        path = _backing_path(
+            resource_id, name, backing, node=node, implementation=implementation, stores=stores, strict=strict
+        )
         targets.append(
             TargetPlan(
                 name=name,
@@ -157,8 +175,8 @@ def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *
         allowed_network=allowed,
         initiator_nodes=initiator_nodes,
         targets=tuple(targets),
-        vg=vg,
-        rbd_pool=rbd_pool,
+        vg=stores.vg,
+        rbd_pool=stores.rbd_pool,
     )
 
 
