@@ -549,6 +549,14 @@ def _check_reachable_by_qemu(paths: Sequence[Path]) -> None:
 # The driver
 
 
+def _fresh_node_dir(layout: VmLayout) -> None:
+    """The node's directory, traversable by QEMU, without an earlier boot's console log (this boot's only)."""
+    layout.node_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (layout.vm_dir, layout.node_dir):
+        directory.chmod(0o755)
+    layout.console_log.unlink(missing_ok=True)
+
+
 @dataclass
 class VmDriver(BaseDriver):
     """The `node` resource for spec kind "vm" (routed here by drivers/nodes/node.py)."""
@@ -656,26 +664,9 @@ class VmDriver(BaseDriver):
         assert conn is not None
         name = domain_name(lab, node)
 
-        existing = _lookup_domain(conn, name)
-        if existing is not None:
-            xml = existing.XMLDesc(0)
-            if owner_of(xml) != (lab, node):
-                raise PlanError(
-                    f"libvirt domain {name} exists but is not owned by this lab",
-                    resource=resource.id,
-                    hint="stacklab never touches foreign domains; undefine or rename it",
-                )
-            config = DomainConfig.parse(xml)
-            same_spec = config.metadata is not None and config.metadata.spec_hash == resource.hash
-            same_image = image_hash_of_kernel(config.kernel) in (
-                None,
-                str(ctx.output(f"image/{spec['image']}", "hash")),
-            )
-            if same_spec and same_image and self._volumes_present(conn, lab, layout, spec):
-                return self._start_and_wait(ctx, existing, spec=spec, layout=layout, virt_type=virt_type, fresh=False)
-            LOG.info("VM %s: recreating domain %s (%s)", node, name, "; ".join(change.reasons) or "spec changed")
-            self._remove_node(conn, ctx, layout, name, keep_console=False)
-
+        reused = self._keep_existing(resource, ctx, conn, layout=layout, virt_type=virt_type, change=change)
+        if reused is not None:
+            return reused
         ctx.progress(f"preparing disks for {node}")
         image_id = f"image/{spec['image']}"
         rootfs = Path(str(ctx.output(image_id, "rootfs")))
@@ -684,10 +675,7 @@ class VmDriver(BaseDriver):
         key_file = str(ctx.output(key_id, "private_key"))
         public_key = public_key_text(str(ctx.output(key_id, "public_key")))
         try:
-            layout.node_dir.mkdir(parents=True, exist_ok=True)
-            for directory in (layout.vm_dir, layout.node_dir):
-                directory.chmod(0o755)
-            layout.console_log.unlink(missing_ok=True)  # this boot's console only
+            _fresh_node_dir(layout)
             with _pool_lock:
                 pool = self._ensure_pool(conn, lab, layout)
             if self._uri(ctx) == libvirtd.URI:
@@ -728,6 +716,43 @@ class VmDriver(BaseDriver):
             except Exception:
                 LOG.exception("VM %s: cleanup after a failed apply failed too", node)
             raise
+
+    def _keep_existing(
+        self,
+        resource: Resource,
+        ctx: DriverContext,
+        conn: Any,
+        *,
+        layout: VmLayout,
+        virt_type: DomainType,
+        change: Change,
+    ) -> Mapping[str, Any] | None:
+        """An existing domain of this node: started as it is when its spec, image and volumes are current (its
+        outputs), else removed (None: the caller builds it anew). A domain another lab owns is a PlanError."""
+        spec = resource.spec
+        lab, node = ctx.lab.name, resource.name
+        name = domain_name(lab, node)
+        existing = _lookup_domain(conn, name)
+        if existing is None:
+            return None
+        xml = existing.XMLDesc(0)
+        if owner_of(xml) != (lab, node):
+            raise PlanError(
+                f"libvirt domain {name} exists but is not owned by this lab",
+                resource=resource.id,
+                hint="stacklab never touches foreign domains; undefine or rename it",
+            )
+        config = DomainConfig.parse(xml)
+        same_spec = config.metadata is not None and config.metadata.spec_hash == resource.hash
+        same_image = image_hash_of_kernel(config.kernel) in (
+            None,
+            str(ctx.output(f"image/{spec['image']}", "hash")),
+        )
+        if same_spec and same_image and self._volumes_present(conn, lab, layout, spec):
+            return self._start_and_wait(ctx, existing, spec=spec, layout=layout, virt_type=virt_type, fresh=False)
+        LOG.info("VM %s: recreating domain %s (%s)", node, name, "; ".join(change.reasons) or "spec changed")
+        self._remove_node(conn, ctx, layout, name, keep_console=False)
+        return None
 
     def _start_and_wait(
         self,
