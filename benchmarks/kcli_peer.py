@@ -33,7 +33,7 @@ import yaml
 
 from stacklab.drivers.nodes import libvirtd, vm_disk
 from stacklab.drivers.nodes.image import ImageBuilder, cache_root, entry_for, resolve_recipe
-from stacklab.drivers.nodes.vm import ReadyTarget, wait_ready
+from stacklab.drivers.nodes.vm_ready import ReadyTarget, wait_ready
 from stacklab.exec.runner import LocalRunner, Runner
 
 GENERIC = "debian-12-generic"

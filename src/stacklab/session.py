@@ -241,7 +241,7 @@ def lab_markers(lab: Lab, state_dir: Path) -> list[str]:
     `containers-3` never claims `containers-3b`'s): the lab name, its state dir, the cgroup directory of its
     containers and its libvirt domain names. The kernel prefix is matched apart, as the start of a name."""
     from stacklab.drivers.nodes.container import cgroup_lab_dir
-    from stacklab.drivers.nodes.vm import domain_name
+    from stacklab.drivers.nodes.vm_domain import domain_name
 
     lxcpath = Path(os.path.abspath(state_dir / "lxc"))
     domains = [domain_name(lab.name, node) for node in lab.nodes]

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stacklab.drivers.nodes.vm import ReadyTarget, ssh_argv
+from stacklab.drivers.nodes.vm_ready import ReadyTarget, ssh_argv
 from stacklab.exec.runner import LocalRunner
 from tests.integration.lab_cli import ROOT, stacklab
 

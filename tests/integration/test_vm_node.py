@@ -23,7 +23,9 @@ import yaml
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.nodes import libvirtd
 from stacklab.drivers.nodes.seed import make_seed_iso, render_nocloud
-from stacklab.drivers.nodes.vm import ReadyTarget, VmDriver, VmLayout, domain_name, pool_name, ssh_argv
+from stacklab.drivers.nodes.vm import VmDriver
+from stacklab.drivers.nodes.vm_domain import VmLayout, domain_name, pool_name
+from stacklab.drivers.nodes.vm_ready import ReadyTarget, ssh_argv
 from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand

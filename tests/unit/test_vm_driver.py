@@ -19,22 +19,13 @@ import libvirt
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.nodes import vm
+from stacklab.drivers.nodes import vm_ready
 from stacklab.drivers.nodes.image import current_entry
 from stacklab.drivers.nodes.libvirt_config import DomainConfig, StoragePoolConfig
-from stacklab.drivers.nodes.vm import (
-    SHARED_CONN,
-    SHARED_URI,
-    ReadyTarget,
-    VmDriver,
-    VmLayout,
-    build_domain,
-    domain_name,
-    grant_qemu_traversal,
-    image_hash_of_kernel,
-    pool_name,
-)
+from stacklab.drivers.nodes.vm import SHARED_CONN, SHARED_URI, VmDriver, grant_qemu_traversal
 from stacklab.drivers.nodes.vm_disk import BaseDisk
+from stacklab.drivers.nodes.vm_domain import VmLayout, build_domain, domain_name, image_hash_of_kernel, pool_name
+from stacklab.drivers.nodes.vm_ready import ReadyTarget
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult, Runner
@@ -342,10 +333,10 @@ def _target() -> ReadyTarget:
 def test_cloud_init_wait_retries_when_ssh_drops(monkeypatch: pytest.MonkeyPatch) -> None:
     """ssh's 255 (connection dropped, e.g. sshd restarted by cloud-init) is retried, not cloud-init's verdict."""
 
-    monkeypatch.setattr("stacklab.drivers.nodes.vm.time.sleep", lambda _s: None)
+    monkeypatch.setattr("stacklab.drivers.nodes.vm_ready.time.sleep", lambda _s: None)
     answers = [(255, "", "Connection closed by 10.0.0.10 port 22"), (0, "status: done\n", "")]
     runner = FakeRunner().expect(["ssh"], responder=_ssh_responder(answers))
-    vm.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)
+    vm_ready.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)
     assert len(runner.calls) == 2 and all("--wait" in c[-1] for c in runner.calls)
 
 
@@ -354,11 +345,11 @@ def test_cloud_init_error_names_the_status_and_its_exit_code(monkeypatch: pytest
     answers = [(1, "status: error\n", ""), (1, "status: error\nerrors:\n  - boom\n", "")]
     runner = FakeRunner().expect(["ssh"], responder=_ssh_responder(answers))
     with pytest.raises(StackLabError, match=r"(?s)status rc 1.*boom"):
-        vm.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)
+        vm_ready.wait_cloud_init(_target(), deadline=time.monotonic() + 60, budget=60, runner=runner)
 
 
 def test_cloud_init_wait_gives_up_on_ssh_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     runner = FakeRunner().expect(["ssh"], rc=255, stderr="Connection refused")
     with pytest.raises(StackLabError, match=r"SSH kept failing.*Connection refused"):
-        vm.wait_cloud_init(_target(), deadline=time.monotonic() + 1, budget=1, runner=runner)
+        vm_ready.wait_cloud_init(_target(), deadline=time.monotonic() + 1, budget=1, runner=runner)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stacklab.drivers.nodes.libvirt_config import DomainConfig, owner_of
-from stacklab.drivers.nodes.vm import (
+from stacklab.drivers.nodes.vm_domain import (
     VmLayout,
     build_domain,
     choose_virt_type,

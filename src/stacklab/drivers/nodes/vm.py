@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import stat
 import threading
@@ -34,21 +33,30 @@ from stacklab.drivers.base import BaseDriver, DriverContext
 from stacklab.drivers.nodes import libvirtd
 from stacklab.drivers.nodes.image import current_entry
 from stacklab.drivers.nodes.libvirt_config import (
-    CpuConfig,
-    DiskConfig,
     DomainConfig,
     DomainType,
-    InterfaceConfig,
-    MetadataConfig,
-    SerialConsoleConfig,
     StoragePoolConfig,
     StorageVolumeConfig,
     owner_of,
 )
 from stacklab.drivers.nodes.seed import lab_hosts, public_key_text
 from stacklab.drivers.nodes.vm_disk import BaseDisk, ensure_base_disk
+from stacklab.drivers.nodes.vm_domain import (
+    MIB,
+    ROOT_DISK_BYTES,
+    SSH_PORT,
+    SSH_USER,
+    VmLayout,
+    build_domain,
+    choose_virt_type,
+    domain_name,
+    image_hash_of_kernel,
+    mgmt_address,
+    pool_name,
+    vm_outputs,
+)
+from stacklab.drivers.nodes.vm_ready import ReadyTarget, ReadyWaiter, wait_ready
 from stacklab.errors import PlanError, StackLabError
-from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.plan.resource import Action, Change, Observed, Resource
 
@@ -58,16 +66,8 @@ LOG = logging.getLogger(__name__)
 SHARED_URI = "libvirt.uri"
 SHARED_CONN = "libvirt.conn"
 
-GIB = 1024**3
-MIB = 1024**2
-ROOT_DISK_BYTES = 8 * GIB  # overlay size; cloud-init's resizefs grows the root filesystem to it
-CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
-SSH_USER = "root"
-SSH_PORT = 22
 # Boot to SSH + cloud-init done. TCG Debian guests: ~55 s quiet host, ~2 min with two booting at once.
 READY_BUDGET: Mapping[str, float] = {"qemu": 480.0, "kvm": 180.0}
-_SSH_PROBE_INTERVAL = 3.0
-_SSH_CONNECT_TIMEOUT = 5
 _UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -75,8 +75,6 @@ _UNDEFINE_FLAGS = (
     | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
 )
 _UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-_CONSOLE_TAIL_LINES = 25
-_SSH_FAILED = 255  # ssh's own exit status when the connection fails
 LIBVIRT_QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 _connect_lock = threading.Lock()
@@ -88,184 +86,7 @@ _applying = [0]
 _applying_lock = threading.Lock()
 
 
-# ----------------------------------------------------------------------------------------------------
-# Names and paths (pure)
-
-
-def domain_name(lab: str, node: str) -> str:
-    return f"stacklab-{lab}-{node}"
-
-
-def pool_name(lab: str) -> str:
-    return f"stacklab-{lab}"
-
-
-@dataclass(frozen=True)
-class VmLayout:
-    """Where one node's files live under the lab state dir."""
-
-    state_dir: Path
-    node: str
-
-    @property
-    def vm_dir(self) -> Path:
-        return self.state_dir / "vm"
-
-    @property
-    def pool_dir(self) -> Path:
-        return self.vm_dir / "pool"
-
-    @property
-    def node_dir(self) -> Path:
-        return self.vm_dir / self.node
-
-    @property
-    def console_log(self) -> Path:
-        return self.node_dir / "console.log"
-
-    @property
-    def volume_prefix(self) -> str:
-        return f"{self.node}."
-
-    @property
-    def root_volume(self) -> str:
-        return f"{self.node}.root.qcow2"
-
-    @property
-    def seed_volume(self) -> str:
-        return f"{self.node}.seed.iso"
-
-    def data_volume(self, disk: str) -> str:
-        return f"{self.node}.disk-{disk}.qcow2"
-
-    def path(self, volume: str) -> Path:
-        return self.pool_dir / volume
-
-
-def choose_virt_type(accel: str, kvm_usable: bool | None) -> DomainType:
-    """'kvm' only when the spec asks for it and the probe did not find KVM unable to run guests."""
-    if accel == "kvm" and kvm_usable is not False:
-        return "kvm"
-    if accel == "kvm":
-        LOG.warning("spec asks for KVM but the host probe says KVM cannot run guests; using TCG")
-    return "qemu"
-
-
-def image_hash_of_kernel(kernel: str | None) -> str | None:
-    """The image hash a domain boots, read from its kernel path (`.../vm-<hash>/vmlinuz`, see vm_disk)."""
-    if not kernel:
-        return None
-    parent = Path(kernel).parent.name
-    return parent.removeprefix("vm-") if parent.startswith("vm-") else None
-
-
-def _vd(index: int) -> str:
-    if not 0 <= index < 26:
-        raise ValueError(f"too many disks for one VM ({index + 1}); at most 26")
-    return f"vd{chr(ord('a') + index)}"
-
-
-def bare_address(cidr_address: str) -> str:
-    return cidr_address.split("/", 1)[0]
-
-
-def node_addresses_of(spec: Mapping[str, Any]) -> dict[str, str]:
-    return {str(nic["network"]): bare_address(str(nic["address"])) for nic in spec.get("nics", [])}
-
-
-def mgmt_address(spec: Mapping[str, Any]) -> str:
-    """The address SSH uses: the node's first NIC (the lab's management network)."""
-    nics = spec.get("nics", [])
-    if not nics:
-        raise PlanError("a VM node needs at least one NIC (SSH and cloud-init readiness go over it)")
-    return bare_address(str(nics[0]["address"]))
-
-
-def disk_devices(spec: Mapping[str, Any]) -> dict[str, str]:
-    """Data disk name -> guest device: vda is the root disk, data disks follow in spec order, the seed is last."""
-    return {str(d["name"]): f"/dev/{_vd(i + 1)}" for i, d in enumerate(spec.get("disks", []))}
-
-
-def build_domain(
-    *,
-    lab: str,
-    node: str,
-    spec: Mapping[str, Any],
-    spec_hash: str,
-    layout: VmLayout,
-    kernel: str,
-    initrd: str,
-    virt_type: DomainType,
-) -> DomainConfig:
-    """The domain a node spec asks for (pure; the golden tests pin its XML)."""
-    disks = [DiskConfig(target_dev="vda", path=str(layout.path(layout.root_volume)), driver_format="qcow2")]
-    for index, disk in enumerate(spec.get("disks", []), start=1):
-        name = str(disk["name"])
-        disks.append(
-            DiskConfig(
-                target_dev=_vd(index),
-                path=str(layout.path(layout.data_volume(name))),
-                driver_format="qcow2",
-                serial=name[:20],  # the guest sees /dev/disk/by-id/virtio-<name>; virtio serials are 20 bytes
-            )
-        )
-    disks.append(
-        DiskConfig(
-            target_dev=_vd(len(disks)),
-            path=str(layout.path(layout.seed_volume)),
-            driver_format="raw",
-            readonly=True,
-        )
-    )
-    interfaces = tuple(
-        InterfaceConfig(
-            source_bridge=str(nic["bridge"]),
-            mac=str(nic["mac"]),
-            target_dev=str(nic["host_ifname"]),
-            mtu=int(nic["mtu"]) if nic.get("mtu") else None,
-        )
-        for nic in spec.get("nics", [])
-    )
-    cpu = CpuConfig(mode="host-passthrough", model=None) if virt_type == "kvm" else CpuConfig()
-    return DomainConfig(
-        name=domain_name(lab, node),
-        memory_mib=int(spec["memory_mib"]),
-        vcpus=int(spec.get("cpus", 1)),
-        virt_type=virt_type,
-        kernel=kernel,
-        initrd=initrd,
-        cmdline=CMDLINE,
-        cpu=cpu,
-        disks=tuple(disks),
-        interfaces=interfaces,
-        serial=SerialConsoleConfig(log_file=str(layout.console_log)),
-        metadata=MetadataConfig(lab=lab, node=node, spec_hash=spec_hash),
-    )
-
-
-def vm_outputs(
-    *,
-    domain: str,
-    virt_type: DomainType,
-    spec: Mapping[str, Any],
-    layout: VmLayout,
-    key_file: str,
-    ready_seconds: float,
-    pool: str,
-    uri: str,
-) -> dict[str, Any]:
-    return {
-        "kind": "vm",
-        "domain": domain,
-        "accel": "kvm" if virt_type == "kvm" else "tcg",
-        "addresses": node_addresses_of(spec),
-        "ssh": {"host": mgmt_address(spec), "user": SSH_USER, "port": SSH_PORT, "key": key_file},
-        "console_log": str(layout.console_log),
-        "ready_seconds": round(ready_seconds, 2),
-        "disks": disk_devices(spec),
-        "pool": pool,
-        "uri": uri,
-    }
+# Names, paths and the domain config (pure) are in vm_domain.py; waiting for SSH and cloud-init in vm_ready.py.
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -292,21 +113,6 @@ class BaseDiskProvider(Protocol):
     ) -> BaseDisk: ...
 
 
-@dataclass(frozen=True)
-class ReadyTarget:
-    node: str
-    host: str
-    user: str
-    port: int
-    key_file: str
-    console_log: Path
-    is_alive: Callable[[], bool]
-
-
-class ReadyWaiter(Protocol):
-    def __call__(self, target: ReadyTarget, *, budget: float, runner: Runner) -> None: ...
-
-
 def write_seed(
     *,
     lab_name: str,
@@ -324,138 +130,6 @@ def write_seed(
         lab_name=lab_name, node_name=node_name, node_spec=node_spec, public_key=public_key, hosts=hosts
     )
     make_seed_iso(files, dest, runner)
-
-
-def ssh_argv(target: ReadyTarget, command: Sequence[str]) -> list[str]:
-    """OpenSSH client argv running `command` (an argv list) on the node.
-
-    Host keys are not recorded: a recreated VM has new ones.
-    """
-    return [
-        "ssh",
-        "-i",
-        target.key_file,
-        "-p",
-        str(target.port),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"ConnectTimeout={_SSH_CONNECT_TIMEOUT}",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        f"{target.user}@{target.host}",
-        # ssh hands the remote shell one string: quote so that argv means argv
-        shlex.join(command),
-    ]
-
-
-def console_tail(path: Path, lines: int = _CONSOLE_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no console output)"
-    return "\n".join(text.replace("\r", "").splitlines()[-lines:]) or "(no console output)"
-
-
-def require_alive(target: ReadyTarget, phase: str) -> None:
-    """Fail at once, quoting the console, when the domain stopped (a crashed guest never answers SSH)."""
-    if not target.is_alive():
-        raise StackLabError(
-            f"VM {target.node} stopped while {phase}; console ({target.console_log}):\n"
-            + console_tail(target.console_log),
-            resource=f"node/{target.node}",
-        )
-
-
-def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
-    """SSH answers with the lab key, then `cloud-init status --wait` says done; all within `budget` seconds.
-
-    Fails at once if the domain stops, quoting the end of the console log.
-    """
-    deadline = time.monotonic() + budget
-    probe = ssh_argv(target, ["true"])
-    last_error = ""
-
-    def answers() -> bool:
-        nonlocal last_error
-        require_alive(target, "booting")  # a stopped domain ends the wait at once
-        try:
-            result = runner.run(probe, timeout=_SSH_CONNECT_TIMEOUT + 10, check=False)
-            if result.ok:
-                return True
-            last_error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"rc {result.returncode}"
-        except CommandTimeout as exc:
-            last_error = str(exc)
-        return False
-
-    try:
-        # time.sleep looked up now, so a test that replaces it speeds this wait up too
-        wait_until(answers, budget=budget, interval=_SSH_PROBE_INTERVAL, what="SSH", sleep=time.sleep)
-    except ReadinessTimeout:
-        raise StackLabError(
-            f"VM {target.node}: SSH on {target.host} did not answer within {budget:g}s "
-            f"(last error: {last_error}); console ({target.console_log}):\n" + console_tail(target.console_log),
-            resource=f"node/{target.node}",
-            hint="TCG guests boot slowly on a busy host; check the console log for the stuck step",
-        ) from None
-    wait_cloud_init(target, deadline=deadline, budget=budget, runner=runner)
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else ""
-
-
-def wait_cloud_init(target: ReadyTarget, *, deadline: float, budget: float, runner: Runner) -> None:
-    """`cloud-init status --wait` over SSH until it answers done (0) or degraded (2), by `deadline`.
-
-    ssh exits 255 when the connection itself fails or drops (sshd restarting while cloud-init configures it, a
-    NIC being brought up again): that is retried, not taken for cloud-init's verdict.
-    """
-    while True:
-        require_alive(target, "cloud-init ran")
-        try:
-            status = runner.run(
-                ssh_argv(target, ["cloud-init", "status", "--wait"]),
-                timeout=max(10.0, deadline - time.monotonic()),
-                check=False,
-            )
-        except CommandTimeout as exc:
-            raise StackLabError(
-                f"VM {target.node}: cloud-init did not finish within {budget:g}s of boot",
-                resource=f"node/{target.node}",
-                hint=f"see {target.console_log}",
-            ) from exc
-        if status.returncode == _SSH_FAILED:
-            reason = _last_line(status.stderr) or "connection closed"
-            if time.monotonic() + _SSH_PROBE_INTERVAL > deadline:
-                raise StackLabError(
-                    f"VM {target.node}: SSH kept failing while waiting for cloud-init ({reason})",
-                    resource=f"node/{target.node}",
-                    hint=f"see {target.console_log}",
-                )
-            LOG.info("VM %s: SSH dropped while waiting for cloud-init (%s); retrying", target.node, reason)
-            time.sleep(_SSH_PROBE_INTERVAL)
-            continue
-        if status.returncode == 2:
-            LOG.warning("VM %s: cloud-init finished degraded: %s", target.node, status.stdout.strip())
-            return
-        if status.ok:
-            return
-        detail = runner.run(ssh_argv(target, ["cloud-init", "status", "--long"]), timeout=30, check=False)
-        text = detail.stdout.strip() if detail.ok or detail.returncode in (1, 2) else ""
-        raise StackLabError(
-            f"VM {target.node}: cloud-init failed (status rc {status.returncode}):\n"
-            + (text or status.stdout.strip() or _last_line(status.stderr) or "(no output)"),
-            resource=f"node/{target.node}",
-            hint=f"see /var/log/cloud-init.log in the guest and {target.console_log}",
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
