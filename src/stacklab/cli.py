@@ -148,7 +148,7 @@ def plan(lab_file: Path, as_json: bool) -> None:
     with Session.open(_load(lab_file), _state_root(), command="plan", quiet=as_json, lock=False) as session:
         the_plan = session.engine.plan()
     # Node isolation is a security property of the lab, so plan names it per container node (README, Security).
-    from stacklab.drivers.nodes.container import isolation_of
+    from stacklab.drivers.nodes.lxc_config import isolation_of
 
     isolation = {
         c.resource.id: isolation_of(c.resource.spec)

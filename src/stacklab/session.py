@@ -240,7 +240,7 @@ def lab_markers(lab: Lab, state_dir: Path) -> list[str]:
     """Names that tie a host object or process to this lab, matched exactly (a delimiter after them, so lab
     `containers-3` never claims `containers-3b`'s): the lab name, its state dir, the cgroup directory of its
     containers and its libvirt domain names. The kernel prefix is matched apart, as the start of a name."""
-    from stacklab.drivers.nodes.container import cgroup_lab_dir
+    from stacklab.drivers.nodes.lxc_config import cgroup_lab_dir
     from stacklab.drivers.nodes.vm_domain import domain_name
 
     lxcpath = Path(os.path.abspath(state_dir / "lxc"))

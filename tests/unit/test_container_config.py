@@ -15,25 +15,22 @@ import pytest
 import yaml
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.nodes.container import (
+from stacklab.drivers.nodes.container import ContainerDriver, ReadyBudgets
+from stacklab.drivers.nodes.image import CACHE_ENV, current_entry
+from stacklab.drivers.nodes.lxc_config import (
     CGROUP_V1,
     CGROUP_V2,
     SECCOMP_WITH_FILE_HANDLES,
-    ContainerDriver,
     ContainerLayout,
-    ReadyBudgets,
     cgroup_base,
-    cgroup_mounts,
     container_outputs,
     detect_cgroup_keys,
     marker_of,
     mgmt_nic,
-    parse_lxc_info,
-    remove_cgroup_tree,
     render_lxc_config,
     rootfs_of,
 )
-from stacklab.drivers.nodes.image import CACHE_ENV, current_entry
+from stacklab.drivers.nodes.lxc_host import cgroup_mounts, parse_lxc_info, remove_cgroup_tree
 from stacklab.drivers.nodes.seed import lab_hosts
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
@@ -467,7 +464,7 @@ def test_isolation_is_explicit_per_node_and_unprivileged_is_refused(tmp_path: Pa
     default computed, privileged the only mode implemented), the LXC config has no idmap and `plan` says it per
     node with the reason from its roles. `privileged: false` is refused with the field's position, exit 2."""
     from stacklab.cli import main
-    from stacklab.drivers.nodes.container import isolation_of
+    from stacklab.drivers.nodes.lxc_config import isolation_of
     from tests.unit.test_cli import cli_runner
 
     lab = load_lab_text(

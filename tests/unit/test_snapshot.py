@@ -317,7 +317,7 @@ def test_a_lab_never_claims_the_processes_of_a_lab_whose_name_it_prefixes(tmp_pa
     lab's followed by a dash (`containers-3-old`)."""
     import yaml
 
-    from stacklab.drivers.nodes.container import cgroup_lab_dir
+    from stacklab.drivers.nodes.lxc_config import cgroup_lab_dir
     from stacklab.model.lab import Lab
     from stacklab.session import lab_markers
 
