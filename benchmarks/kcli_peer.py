@@ -32,7 +32,8 @@ import libvirt  # type: ignore[import-untyped, import-not-found, unused-ignore]
 import yaml
 
 from stacklab.drivers.nodes import libvirtd, vm_disk
-from stacklab.drivers.nodes.image import ImageBuilder, cache_root, entry_for, resolve_recipe
+from stacklab.drivers.nodes.image import ImageBuilder, cache_root, entry_for
+from stacklab.drivers.nodes.recipe import resolve_recipe
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, wait_ready
 from stacklab.exec.runner import LocalRunner, Runner
 

@@ -191,7 +191,8 @@ def run_kcli(work: Path, count: int, cpus: int, disk: Path, hide_kvm: bool) -> d
 def prepare(work: Path, with_kcli: bool) -> Path | None:
     """Images and base disks built before any timing, an images dir for the labs; kcli's disk (or None)."""
     from stacklab.drivers.nodes import vm_disk
-    from stacklab.drivers.nodes.image import ImageBuilder, cache_root, resolve_recipe
+    from stacklab.drivers.nodes.image import ImageBuilder, cache_root
+    from stacklab.drivers.nodes.recipe import resolve_recipe
     from stacklab.exec.runner import LocalRunner
 
     runner = LocalRunner()

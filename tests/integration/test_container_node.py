@@ -24,9 +24,10 @@ import pytest
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.nodes.container import ContainerDriver
-from stacklab.drivers.nodes.image import ImageBuilder, resolve_recipe
+from stacklab.drivers.nodes.image import ImageBuilder
 from stacklab.drivers.nodes.lxc_config import ContainerLayout, cgroup_base
 from stacklab.drivers.nodes.lxc_host import cgroup_mounts
+from stacklab.drivers.nodes.recipe import resolve_recipe
 from stacklab.errors import StackLabError
 from stacklab.exec.readiness import ReadinessTimeout
 from stacklab.exec.runner import LocalRunner

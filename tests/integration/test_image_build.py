@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.drivers.nodes.image import (
-    CLOUD_CFG_NAME,
-    CacheEntry,
-    ImageBuilder,
-    entry_for,
-    resolve_recipe,
-)
+from stacklab.drivers.nodes.image import CLOUD_CFG_NAME, CacheEntry, ImageBuilder, entry_for
+from stacklab.drivers.nodes.recipe import resolve_recipe
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import LocalRunner
 

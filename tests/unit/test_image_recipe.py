@@ -11,18 +11,9 @@ import pytest
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.nodes import image as image_mod
-from stacklab.drivers.nodes.image import (
-    BUILDER_VERSION,
-    CLOUD_CFG_NAME,
-    CacheEntry,
-    ImageBuilder,
-    ImageDriver,
-    RecipeError,
-    entry_for,
-    generalise,
-    recipe_hash,
-    resolve_recipe,
-)
+from stacklab.drivers.nodes import recipe as recipe_mod
+from stacklab.drivers.nodes.image import CLOUD_CFG_NAME, CacheEntry, ImageBuilder, ImageDriver, entry_for, generalise
+from stacklab.drivers.nodes.recipe import BUILDER_VERSION, RecipeError, recipe_hash, resolve_recipe
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandError, CommandResult
 from stacklab.plan.resource import Action, Resource
@@ -108,7 +99,7 @@ def test_editing_a_derived_recipe_keeps_the_parent_hash(images: Path) -> None:
 
 def test_builder_version_is_part_of_the_hash(images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = recipe_hash(resolve_recipe(images, "base"))
-    monkeypatch.setattr(image_mod, "BUILDER_VERSION", BUILDER_VERSION + "-next")
+    monkeypatch.setattr(recipe_mod, "BUILDER_VERSION", BUILDER_VERSION + "-next")
     assert recipe_hash(resolve_recipe(images, "base")) != before
 
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from stacklab.cli import main
-from stacklab.drivers.nodes.image import RecipeError, resolve_recipe
+from stacklab.drivers.nodes.recipe import RecipeError, resolve_recipe
 from stacklab.drivers.nodes.seed import find_templates_dir
 from stacklab.model import LabError, load_lab
 from stacklab.model.paths import (
