@@ -1,15 +1,17 @@
-"""LIO backend: golden targetcli command list, the saveconfig.json parser, PlanErrors (no configfs, rbd), and the
-role driver's apply/observe/delete against a fake node. LIO cannot run on the CI host (no configfs, no modules),
-so these tests are its proof here.
+"""LIO backend: the golden rtslib requests, LIO_TOOL itself against a stand-in rtslib_fb, the saveconfig.json
+parser, PlanErrors (no configfs, rbd), and the role driver's apply/observe/delete against a fake node. The real
+thing runs in VM storage nodes (labs/kernel.yml, tests/integration/test_kernel_lab.py); the CI host has no configfs.
 
 `tests/golden/storage/lio-saveconfig.sample.json` is hand-written in the format of rtslib-fb 2.1.75's
-`RTSRoot.dump()` (what `targetcli saveconfig` writes): storage_objects with plugin/name/dev, targets with tpgs,
+`RTSRoot.dump()` (what `save_to_file` writes): storage_objects with plugin/name/dev, targets with tpgs,
 luns (storage_object paths), portals and node_acls carrying chap_userid/chap_password.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +19,14 @@ import pytest
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.storage.iscsi.driver import IscsiDriver, plan_iscsi
 from stacklab.drivers.storage.iscsi.lio import (
-    CHAP_HELPER,
+    LIO_TOOL,
     PYTHON,
+    RTSLIB,
     SAVECONFIG,
     LioBackend,
     parse_saveconfig,
-    render_lio_commands,
+    removal_request,
+    render_lio_request,
     render_lio_script,
 )
 from stacklab.drivers.storage.iscsi.types import chap_secret_name, drift_of
@@ -39,6 +43,7 @@ from tests.unit.test_lvm import FakeNode
 LABS = Path(__file__).resolve().parents[2] / "labs"
 SAMPLE = GOLDEN / "storage/lio-saveconfig.sample.json"
 IQN = "iqn.2026-11.dev.stacklab:lvm-iscsi:vol1"
+STORES = {"lvm-iscsi-vol1": "block"}
 
 
 @pytest.fixture
@@ -53,7 +58,8 @@ def resource(lab: Lab) -> Resource:
 
 
 def lio_node(*, configfs: bool = True) -> FakeNode:
-    node = FakeNode(files={"/usr/bin/targetcli": "", "/proc/filesystems": ""})
+    node = FakeNode(files={"/proc/filesystems": ""})
+    node.dirs.add(RTSLIB)
     if configfs:
         node.dirs.add("/sys/kernel/config/target")
     node.expect(["grep", "-qw", "configfs", "/proc/filesystems"], rc=0 if configfs else 1)
@@ -68,74 +74,136 @@ def ctx_for(lab: Lab, node: FakeRunner, state_dir: Path) -> DriverContext:
     return DriverContext(lab=lab, runner=FakeRunner(), state_dir=state_dir, node_runner=lambda _n: node)
 
 
-def test_command_list_golden(lab: Lab, resource: Resource) -> None:
+def test_request_golden(lab: Lab, resource: Resource) -> None:
     plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
-    check_golden("storage/lio-targetcli.txt", render_lio_script(plan))
-    cmds = render_lio_commands(plan, plan.targets[0])
-    assert cmds[0].argv() == [
-        "targetcli",
-        "/backstores/block",
-        "create",
-        "name=lvm-iscsi-vol1",
-        "dev=/dev/cinder-volumes/iscsi-vol1",
+    check_golden("storage/lio-requests.txt", render_lio_script(plan))
+    request = render_lio_request(plan, plan.targets[0], STORES)
+    assert request.argv() == [PYTHON, "-c", LIO_TOOL]
+    body = json.loads(request.payload({chap_secret_name("vol1"): "s3cret-16-chars!"}))
+    assert body["op"] == "apply" and body["iqn"] == IQN and body["remove_stores"] == STORES
+    build = body["build"]
+    assert build["store"] == {"plugin": "block", "name": "lvm-iscsi-vol1", "dev": "/dev/cinder-volumes/iscsi-vol1"}
+    assert build["portal"] == {"ip": "10.252.20.10", "port": 3260} and build["lun"] == 1
+    assert build["attributes"] == {"authentication": "1", "generate_node_acls": "0", "demo_mode_write_protect": "1"}
+    assert build["acls"] == [
+        {
+            "initiator": "iqn.2026-11.dev.stacklab:lvm-iscsi:client1",
+            "chap_userid": "lvm-iscsi-vol1",
+            "chap_password": "s3cret-16-chars!",
+        }
     ]
-    assert ["targetcli", f"/iscsi/{IQN}/tpg1/portals", "create", "ip_address=10.252.20.10", "ip_port=3260"] in [
-        c.argv() for c in cmds
-    ]
-    auth = [c for c in cmds if c.secret]
-    # CHAP through rtslib-fb: the IQNs and the user on argv, the secret on stdin only
-    assert [c.argv() for c in auth] == [
-        [PYTHON, "-c", CHAP_HELPER, IQN, "iqn.2026-11.dev.stacklab:lvm-iscsi:client1", "lvm-iscsi-vol1"]
-    ]
-    assert auth[0].secret == chap_secret_name("vol1")
+    # the secret goes into the stdin payload only: never the argv, never the display (logs, golden file)
+    assert "s3cret" not in " ".join(request.argv()) and "s3cret" not in request.display()
+    assert json.loads(request.display())["build"]["acls"][0]["chap_password"] == {"secret": "iscsi-chap-vol1"}
 
 
-def test_chap_helper_sets_the_acl_account_from_stdin(tmp_path: Path) -> None:
-    """CHAP_HELPER run against a stand-in rtslib_fb: the secret read from stdin, byte for byte, becomes the ACL's
-    chap_password (what rtslib writes into configfs), the user its chap_userid; an empty stdin is refused."""
-    fake = tmp_path / "rtslib_fb.py"
-    fake.write_text(
-        "import json, os\n"
-        "class FabricModule:\n    def __init__(self, name): assert name == 'iscsi'\n"
-        "class Target:\n    def __init__(self, fabric, wwn, mode): assert mode == 'lookup'; self.wwn = wwn\n"
-        "class TPG:\n    def __init__(self, target, tag, mode): assert (tag, mode) == (1, 'lookup'); self.t = target\n"
-        "class NodeACL:\n"
-        "    def __init__(self, tpg, wwn, mode): assert mode == 'lookup'; self.__dict__['seen'] = [tpg.t.wwn, wwn]\n"
-        "    def __setattr__(self, key, value):\n"
-        "        self.seen.append([key, value])\n"
-        "        open(os.environ['OUT'], 'w').write(json.dumps(self.seen))\n"
-    )
-    import subprocess
-    import sys
+FAKE_RTSLIB = """
+import json, os
+STATE = json.loads(open(os.environ["LIO_STATE"]).read())
+def log(*entry):
+    with open(os.environ["LIO_LOG"], "a") as f:
+        f.write(json.dumps(entry) + "\\n")
+class _Obj:
+    def __init__(self, kind, name, plugin=""):
+        self.kind, self.wwn, self.name, self.plugin = kind, name, name, plugin
+    def delete(self):
+        log("delete", self.kind, self.name)
+class RTSRoot:
+    targets = [_Obj("target", w) for w in STATE["targets"]]
+    storage_objects = [_Obj("so", n, p) for n, p in STATE["stores"].items()]
+    def save_to_file(self):
+        log("save")
+class FabricModule:
+    def __init__(self, name):
+        self.name = name
+class Target:
+    def __init__(self, fabric, wwn):
+        log("target", fabric.name, wwn)
+class TPG:
+    def __init__(self, target, tag):
+        log("tpg", tag)
+    def set_attribute(self, name, value):
+        log("attribute", name, value)
+    def __setattr__(self, key, value):
+        log("tpg." + key, value)
+def BlockStorageObject(name, dev):
+    log("block", name, dev)
+    return name
+def FileIOStorageObject(name, dev, size, write_back):
+    log("fileio", name, dev, size, write_back)
+    return name
+def NetworkPortal(tpg, ip, port):
+    log("portal", ip, port)
+def LUN(tpg, lun, so):
+    log("lun", lun, so)
+    return "lun%d" % lun
+class NodeACL:
+    def __init__(self, tpg, wwn):
+        self.__dict__["wwn"] = wwn
+        log("acl", wwn)
+    def __setattr__(self, key, value):
+        log("acl." + key, self.wwn, value)
+def MappedLUN(acl, index, lun, write_protect):
+    log("mapped", acl.wwn, index, lun, write_protect)
+"""
 
-    out = tmp_path / "out.json"
-    argv = [sys.executable, "-c", CHAP_HELPER, IQN, "iqn.x:client1", "user1"]
-    env = {"PYTHONPATH": str(tmp_path), "OUT": str(out)}
-    done = subprocess.run(argv, input="s3cret with space", env=env, capture_output=True, text=True, check=False)
+
+def run_tool(tmp_path: Path, payload: str, targets: list[str], stores: dict[str, str]) -> list[list[object]]:
+    """LIO_TOOL against a stand-in rtslib_fb that logs each call: what the tool asks of rtslib, in order."""
+    (tmp_path / "rtslib_fb.py").write_text(FAKE_RTSLIB)
+    (tmp_path / "state.json").write_text(json.dumps({"targets": targets, "stores": stores}))
+    log = tmp_path / "log.jsonl"
+    log.unlink(missing_ok=True)
+    env = {"PYTHONPATH": str(tmp_path), "LIO_LOG": str(log), "LIO_STATE": str(tmp_path / "state.json")}
+    argv = [sys.executable, "-c", LIO_TOOL]
+    done = subprocess.run(argv, input=payload, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert json.loads(out.read_text()) == [
-        IQN,
-        "iqn.x:client1",
-        ["chap_userid", "user1"],
-        ["chap_password", "s3cret with space"],
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_lio_tool_rebuilds_the_target_with_the_secret_from_stdin(lab: Lab, resource: Resource, tmp_path: Path) -> None:
+    plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
+    payload = render_lio_request(plan, plan.targets[0], STORES).payload({chap_secret_name("vol1"): "pw with space"})
+    other = "iqn.2003-01.org.linux-iscsi.other:sn.123"
+    calls = run_tool(tmp_path, payload, [IQN, other], {"lvm-iscsi-vol1": "block", "foreign": "block"})
+    initiator = "iqn.2026-11.dev.stacklab:lvm-iscsi:client1"
+    assert calls == [
+        ["delete", "target", IQN],  # the old copy, not the foreign target
+        ["delete", "so", "lvm-iscsi-vol1"],  # the lab's backstore, not the foreign one
+        ["block", "lvm-iscsi-vol1", "/dev/cinder-volumes/iscsi-vol1"],
+        ["target", "iscsi", IQN],
+        ["tpg", 1],
+        ["portal", "10.252.20.10", 3260],
+        ["lun", 1, "lvm-iscsi-vol1"],
+        ["attribute", "authentication", "1"],
+        ["attribute", "demo_mode_write_protect", "1"],
+        ["attribute", "generate_node_acls", "0"],
+        ["acl", initiator],
+        ["mapped", initiator, 1, "lun1", False],
+        ["acl.chap_userid", initiator, "lvm-iscsi-vol1"],
+        ["acl.chap_password", initiator, "pw with space"],
+        ["tpg.enable", True],
+        ["save"],
     ]
-    empty = subprocess.run(argv, input="", env=env, capture_output=True, text=True, check=False)
-    assert empty.returncode != 0 and "no CHAP secret" in empty.stderr
+    stores = {"lvm-iscsi-vol1": "block", "foreign": "block"}
+    removal = removal_request(plan, IQN, stores).payload({})
+    assert run_tool(tmp_path, removal, [IQN], stores) == [
+        ["delete", "target", IQN],
+        ["delete", "so", "lvm-iscsi-vol1"],  # only backstores named after the lab
+        ["save"],
+    ]
 
 
 def test_file_backing_uses_fileio(lab: Lab, resource: Resource) -> None:
     spec = {**resource.spec, "targets": [{"name": "f1", "backing": "file", "size_mib": 64}]}
     plan = plan_iscsi(resource.id, resource.name, spec, lab)
-    first = render_lio_commands(plan, plan.targets[0])[0]
-    assert first.args == (
-        "/backstores/fileio",
-        "create",
-        "name=lvm-iscsi-f1",
-        "file_or_dev=/var/lib/stacklab/iscsi/f1.img",
-        "size=64M",
-        "sparse=true",
-        "write_back=false",
-    )
+    body = json.loads(render_lio_request(plan, plan.targets[0], {}).payload({chap_secret_name("f1"): "x"}))
+    assert body["build"]["store"] == {
+        "plugin": "fileio",
+        "name": "lvm-iscsi-f1",
+        "dev": "/var/lib/stacklab/iscsi/f1.img",
+        "size": 64 * 1024 * 1024,
+    }
 
 
 def test_rbd_with_lio_is_a_plan_error(lab: Lab, resource: Resource) -> None:
@@ -174,7 +242,7 @@ def test_no_configfs_is_a_plan_error(lab: Lab, resource: Resource, tmp_path: Pat
     with pytest.raises(PlanError, match="no configfs") as err:
         IscsiDriver().apply(Change(resource, Action.CREATE), ctx_for(lab, node, tmp_path))
     assert "implementation: tgt" in str(err.value) and "kind: vm" in str(err.value)
-    assert not [c for c in node.calls if c[0] in ("targetcli", PYTHON, "lvcreate")]
+    assert not [c for c in node.calls if c[0] in (PYTHON, "lvcreate")]
 
 
 def test_no_target_core_is_a_plan_error(lab: Lab, resource: Resource, tmp_path: Path) -> None:
@@ -184,30 +252,23 @@ def test_no_target_core_is_a_plan_error(lab: Lab, resource: Resource, tmp_path: 
         LioBackend().check_node(node, plan_iscsi(resource.id, resource.name, resource.spec, lab), resource.id)
 
 
-def test_apply_runs_targetcli_then_second_up_plans_nothing(lab: Lab, resource: Resource, tmp_path: Path) -> None:
+def test_apply_runs_the_tool_then_second_up_plans_nothing(lab: Lab, resource: Resource, tmp_path: Path) -> None:
     node = lio_node()
     saved = SAMPLE.read_text()
 
-    def targetcli(argv: tuple[str, ...]) -> CommandResult:
-        if argv[1:] == ("saveconfig",):
-            node.files[SAVECONFIG] = saved  # what rtslib would dump for the state just built
+    def tool(argv: tuple[str, ...]) -> CommandResult:
+        node.files[SAVECONFIG] = saved  # what rtslib would save for the state just built
         return CommandResult(argv, 0, "", "", 0.0)
 
-    node.expect(["targetcli"], responder=targetcli)
-    node.expect([PYTHON, "-c", CHAP_HELPER])
+    node.expect([PYTHON, "-c", LIO_TOOL], responder=tool)
     ctx = ctx_for(lab, node, tmp_path)
     driver = IscsiDriver()
     outputs = driver.apply(Change(resource, Action.CREATE), ctx)
 
     plan = plan_iscsi(resource.id, resource.name, resource.spec, lab)
-    ran = [c for c in node.calls if c[0] in ("targetcli", PYTHON)]
-    expected = [c.argv() for c in render_lio_commands(plan, plan.targets[0])]
-    assert [list(c) for c in ran[2:-1]] == expected  # after the two clean-up deletes, before saveconfig
-    assert ran[:2] == [
-        ("targetcli", "/iscsi", "delete", f"wwn={IQN}"),
-        ("targetcli", "/backstores/block", "delete", "name=lvm-iscsi-vol1"),
-    ]
-    assert ran[-1] == ("targetcli", "saveconfig")
+    secret = (tmp_path / "secrets" / chap_secret_name("vol1")).read_text().strip()
+    runs = [i for a, i in node.inputs if a[:2] == (PYTHON, "-c")]
+    assert runs == [render_lio_request(plan, plan.targets[0], STORES).payload({chap_secret_name("vol1"): secret})]
     assert (
         "lvcreate",
         "--yes",
@@ -220,9 +281,7 @@ def test_apply_runs_targetcli_then_second_up_plans_nothing(lab: Lab, resource: R
         "cinder-volumes",
     ) in node.calls
     assert ("systemctl", "enable", "rtslib-fb-targetctl.service") in node.calls
-    secret = (tmp_path / "secrets" / chap_secret_name("vol1")).read_text().strip()
     assert not any(secret in " ".join(c) for c in node.calls)
-    assert [i for a, i in node.inputs if a[0] == PYTHON] == [secret]
     assert outputs["targets"]["vol1"]["path"] == "/dev/cinder-volumes/iscsi-vol1"
 
     node.dirs.add(f"/sys/kernel/config/target/iscsi/{IQN}")
@@ -249,18 +308,15 @@ def test_observe_flags_saved_but_not_live(lab: Lab, resource: Resource, tmp_path
 def test_delete_removes_target_backstore_and_lv(lab: Lab, resource: Resource, tmp_path: Path) -> None:
     node = lio_node()
     node.files[SAVECONFIG] = SAMPLE.read_text()
-    node.expect(["targetcli"])
+    node.expect([PYTHON, "-c", LIO_TOOL])
     node.rules.insert(0, node.rules.pop())
     node.expect(["lvs", "cinder-volumes/iscsi-vol1"], rc=0)
     node.rules.insert(0, node.rules.pop())
     node.expect(["lvremove"])
     recorded = {"name": "storage1", "spec": dict(resource.spec), "outputs": {"targets": {}}}
     IscsiDriver().delete(resource.id, recorded, ctx_for(lab, node, tmp_path))
-    assert [c for c in node.calls if c[0] == "targetcli"] == [
-        ("targetcli", "/iscsi", "delete", f"wwn={IQN}"),
-        ("targetcli", "/backstores/block", "delete", "name=lvm-iscsi-vol1"),
-        ("targetcli", "saveconfig"),
-    ]
+    runs = [json.loads(i or "") for a, i in node.inputs if a[:2] == (PYTHON, "-c")]
+    assert runs == [{"op": "remove", "iqn": IQN, "remove_stores": STORES}]
     assert ("lvremove", "--yes", "cinder-volumes/iscsi-vol1") in node.calls
 
 

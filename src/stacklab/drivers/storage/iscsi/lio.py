@@ -1,21 +1,20 @@
-"""LIO (the kernel's iSCSI target, driven by targetcli-fb): the iSCSI backend for nodes with a full kernel.
+"""LIO (the kernel's iSCSI target, driven through rtslib-fb): the iSCSI backend for nodes with a full kernel.
 
 LIO lives in configfs (`/sys/kernel/config/target`, modules target_core_mod and iscsi_target_mod). Containers
 share the host kernel, and the CI host has neither configfs nor loadable modules (shared/host-notes/storage.md
-section 2a: `targetcli ls` fails reading /proc/modules, `mount -t configfs` is an unknown filesystem type). So
-`check_node` raises PlanError there, and this backend is proven by unit and golden tests only; it runs for real
-on a workstation / bare-metal runner or in a VM storage node.
+section 2a), so `check_node` raises PlanError there; in a VM storage node (Debian's cloud kernel) it runs for real.
 
-What it builds, per target (`render_lio_commands()`, pure, golden-tested; each line is one `targetcli` call):
-- a backstore named `<lab>-<target>`: `fileio` on the sparse file, or `block` on the LV (`backing: rbd` is a
-  PlanError earlier: LIO would need the kernel rbd module to map the image);
-- the target `<iqn_prefix>:<target>`, TPG 1 with one portal on the storage address (the default 0.0.0.0:3260
-  portal targetcli may add is deleted first), LUN 1 on the backstore;
+What it builds, per target (`render_lio_request()`, pure, golden-tested):
+- a backstore named `<lab>-<target>`: `fileio` on the sparse file (write-through), or `block` on the LV
+  (`backing: rbd` is a PlanError earlier: LIO would need the kernel rbd module to map the image);
+- the target `<iqn_prefix>:<target>`, TPG 1 with one portal on the storage address only, LUN 1 on the backstore;
 - ACLs for the client nodes' initiator IQNs, each mapping LUN 1; generate_node_acls=0 (no demo mode) and, with
-  CHAP, authentication=1 and userid/password on every ACL. The password never reaches an argv (where any user
-  of the node could read it in /proc): a small rtslib-fb program (`CHAP_HELPER`, run by the node's python3) reads
-  it from stdin and writes it into the ACL's configfs attribute.
-Then `targetcli saveconfig` writes /etc/rtslib-fb-target/saveconfig.json, which Debian's
+  CHAP, authentication=1 and userid/password on every ACL.
+Each target is one run of `LIO_TOOL` (a small rtslib-fb program, the library targetcli-fb is built on, run by the
+node's python3) that reads its request as JSON on stdin: the CHAP password never reaches an argv (where any user
+of the node could read it in /proc), and one process replaces the ten targetcli calls a target took before (each
+targetcli start costs 5-8 s of Python under TCG: 72 s per target, measured on a VM node). The tool then saves the
+whole configuration to /etc/rtslib-fb-target/saveconfig.json (0600, written by rtslib), which Debian's
 rtslib-fb-targetctl.service restores at boot; observation parses that file (`parse_saveconfig()`).
 """
 
@@ -34,8 +33,9 @@ from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)
 
-TARGETCLI = "/usr/bin/targetcli"
-TARGETCLI_TIMEOUT = 60.0
+PYTHON = "/usr/bin/python3"  # Debian's, which has python3-rtslib-fb
+RTSLIB = "/usr/lib/python3/dist-packages/rtslib_fb"
+TOOL_TIMEOUT = 120.0
 SAVECONFIG = "/etc/rtslib-fb-target/saveconfig.json"
 RESTORE_UNIT = "rtslib-fb-targetctl.service"
 CONFIGFS_TARGET = "/sys/kernel/config/target"
@@ -44,51 +44,44 @@ NO_LIO_HINT = (
     "lacks them. Use `implementation: tgt` (user space, runs in containers) or a VM storage node (`kind: vm`)"
 )
 
-
-# Sets one ACL's CHAP account through rtslib-fb (the library targetcli-fb is built on): argv carries the target
-# IQN, the initiator IQN and the user name; the secret comes on stdin, exactly (no trailing newline is added).
-CHAP_HELPER = """\
-import sys
-from rtslib_fb import TPG, FabricModule, NodeACL, Target
-iqn, initiator, userid = sys.argv[1:4]
-secret = sys.stdin.read()
-if not secret:
-    sys.exit("no CHAP secret on stdin")
-tpg = TPG(Target(FabricModule("iscsi"), iqn, mode="lookup"), 1, mode="lookup")
-acl = NodeACL(tpg, initiator, mode="lookup")
-acl.chap_userid = userid
-acl.chap_password = secret
+# One request (JSON on stdin) -> LIO through rtslib-fb. `remove` deletes the target `iqn` and the backstores named
+# in `remove_stores` (name -> plugin) when they exist; `apply` does the same, then builds `build`; every op saves
+# the configuration. Errors end in a traceback on stderr and a non-zero exit, which fails the step.
+LIO_TOOL = """\
+import json, sys
+from rtslib_fb import (BlockStorageObject, FabricModule, FileIOStorageObject, LUN, MappedLUN, NetworkPortal,
+                       NodeACL, RTSRoot, Target, TPG)
+req = json.load(sys.stdin)
+root = RTSRoot()
+if req["op"] in ("apply", "remove"):
+    for target in list(root.targets):
+        if target.wwn == req["iqn"]:
+            target.delete()
+    stores = req.get("remove_stores", {})
+    for so in list(root.storage_objects):
+        if stores.get(so.name) == so.plugin:
+            so.delete()
+if req["op"] == "apply":
+    b = req["build"]
+    store = b["store"]
+    if store["plugin"] == "block":
+        so = BlockStorageObject(store["name"], dev=store["dev"])
+    else:
+        so = FileIOStorageObject(store["name"], dev=store["dev"], size=store["size"], write_back=False)
+    tpg = TPG(Target(FabricModule("iscsi"), req["iqn"]), 1)
+    NetworkPortal(tpg, b["portal"]["ip"], b["portal"]["port"])
+    lun = LUN(tpg, b["lun"], so)
+    for name, value in sorted(b["attributes"].items()):
+        tpg.set_attribute(name, value)
+    for spec in b["acls"]:
+        acl = NodeACL(tpg, spec["initiator"])
+        MappedLUN(acl, b["lun"], lun, write_protect=False)
+        if spec.get("chap_userid"):
+            acl.chap_userid = spec["chap_userid"]
+            acl.chap_password = spec["chap_password"]
+    tpg.enable = True
+root.save_to_file()
 """
-PYTHON = "/usr/bin/python3"  # Debian's, which has python3-rtslib-fb
-
-
-@dataclass(frozen=True)
-class LioCommand:
-    """One targetcli call, or (with `secret`) one CHAP_HELPER call whose args are (target IQN, initiator IQN,
-    user) and which reads the named secret on stdin. `may_fail` marks clean-up calls whose failure means
-    "nothing to clean"."""
-
-    args: tuple[str, ...]
-    secret: str | None = None
-    may_fail: bool = False
-
-    def argv(self) -> list[str]:
-        if self.secret is None:
-            return ["targetcli", *self.args]
-        return [PYTHON, "-c", CHAP_HELPER, *self.args]
-
-    def display(self) -> str:
-        """For golden files and logs: the secret is shown by name only."""
-        if self.secret is not None:
-            iqn, initiator, user = self.args
-            return f"rtslib: {iqn} tpg1 acl {initiator}: chap userid={user} password=<secret:{self.secret}>"
-        text = " ".join(["targetcli", *self.args])
-        if self.may_fail:
-            text += "  # may fail"
-        return text
-
-
-_NO_MAP = "add_mapped_luns=false"
 
 
 def backstore_name(plan: IscsiPlan, target: str) -> str:
@@ -99,73 +92,73 @@ def backstore_type(target: TargetPlan) -> str:
     return "block" if target.backing == "lvm" else "fileio"
 
 
-def render_lio_commands(plan: IscsiPlan, target: TargetPlan) -> list[LioCommand]:
-    """Pure: the targetcli calls that build one target from nothing (after its old copy, if any, is removed)."""
-    store = backstore_name(plan, target.name)
+@dataclass(frozen=True)
+class LioRequest:
+    """One LIO_TOOL run. CHAP passwords appear in `body` as {"secret": <name>} until `payload()` fills them in
+    from the lab's secrets (for stdin only); `display()` keeps the names (golden files, logs)."""
+
+    body: Mapping[str, Any]
+
+    def payload(self, secrets: Mapping[str, str]) -> str:
+        return json.dumps(_fill(self.body, secrets), sort_keys=True)
+
+    def display(self) -> str:
+        return json.dumps(self.body, indent=1, sort_keys=True)
+
+    @staticmethod
+    def argv() -> list[str]:
+        return [PYTHON, "-c", LIO_TOOL]
+
+
+def _fill(value: Any, secrets: Mapping[str, str]) -> Any:
+    if isinstance(value, Mapping):
+        if set(value) == {"secret"}:
+            return secrets[str(value["secret"])]
+        return {k: _fill(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, secrets) for v in value]
+    return value
+
+
+def render_lio_request(plan: IscsiPlan, target: TargetPlan, remove_stores: Mapping[str, str]) -> LioRequest:
+    """Pure: the request that removes the old copy of a target (and `remove_stores`) and builds it from nothing."""
     kind = backstore_type(target)
-    if kind == "block":
-        create_store: tuple[str, ...] = ("/backstores/block", "create", f"name={store}", f"dev={target.path}")
-    else:
-        create_store = (
-            "/backstores/fileio",
-            "create",
-            f"name={store}",
-            f"file_or_dev={target.path}",
-            f"size={target.size_mib}M",
-            "sparse=true",
-            "write_back=false",
-        )
-    tpg = f"/iscsi/{target.iqn}/tpg1"
-    auth = "1" if target.chap_user else "0"
-    cmds = [
-        LioCommand(create_store),
-        LioCommand(("/iscsi", "create", f"wwn={target.iqn}")),
-        LioCommand((f"{tpg}/portals", "delete", "ip_address=0.0.0.0", f"ip_port={ISCSI_PORT}"), may_fail=True),
-        LioCommand((f"{tpg}/portals", "create", f"ip_address={plan.portal_ip}", f"ip_port={ISCSI_PORT}")),
-        LioCommand(
-            (
-                f"{tpg}/luns",
-                "create",
-                f"storage_object=/backstores/{kind}/{store}",
-                f"lun={DATA_LUN}",
-                "add_mapped_luns=false",
-            )
-        ),
-        LioCommand(
-            (tpg, "set", "attribute", f"authentication={auth}", "generate_node_acls=0", "demo_mode_write_protect=1")
-        ),
-    ]
+    store: dict[str, Any] = {"plugin": kind, "name": backstore_name(plan, target.name), "dev": target.path}
+    if kind == "fileio":
+        store["size"] = target.size_mib * 1024 * 1024
+    acls: list[dict[str, Any]] = []
     for initiator in target.initiators:
-        acl = f"{tpg}/acls/{initiator}"
-        cmds.append(LioCommand((f"{tpg}/acls", "create", f"wwn={initiator}", _NO_MAP)))
-        cmds.append(
-            LioCommand(
-                (acl, "create", f"mapped_lun={DATA_LUN}", f"tpg_lun_or_backstore={DATA_LUN}", "write_protect=false")
-            )
-        )
+        acl: dict[str, Any] = {"initiator": initiator}
         if target.chap_user and target.chap_secret:
-            cmds.append(LioCommand((target.iqn, initiator, target.chap_user), secret=target.chap_secret))
-    return cmds
+            acl.update(chap_userid=target.chap_user, chap_password={"secret": target.chap_secret})
+        acls.append(acl)
+    build = {
+        "store": store,
+        "portal": {"ip": plan.portal_ip, "port": ISCSI_PORT},
+        "lun": DATA_LUN,
+        "attributes": {
+            "authentication": "1" if target.chap_user else "0",
+            "generate_node_acls": "0",
+            "demo_mode_write_protect": "1",
+        },
+        "acls": acls,
+    }
+    return LioRequest({"op": "apply", "iqn": target.iqn, "remove_stores": dict(remove_stores), "build": build})
 
 
-def removal_commands(plan: IscsiPlan, iqn: str, stores: Mapping[str, str]) -> list[LioCommand]:
+def removal_request(plan: IscsiPlan, iqn: str, stores: Mapping[str, str]) -> LioRequest:
     """Pure: delete a target and the lab's backstores it used (`stores`: name -> backstore type)."""
-    cmds = [LioCommand(("/iscsi", "delete", f"wwn={iqn}"), may_fail=True)]
-    cmds += [
-        LioCommand((f"/backstores/{kind}", "delete", f"name={name}"), may_fail=True)
-        for name, kind in sorted(stores.items())
-        if name.startswith(f"{plan.lab}-")
-    ]
-    return cmds
+    ours = {name: kind for name, kind in sorted(stores.items()) if name.startswith(f"{plan.lab}-")}
+    return LioRequest({"op": "remove", "iqn": iqn, "remove_stores": ours})
 
 
 def render_lio_script(plan: IscsiPlan) -> str:
-    """Pure: every target's commands as text (golden files and `--debug` logs; secrets by name)."""
-    lines = [f"# stacklab lab={plan.lab}: LIO targets on {plan.portal}"]
+    """Pure: every target's request as text (golden files and `--debug` logs; secrets by name)."""
+    lines = [f"# stacklab lab={plan.lab}: LIO targets on {plan.portal}, one {PYTHON} -c LIO_TOOL run each"]
     for target in plan.targets:
+        stores = {backstore_name(plan, target.name): backstore_type(target)}
         lines.append(f"# target {target.name}")
-        lines += [c.display() for c in render_lio_commands(plan, target)]
-    lines.append("targetcli saveconfig")
+        lines.append(render_lio_request(plan, target, stores).display())
     return "\n".join(lines) + "\n"
 
 
@@ -224,11 +217,9 @@ class LioBackend:
     implementation = "lio"
 
     @staticmethod
-    def _run(runner: Runner, cmds: list[LioCommand], secrets: Mapping[str, str]) -> None:
-        for cmd in cmds:
-            LOG.debug("lio: %s", cmd.display())
-            stdin = secrets[cmd.secret] if cmd.secret is not None else None
-            runner.run(cmd.argv(), timeout=TARGETCLI_TIMEOUT, check=not cmd.may_fail, input=stdin)
+    def _run(runner: Runner, request: LioRequest, secrets: Mapping[str, str], *, check: bool = True) -> None:
+        LOG.debug("lio: %s", request.display())
+        runner.run(request.argv(), timeout=TOOL_TIMEOUT, check=check, input=request.payload(secrets))
 
     def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
         if not runner.run(["grep", "-qw", "configfs", "/proc/filesystems"], timeout=FILE_TIMEOUT, check=False).ok:
@@ -241,11 +232,11 @@ class LioBackend:
                     resource=resource_id,
                     hint=NO_LIO_HINT,
                 )
-        if not node_path_exists(runner, TARGETCLI):
+        if not node_path_exists(runner, RTSLIB):
             raise PlanError(
-                f"{plan.node} has no {TARGETCLI}",
+                f"{plan.node} has no rtslib-fb ({RTSLIB})",
                 resource=resource_id,
-                hint="the storage image must include `targetcli-fb`",
+                hint="the storage image must include `python3-rtslib-fb` (and `targetcli-fb` for its restore unit)",
             )
 
     def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
@@ -260,16 +251,14 @@ class LioBackend:
         old = self._saved(runner).get(target.iqn)
         stores = dict(old.stores) if old is not None else {}
         stores.setdefault(backstore_name(plan, target.name), backstore_type(target))
-        self._run(runner, removal_commands(plan, target.iqn, stores), secrets)
-        self._run(runner, render_lio_commands(plan, target), secrets)
+        self._run(runner, render_lio_request(plan, target, stores), secrets)
 
     def remove_target(self, runner: Runner, plan: IscsiPlan, iqn: str) -> None:
         old = self._saved(runner).get(iqn)
-        self._run(runner, removal_commands(plan, iqn, old.stores if old else {}), {})
-        runner.run(["targetcli", "saveconfig"], timeout=TARGETCLI_TIMEOUT)
+        self._run(runner, removal_request(plan, iqn, old.stores if old else {}), {})
 
     def finish(self, runner: Runner, plan: IscsiPlan) -> None:
-        runner.run(["targetcli", "saveconfig"], timeout=TARGETCLI_TIMEOUT)
+        # every tool run saved the configuration; the restore unit brings it back at boot
         if node_has_systemd(runner):
             systemctl(runner, "enable", RESTORE_UNIT)
 
@@ -290,12 +279,11 @@ class LioBackend:
     def delete(self, runner: Runner, plan: IscsiPlan) -> None:
         saved = self._saved(runner)
         iqns = sorted({*(i for i in saved if plan.owns(i)), *(t.iqn for t in plan.targets)})
-        if not node_path_exists(runner, TARGETCLI):
+        if not node_path_exists(runner, RTSLIB):
             return
         for iqn in iqns:
             stores = dict(saved[iqn].stores) if iqn in saved else {}
             for target in plan.targets:
                 if target.iqn == iqn:
                     stores.setdefault(backstore_name(plan, target.name), backstore_type(target))
-            self._run(runner, removal_commands(plan, iqn, stores), {})
-        runner.run(["targetcli", "saveconfig"], timeout=TARGETCLI_TIMEOUT, check=False)
+            self._run(runner, removal_request(plan, iqn, stores), {}, check=False)

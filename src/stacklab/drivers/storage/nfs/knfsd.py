@@ -145,14 +145,21 @@ def knfsd_state(exports_text: str, conf_text: str) -> dict[str, Any]:
     return {"address": conf.get("host", ""), "versions": versions, "exports": parse_exports(exports_text)}
 
 
+def _has_nfsd(runner: Runner) -> bool:
+    return runner.run(["grep", "-qw", "nfsd", "/proc/filesystems"], timeout=FILE_TIMEOUT, check=False).ok
+
+
 class KnfsdBackend:
     """NfsServerBackend on the kernel NFS server (see the module docstring)."""
 
     implementation = "knfsd"
 
     def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
-        if not runner.run(["grep", "-qw", "nfsd", "/proc/filesystems"], timeout=FILE_TIMEOUT, check=False).ok:
-            raise PlanError(f"{plan.node}'s kernel has no nfsd", resource=resource_id, hint=NO_NFSD_HINT)
+        # nfsd is a module in Debian's cloud kernel (VM nodes): it appears in /proc/filesystems once loaded.
+        if not _has_nfsd(runner):
+            runner.run(["modprobe", "nfsd"], timeout=FILE_TIMEOUT, check=False)
+            if not _has_nfsd(runner):
+                raise PlanError(f"{plan.node}'s kernel has no nfsd", resource=resource_id, hint=NO_NFSD_HINT)
         require_node(runner, plan.node, resource_id, files={RPC_NFSD: "`nfs-kernel-server`"}, unit=UNIT)
 
     def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
