@@ -19,18 +19,13 @@ from stacklab.drivers.nodes.libvirt_config import (
     METADATA_NS,
     METADATA_PREFIX,
     CpuConfig,
-    DiskAuth,
-    DiskConfig,
-    DiskHost,
     DomainConfig,
-    InterfaceConfig,
-    LibvirtXMLError,
     MetadataConfig,
-    SerialConsoleConfig,
-    StoragePoolConfig,
-    StorageVolumeConfig,
     owner_of,
 )
+from stacklab.drivers.nodes.libvirt_devices import DiskAuth, DiskConfig, DiskHost, InterfaceConfig, SerialConsoleConfig
+from stacklab.drivers.nodes.libvirt_storage import StoragePoolConfig, StorageVolumeConfig
+from stacklab.drivers.nodes.libvirt_xml import LibvirtXMLError
 from stacklab.plan.naming import stable_mac
 from tests.golden_util import regenerating
 

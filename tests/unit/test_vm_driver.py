@@ -21,7 +21,8 @@ import pytest
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.nodes import vm_ready
 from stacklab.drivers.nodes.image import current_entry
-from stacklab.drivers.nodes.libvirt_config import DomainConfig, StoragePoolConfig
+from stacklab.drivers.nodes.libvirt_config import DomainConfig
+from stacklab.drivers.nodes.libvirt_storage import StoragePoolConfig
 from stacklab.drivers.nodes.vm import SHARED_CONN, SHARED_URI, VmDriver, grant_qemu_traversal
 from stacklab.drivers.nodes.vm_disk import BaseDisk
 from stacklab.drivers.nodes.vm_domain import VmLayout, build_domain, domain_name, image_hash_of_kernel, pool_name

@@ -32,13 +32,8 @@ import libvirt
 from stacklab.drivers.base import BaseDriver, DriverContext
 from stacklab.drivers.nodes import libvirtd
 from stacklab.drivers.nodes.image import current_entry
-from stacklab.drivers.nodes.libvirt_config import (
-    DomainConfig,
-    DomainType,
-    StoragePoolConfig,
-    StorageVolumeConfig,
-    owner_of,
-)
+from stacklab.drivers.nodes.libvirt_config import DomainConfig, DomainType, owner_of
+from stacklab.drivers.nodes.libvirt_storage import StoragePoolConfig, StorageVolumeConfig
 from stacklab.drivers.nodes.seed import lab_hosts, public_key_text
 from stacklab.drivers.nodes.vm_disk import BaseDisk, ensure_base_disk
 from stacklab.drivers.nodes.vm_domain import (

@@ -9,15 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stacklab.drivers.nodes.libvirt_config import (
-    CpuConfig,
-    DiskConfig,
-    DomainConfig,
-    DomainType,
-    InterfaceConfig,
-    MetadataConfig,
-    SerialConsoleConfig,
-)
+from stacklab.drivers.nodes.libvirt_config import CpuConfig, DomainConfig, DomainType, MetadataConfig
+from stacklab.drivers.nodes.libvirt_devices import DiskConfig, InterfaceConfig, SerialConsoleConfig
 from stacklab.errors import PlanError
 
 LOG = logging.getLogger(__name__)
