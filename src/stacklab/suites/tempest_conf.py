@@ -1,0 +1,261 @@
+"""tempest.conf for a lab, and tempest's results folded per service area. Pure: no I/O, no network.
+
+`render` writes the configuration Debian's tempest 33 (Zed) reads: the admin login and keystone v3 URI, which
+services the lab deploys (from its service outputs), the image and flavors the suite made, the Zed microversions,
+the volume backends, and the features this lab's cloud has. Features the lab does not deploy are switched off
+here, so tempest skips their tests with its own reason; what tempest cannot learn from its configuration is in
+suites/tempest/exclude.txt with a reason per line. `[validation] run_validation = false`: the lab's guests have no
+network yet (issue 16 item 1), so nothing logs into a server.
+
+`parse_junit` reads the JUnit XML subunit2junitxml makes of a tempest run, and `by_area` groups it by the service
+area (identity, image, volume, object-storage, compute) the suite reports one test for.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# The API versions of Zed: the newest microversions tempest may ask for (nova 2.93, cinder 3.70).
+COMPUTE_MAX_MICROVERSION = "2.93"
+VOLUME_MAX_MICROVERSION = "3.70"
+
+# The lab's service name -> tempest's [service_available] key.
+SERVICES = {"glance": "glance", "cinder": "cinder", "swift": "swift", "nova": "nova", "neutron": "neutron"}
+NOT_DEPLOYED = ("heat", "horizon", "ironic", "octavia", "designate", "manila", "barbican", "aodh", "ceilometer")
+
+# tempest test id prefix -> the area the suite reports (the order is the report's).
+AREAS = {
+    "identity": "tempest.api.identity.",
+    "image": "tempest.api.image.",
+    "volume": "tempest.api.volume.",
+    "object-storage": "tempest.api.object_storage.",
+    "compute": "tempest.api.compute.",
+}
+SCENARIO = "tempest.scenario."
+
+
+@dataclass(frozen=True)
+class TempestCloud:
+    """What tempest.conf says about one lab's cloud."""
+
+    auth_url: str  # keystone v3, e.g. http://172.29.236.10:5000/v3
+    region: str
+    admin_password: str
+    services: frozenset[str]  # the lab's services among SERVICES
+    image_ref: str
+    flavor_ref: str
+    flavor_ref_alt: str
+    volume_backends: tuple[str, ...]
+    swift_apis: tuple[str, ...]  # the middlewares Swift's /info announces (tempest skips the others)
+    workspace: str  # the tempest workspace (lock and log paths)
+    image_formats: tuple[str, ...] = ("raw", "qcow2", "aki", "ari", "ami")
+    extra: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # section -> key -> value, last word
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """tempest.conf as sections of keys, in the order they are written."""
+    has = cloud.services.__contains__
+    conf: dict[str, dict[str, str]] = {
+        "DEFAULT": {"log_file": f"{cloud.workspace}/tempest.log", "use_stderr": "false"},
+        "oslo_concurrency": {"lock_path": f"{cloud.workspace}/lock"},
+        "auth": {
+            # Every test class gets its own project and users, deleted after it: the lab baseline stays clean.
+            "use_dynamic_credentials": "true",
+            # No network, subnet or router per project: without neutron's agents nothing could use them.
+            "create_isolated_networks": "false",
+            "admin_username": "admin",
+            "admin_password": cloud.admin_password,
+            "admin_project_name": "admin",
+            "admin_domain_name": "Default",
+            "default_credentials_domain_name": "Default",
+        },
+        "identity": {
+            "uri_v3": cloud.auth_url,
+            "auth_version": "v3",
+            "region": cloud.region,
+            "v3_endpoint_type": "public",
+        },
+        "identity-feature-enabled": {
+            "api_v2": "false",
+            "trust": "true",
+            "application_credentials": "true",
+            "access_rules": "true",
+            "project_tags": "true",
+            # keystone runs with its defaults: no password rules, no per-domain drivers, no external IdP
+            "security_compliance": "false",
+            "domain_specific_drivers": "false",
+        },
+        "service_available": {
+            **{key: _flag(has(name)) for name, key in SERVICES.items()},
+            **{name: "false" for name in NOT_DEPLOYED},
+        },
+        "compute": {
+            "image_ref": cloud.image_ref,
+            "image_ref_alt": cloud.image_ref,
+            "flavor_ref": cloud.flavor_ref,
+            "flavor_ref_alt": cloud.flavor_ref_alt,
+            "region": cloud.region,
+            "min_microversion": "2.1",
+            "max_microversion": COMPUTE_MAX_MICROVERSION,
+            "build_timeout": "300",
+        },
+        "compute-feature-enabled": {
+            # Guests have no NIC: nothing that needs a port, a console over the network or a guest agent.
+            "interface_attach": "false",
+            "console_output": "true",
+            "vnc_console": "false",
+            "spice_console": "false",
+            "serial_console": "false",
+            "config_drive": "false",
+            "metadata_service": "false",
+            "change_password": "false",
+            # Moves between computes are proven by stacklab's evacuation suite; tempest's need shared SSH keys.
+            "resize": "false",
+            "cold_migration": "false",
+            "live_migration": "false",
+            "block_migration_for_live_migration": "false",
+            "rescue": "false",
+            "shelve": "false",
+            "suspend": "false",
+            "pause": "true",
+            "snapshot": "true",
+            "attach_encrypted_volume": "false",
+            "personality": "false",
+        },
+        "image": {
+            "region": cloud.region,
+            "disk_formats": ",".join(cloud.image_formats),
+            "container_formats": "bare,ami,aki,ari",
+        },
+        "image-feature-enabled": {"api_v2": "true", "api_v1": "false", "import_image": "false"},
+        "volume": {
+            "region": cloud.region,
+            "catalog_type": "volumev3",
+            "backend_names": ",".join(cloud.volume_backends),
+            "min_microversion": "3.0",
+            "max_microversion": VOLUME_MAX_MICROVERSION,
+            "volume_size": "1",
+            "build_timeout": "300",
+        },
+        "volume-feature-enabled": {
+            "multi_backend": _flag(len(cloud.volume_backends) > 1),
+            "backup": "false",  # the lab runs no cinder-backup
+            "snapshot": "true",
+            "clone": "true",
+            "manage_volume": "false",
+            "manage_snapshot": "false",
+            "extend_attached_volume": "false",
+        },
+        "object-storage": {"region": cloud.region, "operator_role": "member"},
+        "object-storage-feature-enabled": {
+            "discoverable_apis": ",".join(cloud.swift_apis),
+            "container_sync": _flag("container_sync" in cloud.swift_apis),
+            "object_versioning": _flag("object_versioning" in cloud.swift_apis),
+            "discoverability": "true",
+        },
+        "network": {"region": cloud.region, "project_networks_reachable": "false"},
+        "validation": {"run_validation": "false"},
+    }
+    for section, values in cloud.extra.items():
+        conf.setdefault(section, {}).update(values)
+    return conf
+
+
+def render(cloud: TempestCloud) -> str:
+    lines: list[str] = []
+    for section, values in sections(cloud).items():
+        lines += [f"[{section}]", *(f"{key} = {value}" for key, value in values.items()), ""]
+    return "\n".join(lines)
+
+
+def list_file(entries: Iterable[str]) -> list[str]:
+    """The regexes of an include/exclude list file: one a line, `#` comments and blank lines dropped."""
+    out = []
+    for line in entries:
+        text = line.split("#", 1)[0].strip()
+        if text:
+            out.append(text)
+    return out
+
+
+@dataclass(frozen=True)
+class Case:
+    test_id: str  # tempest's id without the [attributes] suffix
+    outcome: str  # passed, failed, skipped
+    seconds: float
+    message: str = ""
+
+
+def _test_id(raw: str) -> str:
+    """`tempest.api.x.T.test_y[id-...,smoke]` -> without the attributes; a class fixture's failure
+    `setUpClass (tempest.api.x.T)` -> `tempest.api.x.T.setUpClass`, so it counts in its area."""
+    fixture = re.fullmatch(r"(\w+) \((.+)\)", raw.strip())
+    if fixture:
+        return f"{fixture.group(2)}.{fixture.group(1)}"
+    return raw.split("[", 1)[0]
+
+
+def parse_junit(xml_text: str) -> list[Case]:
+    """The cases of subunit2junitxml's XML. Its classname is the id up to the class; a name with `[...]` carries
+    tempest's attributes (id-..., smoke), dropped here."""
+    root = ET.fromstring(xml_text)
+    cases = []
+    for node in root.iter("testcase"):
+        classname, name = node.get("classname", ""), node.get("name", "")
+        test_id = _test_id(f"{classname}.{name}" if classname else name)
+        outcome, message = "passed", ""
+        for tag in ("failure", "error"):
+            found = node.find(tag)
+            if found is not None:
+                outcome, message = "failed", (found.get("message") or found.text or "").strip()
+        skipped = node.find("skipped")
+        if outcome == "passed" and skipped is not None:
+            outcome, message = "skipped", (skipped.get("message") or skipped.text or "").strip()
+        cases.append(Case(test_id, outcome, float(node.get("time") or 0.0), message))
+    return cases
+
+
+def area_of(test_id: str) -> str | None:
+    for area, prefix in AREAS.items():
+        if test_id.startswith(prefix):
+            return area
+    if test_id.startswith(SCENARIO):
+        return "scenario"
+    return None
+
+
+@dataclass
+class AreaResult:
+    passed: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ran(self) -> int:
+        return self.passed + self.skipped + len(self.failed)
+
+
+def by_area(cases: Iterable[Case]) -> dict[str, AreaResult]:
+    """Counts per area; class-level setUp/tearDown failures (ids without a test_ method) count as failures too."""
+    results: dict[str, AreaResult] = {}
+    for case in cases:
+        area = area_of(case.test_id)
+        if area is None:
+            continue
+        result = results.setdefault(area, AreaResult())
+        result.seconds += case.seconds
+        if case.outcome == "failed":
+            result.failed.append(case.test_id)
+        elif case.outcome == "skipped":
+            result.skipped += 1
+        else:
+            result.passed += 1
+    return results

@@ -1,0 +1,183 @@
+"""Suite `tempest`: OpenStack's own integration tests (Debian's tempest 33, for Zed) against the lab's cloud.
+
+Tempest runs on the host, as an operator's workstation or a refstack-style external tester would: the host has an
+address on br-mgmt and reaches the APIs the lab publishes there, while lab nodes have no route outside and carry
+only their images' packages (installing tempest into an image would rebuild it and make every running lab plan a
+replace). The suite skips, with the reason, when tempest is not installed (scripts/setup.sh installs it).
+
+The suite uploads the suites' test guest (suites/guest.py, a bootable kernel + initramfs) and makes two flavors,
+writes tempest.conf (suites/tempest_conf.py: the lab's services, credentials and features; 0600, the admin password
+never on argv) into a tempest workspace under the lab's state (verify/tempest/), runs the subset
+(suites/tempest/include-<subset>.txt minus exclude.txt, concurrency 1) and deletes the image and flavors. Tempest
+deletes what it made itself (dynamic credentials); the lab-baseline plugin checks that.
+
+STACKLAB_TEMPEST_SUBSET picks the subset: `ci` (default, the smoke API tests: a few minutes) or `full` (every API
+test of the five areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
+report as verify/tempest-<time>.xml, and folded into one test per service area that fails naming the failed
+tempest tests, with the counts as evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacklab.exec.atomic import write_atomic
+from stacklab.exec.runner import LocalRunner
+from stacklab.suites.context import LabContext
+from stacklab.suites.guest import guest_image
+from stacklab.suites.lab_fixtures import Evidence
+from stacklab.suites.openstack_calls import admin_auth, service
+from stacklab.suites.os_client import call, login_catalog
+from stacklab.suites.tempest_conf import AREAS, SERVICES, AreaResult, TempestCloud, by_area, parse_junit, render
+
+SUBSET_ENV = "STACKLAB_TEMPEST_SUBSET"
+SUBSETS = {"ci": 1800, "full": 4 * 3600}  # subset -> tempest run timeout, seconds
+COMPUTE_API = {"Content-Type": "application/json", "OpenStack-API-Version": "compute 2.1"}
+FLAVORS = ({"ram": 128, "vcpus": 1, "disk": 1}, {"ram": 192, "vcpus": 1, "disk": 1})
+
+
+@dataclass(frozen=True)
+class TempestRun:
+    subset: str
+    areas: Mapping[str, AreaResult]
+    seconds: float
+    junit: Path
+    returncode: int
+    tail: str  # the end of tempest's output, for a failure message
+
+
+@contextmanager
+def flavors(auth: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """Two small flavors for tempest's flavor_ref and flavor_ref_alt, made over the compute API; deleted after."""
+    token, urls = login_catalog(dict(auth))
+    made: list[str] = []
+    try:
+        for spec in FLAVORS:
+            body = {"flavor": {"name": f"stacklab-tempest-{uuid.uuid4().hex[:8]}", **spec}}
+            status, _, data = call("POST", f"{urls['compute']}/flavors", token, json.dumps(body).encode(), COMPUTE_API)
+            assert status == 200, f"nova refused the flavor {body}: HTTP {status} {data[:300]!r}"
+            made.append(str(json.loads(data)["flavor"]["id"]))
+        yield made[0], made[1]
+    finally:
+        token, _ = login_catalog(dict(auth))  # the first token may have expired during a full run
+        for flavor in made:
+            call("DELETE", f"{urls['compute']}/flavors/{flavor}", token, headers=COMPUTE_API)
+
+
+def swift_apis(swift_url: str) -> tuple[str, ...]:
+    """The middlewares Swift's proxy announces on /info (tempest skips tests of the others)."""
+    status, _, data = call("GET", swift_url.rstrip("/") + "/info")
+    assert status == 200, f"Swift's /info answered HTTP {status}"
+    return tuple(sorted(key for key in json.loads(data) if key != "swift"))
+
+
+def list_path(name: str) -> Path:
+    return Path(str(resources.files("stacklab.suites").joinpath("tempest", name)))
+
+
+def _workspace(runner: LocalRunner, workspace: Path) -> None:
+    """`tempest init` once per lab (its workspace registry beside it, not in the user's home)."""
+    if (workspace / ".stestr.conf").exists():
+        return
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    registry = workspace.parent / "tempest-workspaces.yaml"
+    runner.run(["tempest", "init", "--workspace-path", str(registry), str(workspace)], timeout=120)
+
+
+def _last_stream(workspace: Path) -> Path:
+    """The subunit stream of the last stestr run in the workspace (.stestr/N, N = next-stream - 1)."""
+    repo = workspace / ".stestr"
+    last = int((repo / "next-stream").read_text().strip()) - 1
+    return repo / str(last)
+
+
+def run_tempest(lab: LabContext, cloud: TempestCloud, subset: str) -> TempestRun:
+    runner = LocalRunner()
+    workspace = Path(cloud.workspace)
+    _workspace(runner, workspace)
+    write_atomic(workspace / "etc" / "tempest.conf", render(cloud), mode=0o600)
+    argv = ["tempest", "run", "--concurrency", "1", "--include-list", str(list_path(f"include-{subset}.txt")),
+            "--exclude-list", str(list_path("exclude.txt"))]  # fmt: skip
+    started = time.monotonic()
+    result = runner.run(argv, timeout=SUBSETS[subset], check=False, cwd=workspace)
+    seconds = time.monotonic() - started
+    converted = runner.run(["subunit2junitxml", str(_last_stream(workspace))], timeout=120, check=False)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    junit = lab.state_dir / "verify" / f"tempest-{stamp}.xml"
+    write_atomic(junit, converted.stdout, mode=0o600)
+    areas = by_area(parse_junit(converted.stdout))
+    return TempestRun(subset, areas, seconds, junit, result.returncode, (result.stdout + result.stderr)[-3000:])
+
+
+@pytest.fixture(scope="module")
+def tempest(lab: LabContext) -> TempestRun:
+    if shutil.which("tempest") is None or shutil.which("subunit2junitxml") is None:
+        pytest.skip("tempest is not installed on the host (apt-get install tempest; scripts/setup.sh installs it)")
+    subset = os.environ.get(SUBSET_ENV, "ci")
+    assert subset in SUBSETS, f"{SUBSET_ENV}={subset!r}: expected one of {', '.join(SUBSETS)}"
+    keystone = service(lab, "keystone")
+    auth = admin_auth(lab)
+    has = frozenset(name for name in SERVICES if lab.outputs.get(f"service/{name}"))
+    swift = lab.outputs.get("service/swift") or {}
+    cinder = lab.outputs.get("service/cinder") or {}
+    controller = lab.runner(str((lab.outputs.get("service/nova") or keystone)["node"]))
+    try:
+        with guest_image(controller, auth) as image, flavors(auth) as (flavor, flavor_alt):
+            cloud = TempestCloud(
+                auth_url=str(keystone["auth_url"]),
+                region=str(keystone.get("region", "RegionOne")),
+                admin_password=auth["password"],
+                services=has,
+                image_ref=image.image_id,
+                flavor_ref=flavor,
+                flavor_ref_alt=flavor_alt,
+                volume_backends=tuple(str(b) for b in cinder.get("backends", [])),
+                swift_apis=swift_apis(str(swift["url"])) if swift else (),
+                workspace=str(lab.state_dir / "verify" / "tempest"),
+            )
+            return run_tempest(lab, cloud, subset)
+    finally:
+        controller.close()
+
+
+@pytest.mark.parametrize("area", list(AREAS))
+def test_tempest_area_passes(area: str, tempest: TempestRun, evidence: Evidence) -> None:
+    result = tempest.areas.get(area, AreaResult())
+    evidence("subset", tempest.subset)
+    evidence("passed", result.passed)
+    evidence("skipped", result.skipped)
+    evidence("failed", len(result.failed))
+    evidence("seconds", round(result.seconds, 1))
+    evidence("tempest_seconds", round(tempest.seconds, 1))
+    evidence("junit", str(tempest.junit))
+    assert tempest.areas, f"tempest ran no test (exit {tempest.returncode}): {tempest.tail}"
+    assert not result.failed, f"{len(result.failed)} tempest {area} tests failed: " + ", ".join(result.failed)
+    if result.ran == 0:
+        pytest.skip(f"the {tempest.subset} subset has no {area} test for this lab")
+    assert result.passed > 0, f"every tempest {area} test was skipped ({result.skipped}): nothing was proven"
+
+
+def test_tempest_run_is_complete(tempest: TempestRun, evidence: Evidence) -> None:
+    """tempest's own verdict: a failure outside the five areas (a scenario) fails here, and a non-zero exit with
+    no failed test (a crash, a timeout, an import error) too."""
+    summary: dict[str, Any] = {a: [r.passed, r.skipped, len(r.failed)] for a, r in tempest.areas.items()}
+    evidence("tempest_exit", tempest.returncode)
+    evidence("areas_passed_skipped_failed", json.dumps(summary))
+    elsewhere = [case for area, r in tempest.areas.items() if area not in AREAS for case in r.failed]
+    assert not elsewhere, f"{len(elsewhere)} tempest tests failed: " + ", ".join(elsewhere)
+    in_areas = any(r.failed for r in tempest.areas.values())
+    assert tempest.returncode == 0 or in_areas, (
+        f"tempest exited {tempest.returncode} with no failed test: {tempest.tail}"
+    )
