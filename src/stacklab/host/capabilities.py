@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Literal
 
 from stacklab.exec.runner import Runner
+from stacklab.host.features import Capability, KernelFacts, device_features, storage_features
 from stacklab.host.kvm_probe import DEFAULT_TIMEOUT, QEMU, KvmStatus, kvm_for_libvirt, probe_kvm
+from stacklab.host.procfs import (
+    HostFiles,
+    Modules,
+    Mount,
+    filesystems_of,
+    misc_devices,
+    mounts_of,
+    proc_devices,
+    status_fields,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -50,17 +61,6 @@ TOOLS: tuple[str, ...] = (
 _EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 CAP_SYS_RESOURCE = 24
-
-
-@dataclass(frozen=True)
-class Capability:
-    """One kernel feature: whether it is usable, and the evidence (or what was looked for) in words."""
-
-    available: bool
-    detail: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"available": self.available, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -138,141 +138,7 @@ class HostReport:
         return out
 
 
-@dataclass(frozen=True)
-class _Mount:
-    source: str
-    target: str
-    fstype: str
-
-
-class _HostFiles:
-    """Reads the host's kernel interfaces under `root`; every read tolerates absence."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, absolute: str) -> Path:
-        return self.root / absolute.lstrip("/")
-
-    def exists(self, absolute: str) -> bool:
-        return self.path(absolute).exists()
-
-    def is_dir(self, absolute: str) -> bool:
-        return self.path(absolute).is_dir()
-
-    def read(self, absolute: str) -> str | None:
-        try:
-            return self.path(absolute).read_text(errors="replace")
-        except OSError:
-            return None
-
-    def lines(self, absolute: str) -> list[str]:
-        text = self.read(absolute)
-        return text.splitlines() if text is not None else []
-
-
-def _status_fields(files: _HostFiles) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in files.lines("/proc/self/status"):
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def _filesystems(files: _HostFiles) -> set[str]:
-    # lines look like "nodev\tconfigfs" or "\text4"
-    return {line.split()[-1] for line in files.lines("/proc/filesystems") if line.split()}
-
-
-def _mounts(files: _HostFiles) -> list[_Mount]:
-    mounts = []
-    for line in files.lines("/proc/mounts"):
-        parts = line.split()
-        if len(parts) >= 3:
-            mounts.append(_Mount(parts[0], parts[1], parts[2]))
-    return mounts
-
-
-def _misc_devices(files: _HostFiles) -> set[str]:
-    return {parts[1] for line in files.lines("/proc/misc") if len(parts := line.split()) >= 2}
-
-
-def _proc_devices(files: _HostFiles) -> set[str]:
-    names = set()
-    for line in files.lines("/proc/devices"):
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit():
-            names.add(parts[1])
-    return names
-
-
-def _norm_module(name: str) -> str:
-    return name.replace("-", "_")
-
-
-def _module_names(lines: Iterable[str]) -> set[str]:
-    names = set()
-    for line in lines:
-        path = line.split(":", 1)[0].strip()
-        if path:
-            base = path.rsplit("/", 1)[-1]
-            names.add(_norm_module(base.split(".ko", 1)[0]))
-    return names
-
-
-class _Modules:
-    """Which kernel modules are loaded or built in now, and which could be loaded."""
-
-    def __init__(self, files: _HostFiles, *, is_root: bool) -> None:
-        self._files = files
-        release = (files.read("/proc/sys/kernel/osrelease") or "").strip()
-        base = f"/lib/modules/{release}" if release else None
-        self.builtin = _module_names(files.lines(f"{base}/modules.builtin")) if base else set()
-        self.enabled = files.exists("/proc/modules") and is_root
-        self.loadable = _module_names(files.lines(f"{base}/modules.dep")) if base and self.enabled else set()
-
-    def present(self, name: str) -> bool:
-        return self._files.is_dir(f"/sys/module/{_norm_module(name)}")
-
-    def how(self, name: str) -> str | None:
-        """Why module `name` is usable ('loaded', 'built in', 'loadable module'), or None."""
-        norm = _norm_module(name)
-        if self.present(norm):
-            return f"module {norm} loaded"
-        if norm in self.builtin:
-            return f"{norm} built in"
-        if norm in self.loadable:
-            return f"loadable module {norm}"
-        return None
-
-
-def _feature(
-    modules: _Modules,
-    *,
-    what: str,
-    evidence: Iterable[tuple[bool, str]],
-    module_names: Iterable[str],
-) -> Capability:
-    """Available when any (found, description) holds, or one of `module_names` is loaded/built in/loadable."""
-    looked = []
-    for found, description in evidence:
-        if found:
-            return Capability(True, description)
-        looked.append(description)
-    names = list(module_names)
-    for name in names:
-        how = modules.how(name)
-        if how:
-            return Capability(True, how)
-    if names and not modules.enabled:
-        looked.append("kernel modules cannot be loaded")
-    elif names:
-        looked.append(f"no module {'/'.join(names)}")
-    return Capability(False, f"{what} not found (looked for: {'; '.join(looked)})")
-
-
-def _cgroup_layout(files: _HostFiles, mounts: list[_Mount]) -> CgroupLayout:
+def _cgroup_layout(files: HostFiles, mounts: list[Mount]) -> CgroupLayout:
     v1 = [m for m in mounts if m.fstype == "cgroup"]
     v2 = [m for m in mounts if m.fstype == "cgroup2"]
     if mounts:
@@ -295,13 +161,13 @@ def _cgroup_layout(files: _HostFiles, mounts: list[_Mount]) -> CgroupLayout:
     return "none"
 
 
-def _systemd_pid1(files: _HostFiles) -> bool:
+def _systemd_pid1(files: HostFiles) -> bool:
     comm = (files.read("/proc/1/comm") or "").strip()
     # sd_booted() checks /run/systemd/system; comm covers a systemd whose runtime dir is elsewhere
     return comm == "systemd" or files.is_dir("/run/systemd/system")
 
 
-def _mem_available(files: _HostFiles) -> int | None:
+def _mem_available(files: HostFiles) -> int | None:
     for line in files.lines("/proc/meminfo"):
         if line.startswith("MemAvailable:"):
             parts = line.split()
@@ -376,127 +242,8 @@ def find_tools(names: Iterable[str], *, root: Path = Path("/"), path: str | None
     return found
 
 
-@dataclass(frozen=True)
-class _KernelFacts:
-    """What /proc says about filesystems, mounts, misc and block devices (read once per probe)."""
-
-    filesystems: set[str]
-    mounted: set[str]
-    misc: set[str]
-    devices: set[str]
-
-
-def _storage_features(files: _HostFiles, modules: _Modules, facts: _KernelFacts) -> dict[str, Capability]:
-    """Device-mapper, configfs and the kernel's storage servers and clients (LIO, nfsd, NFS)."""
-    filesystems, mounted, misc, devices = facts.filesystems, facts.mounted, facts.misc, facts.devices
-    device_mapper = _feature(
-        modules,
-        what="device-mapper",
-        evidence=[
-            ("device-mapper" in misc, "device-mapper in /proc/misc"),
-            (files.exists("/dev/mapper/control"), "/dev/mapper/control"),
-            ("device-mapper" in devices, "device-mapper in /proc/devices"),
-        ],
-        module_names=["dm_mod"],
-    )
-    configfs = _feature(
-        modules,
-        what="configfs",
-        evidence=[
-            ("configfs" in mounted, "configfs mounted"),
-            ("configfs" in filesystems, "configfs in /proc/filesystems"),
-        ],
-        module_names=["configfs"],
-    )
-    lio_target = _feature(
-        modules,
-        what="LIO target core",
-        evidence=[(files.is_dir("/sys/kernel/config/target"), "/sys/kernel/config/target")],
-        module_names=["target_core_mod"] if configfs.available else [],
-    )
-    if not configfs.available:
-        lio_target = Capability(False, f"LIO needs configfs: {configfs.detail}")
-    nfsd = _feature(
-        modules,
-        what="kernel NFS server",
-        evidence=[("nfsd" in filesystems, "nfsd in /proc/filesystems")],
-        module_names=["nfsd"],
-    )
-    nfs_client = _feature(
-        modules,
-        what="kernel NFS client",
-        evidence=[
-            ("nfs4" in filesystems, "nfs4 in /proc/filesystems"),
-            ("nfs" in filesystems, "nfs in /proc/filesystems"),
-        ],
-        module_names=["nfsv4", "nfs"],
-    )
-    return {
-        "device_mapper": device_mapper,
-        "configfs": configfs,
-        "lio_target": lio_target,
-        "nfsd": nfsd,
-        "nfs_client": nfs_client,
-    }
-
-
-def _device_features(files: _HostFiles, modules: _Modules, facts: _KernelFacts) -> dict[str, Capability]:
-    """Block devices and filesystems that nodes and guests use: iSCSI initiator, RBD, NBD, loop, overlayfs, FUSE."""
-    filesystems, misc = facts.filesystems, facts.misc
-    iscsi_initiator = _feature(
-        modules,
-        what="kernel iSCSI initiator",
-        evidence=[(files.is_dir("/sys/class/iscsi_transport"), "/sys/class/iscsi_transport")],
-        module_names=["iscsi_tcp"],
-    )
-    rbd = _feature(
-        modules,
-        what="kernel RBD",
-        evidence=[(files.is_dir("/sys/bus/rbd"), "/sys/bus/rbd")],
-        module_names=["rbd"],
-    )
-    nbd = _feature(
-        modules,
-        what="NBD",
-        evidence=[
-            (files.exists("/sys/block/nbd0"), "/sys/block/nbd0"),
-            (files.exists("/dev/nbd0"), "/dev/nbd0"),
-        ],
-        module_names=["nbd"],
-    )
-    loop = _feature(
-        modules,
-        what="loop devices",
-        evidence=[
-            (files.exists("/dev/loop-control"), "/dev/loop-control"),
-            ("loop-control" in misc, "loop-control in /proc/misc"),
-        ],
-        module_names=["loop"],
-    )
-    overlayfs = _feature(
-        modules,
-        what="overlayfs",
-        evidence=[("overlay" in filesystems, "overlay in /proc/filesystems")],
-        module_names=["overlay"],
-    )
-    fuse = _feature(
-        modules,
-        what="FUSE",
-        evidence=[(files.exists("/dev/fuse") and "fuse" in filesystems, "/dev/fuse and fuse in /proc/filesystems")],
-        module_names=["fuse"],
-    )
-    return {
-        "iscsi_initiator": iscsi_initiator,
-        "rbd": rbd,
-        "nbd": nbd,
-        "loop": loop,
-        "overlayfs": overlayfs,
-        "fuse": fuse,
-    }
-
-
 def _kvm_status(
-    runner: Runner, files: _HostFiles, tools: Mapping[str, str | None], root: Path, *, check_kvm: bool, timeout: float
+    runner: Runner, files: HostFiles, tools: Mapping[str, str | None], root: Path, *, check_kvm: bool, timeout: float
 ) -> KvmStatus:
     """KVM as libvirt would use it: the guest probe (unless skipped), else what /dev/kvm says."""
     kvm_present = files.exists("/dev/kvm")
@@ -524,15 +271,15 @@ def probe_host(
 
     `path` overrides $PATH for the tool search; `check_kvm=False` skips the guest boot (usable_for_guests=None).
     """
-    files = _HostFiles(root)
-    status = _status_fields(files)
+    files = HostFiles(root)
+    status = status_fields(files)
     is_root = _is_root(status)
-    modules = _Modules(files, is_root=is_root)
-    mounts = _mounts(files)
-    facts = _KernelFacts(_filesystems(files), {m.fstype for m in mounts}, _misc_devices(files), _proc_devices(files))
+    modules = Modules(files, is_root=is_root)
+    mounts = mounts_of(files)
+    facts = KernelFacts(filesystems_of(files), {m.fstype for m in mounts}, misc_devices(files), proc_devices(files))
     tools = find_tools(TOOLS, root=root, path=path)
 
-    features = {**_storage_features(files, modules, facts), **_device_features(files, modules, facts)}
+    features = {**storage_features(files, modules, facts), **device_features(files, modules, facts)}
     kvm = _kvm_status(runner, files, tools, root, check_kvm=check_kvm, timeout=kvm_timeout)
     report = HostReport(
         is_root=is_root,
