@@ -23,9 +23,10 @@ from stacklab.drivers.nodes import vm_ready
 from stacklab.drivers.nodes.image import current_entry
 from stacklab.drivers.nodes.libvirt_config import DomainConfig
 from stacklab.drivers.nodes.libvirt_storage import StoragePoolConfig
-from stacklab.drivers.nodes.vm import SHARED_CONN, SHARED_URI, VmDriver, grant_qemu_traversal
+from stacklab.drivers.nodes.vm import SHARED_CONN, SHARED_URI, VmDriver
 from stacklab.drivers.nodes.vm_disk import BaseDisk
 from stacklab.drivers.nodes.vm_domain import VmLayout, build_domain, domain_name, image_hash_of_kernel, pool_name
+from stacklab.drivers.nodes.vm_libvirt import grant_qemu_traversal
 from stacklab.drivers.nodes.vm_ready import ReadyTarget
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner

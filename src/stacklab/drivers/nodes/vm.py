@@ -17,12 +17,10 @@ which the error message points to.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import stat
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,8 +48,18 @@ from stacklab.drivers.nodes.vm_domain import (
     pool_name,
     vm_outputs,
 )
+from stacklab.drivers.nodes.vm_libvirt import (
+    check_reachable_by_qemu,
+    grant_qemu_traversal,
+    lookup_domain,
+    lookup_pool,
+    pool_is_ours,
+    quiet_libvirt_errors,
+    undefine,
+    volume_names,
+)
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ReadyWaiter, wait_ready
-from stacklab.errors import PlanError, StackLabError
+from stacklab.errors import PlanError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.plan.resource import Action, Change, Observed, Resource
 
@@ -63,13 +71,6 @@ SHARED_CONN = "libvirt.conn"
 
 # Boot to SSH + cloud-init done. TCG Debian guests: ~55 s quiet host, ~2 min with two booting at once.
 READY_BUDGET: Mapping[str, float] = {"qemu": 480.0, "kvm": 180.0}
-_UNDEFINE_FLAGS = (
-    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-)
-_UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 LIBVIRT_QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 _connect_lock = threading.Lock()
@@ -127,91 +128,7 @@ def write_seed(
     make_seed_iso(files, dest, runner)
 
 
-# ----------------------------------------------------------------------------------------------------
-# libvirt helpers
-
-
-def _quiet_libvirt_errors() -> None:
-    """libvirt prints every error to stderr by default; we raise them as exceptions and log at debug."""
-
-    def handler(_ctx: object, err: Sequence[Any]) -> None:
-        LOG.debug("libvirt: %s", err[2] if len(err) > 2 else err)
-
-    libvirt.registerErrorHandler(handler, None)
-
-
-def _lookup_domain(conn: Any, name: str) -> Any | None:
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
-
-
-def _lookup_pool(conn: Any, name: str) -> Any | None:
-    try:
-        return conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            return None
-        raise
-
-
-def _undefine(dom: Any) -> None:
-    """Undefine with managed-save, snapshot, checkpoint and NVRAM data; drivers without some flags get fewer."""
-    for flags in (_UNDEFINE_FLAGS, _UNDEFINE_FLAGS_BASIC):
-        try:
-            dom.undefineFlags(flags)
-            return
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code == libvirt.VIR_ERR_NO_DOMAIN:
-                return
-            if code not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-                raise
-            LOG.debug("undefine flags %#x refused (%s); retrying with fewer", flags, exc)
-    dom.undefine()
-
-
-def _pool_is_ours(pool: Any, path: Path) -> bool:
-    config = StoragePoolConfig.parse(pool.XMLDesc(0))
-    return os.path.normpath(config.path) == os.path.normpath(str(path))
-
-
-def _volume_names(pool: Any) -> list[str]:
-    if not pool.isActive():
-        return []
-    pool.refresh(0)
-    names: list[str] = pool.listVolumes()
-    return names
-
-
-def grant_qemu_traversal(state_dir: Path, layout: VmLayout) -> None:
-    """Let QEMU (an unprivileged user) reach the lab's VM files: add search permission for others (o+x, not
-    o+r) to the lab state dir and the dirs between it and the pool. The engine keeps the lab dir 0700 and resets
-    it on every run; files inside stay 0600, and a running QEMU keeps its open files, so this is done again
-    right before every domain start."""
-    for directory in (state_dir, layout.vm_dir, layout.pool_dir, layout.node_dir):
-        if not directory.is_dir():
-            continue
-        mode = stat.S_IMODE(directory.stat().st_mode)
-        if not mode & stat.S_IXOTH:
-            directory.chmod(mode | stat.S_IXOTH)
-            LOG.debug("made %s searchable by QEMU (%o)", directory, mode | stat.S_IXOTH)
-
-
-def _check_reachable_by_qemu(paths: Sequence[Path]) -> None:
-    """QEMU runs as an unprivileged user (libvirt's DAC driver chowns the files, not their directories):
-    every directory above a disk, kernel or log must be searchable by others."""
-    for path in paths:
-        for parent in path.resolve().parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                raise StackLabError(
-                    f"{parent} is not searchable by other users, so QEMU (running as libvirt-qemu) cannot open {path}",
-                    hint=f"chmod o+x {parent}, or put the lab state under a searchable path (STACKLAB_STATE)",
-                )
+# libvirt lookups, undefine and QEMU's access to the files are in vm_libvirt.py.
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -256,7 +173,7 @@ class VmDriver(BaseDriver):
                     libvirtd.ensure_libvirtd(ctx.runner, hide_kvm=hide_kvm)
                 elif not libvirtd.libvirtd_answers(ctx.runner, uri):
                     return None
-            _quiet_libvirt_errors()
+            quiet_libvirt_errors()
             conn = libvirt.open(uri)
             ctx.shared[SHARED_CONN] = conn
             return conn
@@ -269,7 +186,7 @@ class VmDriver(BaseDriver):
             LOG.debug("no libvirtd answers; VM %s cannot be running", resource.name)
             return None
         name = domain_name(ctx.lab.name, resource.name)
-        dom = _lookup_domain(conn, name)
+        dom = lookup_domain(conn, name)
         if dom is None:
             return None
         xml = dom.XMLDesc(0)
@@ -349,7 +266,7 @@ class VmDriver(BaseDriver):
                 pool = self._ensure_pool(conn, lab, layout)
             if self._uri(ctx) == libvirtd.URI:
                 grant_qemu_traversal(ctx.state_dir, layout)
-                _check_reachable_by_qemu([base.qcow2, base.kernel, base.initrd, layout.pool_dir / "x"])
+                check_reachable_by_qemu([base.qcow2, base.kernel, base.initrd, layout.pool_dir / "x"])
             with _pool_lock:
                 self._create_volumes(pool, layout, spec, base)
             self.seed_writer(
@@ -401,7 +318,7 @@ class VmDriver(BaseDriver):
         spec = resource.spec
         lab, node = ctx.lab.name, resource.name
         name = domain_name(lab, node)
-        existing = _lookup_domain(conn, name)
+        existing = lookup_domain(conn, name)
         if existing is None:
             return None
         xml = existing.XMLDesc(0)
@@ -482,8 +399,8 @@ class VmDriver(BaseDriver):
 
     def _ensure_pool(self, conn: Any, lab: str, layout: VmLayout) -> Any:
         name = pool_name(lab)
-        pool = _lookup_pool(conn, name)
-        if pool is not None and not _pool_is_ours(pool, layout.pool_dir):
+        pool = lookup_pool(conn, name)
+        if pool is not None and not pool_is_ours(pool, layout.pool_dir):
             raise PlanError(
                 f"libvirt storage pool {name} exists with another path than {layout.pool_dir}",
                 hint="stacklab never touches foreign pools; remove or rename it",
@@ -512,10 +429,10 @@ class VmDriver(BaseDriver):
 
     def _volumes_present(self, conn: Any, lab: str, layout: VmLayout, spec: Mapping[str, Any]) -> bool:
         with _pool_lock:
-            pool = _lookup_pool(conn, pool_name(lab))
+            pool = lookup_pool(conn, pool_name(lab))
             if pool is None or not pool.isActive():
                 return False
-            listed = set(_volume_names(pool))
+            listed = set(volume_names(pool))
         wanted = {
             layout.root_volume,
             layout.seed_volume,
@@ -542,7 +459,7 @@ class VmDriver(BaseDriver):
     def _remove_node(self, conn: Any, ctx: DriverContext, layout: VmLayout, name: str, *, keep_console: bool) -> None:
         """Destroy and undefine the node's domain (if ours), delete its volumes, and the pool once empty."""
         lab, node = ctx.lab.name, layout.node
-        dom = _lookup_domain(conn, name)
+        dom = lookup_domain(conn, name)
         if dom is not None:
             if owner_of(dom.XMLDesc(0)) != (lab, node):
                 LOG.warning("domain %s is not owned by lab %s node %s; leaving it alone", name, lab, node)
@@ -554,15 +471,15 @@ class VmDriver(BaseDriver):
                         if dom.isActive():
                             raise
                         LOG.debug("domain %s stopped by itself: %s", name, exc)
-                _undefine(dom)
+                undefine(dom)
                 LOG.info("VM %s: domain %s destroyed and undefined", node, name)
                 if not keep_console and self._uri(ctx) == libvirtd.URI:
                     # libvirt's own per-domain QEMU log; the domain was ours, so is its log
                     (LIBVIRT_QEMU_LOG_DIR / f"{name}.log").unlink(missing_ok=True)
         with _pool_lock:
-            pool = _lookup_pool(conn, pool_name(lab))
-            if pool is not None and _pool_is_ours(pool, layout.pool_dir):
-                for volume in _volume_names(pool):
+            pool = lookup_pool(conn, pool_name(lab))
+            if pool is not None and pool_is_ours(pool, layout.pool_dir):
+                for volume in volume_names(pool):
                     if volume.startswith(layout.volume_prefix):
                         pool.storageVolLookupByName(volume).delete(0)
                         LOG.debug("deleted volume %s", volume)
@@ -573,7 +490,7 @@ class VmDriver(BaseDriver):
             if layout.pool_dir.is_dir():
                 for leftover in layout.pool_dir.glob(f"{layout.volume_prefix}*"):
                     leftover.unlink(missing_ok=True)
-            if pool is not None and not _volume_names(pool):
+            if pool is not None and not volume_names(pool):
                 if pool.isActive():
                     pool.destroy()
                 pool.undefine()
