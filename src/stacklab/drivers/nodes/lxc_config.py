@@ -244,38 +244,48 @@ def render_lxc_config(
     if memory_mib and cgroup.memory_limit:
         lines.append(f"{cgroup.memory_limit} = {int(memory_mib) * MIB}")
     for index, nic in enumerate(spec.get("nics", [])):
-        net = f"lxc.net.{index}"
-        lines += [
-            "",
-            f"# NIC {index}: network {nic['network']}, address {nic['address']} (set by cloud-init by MAC)",
-            f"{net}.type = veth",
-            f"{net}.link = {_config_value(str(nic['bridge']), 'bridge', forbid=' ')}",
-            f"{net}.veth.pair = {_config_value(str(nic['host_ifname']), 'host_ifname', forbid=' ')}",
-            f"{net}.name = {_config_value(str(nic['device']), 'device', forbid=' ')}",
-            f"{net}.hwaddr = {str(nic['mac']).lower()}",
-        ]
-        if nic.get("mtu"):
-            lines.append(f"{net}.mtu = {int(nic['mtu'])}")
-        lines.append(f"{net}.flags = up")
+        lines += _nic_lines(index, nic)
     lines += [
         "",
         f"lxc.console.logfile = {_config_value(str(layout.console_log), 'console log')}",
         f"lxc.log.file = {_config_value(str(layout.lxc_log), 'log file')}",
         "lxc.log.level = INFO",
     ]
-    devices = [str(d) for d in spec.get("devices", [])]
+    lines += _device_lines(name, [str(d) for d in spec.get("devices", [])], cgroup)
+    return "\n".join(lines) + "\n"
+
+
+def _nic_lines(index: int, nic: Mapping[str, Any]) -> list[str]:
+    """One veth NIC on its lab bridge, named and addressed as the spec says (cloud-init sets the address by MAC)."""
+    net = f"lxc.net.{index}"
+    lines = [
+        "",
+        f"# NIC {index}: network {nic['network']}, address {nic['address']} (set by cloud-init by MAC)",
+        f"{net}.type = veth",
+        f"{net}.link = {_config_value(str(nic['bridge']), 'bridge', forbid=' ')}",
+        f"{net}.veth.pair = {_config_value(str(nic['host_ifname']), 'host_ifname', forbid=' ')}",
+        f"{net}.name = {_config_value(str(nic['device']), 'device', forbid=' ')}",
+        f"{net}.hwaddr = {str(nic['mac']).lower()}",
+    ]
+    if nic.get("mtu"):
+        lines.append(f"{net}.mtu = {int(nic['mtu'])}")
+    lines.append(f"{net}.flags = up")
+    return lines
+
+
+def _device_lines(name: str, devices: list[str], cgroup: CgroupKeys) -> list[str]:
+    """Host devices the node asked for, bind-mounted optionally; an unknown one is a PlanError."""
     unknown = sorted(set(devices) - set(DEVICES))
     if unknown:
         raise PlanError(f"unknown device(s) {unknown} for node {name}", hint=f"known: {sorted(DEVICES)}")
-    if devices:
-        lines += ["", "# Host devices passed in (optional: a host without one still boots the node)."]
+    lines = ["", "# Host devices passed in (optional: a host without one still boots the node)."] if devices else []
     for device_name in devices:
         device = DEVICES[device_name]
         lines += [
             f"{cgroup.devices_allow} = c {device.major}:{device.minor} rwm",
             f"lxc.mount.entry = {device.source} {device.target} none bind,optional,create=file 0 0",
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def marker_of(config_text: str) -> str | None:
