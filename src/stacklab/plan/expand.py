@@ -7,7 +7,7 @@ from typing import Any
 
 from stacklab.model.addressing import node_addresses
 from stacklab.model.checks import SERVICE_NEEDS
-from stacklab.model.lab import Lab
+from stacklab.model.lab import Lab, Node
 from stacklab.plan.naming import owner_marker, stable_mac, veth_name
 from stacklab.plan.resource import Resource
 
@@ -31,7 +31,6 @@ def _pick(pinned: str, role: str, choices: Mapping[str, str]) -> str:
 def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Resource]:
     """Every resource the lab owns, in a stable order (networks, key, images, nodes, storage, services)."""
     resources: list[Resource] = []
-    prefix = lab.kernel_prefix
     for net_name, net in lab.networks.items():
         spec: dict[str, Any] = {
             "ifname": lab.bridge_ifname(net_name),
@@ -53,48 +52,55 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
 
     addresses = node_addresses(lab)
     for node_name, node in lab.nodes.items():
-        nics = []
-        for index, net_name in enumerate(node.nics):
-            net = lab.networks[net_name]
-            nics.append(
-                {
-                    "network": net_name,
-                    "device": f"eth{index}",
-                    "bridge": lab.bridge_ifname(net_name),
-                    "host_ifname": veth_name(prefix, node_name, index),
-                    "address": f"{addresses[node_name][net_name]}/{net.cidr.prefixlen}",
-                    "gateway": str(net.gateway_address),
-                    "mtu": net.mtu,
-                    "mac": stable_mac(lab.name, node_name, index),
-                }
-            )
-        kind = node.kind if node.kind != "auto" else ("vm" if choices["node_kind"] == "vm" else "container")
-        node_spec: dict[str, Any] = {
-            "kind": kind,
-            "hostname": node_name,
-            "image": node.image,
-            "cpus": node.cpus,
-            "memory_mib": node.memory,
-            "disks": [{"name": d.name, "size_mib": d.size} for d in node.disks],
-            "nics": nics,
-            "roles": list(node.roles),
-            "devices": list(node.devices),
-            "marker": owner_marker(lab.name, "node", node_name),
-        }
-        if lab.storage.nfs and lab.storage.nfs.node == node_name:
-            node_spec["features"] = ["file-handles"]  # NFS servers export files by handle
-        if kind == "vm":
-            node_spec["accel"] = choices["accel"]
-        deps = (
-            *(f"bridge/{n}" for n in node.nics),
-            f"image/{node.image}",
-            f"sshkey/{lab.name}",
-        )
-        resources.append(Resource("node", node_name, node_spec, tuple(dict.fromkeys(deps))))
-
+        resources.append(_node(lab, node_name, node, choices, addresses))
     resources.extend(_storage(lab, choices, addresses))
     resources.extend(_services(lab, addresses))
     return resources
+
+
+def _node(
+    lab: Lab, node_name: str, node: Node, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]
+) -> Resource:
+    """One node: its NICs on the lab bridges (veth names, MACs and addresses fixed here), kind, image and size."""
+    prefix = lab.kernel_prefix
+    nics = []
+    for index, net_name in enumerate(node.nics):
+        net = lab.networks[net_name]
+        nics.append(
+            {
+                "network": net_name,
+                "device": f"eth{index}",
+                "bridge": lab.bridge_ifname(net_name),
+                "host_ifname": veth_name(prefix, node_name, index),
+                "address": f"{addresses[node_name][net_name]}/{net.cidr.prefixlen}",
+                "gateway": str(net.gateway_address),
+                "mtu": net.mtu,
+                "mac": stable_mac(lab.name, node_name, index),
+            }
+        )
+    kind = node.kind if node.kind != "auto" else ("vm" if choices["node_kind"] == "vm" else "container")
+    node_spec: dict[str, Any] = {
+        "kind": kind,
+        "hostname": node_name,
+        "image": node.image,
+        "cpus": node.cpus,
+        "memory_mib": node.memory,
+        "disks": [{"name": d.name, "size_mib": d.size} for d in node.disks],
+        "nics": nics,
+        "roles": list(node.roles),
+        "devices": list(node.devices),
+        "marker": owner_marker(lab.name, "node", node_name),
+    }
+    if lab.storage.nfs and lab.storage.nfs.node == node_name:
+        node_spec["features"] = ["file-handles"]  # NFS servers export files by handle
+    if kind == "vm":
+        node_spec["accel"] = choices["accel"]
+    deps = (
+        *(f"bridge/{n}" for n in node.nics),
+        f"image/{node.image}",
+        f"sshkey/{lab.name}",
+    )
+    return Resource("node", node_name, node_spec, tuple(dict.fromkeys(deps)))
 
 
 def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
