@@ -1,9 +1,9 @@
 """Helpers of the `storage` suite: who is the client, how each data path is addressed, and pattern I/O.
 
 Everything runs on the lab's nodes through stacklab's SSH runner (argv lists with timeouts; secrets travel on
-stdin into 0600 files, never in argv). Clients are user-space only on the CI host type (libiscsi through QEMU's
+stdin into 0600 files, never in argv). Clients are user space on container nodes (libiscsi through QEMU's
 `iscsi://` driver, libnfs through `nfs://` and the libnfs tools, librbd through `rbd:` and python3-rbd), so the
-same helpers work on full kernels too.
+same helpers work on full kernels too; VM nodes add the kernel clients (open-iscsi, `mount -t nfs`) at the end.
 """
 
 from __future__ import annotations

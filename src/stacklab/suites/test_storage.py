@@ -8,7 +8,10 @@ middle of a write stream keeps every acknowledged write; a killed OSD or monitor
 the cluster returns to HEALTH_OK.
 
 Clients are user space (QEMU's iscsi/nfs/rbd drivers, libnfs tools, python3-rbd), which is what the CI host can
-run; the same checks hold on full kernels.
+run; the same checks hold on full kernels. When the client is a VM node (its own kernel), the kernel clients are
+proven too: open-iscsi logs in to every LUN (the session from the client's storage address is read from
+`iscsiadm -m session`) and the kernel NFS client mounts every export once per version; container clients skip
+those cases with the reason. The target restart is tgtd's, or for LIO rtslib-fb-targetctl's clear-and-restore.
 """
 
 from __future__ import annotations
