@@ -316,29 +316,7 @@ class PackagesCeph:
             write_file(
                 runner, f"{path}/keyring", render_keyring(f"osd.{osd_id}", key), mode="0600", owner="ceph", group="ceph"
             )
-            runner.run(
-                [
-                    "ceph-osd",
-                    "--cluster",
-                    "ceph",
-                    "-i",
-                    str(osd_id),
-                    "--mkfs",
-                    "--osd-objectstore",
-                    "bluestore",
-                    "--osd-uuid",
-                    osd_uuid,
-                    "--osd-data",
-                    path,
-                    "--keyring",
-                    f"{path}/keyring",
-                    "--setuser",
-                    "ceph",
-                    "--setgroup",
-                    "ceph",
-                ],
-                timeout=MKFS_TIMEOUT,
-            )
+            self._mkfs_osd(runner, osd_id, osd_uuid, path)
             admin.ceph("osd", "crush", "add", f"osd.{osd_id}", osd_weight(size_mib), "root=default", f"host={node}")
         except StackLabError:
             LOG.warning("ceph/%s: OSD %s on %s failed; purging it", spec.lab, osd_id, node)
@@ -347,6 +325,13 @@ class PackagesCeph:
             raise
         LOG.info("ceph/%s: osd.%s (%s MiB) on %s", spec.lab, osd_id, size_mib, node)
         return osd_id
+
+    @staticmethod
+    def _mkfs_osd(runner: Runner, osd_id: int, osd_uuid: str, path: str) -> None:
+        """`ceph-osd --mkfs`: a BlueStore OSD in `path` (its block file and keyring are there already)."""
+        argv = ["ceph-osd", "--cluster", "ceph", "-i", str(osd_id), "--mkfs", "--osd-objectstore", "bluestore"]
+        argv += ["--osd-uuid", osd_uuid, "--osd-data", path, "--keyring", f"{path}/keyring"]
+        runner.run([*argv, "--setuser", "ceph", "--setgroup", "ceph"], timeout=MKFS_TIMEOUT)
 
     # --- delete ---
 
