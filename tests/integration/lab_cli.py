@@ -64,12 +64,14 @@ class LabCopy:
     name: str
     file: Path
 
-    def up_twice_and_verify(self, *suites: str) -> CommandResult:
-        """`up`, then a second `up` that must change nothing, then `verify` of `suites` with nothing skipped."""
+    def up_twice_and_verify(self, *suites: str, keyword: str | None = None) -> CommandResult:
+        """`up`, then a second `up` that must change nothing, then `verify` of `suites` (only the tests matching the
+        pytest -k `keyword`, when given) with nothing skipped."""
         stacklab(self.state, "up", "-y", str(self.file))
         again = stacklab(self.state, "up", "-y", str(self.file))
         assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
         args = [arg for suite in suites for arg in ("--suite", suite)]
+        args += ["-k", keyword] if keyword else []
         report = stacklab(self.state, "verify", self.name, *args, check=False)
         assert report.ok, f"suites {', '.join(suites)} failed:\n{report.stdout[-6000:]}"
         assert " passed" in report.stdout and "skipped" not in report.stdout, report.stdout[-2000:]
