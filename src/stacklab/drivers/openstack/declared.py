@@ -1,8 +1,9 @@
 """An OpenStack API service declared as a record, and the one walk that builds, checks and removes it.
 
-The recipe every API role followed by hand (glance, placement): packages present, the lab's secrets, a database and
-user in the lab's MariaDB, the keystone user and catalog entry, stacklab's conf file (0640, group = the service's
-user), the schema sync, the systemd drop-ins, a restart when anything changed, and the wait until `GET /` answers.
+The recipe every API role followed by hand (glance, placement, neutron): packages present, the lab's secrets, a
+database and user in the lab's MariaDB, the keystone user and catalog entry, stacklab's conf file (0640, group =
+the service's user), the schema sync, the systemd drop-ins, a restart of every unit when anything changed, and the
+wait until the API unit answers `GET /`.
 A role with a step of its own adds it as a hook (glance's cache directories, its store check); everything else is
 data. `problems` reads back exactly what `ensure` writes, so a second `up` plans nothing.
 """
@@ -39,37 +40,42 @@ def _no_hook(_ctx: DriverContext, _runner: Runner, _layout: ServiceLayout) -> No
 @dataclass(frozen=True)
 class ApiService:
     """Everything one API service needs, as data. `name` is also its keystone user, database, database user and
-    the system user its files belong to; its secrets are `<name>-db` and `<name>-keystone`."""
+    the system user its files belong to. `secrets` are the lab secrets render_conf takes, in order: the database
+    password first and the keystone password last (`<name>-db`, `<name>-keystone` unless told otherwise)."""
 
     name: str
-    unit: str  # the API's systemd unit (the package's)
+    units: tuple[str, ...]  # the package's systemd units; the first serves the API
     port: int
     conf: str  # stacklab's settings file, read after the package's
-    dropin: str  # the unit's drop-in (stacklab's ExecStart)
-    log_file: str  # quoted when the API does not come up
+    dropins: Mapping[str, str]  # unit -> its drop-in (stacklab's ExecStart)
+    log_file: str  # the API's log, quoted when it does not come up
     catalog: Mapping[str, str]  # keystone service entry: name, type, description
     sync: tuple[str, ...]  # the schema sync, run as the service's user
-    binary: str  # proves the package is installed
-    render_conf: Callable[[ServiceLayout, str, str], str]  # (layout, db password, keystone password) -> text
-    render_dropin: Callable[[ServiceLayout], str]
+    binaries: Mapping[str, str]  # file -> package that ships it (proves the packages are installed)
+    render_conf: Callable[..., str]  # (layout, *secret values) -> text
+    render_dropin: Callable[[ServiceLayout, str], str]  # (layout, unit) -> text
+    secrets: tuple[str, ...] = ()
     check: Callable[[ServiceLayout], None] = lambda _layout: None  # PlanError before anything is touched
     before_sync: Hook = _no_hook  # e.g. directories the package ships with the wrong owner
     extra_problems: Callable[[Runner], list[str]] = lambda _runner: []
     outputs: Callable[[ServiceLayout], Mapping[str, Any]] = lambda _layout: {}
-    sync_progress: bool = True  # say "db sync" (a long step) in the progress line
+    sync_progress: str | None = "db sync"  # the progress line before the (long) sync; None: say nothing
+    sync_timeout: float = MANAGE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.secrets:
+            object.__setattr__(self, "secrets", (f"{self.name}-db", f"{self.name}-keystone"))
 
     @property
-    def secrets(self) -> tuple[str, str]:
-        return (f"{self.name}-db", f"{self.name}-keystone")
+    def api_unit(self) -> str:
+        return self.units[0]
 
     def url(self, layout: ServiceLayout) -> str:
         return f"http://{layout.address}:{self.port}"
 
-    def files(self, layout: ServiceLayout, db_password: str, user_password: str) -> dict[str, str]:
-        return {
-            self.conf: self.render_conf(layout, db_password, user_password),
-            self.dropin: self.render_dropin(layout),
-        }
+    def files(self, layout: ServiceLayout, secrets: tuple[str, ...]) -> dict[str, str]:
+        conf = self.render_conf(layout, *secrets)
+        return {self.conf: conf, **{path: self.render_dropin(layout, unit) for unit, path in self.dropins.items()}}
 
 
 class DeclaredRole:
@@ -87,33 +93,38 @@ class DeclaredRole:
         secrets = service_secrets(ctx, svc.secrets, create=False)
         if secrets is None:
             return [f"the lab's {svc.name} secrets are missing from {ctx.state_dir / 'secrets'}"]
-        found = file_problems(runner, svc.files(plan, *secrets)) + svc.extra_problems(runner)
-        return [*found, *unit_problems(runner, svc.unit, url=svc.url(plan), answers=self._answers(runner, plan))]
+        found = file_problems(runner, svc.files(plan, secrets)) + svc.extra_problems(runner)
+        found += unit_problems(runner, svc.api_unit, url=svc.url(plan), answers=self._answers(runner, plan))
+        for unit in svc.units[1:]:
+            found += unit_problems(runner, unit)
+        return found
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         svc, rid = self.service, f"service/{self.name}"
         svc.check(plan)
-        require_node(runner, plan.controller, rid, files={svc.binary: svc.unit}, unit=svc.unit)
+        require_node(runner, plan.controller, rid, files=dict(svc.binaries), unit=svc.api_unit)
         secrets = service_secrets(ctx, svc.secrets, create=True)
         assert secrets is not None  # made when missing
-        db_password, user_password = secrets
+        db_password, user_password = secrets[0], secrets[-1]
         ctx.progress(f"{rid}: database, keystone user and endpoints")
         ensure_database(runner, svc.name, svc.name, db_password)
         register_in_keystone(ctx, runner, plan, user=svc.name, password=user_password, service=svc.catalog,
                              url=svc.url(plan))  # fmt: skip
-        changed = write_node_file(runner, svc.conf, svc.render_conf(plan, db_password, user_password), mode="0640")
+        changed = write_node_file(runner, svc.conf, svc.render_conf(plan, *secrets), mode="0640")
         runner.run(["chown", f"root:{svc.name}", svc.conf], timeout=30)
         svc.before_sync(ctx, runner, plan)
         if svc.sync_progress:
-            ctx.progress(f"{rid}: db sync")
-        runner.run(["runuser", "-u", svc.name, "--", *svc.sync], timeout=MANAGE_TIMEOUT)
-        changed = write_unit_files(runner, {svc.dropin: svc.render_dropin(plan)}) or changed
-        enable_and_restart(runner, svc.unit, changed=changed)
-        wait_for_api(runner, rid, url=svc.url(plan), unit=svc.unit, log_file=svc.log_file,
+            ctx.progress(f"{rid}: {svc.sync_progress}")
+        runner.run(["runuser", "-u", svc.name, "--", *svc.sync], timeout=svc.sync_timeout)
+        dropins = {path: svc.render_dropin(plan, unit) for unit, path in svc.dropins.items()}
+        changed = write_unit_files(runner, dropins) or changed
+        for unit in svc.units:
+            enable_and_restart(runner, unit, changed=changed)
+        wait_for_api(runner, rid, url=svc.url(plan), unit=svc.api_unit, log_file=svc.log_file,
                      answers=self._answers(runner, plan))  # fmt: skip
         return {"url": svc.url(plan), **svc.outputs(plan)}
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         svc = self.service
-        retire_service(ctx, runner, plan, units=(svc.unit,), user=svc.name, user_secret=svc.secrets[1],
-                       service=svc.catalog, url=svc.url(plan), files=(svc.dropin, svc.conf))  # fmt: skip
+        retire_service(ctx, runner, plan, units=svc.units, user=svc.name, user_secret=svc.secrets[-1],
+                       service=svc.catalog, url=svc.url(plan), files=(*svc.dropins.values(), svc.conf))  # fmt: skip

@@ -99,20 +99,20 @@ def outputs(layout: ServiceLayout) -> dict[str, Any]:
 
 SERVICE_RECORD = ApiService(
     name="glance",
-    unit="glance-api",
+    units=("glance-api",),
     port=PORT,
     conf=CONF,
-    dropin=DROPIN,
+    dropins={"glance-api": DROPIN},
     log_file="/var/log/glance/glance-api.log",
     catalog=SERVICE,
     sync=("glance-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF, "db_sync"),
-    binary="/usr/bin/glance-api",
+    binaries={"/usr/bin/glance-api": "glance-api"},
     render_conf=render_conf,
-    render_dropin=render_dropin,
+    render_dropin=lambda layout, _unit: render_dropin(layout),
     check=check_store,
     before_sync=own_dirs,
     extra_problems=dir_problems,
     outputs=outputs,
-    sync_progress=False,
+    sync_progress=None,
 )
 ROLE = DeclaredRole(SERVICE_RECORD)

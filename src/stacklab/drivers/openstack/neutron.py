@@ -14,29 +14,19 @@ instances boot without NICs. `up` waits until the API answers; observe checks bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
-    file_problems,
-    service_secrets,
-    unit_problems,
     uwsgi_exec_start,
-    version_list_answers,
-    wait_for_api,
 )
-from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
+from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
+from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER
 from stacklab.drivers.openstack.keystone import (
     authtoken_section,
     credentials_section,
-    register_in_keystone,
-    retire_service,
 )
-from stacklab.exec.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
-from stacklab.exec.runner import Runner
 
 PACKAGE_CONF = "/etc/neutron/neutron.conf"
 ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
@@ -100,50 +90,25 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
     return dropin_text(plan.lab, f"{unit} with stacklab's settings", exec_start)
 
 
-def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
-    return version_list_answers(runner, api_url(plan))
+def outputs(_layout: ServiceLayout) -> dict[str, Any]:
+    return {"ml2": {"type_drivers": ["flat", "vxlan"], "tenant_network_types": ["vxlan"], "vni_range": VNI_RANGE}}
 
 
-class Neutron:
-    name = "neutron"
-
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
-        secrets = service_secrets(ctx, SECRETS, create=False)
-        if secrets is None:
-            return [f"the lab's neutron secrets are missing from {ctx.state_dir / 'secrets'}"]
-        files = {CONF: render_conf(plan, *secrets), **{path: render_dropin(plan, u) for u, path in DROPINS.items()}}
-        answers = lambda: api_answers(runner, plan)  # noqa: E731
-        found = file_problems(runner, files)
-        found += unit_problems(runner, "neutron-api", url=api_url(plan), answers=answers)
-        return found + unit_problems(runner, "neutron-rpc-server")
-
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
-        rid = f"service/{self.name}"
-        require_node(runner, plan.controller, rid, files={"/usr/bin/neutron-api": "neutron-server",
-                     "/usr/bin/neutron-rpc-server": "neutron-server"}, unit="neutron-api")  # fmt: skip
-        db_password, rabbit_password, user_password = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
-        ctx.progress(f"{rid}: database, keystone user and endpoints")
-        ensure_database(runner, "neutron", "neutron", db_password)
-        register_in_keystone(ctx, runner, plan, user="neutron", password=user_password, service=SERVICE,
-                             url=api_url(plan))  # fmt: skip
-        changed = write_node_file(runner, CONF, render_conf(plan, db_password, rabbit_password, user_password),
-                                  mode="0640")  # fmt: skip
-        runner.run(["chown", "root:neutron", CONF], timeout=30)
-        ctx.progress(f"{rid}: neutron-db-manage upgrade heads")
-        runner.run(["runuser", "-u", "neutron", "--", "neutron-db-manage", *CONFIG_ARGS.split(), "upgrade", "heads"],
-                   timeout=MANAGE_TIMEOUT)  # fmt: skip
-        dropins = {path: render_dropin(plan, unit) for unit, path in DROPINS.items()}
-        changed = write_unit_files(runner, dropins) or changed
-        for unit in UNITS:
-            enable_and_restart(runner, unit, changed=changed)
-        wait_for_api(runner, rid, url=api_url(plan), unit="neutron-api", log_file="/var/log/neutron/neutron-api.log",
-                     answers=lambda: api_answers(runner, plan))  # fmt: skip
-        return {"url": api_url(plan), "ml2": {"type_drivers": ["flat", "vxlan"], "tenant_network_types": ["vxlan"],
-                "vni_range": VNI_RANGE}}  # fmt: skip
-
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        retire_service(ctx, runner, plan, units=UNITS, user="neutron", user_secret=USER_SECRET, service=SERVICE,
-                       url=api_url(plan), files=(*DROPINS.values(), CONF))  # fmt: skip
-
-
-ROLE = Neutron()
+SERVICE_RECORD = ApiService(
+    name="neutron",
+    units=UNITS,
+    port=PORT,
+    conf=CONF,
+    dropins=DROPINS,
+    log_file="/var/log/neutron/neutron-api.log",
+    catalog=SERVICE,
+    sync=("neutron-db-manage", *CONFIG_ARGS.split(), "upgrade", "heads"),
+    binaries={"/usr/bin/neutron-api": "neutron-server", "/usr/bin/neutron-rpc-server": "neutron-server"},
+    render_conf=render_conf,
+    render_dropin=render_dropin,
+    secrets=SECRETS,
+    outputs=outputs,
+    sync_progress="neutron-db-manage upgrade heads",
+    sync_timeout=MANAGE_TIMEOUT,
+)
+ROLE = DeclaredRole(SERVICE_RECORD)

@@ -50,15 +50,15 @@ def render_dropin(plan: ServiceLayout) -> str:
 
 SERVICE_RECORD = ApiService(
     name="placement",
-    unit=UNIT,
+    units=(UNIT,),
     port=PORT,
     conf=CONF,
-    dropin=DROPIN,
+    dropins={UNIT: DROPIN},
     log_file=LOG_FILE,
     catalog=SERVICE,
     sync=("placement-manage", "db", "sync"),
-    binary="/usr/bin/placement-api",
+    binaries={"/usr/bin/placement-api": "placement-api"},
     render_conf=render_conf,
-    render_dropin=render_dropin,
+    render_dropin=lambda layout, _unit: render_dropin(layout),
 )
 ROLE = DeclaredRole(SERVICE_RECORD)
