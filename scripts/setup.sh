@@ -10,7 +10,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping openssh-client e2fsprogs genisoimage xorriso
   lxc mmdebstrap graphviz
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-  tempest python3-subunit  # the tempest suite: Debian's tempest 33 (Zed) runs from the host against a lab
+  tempest python3-subunit python3-junitxml  # the tempest suite: Debian's tempest 33 (Zed) runs from the host against a lab
 )
 
 if [ "$(id -u)" -ne 0 ]; then

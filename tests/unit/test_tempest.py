@@ -1,0 +1,106 @@
+"""The tempest suite's pure parts: tempest.conf rendered from a lab's cloud (golden), the include/exclude lists,
+and tempest's results (a JUnit recorded from a real run against the aio lab) folded per service area."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from stacklab.suites import tempest_conf
+from stacklab.suites.tempest_conf import TempestCloud, by_area, list_file, parse_junit, render
+from tests.golden_util import GOLDEN, check_golden
+
+LISTS = Path(tempest_conf.__file__).resolve().parent / "tempest"
+
+CLOUD = TempestCloud(
+    auth_url="http://172.29.236.10:5000/v3",
+    region="RegionOne",
+    admin_password="not-a-real-password",
+    services=frozenset({"glance", "cinder", "swift", "nova", "neutron"}),
+    image_ref="6d1c0c4e-0000-4000-8000-000000000001",
+    flavor_ref="7e2d1d5f-0000-4000-8000-000000000002",
+    flavor_ref_alt="7e2d1d5f-0000-4000-8000-000000000003",
+    volume_backends=("rbd",),
+    swift_apis=("slo",),
+    workspace="/work/main/.stacklab/aio/verify/tempest",
+)
+
+
+def test_tempest_conf_of_the_aio_lab() -> None:
+    check_golden("tempest/aio.conf", render(CLOUD))
+
+
+def test_services_the_lab_lacks_are_unavailable_and_two_backends_are_multi_backend() -> None:
+    cloud = dataclasses.replace(CLOUD, services=frozenset({"glance", "nova"}), volume_backends=("lvm", "rbd"))
+    conf = tempest_conf.sections(cloud)
+    available = conf["service_available"]
+    assert (available["glance"], available["nova"]) == ("true", "true")
+    assert (available["cinder"], available["swift"], available["neutron"], available["heat"]) == ("false",) * 4
+    assert conf["volume"]["backend_names"] == "lvm,rbd"
+    assert conf["volume-feature-enabled"]["multi_backend"] == "true"
+    assert conf["validation"]["run_validation"] == "false"
+
+
+def test_extra_settings_have_the_last_word() -> None:
+    cloud = dataclasses.replace(CLOUD, extra={"compute": {"build_timeout": "900"}, "new": {"k": "v"}})
+    conf = tempest_conf.sections(cloud)
+    assert (conf["compute"]["build_timeout"], conf["volume"]["build_timeout"]) == ("900", "300")
+    assert render(cloud).rstrip().endswith("[new]\nk = v")
+
+
+def test_every_exclusion_has_its_reason() -> None:
+    """An entry with no comment line right above it is an exclusion nobody can judge."""
+    lines = (LISTS / "exclude.txt").read_text().splitlines()
+    entries = list_file(lines)
+    assert entries, "the exclude list is empty"
+    for i, line in enumerate(lines):
+        if line.strip() and not line.startswith("#"):
+            assert i > 0 and lines[i - 1].startswith("#"), f"exclude.txt:{i + 1}: {line!r} has no reason above it"
+            re.compile(line.strip())
+
+
+def test_subsets_are_valid_regexes_of_the_five_areas() -> None:
+    for subset in ("ci", "full"):
+        entries = list_file((LISTS / f"include-{subset}.txt").read_text().splitlines())
+        assert entries
+        for entry in entries:
+            re.compile(entry)
+        for area in ("identity", "image", "volume", "object_storage", "compute"):
+            assert any(f"tempest\\.api\\.{area}\\." in e for e in entries), f"{subset} has no {area} tests"
+
+
+def test_a_recorded_run_is_folded_per_area() -> None:
+    cases = parse_junit((GOLDEN / "tempest" / "run-sample.xml").read_text())
+    ids = {case.test_id: case for case in cases}
+    # attributes are dropped from the ids; the outcome of each kind is read
+    assert all("[" not in test_id for test_id in ids)
+    assert {case.outcome for case in cases} == {"passed", "skipped", "failed"}
+    areas = by_area(cases)
+    assert set(areas) <= {"identity", "image", "volume", "object-storage", "compute", "scenario"}
+    total = sum(area.ran for area in areas.values())
+    assert total == len([c for c in cases if tempest_conf.area_of(c.test_id)])
+    failed = [test_id for area in areas.values() for test_id in area.failed]
+    assert failed and all(ids[test_id].outcome == "failed" for test_id in failed)
+    # the first CI run against aio: what the exclude list now names, each failure in its own area
+    assert areas["compute"].failed == [
+        "tempest.api.compute.servers.test_server_addresses.ServerAddressesTestJSON.test_list_server_addresses"
+    ]
+    assert areas["object-storage"].failed == [
+        "tempest.api.object_storage.test_account_quotas.AccountQuotasTest.setUpClass"
+    ]
+    assert areas["identity"].skipped == 3 and not areas["identity"].failed  # identity v2 is off
+    exclusions = [re.compile(e) for e in list_file((LISTS / "exclude.txt").read_text().splitlines())]
+    assert all(any(e.search(test_id) for e in exclusions) for test_id in failed), "each failure seen is excluded"
+
+
+def test_a_class_setup_failure_counts_in_its_area() -> None:
+    xml = """<testsuite errors="1" failures="0" name="" tests="2" time="1.0">
+<testcase classname="" name="setUpClass (tempest.api.volume.test_volumes_get.VolumesGetTest)" time="0.5">
+<failure type="testtools.testresult.real._StringException">boom</failure></testcase>
+<testcase classname="tempest.api.identity.v3.test_tokens.TokensV3Test"
+ name="test_create_token[id-6f8e4436-fc96-4282-8122-e41df57197a9]" time="0.5" />
+</testsuite>"""
+    areas = by_area(parse_junit(xml))
+    assert areas["volume"].failed == ["tempest.api.volume.test_volumes_get.VolumesGetTest.setUpClass"]
+    assert (areas["identity"].passed, areas["identity"].failed) == (1, [])
