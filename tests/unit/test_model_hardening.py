@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from stacklab.cli import EXIT_BUG, main
 from stacklab.drivers.storage.nfs.ganesha import render_ganesha_conf
 from stacklab.drivers.storage.nfs.knfsd import render_exports
-from stacklab.drivers.storage.nfs.types import ExportPlan, NfsPlan
+from stacklab.drivers.storage.nfs.types import ExportLayout, NfsLayout
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.host.routes import parse_ifaliases, parse_routes, read_routes
@@ -200,8 +200,8 @@ def test_a_plain_export_path_is_accepted() -> None:
     assert load_lab_text(text, "ok.yml").storage.nfs is not None
 
 
-def _nfs_plan(path: str) -> NfsPlan:
-    return NfsPlan("hard", "storage1", "ganesha", "10.0.0.10", (3, 4), "10.0.0.0/24", (ExportPlan("e", path, 1),))
+def _nfs_plan(path: str) -> NfsLayout:
+    return NfsLayout("hard", "storage1", "ganesha", "10.0.0.10", (3, 4), "10.0.0.0/24", (ExportLayout("e", path, 1),))
 
 
 @pytest.mark.parametrize("path", ['/srv/nfs/x";\nEXPORT { Path = "/', "/srv/nfs/a b", "/srv/../etc", "relative"])

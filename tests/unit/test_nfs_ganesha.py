@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext, driver_for
-from stacklab.drivers.storage.nfs.driver import NfsDriver, outputs_of, plan_nfs
+from stacklab.drivers.storage.nfs.driver import NfsDriver, nfs_layout, outputs_of
 from stacklab.drivers.storage.nfs.ganesha import (
     CONF_PATH,
     DROPIN_PATH,
@@ -99,7 +99,7 @@ def ctx_for(lab: Lab, node: FakeRunner, state_dir: Path) -> DriverContext:
 
 
 def test_conf_golden_and_policy(lab: Lab, resource: Resource) -> None:
-    plan = plan_nfs(resource.id, resource.name, resource.spec, lab)
+    plan = nfs_layout(resource.id, resource.name, resource.spec, lab.name)
     text = render_ganesha_conf(plan)
     check_golden("storage/ganesha-aio.conf", text)
     check_golden("storage/ganesha-dropin.conf", render_dropin(plan))
@@ -143,13 +143,13 @@ def test_apply_fresh_then_noop(lab: Lab, resource: Resource, tmp_path: Path) -> 
     enable_rpcbind = ("systemctl", "enable", "--now", "rpcbind.socket", "rpcbind.service")
     start = node.calls.index(("systemctl", "start", "nfs-ganesha.service"))
     assert node.calls.index(enable_rpcbind) < start
-    assert node.files[CONF_PATH] == render_ganesha_conf(plan_nfs(resource.id, resource.name, resource.spec, lab))
+    assert node.files[CONF_PATH] == render_ganesha_conf(nfs_layout(resource.id, resource.name, resource.spec, lab.name))
     assert running == {"rpcbind.socket", "rpcbind.service", "nfs-ganesha.service", "stacklab-filter-nfs.service"}
     assert "After=network-online.target" in node.files[DROPIN_PATH]
     assert node.calls.index(("systemctl", "daemon-reload")) < start
     # rpcbind's socket on the storage address (restarted with the service stopped), statd masked, before ganesha
     assert node.files[RPCBIND_DROPIN_PATH] == render_rpcbind_dropin(
-        plan_nfs(resource.id, "storage1", resource.spec, lab)
+        nfs_layout(resource.id, "storage1", resource.spec, lab.name)
     )
     assert node.calls.index(("systemctl", "stop", "rpcbind.service")) < node.calls.index(
         ("systemctl", "restart", "rpcbind.socket")
@@ -284,5 +284,5 @@ def test_the_nfs_filter_covers_pinned_statd_and_lockd_ports(lab: Lab, resource: 
     rules = node.files[rules_path("nfs")]
     assert "tcp dport { 111, 2049, 20048, 32765, 32768 } ip saddr != 172.29.244.0/24" in rules
     assert "udp dport { 111, 2049, 20048, 32765, 32768 } ip saddr != 172.29.244.0/24" in rules
-    knfsd = render_nfs_conf(plan_nfs(resource.id, resource.name, resource.spec, lab))
+    knfsd = render_nfs_conf(nfs_layout(resource.id, resource.name, resource.spec, lab.name))
     assert "[statd]\nport=32765\n" in knfsd and "[lockd]\nport=32768\nudp-port=32768\n" in knfsd

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.storage.nfs.driver import NfsDriver, plan_nfs
+from stacklab.drivers.storage.nfs.driver import NfsDriver, nfs_layout
 from stacklab.drivers.storage.nfs.knfsd import (
     exports_path,
     knfsd_state,
@@ -55,7 +55,7 @@ def ctx_for(lab: Lab, node: FakeRunner, state_dir: Path) -> DriverContext:
 
 
 def test_files_golden(lab: Lab, resource: Resource) -> None:
-    plan = plan_nfs(resource.id, resource.name, resource.spec, lab)
+    plan = nfs_layout(resource.id, resource.name, resource.spec, lab.name)
     exports = render_exports(plan)
     check_golden("storage/knfsd-stacklab-aio.exports", exports)
     check_golden("storage/knfsd-stacklab-aio.nfs.conf", render_nfs_conf(plan))
@@ -100,7 +100,7 @@ def test_apply_then_noop_then_delete(lab: Lab, resource: Resource, tmp_path: Pat
     ctx = ctx_for(lab, node, tmp_path)
     outputs = NfsDriver().apply(Change(resource, Action.CREATE), ctx)
     assert outputs["implementation"] == "knfsd" and outputs["server"] == "172.29.244.21"
-    plan = plan_nfs(resource.id, resource.name, resource.spec, lab)
+    plan = nfs_layout(resource.id, resource.name, resource.spec, lab.name)
     assert node.files[exports_path("aio")] == render_exports(plan)
     assert node.files[nfs_conf_path("aio")] == render_nfs_conf(plan)
     assert ("systemctl", "restart", "nfs-server.service") in node.calls

@@ -44,8 +44,8 @@ from stacklab.drivers.storage.iscsi.types import (
     FILE_DIR,
     ISCSI_PORT,
     RBD_TIMEOUT,
-    IscsiPlan,
-    TargetPlan,
+    IscsiLayout,
+    TargetLayout,
     chap_secret_name,
     chap_user,
     drift_of,
@@ -123,7 +123,7 @@ def _backing_path(
     raise PlanError(f"target {name}: unknown backing {backing!r}", resource=resource_id)
 
 
-def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *, strict: bool = True) -> IscsiPlan:
+def iscsi_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *, strict: bool = True) -> IscsiLayout:
     """Pure: resolve names, backing paths, ACLs and CHAP accounts for every target of the spec.
 
     Raises PlanError when a target cannot be served as asked (lvm backing without a VG on this node, rbd without
@@ -145,7 +145,7 @@ def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *
     allowed = str(storage.cidr) if storage is not None else None
 
     stores = _Stores.of(lab, node)
-    targets: list[TargetPlan] = []
+    targets: list[TargetLayout] = []
     for raw in spec.get("targets", ()):
         name = str(raw["name"])
         backing = str(raw.get("backing", "file"))
@@ -154,7 +154,7 @@ def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *
             resource_id, name, backing, node=node, implementation=implementation, stores=stores, strict=strict
         )
         targets.append(
-            TargetPlan(
+            TargetLayout(
                 name=name,
                 iqn=target_iqn(iqn_prefix, name),
                 backing=backing,
@@ -165,7 +165,7 @@ def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *
                 chap_secret=chap_secret_name(name) if chap else None,
             )
         )
-    return IscsiPlan(
+    return IscsiLayout(
         lab=lab.name,
         node=node,
         implementation=implementation,
@@ -183,7 +183,7 @@ def plan_iscsi(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *
 # --- backing stores (shared) --------------------------------------------------------------------------------
 
 
-def ensure_backing(runner: Runner, plan: IscsiPlan, target: TargetPlan, resource_id: str) -> None:
+def ensure_backing(runner: Runner, plan: IscsiLayout, target: TargetLayout, resource_id: str) -> None:
     """Create the target's backing store on the node unless it exists."""
     if target.backing == "file":
         runner.run(["mkdir", "-p", FILE_DIR], timeout=FILE_TIMEOUT)
@@ -203,7 +203,7 @@ def ensure_backing(runner: Runner, plan: IscsiPlan, target: TargetPlan, resource
             runner.run(["rbd", "create", "--size", str(target.size_mib), target.path], timeout=RBD_TIMEOUT)
 
 
-def remove_backing(runner: Runner, target: TargetPlan) -> None:
+def remove_backing(runner: Runner, target: TargetLayout) -> None:
     """Remove a target's backing store (recorded path; an empty path means nothing was made)."""
     if not target.path:
         return
@@ -216,7 +216,7 @@ def remove_backing(runner: Runner, target: TargetPlan) -> None:
         runner.run(["rbd", "rm", "--no-progress", target.path], timeout=RBD_TIMEOUT)
 
 
-def outputs_of(plan: IscsiPlan) -> dict[str, Any]:
+def outputs_of(plan: IscsiLayout) -> dict[str, Any]:
     """Pure: what later suites and the client configuration read from the state file."""
     return {
         "implementation": plan.implementation,
@@ -237,7 +237,7 @@ def outputs_of(plan: IscsiPlan) -> dict[str, Any]:
     }
 
 
-def chap_secrets(ctx: DriverContext, plan: IscsiPlan) -> dict[str, str]:
+def chap_secrets(ctx: DriverContext, plan: IscsiLayout) -> dict[str, str]:
     """The plan's CHAP secrets by secret name, created once per lab (values are never logged)."""
     out: dict[str, str] = {}
     for target in plan.targets:
@@ -246,7 +246,7 @@ def chap_secrets(ctx: DriverContext, plan: IscsiPlan) -> dict[str, str]:
     return out
 
 
-def existing_secrets(ctx: DriverContext, plan: IscsiPlan) -> dict[str, str]:
+def existing_secrets(ctx: DriverContext, plan: IscsiLayout) -> dict[str, str]:
     """Read-only twin of chap_secrets(): the secrets already made (observe must not create any)."""
     out: dict[str, str] = {}
     for target in plan.targets:
@@ -270,8 +270,8 @@ class IscsiDriver(BaseDriver):
     @staticmethod
     def plan_of(
         resource_id: str, node: str, spec: Mapping[str, Any], ctx: DriverContext, *, strict: bool = True
-    ) -> IscsiPlan:
-        return plan_iscsi(resource_id, node, spec, ctx.lab, strict=strict)
+    ) -> IscsiLayout:
+        return iscsi_layout(resource_id, node, spec, ctx.lab, strict=strict)
 
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
         plan = self.plan_of(resource.id, resource.name, resource.spec, ctx)
@@ -323,14 +323,14 @@ class IscsiDriver(BaseDriver):
         self._remove_dropped_backing(runner, plan, change.recorded)
         return outputs_of(plan)
 
-    def _remove_dropped_backing(self, runner: Runner, plan: IscsiPlan, recorded: Mapping[str, Any] | None) -> None:
+    def _remove_dropped_backing(self, runner: Runner, plan: IscsiLayout, recorded: Mapping[str, Any] | None) -> None:
         """Targets that were in the recorded spec and are gone now: remove their backing stores too."""
         old_targets = (recorded or {}).get("outputs", {}).get("targets", {})
         keep = {t.name for t in plan.targets}
         for name, info in old_targets.items():
             if name in keep:
                 continue
-            old = TargetPlan(
+            old = TargetLayout(
                 name=name,
                 iqn=str(info.get("iqn", "")),
                 backing=str(info.get("backing", "file")),

@@ -26,7 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stacklab.drivers.storage.iscsi.types import DATA_LUN, ISCSI_PORT, IscsiPlan, TargetPlan, TargetSeen, TargetsSeen
+from stacklab.drivers.storage.iscsi.types import (
+    DATA_LUN,
+    ISCSI_PORT,
+    IscsiLayout,
+    TargetLayout,
+    TargetSeen,
+    TargetsSeen,
+)
 from stacklab.errors import PlanError
 from stacklab.exec.node_files import FILE_TIMEOUT, node_has_systemd, node_path_exists, read_node_file, systemctl
 from stacklab.exec.runner import Runner
@@ -84,11 +91,11 @@ root.save_to_file()
 """
 
 
-def backstore_name(plan: IscsiPlan, target: str) -> str:
+def backstore_name(plan: IscsiLayout, target: str) -> str:
     return f"{plan.lab}-{target}"
 
 
-def backstore_type(target: TargetPlan) -> str:
+def backstore_type(target: TargetLayout) -> str:
     return "block" if target.backing == "lvm" else "fileio"
 
 
@@ -120,7 +127,7 @@ def _fill(value: Any, secrets: Mapping[str, str]) -> Any:
     return value
 
 
-def render_lio_request(plan: IscsiPlan, target: TargetPlan, remove_stores: Mapping[str, str]) -> LioRequest:
+def render_lio_request(plan: IscsiLayout, target: TargetLayout, remove_stores: Mapping[str, str]) -> LioRequest:
     """Pure: the request that removes the old copy of a target (and `remove_stores`) and builds it from nothing."""
     kind = backstore_type(target)
     store: dict[str, Any] = {"plugin": kind, "name": backstore_name(plan, target.name), "dev": target.path}
@@ -146,13 +153,13 @@ def render_lio_request(plan: IscsiPlan, target: TargetPlan, remove_stores: Mappi
     return LioRequest({"op": "apply", "iqn": target.iqn, "remove_stores": dict(remove_stores), "build": build})
 
 
-def removal_request(plan: IscsiPlan, iqn: str, stores: Mapping[str, str]) -> LioRequest:
+def removal_request(plan: IscsiLayout, iqn: str, stores: Mapping[str, str]) -> LioRequest:
     """Pure: delete a target and the lab's backstores it used (`stores`: name -> backstore type)."""
     ours = {name: kind for name, kind in sorted(stores.items()) if name.startswith(f"{plan.lab}-")}
     return LioRequest({"op": "remove", "iqn": iqn, "remove_stores": ours})
 
 
-def render_lio_script(plan: IscsiPlan) -> str:
+def render_lio_script(plan: IscsiLayout) -> str:
     """Pure: every target's request as text (golden files and `--debug` logs; secrets by name)."""
     lines = [f"# stacklab lab={plan.lab}: LIO targets on {plan.portal}, one {PYTHON} -c LIO_TOOL run each"]
     for target in plan.targets:
@@ -221,7 +228,7 @@ class LioBackend:
         LOG.debug("lio: %s", request.display())
         runner.run(request.argv(), timeout=TOOL_TIMEOUT, check=check, input=request.payload(secrets))
 
-    def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
+    def check_node(self, runner: Runner, plan: IscsiLayout, resource_id: str) -> None:
         if not runner.run(["grep", "-qw", "configfs", "/proc/filesystems"], timeout=FILE_TIMEOUT, check=False).ok:
             raise PlanError(f"{plan.node}'s kernel has no configfs", resource=resource_id, hint=NO_LIO_HINT)
         if not node_path_exists(runner, CONFIGFS_TARGET):
@@ -239,7 +246,7 @@ class LioBackend:
                 hint="the storage image must include `python3-rtslib-fb` (and `targetcli-fb` for its restore unit)",
             )
 
-    def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
+    def prepare(self, runner: Runner, plan: IscsiLayout, secrets: Mapping[str, str]) -> None:
         # LIO keeps no daemon; the kernel serves the portals as soon as they exist.
         return None
 
@@ -247,22 +254,24 @@ class LioBackend:
         text = read_node_file(runner, SAVECONFIG)
         return parse_saveconfig(text) if text is not None else {}
 
-    def ensure_target(self, runner: Runner, plan: IscsiPlan, target: TargetPlan, secrets: Mapping[str, str]) -> None:
+    def ensure_target(
+        self, runner: Runner, plan: IscsiLayout, target: TargetLayout, secrets: Mapping[str, str]
+    ) -> None:
         old = self._saved(runner).get(target.iqn)
         stores = dict(old.stores) if old is not None else {}
         stores.setdefault(backstore_name(plan, target.name), backstore_type(target))
         self._run(runner, render_lio_request(plan, target, stores), secrets)
 
-    def remove_target(self, runner: Runner, plan: IscsiPlan, iqn: str) -> None:
+    def remove_target(self, runner: Runner, plan: IscsiLayout, iqn: str) -> None:
         old = self._saved(runner).get(iqn)
         self._run(runner, removal_request(plan, iqn, old.stores if old else {}), {})
 
-    def finish(self, runner: Runner, plan: IscsiPlan) -> None:
+    def finish(self, runner: Runner, plan: IscsiLayout) -> None:
         # every tool run saved the configuration; the restore unit brings it back at boot
         if node_has_systemd(runner):
             systemctl(runner, "enable", RESTORE_UNIT)
 
-    def observe(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> TargetsSeen | None:
+    def observe(self, runner: Runner, plan: IscsiLayout, secrets: Mapping[str, str]) -> TargetsSeen | None:
         text = read_node_file(runner, SAVECONFIG)
         if text is None:
             return None
@@ -276,7 +285,7 @@ class LioBackend:
         ]
         return TargetsSeen(owned, (), tuple(problems))
 
-    def delete(self, runner: Runner, plan: IscsiPlan) -> None:
+    def delete(self, runner: Runner, plan: IscsiLayout) -> None:
         saved = self._saved(runner)
         iqns = sorted({*(i for i in saved if plan.owns(i)), *(t.iqn for t in plan.targets)})
         if not node_path_exists(runner, RTSLIB):

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from stacklab.drivers.storage.iscsi.types import (
     DATA_LUN,
     ISCSI_PORT,
-    IscsiPlan,
-    TargetPlan,
+    IscsiLayout,
+    TargetLayout,
     TargetSeen,
     TargetsSeen,
 )
@@ -160,7 +160,7 @@ _STOP_TARGETS = f"{_EACH_TID}; do tgtadm --lld iscsi --mode target --op delete -
 _UNBIND_ALL = f"{_EACH_TID}; do tgtadm --lld iscsi --mode target --op unbind --tid $$tid -I ALL || true; done"
 
 
-def render_dropin(plan: IscsiPlan) -> str:
+def render_dropin(plan: IscsiLayout) -> str:
     """Pure: the tgt.service drop-in: tgtd on the storage address only, IQN-only ACLs after a restart, and a
     stop that cannot hang."""
     return (
@@ -185,7 +185,7 @@ def render_dropin(plan: IscsiPlan) -> str:
     )
 
 
-def render_tgt_conf(plan: IscsiPlan) -> str:
+def render_tgt_conf(plan: IscsiLayout) -> str:
     """Pure: the lab's targets in tgt-admin's targets.conf syntax (loaded by `tgt-admin -e` at tgt start).
 
     No `incominguser`: tgt-admin would pass its secret to tgtadm on argv. CHAP accounts are in `chap_path()`."""
@@ -204,7 +204,7 @@ def render_tgt_conf(plan: IscsiPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_chap_file(plan: IscsiPlan, secrets: Mapping[str, str]) -> str:
+def render_chap_file(plan: IscsiLayout, secrets: Mapping[str, str]) -> str:
     """Pure: `iqn user secret` per CHAP target, read by the helper at tgt start (file mode 0600)."""
     lines = [f"# stacklab lab={plan.lab}: tgt CHAP accounts (generated; secrets, mode 0600)"]
     for target in plan.targets:
@@ -213,7 +213,7 @@ def render_chap_file(plan: IscsiPlan, secrets: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def live_commands(plan: IscsiPlan, target: TargetPlan, tid: int) -> list[tuple[str, ...]]:
+def live_commands(plan: IscsiLayout, target: TargetLayout, tid: int) -> list[tuple[str, ...]]:
     """Pure: the tgtadm argv that make `target` live as `tid` (the CHAP account is added separately)."""
     tgtadm = list(TGTADM)
     bind = [*tgtadm, "--mode", "target", "--op", "bind", "--tid", str(tid)]
@@ -347,13 +347,13 @@ class TgtBackend:
     def _show(self, runner: Runner) -> dict[str, TgtTarget]:
         return parse_tgt_show(self._tgtadm(runner, "--mode", "target", "--op", "show"))
 
-    def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
+    def check_node(self, runner: Runner, plan: IscsiLayout, resource_id: str) -> None:
         files = {TGTD: "the `tgt` package (images/storage.yml)"}
         if any(t.backing == "rbd" for t in plan.targets):
             files[RBD_BACKING_STORE_MODULE] = "the `tgt-rbd` package (tgt's rbd backing store)"
         require_node(runner, plan.node, resource_id, files=files, unit=UNIT)
 
-    def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
+    def prepare(self, runner: Runner, plan: IscsiLayout, secrets: Mapping[str, str]) -> None:
         write_node_file(runner, CHAP_HELPER_PATH, TGT_CHAP_HELPER, mode="0700")
         write_node_file(runner, chap_path(plan.lab), render_chap_file(plan, secrets), mode="0600")
         write_node_file(runner, conf_path(plan.lab), render_tgt_conf(plan), mode="0600")
@@ -361,7 +361,9 @@ class TgtBackend:
         # A (re)start runs tgt-admin -e with the config just written, so the targets come back.
         enable_and_restart(runner, UNIT, changed=dropin_changed)
 
-    def ensure_target(self, runner: Runner, plan: IscsiPlan, target: TargetPlan, secrets: Mapping[str, str]) -> None:
+    def ensure_target(
+        self, runner: Runner, plan: IscsiLayout, target: TargetLayout, secrets: Mapping[str, str]
+    ) -> None:
         live = self._show(runner)
         if target.iqn in live:
             self.remove_target(runner, plan, target.iqn)
@@ -382,7 +384,7 @@ class TgtBackend:
             )
             self._tgtadm(runner, "--mode", "account", "--op", "bind", "--tid", str(tid), "--user", target.chap_user)
 
-    def remove_target(self, runner: Runner, plan: IscsiPlan, iqn: str) -> None:
+    def remove_target(self, runner: Runner, plan: IscsiLayout, iqn: str) -> None:
         live = self._show(runner)
         found = live.get(iqn)
         if found is None:
@@ -392,7 +394,7 @@ class TgtBackend:
             if user.startswith(f"{plan.lab}-"):
                 self._tgtadm(runner, "--mode", "account", "--op", "delete", "--user", user, check=False)
 
-    def finish(self, runner: Runner, plan: IscsiPlan) -> None:
+    def finish(self, runner: Runner, plan: IscsiLayout) -> None:
         portals = parse_tgt_portals(self._tgtadm(runner, "--mode", "portal", "--op", "show"))
         if portals != [plan.portal]:
             raise StackLabError(
@@ -401,7 +403,7 @@ class TgtBackend:
                 hint=f"check {DROPIN_PATH} on the node and `systemctl status tgt`",
             )
 
-    def observe(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> TargetsSeen | None:
+    def observe(self, runner: Runner, plan: IscsiLayout, secrets: Mapping[str, str]) -> TargetsSeen | None:
         conf = read_node_file(runner, conf_path(plan.lab))
         if not unit_active(runner, UNIT):
             if conf is None:
@@ -427,7 +429,7 @@ class TgtBackend:
         portals = parse_tgt_portals(self._tgtadm(runner, "--mode", "portal", "--op", "show", check=False))
         return TargetsSeen(owned, tuple(portals), tuple(problems))
 
-    def delete(self, runner: Runner, plan: IscsiPlan) -> None:
+    def delete(self, runner: Runner, plan: IscsiLayout) -> None:
         if unit_active(runner, UNIT):
             result = runner.run([*TGTADM, "--mode", "target", "--op", "show"], timeout=TGTADM_TIMEOUT, check=False)
             for iqn in sorted(parse_tgt_show(result.stdout) if result.ok else {}):

@@ -47,11 +47,11 @@ def lv_name(target: str) -> str:
     return f"iscsi-{target}"
 
 
-# --- the plan of one resource -----------------------------------------------------------------------------
+# --- the layout of one resource (what the spec resolves to) ---------------------------------------------
 
 
 @dataclass(frozen=True)
-class TargetPlan:
+class TargetLayout:
     """One target as both backends build it."""
 
     name: str
@@ -69,7 +69,7 @@ class TargetPlan:
 
 
 @dataclass(frozen=True)
-class IscsiPlan:
+class IscsiLayout:
     """Pure resolution of an `iscsi/<node>` spec against the lab (no I/O)."""
 
     lab: str
@@ -80,7 +80,7 @@ class IscsiPlan:
     chap: bool
     allowed_network: str | None  # storage CIDR: the only network the node's port filter lets reach the portal
     initiator_nodes: tuple[str, ...]
-    targets: tuple[TargetPlan, ...]
+    targets: tuple[TargetLayout, ...]
     vg: str | None = None
     rbd_pool: str | None = None
 
@@ -91,7 +91,7 @@ class IscsiPlan:
     def owns(self, iqn: str) -> bool:
         return iqn.startswith(self.iqn_prefix + ":")
 
-    def target(self, name: str) -> TargetPlan:
+    def target(self, name: str) -> TargetLayout:
         for target in self.targets:
             if target.name == name:
                 return target
@@ -132,7 +132,7 @@ class TargetsSeen:
     problems: tuple[str, ...] = ()  # e.g. "tgt is not running", "persisted config differs"
 
 
-def target_problems(plan: IscsiPlan, want: TargetPlan, seen: TargetSeen) -> list[str]:
+def target_problems(plan: IscsiLayout, want: TargetLayout, seen: TargetSeen) -> list[str]:
     """Pure: how one observed target differs from its plan (empty when it matches)."""
     out: list[str] = []
     if seen.luns.get(want.lun) != want.path:
@@ -151,7 +151,7 @@ def target_problems(plan: IscsiPlan, want: TargetPlan, seen: TargetSeen) -> list
     return out
 
 
-def drift_of(plan: IscsiPlan, seen: TargetsSeen) -> tuple[str, ...]:
+def drift_of(plan: IscsiLayout, seen: TargetsSeen) -> tuple[str, ...]:
     """Pure: everything `apply` would have to fix, as human-readable lines."""
     drift = list(seen.problems)
     for want in plan.targets:
@@ -175,32 +175,34 @@ class IscsiTargetBackend(Protocol):
 
     implementation: str
 
-    def check_node(self, runner: Runner, plan: IscsiPlan, resource_id: str) -> None:
+    def check_node(self, runner: Runner, plan: IscsiLayout, resource_id: str) -> None:
         """Raise PlanError when the node cannot run this implementation (before anything is touched)."""
         ...
 
-    def prepare(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> None:
+    def prepare(self, runner: Runner, plan: IscsiLayout, secrets: Mapping[str, str]) -> None:
         """Daemon, portal binding and persisted configuration, so a restart of the service restores the targets."""
         ...
 
-    def ensure_target(self, runner: Runner, plan: IscsiPlan, target: TargetPlan, secrets: Mapping[str, str]) -> None:
+    def ensure_target(
+        self, runner: Runner, plan: IscsiLayout, target: TargetLayout, secrets: Mapping[str, str]
+    ) -> None:
         """Make one target live exactly as planned (create it, or rebuild it when it differs)."""
         ...
 
-    def remove_target(self, runner: Runner, plan: IscsiPlan, iqn: str) -> None:
+    def remove_target(self, runner: Runner, plan: IscsiLayout, iqn: str) -> None:
         """Remove one live target of the lab (and its CHAP account)."""
         ...
 
-    def finish(self, runner: Runner, plan: IscsiPlan) -> None:
+    def finish(self, runner: Runner, plan: IscsiLayout) -> None:
         """After all targets: save/verify (e.g. LIO saveconfig, tgt portal check)."""
         ...
 
-    def observe(self, runner: Runner, plan: IscsiPlan, secrets: Mapping[str, str]) -> TargetsSeen | None:
+    def observe(self, runner: Runner, plan: IscsiLayout, secrets: Mapping[str, str]) -> TargetsSeen | None:
         """Read-only: the lab's targets on the node, or None when this implementation has nothing there.
 
         `secrets` holds the CHAP secrets that exist already, to compare persisted configuration with."""
         ...
 
-    def delete(self, runner: Runner, plan: IscsiPlan) -> None:
+    def delete(self, runner: Runner, plan: IscsiLayout) -> None:
         """Remove every target of the lab, the accounts and the persisted configuration. Idempotent."""
         ...

@@ -20,24 +20,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.drivers.storage.nfs.backends import backend_for
-from stacklab.drivers.storage.nfs.types import FILTER, FILTER_PORTS, ExportPlan, NfsPlan, state_drift
+from stacklab.drivers.storage.nfs.types import FILTER, FILTER_PORTS, ExportLayout, NfsLayout, state_drift
 from stacklab.errors import PlanError
 from stacklab.plan.resource import Change, Observed, Resource
-
-if TYPE_CHECKING:
-    from stacklab.model.lab import Lab
 
 LOG = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("ganesha", "knfsd")
 
 
-def plan_nfs(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab) -> NfsPlan:
+def nfs_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab_name: str) -> NfsLayout:
     """Pure: the resolved NFS server of one `nfs/<node>` spec."""
     implementation = str(spec["implementation"])
     if implementation not in IMPLEMENTATIONS:
@@ -55,7 +52,7 @@ def plan_nfs(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab) -> 
             "the lab has no storage network to export to", resource=resource_id, hint="add networks.storage"
         )
     exports = tuple(
-        ExportPlan(
+        ExportLayout(
             name=str(e["name"]),
             path=str(e["path"]),
             export_id=i + 1,
@@ -63,8 +60,8 @@ def plan_nfs(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab) -> 
         )
         for i, e in enumerate(spec.get("exports", ()))
     )
-    return NfsPlan(
-        lab=lab.name,
+    return NfsLayout(
+        lab=lab_name,
         node=node,
         implementation=implementation,
         address=str(spec["address"]),
@@ -74,7 +71,7 @@ def plan_nfs(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab) -> 
     )
 
 
-def outputs_of(plan: NfsPlan) -> dict[str, Any]:
+def outputs_of(plan: NfsLayout) -> dict[str, Any]:
     """Pure: what later suites and services (glance/cinder/nova NFS) read from the state file."""
     return {
         "implementation": plan.implementation,
@@ -93,7 +90,7 @@ class NfsDriver(BaseDriver):
     updatable = frozenset({"exports", "versions", "clients", "address"})
 
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
-        plan = plan_nfs(resource.id, resource.name, resource.spec, ctx.lab)
+        plan = nfs_layout(resource.id, resource.name, resource.spec, ctx.lab.name)
         runner = ctx.on_node_if_up(plan.node)
         if runner is None:
             return None
@@ -111,7 +108,7 @@ class NfsDriver(BaseDriver):
 
     def apply(self, change: Change, ctx: DriverContext) -> Mapping[str, Any]:
         resource = change.resource
-        plan = plan_nfs(resource.id, resource.name, resource.spec, ctx.lab)
+        plan = nfs_layout(resource.id, resource.name, resource.spec, ctx.lab.name)
         backend = backend_for(plan.implementation)
         runner = ctx.on_node(plan.node)
         backend.check_node(runner, plan, resource.id)
@@ -135,7 +132,7 @@ class NfsDriver(BaseDriver):
             LOG.info("%s: nothing recorded to delete", resource_id)
             return
         node = str(recorded.get("name") or resource_id.partition("/")[2])
-        plan = plan_nfs(resource_id, node, raw, ctx.lab)
+        plan = nfs_layout(resource_id, node, raw, ctx.lab.name)
         runner = ctx.on_node_if_up(node)
         if runner is None:
             LOG.warning("%s: node %s is not up; its NFS server goes with the node", resource_id, node)

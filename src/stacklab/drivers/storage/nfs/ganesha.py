@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacklab.drivers.storage.nfs.types import MOUNT_PORT, NfsPlan, NfsSeen, make_dirs
+from stacklab.drivers.storage.nfs.types import MOUNT_PORT, NfsLayout, NfsSeen, make_dirs
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
     read_node_file,
@@ -71,7 +71,7 @@ def _conf_path(path: str) -> str:
     return f'"{path}"'
 
 
-def render_dropin(plan: NfsPlan) -> str:
+def render_dropin(plan: NfsLayout) -> str:
     """Pure: the nfs-ganesha.service drop-in: start once the storage address exists, so `Bind_addr` resolves to it.
 
     No `RestrictAddressFamilies=~AF_INET6`: ganesha 4.3's IPv4-only fallback binds INADDR_ANY (module docstring).
@@ -84,7 +84,7 @@ def render_dropin(plan: NfsPlan) -> str:
     )
 
 
-def render_rpcbind_dropin(plan: NfsPlan) -> str:
+def render_rpcbind_dropin(plan: NfsLayout) -> str:
     """Pure: the rpcbind.socket drop-in: rpcbind on the storage address, loopback and its unix socket only."""
     lines = [
         f"{plan.marker}: rpcbind on the storage address and loopback only (generated; do not edit)",
@@ -117,11 +117,11 @@ def foreign_listeners(ss_output: str, address: str, ports: tuple[int, ...]) -> l
     return found
 
 
-def _protocols(plan: NfsPlan) -> str:
+def _protocols(plan: NfsLayout) -> str:
     return ", ".join(str(v) for v in plan.versions)
 
 
-def render_ganesha_conf(plan: NfsPlan) -> str:
+def render_ganesha_conf(plan: NfsLayout) -> str:
     """Pure: the whole ganesha.conf of the lab's NFS server."""
     lines = [
         f"{plan.marker}: NFS-Ganesha configuration (generated; do not edit)",
@@ -281,14 +281,14 @@ class GaneshaBackend:
 
     implementation = "ganesha"
 
-    def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+    def check_node(self, runner: Runner, plan: NfsLayout, resource_id: str) -> None:
         package = "`nfs-ganesha` and `nfs-ganesha-vfs` (and `rpcbind` for v3)"
         require_node(runner, plan.node, resource_id, files={GANESHA: package}, unit=UNIT)
 
-    def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
+    def desired_state(self, plan: NfsLayout) -> Mapping[str, Any]:
         return ganesha_state(render_ganesha_conf(plan))
 
-    def ensure(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+    def ensure(self, runner: Runner, plan: NfsLayout, resource_id: str) -> None:
         make_dirs(runner, plan)
         restart_ganesha = False
         if 3 in plan.versions:
@@ -330,7 +330,7 @@ class GaneshaBackend:
             )
 
     @staticmethod
-    def stray_listeners(runner: Runner, plan: NfsPlan) -> list[str]:
+    def stray_listeners(runner: Runner, plan: NfsLayout) -> list[str]:
         """NFS, MOUNT and rpcbind TCP listeners on any address but the storage address (loopback is fine for
         rpcbind: local tools and ganesha's registration use it)."""
         result = runner.run(["ss", "-Hltn"], timeout=30.0, check=False)
@@ -340,7 +340,7 @@ class GaneshaBackend:
         found = foreign_listeners(result.stdout, plan.address, ports)
         return [f for f in found if f not in (f"127.0.0.1:{RPCBIND_PORT}", f"[::1]:{RPCBIND_PORT}")]
 
-    def observe(self, runner: Runner, plan: NfsPlan) -> NfsSeen | None:
+    def observe(self, runner: Runner, plan: NfsLayout) -> NfsSeen | None:
         text = read_node_file(runner, CONF_PATH)
         if text is None:
             return None
@@ -367,7 +367,7 @@ class GaneshaBackend:
             problems.append(f"NFS listens beyond {plan.address}: {', '.join(stray)}")
         return NfsSeen(True, state, tuple(problems))
 
-    def delete(self, runner: Runner, plan: NfsPlan) -> None:
+    def delete(self, runner: Runner, plan: NfsLayout) -> None:
         text = read_node_file(runner, CONF_PATH)
         if text is None or not text.startswith(plan.marker + ":"):
             LOG.info("nfs/%s: no ganesha configuration of lab %s to remove", plan.node, plan.lab)

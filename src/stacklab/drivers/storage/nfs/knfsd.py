@@ -27,7 +27,7 @@ from stacklab.drivers.storage.nfs.types import (
     MOUNT_PORT,
     STATD_OUTGOING_PORT,
     STATD_PORT,
-    NfsPlan,
+    NfsLayout,
     NfsSeen,
     make_dirs,
 )
@@ -75,7 +75,7 @@ def _export_path(path: str) -> str:
     return path
 
 
-def render_exports(plan: NfsPlan) -> str:
+def render_exports(plan: NfsLayout) -> str:
     """Pure: the lab's exports(5) file."""
     lines = [f"{plan.marker}: kernel NFS exports (generated; do not edit)"]
     for export in plan.exports:
@@ -84,7 +84,7 @@ def render_exports(plan: NfsPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_nfs_conf(plan: NfsPlan) -> str:
+def render_nfs_conf(plan: NfsLayout) -> str:
     """Pure: nfs.conf(5) drop-in binding nfsd to the storage address with the lab's versions."""
     yes = {v: "y" if v in plan.versions else "n" for v in (3, 4)}
     return (
@@ -154,7 +154,7 @@ class KnfsdBackend:
 
     implementation = "knfsd"
 
-    def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+    def check_node(self, runner: Runner, plan: NfsLayout, resource_id: str) -> None:
         # nfsd is a module in Debian's cloud kernel (VM nodes): it appears in /proc/filesystems once loaded.
         if not _has_nfsd(runner):
             runner.run(["modprobe", "nfsd"], timeout=FILE_TIMEOUT, check=False)
@@ -162,10 +162,10 @@ class KnfsdBackend:
                 raise PlanError(f"{plan.node}'s kernel has no nfsd", resource=resource_id, hint=NO_NFSD_HINT)
         require_node(runner, plan.node, resource_id, files={RPC_NFSD: "`nfs-kernel-server`"}, unit=UNIT)
 
-    def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
+    def desired_state(self, plan: NfsLayout) -> Mapping[str, Any]:
         return knfsd_state(render_exports(plan), render_nfs_conf(plan))
 
-    def ensure(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+    def ensure(self, runner: Runner, plan: NfsLayout, resource_id: str) -> None:
         make_dirs(runner, plan)
         if 3 in plan.versions:
             systemctl(runner, "enable", "--now", RPCBIND)
@@ -174,7 +174,7 @@ class KnfsdBackend:
         enable_and_restart(runner, UNIT, changed=conf_changed)
         runner.run(["exportfs", "-ra"], timeout=EXPORTFS_TIMEOUT)
 
-    def observe(self, runner: Runner, plan: NfsPlan) -> NfsSeen | None:
+    def observe(self, runner: Runner, plan: NfsLayout) -> NfsSeen | None:
         exports = read_node_file(runner, exports_path(plan.lab))
         conf = read_node_file(runner, nfs_conf_path(plan.lab))
         if exports is None and conf is None:
@@ -191,7 +191,7 @@ class KnfsdBackend:
             problems.append(f"{RPCBIND} is not running (NFSv3 needs it)")
         return NfsSeen(True, knfsd_state(exports or "", conf or ""), tuple(problems))
 
-    def delete(self, runner: Runner, plan: NfsPlan) -> None:
+    def delete(self, runner: Runner, plan: NfsLayout) -> None:
         removed = False
         for path in (exports_path(plan.lab), nfs_conf_path(plan.lab)):
             text = read_node_file(runner, path)

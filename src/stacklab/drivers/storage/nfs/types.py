@@ -22,7 +22,7 @@ FILTER_PORTS = (111, 2049, MOUNT_PORT, STATD_PORT, LOCKD_PORT)
 
 
 @dataclass(frozen=True)
-class ExportPlan:
+class ExportLayout:
     name: str
     path: str
     export_id: int
@@ -30,14 +30,14 @@ class ExportPlan:
 
 
 @dataclass(frozen=True)
-class NfsPlan:
+class NfsLayout:
     lab: str
     node: str
     implementation: str
     address: str
     versions: tuple[int, ...]
     clients: str
-    exports: tuple[ExportPlan, ...]
+    exports: tuple[ExportLayout, ...]
 
     @property
     def marker(self) -> str:
@@ -58,23 +58,23 @@ class NfsSeen:
 class NfsServerBackend(Protocol):
     implementation: str
 
-    def check_node(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+    def check_node(self, runner: Runner, plan: NfsLayout, resource_id: str) -> None:
         """Raise PlanError when the node cannot run this server (before anything is touched)."""
         ...
 
-    def desired_state(self, plan: NfsPlan) -> Mapping[str, Any]:
+    def desired_state(self, plan: NfsLayout) -> Mapping[str, Any]:
         """Pure: the normalized state the rendered configuration parses to."""
         ...
 
-    def ensure(self, runner: Runner, plan: NfsPlan, resource_id: str) -> None:
+    def ensure(self, runner: Runner, plan: NfsLayout, resource_id: str) -> None:
         """Write the configuration, make the directories, (re)start or reload the service. Idempotent."""
         ...
 
-    def observe(self, runner: Runner, plan: NfsPlan) -> NfsSeen | None:
+    def observe(self, runner: Runner, plan: NfsLayout) -> NfsSeen | None:
         """Read-only: the server's configuration on the node, or None when there is none of ours."""
         ...
 
-    def delete(self, runner: Runner, plan: NfsPlan) -> None:
+    def delete(self, runner: Runner, plan: NfsLayout) -> None:
         """Stop serving the lab's exports and remove the configuration files carrying the lab's marker."""
         ...
 
@@ -99,6 +99,6 @@ def state_drift(desired: Mapping[str, Any], seen: Mapping[str, Any]) -> list[str
     return out
 
 
-def make_dirs(runner: Runner, plan: NfsPlan) -> None:
+def make_dirs(runner: Runner, plan: NfsLayout) -> None:
     for export in plan.exports:
         runner.run(["mkdir", "-p", export.path], timeout=FILE_TIMEOUT)
