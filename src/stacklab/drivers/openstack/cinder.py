@@ -19,32 +19,24 @@ device-mapper): never a silent fallback.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
-    file_problems,
-    service_secrets,
-    unit_problems,
     uwsgi_exec_start,
-    version_list_answers,
-    wait_for_api,
 )
+from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
 from stacklab.drivers.openstack.infra import (
     AMQP_PORT,
     RABBIT_SECRET,
     RABBIT_USER,
-    ensure_database,
 )
 from stacklab.drivers.openstack.keystone import (
     admin_get,
     authtoken_section,
     credentials_section,
-    register_in_keystone,
-    retire_service,
     service_user_section,
 )
 from stacklab.drivers.storage.ceph.clients import (
@@ -57,11 +49,7 @@ from stacklab.drivers.storage.ceph.clients import (
 )
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import (
-    enable_and_restart,
-    require_node,
     unit_active,
-    write_node_file,
-    write_unit_files,
 )
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
@@ -78,17 +66,10 @@ SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
 CEPH_POOL = "volumes"
 BACKEND = "rbd"
 MANAGE_TIMEOUT = 600.0
+ENDPOINT_PATH = "/v3/%(project_id)s"  # the catalog entry names the project, as cinder's own docs do
 POOL_BUDGET = 180.0
 SERVICE = {"name": "cinderv3", "type": "volumev3", "description": "OpenStack Block Storage"}
 WIRED_BACKENDS = ("rbd",)
-
-
-def api_url(plan: ServiceLayout) -> str:
-    return f"http://{plan.address}:{PORT}"
-
-
-def endpoint_url(plan: ServiceLayout) -> str:
-    return f"{api_url(plan)}/v3/%(project_id)s"
 
 
 def pool_name(plan: ServiceLayout) -> str:
@@ -162,10 +143,6 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
     return dropin_text(plan.lab, f"{unit} with stacklab's settings", exec_start)
 
 
-def api_answers(runner: Runner, plan: ServiceLayout) -> bool:
-    return version_list_answers(runner, api_url(plan))
-
-
 def reported_pools(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
     """The pools cinder's scheduler knows (each volume backend reports its pool once its driver is up)."""
     body = admin_get(ctx, runner, plan, service_type=SERVICE["type"], path="/scheduler-stats/get_pools")
@@ -198,55 +175,47 @@ def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, budge
         raise failure() from None
 
 
-class Cinder:
-    name = "cinder"
-
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
-        secrets = service_secrets(ctx, SECRETS, create=False)
-        if secrets is None:
-            return [f"the lab's cinder secrets are missing from {ctx.state_dir / 'secrets'}"]
-        files = {CONF: render_conf(plan, *secrets), **{path: render_dropin(plan, u) for u, path in DROPINS.items()}}
-        found = file_problems(runner, files)
-        found += keyring_problems(runner)
-        answers = lambda: api_answers(runner, plan)  # noqa: E731
-        found += unit_problems(runner, "cinder-api", url=api_url(plan), answers=answers)
-        for unit in UNITS[1:]:
-            found += unit_problems(runner, unit)
-        return found
-
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
-        rid = f"service/{self.name}"
-        check_backends(plan, ctx)
-        require_node(runner, plan.controller, rid, files={"/usr/bin/cinder-volume": "cinder-volume",
-                     "/usr/bin/cinder-wsgi": "cinder-api"}, unit="cinder-volume")  # fmt: skip
-        require_keyring(runner, plan.controller, rid, "controller")
-        db_password, rabbit_password, user_password = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
-        ctx.progress(f"{rid}: database, keystone user and endpoints")
-        ensure_database(runner, "cinder", "cinder", db_password)
-        register_in_keystone(ctx, runner, plan, user="cinder", password=user_password, service=SERVICE,
-                             url=endpoint_url(plan))  # fmt: skip
-        changed = write_node_file(runner, CONF, render_conf(plan, db_password, rabbit_password, user_password),
-                                  mode="0640")  # fmt: skip
-        runner.run(["chown", "root:cinder", CONF], timeout=30)
-        share_keyring(runner, "cinder")  # cinder-volume runs as cinder
-        ctx.progress(f"{rid}: db sync")
-        runner.run(["runuser", "-u", "cinder", "--", "cinder-manage", *CONFIG_ARGS.split(), "db", "sync"],
-                   timeout=MANAGE_TIMEOUT)  # fmt: skip
-        dropins = {path: render_dropin(plan, unit) for unit, path in DROPINS.items()}
-        changed = write_unit_files(runner, dropins) or changed
-        for unit in UNITS:
-            enable_and_restart(runner, unit, changed=changed)
-        wait_for_api(runner, rid, url=api_url(plan), unit="cinder-api", log_file="/var/log/cinder/cinder-api.log",
-                     answers=lambda: api_answers(runner, plan))  # fmt: skip
-        ctx.progress(f"{rid}: waiting for cinder-volume to report {pool_name(plan)} (budget {POOL_BUDGET:g}s)")
-        wait_for_pool(ctx, runner, plan)
-        return {"url": api_url(plan), "backends": [BACKEND], "pool": pool_name(plan), "ceph_pool": CEPH_POOL,
-                "ceph_user": CEPH_USER, "rbd_secret_uuid": rbd_secret_uuid(plan.lab)}  # fmt: skip
-
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        retire_service(ctx, runner, plan, units=UNITS, user="cinder", user_secret=USER_SECRET, service=SERVICE,
-                       url=endpoint_url(plan), files=(*DROPINS.values(), CONF))  # fmt: skip
-        unshare_keyring(runner)
+def _require_keyring(_ctx: DriverContext, runner: Runner, layout: ServiceLayout) -> None:
+    require_keyring(runner, layout.controller, f"service/{layout.name}", "controller")
 
 
-ROLE = Cinder()
+def _share_keyring(_ctx: DriverContext, runner: Runner, _layout: ServiceLayout) -> None:
+    share_keyring(runner, "cinder")  # cinder-volume runs as cinder
+
+
+def _wait_for_pool(ctx: DriverContext, runner: Runner, layout: ServiceLayout) -> None:
+    ctx.progress(
+        f"service/{layout.name}: waiting for cinder-volume to report {pool_name(layout)} (budget {POOL_BUDGET:g}s)"
+    )
+    wait_for_pool(ctx, runner, layout)
+
+
+def outputs(layout: ServiceLayout) -> dict[str, Any]:
+    return {"backends": [BACKEND], "pool": pool_name(layout), "ceph_pool": CEPH_POOL, "ceph_user": CEPH_USER,
+            "rbd_secret_uuid": rbd_secret_uuid(layout.lab)}  # fmt: skip
+
+
+SERVICE_RECORD = ApiService(
+    name="cinder",
+    units=UNITS,
+    port=PORT,
+    conf=CONF,
+    dropins=DROPINS,
+    log_file="/var/log/cinder/cinder-api.log",
+    catalog=SERVICE,
+    sync=("cinder-manage", *CONFIG_ARGS.split(), "db", "sync"),
+    binaries={"/usr/bin/cinder-volume": "cinder-volume", "/usr/bin/cinder-wsgi": "cinder-api"},
+    render_conf=render_conf,
+    render_dropin=render_dropin,
+    secrets=SECRETS,
+    endpoint_path=ENDPOINT_PATH,
+    package_unit="cinder-volume",
+    check=lambda ctx, layout: check_backends(layout, ctx),
+    prepare=_require_keyring,
+    before_sync=_share_keyring,
+    after_start=_wait_for_pool,
+    after_remove=lambda _ctx, runner, _layout: unshare_keyring(runner),
+    extra_problems=keyring_problems,
+    outputs=outputs,
+)
+ROLE = DeclaredRole(SERVICE_RECORD)

@@ -4,8 +4,8 @@ The recipe every API role followed by hand (glance, placement, neutron): package
 database and user in the lab's MariaDB, the keystone user and catalog entry, stacklab's conf file (0640, group =
 the service's user), the schema sync, the systemd drop-ins, a restart of every unit when anything changed, and the
 wait until the API unit answers `GET /`.
-A role with a step of its own adds it as a hook (glance's cache directories, its store check); everything else is
-data. `problems` reads back exactly what `ensure` writes, so a second `up` plans nothing.
+A role with a step of its own adds it as a hook (glance's cache directories, cinder's keyring and pool wait);
+everything else is data. `problems` reads back exactly what `ensure` writes, so a second `up` plans nothing.
 """
 
 from __future__ import annotations
@@ -55,8 +55,14 @@ class ApiService:
     render_conf: Callable[..., str]  # (layout, *secret values) -> text
     render_dropin: Callable[[ServiceLayout, str], str]  # (layout, unit) -> text
     secrets: tuple[str, ...] = ()
-    check: Callable[[ServiceLayout], None] = lambda _layout: None  # PlanError before anything is touched
-    before_sync: Hook = _no_hook  # e.g. directories the package ships with the wrong owner
+    endpoint_path: str = ""  # appended to the API URL in the keystone catalog (e.g. cinder's /v3/%(project_id)s)
+    package_unit: str = ""  # the unit require_node names when the packages are missing (default: the API unit)
+    # Hooks, in the order ensure() calls them; each a no-op unless given.
+    check: Callable[[DriverContext, ServiceLayout], None] = lambda _ctx, _layout: None  # PlanError, nothing touched
+    prepare: Hook = _no_hook  # after the packages are found, before secrets (e.g. a keyring that must be there)
+    before_sync: Hook = _no_hook  # after the conf is written (e.g. directories the package ships with the wrong owner)
+    after_start: Hook = _no_hook  # after the API answers (e.g. cinder's wait for its volume pool)
+    after_remove: Hook = _no_hook
     extra_problems: Callable[[Runner], list[str]] = lambda _runner: []
     outputs: Callable[[ServiceLayout], Mapping[str, Any]] = lambda _layout: {}
     sync_progress: str | None = "db sync"  # the progress line before the (long) sync; None: say nothing
@@ -101,15 +107,16 @@ class DeclaredRole:
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
         svc, rid = self.service, f"service/{self.name}"
-        svc.check(plan)
-        require_node(runner, plan.controller, rid, files=dict(svc.binaries), unit=svc.api_unit)
+        svc.check(ctx, plan)
+        require_node(runner, plan.controller, rid, files=dict(svc.binaries), unit=svc.package_unit or svc.api_unit)
+        svc.prepare(ctx, runner, plan)
         secrets = service_secrets(ctx, svc.secrets, create=True)
         assert secrets is not None  # made when missing
         db_password, user_password = secrets[0], secrets[-1]
         ctx.progress(f"{rid}: database, keystone user and endpoints")
         ensure_database(runner, svc.name, svc.name, db_password)
         register_in_keystone(ctx, runner, plan, user=svc.name, password=user_password, service=svc.catalog,
-                             url=svc.url(plan))  # fmt: skip
+                             url=svc.url(plan) + svc.endpoint_path)  # fmt: skip
         changed = write_node_file(runner, svc.conf, svc.render_conf(plan, *secrets), mode="0640")
         runner.run(["chown", f"root:{svc.name}", svc.conf], timeout=30)
         svc.before_sync(ctx, runner, plan)
@@ -122,9 +129,12 @@ class DeclaredRole:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=svc.url(plan), unit=svc.api_unit, log_file=svc.log_file,
                      answers=self._answers(runner, plan))  # fmt: skip
+        svc.after_start(ctx, runner, plan)
         return {"url": svc.url(plan), **svc.outputs(plan)}
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         svc = self.service
         retire_service(ctx, runner, plan, units=svc.units, user=svc.name, user_secret=svc.secrets[-1],
-                       service=svc.catalog, url=svc.url(plan), files=(*svc.dropins.values(), svc.conf))  # fmt: skip
+                       service=svc.catalog, url=svc.url(plan) + svc.endpoint_path,
+                       files=(*svc.dropins.values(), svc.conf))  # fmt: skip
+        svc.after_remove(ctx, runner, plan)

@@ -35,10 +35,6 @@ GLANCE_DIRS = (IMAGES_DIR, CACHE_DIR, *(f"{CACHE_DIR}/{d}" for d in ("incomplete
 SERVICE = {"name": "glance", "type": "image", "description": "OpenStack Image service"}
 
 
-def api_url(plan: ServiceLayout) -> str:
-    return f"http://{plan.address}:{PORT}"
-
-
 def check_store(plan: ServiceLayout) -> None:
     store = str(plan.config.get("store", "file"))
     if store != "file":
@@ -109,7 +105,7 @@ SERVICE_RECORD = ApiService(
     binaries={"/usr/bin/glance-api": "glance-api"},
     render_conf=render_conf,
     render_dropin=lambda layout, _unit: render_dropin(layout),
-    check=check_store,
+    check=lambda _ctx, layout: check_store(layout),
     before_sync=own_dirs,
     extra_problems=dir_problems,
     outputs=outputs,

@@ -43,10 +43,6 @@ VNI_RANGE = "1:1000"
 SERVICE = {"name": "neutron", "type": "network", "description": "OpenStack Networking"}
 
 
-def api_url(plan: ServiceLayout) -> str:
-    return f"http://{plan.address}:{PORT}"
-
-
 def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, user_password: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}\n"

@@ -28,10 +28,6 @@ PORT = 8778
 SERVICE = {"name": "placement", "type": "placement", "description": "OpenStack Placement"}
 
 
-def api_url(plan: ServiceLayout) -> str:
-    return f"http://{plan.address}:{PORT}"
-
-
 def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> str:
     return (
         f"# written by stacklab for lab {plan.lab}\n"
