@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
+def recorded_spec(resource_id: str, recorded: Mapping[str, Any]) -> tuple[Mapping[str, Any], str] | None:
+    """For delete(): the spec `up` recorded and the resource's name, or None (logged) when nothing was recorded."""
+    raw = recorded.get("spec")
+    if not raw:
+        LOG.info("%s: nothing recorded to delete", resource_id)
+        return None
+    return raw, str(recorded.get("name") or resource_id.partition("/")[2])
+
+
 @dataclass
 class DriverContext:
     """Everything a driver may use to reach the host. Tests build one with fakes."""

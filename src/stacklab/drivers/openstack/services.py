@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, recorded_spec, register
 from stacklab.drivers.openstack.common import ServiceRole, marker_owner, service_layout
 from stacklab.drivers.openstack.roles import ROLES
 from stacklab.errors import PlanError
@@ -78,11 +78,10 @@ class ServiceDriver(BaseDriver):
         return {"node": plan.controller, "address": plan.address, **outputs}
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
-        raw = recorded.get("spec")
-        if not raw:
-            LOG.info("%s: nothing recorded to delete", resource_id)
+        found = recorded_spec(resource_id, recorded)
+        if found is None:
             return
-        name = resource_id.partition("/")[2]
+        raw, name = found
         plan = service_layout(Resource("service", name, raw), ctx.lab.name)
         runner = ctx.on_node_if_up(plan.controller)
         if runner is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stacklab.drivers.base import BaseDriver, DriverContext, register
+from stacklab.drivers.base import BaseDriver, DriverContext, recorded_spec, register
 from stacklab.drivers.storage.ceph.cephadm import CephadmCeph
 from stacklab.drivers.storage.ceph.cluster import Waiter, remove_clients
 from stacklab.drivers.storage.ceph.conf import CephSpec, CephSpecError
@@ -107,11 +107,10 @@ class CephDriver(BaseDriver):
         return impl.apply(spec, ctx, resource.id)
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
-        raw = recorded.get("spec")
-        if not raw:
-            LOG.info("%s: nothing recorded to delete", resource_id)
+        found = recorded_spec(resource_id, recorded)
+        if found is None:
             return
-        name = str(recorded.get("name") or resource_id.partition("/")[2])
+        raw, name = found
         spec = self.spec_of(resource_id, name, raw)
         remove_clients(spec, ctx, resource_id)
         self.implementation(spec.implementation).delete(spec, ctx, resource_id)

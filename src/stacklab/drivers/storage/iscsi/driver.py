@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, recorded_spec, register
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.drivers.storage.iscsi.backends import backend_for
 from stacklab.drivers.storage.iscsi.types import (
@@ -343,11 +343,10 @@ class IscsiDriver(BaseDriver):
             remove_backing(runner, old)
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
-        raw = recorded.get("spec")
-        if not raw:
-            LOG.info("%s: nothing recorded to delete", resource_id)
+        found = recorded_spec(resource_id, recorded)
+        if found is None:
             return
-        node = str(recorded.get("name") or resource_id.partition("/")[2])
+        raw, node = found
         plan = self.plan_of(resource_id, node, raw, ctx, strict=False)
         runner = ctx.on_node_if_up(node)
         if runner is None:

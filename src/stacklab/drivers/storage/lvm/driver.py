@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, recorded_spec, register
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import FILE_TIMEOUT, node_has_systemd, node_path_exists, systemctl, write_node_file
 from stacklab.exec.runner import Runner
@@ -284,11 +284,10 @@ class LvmDriver(BaseDriver):
         return {"vg": spec.vg, "loop": loop, "file": spec.file, "unit": unit, "node": spec.node}
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
-        raw = recorded.get("spec")
-        if not raw:
-            LOG.info("%s: nothing recorded to delete", resource_id)
+        found = recorded_spec(resource_id, recorded)
+        if found is None:
             return
-        node = str(recorded.get("name") or resource_id.partition("/")[2])
+        raw, node = found
         spec = LvmSpec.from_spec(ctx.lab.name, node, raw)
         runner = ctx.on_node_if_up(node)
         if runner is None:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, recorded_spec, register
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.drivers.storage.nfs.backends import backend_for
 from stacklab.drivers.storage.nfs.types import FILTER, FILTER_PORTS, ExportLayout, NfsLayout, state_drift
@@ -127,11 +127,10 @@ class NfsDriver(BaseDriver):
         return outputs_of(plan)
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
-        raw = recorded.get("spec")
-        if not raw:
-            LOG.info("%s: nothing recorded to delete", resource_id)
+        found = recorded_spec(resource_id, recorded)
+        if found is None:
             return
-        node = str(recorded.get("name") or resource_id.partition("/")[2])
+        raw, node = found
         plan = nfs_layout(resource_id, node, raw, ctx.lab.name)
         runner = ctx.on_node_if_up(node)
         if runner is None:
