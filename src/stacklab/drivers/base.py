@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stacklab.errors import StackLabError
+from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import Runner
 from stacklab.plan.diff import default_diff
 from stacklab.plan.resource import Change, Observed, Resource
@@ -33,6 +33,16 @@ def recorded_spec(resource_id: str, recorded: Mapping[str, Any]) -> tuple[Mappin
         LOG.info("%s: nothing recorded to delete", resource_id)
         return None
     return raw, str(recorded.get("name") or resource_id.partition("/")[2])
+
+
+def known_implementation(
+    resource_id: str, spec: Mapping[str, Any], known: tuple[str, ...], role: str, hint: str
+) -> str:
+    """The spec's `implementation`; a PlanError naming the role (e.g. "iSCSI target") when it is not in `known`."""
+    implementation = str(spec["implementation"])
+    if implementation not in known:
+        raise PlanError(f"unknown {role} implementation {implementation!r}", resource=resource_id, hint=hint)
+    return implementation
 
 
 @dataclass

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stacklab.drivers.base import BaseDriver, Driver, DriverContext, recorded_spec, register
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, known_implementation, recorded_spec, register
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.drivers.storage.iscsi.backends import backend_for
 from stacklab.drivers.storage.iscsi.types import (
@@ -130,13 +130,8 @@ def iscsi_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab,
     Ceph in the lab, LIO with rbd, an unknown implementation). With `strict=False` (used by `delete`, whose lab
     file may have changed since) such targets keep an empty path instead.
     """
-    implementation = str(spec["implementation"])
-    if implementation not in IMPLEMENTATIONS:
-        raise PlanError(
-            f"unknown iSCSI target implementation {implementation!r}",
-            resource=resource_id,
-            hint="use `tgt` (user space, runs anywhere) or `lio` (kernel, needs configfs)",
-        )
+    hint = "use `tgt` (user space, runs anywhere) or `lio` (kernel, needs configfs)"
+    implementation = known_implementation(resource_id, spec, IMPLEMENTATIONS, "iSCSI target", hint)
     iqn_prefix = str(spec["iqn_prefix"])
     chap = bool(spec.get("chap", True))
     initiator_nodes = tuple(str(n) for n in spec.get("initiators", ()))

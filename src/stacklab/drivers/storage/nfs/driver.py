@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from stacklab.drivers.base import BaseDriver, Driver, DriverContext, recorded_spec, register
+from stacklab.drivers.base import BaseDriver, Driver, DriverContext, known_implementation, recorded_spec, register
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
 from stacklab.drivers.storage.nfs.backends import backend_for
 from stacklab.drivers.storage.nfs.types import FILTER, FILTER_PORTS, ExportLayout, NfsLayout, state_drift
@@ -36,13 +36,8 @@ IMPLEMENTATIONS = ("ganesha", "knfsd")
 
 def nfs_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab_name: str) -> NfsLayout:
     """Pure: the resolved NFS server of one `nfs/<node>` spec."""
-    implementation = str(spec["implementation"])
-    if implementation not in IMPLEMENTATIONS:
-        raise PlanError(
-            f"unknown NFS server implementation {implementation!r}",
-            resource=resource_id,
-            hint="use `ganesha` (user space, runs anywhere) or `knfsd` (kernel, needs nfsd)",
-        )
+    hint = "use `ganesha` (user space, runs anywhere) or `knfsd` (kernel, needs nfsd)"
+    implementation = known_implementation(resource_id, spec, IMPLEMENTATIONS, "NFS server", hint)
     versions = tuple(sorted({int(v) for v in spec.get("versions", (3, 4))}))
     if not versions or any(v not in (3, 4) for v in versions):
         raise PlanError(f"NFS versions {list(versions)} not supported", resource=resource_id, hint="use 3 and/or 4")
