@@ -311,8 +311,9 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
                 "the RBD backend needs no local disk: drop volume_node",
             )
     ceph = lab.storage.ceph
-    # The RBD users the service drivers configure (svc_cinder.CEPH_POOL/CEPH_USER, svc_nova.RBD_POOL): checked
-    # here too, or a lab without them fails only after its Ceph cluster is built.
+    # The RBD users the service drivers configure (openstack/cinder.py CEPH_POOL, storage/ceph/clients.py
+    # CEPH_USER, openstack/nova.py RBD_POOL): checked here too, or a lab without them fails only after its Ceph
+    # cluster is built.
     rbd_needs = []
     if "cinder" in services and "rbd" in os_.cinder.backends:
         rbd_needs.append((("openstack", "cinder", "backends"), "cinder's rbd backend needs", "volumes"))

@@ -5,7 +5,7 @@ given after it on the command line by a drop-in of the package's `glance-api.ser
 has little to spare). The paste flavor `keystone+cachemanagement` puts the image cache in the pipeline (when the
 lab asks for it) with its management API, so the second download of an image is served from
 `/var/lib/glance/image-cache` and the suite can prove it. The `glance` service user and the image endpoints are
-registered in keystone (svc_keystone.register_in_keystone); the database lives in the lab's MariaDB.
+registered in keystone (keystone.register_in_keystone, walked by declared.py); the database lives in the lab's MariaDB.
 
 Stores: `file` (the default, /var/lib/glance/images). `rbd` and `nfs` stores are refused with a clear error
 until their clients are wired (cephx key for glance, the NFS mount): never a silent fallback to `file`.

@@ -1,7 +1,7 @@
 """Role driver for the iSCSI target (resource kind "iscsi", `iscsi/<node>`): dispatches on the spec's `implementation`.
 
-`tgt` (iscsi_tgt.py, user-space tgtd + tgtadm) runs everywhere, including LXC system containers on the CI host;
-`lio` (iscsi_lio.py, the kernel's LIO target driven by targetcli-fb) needs configfs and target_core_mod in the
+`tgt` (tgt.py, user-space tgtd + tgtadm) runs everywhere, including LXC system containers on the CI host;
+`lio` (lio.py, the kernel's LIO target driven by targetcli-fb) needs configfs and target_core_mod in the
 node's kernel, so on the CI host it is proven by unit and golden tests only. Both implement
 `IscsiTargetBackend` and share what this module holds: the resolved plan of every target (IQN, LUN, backing
 store, ACL, CHAP account), the backing stores themselves, the comparison of what a backend observed with the plan,
@@ -14,7 +14,7 @@ Names and policy, common to both backends:
   lab by stacklab.secrets (0600 under the lab's state dir). Secrets reach the node only through stdin (config
   files written with `install /dev/stdin`, or `xargs` appending them to a command), never through argv;
 - the portal listens on the node's br-storage address only (spec `portal`), port 3260, and a port filter on the
-  node (node_firewall) lets only the storage CIDR reach it; target ACLs are by initiator IQN only;
+  node (nodes/firewall.py) lets only the storage CIDR reach it; target ACLs are by initiator IQN only;
 - backing stores: `file` = sparse file /var/lib/stacklab/iscsi/<target>.img; `lvm` = LV `iscsi-<target>` in the
   lab's VG on the same node (storage.lvm); `rbd` = RBD image `<pool>/iscsi-<target>` (pool `volumes` when the lab
   has it) served by tgt's rbd backing store (tgt-rbd). LIO cannot serve RBD without the kernel rbd module, so
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("tgt", "lio")
-FILTER = "iscsi"  # the node's port filter (node_firewall) for the portal
+FILTER = "iscsi"  # the node's port filter (nodes/firewall.py) for the portal
 
 
 @dataclasses.dataclass(frozen=True)

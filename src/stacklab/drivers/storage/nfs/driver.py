@@ -1,7 +1,7 @@
 """Role driver for the NFS server (resource kind "nfs", `nfs/<node>`): dispatches on the spec's `implementation`.
 
-`ganesha` (nfs_ganesha.py, NFS-Ganesha with FSAL VFS in user space) runs everywhere, including LXC system
-containers on the CI host; `knfsd` (nfs_knfsd.py, the kernel server from nfs-kernel-server) needs nfsd in the
+`ganesha` (ganesha.py, NFS-Ganesha with FSAL VFS in user space) runs everywhere, including LXC system
+containers on the CI host; `knfsd` (knfsd.py, the kernel server from nfs-kernel-server) needs nfsd in the
 node's kernel, so on the CI host it is proven by unit and golden tests only. Both implement `NfsServerBackend`:
 they render their configuration with a pure function (golden-tested), write it on the node only when it changed,
 (re)start or reload their systemd unit, and observe by parsing the configuration back from the node and comparing

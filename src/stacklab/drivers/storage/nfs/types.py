@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from stacklab.exec.node_files import FILE_TIMEOUT
 from stacklab.exec.runner import Runner
 
-# The node's port filter (node_firewall): rpcbind, nfs and the pinned MOUNT, statd and lockd ports reachable from
+# The node's port filter (nodes/firewall.py): rpcbind, nfs and the pinned MOUNT, statd and lockd ports reachable from
 # `clients` only. statd and lockd (NFSv3 locking, knfsd) default to random ports the filter could not name.
 FILTER = "nfs"
 MOUNT_PORT = 20048
