@@ -322,3 +322,16 @@ def test_delete_removes_target_backstore_and_lv(lab: Lab, resource: Resource, tm
 
 def test_sample_is_valid_json() -> None:
     assert json.loads(SAMPLE.read_text())["targets"][0]["wwn"] == IQN
+
+
+def test_lio_pinned_on_a_vm_node_is_not_judged_by_the_host() -> None:
+    """labs/kernel.yml pins lio and knfsd on a VM node: the host (no configfs, no nfsd) cannot judge them, the VM's
+    kernel can (check_node asks it), so they are not host pins; on a container node they still are."""
+    from stacklab.session import lab_pins
+
+    kernel = load_lab_text((LABS / "kernel.yml").read_text(), "kernel.yml")
+    assert kernel.nodes["storage1"].kind == "vm"
+    assert lab_pins(kernel) == {}
+    container = kernel.nodes["storage1"].model_copy(update={"kind": "container"})
+    in_container = kernel.model_copy(update={"nodes": {**kernel.nodes, "storage1": container}})
+    assert lab_pins(in_container) == {"iscsi_target": "lio", "nfs_server": "knfsd"}
