@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from stacklab.exec.atomic import write_atomic
-from stacklab.exec.runner import LocalRunner
+from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.suites.context import LabContext
 from stacklab.suites.guest import guest_image
 from stacklab.suites.lab_fixtures import Evidence
@@ -74,6 +74,16 @@ def flavors(auth: Mapping[str, str]) -> Iterator[tuple[str, str]]:
         token, _ = login_catalog(dict(auth))  # the first token may have expired during a full run
         for flavor in made:
             call("DELETE", f"{urls['compute']}/flavors/{flavor}", token, headers=COMPUTE_API)
+
+
+@contextmanager
+def compute_refs(controller: Runner, auth: Mapping[str, str], has: frozenset[str]) -> Iterator[tuple[str, str, str]]:
+    """The image and the two flavors compute tests boot with; made only when the lab has nova and glance."""
+    if not {"nova", "glance"} <= has:
+        yield "", "", ""
+        return
+    with guest_image(controller, auth) as image, flavors(auth) as (flavor, flavor_alt):
+        yield image.image_id, flavor, flavor_alt
 
 
 def swift_apis(swift_url: str) -> tuple[str, ...]:
@@ -133,13 +143,13 @@ def tempest(lab: LabContext) -> TempestRun:
     cinder = lab.outputs.get("service/cinder") or {}
     controller = lab.runner(str((lab.outputs.get("service/nova") or keystone)["node"]))
     try:
-        with guest_image(controller, auth) as image, flavors(auth) as (flavor, flavor_alt):
+        with compute_refs(controller, auth, has) as (image_ref, flavor, flavor_alt):
             cloud = TempestCloud(
                 auth_url=str(keystone["auth_url"]),
                 region=str(keystone.get("region", "RegionOne")),
                 admin_password=auth["password"],
                 services=has,
-                image_ref=image.image_id,
+                image_ref=image_ref,
                 flavor_ref=flavor,
                 flavor_ref_alt=flavor_alt,
                 volume_backends=tuple(str(b) for b in cinder.get("backends", [])),
