@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 import stacklab.drivers.registry  # noqa: F401  - registers every driver
 from stacklab.engine.core import Engine
 from stacklab.engine.events import EventBus, JsonlSink, PlainSink, RichSink
@@ -74,7 +76,19 @@ def lab_from_arg(arg: str, state_root: Path) -> Lab:
     ordered = store.meta(LAB_TEXT_META)
     if isinstance(ordered, str):
         stored = json.loads(ordered)
-    return Lab.model_validate(stored).model_copy(update={"source": store.meta("lab_file") or arg})
+    try:
+        lab = Lab.model_validate(stored)
+    except pydantic.ValidationError as exc:
+        # A lab brought up by an older stacklab may break a rule added since (an export outside /srv/nfs/, a name
+        # that is no DNS label): say which, rather than end in the CLI's bug line.
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise StackLabError(
+            f"the lab stored for {arg!r} no longer passes this stacklab's checks ({exc.error_count()} problem(s); "
+            f"first: {where}: {first['msg']})",
+            hint="run this command with the stacklab release that brought the lab up",
+        ) from exc
+    return lab.model_copy(update={"source": store.meta("lab_file") or arg})
 
 
 @dataclass
