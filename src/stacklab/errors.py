@@ -5,6 +5,8 @@ from __future__ import annotations
 EXIT_APPLY_FAILED = 1
 EXIT_INVALID_LAB = 2
 EXIT_VERIFY_FAILED = 3
+# Another up/verify/down of the lab holds its lock: nothing was tried, so neither "apply failed" nor "invalid lab".
+EXIT_LAB_BUSY = 4
 
 
 class StackLabError(Exception):
@@ -33,6 +35,8 @@ class PlanError(StackLabError):
 
 class LockedError(StackLabError):
     """Another stacklab process holds the lab's lock."""
+
+    exit_code = EXIT_LAB_BUSY
 
 
 class VerifyError(StackLabError):

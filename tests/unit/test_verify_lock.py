@@ -61,9 +61,10 @@ def test_verify_takes_the_lab_lock(
     (lab_dir / "ssh_config").write_text("")
     ran: list[object] = []
     monkeypatch.setattr(verify, "_run", lambda *args: ran.append(args))
-    with pytest.raises(LockedError, match=f"pid {proc.pid}"):
+    with pytest.raises(LockedError, match=f"pid {proc.pid}") as busy:
         verify.run_suites("demo", lab_dir.parent, ["infra"])
     assert not ran, "verify ran its suites while another run held the lab's lock"
+    assert busy.value.exit_code == 4, "a busy lab is neither 'apply failed' (1) nor 'invalid lab' (2)"
     proc.kill()
     proc.wait(10)
     verify.run_suites("demo", lab_dir.parent, ["infra"])  # the lock went away with its holder
