@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -61,6 +61,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.stash[KEY] = {"lab": lab, "before": before}
 
 
+NODEID = "lab_baseline::the_lab_is_as_before_the_suites"
+
+
+def log_verdict(session: pytest.Session, left: list[str]) -> None:
+    """Report the baseline check as one test of its own (setup, call, teardown), so that pytest's summary counts it,
+    the JUnit XML (and with it verify's table and HTML report) holds it, and the session fails when it fails."""
+    outcome: Literal["passed", "failed"] = "failed" if left else "passed"
+    longrepr = "\n".join(f"left behind by the suites: {item}" for item in left) if left else None
+    location = ("lab_baseline", None, "the lab is as before the suites")
+    phases: tuple[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]], ...] = (
+        ("setup", "passed"),
+        ("call", outcome),
+        ("teardown", "passed"),
+    )
+    for when, result in phases:
+        report = pytest.TestReport(NODEID, location, {}, result, longrepr if when == "call" else None, when)
+        session.config.hook.pytest_runtest_logreport(report=report)
+    if left and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# tryfirst: before the JUnit plugin writes its file in its own sessionfinish, so the verdict is in it
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     taken = session.stash.get(KEY, None)
     if taken is None:
@@ -69,15 +92,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     computes = [str(c) for c in (lab.outputs.get("service/nova") or {}).get("computes", [])]
     left = leftovers(taken["before"], inventory(lab) or {}, computes)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if not left:
-        if reporter is not None:
-            reporter.write_line("lab baseline: the lab is as before the suites (no leftovers, every compute serves)")
-        return
-    lines = [f"lab baseline: left behind by the suites: {item}" for item in left]
     if reporter is not None:
-        for line in lines:
-            reporter.write_line(line, red=True)
+        if left:
+            for item in left:
+                reporter.write_line(f"lab baseline: left behind by the suites: {item}", red=True)
+        else:
+            reporter.write_line("lab baseline: the lab is as before the suites (no leftovers, every compute serves)")
     else:
-        sys.stderr.write("\n".join(lines) + "\n")
-    if session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        sys.stderr.write("".join(f"lab baseline: left behind by the suites: {item}\n" for item in left))
+    log_verdict(session, left)
