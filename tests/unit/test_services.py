@@ -23,12 +23,14 @@ from stacklab.drivers.openstack.infra import (
     render_rabbitmq_conf,
 )
 from stacklab.drivers.openstack.keystone import render_conf, render_dropin, render_openrc
-from stacklab.drivers.openstack.roles import ROLES
+from stacklab.drivers.openstack.roles import ROLES, SHIPPED
 from stacklab.drivers.openstack.services import ServiceDriver
 from stacklab.drivers.storage.ceph.clients import rbd_secret_uuid
 from stacklab.errors import PlanError
 from stacklab.exec.runner import CommandResult
+from stacklab.model.errors import LabError
 from stacklab.model.load import load_lab_text
+from stacklab.model.services import SERVICE_NAMES, SERVICE_NEEDS
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
 from tests.golden_util import check_golden
@@ -223,6 +225,25 @@ def test_services_without_a_role_are_pending(
     monkeypatch.delitem(ROLES, "neutron")  # every service the model names has a role today
     reason = driver.unsupported(lab_resources["neutron"])
     assert reason is not None and "no driver for service neutron" in reason
+
+
+def test_every_service_the_model_names_has_a_role_and_every_role_a_row() -> None:
+    """The model's table (model/services.py) and the drivers' roles are one list: a row without a role would plan
+    a pending service forever, a role without a row could never be named in a lab file."""
+    shipped = [role.name for role in SHIPPED]
+    assert len(shipped) == len(set(shipped)), "a role is listed twice"
+    assert set(shipped) == set(SERVICE_NAMES)
+    assert set(ROLES) == set(SERVICE_NAMES)
+    assert all(set(needs) <= set(SERVICE_NAMES) for needs in SERVICE_NEEDS.values())
+
+
+def test_a_service_the_table_does_not_name_is_refused_by_the_schema() -> None:
+    text = LAB.replace("services: [", "services: [heat, ")
+    assert text != LAB
+    with pytest.raises(LabError) as raised:
+        load_lab_text(text, "lab.yml")
+    names = " or ".join(", ".join(f"'{n}'" for n in SERVICE_NAMES).rsplit(", ", 1))
+    assert f"lab.yml:16:14: openstack.services[0]: Input should be {names}" in str(raised.value)
 
 
 def test_rendered_files_golden(lab_resources: dict[str, Resource]) -> None:

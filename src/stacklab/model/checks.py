@@ -10,20 +10,11 @@ from stacklab.model.addressing import AUTO_START_OFFSET, AddressPoolExhausted, n
 from stacklab.model.errors import Loc
 from stacklab.model.lab import Lab
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
+from stacklab.model.services import SERVICE_NEEDS
 
 Problem = tuple[Loc, str, str | None]
 REQUIRED_NETWORKS = ("mgmt", "storage")
 
-# What each OpenStack service needs running beside it (Debian Zed packages, as on our CI host).
-SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
-    "keystone": ("mariadb", "memcached"),
-    "glance": ("keystone",),
-    "placement": ("keystone", "mariadb"),
-    "neutron": ("keystone", "mariadb", "rabbitmq"),
-    "nova": ("keystone", "glance", "placement", "neutron", "mariadb", "rabbitmq"),
-    "cinder": ("keystone", "mariadb", "rabbitmq"),
-    "swift": ("keystone",),
-}
 SUITE_NEEDS: dict[str, tuple[str, ...]] = {
     "openstack": ("keystone",),
     "volumes": ("cinder",),

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from stacklab.model.services import ServiceName
 from stacklab.model.units import parse_size_mib
 
 # Names become hostnames, unit and file names: a DNS label (no trailing '-'), short enough for every one of them.
@@ -41,18 +42,6 @@ Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_written_address)]
 NodeKind = Literal["auto", "vm", "container"]
 Role = Literal["controller", "compute", "storage", "swift", "client"]
 Device = Literal["kvm", "tun", "fuse"]
-ServiceName = Literal[
-    "mariadb",
-    "rabbitmq",
-    "memcached",
-    "keystone",
-    "glance",
-    "placement",
-    "neutron",
-    "nova",
-    "cinder",
-    "swift",
-]
 SuiteName = Literal["infra", "storage", "openstack", "volumes", "attach", "replication", "caching", "evacuation"]
 
 

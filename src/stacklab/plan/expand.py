@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.model.addressing import node_addresses
-from stacklab.model.checks import SERVICE_NEEDS
 from stacklab.model.lab import Lab, Node
+from stacklab.model.services import SERVICE_NEEDS
 from stacklab.plan.naming import owner_marker, stable_mac, veth_name
 from stacklab.plan.resource import Resource
 
