@@ -331,8 +331,8 @@ def _flow_nesting(text: str, file: str) -> Issue | None:
     return None
 
 
-def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = None) -> Lab:
-    """Parse and validate lab text; raises LabError listing every problem found."""
+def _refuse_unreadable(text: str, file: str) -> None:
+    """Before any parsing: flow collections nested too deeply, or control characters in the text."""
     too_deep = _flow_nesting(text, file)
     if too_deep is not None:
         raise LabError([too_deep])
@@ -352,7 +352,10 @@ def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = 
                 )
             ]
         )
-    walker = _Walker(file)
+
+
+def _parse(text: str, file: str, walker: _Walker) -> Any:
+    """The YAML document as plain data, walked with line marks; every YAML failure as a LabError."""
     try:
         loader = _Loader(text)
         try:
@@ -361,7 +364,7 @@ def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = 
             loader.dispose()
         if node is None:
             raise LabError([Issue(file, 1, 1, "(top level)", "the lab file is empty", "start from labs/aio.yml")])
-        data = walker.walk(node, ())
+        return walker.walk(node, ())
     except _Refused as refused:
         raise LabError([*walker.issues, refused.issue(file)]) from None
     except yaml.MarkedYAMLError as exc:
@@ -372,6 +375,13 @@ def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = 
         raise LabError([Issue(file, 1, 1, "(syntax)", f"YAML error: {str(exc).splitlines()[0]}")]) from None
     except RecursionError:  # defence in depth: MAX_DEPTH keeps every recursion far below the interpreter's limit
         raise LabError([Issue(file, 1, 1, "(top level)", "the file nests too deeply")]) from None
+
+
+def load_lab_text(text: str, file: str = "<string>", *, base_dir: Path | None = None) -> Lab:
+    """Parse and validate lab text; raises LabError listing every problem found."""
+    _refuse_unreadable(text, file)
+    walker = _Walker(file)
+    data = _parse(text, file, walker)
     if not isinstance(data, dict):
         raise LabError([*walker.issues, Issue(file, 1, 1, "(top level)", "a lab file is a mapping of fields")])
     issues = [*walker.issues]
