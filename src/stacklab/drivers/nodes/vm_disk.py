@@ -170,6 +170,23 @@ def ensure_base_disk(
         return disk
 
 
+def _make_filesystem(runner: Runner, rootfs: Path, staging: Path, raw: Path, size: int) -> None:
+    """The ext4 image of `rootfs` in `raw`, with the staged files written in by debugfs (read back) and fsck'd."""
+    runner.run(
+        ["mkfs.ext4", "-q", "-F", "-L", FS_LABEL, "-d", str(rootfs), str(raw), f"{size // 1024}k"],
+        timeout=_BUILD_TIMEOUT,
+    )
+    script = staging / "debugfs.cmds"
+    script.write_text(debugfs_script(staging, rootfs))
+    runner.run(["debugfs", "-w", "-f", str(script), str(raw)], timeout=120)
+    check = runner.run(["debugfs", "-R", "cat /etc/fstab", str(raw)], timeout=60)
+    if FSTAB.strip() not in check.stdout:
+        raise StackLabError(f"writing /etc/fstab into {raw} failed: debugfs reads back {check.stdout!r}")
+    fsck = runner.run(["e2fsck", "-f", "-p", str(raw)], timeout=300, check=False)
+    if fsck.returncode > 1:  # 1 = errors corrected, which is fine
+        raise CommandError(fsck)
+
+
 def _build(
     rootfs: Path,
     image_hash: str,
@@ -194,19 +211,7 @@ def _build(
         path.chmod(0o644)
 
     raw = tmp / "base.raw"
-    runner.run(
-        ["mkfs.ext4", "-q", "-F", "-L", FS_LABEL, "-d", str(rootfs), str(raw), f"{size // 1024}k"],
-        timeout=_BUILD_TIMEOUT,
-    )
-    script = staging / "debugfs.cmds"
-    script.write_text(debugfs_script(staging, rootfs))
-    runner.run(["debugfs", "-w", "-f", str(script), str(raw)], timeout=120)
-    check = runner.run(["debugfs", "-R", "cat /etc/fstab", str(raw)], timeout=60)
-    if FSTAB.strip() not in check.stdout:
-        raise StackLabError(f"writing /etc/fstab into {raw} failed: debugfs reads back {check.stdout!r}")
-    fsck = runner.run(["e2fsck", "-f", "-p", str(raw)], timeout=300, check=False)
-    if fsck.returncode > 1:  # 1 = errors corrected, which is fine
-        raise CommandError(fsck)
+    _make_filesystem(runner, rootfs, staging, raw, size)
     qcow2 = tmp / "base.qcow2"
     runner.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], timeout=_BUILD_TIMEOUT)
     raw.unlink()
