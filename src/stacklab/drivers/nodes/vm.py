@@ -31,12 +31,9 @@ from stacklab.drivers.base import BaseDriver, DriverContext
 from stacklab.drivers.nodes import libvirtd
 from stacklab.drivers.nodes.image import current_entry
 from stacklab.drivers.nodes.libvirt_config import DomainConfig, DomainType, owner_of
-from stacklab.drivers.nodes.libvirt_storage import StoragePoolConfig, StorageVolumeConfig
 from stacklab.drivers.nodes.seed import lab_hosts, public_key_text
 from stacklab.drivers.nodes.vm_disk import BaseDisk, ensure_base_disk
 from stacklab.drivers.nodes.vm_domain import (
-    MIB,
-    ROOT_DISK_BYTES,
     SSH_PORT,
     SSH_USER,
     VmLayout,
@@ -52,13 +49,11 @@ from stacklab.drivers.nodes.vm_libvirt import (
     check_reachable_by_qemu,
     grant_qemu_traversal,
     lookup_domain,
-    lookup_pool,
-    pool_is_ours,
     quiet_libvirt_errors,
     undefine,
-    volume_names,
 )
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ReadyWaiter, wait_ready
+from stacklab.drivers.nodes.vm_volumes import POOL_LOCK, create_volumes, ensure_pool, remove_volumes, volumes_present
 from stacklab.errors import PlanError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.plan.resource import Action, Change, Observed, Resource
@@ -74,9 +69,6 @@ READY_BUDGET: Mapping[str, float] = {"qemu": 480.0, "kvm": 180.0}
 LIBVIRT_QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 _connect_lock = threading.Lock()
-# libvirt refuses a pool refresh while a volume is being created in it ("asynchronous jobs running"):
-# every pool operation of this process goes through one lock (they take milliseconds).
-_pool_lock = threading.RLock()
 # VM applies in flight in this process: a failed one releases the daemon only when it is the last.
 _applying = [0]
 _applying_lock = threading.Lock()
@@ -261,25 +253,7 @@ class VmDriver(BaseDriver):
         key_file = str(ctx.output(key_id, "private_key"))
         public_key = public_key_text(str(ctx.output(key_id, "public_key")))
         try:
-            _fresh_node_dir(layout)
-            with _pool_lock:
-                pool = self._ensure_pool(conn, lab, layout)
-            if self._uri(ctx) == libvirtd.URI:
-                grant_qemu_traversal(ctx.state_dir, layout)
-                check_reachable_by_qemu([base.qcow2, base.kernel, base.initrd, layout.pool_dir / "x"])
-            with _pool_lock:
-                self._create_volumes(pool, layout, spec, base)
-            self.seed_writer(
-                lab_name=lab,
-                node_name=node,
-                node_spec=spec,
-                public_key=public_key,
-                hosts=lab_hosts(ctx),
-                dest=layout.path(layout.seed_volume),
-                runner=ctx.runner,
-            )
-            with _pool_lock:
-                pool.refresh(0)
+            self._make_disks(conn, ctx, resource, layout=layout, base=base, public_key=public_key)
             config = build_domain(
                 lab=lab,
                 node=node,
@@ -302,6 +276,32 @@ class VmDriver(BaseDriver):
             except Exception:
                 LOG.exception("VM %s: cleanup after a failed apply failed too", node)
             raise
+
+    def _make_disks(
+        self, conn: Any, ctx: DriverContext, resource: Resource, *, layout: VmLayout, base: BaseDisk, public_key: str
+    ) -> None:
+        """A fresh node directory and the lab's pool (QEMU may reach both), the node's volumes on the base disk and
+        its NoCloud seed; the pool refreshed so libvirt sees the seed."""
+        lab, spec = ctx.lab.name, resource.spec
+        _fresh_node_dir(layout)
+        with POOL_LOCK:
+            pool = ensure_pool(conn, lab, layout)
+        if self._uri(ctx) == libvirtd.URI:
+            grant_qemu_traversal(ctx.state_dir, layout)
+            check_reachable_by_qemu([base.qcow2, base.kernel, base.initrd, layout.pool_dir / "x"])
+        with POOL_LOCK:
+            create_volumes(pool, layout, spec, base)
+        self.seed_writer(
+            lab_name=lab,
+            node_name=resource.name,
+            node_spec=spec,
+            public_key=public_key,
+            hosts=lab_hosts(ctx),
+            dest=layout.path(layout.seed_volume),
+            runner=ctx.runner,
+        )
+        with POOL_LOCK:
+            pool.refresh(0)
 
     def _keep_existing(
         self,
@@ -334,7 +334,7 @@ class VmDriver(BaseDriver):
             None,
             str(ctx.output(f"image/{spec['image']}", "hash")),
         )
-        if same_spec and same_image and self._volumes_present(conn, lab, layout, spec):
+        if same_spec and same_image and volumes_present(conn, lab, layout, spec):
             return self._start_and_wait(ctx, existing, spec=spec, layout=layout, virt_type=virt_type, fresh=False)
         LOG.info("VM %s: recreating domain %s (%s)", node, name, "; ".join(change.reasons) or "spec changed")
         self._remove_node(conn, ctx, layout, name, keep_console=False)
@@ -397,51 +397,6 @@ class VmDriver(BaseDriver):
             except (CommandError, CommandTimeout) as exc:
                 LOG.debug("could not remove %s from %s: %s", host, known, exc)
 
-    def _ensure_pool(self, conn: Any, lab: str, layout: VmLayout) -> Any:
-        name = pool_name(lab)
-        pool = lookup_pool(conn, name)
-        if pool is not None and not pool_is_ours(pool, layout.pool_dir):
-            raise PlanError(
-                f"libvirt storage pool {name} exists with another path than {layout.pool_dir}",
-                hint="stacklab never touches foreign pools; remove or rename it",
-            )
-        if pool is None:
-            layout.pool_dir.mkdir(parents=True, exist_ok=True)
-            layout.pool_dir.chmod(0o755)
-            pool = conn.storagePoolDefineXML(StoragePoolConfig(name=name, path=str(layout.pool_dir)).to_xml(), 0)
-            LOG.info("defined storage pool %s at %s", name, layout.pool_dir)
-        if not pool.isActive():
-            pool.create(0)
-        return pool
-
-    def _create_volumes(self, pool: Any, layout: VmLayout, spec: Mapping[str, Any], base: BaseDisk) -> None:
-        root = StorageVolumeConfig(
-            name=layout.root_volume,
-            capacity_bytes=max(base.virtual_size, ROOT_DISK_BYTES),
-            backing_path=str(base.qcow2),
-        )
-        pool.createXML(root.to_xml(), 0)
-        for disk in spec.get("disks", []):
-            data = StorageVolumeConfig(
-                name=layout.data_volume(str(disk["name"])), capacity_bytes=int(disk["size_mib"]) * MIB
-            )
-            pool.createXML(data.to_xml(), 0)
-
-    def _volumes_present(self, conn: Any, lab: str, layout: VmLayout, spec: Mapping[str, Any]) -> bool:
-        with _pool_lock:
-            pool = lookup_pool(conn, pool_name(lab))
-            if pool is None or not pool.isActive():
-                return False
-            listed = set(volume_names(pool))
-        wanted = {
-            layout.root_volume,
-            layout.seed_volume,
-            *(layout.data_volume(str(d["name"])) for d in spec.get("disks", [])),
-        }
-        # libvirt lists what its last refresh saw; the file check covers a seed written since
-        present = listed | {v for v in wanted if layout.path(v).exists()}
-        return wanted <= present
-
     # -- delete ---------------------------------------------------------------------------------------
 
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
@@ -476,27 +431,7 @@ class VmDriver(BaseDriver):
                 if not keep_console and self._uri(ctx) == libvirtd.URI:
                     # libvirt's own per-domain QEMU log; the domain was ours, so is its log
                     (LIBVIRT_QEMU_LOG_DIR / f"{name}.log").unlink(missing_ok=True)
-        with _pool_lock:
-            pool = lookup_pool(conn, pool_name(lab))
-            if pool is not None and pool_is_ours(pool, layout.pool_dir):
-                for volume in volume_names(pool):
-                    if volume.startswith(layout.volume_prefix):
-                        pool.storageVolLookupByName(volume).delete(0)
-                        LOG.debug("deleted volume %s", volume)
-            elif pool is not None:
-                LOG.warning("pool %s has another path than %s; not touching its volumes", pool.name(), layout.pool_dir)
-                pool = None
-            # Files libvirt does not list (a seed written before a failed refresh, a foreign pool state).
-            if layout.pool_dir.is_dir():
-                for leftover in layout.pool_dir.glob(f"{layout.volume_prefix}*"):
-                    leftover.unlink(missing_ok=True)
-            if pool is not None and not volume_names(pool):
-                if pool.isActive():
-                    pool.destroy()
-                pool.undefine()
-                LOG.info("storage pool %s removed (no volumes left)", pool_name(lab))
-            if layout.pool_dir.is_dir() and not any(layout.pool_dir.iterdir()):
-                layout.pool_dir.rmdir()
+        remove_volumes(conn, lab, layout)
         if not keep_console and layout.node_dir.exists():
             shutil.rmtree(layout.node_dir)
         if layout.vm_dir.is_dir() and not any(layout.vm_dir.iterdir()):
