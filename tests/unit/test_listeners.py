@@ -12,8 +12,8 @@ from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import ServiceLayout
 from stacklab.drivers.openstack.infra import (
     EPMD_DROPIN,
+    RABBITMQ,
     RABBITMQ_DROPIN,
-    RabbitMQ,
     render_epmd_dropin,
     render_mariadb_conf,
     render_memcached_conf,
@@ -68,14 +68,14 @@ def test_rabbitmq_moves_epmd_with_the_node_stopped_then_changes_nothing(tmp_path
     node.expect(["rabbitmqctl"])
     lab = load_lab_text((LABS / "aio.yml").read_text(), "aio.yml")
     ctx = DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path, node_runner=lambda _n: node)
-    RabbitMQ().ensure(ctx, node, PLAN)
+    RABBITMQ.ensure(ctx, node, PLAN)
     assert node.files[EPMD_DROPIN] == render_epmd_dropin(PLAN)
     assert node.files[RABBITMQ_DROPIN] == render_rabbitmq_dropin(PLAN)
     stop = node.calls.index(("systemctl", "stop", "rabbitmq-server", "epmd.service"))
     socket = node.calls.index(("systemctl", "restart", "epmd.socket"))
     assert node.calls.index(("systemctl", "daemon-reload")) < stop < socket
     assert socket < node.calls.index(("systemctl", "restart", "rabbitmq-server"))
-    assert all(node.files[path] == text for path, text in RabbitMQ.files(PLAN).items())
+    assert all(node.files[path] == text for path, text in RABBITMQ.files(PLAN).items())
     before = len(node.calls)
-    RabbitMQ().ensure(ctx, node, PLAN)
+    RABBITMQ.ensure(ctx, node, PLAN)
     assert not [c for c in node.calls[before:] if c[0] == "install" or c[1:2] in (("restart",), ("stop",))]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
@@ -73,6 +74,69 @@ def _wait(runner: Runner, argv: list[str], what: str, budget: float = START_BUDG
         raise StackLabError(f"{what} did not come up within {budget:g}s: {last['stderr'].strip()[-500:]}") from None
 
 
+def _nothing(_runner: Runner) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class InfraService:
+    """A daemon the OpenStack services need, as data: the package's one unit, a conf file stacklab owns, optional
+    drop-ins, the command that answers once it serves. A step of its own is a hook (RabbitMQ's epmd and user)."""
+
+    name: str
+    unit: str
+    binaries: Mapping[str, str]  # file -> package that ships it (proves the package is installed)
+    conf: str
+    render_conf: Callable[[ServiceLayout], str]
+    dropins: Mapping[str, Callable[[ServiceLayout], str]] = field(default_factory=dict)  # path -> render
+    ready: tuple[str, ...] = ()  # succeeds once the unit serves; () = the restart is enough
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    # Hooks; each a no-op unless given.
+    dropins_changed: Callable[[Runner], None] = _nothing  # after daemon-reload, before the unit's restart
+    after_start: Callable[[DriverContext, Runner], None] = lambda _ctx, _runner: None
+    extra_problems: Callable[[Runner], list[str]] = lambda _runner: []  # asked only when nothing else differs
+    before_stop: Callable[[Runner], None] = _nothing
+    after_stop: Callable[[Runner], None] = _nothing
+
+
+class InfraRole:
+    """The ServiceRole of an InfraService: one walk for MariaDB, RabbitMQ and memcached."""
+
+    def __init__(self, service: InfraService) -> None:
+        self.service = service
+        self.name = service.name
+
+    def files(self, plan: ServiceLayout) -> dict[str, str]:
+        svc = self.service
+        return {svc.conf: svc.render_conf(plan), **{path: render(plan) for path, render in svc.dropins.items()}}
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
+        found = [*file_problems(runner, self.files(plan)), *unit_problems(runner, self.service.unit)]
+        return found or self.service.extra_problems(runner)
+
+    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
+        svc = self.service
+        require_node(runner, plan.controller, f"service/{self.name}", files=dict(svc.binaries), unit=svc.unit)
+        changed = write_node_file(runner, svc.conf, svc.render_conf(plan))
+        if write_unit_files(runner, {path: render(plan) for path, render in svc.dropins.items()}):
+            svc.dropins_changed(runner)
+            changed = True
+        enable_and_restart(runner, svc.unit, changed=changed)
+        if svc.ready:
+            _wait(runner, list(svc.ready), svc.unit)
+        svc.after_start(ctx, runner)
+        return dict(svc.outputs)
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
+        svc = self.service
+        svc.before_stop(runner)
+        systemctl(runner, "disable", "--now", svc.unit, check=False)
+        svc.after_stop(runner)
+        remove_node_files(runner, svc.conf, *svc.dropins)
+        if svc.dropins:
+            systemctl(runner, "daemon-reload", check=False)
+
+
 # --- MariaDB ------------------------------------------------------------------------------------------------
 
 
@@ -118,28 +182,17 @@ def drop_database(runner: Runner, name: str, user: str) -> None:
     runner.run(["mysql", "--protocol=socket", "-u", "root"], input=sql, timeout=SQL_TIMEOUT, check=False)
 
 
-class MariaDB:
-    name = "mariadb"
-
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
-        return [*file_problems(runner, {MARIADB_CONF: render_mariadb_conf(plan)}), *unit_problems(runner, "mariadb")]
-
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
-        require_node(
-            runner,
-            plan.controller,
-            f"service/{self.name}",
-            files={"/usr/sbin/mariadbd": "mariadb-server"},
-            unit="mariadb",
-        )
-        changed = write_node_file(runner, MARIADB_CONF, render_mariadb_conf(plan))
-        enable_and_restart(runner, "mariadb", changed=changed)
-        _wait(runner, ["mysqladmin", "--protocol=socket", "-u", "root", "ping"], "mariadb")
-        return {"port": MYSQL_PORT}
-
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        systemctl(runner, "disable", "--now", "mariadb", check=False)
-        remove_node_files(runner, MARIADB_CONF)
+MARIADB = InfraRole(
+    InfraService(
+        name="mariadb",
+        unit="mariadb",
+        binaries={"/usr/sbin/mariadbd": "mariadb-server"},
+        conf=MARIADB_CONF,
+        render_conf=render_mariadb_conf,
+        ready=("mysqladmin", "--protocol=socket", "-u", "root", "ping"),
+        outputs={"port": MYSQL_PORT},
+    )
+)
 
 
 # --- RabbitMQ -----------------------------------------------------------------------------------------------
@@ -192,56 +245,50 @@ def rabbit_users(runner: Runner) -> set[str]:
     return {line.split()[0] for line in result.stdout.splitlines() if line.split()} if result.ok else set()
 
 
-class RabbitMQ:
-    name = "rabbitmq"
+def _epmd_moved(runner: Runner) -> None:
+    """New epmd listen addresses: the socket is restarted with epmd and the node (registered in it) stopped."""
+    systemctl(runner, "stop", "rabbitmq-server", "epmd.service", check=False)
+    systemctl(runner, "restart", "epmd.socket")
 
-    @staticmethod
-    def files(plan: ServiceLayout) -> dict[str, str]:
-        return {
-            RABBITMQ_CONF: render_rabbitmq_conf(plan),
-            RABBITMQ_DROPIN: render_rabbitmq_dropin(plan),
-            EPMD_DROPIN: render_epmd_dropin(plan),
-        }
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
-        found = [*file_problems(runner, self.files(plan)), *unit_problems(runner, "rabbitmq-server")]
-        if not found and RABBIT_USER not in rabbit_users(runner):
-            found.append(f"RabbitMQ has no user {RABBIT_USER}")
-        return found
+def _ensure_rabbit_user(ctx: DriverContext, runner: Runner) -> None:
+    password = get_or_create_secret(ctx.state_dir, RABBIT_SECRET)
+    verb = "change_password" if RABBIT_USER in rabbit_users(runner) else "add_user"
+    runner.run(["rabbitmqctl", "-q", verb, RABBIT_USER], input=password + "\n", timeout=SQL_TIMEOUT)
+    runner.run(["rabbitmqctl", "-q", "set_permissions", "-p", "/", RABBIT_USER, ".*", ".*", ".*"], timeout=SQL_TIMEOUT)
 
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
-        require_node(
-            runner,
-            plan.controller,
-            f"service/{self.name}",
-            files={"/usr/sbin/rabbitmqctl": "rabbitmq-server"},
-            unit="rabbitmq-server",
-        )
-        changed = write_node_file(runner, RABBITMQ_CONF, render_rabbitmq_conf(plan))
-        units = {RABBITMQ_DROPIN: render_rabbitmq_dropin(plan), EPMD_DROPIN: render_epmd_dropin(plan)}
-        if write_unit_files(runner, units):
-            # New epmd listen addresses: the socket is restarted with epmd and the node (registered in it) stopped.
-            systemctl(runner, "stop", "rabbitmq-server", "epmd.service", check=False)
-            systemctl(runner, "restart", "epmd.socket")
-            changed = True
-        enable_and_restart(runner, "rabbitmq-server", changed=changed)
-        _wait(runner, ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], "rabbitmq-server")
-        password = get_or_create_secret(ctx.state_dir, RABBIT_SECRET)
-        verb = "change_password" if RABBIT_USER in rabbit_users(runner) else "add_user"
-        runner.run(["rabbitmqctl", "-q", verb, RABBIT_USER], input=password + "\n", timeout=SQL_TIMEOUT)
-        runner.run(
-            ["rabbitmqctl", "-q", "set_permissions", "-p", "/", RABBIT_USER, ".*", ".*", ".*"], timeout=SQL_TIMEOUT
-        )
-        return {"port": AMQP_PORT, "user": RABBIT_USER, "secret": RABBIT_SECRET}
 
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        if unit_active(runner, "rabbitmq-server"):
-            runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=SQL_TIMEOUT, check=False)
-        systemctl(runner, "disable", "--now", "rabbitmq-server", check=False)
-        # epmd served only RabbitMQ here; the package's socket comes back as shipped at the next boot.
-        systemctl(runner, "stop", "epmd.socket", "epmd.service", check=False)
-        remove_node_files(runner, RABBITMQ_CONF, RABBITMQ_DROPIN, EPMD_DROPIN)
-        systemctl(runner, "daemon-reload", check=False)
+def _rabbit_user_problems(runner: Runner) -> list[str]:
+    return [] if RABBIT_USER in rabbit_users(runner) else [f"RabbitMQ has no user {RABBIT_USER}"]
+
+
+def _delete_rabbit_user(runner: Runner) -> None:
+    if unit_active(runner, "rabbitmq-server"):
+        runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=SQL_TIMEOUT, check=False)
+
+
+def _stop_epmd(runner: Runner) -> None:
+    # epmd served only RabbitMQ here; the package's socket comes back as shipped at the next boot.
+    systemctl(runner, "stop", "epmd.socket", "epmd.service", check=False)
+
+
+RABBITMQ = InfraRole(
+    InfraService(
+        name="rabbitmq",
+        unit="rabbitmq-server",
+        binaries={"/usr/sbin/rabbitmqctl": "rabbitmq-server"},
+        conf=RABBITMQ_CONF,
+        render_conf=render_rabbitmq_conf,
+        dropins={RABBITMQ_DROPIN: render_rabbitmq_dropin, EPMD_DROPIN: render_epmd_dropin},
+        ready=("rabbitmqctl", "-q", "await_startup", "--timeout", "60"),
+        outputs={"port": AMQP_PORT, "user": RABBIT_USER, "secret": RABBIT_SECRET},
+        dropins_changed=_epmd_moved,
+        after_start=_ensure_rabbit_user,
+        extra_problems=_rabbit_user_problems,
+        before_stop=_delete_rabbit_user,
+        after_stop=_stop_epmd,
+    )
+)
 
 
 # --- memcached ----------------------------------------------------------------------------------------------
@@ -259,26 +306,16 @@ def render_memcached_dropin(plan: ServiceLayout) -> str:
     )
 
 
-class Memcached:
-    name = "memcached"
+MEMCACHED = InfraRole(
+    InfraService(
+        name="memcached",
+        unit="memcached",
+        binaries={MEMCACHED_WRAPPER: "memcached"},
+        conf=MEMCACHED_CONF,
+        render_conf=render_memcached_conf,
+        dropins={MEMCACHED_DROPIN: render_memcached_dropin},
+        outputs={"port": MEMCACHED_PORT},
+    )
+)
 
-    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
-        wanted = {MEMCACHED_CONF: render_memcached_conf(plan), MEMCACHED_DROPIN: render_memcached_dropin(plan)}
-        return [*file_problems(runner, wanted), *unit_problems(runner, "memcached")]
-
-    def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
-        require_node(
-            runner, plan.controller, f"service/{self.name}", files={MEMCACHED_WRAPPER: "memcached"}, unit="memcached"
-        )
-        changed = write_node_file(runner, MEMCACHED_CONF, render_memcached_conf(plan))
-        changed = write_unit_files(runner, {MEMCACHED_DROPIN: render_memcached_dropin(plan)}) or changed
-        enable_and_restart(runner, "memcached", changed=changed)
-        return {"port": MEMCACHED_PORT}
-
-    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        systemctl(runner, "disable", "--now", "memcached", check=False)
-        remove_node_files(runner, MEMCACHED_CONF, MEMCACHED_DROPIN)
-        systemctl(runner, "daemon-reload", check=False)
-
-
-ROLES = (MariaDB(), RabbitMQ(), Memcached())
+ROLES = (MARIADB, RABBITMQ, MEMCACHED)
