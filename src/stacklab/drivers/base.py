@@ -76,6 +76,13 @@ class DriverContext:
             LOG.debug("node %s not reachable: %s", node, exc)
             return None
 
+    def node_for_delete(self, resource_id: str, node: str, what: str) -> Runner | None:
+        """For delete(): the node's runner, or None (logged) when it is not up ("`what` with the node")."""
+        runner = self.on_node_if_up(node)
+        if runner is None:
+            LOG.warning("%s: node %s is not up; %s with the node", resource_id, node, what)
+        return runner
+
     def output(self, resource_id: str, key: str) -> Any:
         try:
             return self.outputs[resource_id][key]

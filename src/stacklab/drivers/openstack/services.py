@@ -83,9 +83,8 @@ class ServiceDriver(BaseDriver):
             return
         raw, name = found
         plan = service_layout(Resource("service", name, raw), ctx.lab.name)
-        runner = ctx.on_node_if_up(plan.controller)
+        runner = ctx.node_for_delete(resource_id, plan.controller, "the service goes")
         if runner is None:
-            LOG.warning("%s: node %s is not up; the service goes with the node", resource_id, plan.controller)
             return
         owner = marker_owner(runner, plan)
         if owner is None:

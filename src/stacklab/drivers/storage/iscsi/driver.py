@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +64,6 @@ from stacklab.secrets import get_or_create_secret, read_secret
 if TYPE_CHECKING:
     from stacklab.model.lab import Lab
 
-LOG = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("tgt", "lio")
 FILTER = "iscsi"  # the node's port filter (nodes/firewall.py) for the portal
@@ -343,9 +341,8 @@ class IscsiDriver(BaseDriver):
             return
         raw, node = found
         plan = self.plan_of(resource_id, node, raw, ctx, strict=False)
-        runner = ctx.on_node_if_up(node)
+        runner = ctx.node_for_delete(resource_id, node, "its targets go")
         if runner is None:
-            LOG.warning("%s: node %s is not up; its targets go with the node", resource_id, node)
             return
         backend_for(plan.implementation).delete(runner, plan)
         remove_filter(runner, FILTER)

@@ -289,9 +289,8 @@ class LvmDriver(BaseDriver):
             return
         raw, node = found
         spec = LvmSpec.from_spec(ctx.lab.name, node, raw)
-        runner = ctx.on_node_if_up(node)
+        runner = ctx.node_for_delete(resource_id, node, "its VG goes")
         if runner is None:
-            LOG.warning("%s: node %s is not up; its VG goes with the node", resource_id, node)
             return
         info = vg_info(runner, spec.vg)
         loops = loops_of(runner, spec.file)

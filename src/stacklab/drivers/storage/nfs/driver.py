@@ -18,7 +18,6 @@ Every command runs through `ctx.on_node(node)` as an argv list with a timeout.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +27,6 @@ from stacklab.drivers.storage.nfs.backends import backend_for
 from stacklab.drivers.storage.nfs.types import FILTER, FILTER_PORTS, ExportLayout, NfsLayout, state_drift
 from stacklab.errors import PlanError
 from stacklab.plan.resource import Change, Observed, Resource
-
-LOG = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("ganesha", "knfsd")
 
@@ -127,9 +124,8 @@ class NfsDriver(BaseDriver):
             return
         raw, node = found
         plan = nfs_layout(resource_id, node, raw, ctx.lab.name)
-        runner = ctx.on_node_if_up(node)
+        runner = ctx.node_for_delete(resource_id, node, "its NFS server goes")
         if runner is None:
-            LOG.warning("%s: node %s is not up; its NFS server goes with the node", resource_id, node)
             return
         backend_for(plan.implementation).delete(runner, plan)
         remove_filter(runner, FILTER)
