@@ -119,9 +119,10 @@ class BaseDriver:
 
     kind = "base"
     updatable: frozenset[str] = frozenset()
+    added: frozenset[str] = frozenset()  # spec keys added after labs were recorded (plan/diff.default_diff)
 
     def diff(self, resource: Resource, observed: Observed | None, recorded: Mapping[str, Any] | None) -> Change:
-        return default_diff(resource, observed, recorded, updatable=self.updatable)
+        return default_diff(resource, observed, recorded, updatable=self.updatable, added=self.added)
 
 
 DriverFactory = Callable[[], Driver]

@@ -15,10 +15,15 @@ def default_diff(
     recorded: Mapping[str, Any] | None,
     *,
     updatable: frozenset[str] = frozenset(),
+    added: frozenset[str] = frozenset(),
 ) -> Change:
     """Decide create / update / replace / noop.
 
     `updatable` names the spec keys a driver can change in place; a change to any other key replaces.
+    `added` names keys a later stacklab added to the spec, derived from the rest of the lab file (e.g. nova's node
+    addresses, which the driver once read from the lab): a recorded spec that lacks one was recorded before it
+    existed, so its absence is no change (a running lab is not rebuilt for a key it never saw). A key the recorded
+    spec has is compared as usual.
     An object that exists without the lab's ownership mark is never adopted or touched: it is a plan error.
     """
     if observed is None:
@@ -33,9 +38,12 @@ def default_diff(
     old_spec: Mapping[str, Any] = (recorded or {}).get("spec", {})
     if recorded is not None and recorded.get("hash") != resource.hash:
         changed = sorted(k for k in set(old_spec) | set(resource.spec) if old_spec.get(k) != resource.spec.get(k))
-        reasons = tuple(f"{k}: {old_spec.get(k)!r} -> {resource.spec.get(k)!r}" for k in changed)
-        action = Action.UPDATE if changed and set(changed) <= updatable else Action.REPLACE
-        return Change(resource, action, reasons or ("spec changed",), observed, recorded)
+        recorded_before_added = old_spec and changed and all(k in added and k not in old_spec for k in changed)
+        if not recorded_before_added:
+            reasons = tuple(f"{k}: {old_spec.get(k)!r} -> {resource.spec.get(k)!r}" for k in changed)
+            action = Action.UPDATE if changed and set(changed) <= updatable else Action.REPLACE
+            return Change(resource, action, reasons or ("spec changed",), observed, recorded)
+        # else: recorded before those keys existed; judged as an unchanged spec (drift, else nothing to do)
     if observed.drift:
         return Change(resource, Action.UPDATE, tuple(f"drift: {d}" for d in observed.drift), observed, recorded)
     if recorded is None:

@@ -179,6 +179,8 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
         section = getattr(os_, service, None)
         if section is not None:
             spec["config"] = section.model_dump(mode="json")
+        if service == "nova":  # each nova node's my_ip: the controller's and the computes' br-mgmt addresses
+            spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
         if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
             proxy, *swift_nodes = hosts
             spec["config"] |= {

@@ -38,6 +38,7 @@ class ServiceLayout:
     address: str  # the controller's br-mgmt address: APIs, database, message queue and cache listen there
     hosts: tuple[str, ...]
     config: Mapping[str, Any] = field(default_factory=dict)
+    addresses: Mapping[str, str] = field(default_factory=dict)  # node -> its br-mgmt address (nova's hosts)
 
     @property
     def marker_path(self) -> str:
@@ -56,6 +57,7 @@ def service_layout(resource: Resource, lab: str) -> ServiceLayout:
         address=str(spec["address"]),
         hosts=tuple(str(h) for h in spec.get("hosts", ())),
         config=dict(spec.get("config") or {}),
+        addresses={str(k): str(v) for k, v in (spec.get("addresses") or {}).items()},
     )
 
 

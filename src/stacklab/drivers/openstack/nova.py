@@ -65,7 +65,6 @@ from stacklab.exec.node_files import (
 )
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
-from stacklab.model.addressing import node_addresses
 
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
@@ -230,7 +229,7 @@ class Nova:
     name = "nova"
 
     def _files(self, ctx: DriverContext, plan: ServiceLayout, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
-        my_ip = str(node_addresses(ctx.lab)[node]["mgmt"])
+        my_ip = plan.addresses[node]
         db, rabbit, user = secrets
         files = {CONF: render_conf(plan, node, my_ip, db_password=db, rabbit_password=rabbit, user_password=user)}
         units: list[str] = list(CONTROLLER_UNITS) if node == plan.controller else []

@@ -32,7 +32,9 @@ class ServiceDriver(BaseDriver):
     """OpenStack services and their infrastructure on the controller; every spec change is applied in place."""
 
     kind = "service"
-    updatable = frozenset({"release", "hosts", "controller", "address", "config"})
+    updatable = frozenset({"release", "hosts", "controller", "address", "config", "addresses"})
+    # nova's node addresses (its my_ip) came into the spec after labs were recorded without them
+    added = frozenset({"addresses"})
 
     def unsupported(self, resource: Resource) -> str | None:
         if resource.name in ROLES:
