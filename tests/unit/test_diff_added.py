@@ -3,15 +3,23 @@ is no change when the recorded spec lacks it, so a running lab is not rebuilt fo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from stacklab.drivers.openstack.services import ServiceDriver
+from stacklab.drivers.storage.ceph.cluster import storage_addresses
+from stacklab.drivers.storage.ceph.conf import CephSpec
+from stacklab.drivers.storage.ceph.driver import CephDriver
+from stacklab.model.addressing import node_addresses
+from stacklab.model.load import load_lab_text
 from stacklab.plan.diff import default_diff
+from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Observed, Resource
 
 OLD = {"controller": "ctl1", "address": "10.0.0.10", "hosts": ["ctl1", "cmp1"]}
 NEW = {**OLD, "addresses": {"ctl1": "10.0.0.10", "cmp1": "10.0.0.11"}}
 OWNED = Observed(True, {})
+LABS = Path(__file__).resolve().parents[2] / "labs"
 
 
 def recorded(spec: dict[str, Any]) -> dict[str, Any]:
@@ -53,3 +61,15 @@ def test_the_service_driver_declares_nova_addresses_added_and_updatable() -> Non
     driver = ServiceDriver()
     assert "addresses" in driver.added and "addresses" in driver.updatable
     assert driver.diff(Resource("service", "nova", NEW), OWNED, recorded(OLD)).action is Action.NOOP
+
+
+def test_ceph_takes_its_nodes_storage_addresses_from_the_spec_and_a_recorded_spec_without_them_is_unchanged() -> None:
+    lab = load_lab_text((LABS / "aio.yml").read_text(), "aio.yml")
+    resource = next(r for r in expand(lab) if r.kind == "ceph")
+    spec = CephSpec.from_spec(lab.name, resource.spec)
+    wanted = {n: str(a["storage"]) for n, a in node_addresses(lab).items() if n in spec.nodes}
+    assert storage_addresses(spec) == wanted and len(wanted) == 3  # what the driver once read from the Lab
+    old = {k: v for k, v in resource.spec.items() if k != "storage_addresses"}
+    assert CephDriver().diff(resource, OWNED, recorded(old)).action is Action.NOOP
+    moved = {**resource.spec, "storage_addresses": {**resource.spec["storage_addresses"], "storage3": "10.9.9.9"}}
+    assert CephDriver().diff(resource, OWNED, recorded(moved)).action is Action.REPLACE

@@ -122,6 +122,7 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
             "replicas": st.ceph.replicas,
             "public_network": storage_cidr,
             "client_nodes": client_nodes,
+            "storage_addresses": {n: str(addresses[n]["storage"]) for n in nodes if "storage" in addresses[n]},
         }
         out.append(Resource("ceph", lab.name, spec, tuple(f"node/{n}" for n in [*nodes, *client_nodes])))
     if st.lvm:

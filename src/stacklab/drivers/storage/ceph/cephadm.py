@@ -125,7 +125,7 @@ class CephadmCeph:
         fsid = cluster_fsid(ctx)
         assert fsid is not None
         admin = CephAdmin(first, resource_id)
-        addresses = storage_addresses(spec, ctx)
+        addresses = storage_addresses(spec)
 
         conf = first.run(["cat", CONF_PATH], timeout=FILE_TIMEOUT, check=False)
         if not (conf.ok and fsid in conf.stdout):

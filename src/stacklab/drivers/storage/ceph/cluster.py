@@ -31,7 +31,6 @@ from stacklab.errors import StackLabError
 from stacklab.exec.node_files import write_node_file
 from stacklab.exec.readiness import ReadinessTimeout, announce_wait, wait_until
 from stacklab.exec.runner import CommandResult, Runner
-from stacklab.model.addressing import node_addresses
 from stacklab.plan.resource import Observed
 from stacklab.secrets import read_secret, store_secret
 
@@ -357,14 +356,12 @@ def drift_of(spec: CephSpec, facts: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(drift)
 
 
-def storage_addresses(spec: CephSpec, ctx: DriverContext) -> dict[str, str]:
-    """Each Ceph node's br-storage address: the mons' from the spec, the others' from the lab's addressing."""
+def storage_addresses(spec: CephSpec) -> dict[str, str]:
+    """Each Ceph node's br-storage address: the mons' and the others' as the spec carries them."""
     out = dict(spec.mons)
-    lab_addresses = node_addresses(ctx.lab)
-    for node in spec.nodes:
-        storage = lab_addresses.get(node, {}).get("storage")
-        if node not in out and storage is not None:
-            out[node] = str(storage)
+    for node, address in spec.storage_addresses:
+        if node in spec.nodes and node not in out:
+            out[node] = address
     return out
 
 

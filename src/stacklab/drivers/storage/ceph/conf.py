@@ -74,6 +74,8 @@ class CephSpec:
     replicas: int
     public_network: str
     client_nodes: tuple[str, ...] = ()  # nodes that get ceph.conf and the client keyrings (no admin key)
+    # every Ceph node's br-storage address (mons, mgrs, OSD nodes); specs recorded before it came lack it
+    storage_addresses: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_spec(cls, lab: str, spec: Mapping[str, Any]) -> CephSpec:
@@ -89,6 +91,7 @@ class CephSpec:
             replicas=int(spec.get("replicas", 3)),
             public_network=str(spec.get("public_network") or ""),
             client_nodes=tuple(str(n) for n in spec.get("client_nodes", ())),
+            storage_addresses=tuple((str(n), str(ip)) for n, ip in dict(spec.get("storage_addresses") or {}).items()),
         )
         out.check()
         return out

@@ -61,6 +61,8 @@ class CephDriver(BaseDriver):
 
     kind = "ceph"
     updatable = frozenset({"pools", "clients"})
+    # the nodes' storage addresses came into the spec after labs were recorded without them (plan/diff.py)
+    added = frozenset({"storage_addresses"})
     waiter: Waiter = field(default_factory=Waiter)
     new_uuid: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
 
@@ -89,7 +91,7 @@ class CephDriver(BaseDriver):
             if have != sorted(spec.mon_names):
                 reason = f"monitors {have} != {sorted(spec.mon_names)}: the cluster is rebuilt"
                 return Change(resource, Action.REPLACE, (reason,), observed, recorded)
-        change = default_diff(resource, observed, recorded, updatable=self.updatable)
+        change = default_diff(resource, observed, recorded, updatable=self.updatable, added=self.added)
         if change.action is Action.REPLACE and recorded is not None:
             old = recorded.get("spec", {})
             if old.get("implementation") == resource.spec.get("implementation") and _osds_only_grew(old, resource.spec):

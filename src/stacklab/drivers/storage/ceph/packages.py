@@ -93,7 +93,7 @@ class PackagesCeph:
         keys = {entity: ensure_key(ctx, first, entity) for entity in entities}
         client_keys = {c: ensure_key(ctx, first, f"client.{c}") for c in spec.clients}
         clients = {c: render_keyring(f"client.{c}", k, client_caps(c)) for c, k in client_keys.items()}
-        addresses = storage_addresses(spec, ctx)
+        addresses = storage_addresses(spec)
 
         ctx.progress(f"{resource_id}: ceph.conf and keyrings on {', '.join(spec.nodes)}")
         for node, runner in runners.items():
