@@ -131,9 +131,15 @@ class RecordingSeed:
         hosts: Mapping[str, str],
         dest: Path,
         runner: Runner,
+        templates_dir: Path | None = None,
     ) -> None:
         files = render_nocloud(
-            lab_name=lab_name, node_name=node_name, node_spec=node_spec, public_key=public_key, hosts=hosts
+            lab_name=lab_name,
+            node_name=node_name,
+            node_spec=node_spec,
+            public_key=public_key,
+            hosts=hosts,
+            templates_dir=templates_dir,
         )
         make_seed_iso(files, dest, runner)
         self.rendered[node_name] = files

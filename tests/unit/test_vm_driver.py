@@ -355,3 +355,23 @@ def test_cloud_init_wait_gives_up_on_ssh_at_the_deadline(monkeypatch: pytest.Mon
     runner = FakeRunner().expect(["ssh"], rc=255, stderr="Connection refused")
     with pytest.raises(StackLabError, match=r"SSH kept failing.*Connection refused"):
         vm_ready.wait_cloud_init(_target(), deadline=time.monotonic() + 1, budget=1, runner=runner)
+
+
+def test_a_labs_own_cloud_init_templates_seed_its_nodes(
+    tmp_path: Path, conn: Any, ctx: DriverContext, fakes: Fakes
+) -> None:
+    """A lab kept outside the checkout with its own cloud-init/ beside it: the node's seed comes from those templates
+    (before, the node drivers passed no lab directory and the templates were looked up from the current directory)."""
+    import dataclasses
+    import shutil
+
+    from stacklab.drivers.nodes.seed import SEED_FILES, find_templates_dir
+
+    own = tmp_path / "mylab"
+    shutil.copytree(find_templates_dir(), own / "cloud-init")
+    assert {p.name for p in (own / "cloud-init").iterdir()} >= set(SEED_FILES)
+    lab = ctx.lab.model_copy(update={"source": str(own / "lab.yml")})
+    mine = dataclasses.replace(ctx, lab=lab)
+    assert mine.lab_file_dir == own
+    fakes.driver().apply(Change(resource(mine, "n1"), Action.CREATE), mine)
+    assert fakes.seeds[0]["templates_dir"] == own / "cloud-init"

@@ -93,6 +93,13 @@ class DriverContext:
     def lab_dir(self) -> Path:
         return self.state_dir
 
+    @property
+    def lab_file_dir(self) -> Path:
+        """The directory of the lab file, where its own images/ and cloud-init/ are looked up first (the current
+        directory for a lab that came from a string)."""
+        source = str(getattr(self.lab, "source", "") or "")
+        return Path(source).resolve().parent if source and not source.startswith("<") else Path.cwd()
+
 
 class Driver(Protocol):
     kind: str

@@ -67,6 +67,7 @@ from stacklab.drivers.nodes.lxc_host import (
     remove_cgroup_tree,
 )
 from stacklab.drivers.nodes.seed import (
+    find_templates_dir,
     lab_hosts,
     public_key_text,
     render_nocloud,
@@ -223,7 +224,12 @@ class ContainerDriver(BaseDriver):
         lab = ctx.lab.name
         public_key = public_key_text(str(ctx.output(f"sshkey/{lab}", "public_key")))
         files = render_nocloud(
-            lab_name=lab, node_name=resource.name, node_spec=spec, public_key=public_key, hosts=lab_hosts(ctx)
+            lab_name=lab,
+            node_name=resource.name,
+            node_spec=spec,
+            public_key=public_key,
+            hosts=lab_hosts(ctx),
+            templates_dir=find_templates_dir(ctx.lab_file_dir),  # the lab's own cloud-init/ first
         )
         layout.node_dir.mkdir(mode=0o750, parents=True)  # parents: the lxcpath (another node may remove it)
         meta = {

@@ -423,9 +423,7 @@ def generalise(rootfs: Path) -> None:
 
 def images_dir_for(ctx: DriverContext) -> list[Path]:
     """The lab's recipe search path: images/ beside or above its file, the user's, the built-in recipes."""
-    source = str(getattr(ctx.lab, "source", "") or "")
-    start = Path(source).resolve().parent if source and not source.startswith("<") else Path.cwd()
-    return recipe_dirs(start)
+    return recipe_dirs(ctx.lab_file_dir)
 
 
 def current_entry(ctx: DriverContext, image_name: str) -> CacheEntry | None:

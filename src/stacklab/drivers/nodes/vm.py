@@ -31,7 +31,7 @@ from stacklab.drivers.base import BaseDriver, DriverContext
 from stacklab.drivers.nodes import libvirtd
 from stacklab.drivers.nodes.image import current_entry
 from stacklab.drivers.nodes.libvirt_config import DomainConfig, DomainType, owner_of
-from stacklab.drivers.nodes.seed import lab_hosts, public_key_text
+from stacklab.drivers.nodes.seed import find_templates_dir, lab_hosts, public_key_text
 from stacklab.drivers.nodes.vm_disk import BaseDisk, ensure_base_disk
 from stacklab.drivers.nodes.vm_domain import (
     SSH_PORT,
@@ -92,6 +92,7 @@ class SeedWriter(Protocol):
         hosts: Mapping[str, str],
         dest: Path,
         runner: Runner,
+        templates_dir: Path | None = None,
     ) -> None: ...
 
 
@@ -110,12 +111,18 @@ def write_seed(
     hosts: Mapping[str, str],
     dest: Path,
     runner: Runner,
+    templates_dir: Path | None = None,
 ) -> None:
     """The NoCloud seed image from the shared renderer (same user-data/network-config as containers)."""
     from stacklab.drivers.nodes.seed import make_seed_iso, render_nocloud
 
     files = render_nocloud(
-        lab_name=lab_name, node_name=node_name, node_spec=node_spec, public_key=public_key, hosts=hosts
+        lab_name=lab_name,
+        node_name=node_name,
+        node_spec=node_spec,
+        public_key=public_key,
+        hosts=hosts,
+        templates_dir=templates_dir,
     )
     make_seed_iso(files, dest, runner)
 
@@ -299,6 +306,7 @@ class VmDriver(BaseDriver):
             hosts=lab_hosts(ctx),
             dest=layout.path(layout.seed_volume),
             runner=ctx.runner,
+            templates_dir=find_templates_dir(ctx.lab_file_dir),
         )
         with POOL_LOCK:
             pool.refresh(0)
