@@ -103,7 +103,10 @@ def _workspace(runner: LocalRunner, workspace: Path) -> None:
         return
     workspace.parent.mkdir(parents=True, exist_ok=True)
     registry = workspace.parent / "tempest-workspaces.yaml"
-    runner.run(["tempest", "init", "--workspace-path", str(registry), str(workspace)], timeout=120)
+    # in the lab's verify dir: `tempest init` logs to ./tempest.log of wherever it runs
+    runner.run(
+        ["tempest", "init", "--workspace-path", str(registry), str(workspace)], timeout=120, cwd=workspace.parent
+    )
 
 
 # stestr's stream of the last run, as JUnit: a pipe of two binary streams the Runner (text) never carries. The
