@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,34 @@ CONTAINER_LAB_MARKS = [
     pytest.mark.skipif(shutil.which("lxc-start") is None, reason="lxc is not installed"),
     pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed"),
 ]
+
+
+# Host tools a lab with VM nodes needs (libvirt, QEMU, the ext4 disk build, SSH).
+VM_TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "qemu-img", "mkfs.ext4", "debugfs", "ssh")
+
+
+def vm_lab_marks(timeout: int, *, containers: bool = False) -> list[pytest.MarkDecorator]:
+    """Marks of every whole-lab test with VM nodes (and LXC containers when `containers`): integration, root,
+    slow, the test's timeout, and a skip naming each missing tool."""
+    marks = [
+        pytest.mark.integration,
+        pytest.mark.root,
+        pytest.mark.slow,
+        pytest.mark.timeout(timeout),
+        pytest.mark.skipif(os.geteuid() != 0, reason="needs root (uid 0): bridges and libvirt"),
+        pytest.mark.skipif(
+            any(shutil.which(tool) is None for tool in VM_TOOLS),
+            reason="VM nodes need " + ", ".join(VM_TOOLS) + " (libvirt-daemon-system qemu-utils e2fsprogs ssh)",
+        ),
+        pytest.mark.skipif(
+            shutil.which("genisoimage") is None and shutil.which("xorriso") is None,
+            reason="VM seeds need genisoimage or xorriso",
+        ),
+        pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed (image builds)"),
+    ]
+    if containers:
+        marks.append(pytest.mark.skipif(shutil.which("lxc-start") is None, reason="lxc is not installed"))
+    return marks
 
 
 def stacklab(state: Path, *args: str, check: bool = True, timeout: float = 900) -> CommandResult:

@@ -11,7 +11,6 @@ Debian + cloud-init guests boot under TCG here: about 2-5 min depending on the h
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import time
@@ -21,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, unique_lab_file
+from tests.integration.lab_cli import LabCopy, stacklab, unique_lab_file, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-kernel-test")  # searchable by libvirt-qemu
-VM_TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "qemu-img", "mkfs.ext4", "ssh")
 # The cases that only a VM node's kernel can pass; each must pass (not skip) in this lab.
 KERNEL_CASES = (
     "test_iscsi_portal_listens_on_the_storage_address_only",
@@ -41,23 +39,7 @@ KERNEL_CASES = (
     "test_clients_outside_the_storage_cidr_are_refused",
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.timeout(2400),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (uid 0): bridges and libvirt"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in VM_TOOLS),
-        reason="VM nodes need " + ", ".join(VM_TOOLS) + " (libvirt-daemon-system qemu-utils e2fsprogs ssh)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("genisoimage") is None and shutil.which("xorriso") is None,
-        reason="VM seeds need genisoimage or xorriso",
-    ),
-    pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed (image builds)"),
-]
+pytestmark = vm_lab_marks(2400)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ a finalizer, also when the test fails, and must report zero leaks. One TCG VM bo
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import time
@@ -25,29 +24,11 @@ import yaml
 
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ssh_argv
 from stacklab.exec.runner import LocalRunner
-from tests.integration.lab_cli import ROOT, stacklab
+from tests.integration.lab_cli import ROOT, stacklab, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-mixed-test")  # searchable by libvirt-qemu (pytest's tmp_path is not)
-VM_TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "qemu-img", "mkfs.ext4", "debugfs", "ssh")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.timeout(1500),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (uid 0): bridges, LXC and libvirt"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"),
-    pytest.mark.skipif(shutil.which("lxc-start") is None, reason="lxc is not installed"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in VM_TOOLS),
-        reason="VM nodes need " + ", ".join(VM_TOOLS) + " (libvirt-daemon-system qemu-utils e2fsprogs ssh)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("genisoimage") is None and shutil.which("xorriso") is None,
-        reason="VM seeds need genisoimage or xorriso",
-    ),
-    pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed"),
-]
+pytestmark = vm_lab_marks(1500, containers=True)
 
 
 @dataclass
