@@ -314,6 +314,13 @@ def _follows_from_pruning(problem: Problem, pruned: list[Loc]) -> bool:
     return False
 
 
+def _line_column(buffer: str | bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of `offset` in the file's text (or its raw bytes, before decoding)."""
+    newline = "\n" if isinstance(buffer, str) else b"\n"
+    line = buffer.count(newline, 0, offset) + 1  # type: ignore[arg-type]
+    return line, offset - (buffer.rfind(newline, 0, offset) + 1) + 1  # type: ignore[arg-type]
+
+
 def _flow_nesting(text: str, file: str) -> Issue | None:
     """Refuse deep flow nesting before PyYAML's scanner sees it: it keeps a possible simple key per open
     bracket and rescans them for every token, so 20,000 nested `[` cost seconds before the composer (which
@@ -323,8 +330,7 @@ def _flow_nesting(text: str, file: str) -> Issue | None:
         if char in "[{":
             depth += 1
             if depth > 3 * MAX_DEPTH:
-                line = text.count("\n", 0, index) + 1
-                column = index - (text.rfind("\n", 0, index) + 1) + 1
+                line, column = _line_column(text, index)
                 return Issue(file, line, column, "(file)", f"the file nests deeper than {MAX_DEPTH} levels")
         elif char in "]}" and depth:
             depth -= 1
@@ -338,8 +344,7 @@ def _refuse_unreadable(text: str, file: str) -> None:
         raise LabError([too_deep])
     bad = _FILE_CONTROL.search(text)
     if bad:
-        line = text.count("\n", 0, bad.start()) + 1
-        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        line, column = _line_column(text, bad.start())
         raise LabError(
             [
                 Issue(
@@ -442,8 +447,7 @@ def decode_lab_bytes(data: bytes, file: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line, column = _line_column(data, exc.start)
         raise LabError(
             [
                 Issue(
