@@ -292,11 +292,11 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
     db_password = (ctx.state_dir / "secrets/keystone-db").read_text().strip()
     assert oct((ctx.state_dir / "secrets/keystone-admin").stat().st_mode & 0o777) == "0o600"
     assert [m[m.index("--config-file") + 4] for m in node.manage] == [
-        "db_sync", "fernet_setup", "credential_setup", "bootstrap", "db_sync",
+        "db_sync", "fernet_setup", "credential_setup", "bootstrap", "db_sync", "db_load_metadefs",
     ]  # fmt: skip
     assert node.manage[-1][0] == "glance-manage"
     roles, glance_user = node.keystone_requests
-    assert roles["ensure_roles"] == ["service"] and roles["admin_password"] == admin
+    assert roles["ensure_roles"] == ["service", "ResellerAdmin"] and roles["admin_password"] == admin
     assert glance_user["user"] == "glance" and glance_user["admin_password"] == admin
     assert glance_user["roles"] == ["admin", "service"]
     assert glance_user["endpoints"]["public"] == "http://10.250.0.10:9292" and not glance_user["remove"]
@@ -317,6 +317,21 @@ def test_up_then_observe_plans_nothing_and_secrets_stay_out_of_argv(
     before, restarts = dict(node.files), len(node.restarts)
     apply_all(driver, ctx, lab_resources)
     assert node.files == before and len(node.restarts) == restarts
+
+
+def test_glance_loads_its_metadata_definitions_once_per_up_after_the_schema_sync(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    apply_all(driver, ctx, lab_resources)
+    glance = [m[m.index("--config-file") + 4 :] for m in node.manage if m[0] == "glance-manage"]
+    # the package's definitions, loaded into the schema db_sync just made; glance skips namespaces it already has
+    # (no merge/overwrite argument), so the run every `up` makes adds nothing the second time
+    assert glance == [("db_sync",), ("db_load_metadefs", "/etc/glance/metadefs")]
+    (load,) = [c for c in node.calls if "db_load_metadefs" in c]
+    assert load[: load.index("glance-manage")][-4:] == ("runuser", "-u", "glance", "--")
+    apply_all(driver, ctx, lab_resources)
+    assert sum(m[-2:] == ("db_load_metadefs", "/etc/glance/metadefs") for m in node.manage) == 2
 
 
 def test_a_stopped_service_is_drift_and_started_again(
@@ -458,6 +473,29 @@ def test_swift_layout_rings_and_files_golden() -> None:
         ]
     )
     check_golden("services/oslab-swift.txt", text)
+
+
+def test_swift_proxy_pipeline_has_the_sample_middlewares_in_order() -> None:
+    from stacklab.drivers.openstack.swift import render_proxy_conf
+
+    lab = load_lab_text(SWIFT_LAB, "oslab.yml")
+    plan = service_layout(next(r for r in expand(lab) if r.id == "service/swift"), "oslab")
+    conf = render_proxy_conf(plan, "SWIFTPASSWORD")
+    (line,) = [x for x in conf.splitlines() if x.startswith("pipeline = ")]
+    pipeline = line.removeprefix("pipeline = ").split()
+    # the order of Swift 2.30's proxy-server.conf-sample, keystone in tempauth's place
+    expected = [
+        "catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "cache", "listing_formats", "bulk", "tempurl",
+        "authtoken", "keystoneauth", "formpost", "staticweb", "copy", "container-quotas", "account-quotas", "slo",
+        "dlo", "versioned_writes", "symlink", "proxy-logging", "proxy-server",
+    ]  # fmt: skip
+    assert pipeline == expected
+    sections = {x.removeprefix("[filter:").rstrip("]") for x in conf.splitlines() if x.startswith("[filter:")}
+    assert sections == set(pipeline) - {"proxy-server"}, "every filter of the pipeline has its section"
+    for name, egg in (("container-quotas", "container_quotas"), ("account-quotas", "account_quotas")):
+        assert f"[filter:{name}]\nuse = egg:swift#{egg}\n" in conf
+    assert "[filter:versioned_writes]\nuse = egg:swift#versioned_writes\nallow_versioned_writes = true\n" in conf
+    assert "reseller_admin_role = ResellerAdmin\n" in conf
 
 
 CINDER_LAB = LAB.replace(
@@ -747,7 +785,7 @@ def test_keystone_makes_the_service_role_and_every_service_user_holds_it(tmp_pat
     driver = ServiceDriver()
     for name in ("mariadb", "rabbitmq", "memcached", "keystone", "cinder"):
         driver.apply(driver.diff(resources[name], None, None), ctx)
-    assert {"ensure_roles": ["service"]}.items() <= node.keystone_requests[0].items()
+    assert {"ensure_roles": ["service", "ResellerAdmin"]}.items() <= node.keystone_requests[0].items()
     (cinder,) = [r for r in node.keystone_requests if r.get("user") == "cinder"]
     assert cinder["roles"] == ["admin", "service"]
 

@@ -6,6 +6,9 @@ has little to spare). The paste flavor `keystone+cachemanagement` puts the image
 lab asks for it) with its management API, so the second download of an image is served from
 `/var/lib/glance/image-cache` and the suite can prove it. The `glance` service user and the image endpoints are
 registered in keystone (keystone.register_in_keystone, walked by declared.py); the database lives in the lab's MariaDB.
+After the schema sync, `glance-manage db_load_metadefs` loads the metadata definitions the package ships
+(/etc/glance/metadefs): without them `GET /v2/metadefs/resource_types` is empty. It is safe on every `up`: glance
+skips a namespace already in the database (no --merge, no --overwrite), so a second run adds nothing.
 
 Stores: `file` (the default, /var/lib/glance/images). `rbd` and `nfs` stores are refused with a clear error
 until their clients are wired (cephx key for glance, the NFS mount): never a silent fallback to `file`.
@@ -20,7 +23,7 @@ from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
 )
-from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
+from stacklab.drivers.openstack.declared import MANAGE_TIMEOUT, ApiService, DeclaredRole
 from stacklab.drivers.openstack.keystone import authtoken_section
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
@@ -32,6 +35,8 @@ PORT = 9292
 IMAGES_DIR = "/var/lib/glance/images/"
 CACHE_DIR = "/var/lib/glance/image-cache"
 GLANCE_DIRS = (IMAGES_DIR, CACHE_DIR, *(f"{CACHE_DIR}/{d}" for d in ("incomplete", "invalid", "queue")))
+METADEFS_DIR = "/etc/glance/metadefs"
+MANAGE = ("glance-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF)
 SERVICE = {"name": "glance", "type": "image", "description": "OpenStack Image service"}
 
 
@@ -79,6 +84,11 @@ def own_dirs(_ctx: DriverContext, runner: Runner, _layout: ServiceLayout) -> Non
     runner.run(["install", "-d", "-o", "glance", "-g", "glance", *GLANCE_DIRS], timeout=30)
 
 
+def load_metadefs(_ctx: DriverContext, runner: Runner, _layout: ServiceLayout) -> None:
+    # after db_sync (the metadefs tables exist) and the API answers; namespaces already loaded are skipped
+    runner.run(["runuser", "-u", "glance", "--", *MANAGE, "db_load_metadefs", METADEFS_DIR], timeout=MANAGE_TIMEOUT)
+
+
 def dir_problems(runner: Runner) -> list[str]:
     owners = runner.run(["stat", "-c", "%U %n", *GLANCE_DIRS], timeout=30, check=False).stdout.split("\n")
     return [f"{line.split(' ', 1)[-1]} is not glance's" for line in owners if line and not line.startswith("glance ")]
@@ -101,12 +111,13 @@ SERVICE_RECORD = ApiService(
     dropins={"glance-api": DROPIN},
     log_file="/var/log/glance/glance-api.log",
     catalog=SERVICE,
-    sync=("glance-manage", "--config-file", PACKAGE_CONF, "--config-file", CONF, "db_sync"),
+    sync=(*MANAGE, "db_sync"),
     binaries={"/usr/bin/glance-api": "glance-api"},
     render_conf=render_conf,
     render_dropin=lambda layout, _unit: render_dropin(layout),
     check=lambda _ctx, layout: check_store(layout),
     before_sync=own_dirs,
+    after_start=load_metadefs,
     extra_problems=dir_problems,
     outputs=outputs,
     sync_progress=None,

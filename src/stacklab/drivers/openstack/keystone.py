@@ -46,6 +46,9 @@ PORT = 5000
 REGION = "RegionOne"
 SERVICE_ROLE = "service"
 SERVICE_USER_ROLES = ("admin", SERVICE_ROLE)
+# Swift's keystoneauth lets holders of this role act on any account (setting account quotas); tempest's dynamic
+# credentials assign it for the quota tests, so it must exist even though no lab user holds it
+RESELLER_ADMIN_ROLE = "ResellerAdmin"
 DB_SECRET = "keystone-db"
 ADMIN_SECRET = "keystone-admin"
 MANAGE_TIMEOUT = 600.0
@@ -284,7 +287,7 @@ class Keystone:
         write_node_file(runner, OPENRC, render_openrc(plan, admin_password), mode="0600")
         wait_for_api(runner, rid, url=auth_url(plan), unit="keystone", log_file="/var/log/keystone/keystone-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
-        _run_tool(ctx, runner, plan, {"region": REGION, "ensure_roles": [SERVICE_ROLE]})
+        _run_tool(ctx, runner, plan, {"region": REGION, "ensure_roles": [SERVICE_ROLE, RESELLER_ADMIN_ROLE]})
         return {"auth_url": auth_url(plan), "openrc": OPENRC, "admin_secret": ADMIN_SECRET, "region": REGION,
                 "service_role": SERVICE_ROLE}  # fmt: skip
 

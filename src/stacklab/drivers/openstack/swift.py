@@ -10,7 +10,8 @@ own hash path prefix and suffix (the package's `changeme` is kept aside and rest
 
 The package's units run with stacklab's config files (`/etc/swift/stacklab/*.conf`) through drop-ins, so the
 package's own files stay as shipped. The proxy listens on the controller's br-mgmt address (port 8080), checks
-tokens with keystone (`swift` service user, `object-store` endpoints) and caches in the lab's memcached.
+tokens with keystone (`swift` service user, `object-store` endpoints) and caches in the lab's memcached. Its
+pipeline has the middlewares of Swift's sample proxy (PROXY_PIPELINE), so /info announces them and tempest tests them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import ServiceLayout, file_problems, wait_for_api
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT
 from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
-from stacklab.drivers.openstack.keystone import REGION, register_in_keystone
+from stacklab.drivers.openstack.keystone import REGION, RESELLER_ADMIN_ROLE, register_in_keystone
 from stacklab.errors import PlanError
 from stacklab.exec.node_files import (
     read_node_file,
@@ -138,18 +139,38 @@ def render_rsyncd(plan: ServiceLayout, address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The proxy's pipeline, in the order of Swift 2.30's proxy-server.conf-sample (tempauth's place taken by
+# keystone's authtoken and keystoneauth, formpost and staticweb just after auth as Swift's middleware docs place
+# them): the middlewares a user expects of a Swift proxy (temporary URLs, form posts, bulk operations, static
+# websites, quotas, large objects, versioned writes, symlinks). proxy-logging twice, so requests the middlewares
+# make are logged too.
+PROXY_PIPELINE = (
+    "catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "cache", "listing_formats", "bulk", "tempurl",
+    "authtoken", "keystoneauth", "formpost", "staticweb", "copy", "container-quotas", "account-quotas", "slo",
+    "dlo", "versioned_writes", "symlink", "proxy-logging", "proxy-server",
+)  # fmt: skip
+# filter section -> its egg entry point (for the filters that take no setting)
+PLAIN_FILTERS = {
+    "catch_errors": "catch_errors",
+    "gatekeeper": "gatekeeper",
+    "healthcheck": "healthcheck",
+    "proxy-logging": "proxy_logging",
+    "listing_formats": "listing_formats",
+    "bulk": "bulk",
+    "tempurl": "tempurl",
+    "formpost": "formpost",
+    "staticweb": "staticweb",
+    "copy": "copy",
+    "container-quotas": "container_quotas",
+    "account-quotas": "account_quotas",
+    "slo": "slo",
+    "dlo": "dlo",
+    "symlink": "symlink",
+}
+
+
 def render_proxy_conf(plan: ServiceLayout, password: str) -> str:
     keystone = f"http://{plan.address}:{KEYSTONE_PORT}"
-    filters = {
-        "catch_errors": "catch_errors",
-        "gatekeeper": "gatekeeper",
-        "healthcheck": "healthcheck",
-        "proxy-logging": "proxy_logging",
-        "listing_formats": "listing_formats",
-        "copy": "copy",
-        "dlo": "dlo",
-        "slo": "slo",
-    }
     lines = [
         f"# written by stacklab for lab {plan.lab}: the proxy on the management network, keystone auth",
         "[DEFAULT]",
@@ -159,8 +180,7 @@ def render_proxy_conf(plan: ServiceLayout, password: str) -> str:
         "user = swift",
         "swift_dir = /etc/swift",
         "[pipeline:main]",
-        "pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats authtoken keystoneauth"
-        " copy dlo slo proxy-logging proxy-server",
+        f"pipeline = {' '.join(PROXY_PIPELINE)}",
         "[app:proxy-server]",
         "use = egg:swift#proxy",
         "account_autocreate = true",
@@ -183,8 +203,13 @@ def render_proxy_conf(plan: ServiceLayout, password: str) -> str:
         "[filter:keystoneauth]",
         "use = egg:swift#keystoneauth",
         "operator_roles = admin, member",
+        # the role keystone.py makes: its holders set account quotas (account_quotas answers 403 to anyone else)
+        f"reseller_admin_role = {RESELLER_ADMIN_ROLE}",
+        "[filter:versioned_writes]",
+        "use = egg:swift#versioned_writes",
+        "allow_versioned_writes = true",  # X-Versions-Location / X-History-Location (off unless asked)
     ]
-    for name, egg in filters.items():
+    for name, egg in PLAIN_FILTERS.items():
         lines += [f"[filter:{name}]", f"use = egg:swift#{egg}"]
     return "\n".join(lines) + "\n"
 
