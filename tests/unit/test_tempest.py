@@ -91,7 +91,12 @@ def test_a_recorded_run_is_folded_per_area() -> None:
     ]
     assert areas["identity"].skipped == 3 and not areas["identity"].failed  # identity v2 is off
     exclusions = [re.compile(e) for e in list_file((LISTS / "exclude.txt").read_text().splitlines())]
-    assert all(any(e.search(test_id) for e in exclusions) for test_id in failed), "each failure seen is excluded"
+    # Fixed in the lab since the recorded run (account_quotas middleware and keystone's ResellerAdmin role
+    # deployed; the tests pass on aio): no longer excluded. Every other failure seen must be.
+    fixed = {"tempest.api.object_storage.test_account_quotas.AccountQuotasTest.setUpClass"}
+    assert not any(e.search(test_id) for e in exclusions for test_id in fixed), "a fixed test is still excluded"
+    unexplained = [t for t in failed if t not in fixed and not any(e.search(t) for e in exclusions)]
+    assert not unexplained, f"each failure seen is fixed in the lab or excluded: {unexplained}"
 
 
 def test_a_class_setup_failure_counts_in_its_area() -> None:
