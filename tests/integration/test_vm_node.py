@@ -4,8 +4,8 @@ Two throwaway bridges with unique names carry the VM's NICs (host side has the g
 host -> bridge -> guest). The rootfs is the image helper's Debian 12 image when one with a kernel is cached under
 /var/cache/stacklab/images, else one built here with mmdebstrap into /var/tmp (about a minute, then reused).
 Everything is removed in finalizers, also when the test fails; the libvirtd the driver started (if any) is
-stopped by the driver's delete once no lab uses it. The seed is seed.py's real NoCloud rendering (the same
-render_nocloud + make_seed_iso the driver uses), and the guest is checked against what it rendered.
+stopped by the driver's delete once no lab uses it. The seed is the driver's own vm.write_seed (seed.py's real NoCloud
+rendering and ISO), and the guest is checked against what it rendered.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import yaml
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.nodes import libvirtd
-from stacklab.drivers.nodes.seed import make_seed_iso, render_nocloud
-from stacklab.drivers.nodes.vm import VmDriver
+from stacklab.drivers.nodes.vm import VmDriver, write_seed
 from stacklab.drivers.nodes.vm_domain import VmLayout, domain_name, pool_name
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ssh_argv
-from stacklab.exec.runner import LocalRunner, Runner
+from stacklab.exec.runner import LocalRunner
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
@@ -115,34 +114,16 @@ def rootfs() -> tuple[Path, str]:
 
 
 class RecordingSeed:
-    """The driver's seed step with seed.py's real rendering (render_nocloud + make_seed_iso), keeping what it
-    rendered so the test can compare the guest with it."""
+    """The driver's own seed step (vm.write_seed), keeping what it rendered so the test can compare the guest
+    with it."""
 
     def __init__(self) -> None:
         self.rendered: dict[str, dict[str, str]] = {}
 
-    def __call__(
-        self,
-        *,
-        lab_name: str,
-        node_name: str,
-        node_spec: Mapping[str, Any],
-        public_key: str,
-        hosts: Mapping[str, str],
-        dest: Path,
-        runner: Runner,
-        templates_dir: Path | None = None,
-    ) -> None:
-        files = render_nocloud(
-            lab_name=lab_name,
-            node_name=node_name,
-            node_spec=node_spec,
-            public_key=public_key,
-            hosts=hosts,
-            templates_dir=templates_dir,
-        )
-        make_seed_iso(files, dest, runner)
-        self.rendered[node_name] = files
+    def __call__(self, *, node_name: str, **kwargs: Any) -> Mapping[str, str]:
+        files = write_seed(node_name=node_name, **kwargs)
+        self.rendered[node_name] = dict(files)
+        return files
 
 
 @pytest.fixture

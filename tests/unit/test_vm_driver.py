@@ -117,9 +117,10 @@ class Fakes:
         d = self.tmp_path / f"images/base/vm-{image_hash}"
         return BaseDisk(d, d / "base.qcow2", d / "vmlinuz", d / "initrd.img", "6.1.0-test", 2 * 1024**3, image_hash)
 
-    def seed_writer(self, *, dest: Path, **kwargs: Any) -> None:
+    def seed_writer(self, *, dest: Path, **kwargs: Any) -> Mapping[str, str]:
         dest.write_text("cidata")
         self.seeds.append({"dest": dest, **kwargs})
+        return {}
 
     def ready_waiter(self, target: ReadyTarget, *, budget: float, runner: Runner) -> None:
         assert target.is_alive()

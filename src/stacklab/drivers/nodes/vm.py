@@ -93,7 +93,7 @@ class SeedWriter(Protocol):
         dest: Path,
         runner: Runner,
         templates_dir: Path | None = None,
-    ) -> None: ...
+    ) -> Mapping[str, str]: ...
 
 
 class BaseDiskProvider(Protocol):
@@ -112,8 +112,9 @@ def write_seed(
     dest: Path,
     runner: Runner,
     templates_dir: Path | None = None,
-) -> None:
-    """The NoCloud seed image from the shared renderer (same user-data/network-config as containers)."""
+) -> Mapping[str, str]:
+    """The NoCloud seed image from the shared renderer (same user-data/network-config as containers); returns the
+    documents it holds."""
     from stacklab.drivers.nodes.seed import make_seed_iso, render_nocloud
 
     files = render_nocloud(
@@ -125,6 +126,7 @@ def write_seed(
         templates_dir=templates_dir,
     )
     make_seed_iso(files, dest, runner)
+    return files
 
 
 # libvirt lookups, undefine and QEMU's access to the files are in vm_libvirt.py.
