@@ -26,6 +26,7 @@ from stacklab.model.lab import Lab
 from stacklab.plan.dag import build_graph, dependents, topological_order
 from stacklab.plan.expand import USERSPACE_CHOICES, expand
 from stacklab.plan.resource import Action, Change, Resource
+from stacklab.plan.ripple import ripple_rebuilds
 
 LOG = logging.getLogger(__name__)
 DEFAULT_WORKERS = 6
@@ -112,7 +113,7 @@ class Engine:
                     pending.setdefault(child, f"depends on {rid}, which is pending")
         buildable = [by_id[rid] for rid in order if rid not in pending]
         with self.bus.phase("observe"):
-            changes = self._diff_all(buildable)
+            changes = ripple_rebuilds(self._diff_all(buildable))
         desired = {r.id for r in resources}
         deletions = [
             Change(_resource_from_record(rid, rec), Action.DELETE, ("no longer in the lab file",), None, rec)
