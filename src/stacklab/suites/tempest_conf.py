@@ -59,10 +59,9 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
-    """tempest.conf as sections of keys, in the order they are written."""
-    has = cloud.services.__contains__
-    conf: dict[str, dict[str, str]] = {
+def _common(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """Logging, locks and the admin credentials tempest makes its own projects with."""
+    return {
         "DEFAULT": {"log_file": f"{cloud.workspace}/tempest.log", "use_stderr": "false"},
         "oslo_concurrency": {"lock_path": f"{cloud.workspace}/lock"},
         "auth": {
@@ -76,6 +75,12 @@ def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "admin_domain_name": "Default",
             "default_credentials_domain_name": "Default",
         },
+    }
+
+
+def _identity(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """keystone: its v3 API and the features the lab's keystone has."""
+    return {
         "identity": {
             "uri_v3": cloud.auth_url,
             "auth_version": "v3",
@@ -92,10 +97,23 @@ def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "security_compliance": "false",
             "domain_specific_drivers": "false",
         },
+    }
+
+
+def _availability(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """Which services tempest may test: the lab's, and those it does not deploy switched off."""
+    has = cloud.services.__contains__
+    return {
         "service_available": {
             **{key: _flag(has(name)) for name, key in SERVICES.items()},
             **{name: "false" for name in NOT_DEPLOYED},
         },
+    }
+
+
+def _compute(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """nova: image and flavors stacklab uploads, microversions, what a guest without a NIC can do."""
+    return {
         "compute": {
             "image_ref": cloud.image_ref,
             "image_ref_alt": cloud.image_ref,
@@ -129,12 +147,24 @@ def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "attach_encrypted_volume": "false",
             "personality": "false",
         },
+    }
+
+
+def _image(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """glance: the disk formats the lab's store accepts."""
+    return {
         "image": {
             "region": cloud.region,
             "disk_formats": ",".join(cloud.image_formats),
             "container_formats": "bare,ami,aki,ari",
         },
         "image-feature-enabled": {"api_v2": "true", "api_v1": "false", "import_image": "false"},
+    }
+
+
+def _volume(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """cinder: the lab's backends and the features it deploys."""
+    return {
         "volume": {
             "region": cloud.region,
             "catalog_type": "volumev3",
@@ -153,6 +183,12 @@ def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "manage_snapshot": "false",
             "extend_attached_volume": "false",
         },
+    }
+
+
+def _object_storage(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """Swift (what its /info advertises) and neutron (no project networks), and no SSH validation."""
+    return {
         "object-storage": {"region": cloud.region, "operator_role": "member"},
         "object-storage-feature-enabled": {
             "discoverable_apis": ",".join(cloud.swift_apis),
@@ -163,6 +199,13 @@ def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
         "network": {"region": cloud.region, "project_networks_reachable": "false"},
         "validation": {"run_validation": "false"},
     }
+
+
+def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """tempest.conf as sections of keys, in the order they are written; the lab's `extra` overrides last."""
+    conf: dict[str, dict[str, str]] = {}
+    for part in (_common, _identity, _availability, _compute, _image, _volume, _object_storage):
+        conf.update(part(cloud))
     for section, values in cloud.extra.items():
         conf.setdefault(section, {}).update(values)
     return conf
