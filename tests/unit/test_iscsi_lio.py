@@ -75,7 +75,7 @@ def ctx_for(lab: Lab, node: FakeRunner, state_dir: Path) -> DriverContext:
 
 
 def test_request_golden(lab: Lab, resource: Resource) -> None:
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     check_golden("storage/lio-requests.txt", render_lio_script(plan))
     request = render_lio_request(plan, plan.targets[0], STORES)
     assert request.argv() == [PYTHON, "-c", LIO_TOOL]
@@ -162,7 +162,7 @@ def run_tool(tmp_path: Path, payload: str, targets: list[str], stores: dict[str,
 
 
 def test_lio_tool_rebuilds_the_target_with_the_secret_from_stdin(lab: Lab, resource: Resource, tmp_path: Path) -> None:
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     payload = render_lio_request(plan, plan.targets[0], STORES).payload({chap_secret_name("vol1"): "pw with space"})
     other = "iqn.2003-01.org.linux-iscsi.other:sn.123"
     calls = run_tool(tmp_path, payload, [IQN, other], {"lvm-iscsi-vol1": "block", "foreign": "block"})
@@ -196,7 +196,7 @@ def test_lio_tool_rebuilds_the_target_with_the_secret_from_stdin(lab: Lab, resou
 
 def test_file_backing_uses_fileio(lab: Lab, resource: Resource) -> None:
     spec = {**resource.spec, "targets": [{"name": "f1", "backing": "file", "size_mib": 64}]}
-    plan = iscsi_layout(resource.id, resource.name, spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, spec, lab.name)
     body = json.loads(render_lio_request(plan, plan.targets[0], {}).payload({chap_secret_name("f1"): "x"}))
     assert body["build"]["store"] == {
         "plugin": "fileio",
@@ -209,8 +209,9 @@ def test_file_backing_uses_fileio(lab: Lab, resource: Resource) -> None:
 def test_rbd_with_lio_is_a_plan_error(lab: Lab, resource: Resource) -> None:
     spec = {**resource.spec, "targets": [{"name": "r1", "backing": "rbd", "size_mib": 64}]}
     ceph_lab = lab.model_copy(update={"storage": lab.storage.model_copy(update={"ceph": _ceph()})})
+    ceph_spec = next(r for r in expand(ceph_lab) if r.kind == "iscsi").spec  # the lab's Ceph gives the pool
     with pytest.raises(PlanError, match="kernel rbd module") as err:
-        iscsi_layout(resource.id, resource.name, spec, ceph_lab)
+        iscsi_layout(resource.id, resource.name, {**spec, "stores": ceph_spec["stores"]}, ceph_lab.name)
     assert "implementation: tgt" in str(err.value)
 
 
@@ -229,7 +230,7 @@ def test_parse_saveconfig_sample(lab: Lab, resource: Resource) -> None:
     assert seen.portals == ("10.252.20.10:3260",)
     assert parsed[IQN].stores == {"lvm-iscsi-vol1": "block"}
     # Matches the plan: nothing to do, and the foreign target is ignored (not ours).
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     from stacklab.drivers.storage.iscsi.types import TargetsSeen
 
     owned = {iqn: t.seen for iqn, t in parsed.items() if plan.owns(iqn)}
@@ -249,7 +250,7 @@ def test_no_target_core_is_a_plan_error(lab: Lab, resource: Resource, tmp_path: 
     node = lio_node()
     node.dirs.discard("/sys/kernel/config/target")
     with pytest.raises(PlanError, match="target_core_mod"):
-        LioBackend().check_node(node, iscsi_layout(resource.id, resource.name, resource.spec, lab), resource.id)
+        LioBackend().check_node(node, iscsi_layout(resource.id, resource.name, resource.spec, lab.name), resource.id)
 
 
 def test_apply_runs_the_tool_then_second_up_plans_nothing(lab: Lab, resource: Resource, tmp_path: Path) -> None:
@@ -265,7 +266,7 @@ def test_apply_runs_the_tool_then_second_up_plans_nothing(lab: Lab, resource: Re
     driver = IscsiDriver()
     outputs = driver.apply(Change(resource, Action.CREATE), ctx)
 
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     secret = (tmp_path / "secrets" / chap_secret_name("vol1")).read_text().strip()
     runs = [i for a, i in node.inputs if a[:2] == (PYTHON, "-c")]
     assert runs == [render_lio_request(plan, plan.targets[0], STORES).payload({chap_secret_name("vol1"): secret})]

@@ -198,7 +198,7 @@ def test_initiator_iqn_is_stable() -> None:
 
 
 def test_plan_and_outputs_golden(lab: Lab, resource: Resource) -> None:
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     assert [t.path for t in plan.targets] == ["/var/lib/stacklab/iscsi/lun1.img", "volumes/iscsi-lun2"]
     assert plan.portal == "172.29.244.21:3260"
     outputs = outputs_of(plan)
@@ -207,7 +207,7 @@ def test_plan_and_outputs_golden(lab: Lab, resource: Resource) -> None:
 
 
 def test_conf_dropin_and_commands_golden(lab: Lab, resource: Resource) -> None:
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     check_golden("storage/tgt-stacklab-aio.conf", render_tgt_conf(plan))
     check_golden("storage/tgt-stacklab-aio.chap", render_chap_file(plan, SECRETS))
     check_golden("storage/tgt-dropin.conf", render_dropin(plan))
@@ -347,7 +347,7 @@ def test_delete_removes_targets_accounts_files(lab: Lab, resource: Resource, tmp
 def test_wrong_portal_is_an_error(lab: Lab, resource: Resource, tmp_path: Path) -> None:
     tgtd = FakeTgtd()
     node = tgt_node(tgtd)
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     node.files[DROPIN_PATH] = render_dropin(plan)  # unchanged drop-in: no restart, tgtd still on 0.0.0.0
     with pytest.raises(Exception, match=r"listens on \['0.0.0.0:3260'\]"):
         IscsiDriver().apply(Change(resource, Action.CREATE), ctx_for(lab, node, tmp_path))
@@ -364,7 +364,7 @@ def test_missing_tgt_rbd_is_a_plan_error(lab: Lab, resource: Resource, tmp_path:
 def test_drift_lines_are_pure(lab: Lab, resource: Resource) -> None:
     from stacklab.drivers.storage.iscsi.types import TargetSeen, TargetsSeen
 
-    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab)
+    plan = iscsi_layout(resource.id, resource.name, resource.spec, lab.name)
     t1 = plan.targets[0]
     seen = TargetsSeen(
         {
@@ -383,7 +383,7 @@ def test_drift_lines_are_pure(lab: Lab, resource: Resource) -> None:
 
 
 def _t(lab: Lab, resource: Resource, index: int):  # type: ignore[no-untyped-def]
-    return iscsi_layout(resource.id, resource.name, resource.spec, lab).targets[index]
+    return iscsi_layout(resource.id, resource.name, resource.spec, lab.name).targets[index]
 
 
 # --- the CHAP helper, run for real against a socket that answers like tgtd ----------------------------------

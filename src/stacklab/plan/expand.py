@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stacklab.model.addressing import node_addresses
@@ -141,6 +141,13 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
             "chap": st.iscsi.chap,
             "initiators": list(st.iscsi.initiators),
             "targets": [{"name": t.name, "backing": t.backing, "size_mib": t.size} for t in st.iscsi.targets],
+            # Where `lvm` and `rbd` backings live and which network reaches the portal: inputs of the driver,
+            # so that the spec hash sees them.
+            "stores": {
+                "vg": st.lvm.vg if st.lvm is not None and st.lvm.node == st.iscsi.node else None,
+                "rbd_pool": _rbd_pool(st.ceph.pools) if st.ceph is not None else None,
+            },
+            "allowed_network": storage_cidr,
         }
         out.append(Resource("iscsi", st.iscsi.node, spec, tuple(deps)))
     if st.nfs:
@@ -153,6 +160,11 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
         }
         out.append(Resource("nfs", st.nfs.node, spec, (f"node/{st.nfs.node}",)))
     return out
+
+
+def _rbd_pool(pools: Sequence[str]) -> str | None:
+    """The pool RBD-backed iSCSI LUNs go to: `volumes` when the lab has it, else its first pool."""
+    return ("volumes" if "volumes" in pools else pools[0]) if pools else None
 
 
 def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:

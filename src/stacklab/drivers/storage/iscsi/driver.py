@@ -32,7 +32,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, known_implementation, recorded_spec, register
 from stacklab.drivers.nodes.firewall import ensure_filter, filter_problems, remove_filter
@@ -61,10 +61,6 @@ from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 from stacklab.secrets import get_or_create_secret, read_secret
 
-if TYPE_CHECKING:
-    from stacklab.model.lab import Lab
-
-
 IMPLEMENTATIONS = ("tgt", "lio")
 FILTER = "iscsi"  # the node's port filter (nodes/firewall.py) for the portal
 
@@ -77,13 +73,11 @@ class _Stores:
     rbd_pool: str | None
 
     @classmethod
-    def of(cls, lab: Lab, node: str) -> _Stores:
-        lvm, ceph = lab.storage.lvm, lab.storage.ceph
-        vg = lvm.vg if lvm is not None and lvm.node == node else None
-        rbd_pool = (
-            ("volumes" if "volumes" in ceph.pools else ceph.pools[0]) if ceph is not None and ceph.pools else None
-        )
-        return cls(vg, rbd_pool)
+    def of(cls, spec: Mapping[str, Any]) -> _Stores:
+        """From the spec's `stores` (plan/expand.py); a spec recorded before it had them names neither."""
+        stores = spec.get("stores") or {}
+        vg, pool = stores.get("vg"), stores.get("rbd_pool")
+        return cls(str(vg) if vg else None, str(pool) if pool else None)
 
 
 def _backing_path(
@@ -121,7 +115,7 @@ def _backing_path(
     raise PlanError(f"target {name}: unknown backing {backing!r}", resource=resource_id)
 
 
-def iscsi_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab, *, strict: bool = True) -> IscsiLayout:
+def iscsi_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab: str, *, strict: bool = True) -> IscsiLayout:
     """Pure: resolve names, backing paths, ACLs and CHAP accounts for every target of the spec.
 
     Raises PlanError when a target cannot be served as asked (lvm backing without a VG on this node, rbd without
@@ -133,11 +127,9 @@ def iscsi_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab,
     iqn_prefix = str(spec["iqn_prefix"])
     chap = bool(spec.get("chap", True))
     initiator_nodes = tuple(str(n) for n in spec.get("initiators", ()))
-    initiators = tuple(initiator_iqn(lab.name, n) for n in initiator_nodes)
-    storage = lab.networks.get("storage")
-    allowed = str(storage.cidr) if storage is not None else None
-
-    stores = _Stores.of(lab, node)
+    initiators = tuple(initiator_iqn(lab, n) for n in initiator_nodes)
+    allowed = str(spec["allowed_network"]) if spec.get("allowed_network") else None
+    stores = _Stores.of(spec)
     targets: list[TargetLayout] = []
     for raw in spec.get("targets", ()):
         name = str(raw["name"])
@@ -154,12 +146,12 @@ def iscsi_layout(resource_id: str, node: str, spec: Mapping[str, Any], lab: Lab,
                 size_mib=size,
                 path=path,
                 initiators=initiators,
-                chap_user=chap_user(lab.name, name) if chap else None,
+                chap_user=chap_user(lab, name) if chap else None,
                 chap_secret=chap_secret_name(name) if chap else None,
             )
         )
     return IscsiLayout(
-        lab=lab.name,
+        lab=lab,
         node=node,
         implementation=implementation,
         portal_ip=str(ipaddress.ip_address(str(spec["portal"]))),
@@ -259,12 +251,14 @@ class IscsiDriver(BaseDriver):
 
     kind = "iscsi"
     updatable = frozenset({"targets", "initiators", "chap"})
+    # Keys expand added later (the driver once read them from the lab): a lab recorded before them is unchanged.
+    added = frozenset({"stores", "allowed_network"})
 
     @staticmethod
     def plan_of(
         resource_id: str, node: str, spec: Mapping[str, Any], ctx: DriverContext, *, strict: bool = True
     ) -> IscsiLayout:
-        return iscsi_layout(resource_id, node, spec, ctx.lab, strict=strict)
+        return iscsi_layout(resource_id, node, spec, ctx.lab.name, strict=strict)
 
     def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
         plan = self.plan_of(resource.id, resource.name, resource.spec, ctx)
