@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -216,3 +217,27 @@ def test_event_log_has_timed_steps(tmp_path: Path, world: World) -> None:
     assert len(ends) == 6
     assert all(e["outcome"] == "ok" and e["duration"] >= 0 for e in ends)
     assert {e["phase"] for e in events if e["type"] == "phase_end"} >= {"observe", "apply"}
+
+
+def test_down_does_not_clean_inside_a_vm_that_goes_in_the_same_run(tmp_path: Path, world: World) -> None:
+    """What lives in a VM node goes with its disk: `down` asks no runner for it (a container is still cleaned)."""
+    lab = LAB.replace("a: {image: base", "a: {kind: vm, image: base").replace("b: {image", "b: {kind: container, image")
+    engine = make_engine(tmp_path, world, lab)
+    engine.apply(engine.plan())
+    asked: dict[str, object] = {}
+
+    class Inside(FakeDriver):  # a resource on each node whose delete wants the node's runner
+        def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
+            node = resource_id.split("/", 1)[1]
+            asked[node] = ctx.node_for_delete(resource_id, node, "it goes")
+
+    engine = make_engine(tmp_path, world, lab)
+    for node in ("a", "b"):
+        engine.state.record(Resource("inside", node, {}, (f"node/{node}",)), {"made": True})
+    assert engine._drivers is not None
+    engine._drivers["inside"] = Inside("inside", world)
+    engine.ctx = dataclasses.replace(engine.ctx, node_runner=lambda node: FakeRunner())  # every node is up
+    assert engine.destroy().ok
+    assert asked["a"] is None  # the VM: skipped, it goes with its disk
+    assert isinstance(asked["b"], FakeRunner)  # the container shares the host's kernel: cleaned from inside
+    assert engine.state.resources == {}

@@ -244,9 +244,10 @@ class Engine:
                 if dep in reverse:
                     reverse[dep].add(rid)
         graph = {rid: tuple(sorted(children)) for rid, children in reverse.items()}
-        self._schedule(graph, lambda rid: self._delete_one(rid, recorded[rid]), None, result)
+        vanishing = vanishing_vms(recorded)
+        self._schedule(graph, lambda rid: self._delete_one(rid, recorded[rid], vanishing), None, result)
 
-    def _delete_one(self, rid: str, record: Mapping[str, Any]) -> None:
+    def _delete_one(self, rid: str, record: Mapping[str, Any], vanishing: frozenset[str] = frozenset()) -> None:
         kind = str(record.get("kind") or rid.split("/", 1)[0])
         driver = self._driver(kind)
         start = time.monotonic()
@@ -254,7 +255,7 @@ class Engine:
         try:
             if driver is None:
                 raise StackLabError(f"no {kind} driver to delete it with", resource=rid)
-            driver.delete(rid, record, self._step_ctx(rid))
+            driver.delete(rid, record, dataclasses.replace(self._step_ctx(rid), vanishing=vanishing))
         except BaseException as exc:
             self.bus.emit(
                 "step_end",
@@ -273,6 +274,15 @@ class Engine:
             outcome="ok",
             duration=round(time.monotonic() - start, 4),
         )
+
+
+def vanishing_vms(recorded: Mapping[str, Mapping[str, Any]]) -> frozenset[str]:
+    """The VM nodes among the recorded resources about to be deleted (see DriverContext.vanishing)."""
+    return frozenset(
+        rid.split("/", 1)[1]
+        for rid, rec in recorded.items()
+        if rid.startswith("node/") and (rec.get("spec") or {}).get("kind") == "vm"
+    )
 
 
 class _LiveOutputs(Mapping[str, Mapping[str, Any]]):
