@@ -109,3 +109,14 @@ def test_a_class_setup_failure_counts_in_its_area() -> None:
     areas = by_area(parse_junit(xml))
     assert areas["volume"].failed == ["tempest.api.volume.test_volumes_get.VolumesGetTest.setUpClass"]
     assert (areas["identity"].passed, areas["identity"].failed) == (1, [])
+
+
+def test_versioned_containers_are_tested_when_swift_announces_versioned_writes() -> None:
+    """tempest's test_versioned_container uses X-Versions-Location (versioned_writes), not the newer
+    object_versioning API: the flag follows what the proxy's /info says."""
+    flag = "object-storage-feature-enabled"
+    assert tempest_conf.sections(CLOUD)[flag]["object_versioning"] == "false"
+    cloud = dataclasses.replace(CLOUD, swift_apis=("slo", "versioned_writes"))
+    assert tempest_conf.sections(cloud)[flag]["object_versioning"] == "true"
+    cloud = dataclasses.replace(CLOUD, swift_apis=("object_versioning",))
+    assert tempest_conf.sections(cloud)[flag]["object_versioning"] == "false"

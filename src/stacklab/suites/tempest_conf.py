@@ -193,7 +193,9 @@ def _object_storage(cloud: TempestCloud) -> dict[str, dict[str, str]]:
         "object-storage-feature-enabled": {
             "discoverable_apis": ",".join(cloud.swift_apis),
             "container_sync": _flag("container_sync" in cloud.swift_apis),
-            "object_versioning": _flag("object_versioning" in cloud.swift_apis),
+            # tempest 33's versioned-container test is the legacy X-Versions-Location mode: the proxy's
+            # versioned_writes middleware, which /info announces only when allow_versioned_writes is on.
+            "object_versioning": _flag("versioned_writes" in cloud.swift_apis),
             "discoverability": "true",
         },
         "network": {"region": cloud.region, "project_networks_reachable": "false"},
