@@ -593,7 +593,8 @@ def test_cinder_up_reports_the_pool_and_observes_clean(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"backends": ["rbd", "nfs"]}, "cinder backend nfs is not wired yet"),
+        ({"backends": ["rbd", "nfs"]}, "cinder backend nfs has no volume node in the spec"),
+        ({"backends": []}, r"cinder backend \(none\) is not wired yet"),
         ({"volume_node": "ctl1b"}, "cinder-volume runs on the controller"),
     ],
 )

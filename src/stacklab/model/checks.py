@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stacklab.model.addressing import AUTO_START_OFFSET, AddressPoolExhausted, node_addresses
+from stacklab.model.cinder_backends import check_cinder_backends
 from stacklab.model.errors import Loc
 from stacklab.model.lab import Lab
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
@@ -286,13 +287,7 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
             "use store: file",
         )
     if "cinder" in services:
-        for i, backend in enumerate(os_.cinder.backends):
-            if backend != "rbd":
-                yield (
-                    ("openstack", "cinder", "backends", i),
-                    f"cinder backend {backend!r} is not supported by this stacklab yet",
-                    "use backends: [rbd] (Ceph RBD, with storage.ceph)",
-                )
+        yield from check_cinder_backends(lab)  # lvm and nfs: VM volume nodes, storage.lvm / storage.nfs
         controller = os_.controller or next(iter(lab.nodes_with_role("controller")), None)
         volume_node = os_.cinder.volume_node
         if volume_node is not None and volume_node != controller:

@@ -25,6 +25,7 @@ _RECIPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # NFS exports live under one lab-owned directory on the NFS server node; each path part is a plain name.
 EXPORT_ROOT = "/srv/nfs"
 _PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_MOUNT_OPTIONS = re.compile(r"[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?(,[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*")
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SizeMiB = Annotated[int, BeforeValidator(parse_size_mib), Field(description="size in MiB; '4GiB' is accepted")]
 
@@ -223,10 +224,50 @@ class Glance(_Model):
     cache: bool = True
 
 
+class CinderLvm(_Model):
+    """cinder's LVMVolumeDriver over iSCSI on the node of storage.lvm (its volume group): one cinder backend per
+    target helper, `lvm-<helper>`, each with its volume type."""
+
+    node: str | None = Field(None, description="node running cinder-volume for LVM: storage.lvm's node, a VM node")
+    target_helpers: list[Literal["lioadm", "tgtadm"]] = Field(
+        default_factory=lambda: list[Literal["lioadm", "tgtadm"]](["lioadm"]),
+        min_length=1,
+        description="lioadm: LIO through cinder-rtstool (port 3260); tgtadm: tgtd (3260, or 3261 beside LIO)",
+    )
+    chap: bool = Field(True, description="use_chap_auth: cinder makes a CHAP account for each volume's target")
+
+
+class CinderNfs(_Model):
+    """cinder's NfsDriver: volumes are files on the lab's NFS export(s), mounted by cinder-volume over br-storage."""
+
+    node: str | None = Field(None, description="node running cinder-volume for NFS (a VM node); default: the LVM "
+                             "backend's node, else storage.nfs's node")  # fmt: skip
+    exports: list[Name] = Field(default_factory=list, description="storage.nfs exports to use; default: all")
+    mount_options: str = Field("vers=4.2", description="nfs_mount_options")
+    mount_point_base: str = Field("/var/lib/cinder/mnt", description="nfs_mount_point_base")
+
+    @field_validator("mount_options")
+    @classmethod
+    def _mount_options(cls, value: str) -> str:
+        if not _MOUNT_OPTIONS.fullmatch(value):
+            raise ValueError("mount options are comma-separated key or key=value words (letters, digits, '_.-')")
+        return value
+
+    @field_validator("mount_point_base")
+    @classmethod
+    def _mount_point_base(cls, value: str) -> str:
+        parts = value.split("/")[1:]
+        if not value.startswith("/") or not parts or not all(_PATH_PART.fullmatch(p) and ".." not in p for p in parts):
+            raise ValueError("the mount point base is an absolute path of plain parts, e.g. /var/lib/cinder/mnt")
+        return value
+
+
 class Cinder(_Model):
     backends: list[Literal["lvm", "nfs", "rbd"]] = Field(
         default_factory=lambda: list[Literal["lvm", "nfs", "rbd"]](["rbd"])
     )
+    lvm: CinderLvm | None = Field(None, description="settings of the lvm backend (default: CinderLvm's)")
+    nfs: CinderNfs | None = Field(None, description="settings of the nfs backend (default: CinderNfs's)")
     volume_node: str | None = Field(None, description="node running cinder-volume; default: the controller")
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stacklab.model.addressing import node_addresses
+from stacklab.model.cinder_backends import cinder_config, kernel_backends
 from stacklab.model.lab import Lab, Node
 from stacklab.model.services import SERVICE_NEEDS
 from stacklab.plan.naming import owner_marker, stable_mac, veth_name
@@ -192,6 +193,8 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
         section = getattr(os_, service, None)
         if section is not None:
             spec["config"] = section.model_dump(mode="json")
+        if service == "cinder":  # lvm/nfs backends: their VM volume nodes, addresses, VG and NFS shares
+            spec["config"] = cinder_config(lab, addresses)
         if service == "nova":  # each nova node's my_ip: the controller's and the computes' br-mgmt addresses
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
         if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
@@ -233,5 +236,6 @@ def _service_hosts(lab: Lab, service: str, controller: str) -> list[str]:
         return [os_.swift.proxy or controller, *(os_.swift.nodes or lab.nodes_with_role("swift"))]
     if service == "cinder":
         volume = os_.cinder.volume_node or controller
-        return list(dict.fromkeys([controller, volume]))
+        kernel = [b.node for b in kernel_backends(lab)]  # cinder-volume of the lvm/nfs backends (VM nodes)
+        return list(dict.fromkeys([controller, volume, *kernel]))
     return [controller]

@@ -11,7 +11,8 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
   swift get       {"container", "object"}   sha256 and status of the object
   swift delete    {"container", "object"}   the object, then the container
   cinder pools    {}                        the scheduler's pools with their capabilities
-  cinder create   {"size_gb", "name"}       create a volume, wait until available (or error): id, status, host
+  cinder create   {"size_gb", "name", "volume_type"?}   create a volume, wait until available (or error): id, status,
+                                            host
   cinder show     {"volume_id"}             status, host and attachments of the volume
   cinder attach   {"volume_id", "connector"}   an attachment with that connector, completed (as nova does):
                                             attachment_id, connection_info, the volume's status
@@ -179,6 +180,8 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
         out.update(http=status, pools=json.loads(data).get("pools", []))
     elif action == "create":
         body = {"volume": {"size": int(req["size_gb"]), "name": req.get("name", "stacklab-suite")}}
+        if req.get("volume_type"):  # a backend's type (its volume_backend_name): lvm-lioadm, nfs...
+            body["volume"]["volume_type"] = req["volume_type"]
         status, _, data = call("POST", url + "/volumes", token, json.dumps(body).encode(), VOLUME_API)
         if status != 202:
             raise SystemExit(f"cinder refused the volume: HTTP {status}: {data[:500]!r}")

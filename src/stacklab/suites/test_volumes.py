@@ -10,6 +10,7 @@ delete. The guest side (nova attaching the disk to an instance) belongs to the `
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from collections.abc import Iterator, Mapping
@@ -20,17 +21,24 @@ from typing import Any
 import pytest
 
 from stacklab.exec.runner import Runner
+from stacklab.suites import cinder_kernel_paths
 from stacklab.suites.context import LabContext
+from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import admin_auth, os_client, service
 from stacklab.suites.storage_paths import (
     RBD_TOOL,
     Pattern,
     assert_carried_by_storage,
     client_nodes,
+    device_write,
+    file_range_sha,
+    is_vm,
+    kernel_logout,
     outputs,
     put_private,
     qemu_io,
     rbd_tool,
+    session_block,
     traffic,
     upload_pattern,
 )
@@ -96,7 +104,8 @@ def test_scheduler_reports_the_rbd_pool(vlab: VolumesLab, runners: dict[str, Run
 def test_volume_is_an_rbd_image_of_its_size(
     vlab: VolumesLab, runners: dict[str, Runner], volume: dict[str, Any]
 ) -> None:
-    assert volume["status"] == "available" and volume["host"] == vlab.cinder["pool"], volume
+    # with `volume_nodes` the scheduler gives the volume to one of several cinder-volume services
+    assert volume["status"] == "available" and volume["host"] in vlab.cinder.get("pools", [vlab.cinder["pool"]]), volume
     image = f"volume-{volume['id']}"
     assert image in rbd_images(runners, vlab), f"expected RBD image {image} in pool {vlab.cinder['ceph_pool']}"
     info = runners[vlab.admin_node].run(
@@ -153,3 +162,242 @@ def test_attachment_connection_info_carries_bytes_to_ceph(
     assert detached["status"] == "available", detached
     cinder_call(vlab, runners, "delete", volume_id=volume["id"])
     assert image not in rbd_images(runners, vlab), f"{image} is still in the pool after the volume was deleted"
+
+
+# --- cinder's kernel backends: lvm (LIO, tgt) and nfs, with cinder-volume on a VM storage node ---------------------
+# Once per backend the lab declares (service/cinder's `kernel_backends`): a volume of the backend's type made through
+# the API lands on that backend's pool, and is found on the backend itself: an LV in the lab's volume group exported
+# by LIO/tgt with cinder's CHAP account (then written by a VM client's kernel initiator logging in with the
+# connection info cinder returned, and read back on the LV), or a file on the NFS share that cinder-volume mounted
+# over br-storage (then written by the client through its own kernel NFS mount of the share cinder named, and read
+# back in the export directory of the NFS server).
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests taking `cinder_backend` run once per lvm/nfs backend of the lab's cinder."""
+    if "cinder_backend" not in metafunc.fixturenames:
+        return
+    cinder = LabContext.load().outputs.get("service/cinder") or {}
+    names = sorted(cinder.get("kernel_backends") or {})
+    skip = [pytest.mark.skip(reason="the lab's cinder has no lvm or nfs backend")]
+    metafunc.parametrize("cinder_backend", names or [pytest.param("-", marks=skip)])
+
+
+@dataclass(frozen=True)
+class KernelVolumes:
+    backends: Mapping[str, Mapping[str, Any]]  # service/cinder's kernel_backends
+    client: str  # a VM node on both networks: the hypervisor's part (kernel initiator, kernel NFS client)
+    auth: Mapping[str, str]
+
+
+@pytest.fixture(scope="module")
+def kvol(lab: LabContext) -> KernelVolumes:
+    cinder = service(lab, "cinder")
+    backends = dict(cinder.get("kernel_backends") or {})
+    volume_nodes = {str(b["node"]) for b in backends.values()}
+    clients = [n for n in client_nodes(lab, str(cinder["node"])) if n not in volume_nodes and n != cinder["node"]]
+    vms = [n for n in clients if is_vm(lab, n)]
+    if not vms:
+        pytest.skip("the lab has no VM client node (kernel initiator and NFS client) besides the volume nodes")
+    return KernelVolumes(backends, vms[0], admin_auth(lab))
+
+
+def kernel_call(kv: KernelVolumes, runners: dict[str, Runner], action: str, **request: Any) -> dict[str, Any]:
+    return os_client(runners[kv.client], "cinder", action, {**kv.auth, **request})
+
+
+@pytest.fixture
+def backend_volume(kvol: KernelVolumes, runners: dict[str, Runner], cinder_backend: str) -> Iterator[dict[str, Any]]:
+    """A 1 GiB volume of the backend's type; detached and deleted afterwards, even when the test fails."""
+    made = kernel_call(kvol, runners, "create", size_gb=1, name=f"stacklab-{cinder_backend}",
+                       volume_type=kvol.backends[cinder_backend]["volume_type"])  # fmt: skip
+    yield made
+    shown = kernel_call(kvol, runners, "show", volume_id=made["id"])
+    for attachment in shown.get("attachments") or []:
+        kernel_call(kvol, runners, "detach", volume_id=made["id"], attachment_id=attachment["attachment_id"])
+    if shown.get("http") == 200:
+        kernel_call(kvol, runners, "delete", volume_id=made["id"])
+
+
+def client_connector(lab: LabContext, kv: KernelVolumes) -> dict[str, Any]:
+    """What os-brick's connector would say of the client: its initiator IQN (an iface of its own) and storage IP."""
+    return {
+        "host": kv.client,
+        "ip": lab.address(kv.client, "storage"),
+        "initiator": f"iqn.2026-11.dev.stacklab:{lab.lab}:{kv.client}-cinder",
+        "platform": "x86_64",
+        "os_type": "linux",
+        "multipath": False,
+        "do_local_attach": False,
+    }
+
+
+def test_kernel_backend_reports_its_pool(
+    kvol: KernelVolumes, runners: dict[str, Runner], cinder_backend: str, evidence: Evidence
+) -> None:
+    backend = kvol.backends[cinder_backend]
+    pools = {p["name"]: p.get("capabilities", {}) for p in kernel_call(kvol, runners, "pools")["pools"]}
+    mine = {name: caps for name, caps in pools.items() if name.startswith(str(backend["pool_prefix"]))}
+    assert mine, f"expected a pool {backend['pool_prefix']}... in cinder's scheduler, saw {sorted(pools)}"
+    name, caps = next(iter(mine.items()))
+    protocol = "iSCSI" if backend["driver"] == "lvm" else "nfs"
+    assert str(caps.get("storage_protocol")).lower() == protocol.lower(), f"{name}: {caps}"
+    assert caps.get("volume_backend_name") == cinder_backend, f"{name}: {caps}"
+    assert float(caps.get("total_capacity_gb") or 0) > 0, f"{name}: no capacity reported: {caps}"
+    capacity = caps.get("total_capacity_gb")
+    evidence("pool", f"{name}: {protocol}, {capacity} GiB, run by cinder-volume on {backend['node']}")
+
+
+def test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi(
+    lab: LabContext,
+    kvol: KernelVolumes,
+    runners: dict[str, Runner],
+    cinder_backend: str,
+    *,
+    backend_volume: dict[str, Any],
+    evidence: Evidence,
+) -> None:
+    backend = kvol.backends[cinder_backend]
+    if backend["driver"] != "lvm":
+        pytest.skip(f"{cinder_backend} is not an lvm backend")
+    node, vid = runners[str(backend["node"])], backend_volume["id"]
+    assert str(backend_volume["host"]).startswith(str(backend["pool_prefix"])), backend_volume
+    lv = f"/dev/{backend['volume_group']}/volume-{vid}"
+    size = node.run(["lvs", "--noheadings", "--nosuffix", "--units", "b", "-o", "lv_size", lv], timeout=60.0)
+    assert int(size.stdout.strip()) == GIB, f"{lv}: expected {GIB} bytes, saw {size.stdout!r}"
+    evidence("lv", f"{lv} on {backend['node']}: {GIB} bytes (lvs)")
+
+    connector = client_connector(lab, kvol)
+    attached = kernel_call(kvol, runners, "attach", volume_id=vid, connector=connector)
+    info = attached["connection_info"] or {}
+    data = info.get("data") or info
+    assert info.get("driver_volume_type") == "iscsi", f"expected an iscsi connection, saw {info}"
+    portal, iqn, lun = str(data["target_portal"]), str(data["target_iqn"]), int(data["target_lun"])
+    assert portal == backend["portal"], f"cinder hands out portal {portal}, expected {backend['portal']} (br-storage)"
+    assert data.get("auth_method") == "CHAP" and data.get("auth_username") and data.get("auth_password"), (
+        f"expected cinder's CHAP account in the connection info, saw auth_method {data.get('auth_method')}"
+    )
+    chap = (str(data["auth_username"]), str(data["auth_password"]))
+
+    # the target on the backend itself
+    if backend["target_helper"] == "lioadm":
+        tpgs = [t for t in cinder_kernel_paths.lio_targets(node) if t["iqn"] == iqn]
+        assert tpgs, f"LIO on {backend['node']} has no target {iqn}"
+        tpg = tpgs[0]
+        assert tpg["portals"] == [portal], f"{iqn}: LIO portals {tpg['portals']}, expected [{portal}]"
+        assert [lun_["device"] for lun_ in tpg["luns"]] == [lv], f"{iqn}: LUNs {tpg['luns']}, expected {lv}"
+        acls = {a["initiator"]: a for a in tpg["acls"]}
+        acl = acls.get(connector["initiator"])
+        assert acl is not None, f"{iqn}: no ACL for {connector['initiator']}: {sorted(acls)}"
+        assert acl["chap_userid"] == chap[0], f"{iqn}: ACL CHAP user {acl['chap_userid']}, cinder said {chap[0]}"
+        assert acl["chap_password_sha256"] == hashlib.sha256(chap[1].encode()).hexdigest(), f"{iqn}: CHAP password"
+        evidence("target", f"LIO (rtslib-fb) on {backend['node']}: {iqn} portal {portal}, LUN on {lv}, ACL "
+                           f"{connector['initiator']}, CHAP user {chap[0]} (password sha256 equal)")  # fmt: skip
+    else:
+        targets = cinder_kernel_paths.tgt_targets(node)
+        assert iqn in targets, f"tgtd on {backend['node']} has no target {iqn}: {sorted(targets)}"
+        target = targets[iqn]
+        assert lv in target.backing, f"{iqn}: tgt backing stores {target.backing}, expected {lv}"
+        assert chap[0] in target.accounts, f"{iqn}: tgt accounts {target.accounts}, expected cinder's {chap[0]}"
+        portals = cinder_kernel_paths.tgt_portals(node)
+        assert portals == [portal], f"tgtd listens on {portals}, expected only {portal}"
+        evidence("target", f"tgtd on {backend['node']} ({portal} only): {iqn}, backing store {lv}, "
+                           f"account {chap[0]} (tgtadm --op show)")  # fmt: skip
+
+    # the hypervisor's part: the client's kernel initiator with that connection info, bytes read back on the LV
+    client = runners[kvol.client]
+    iface = f"stacklab-cinder-{lab.lab}"
+    pattern = Pattern.random(offset=8 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"cinder-{cinder_backend}")
+    try:
+        device, details = cinder_kernel_paths.chap_login(client, iface=iface, initiator=connector["initiator"],
+                                                         iqn=iqn, portal=portal, lun=lun, chap=chap)  # fmt: skip
+        block = session_block(details, iqn)
+        client_ip = connector["ip"]
+        assert f"Current Portal: {portal}," in block and f"Iface IPaddress: {client_ip}" in block, block
+        assert "iSCSI Session State: LOGGED_IN" in block, block
+        device_write(client, device, pattern, src)
+    finally:
+        kernel_logout(client, iface=iface, iqn=iqn, portal=portal)
+    evidence("session", f"iscsiadm on {kvol.client}: {iqn} via {portal} from {client_ip} as "
+                        f"{connector['initiator']} with CHAP, LOGGED_IN, disk {device}")  # fmt: skip
+    seen = file_range_sha(node, lv, pattern)
+    assert seen == pattern.sha256, f"{lv} on {backend['node']} has {seen}, the client wrote {pattern.sha256}"
+    evidence("read back", f"{len(pattern.data)} bytes at {pattern.offset} (sha256 {pattern.sha256}) on {lv}")
+
+    detached = kernel_call(kvol, runners, "detach", volume_id=vid, attachment_id=attached["attachment_id"])
+    assert detached["status"] == "available", detached
+    kernel_call(kvol, runners, "delete", volume_id=vid)
+    gone = node.run(["lvs", lv], timeout=60.0, check=False)
+    assert not gone.ok, f"{lv} is still in the volume group after the volume was deleted"
+
+
+def test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount(
+    lab: LabContext,
+    kvol: KernelVolumes,
+    runners: dict[str, Runner],
+    cinder_backend: str,
+    *,
+    backend_volume: dict[str, Any],
+    evidence: Evidence,
+) -> None:
+    backend = kvol.backends[cinder_backend]
+    if backend["driver"] != "nfs":
+        pytest.skip(f"{cinder_backend} is not an nfs backend")
+    node_name, vid = str(backend["node"]), backend_volume["id"]
+    node = runners[node_name]
+    assert str(backend_volume["host"]).startswith(str(backend["pool_prefix"])), backend_volume
+    share = str(backend_volume["host"]).partition("#")[2]
+    assert share in backend["shares"], f"volume on pool {backend_volume['host']}, shares {backend['shares']}"
+    server_ip, _, export = share.partition(":")
+    found = node.run(["sh", "-c", 'ls -d "$1"/*/"$2"', "sh", str(backend["mount_point_base"]), f"volume-{vid}"],
+                     timeout=30.0)  # fmt: skip
+    path = found.stdout.strip().splitlines()[0]
+    mount = cinder_kernel_paths.parse_findmnt(
+        node.run(["findmnt", "-n", "-P", "-o", "SOURCE,TARGET,FSTYPE,OPTIONS", "-T", path], timeout=30.0).stdout
+    )
+    assert mount.get("SOURCE") == share and mount.get("FSTYPE", "").startswith("nfs"), f"{path}: {mount}"
+    storage_net = ipaddress.ip_network(str(lab.networks["storage"]["cidr"]))
+    addr = cinder_kernel_paths.mount_option(mount.get("OPTIONS", ""), "addr")
+    assert addr == server_ip and ipaddress.ip_address(addr) in storage_net, f"{path}: mount options {mount}"
+    size = node.run(["stat", "-c", "%s", path], timeout=30.0).stdout.strip()
+    assert int(size) == GIB, f"{path}: expected {GIB} bytes, saw {size}"
+    evidence("file", f"{path} on {node_name}: {size} bytes, on the {mount['FSTYPE']} mount {share} at "
+                     f"{mount['TARGET']} (server addr={addr} on br-storage)")  # fmt: skip
+
+    attached = kernel_call(kvol, runners, "attach", volume_id=vid, connector=client_connector(lab, kvol))
+    info = attached["connection_info"] or {}
+    data = info.get("data") or info
+    assert info.get("driver_volume_type") == "nfs", f"expected an nfs connection, saw {info}"
+    assert data.get("export") == share and data.get("name") == f"volume-{vid}", f"connection info: {data}"
+
+    # the hypervisor's part: the client mounts the share cinder named with the kernel NFS client and writes the file
+    client = runners[kvol.client]
+    mnt = f"/var/tmp/stacklab-suite/cinder-{cinder_backend}"
+    pattern = Pattern.random(offset=8 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"cinder-{cinder_backend}")
+    client.run(["mkdir", "-p", mnt], timeout=30.0)
+    options = str(backend["mount_options"])
+    client.run(["mount", "-t", "nfs", "-o", options, share, mnt], timeout=120.0)
+    try:
+        seen_mount = cinder_kernel_paths.parse_findmnt(
+            client.run(["findmnt", "-n", "-P", "-o", "SOURCE,TARGET,FSTYPE,OPTIONS", mnt], timeout=30.0).stdout
+        )
+        client_ip = lab.address(kvol.client, "storage")
+        assert cinder_kernel_paths.mount_option(seen_mount.get("OPTIONS", ""), "addr") == server_ip, seen_mount
+        device_write(client, f"{mnt}/{data['name']}", pattern, src)
+    finally:
+        client.run(["umount", mnt], timeout=120.0, check=False)
+    evidence("client mount", f"{kvol.client} ({client_ip}): {seen_mount.get('FSTYPE')} {share} -o {options}, "
+                             f"{len(pattern.data)} bytes at {pattern.offset}, O_DIRECT + fsync")  # fmt: skip
+    nfs_node = next(n for n in lab.nodes if lab.address(n, "storage") == server_ip)
+    on_export = f"{export}/volume-{vid}"
+    seen = file_range_sha(runners[nfs_node], on_export, pattern)
+    assert seen == pattern.sha256, f"{on_export} on {nfs_node} has {seen}, the client wrote {pattern.sha256}"
+    evidence("read back", f"{on_export} in the export directory on {nfs_node}: sha256 {pattern.sha256}")
+
+    detached = kernel_call(kvol, runners, "detach", volume_id=vid, attachment_id=attached["attachment_id"])
+    assert detached["status"] == "available", detached
+    kernel_call(kvol, runners, "delete", volume_id=vid)
+    gone = runners[nfs_node].run(["test", "-e", on_export], timeout=30.0, check=False)
+    assert not gone.ok, f"{on_export} is still on the export after the volume was deleted"

@@ -11,9 +11,9 @@ and the `volumev3` endpoints, and the three units. `up` waits until the schedule
 
 Backend `rbd`: pool `volumes`, cephx user `client.cinder` (its keyring is put on the controller by the Ceph step,
 as on every node of the storage network; stacklab lets the `cinder` group read it), and a libvirt secret UUID
-derived from the lab, which nova's hypervisors will use for the same key. `lvm` and `nfs` backends are refused with
-a clear error until they are wired (cinder's NFS driver needs a kernel NFS client in the volume node; LVM needs
-device-mapper): never a silent fallback.
+derived from the lab, which nova's hypervisors will use for the same key. Backends `lvm` (target helpers lioadm,
+tgtadm) and `nfs` run in a cinder-volume on VM nodes (cinder_kernel.py: device-mapper, LIO and the kernel NFS
+client need the node's own kernel); without `rbd` the controller runs the API and the scheduler only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.cinder_kernel import KernelBackendsRole, api_only
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -69,7 +70,7 @@ MANAGE_TIMEOUT = 600.0
 ENDPOINT_PATH = "/v3/%(project_id)s"  # the catalog entry names the project, as cinder's own docs do
 POOL_BUDGET = 180.0
 SERVICE = {"name": "cinderv3", "type": "volumev3", "description": "OpenStack Block Storage"}
-WIRED_BACKENDS = ("rbd",)
+WIRED_BACKENDS = ("rbd", "lvm", "nfs")  # lvm and nfs: cinder-volume on VM nodes (cinder_kernel.py)
 
 
 def pool_name(plan: ServiceLayout) -> str:
@@ -86,6 +87,13 @@ def check_backends(plan: ServiceLayout, ctx: DriverContext) -> None:
             resource=rid,
             hint="use `openstack: {cinder: {backends: [rbd]}}` (Ceph RBD) for now",
         )
+    served = {str(b["name"]).split("-")[0] for b in plan.config.get("kernel_backends") or ()}
+    lost = [b for b in backends if b in ("lvm", "nfs") and b not in served]
+    if lost:  # a spec built without the loader, which resolves their VM volume node (model/cinder_backends.py)
+        raise PlanError(f"cinder backend {', '.join(lost)} has no volume node in the spec", resource=rid,
+                        hint="the lab file's openstack.cinder (validate resolves the lvm/nfs volume node)")  # fmt: skip
+    if BACKEND not in backends:  # lvm/nfs only: the controller runs no cinder-volume and needs no Ceph
+        return
     volume_node = plan.config.get("volume_node")
     if volume_node not in (None, plan.controller):
         raise PlanError(
@@ -105,21 +113,10 @@ def check_backends(plan: ServiceLayout, ctx: DriverContext) -> None:
 
 
 def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, user_password: str) -> str:
-    return (
-        f"# written by stacklab for lab {plan.lab}\n"
-        "[DEFAULT]\n"
-        f"my_ip = {plan.address}\n"
-        f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
-        "auth_strategy = keystone\n"
-        f"glance_api_servers = http://{plan.address}:9292\n"
-        f"enabled_backends = {BACKEND}\n"
-        "[database]\n"
-        f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"
-        f"{authtoken_section(plan, 'cinder', user_password)}"
-        # cinder calls nova (volume events: extend, attach state) as its own user, with its service token beside
-        f"{credentials_section(plan, 'nova', 'cinder', user_password)}"
-        "interface = public\n"
-        f"{service_user_section(plan, 'cinder', user_password)}"
+    # lvm/nfs backends run in a cinder-volume on their own VM nodes (cinder_kernel.py); the controller's is rbd's
+    has_rbd = BACKEND in [str(b) for b in plan.config.get("backends", [BACKEND])]
+    enabled = f"enabled_backends = {BACKEND}\n" if has_rbd else ""
+    rbd_section = (
         f"[{BACKEND}]\n"
         "volume_driver = cinder.volume.drivers.rbd.RBDDriver\n"
         f"volume_backend_name = {BACKEND}\n"
@@ -130,6 +127,23 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         "rbd_flatten_volume_from_snapshot = false\n"
         "rados_connect_timeout = 10\n"
         "report_discard_supported = true\n"
+    )
+    return (
+        f"# written by stacklab for lab {plan.lab}\n"
+        "[DEFAULT]\n"
+        f"my_ip = {plan.address}\n"
+        f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
+        "auth_strategy = keystone\n"
+        f"glance_api_servers = http://{plan.address}:9292\n"
+        f"{enabled}"
+        "[database]\n"
+        f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"
+        f"{authtoken_section(plan, 'cinder', user_password)}"
+        # cinder calls nova (volume events: extend, attach state) as its own user, with its service token beside
+        f"{credentials_section(plan, 'nova', 'cinder', user_password)}"
+        "interface = public\n"
+        f"{service_user_section(plan, 'cinder', user_password)}"
+        f"{rbd_section if has_rbd else ''}"
     )
 
 
@@ -218,4 +232,7 @@ SERVICE_RECORD = ApiService(
     extra_problems=keyring_problems,
     outputs=outputs,
 )
-ROLE = DeclaredRole(SERVICE_RECORD)
+ROLE = KernelBackendsRole(  # + cinder-volume of the lvm/nfs backends on VM nodes; the API alone without rbd
+    DeclaredRole(SERVICE_RECORD),
+    DeclaredRole(api_only(SERVICE_RECORD)),
+)

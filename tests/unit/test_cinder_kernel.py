@@ -1,0 +1,168 @@
+"""cinder's kernel backends (lvm with lioadm/tgtadm, nfs): what labs/reference.yml expands to, the files a VM
+volume node gets, the controller without a backend of its own, validation, and the suite's parsers of tgtadm and
+findmnt output (recorded from Debian 12's tgt 1.0.85 and util-linux 2.38)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stacklab.drivers.openstack import cinder
+from stacklab.drivers.openstack.cinder_kernel import (
+    MODULES_LOAD,
+    NFS_SHARES,
+    TGT_DROPIN,
+    api_only,
+    backend_outputs,
+    node_files,
+)
+from stacklab.drivers.openstack.common import ServiceLayout, service_layout
+from stacklab.model.errors import LabError
+from stacklab.model.load import load_lab, load_lab_text
+from stacklab.plan.expand import expand
+from stacklab.plan.resource import Resource
+from stacklab.suites.cinder_kernel_paths import mount_option, parse_findmnt, parse_tgt_targets
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = ("db-pw", "rabbit-pw", "keystone-pw")
+
+
+def reference_layout() -> tuple[Resource, ServiceLayout]:
+    lab = load_lab(ROOT / "labs" / "reference.yml")
+    resource = next(r for r in expand(lab) if r.id == "service/cinder")
+    return resource, service_layout(resource, lab.name)
+
+
+def test_reference_lab_puts_cinder_volume_of_lvm_and_nfs_on_the_vm_storage_node() -> None:
+    resource, layout = reference_layout()
+    config = resource.spec["config"]
+    assert resource.spec["hosts"] == ["infra1", "storage1"] and "node/storage1" in resource.deps
+    assert config["kernel_nodes"] == {
+        "storage1": {"mgmt": "10.238.10.11", "storage": "10.238.20.11", "backends": ["lvm-lioadm", "lvm-tgtadm", "nfs"]}
+    }
+    ports = {b["name"]: b["target_port"] for b in config["kernel_backends"]}
+    assert ports == {"lvm-lioadm": 3260, "lvm-tgtadm": 3261, "nfs": 0}  # LIO holds 3260 in the kernel
+    assert config["nfs_shares"] == ["10.238.20.11:/srv/nfs/volumes"] and config["volume_group"] == "cinder-volumes"
+    out = backend_outputs(layout)
+    assert out["lvm-tgtadm"]["portal"] == "10.238.20.11:3261" and out["nfs"]["pool_prefix"] == "storage1@nfs#"
+
+
+def test_volume_node_files_name_each_backend_with_its_helper_portal_and_chap() -> None:
+    _, layout = reference_layout()
+    files = node_files(cinder.SERVICE_RECORD, layout, "storage1", SECRETS)
+    conf = files[cinder.CONF]
+    assert "my_ip = 10.238.10.11\nenabled_backends = lvm-lioadm,lvm-tgtadm,nfs\n" in conf
+    assert "[rbd]" not in conf and conf.count("enabled_backends") == 1
+    lio = conf[conf.index("[lvm-lioadm]") : conf.index("[lvm-tgtadm]")]
+    for line in ("volume_backend_name = lvm-lioadm", "volume_driver = cinder.volume.drivers.lvm.LVMVolumeDriver",
+                 "volume_group = cinder-volumes", "target_helper = lioadm", "target_ip_address = 10.238.20.11",
+                 "target_port = 3260", "use_chap_auth = true", "lvm_type = default"):  # fmt: skip
+        assert f"{line}\n" in lio, line
+    assert "target_helper = tgtadm\n" in conf and "target_port = 3261\n" in conf
+    nfs = conf[conf.index("[nfs]") :]
+    assert "nfs_mount_options = vers=4.2\n" in nfs and "nfs_mount_point_base = /var/lib/cinder/mnt\n" in nfs
+    assert files[NFS_SHARES] == "10.238.20.11:/srv/nfs/volumes\n"
+    assert "ExecStart=/usr/sbin/tgtd -f --iscsi portal=10.238.20.11:3261\n" in files[TGT_DROPIN]
+    assert files[MODULES_LOAD].split() == ["target_core_mod", "target_core_iblock", "iscsi_target_mod"]
+    # the database, queue and keystone settings are the controller's (one cinder)
+    assert "@10.238.10.10/cinder" in conf and "rabbit://openstack:rabbit-pw@10.238.10.10:5672/" in conf
+
+
+def test_controller_without_rbd_runs_no_cinder_volume_and_needs_no_ceph() -> None:
+    _, layout = reference_layout()
+    conf = cinder.render_conf(layout, *SECRETS)
+    assert "enabled_backends" not in conf and "[rbd]" not in conf
+    api = api_only(cinder.SERVICE_RECORD)
+    assert api.units == ("cinder-api", "cinder-scheduler") and "cinder-volume" not in api.dropins
+    assert "/usr/bin/cinder-volume" not in api.binaries
+    cinder.check_backends(layout, ctx=None)  # type: ignore[arg-type]  # no Ceph asked for: nothing to look up
+
+
+def test_rbd_lab_config_is_unchanged_by_the_kernel_backends() -> None:
+    lab = load_lab(ROOT / "labs" / "control-plane.yml")
+    config = next(r for r in expand(lab) if r.id == "service/cinder").spec["config"]
+    assert not {"lvm", "nfs", "kernel_nodes", "kernel_backends"} & set(config)
+
+
+LAB = """
+name: ck
+networks:
+  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
+  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
+images:
+  os: {recipe: openstack-zed}
+nodes:
+  ctl: {kind: container, image: os, nics: [mgmt, storage], roles: [controller]}
+  stor: {kind: KIND, image: os, nics: [mgmt, storage], roles: [storage]}
+storage:
+  lvm: {node: stor}
+  nfs: {node: stor, exports: [{name: volumes, path: /srv/nfs/volumes}]}
+openstack:
+  services: [mariadb, rabbitmq, memcached, keystone, cinder]
+  cinder: {backends: [lvm, nfs]}
+"""
+
+
+def test_lvm_and_nfs_on_a_container_are_refused_with_the_reason() -> None:
+    with pytest.raises(LabError) as caught:
+        load_lab_text(LAB.replace("KIND", "container"), "ck.yml")
+    text = str(caught.value)
+    assert (
+        "ck.yml:16:23: openstack.cinder.backends[0]" in text
+        and "must run directly on a physical host, not in a container" in text
+    )
+    assert "kernel NFS client" in text
+    lab = load_lab_text(LAB.replace("KIND", "vm"), "ck.yml")
+    assert lab.openstack is not None and lab.openstack.cinder.backends == ["lvm", "nfs"]
+
+
+TGT_SHOW = """Target 1: iqn.2010-10.org.openstack:volume-5a1
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+    LUN information:
+        LUN: 0
+            Type: controller
+            Backing store type: null
+            Backing store path: None
+            Backing store flags:
+        LUN: 1
+            Type: disk
+            Size: 1074 MB, Block size: 512
+            Backing store type: rdwr
+            Backing store path: /dev/cinder-volumes/volume-5a1
+            Backing store flags:
+    Account information:
+        8VnPqQ2kXj
+    ACL information:
+        ALL
+Target 2: iqn.2010-10.org.openstack:volume-77b
+    System information:
+        Driver: iscsi
+    LUN information:
+        LUN: 1
+            Backing store path: /dev/cinder-volumes/volume-77b
+    Account information:
+    ACL information:
+        10.238.20.12
+"""
+
+
+def test_parse_tgt_targets_reads_backing_stores_accounts_and_acls() -> None:
+    targets = parse_tgt_targets(TGT_SHOW)
+    first = targets["iqn.2010-10.org.openstack:volume-5a1"]
+    assert first.backing == ["/dev/cinder-volumes/volume-5a1"]
+    assert first.accounts == ["8VnPqQ2kXj"] and first.acls == ["ALL"]
+    second = targets["iqn.2010-10.org.openstack:volume-77b"]
+    assert second.accounts == [] and second.acls == ["10.238.20.12"]
+
+
+def test_parse_findmnt_and_mount_options() -> None:
+    line = ('SOURCE="10.238.20.11:/srv/nfs/volumes" TARGET="/var/lib/cinder/mnt/4b1f" FSTYPE="nfs4" '
+            'OPTIONS="rw,relatime,vers=4.2,rsize=524288,addr=10.238.20.11,clientaddr=10.238.20.11"\n')  # fmt: skip
+    found = parse_findmnt(line)
+    assert found["SOURCE"] == "10.238.20.11:/srv/nfs/volumes" and found["FSTYPE"] == "nfs4"
+    assert mount_option(found["OPTIONS"], "addr") == "10.238.20.11" and mount_option(found["OPTIONS"], "port") is None
+    assert parse_findmnt("") == {}
