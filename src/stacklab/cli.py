@@ -354,3 +354,97 @@ def ssh(lab: str, node: str, command: tuple[str, ...]) -> None:
     the_lab = lab_from_arg(lab, _state_root())
     argv = ssh_argv(the_lab.name, node, _state_root(), list(command))
     os.execvp(argv[0], argv)
+
+
+# -- checkpoint (engine/checkpoint.py) ---------------------------------------------------------------------------
+@main.group()
+def checkpoint() -> None:
+    """Whole-lab snapshots of a converged lab: save, restore, list, delete (container nodes)."""
+
+
+def _checkpoint_times(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{phase} {value:.1f}s" for phase, value in seconds.items())
+
+
+@checkpoint.command("save")
+@click.argument("lab", type=str)
+@click.argument("name", type=str)
+@_guard
+def checkpoint_save(lab: str, name: str) -> None:
+    """Stop the nodes in reverse dependency order, copy the lab (node roots, data, state), start them again."""
+    from stacklab.engine.checkpoint import save_lab, validate_name
+    from stacklab.session import Session, lab_from_arg
+
+    validate_name(name)
+    the_lab = lab_from_arg(lab, _state_root())
+    with Session.open(the_lab, _state_root(), command="checkpoint-save") as session:
+        info = save_lab(session.engine, name)
+    click.echo(
+        f"checkpoint {name} of lab {the_lab.name} saved: {len(info.nodes)} nodes, "
+        f"{info.bytes_on_disk / 2**20:.0f} MiB on disk ({_checkpoint_times(info.seconds)})",
+        err=True,
+    )
+
+
+@checkpoint.command("restore")
+@click.argument("lab", type=str)
+@click.argument("name", type=str)
+@_guard
+def checkpoint_restore(lab: str, name: str) -> None:
+    """Put the lab back as it was saved (same addresses, keys, data), then apply what its plan still finds."""
+    from stacklab.engine.checkpoint import restore_lab, validate_name
+    from stacklab.session import Session, lab_from_arg
+
+    validate_name(name)
+    the_lab = lab_from_arg(lab, _state_root())
+    with Session.open(the_lab, _state_root(), command="checkpoint-restore") as session:
+        result, engine, the_plan = restore_lab(session.engine, name, lambda: lab_from_arg(the_lab.name, _state_root()))
+        if not the_plan.is_empty:
+            click.echo(the_plan.render(), err=True)
+            _report(engine.apply(the_plan), the_lab.name, "up")
+    click.echo(
+        f"lab {the_lab.name} restored to checkpoint {name} ({_checkpoint_times(result.seconds)}); "
+        f"plan after restore: {'empty' if the_plan.is_empty else f'{len(the_plan.actionable)} changes applied'}",
+        err=True,
+    )
+
+
+@checkpoint.command("list")
+@click.argument("lab", type=str)
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def checkpoint_list(lab: str, as_json: bool) -> None:
+    """The lab's complete checkpoints, oldest first."""
+    import time
+
+    from stacklab.engine.checkpoint import Checkpoints
+    from stacklab.session import lab_from_arg
+
+    the_lab = lab_from_arg(lab, _state_root())
+    saved = Checkpoints.reader(the_lab.name, _state_root() / the_lab.name).saved()
+    if as_json:
+        click.echo(json.dumps({"lab": the_lab.name, "checkpoints": [c.to_json() for c in saved]}, indent=2))
+        return
+    for info in saved:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.created_at))
+        click.echo(f"{info.name}\t{when}\t{len(info.nodes)} nodes\t{info.bytes_on_disk / 2**20:.0f} MiB")
+    if not saved:
+        click.echo(f"lab {the_lab.name} has no checkpoints", err=True)
+
+
+@checkpoint.command("delete")
+@click.argument("lab", type=str)
+@click.argument("name", type=str)
+@_guard
+def checkpoint_delete(lab: str, name: str) -> None:
+    """Remove one checkpoint of the lab."""
+    from stacklab.engine.checkpoint import Checkpoints, validate_name
+    from stacklab.engine.state import lab_lock
+    from stacklab.session import lab_from_arg
+
+    validate_name(name)
+    the_lab = lab_from_arg(lab, _state_root())
+    lab_dir = _state_root() / the_lab.name
+    with lab_lock(lab_dir):
+        Checkpoints.reader(the_lab.name, lab_dir).delete(name)
+    click.echo(f"checkpoint {name} of lab {the_lab.name} deleted", err=True)

@@ -1,0 +1,430 @@
+"""Checkpoints: a whole-lab snapshot (every node's root, node-local data, the lab's state) saved and restored.
+
+What a checkpoint holds: a copy of the lab's state directory minus its history (`logs/`, `verify/`, the lock and
+the checkpoints themselves). That is
+  state.json, secrets/, ssh/, known_hosts, exports   what stacklab recorded: resources, keys, passwords, cephx
+                                                     keys, the Ceph fsid, CHAP secrets, the nodes' host keys
+  lxc/<node>/                                        each container node whole: its config, its overlay upper
+                                                     dir (delta0/: everything the node wrote over the image,
+                                                     i.e. MariaDB's and RabbitMQ's data, keystone's fernet keys,
+                                                     Ceph's mon store and OSD block files, Swift's devices,
+                                                     iSCSI file LUNs, NFS exports) and the overlay's work dir
+In container nodes every storage driver keeps its data inside the node (`/var/lib/ceph/osd/*/block`,
+`/srv/node`, `/srv/iscsi`, `/srv/nfs`), so the upper dir is the node's data; the image rootfs below it is shared,
+cached by content hash and never written, so the checkpoint records its path and restore checks it is still
+there. VM nodes (qcow2 overlays in `vm/pool/`) are refused for now.
+
+Consistency: the nodes are stopped cleanly in reverse dependency order (quiesce.py), copied, and started again in
+order. Copies are `cp -a --reflink=auto --sparse=always` in one call (hard links inside a node dir, such as
+overlayfs's index, stay hard links; xattrs, whiteouts and owners are kept): a reflink clone where the file system
+can (XFS, Btrfs), else a sparse copy (ext4: the OSDs' sparse block files stay sparse). Hard-link trees are not
+used: a node writes its files in place, which would change the checkpoint too.
+
+Atomicity: a checkpoint is copied into `checkpoints/.tmp-<name>-<pid>/`, its manifest written last, and the
+directory renamed to `checkpoints/<name>/`; only directories with a readable manifest and no leading dot are
+listed. Restore moves the lab's current files aside first and moves them back if the copy fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stacklab.engine.core import Engine
+from stacklab.engine.plan import Plan
+from stacklab.engine.quiesce import LabNode, Quiescer, lab_nodes
+from stacklab.errors import EXIT_INVALID_LAB, StackLabError
+from stacklab.exec.atomic import write_atomic
+from stacklab.exec.runner import LocalRunner, Runner
+from stacklab.model.lab import Lab
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+# State dir entries that are history or coordination, not the lab: never saved, never replaced by a restore.
+NOT_SAVED = frozenset({CHECKPOINTS_DIR, "logs", "verify", "lock"})
+COPY_ARGV = ("cp", "-a", "--reflink=auto", "--sparse=always")
+COPY_TIMEOUT = 3600.0
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+NAME_RULE = "1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or a digit"
+
+
+class CheckpointError(StackLabError):
+    """A bad checkpoint request (invalid, unknown or existing name; a lab kind not supported): nothing touched."""
+
+    exit_code = EXIT_INVALID_LAB
+
+
+def validate_name(name: str) -> str:
+    """The name itself, or a CheckpointError (exit 2) saying what a name may be."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise CheckpointError(f"checkpoint name {name!r} is not valid: use {NAME_RULE}")
+    return name
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes the tree takes on disk (st_blocks, each hard-linked inode once): what a sparse copy costs."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for entry in [*dirs, *files]:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, entry))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One checkpoint's manifest: what it holds and what saving it cost."""
+
+    name: str
+    lab: str
+    created_at: float
+    nodes: list[dict[str, Any]]
+    entries: list[str]
+    bytes_on_disk: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    copy: str = " ".join(COPY_ARGV)
+    version: int = MANIFEST_VERSION
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CheckpointInfo:
+        if data.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"manifest version {data.get('version')}, expected {MANIFEST_VERSION}")
+        return cls(
+            name=str(data["name"]),
+            lab=str(data["lab"]),
+            created_at=float(data["created_at"]),
+            nodes=[dict(n) for n in data["nodes"]],
+            entries=[str(e) for e in data["entries"]],
+            bytes_on_disk=int(data["bytes_on_disk"]),
+            seconds={str(k): float(v) for k, v in data.get("seconds", {}).items()},
+            copy=str(data.get("copy", "")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    info: CheckpointInfo
+    seconds: dict[str, float]
+
+
+def _nothing(_phase: str) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass
+class Checkpoints:
+    """The checkpoints of one lab, under `<lab_dir>/checkpoints/`. Callers hold the lab's lock."""
+
+    lab: str
+    lab_dir: Path
+    runner: Runner
+    quiescer: Quiescer
+    # A context per phase (stop, copy, start...), e.g. the event bus's `phase`, so the JSONL log has the timings.
+    phase: Callable[[str], AbstractContextManager[None]] = _nothing
+    copy_timeout: float = COPY_TIMEOUT
+
+    @property
+    def root(self) -> Path:
+        return self.lab_dir / CHECKPOINTS_DIR
+
+    @classmethod
+    def reader(cls, lab: str, lab_dir: Path) -> Checkpoints:
+        """For listing (no lock, no node is touched)."""
+        runner = LocalRunner()
+        return cls(lab, lab_dir, runner, Quiescer(lab, runner, known_hosts=lab_dir / "known_hosts"))
+
+    # -- read -----------------------------------------------------------------------------------------------
+    def saved(self) -> list[CheckpointInfo]:
+        """Complete checkpoints, oldest first; a half-written one (no manifest, a dot name) is never listed."""
+        found: list[CheckpointInfo] = []
+        if not self.root.is_dir():
+            return found
+        for child in self.root.iterdir():
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                found.append(CheckpointInfo.from_json(json.loads((child / MANIFEST).read_text())))
+        return sorted(found, key=lambda c: (c.created_at, c.name))
+
+    def get(self, name: str) -> CheckpointInfo:
+        validate_name(name)
+        for info in self.saved():
+            if info.name == name:
+                return info
+        known = ", ".join(c.name for c in self.saved()) or "none"
+        raise CheckpointError(
+            f"lab {self.lab} has no checkpoint named {name!r}",
+            hint=f"checkpoints of {self.lab}: {known} (`stacklab checkpoint list {self.lab}`)",
+        )
+
+    # -- save -----------------------------------------------------------------------------------------------
+    def save(self, name: str, resources: Mapping[str, Mapping[str, Any]]) -> CheckpointInfo:
+        """Stop the nodes, copy the lab, write the manifest, rename into place, start the nodes again."""
+        validate_name(name)
+        if (self.root / name).exists():
+            raise CheckpointError(
+                f"lab {self.lab} already has a checkpoint named {name!r}",
+                hint=f"pick another name, or `stacklab checkpoint delete {self.lab} {name}` first",
+            )
+        nodes = self._container_nodes(resources)
+        entries = self._lab_entries()
+        self._clear_half_written()
+        self._check_space(entries)
+        tmp = self.root / f".tmp-{name}-{os.getpid()}"
+        seconds: dict[str, float] = {}
+        tmp.mkdir(parents=True, mode=0o700)
+        try:
+            with self._timed("stop", seconds):
+                self.quiescer.stop_all(nodes)
+            try:
+                with self._timed("copy", seconds):
+                    (tmp / "data").mkdir(mode=0o700)
+                    self._copy([self.lab_dir / e for e in entries], tmp / "data")
+                info = CheckpointInfo(
+                    name=name,
+                    lab=self.lab,
+                    created_at=time.time(),
+                    nodes=[_node_json(n) for n in nodes],
+                    entries=entries,
+                    bytes_on_disk=allocated_bytes(tmp),
+                    seconds=seconds,
+                )
+                write_atomic(tmp / MANIFEST, json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", mode=0o600)
+                os.rename(tmp, self.root / name)
+            finally:
+                with self._timed("start", seconds):
+                    self.quiescer.start_all(nodes)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # The start time is known only now: record it beside the others (the checkpoint is complete already).
+        info = CheckpointInfo(**{**asdict(info), "seconds": dict(seconds)})
+        write_atomic(
+            self.root / name / MANIFEST, json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", mode=0o600
+        )
+        return info
+
+    # -- restore --------------------------------------------------------------------------------------------
+    def restore(self, name: str, resources: Mapping[str, Mapping[str, Any]]) -> RestoreResult:
+        """Stop the nodes, put the checkpoint's files in place of the lab's, start the nodes in order.
+
+        `resources` is the state as it is now: its nodes are the ones to stop. The lab must have the same nodes
+        as when the checkpoint was saved (its bridges and lab file are the same lab's)."""
+        info = self.get(name)
+        current = self._container_nodes(resources)
+        saved = [_node_from_json(n) for n in info.nodes]
+        now_names, saved_names = {n.name for n in current}, {n.name for n in saved}
+        if now_names != saved_names:
+            raise CheckpointError(
+                f"lab {self.lab} has other nodes than checkpoint {name!r} "
+                f"(only now: {sorted(now_names - saved_names) or '-'}; "
+                f"only then: {sorted(saved_names - now_names) or '-'})",
+                hint="a checkpoint restores the lab it was saved from; bring the lab file back to that shape first",
+            )
+        missing = [f"{n.name}: {n.image_rootfs}" for n in saved if n.image_rootfs and not Path(n.image_rootfs).is_dir()]
+        if missing:
+            raise StackLabError(
+                f"checkpoint {name!r} needs image root file systems that are gone: {'; '.join(missing)}",
+                hint="the node roots are overlays on those images: rebuild the same recipe, or delete the checkpoint",
+            )
+        data = self.root / name / "data"
+        seconds: dict[str, float] = {}
+        with self._timed("stop", seconds):
+            self.quiescer.stop_all(current)
+        with self._timed("copy", seconds):
+            aside = self._swap_in(data, info.entries)
+            for node in saved:
+                _drop_overlay_index(node)
+        with self._timed("start", seconds):
+            self.quiescer.start_all(saved)
+        with self._timed("cleanup", seconds):
+            shutil.rmtree(aside, ignore_errors=True)
+        return RestoreResult(info, seconds)
+
+    def _swap_in(self, data: Path, entries: Sequence[str]) -> Path:
+        """Move the lab's entries aside, copy the checkpoint's in; on failure put the old ones back."""
+        absent = [e for e in entries if not (data / e).exists()]
+        if absent or "state.json" not in entries:
+            raise StackLabError(f"checkpoint {data.parent.name!r} is incomplete: missing {absent or ['state.json']}")
+        aside = self.lab_dir / f".restore-aside-{os.getpid()}"
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(mode=0o700)
+        moved = self._lab_entries()
+        for entry in moved:
+            os.rename(self.lab_dir / entry, aside / entry)
+        try:
+            self._copy([data / e for e in entries], self.lab_dir)
+        except BaseException:
+            for entry in entries:
+                target = self.lab_dir / entry
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+            for entry in moved:
+                os.rename(aside / entry, self.lab_dir / entry)
+            aside.rmdir()
+            raise
+        return aside
+
+    # -- delete ---------------------------------------------------------------------------------------------
+    def delete(self, name: str) -> CheckpointInfo:
+        info = self.get(name)
+        # Renamed out of the listing first, so an interrupted delete never leaves a listed, half-removed one.
+        doomed = self.root / f".delete-{name}-{os.getpid()}"
+        os.rename(self.root / name, doomed)
+        shutil.rmtree(doomed)
+        return info
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _container_nodes(self, resources: Mapping[str, Mapping[str, Any]]) -> list[LabNode]:
+        nodes = lab_nodes(resources)
+        if not nodes:
+            raise CheckpointError(f"lab {self.lab} has no nodes recorded", hint="bring it up first: `stacklab up`")
+        others = [f"{n.name} ({n.kind})" for n in nodes if n.kind != "container" or n.lxcpath is None]
+        if others:
+            raise CheckpointError(
+                f"checkpoints hold container nodes only; lab {self.lab} has {', '.join(others)}",
+                hint="VM nodes (qcow2 overlays) are not checkpointed yet",
+            )
+        return nodes
+
+    def _lab_entries(self) -> list[str]:
+        """The state dir's entries a checkpoint holds (dot names are temporary files of atomic writes)."""
+        return sorted(p.name for p in self.lab_dir.iterdir() if p.name not in NOT_SAVED and not p.name.startswith("."))
+
+    def _clear_half_written(self) -> None:
+        """Leftovers of a save or delete that died (the caller holds the lab lock: nothing else writes here)."""
+        if self.root.is_dir():
+            for child in self.root.iterdir():
+                if child.name.startswith((".tmp-", ".delete-")):
+                    shutil.rmtree(child, ignore_errors=True)
+        for child in self.lab_dir.iterdir():
+            if child.name.startswith(".restore-aside-"):
+                shutil.rmtree(child, ignore_errors=True)
+
+    def _check_space(self, entries: Sequence[str]) -> None:
+        needed = sum(allocated_bytes(self.lab_dir / e) for e in entries)
+        free = shutil.disk_usage(self.lab_dir).free
+        if free < needed:
+            raise StackLabError(
+                f"a checkpoint of lab {self.lab} needs up to {needed / 2**30:.2f} GiB; "
+                f"{free / 2**30:.2f} GiB free under {self.lab_dir}",
+                hint="free space, or delete old checkpoints (`stacklab checkpoint list`)",
+            )
+
+    def _copy(self, sources: Sequence[Path], dest: Path) -> None:
+        if sources:
+            self.runner.run([*COPY_ARGV, *map(str, sources), f"{dest}/"], timeout=self.copy_timeout)
+
+    @contextlib.contextmanager
+    def _timed(self, what: str, seconds: dict[str, float]) -> Iterator[None]:
+        began = time.monotonic()
+        with self.phase(f"checkpoint-{what}"):
+            yield
+        seconds[what] = round(time.monotonic() - began, 2)
+
+
+def _drop_overlay_index(node: LabNode) -> None:
+    """Remove the overlay's inode index of a restored node (LXC's `work/index` beside the upper dir).
+
+    Nodes mounted with `index=on` (nfs-ganesha's file handles) record the upper dir's file handle on the index,
+    and each entry names an upper inode: a copy has new inodes, so the kernel refuses the mount (ESTALE, "try
+    deleting index dir"). Deleted, the index is made anew at mount and filled again as files are copied up."""
+    index = node.layout.node_dir / "work" / "index"
+    if index.is_dir():
+        shutil.rmtree(index)
+
+
+def _node_json(node: LabNode) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "kind": node.kind,
+        "roles": list(node.roles),
+        "lxcpath": str(node.lxcpath) if node.lxcpath else None,
+        "ssh": dict(node.ssh),
+        "image_rootfs": node.image_rootfs,
+    }
+
+
+def _node_from_json(data: Mapping[str, Any]) -> LabNode:
+    return LabNode(
+        name=str(data["name"]),
+        kind=str(data["kind"]),
+        roles=tuple(str(r) for r in data.get("roles", ())),
+        lxcpath=Path(str(data["lxcpath"])) if data.get("lxcpath") else None,
+        ssh=dict(data.get("ssh") or {}),
+        image_rootfs=str(data["image_rootfs"]) if data.get("image_rootfs") else None,
+    )
+
+
+# -- with a running engine (the CLI's session) -----------------------------------------------------------------
+
+
+def _close_node_runners(engine: Engine) -> None:
+    """SSH connections to nodes that are about to stop would be dead after; the next use opens new ones."""
+    close = getattr(engine.ctx.node_runner, "close", None)
+    if callable(close):
+        close()
+
+
+def checkpoints_of(engine: Engine) -> Checkpoints:
+    quiescer = Quiescer(engine.lab.name, engine.ctx.runner, known_hosts=engine.state.dir / "known_hosts")
+    return Checkpoints(engine.lab.name, engine.state.dir, engine.ctx.runner, quiescer, phase=engine.bus.phase)
+
+
+def save_lab(engine: Engine, name: str) -> CheckpointInfo:
+    """Save a converged lab: its plan must be empty, so what is saved is what the lab file describes."""
+    store = checkpoints_of(engine)
+    validate_name(name)
+    the_plan = engine.plan()
+    if not the_plan.is_empty:
+        changes = ", ".join(f"{c.action.value} {c.resource.id}" for c in the_plan.actionable[:5])
+        raise StackLabError(
+            f"lab {engine.lab.name} is not converged ({len(the_plan.actionable)} changes planned: {changes})",
+            hint="run `stacklab up` first, so the checkpoint holds the lab its file describes",
+        )
+    _close_node_runners(engine)
+    return store.save(name, engine.state.resources)
+
+
+def restore_lab(
+    engine: Engine, name: str, reload_lab: Callable[[], Lab] | None = None
+) -> tuple[RestoreResult, Engine, Plan]:
+    """Restore, then plan the restored lab with a new engine (the old one holds the state from before): the plan
+    should be empty; what it is not (a service a boot did not start) the caller applies, as `up` would.
+    `reload_lab` reads the lab from the restored state (the lab file may have changed since the save)."""
+    store = checkpoints_of(engine)
+    store.get(name)  # an unknown name is refused before any node stops
+    _close_node_runners(engine)
+    result = store.restore(name, engine.state.resources)
+    restored = Engine(
+        reload_lab() if reload_lab is not None else engine.lab,  # the lab the restored state records
+        state_root=engine.state.dir.parent,
+        runner=engine.ctx.runner,
+        bus=engine.bus,
+        choices=engine.choices,
+        host=engine.ctx.host,
+        node_runner=engine.ctx.node_runner,
+        workers=engine.workers,
+    )
+    with engine.bus.phase("checkpoint-replan"):
+        the_plan = restored.plan()
+    return result, restored, the_plan

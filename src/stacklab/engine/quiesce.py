@@ -1,0 +1,191 @@
+"""Quiesce a lab for a checkpoint: stop its nodes in reverse dependency order, start them again in order.
+
+A checkpoint copies each node's root while nothing writes to it, so every file (MariaDB's tablespaces, a Ceph
+OSD's BlueStore file and its mon store, Swift's partitions) is as a clean shutdown left it, on every node at the
+same moment. A clean stop (`lxc-stop -t`: SIGPWR to the node's systemd, which stops its units) rather than a
+freeze: a frozen node's page cache and daemons' buffers are consistent only as a crash is, and a restore would
+then start every daemon in crash recovery.
+
+The order comes from what the nodes serve, by role: storage nodes (Ceph mons and OSDs, targets, Swift's object
+servers) first, then controllers (databases, message queue, APIs that use the storage), then computes (which
+register with the controller), then clients and role-less nodes. Nodes of one tier start (and stop) together.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stacklab.drivers.nodes.lxc_config import ContainerLayout, cgroup_base
+from stacklab.drivers.nodes.lxc_host import cgroup_mounts, container_state, lxc_start_argv, remove_cgroup_tree
+from stacklab.errors import StackLabError
+from stacklab.exec.readiness import NotReady, wait_until
+from stacklab.exec.runner import CommandError, CommandTimeout, Runner
+from stacklab.exec.ssh import wait_for_ssh
+
+LOG = logging.getLogger(__name__)
+
+# Start tier of each role (lower starts first, stops last); a node takes the lowest of its roles.
+ROLE_TIERS: Mapping[str, int] = {"storage": 0, "swift": 0, "controller": 1, "compute": 2, "client": 3}
+NO_ROLE_TIER = 4
+# Clean stop: the node's systemd gets this many seconds before LXC kills it.
+STOP_CLEAN_SECONDS = 60
+_KILL_TIMEOUT = 30.0
+_START_TIMEOUT = 60.0
+RUNNING_BUDGET = 30.0
+SSH_BUDGET = 120.0
+
+SshWaiter = Callable[..., float]
+
+
+@dataclass(frozen=True)
+class LabNode:
+    """A node as the state file records it: what a checkpoint stops, copies and starts."""
+
+    name: str
+    kind: str
+    roles: tuple[str, ...]
+    lxcpath: Path | None
+    ssh: Mapping[str, Any]
+    image_rootfs: str | None
+
+    @property
+    def tier(self) -> int:
+        return min((ROLE_TIERS.get(role, NO_ROLE_TIER) for role in self.roles), default=NO_ROLE_TIER)
+
+    @property
+    def layout(self) -> ContainerLayout:
+        if self.lxcpath is None:
+            raise StackLabError(f"node {self.name} records no lxcpath", resource=f"node/{self.name}")
+        return ContainerLayout(self.lxcpath, self.name)
+
+
+def lab_nodes(resources: Mapping[str, Mapping[str, Any]]) -> list[LabNode]:
+    """Every node of a state file's resources (`StateStore.resources`), sorted by name."""
+    nodes = []
+    for rid, record in sorted(resources.items()):
+        if not rid.startswith("node/"):
+            continue
+        spec: Mapping[str, Any] = record.get("spec", {})
+        outputs: Mapping[str, Any] = record.get("outputs", {})
+        image = str(spec.get("image", ""))
+        image_rootfs = (resources.get(f"image/{image}", {}).get("outputs") or {}).get("rootfs")
+        lxcpath = outputs.get("lxcpath")
+        nodes.append(
+            LabNode(
+                name=str(outputs.get("name") or spec.get("hostname") or rid.split("/", 1)[1]),
+                kind=str(outputs.get("kind") or spec.get("kind") or "?"),
+                roles=tuple(str(r) for r in spec.get("roles", ())),
+                lxcpath=Path(str(lxcpath)) if lxcpath else None,
+                ssh=dict(outputs.get("ssh") or {}),
+                image_rootfs=str(image_rootfs) if image_rootfs else None,
+            )
+        )
+    return nodes
+
+
+def start_tiers(nodes: Sequence[LabNode]) -> list[list[LabNode]]:
+    """The nodes grouped by tier, in start order (stop order is the reverse)."""
+    tiers: dict[int, list[LabNode]] = {}
+    for node in nodes:
+        tiers.setdefault(node.tier, []).append(node)
+    return [sorted(tiers[t], key=lambda n: n.name) for t in sorted(tiers)]
+
+
+def _each(nodes: Sequence[LabNode], action: Callable[[LabNode], None]) -> None:
+    """Run `action` on every node of a tier at once; the first error is raised after all have finished."""
+    with cf.ThreadPoolExecutor(max(1, len(nodes))) as pool:
+        futures = [pool.submit(action, node) for node in nodes]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
+
+
+@dataclass
+class Quiescer:
+    """Stops and starts a lab's container nodes through the host runner. Injectable waits for unit tests."""
+
+    lab: str
+    runner: Runner
+    known_hosts: Path
+    ssh_waiter: SshWaiter = wait_for_ssh
+    poll_interval: float = 0.3
+    running_budget: float = RUNNING_BUDGET
+    ssh_budget: float = SSH_BUDGET
+    cgroup_mounts: Callable[[], list[Path]] = cgroup_mounts
+
+    def stop_all(self, nodes: Sequence[LabNode]) -> None:
+        """Clean stop, last tier first; a node already stopped is left as it is."""
+        for tier in reversed(start_tiers(nodes)):
+            _each(tier, self.stop)
+
+    def start_all(self, nodes: Sequence[LabNode]) -> None:
+        """Start tier by tier; each tier is RUNNING with SSH answering before the next starts."""
+        for tier in start_tiers(nodes):
+            _each(tier, self.start)
+
+    def stop(self, node: LabNode) -> None:
+        layout = node.layout
+        state, _pid = container_state(self.runner, layout)
+        if state in ("STOPPED", "MISSING"):
+            return
+        base = ["lxc-stop", "-P", str(layout.lxcpath), "-n", layout.name]
+        began = time.monotonic()
+        try:
+            self.runner.run([*base, "-t", str(STOP_CLEAN_SECONDS)], timeout=STOP_CLEAN_SECONDS + 30)
+        except (CommandError, CommandTimeout) as exc:
+            # A node that does not stop cleanly is killed: its copy is then only crash-consistent; say so.
+            LOG.warning("node %s: clean stop failed (%s); killing it", node.name, str(exc).splitlines()[0])
+            self.runner.run([*base, "-k"], timeout=_KILL_TIMEOUT)
+        LOG.info("node %s: stopped in %.1fs", node.name, time.monotonic() - began)
+
+    def start(self, node: LabNode) -> None:
+        layout = node.layout
+        state, _pid = container_state(self.runner, layout)
+        if state != "RUNNING":
+            try:
+                self.runner.run(lxc_start_argv(layout), timeout=_START_TIMEOUT)
+            except CommandError:
+                # A start that aborted (e.g. an overlay that would not mount) leaves the container's cgroup tree
+                # behind, and LXC will not make its monitor cgroup again: remove the empty tree, try once more.
+                left = remove_cgroup_tree(cgroup_base(self.lab, layout.lxcpath, layout.name), self.cgroup_mounts())
+                LOG.warning(
+                    "node %s: lxc-start failed; cleared its cgroups (%d busy) and trying again", node.name, len(left)
+                )
+                self.runner.run(lxc_start_argv(layout), timeout=_START_TIMEOUT)
+
+        def running() -> bool:
+            current, pid = container_state(self.runner, layout)
+            if current == "RUNNING" and pid:
+                return True
+            if current in ("STOPPED", "MISSING"):
+                raise StackLabError(
+                    f"node {node.name} stopped right after lxc-start",
+                    resource=f"node/{node.name}",
+                    hint=f"see {layout.lxc_log} and {layout.console_log}",
+                )
+            raise NotReady(f"state {current}")
+
+        wait_until(
+            running,
+            budget=self.running_budget,
+            interval=self.poll_interval,
+            what=f"node {node.name} to be RUNNING",
+            resource=f"node/{node.name}",
+        )
+        ssh = node.ssh
+        if ssh.get("host"):
+            self.ssh_waiter(
+                str(ssh["host"]),
+                Path(str(ssh["key"])),
+                self.ssh_budget,
+                user=str(ssh.get("user", "root")),
+                port=int(ssh.get("port", 22)),
+                known_hosts=self.known_hosts,
+                resource=f"node/{node.name}",
+            )
