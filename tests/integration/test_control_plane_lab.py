@@ -1,10 +1,10 @@
 """The control-plane lab end to end through the CLI: MariaDB, RabbitMQ, memcached, keystone, glance, placement,
-neutron, nova and cinder and the Swift proxy on a controller, two nova-compute nodes, three storage nodes with Swift
-and a 3-OSD Ceph (`verify --suite openstack --suite volumes --suite attach --suite evacuation --suite replication`:
-a guest booted by nova writes an attached cinder volume, survives its host's death by evacuation with its RBD disk,
-...), a zero-change re-up, a stopped keystone seen as drift and repaired by the next `up`, and `down` with a clean
-leak check. Unique name and subnets; removed in a finalizer even
-when the test fails."""
+neutron, nova and cinder and the Swift proxy on a controller, two nova-compute nodes on RBD and a third with local
+disks, three storage nodes with Swift and a 3-OSD Ceph (`verify --suite openstack --suite volumes --suite attach
+--suite evacuation --suite replication --suite caching`: a guest booted by nova writes an attached cinder volume,
+survives its host's death by evacuation with its RBD disk, is booted twice from the local compute's base-image
+cache...), a zero-change re-up, a stopped keystone seen as drift and repaired by the next `up`, and `down` with a
+clean leak check. Unique name and subnets; removed in a finalizer even when the test fails."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ def control_plane(tmp_path: Path) -> Iterator[LabCopy]:
 
 def test_control_plane_up_verify_repair_down(control_plane: LabCopy) -> None:
     lab = control_plane
-    report = lab.up_twice_and_verify("openstack", "volumes", "attach", "evacuation", "replication")
-    # 18 suite tests + the lab-baseline check, which verify reports as a test of its own
-    assert "19 passed" in report.stdout, report.stdout[-2000:]
+    report = lab.up_twice_and_verify("openstack", "volumes", "attach", "evacuation", "replication", "caching")
+    # 23 suite tests (caching: glance's cache, nova's fetch into _base, the second boot from it, the base after the
+    # image's delete, the cache manager's ageing) + the lab-baseline check, which verify reports as a test of its own
+    assert "24 passed" in report.stdout, report.stdout[-2000:]
     assert "lab baseline: the lab is as before the suites" in report.stdout, report.stdout[-2000:]
 
     stacklab(lab.state, "ssh", lab.name, "infra1", "systemctl", "stop", "keystone")

@@ -9,7 +9,7 @@ from pathlib import Path
 from stacklab.model.addressing import AUTO_START_OFFSET, AddressPoolExhausted, node_addresses
 from stacklab.model.cinder_backends import check_cinder_backends
 from stacklab.model.errors import Loc
-from stacklab.model.lab import Lab
+from stacklab.model.lab import NOVA_DEFAULT_ZONE, Lab
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.model.services import SERVICE_NEEDS
 
@@ -259,6 +259,7 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
             nova_section = {"rbd": "ceph"}.get(value)  # instances_on: nfs is refused by _check_unsupported
             if nova_section and getattr(lab.storage, nova_section) is None:
                 yield ("openstack", "nova", field), f"{value} needs storage.{nova_section}", None
+        yield from _check_nova_overrides(lab, computes)
     if "swift" in services:
         swift_nodes = os_.swift.nodes or lab.nodes_with_role("swift")
         if os_.swift.proxy is not None:  # serves on br-mgmt: no storage NIC needed
@@ -303,7 +304,7 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
     rbd_needs = []
     if "cinder" in services and "rbd" in os_.cinder.backends:
         rbd_needs.append((("openstack", "cinder", "backends"), "cinder's rbd backend needs", "volumes"))
-    if "nova" in services and os_.nova.images_type == "rbd":
+    if "nova" in services and any(os_.nova.images_type_of(c) == "rbd" for c in _nova_computes(lab)):
         rbd_needs.append((("openstack", "nova", "images_type"), "nova's rbd images need", "vms"))
     for loc, who, pool in rbd_needs:
         if ceph is None:
@@ -336,9 +337,11 @@ def _check_verify(lab: Lab) -> Iterator[Problem]:
             )
         if suite == "evacuation" and lab.openstack and "nova" in services:
             nova = lab.openstack.nova
-            computes = nova.computes or lab.nodes_with_role("compute")
+            computes = [c for c in _nova_computes(lab) if nova.zone_of(c) == NOVA_DEFAULT_ZONE]
             if len(computes) < 2:
-                yield ("verify", "suites", i), "evacuation needs two compute nodes", None
+                zoned = sorted(c for c in _nova_computes(lab) if c not in computes)
+                hint = f"{', '.join(zoned)}: in a zone of its own; evacuation stays in {NOVA_DEFAULT_ZONE}"
+                yield ("verify", "suites", i), "evacuation needs two compute nodes", hint if zoned else None
             if nova.images_type != "rbd" and nova.instances_on == "local":
                 yield (
                     ("verify", "suites", i),
@@ -347,6 +350,81 @@ def _check_verify(lab: Lab) -> Iterator[Problem]:
                 )
         if suite == "storage" and not any((lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)):
             yield ("verify", "suites", i), "suite storage needs storage.iscsi, nfs or ceph", None
+        if suite == "caching" and lab.openstack and {"glance", "nova"} <= services:
+            yield from _check_caching_suite(lab, i)
+
+
+def _nova_computes(lab: Lab) -> list[str]:
+    assert lab.openstack is not None
+    return lab.openstack.nova.computes or lab.nodes_with_role("compute")
+
+
+def _check_nova_overrides(lab: Lab, computes: list[str]) -> Iterator[Problem]:
+    """`openstack.nova.overrides`: per compute node, its images_type and zone. A compute whose disks differ from the
+    lab's must be in a zone of its own: a boot that names no zone stays in the default zone, so it never lands on
+    local disks when the lab's suites expect shared ones (or the other way round)."""
+    assert lab.openstack is not None
+    nova = lab.openstack.nova
+    for node, override in nova.overrides.items():
+        loc: Loc = ("openstack", "nova", "overrides", node)
+        if node not in computes:
+            yield loc, f"{node} is not a nova compute node", f"nova's computes: {', '.join(computes) or 'none'}"
+            continue
+        kind = nova.images_type_of(node)
+        if kind == "rbd" and lab.storage.ceph is None:
+            yield (*loc, "images_type"), "rbd needs storage.ceph", None
+        if override.availability_zone == NOVA_DEFAULT_ZONE:
+            yield (
+                (*loc, "availability_zone"),
+                f"{NOVA_DEFAULT_ZONE} is nova's default zone, where every compute without a zone of its own is",
+                "name a zone of its own, e.g. local-disk, or drop availability_zone",
+            )
+        elif kind != nova.images_type and override.availability_zone is None:
+            yield (
+                (*loc, "images_type"),
+                f"{node} keeps its instance disks as {kind}, the lab's computes as {nova.images_type}: a boot that "
+                "names no zone could land on it",
+                f"give it a zone of its own: overrides: {{{node}: {{images_type: {kind}, availability_zone: "
+                "local-disk}}",
+            )
+
+
+# `verify` waits at most this long for nova's cache manager to remove an unused base image (suite caching)
+CACHE_AGEING_LIMIT = 600
+
+
+def _check_caching_suite(lab: Lab, i: int) -> Iterator[Problem]:
+    """Suite caching boots on a compute with local disks, reads glance's cache and watches nova's cache manager
+    remove the unused base image: the lab must have all three, within a bounded wait."""
+    assert lab.openstack is not None
+    os_ = lab.openstack
+    loc: Loc = ("verify", "suites", i)
+    if not any(os_.nova.images_type_of(c) == "qcow2" for c in _nova_computes(lab)):
+        yield (
+            loc,
+            "suite caching needs a compute with local instance disks (images_type qcow2): nova keeps no base image "
+            "cache for rbd disks",
+            "add a compute, e.g. openstack.nova.overrides: {compute3: {images_type: qcow2, availability_zone: "
+            "local-disk}}",
+        )
+    if not os_.glance.cache:
+        yield loc, "suite caching needs glance's image cache", "set openstack.glance.cache: true"
+    cache = os_.nova.image_cache
+    if cache is None or not cache.remove_unused_base_images:
+        yield (
+            loc,
+            "suite caching watches nova's cache manager remove an unused base image: "
+            + ("the lab leaves nova's defaults (a pass every 2400 s, removal after 86400 s)" if cache is None
+               else "remove_unused_base_images is off"),
+            "set openstack.nova.image_cache: {manager_interval: 20, remove_unused_original_minimum_age_seconds: 60}",
+        )  # fmt: skip
+    elif (bound := cache.remove_unused_original_minimum_age_seconds + 2 * cache.manager_interval) > CACHE_AGEING_LIMIT:
+        yield (
+            ("openstack", "nova", "image_cache"),
+            f"suite caching would wait up to {bound} s for an unused base image to go (the minimum age plus two "
+            f"manager passes); verify waits at most {CACHE_AGEING_LIMIT} s",
+            "e.g. manager_interval: 20, remove_unused_original_minimum_age_seconds: 60",
+        )
 
 
 def shipped_suites() -> list[str]:

@@ -277,10 +277,51 @@ class Swift(_Model):
     replicas: int = Field(3, ge=1, le=5)
 
 
+# nova's own name for the zone of every compute no host aggregate places elsewhere (default_availability_zone)
+NOVA_DEFAULT_ZONE = "nova"
+
+
+class NovaNode(_Model):
+    """One compute's departures from `openstack.nova`, as an operator sets them in that host's nova.conf."""
+
+    images_type: Literal["qcow2", "rbd"] | None = Field(
+        None, description="this compute's instance disks: qcow2 (local files over a cached base image) or rbd; "
+        "default: openstack.nova.images_type"
+    )  # fmt: skip
+    availability_zone: Name | None = Field(
+        None, description="a zone of its own (a host aggregate with this zone): boots that name no zone stay in "
+        "nova's default zone, so a compute whose disks differ from the others gets only what asks for it"
+    )  # fmt: skip
+
+
+class NovaImageCache(_Model):
+    """nova.conf `[image_cache]` on every compute: how often the cache manager runs and when it removes a base image
+    (`_base`) no instance uses any more."""
+
+    manager_interval: int = Field(2400, ge=5, le=86400, description="seconds between two cache manager passes")
+    remove_unused_base_images: bool = True
+    remove_unused_original_minimum_age_seconds: int = Field(
+        86400, ge=0, le=31536000, description="an unused base image younger than this (since its last use) stays"
+    )
+
+
 class Nova(_Model):
     computes: list[str] = Field(default_factory=list, description="default: nodes with the compute role")
     images_type: Literal["qcow2", "rbd"] = "qcow2"
     instances_on: Literal["local", "nfs", "rbd"] = "local"
+    overrides: dict[Name, NovaNode] = Field(
+        default_factory=dict, description="per compute node: its images_type and availability zone"
+    )
+    image_cache: NovaImageCache | None = Field(None, description="default: nova's (40 min passes, 24 h age)")
+
+    def images_type_of(self, node: str) -> str:
+        """The instance disk type of compute `node` (its override, else the lab's)."""
+        override = self.overrides.get(node)
+        return (override.images_type if override else None) or self.images_type
+
+    def zone_of(self, node: str) -> str:
+        override = self.overrides.get(node)
+        return (override.availability_zone if override else None) or NOVA_DEFAULT_ZONE
 
 
 class OpenStack(_Model):

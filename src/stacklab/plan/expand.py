@@ -197,6 +197,9 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
             spec["config"] = cinder_config(lab, addresses)
         if service == "nova":  # each nova node's my_ip: the controller's and the computes' br-mgmt addresses
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
+            # per-node overrides and the cache manager's timing only when the lab sets them: a lab without them
+            # keeps the spec it had (running labs plan no change)
+            spec["config"] = {k: v for k, v in spec["config"].items() if v or k not in ("overrides", "image_cache")}
         if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
             proxy, *swift_nodes = hosts
             spec["config"] |= {

@@ -15,6 +15,14 @@ as `client.cinder` (the usual Ceph-for-OpenStack layout: one key for volumes and
 libvirt holds as a secret under the same per-lab UUID cinder hands out for volume attachments. `up` waits until
 every nova-compute reports up, maps the computes into cell1 (`discover_hosts`) and waits until each is a
 hypervisor (and so a resource provider in placement).
+
+Per compute (`openstack.nova.overrides`): a compute may keep its instance disks as local qcow2 files over nova's
+base-image cache (`/var/lib/nova/instances/_base`) beside the lab's RBD computes. Such a compute is put in a zone
+of its own (a host aggregate carrying `availability_zone`, made through nova's API once the computes report), and
+the API sends a boot that names no zone to nova's default zone (`default_schedule_zone`, enforced by the
+scheduler's AvailabilityZoneFilter), so an instance that expects shared disks never lands on local ones.
+`openstack.nova.image_cache` sets `[image_cache]` on every compute (how often the cache manager runs, when it
+removes an unused base image), short enough in the shipped labs for the `caching` suite to watch it happen.
 """
 
 from __future__ import annotations
@@ -82,6 +90,19 @@ RBD_POOL = "vms"
 MANAGE_TIMEOUT = 900.0
 COMPUTE_BUDGET = 240.0
 SERVICE = {"name": "nova", "type": "compute", "description": "OpenStack Compute"}
+DEFAULT_ZONE = "nova"  # nova's default_availability_zone: every compute no aggregate places elsewhere
+INSTANCES_PATH = "/var/lib/nova/instances"
+# Zed's default filters, and the zone filter: the placement pre-filter alone does not keep a boot for the default
+# zone off the hosts of a zone aggregate (it only narrows a request that names an aggregate's zone)
+SCHEDULER_FILTERS = (
+    "ComputeFilter",
+    "ComputeCapabilitiesFilter",
+    "ImagePropertiesFilter",
+    "ServerGroupAntiAffinityFilter",
+    "ServerGroupAffinityFilter",
+    "AvailabilityZoneFilter",
+)
+IMAGE_CACHE_KEYS = ("manager_interval", "remove_unused_base_images", "remove_unused_original_minimum_age_seconds")
 
 
 def api_url(plan: ServiceLayout) -> str:
@@ -100,8 +121,41 @@ def dropin_path(unit: str) -> str:
     return DROPIN_DIR.format(unit=unit)
 
 
-def images_type(plan: ServiceLayout) -> str:
-    return str(plan.config.get("images_type", "qcow2"))
+def images_type(plan: ServiceLayout, node: str | None = None) -> str:
+    """The lab's instance disk type, or compute `node`'s (its override, else the lab's)."""
+    override = _override(plan, node).get("images_type")
+    return str(override or plan.config.get("images_type", "qcow2"))
+
+
+def _override(plan: ServiceLayout, node: str | None) -> Mapping[str, Any]:
+    return dict((plan.config.get("overrides") or {}).get(node) or {}) if node else {}
+
+
+def zone(plan: ServiceLayout, node: str) -> str:
+    return str(_override(plan, node).get("availability_zone") or DEFAULT_ZONE)
+
+
+def zones(plan: ServiceLayout) -> dict[str, list[str]]:
+    """{zone: its computes} for the zones other than the default one."""
+    found: dict[str, list[str]] = {}
+    for node in computes(plan):
+        if zone(plan, node) != DEFAULT_ZONE:
+            found.setdefault(zone(plan, node), []).append(node)
+    return found
+
+
+def image_cache(plan: ServiceLayout) -> dict[str, Any]:
+    """The lab's `[image_cache]` settings ({}: nova's defaults)."""
+    return {k: v for k, v in dict(plan.config.get("image_cache") or {}).items() if k in IMAGE_CACHE_KEYS}
+
+
+def schedule_zone_line(plan: ServiceLayout) -> str:
+    """With a zone of its own for some computes, a boot that names none goes to the default zone (nova-api)."""
+    return f"default_schedule_zone = {DEFAULT_ZONE}\n" if zones(plan) else ""
+
+
+def _ini(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def check_plan(plan: ServiceLayout, ctx: DriverContext) -> None:
@@ -112,7 +166,7 @@ def check_plan(plan: ServiceLayout, ctx: DriverContext) -> None:
             resource=rid,
             hint="use `images_type: rbd` for instance disks on shared (Ceph) storage, or the default local disks",
         )
-    if images_type(plan) == "rbd":
+    if any(images_type(plan, node) == "rbd" for node in computes(plan)):
         ceph = ctx.outputs.get(f"ceph/{ctx.lab.name}") or {}
         missing = [f"pool {RBD_POOL}"] if RBD_POOL not in ceph.get("pools", []) else []
         missing += [f"client {CEPH_USER}"] if CEPH_USER not in ceph.get("clients", {}) else []
@@ -136,6 +190,7 @@ def render_conf(
         "[DEFAULT]\n"
         f"my_ip = {my_ip}\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
+        f"{schedule_zone_line(plan)}"
         "[api]\n"
         "auth_strategy = keystone\n"
         "[glance]\n"
@@ -162,6 +217,8 @@ def render_conf(
             "[scheduler]\n"
             "workers = 1\n"
         )
+        if zones(plan):
+            text += f"[filter_scheduler]\nenabled_filters = {','.join(SCHEDULER_FILTERS)}\n"
     if node in computes(plan):
         text += (
             "[compute]\n"
@@ -169,15 +226,17 @@ def render_conf(
             "[libvirt]\n"
             # TCG: the compute nodes are containers (or VMs without nested KVM)
             "virt_type = qemu\n"
-            f"images_type = {images_type(plan)}\n"
+            f"images_type = {images_type(plan, node)}\n"
         )
-        if images_type(plan) == "rbd":
+        if images_type(plan, node) == "rbd":
             text += (
                 f"images_rbd_pool = {RBD_POOL}\n"
                 "images_rbd_ceph_conf = /etc/ceph/ceph.conf\n"
                 f"rbd_user = {CEPH_USER}\n"
                 f"rbd_secret_uuid = {rbd_secret_uuid(plan.lab)}\n"
             )
+        if image_cache(plan):
+            text += "[image_cache]\n" + "".join(f"{k} = {_ini(v)}\n" for k, v in image_cache(plan).items())
     return text
 
 
@@ -225,6 +284,37 @@ def hypervisors(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list
     return sorted(str(h["hypervisor_hostname"]) for h in json.loads(body or "{}").get("hypervisors", []))
 
 
+def compute_outputs(plan: ServiceLayout) -> dict[str, Any]:
+    """What the suites read about each compute: its disk type and zone, the cache manager's settings, and where
+    the instance disks, the base-image cache and the log are."""
+    return {"images_types": {c: images_type(plan, c) for c in computes(plan)},
+            "zones": {c: zone(plan, c) for c in computes(plan)}, "image_cache": image_cache(plan),
+            "instances_path": INSTANCES_PATH, "compute_log": "/var/log/nova/nova-compute.log"}  # fmt: skip
+
+
+def openstack_argv(*args: str) -> list[str]:
+    """openstackclient on the controller as keystone's admin (the credentials from the 0600 openrc, not argv)."""
+    return ["sh", "-c", '. /root/admin-openrc && exec openstack "$@"', "openstack", *args]
+
+
+def ensure_zone(runner: Runner, name: str, members: list[str]) -> None:
+    """A host aggregate `name` with availability zone `name`, holding exactly `members` among its hosts (made once;
+    a later `up` adds what is missing)."""
+    shown = runner.run(openstack_argv("aggregate", "show", name, "-f", "json"), timeout=120, check=False)
+    if not shown.ok:
+        shown = runner.run(openstack_argv("aggregate", "create", "--zone", name, name, "-f", "json"), timeout=120)
+    aggregate = json.loads(shown.stdout)
+    if aggregate.get("availability_zone") != name:
+        raise StackLabError(
+            f"host aggregate {name} exists with zone {aggregate.get('availability_zone')!r}, not {name!r}",
+            resource="service/nova",
+            hint=f"`openstack aggregate set --zone {name} {name}` on the controller, or rename the lab's zone",
+        )
+    for host in members:
+        if host not in (aggregate.get("hosts") or []):
+            runner.run(openstack_argv("aggregate", "add", "host", name, host), timeout=120)
+
+
 class Nova:
     name = "nova"
 
@@ -236,7 +326,7 @@ class Nova:
         if node in computes(plan):
             units.append("nova-compute")
         files |= {dropin_path(u): render_dropin(plan, u) for u in units}
-        if node in computes(plan) and images_type(plan) == "rbd":
+        if node in computes(plan) and images_type(plan, node) == "rbd":
             files[SECRET_XML] = render_secret_xml(plan)
         return files
 
@@ -287,7 +377,11 @@ class Nova:
             self._ensure_compute(ctx, ctx.on_node(node), plan, node, secrets)
         ctx.progress(f"{rid}: waiting for {', '.join(computes(plan))} to report, then discover_hosts")
         self._wait_for_computes(ctx, runner, plan)
-        return {"url": endpoint_url(plan), "computes": list(computes(plan)), "images_type": images_type(plan),
+        for name, members in zones(plan).items():
+            ctx.progress(f"{rid}: zone {name} for {', '.join(members)}")
+            ensure_zone(runner, name, members)
+        return {**compute_outputs(plan), "url": endpoint_url(plan), "computes": list(computes(plan)),
+                "images_type": images_type(plan),
                 "virt_type": "qemu", "cells": ["cell0", "cell1"]}  # fmt: skip
 
     def _write(self, runner: Runner, files: Mapping[str, str]) -> bool:
@@ -304,11 +398,11 @@ class Nova:
         rid = f"service/{self.name}"
         require_node(runner, node, rid, files={"/usr/bin/nova-compute": "nova-compute",
                      "/usr/sbin/libvirtd": "libvirt-daemon-system"}, unit="nova-compute")  # fmt: skip
-        if images_type(plan) == "rbd":
+        if images_type(plan, node) == "rbd":
             require_keyring(runner, node, rid, "compute")
         changed = self._write(runner, self._files(ctx, plan, node, secrets))
         enable_and_restart(runner, "libvirtd", changed=False)
-        if images_type(plan) == "rbd":
+        if images_type(plan, node) == "rbd":
             # nova-compute (as nova) opens RBD itself; QEMU gets the key from libvirt's secret
             share_keyring(runner, "nova")
             uuid = rbd_secret_uuid(plan.lab)
