@@ -650,6 +650,11 @@ class NovaNodes(CinderController):
             if "create_cell" in inner:
                 self.cells.append(inner[inner.index("--name") + 1])
             return ok()
+        if inner[0] in ("cp", "mv"):  # nova_migration keeps the shipped libvirt files beside its own
+            source, target = inner[-2:]
+            if source in self.files and not ("-n" in inner and target in self.files):
+                self.files[target] = self.files.pop(source) if inner[0] == "mv" else self.files[source]
+            return ok()
         if inner[0] == "virsh":
             if inner[1] == "secret-set-value":
                 self.secrets[inner[3]] = self.files[inner[-1]].strip()
@@ -691,6 +696,7 @@ def test_nova_files_golden(tmp_path: Path) -> None:
 
 def test_nova_up_maps_the_compute_and_down_undoes_it(tmp_path: Path) -> None:
     from stacklab.drivers.openstack import nova as svc_nova
+    from stacklab.drivers.openstack import nova_migration
 
     ceph = {"pools": ["volumes", "vms"], "clients": {"cinder": "k"}}
     fake, ctx, resources = cinder_setup(tmp_path, NOVA_LAB, ceph, node_type=NovaNodes)
@@ -713,6 +719,10 @@ def test_nova_up_maps_the_compute_and_down_undoes_it(tmp_path: Path) -> None:
     assert compute.secrets == {rbd_secret_uuid("oslab"): "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ=="}
     assert compute.keyring_mode == "nova 640"
     assert not any(p.endswith(".key") for p in compute.files), "the key file outlives secret-set-value"
+    # live migration: the lab key root-only on the compute, and libvirt's files (a lone compute admits nobody)
+    assert compute.files[nova_migration.KEY_PATH].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert compute.files[nova_migration.QEMU_CONF].count('"10.250.0.31"') == 2
+    assert "ssh-ed25519" not in compute.files[nova_migration.AUTHORIZED_KEYS]
     assert all(any(f"CREATE DATABASE IF NOT EXISTS `{d}`" in s for s in node.sql) for d in svc_nova.DATABASES)
     observed = driver.observe(resources["nova"], ctx)
     assert observed is not None and observed.drift == ()
@@ -725,6 +735,9 @@ def test_nova_up_maps_the_compute_and_down_undoes_it(tmp_path: Path) -> None:
     assert all(any(f"DROP DATABASE IF EXISTS `{d}`" in s for s in node.sql) for d in svc_nova.DATABASES)
     assert not {"nova-api", "nova-conductor"} & node.running and not {"nova-compute", "libvirtd"} & compute.running
     assert compute.keyring_mode == "root 600"
+    assert not {nova_migration.KEY_PATH, nova_migration.AUTHORIZED_KEYS, nova_migration.SSH_CLIENT_CONF} & set(
+        compute.files
+    )
 
 
 def test_nova_rbd_images_need_the_vms_pool(tmp_path: Path) -> None:

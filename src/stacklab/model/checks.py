@@ -23,6 +23,7 @@ SUITE_NEEDS: dict[str, tuple[str, ...]] = {
     "replication": ("swift",),
     "caching": ("glance", "nova"),
     "evacuation": ("nova",),
+    "migration": ("nova",),
 }
 
 
@@ -347,6 +348,16 @@ def _check_verify(lab: Lab) -> Iterator[Problem]:
                     ("verify", "suites", i),
                     "evacuation needs instance disks on shared storage",
                     "set openstack.nova.images_type: rbd (with storage.ceph)",
+                )
+        if suite == "migration" and lab.openstack and "nova" in services:
+            nova = lab.openstack.nova
+            shared = [c for c in _nova_computes(lab) if nova.zone_of(c) == NOVA_DEFAULT_ZONE]
+            rbd = [c for c in shared if nova.images_type_of(c) == "rbd"]
+            if len(rbd) < 2:
+                yield (
+                    ("verify", "suites", i),
+                    f"live migration needs two compute nodes with instance disks on RBD in zone {NOVA_DEFAULT_ZONE}",
+                    "set openstack.nova.images_type: rbd (with storage.ceph) and give the lab a second compute",
                 )
         if suite == "storage" and not any((lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)):
             yield ("verify", "suites", i), "suite storage needs storage.iscsi, nfs or ceph", None

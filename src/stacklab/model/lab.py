@@ -43,7 +43,9 @@ Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_written_address)]
 NodeKind = Literal["auto", "vm", "container"]
 Role = Literal["controller", "compute", "storage", "swift", "client"]
 Device = Literal["kvm", "tun", "fuse"]
-SuiteName = Literal["infra", "storage", "openstack", "volumes", "attach", "replication", "caching", "evacuation"]
+SuiteName = Literal[
+    "infra", "storage", "openstack", "volumes", "attach", "replication", "caching", "evacuation", "migration"
+]
 
 
 class _Model(BaseModel):

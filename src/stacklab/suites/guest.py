@@ -1,8 +1,14 @@
 """The suites' test guest in glance, and instances of it through nova.
 
-The guest (see guest_initrd.py) is built on the controller from its own kernel and klibc, and uploaded as an
-AKI/ARI pair plus a 1 MiB raw root disk whose properties name them, so nova boots it with direct kernel boot under
-TCG in seconds and without a network. What it did shows on its disks, which the suites read from Ceph.
+The guest (see guest_initrd.py) is built on the controller from its own kernel and klibc, and uploaded as a
+kernel and a ramdisk image plus a 1 MiB raw root disk whose properties name them, so nova boots it with direct
+kernel boot under TCG in seconds and without a network. What it did shows on its disks, which the suites read
+from Ceph.
+
+The kernel and ramdisk are raw/bare images, not AKI/ARI: a live migration's destination fetches them again
+(pre_live_migration, `fetch_to_raw`), and Debian's Zed nova with the image format inspector (CVE-2024-32498)
+refuses an `aki` image there because qemu-img calls it `raw` ("Image content does not match disk_format"); the
+boot path fetches them without that check, so either format boots.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ class GuestImage:
 
 
 @contextmanager
-def guest_image(runner: Runner, auth: Mapping[str, str]) -> Iterator[GuestImage]:
-    """Build and upload the guest from `runner`'s node (the controller); the images are deleted afterwards."""
+def guest_image(runner: Runner, auth: Mapping[str, str], *, beat: float = 0.0) -> Iterator[GuestImage]:
+    """Build and upload the guest from `runner`'s node (the controller); the images are deleted afterwards. With
+    `beat` (seconds), the guest writes its console heartbeat that often (guest_initrd.py)."""
     write_node_file(runner, BUILDER, resources.files("stacklab.suites").joinpath("guest_initrd.py").read_text())
     built = json.loads(runner.run(["python3", BUILDER, f"{GUEST_DIR}/initrd.img"], timeout=120).stdout.splitlines()[-1])
     root = f"{GUEST_DIR}/root.raw"
@@ -53,10 +60,11 @@ def guest_image(runner: Runner, auth: Mapping[str, str]) -> Iterator[GuestImage]
             assert image["status"] == "active", f"glance did not take {path}: {image}"
             return str(image["image_id"])
 
-        kernel = upload(built["kernel"], "stacklab-guest-kernel", "aki", "aki")
-        ramdisk = upload(built["initrd"], "stacklab-guest-ramdisk", "ari", "ari")
+        kernel = upload(built["kernel"], "stacklab-guest-kernel", "raw", "bare")
+        ramdisk = upload(built["initrd"], "stacklab-guest-ramdisk", "raw", "bare")
+        command_line = "console=ttyS0 quiet" + (f" stacklab.beat={beat:g}" if beat else "")
         image = upload(root, "stacklab-guest", "raw", "bare", kernel_id=kernel, ramdisk_id=ramdisk,
-                       os_command_line="console=ttyS0 quiet")  # fmt: skip
+                       os_command_line=command_line)  # fmt: skip
         yield GuestImage(image, tuple(made))
     finally:
         for image_id in reversed(made):

@@ -2,7 +2,7 @@
 
 Usage: guest_initrd.py OUT.img  -> prints {"kernel": ..., "initrd": OUT.img, "version": ...} as one JSON line.
 
-The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as an AKI/ARI pair, so no bootloader and
+The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as a kernel/ramdisk pair, so no bootloader and
 no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
 stacklab image), the virtio modules of that kernel, and an /init that proves what the suites need to see:
 
@@ -14,6 +14,9 @@ stacklab image), the virtio modules of that kernel, and an /init that proves wha
   `stacklab-volume:<disk>:<boot id>` written at its start, followed by ` read:<the line found>` when the disk
   already carried such a line (a volume another guest wrote), then `stacklab-guest: wrote <disk>` on the console.
   So a volume moved to a second guest shows, on the backend, that this guest read the first one's bytes.
+
+- with `stacklab.beat=SECONDS` on the kernel command line, a heartbeat line `stacklab-beat <boot id> <n>` on the
+  console every SECONDS (n counts from 1): a guest that keeps running keeps its boot id and counts on.
 
 The console (ttyS0) is what nova's console log shows; nothing here needs a network.
 """
@@ -52,6 +55,14 @@ esac
 echo "$mark boot:$boot" > /dev/vda
 sync
 mkdir /tmp/done
+# stacklab.beat=SECONDS on the command line: a console heartbeat, so a suite sees the guest keep running (live
+# migration: same boot id, the counter goes on) and for how long it was silent
+for word in $(cat /proc/cmdline); do
+  case "$word" in stacklab.beat=*) beat="${word#stacklab.beat=}" ;; esac
+done
+if [ -n "$beat" ]; then
+  ( n=0; while true; do n=$((n + 1)); echo "stacklab-beat $boot $n"; sleep "$beat"; done ) &
+fi
 while true; do
   for d in vdb vdc vdd; do
     if [ -b /dev/$d ] && [ ! -e /tmp/done/$d ]; then

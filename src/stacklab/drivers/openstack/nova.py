@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack import nova_migration
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -226,6 +227,7 @@ def render_conf(
             "[libvirt]\n"
             # TCG: the compute nodes are containers (or VMs without nested KVM)
             "virt_type = qemu\n"
+            f"{nova_migration.nova_conf_lines(my_ip)}"
             f"images_type = {images_type(plan, node)}\n"
         )
         if images_type(plan, node) == "rbd":
@@ -345,6 +347,10 @@ class Nova:
                 found.append(f"{node} is not reachable")
                 continue
             found += file_problems(node_runner, self._files(ctx, plan, node, secrets), node)
+            migration = self._migration_files(ctx, plan, node, create=False)
+            if migration is None:
+                found.append(f"the lab's live-migration key {nova_migration.KEY_SECRET} is missing")
+            found += file_problems(node_runner, migration or {}, node)
             found += [f"{p} on {node}" for u in COMPUTE_UNITS for p in unit_problems(node_runner, u)]
         return found
 
@@ -382,7 +388,20 @@ class Nova:
             ensure_zone(runner, name, members)
         return {**compute_outputs(plan), "url": endpoint_url(plan), "computes": list(computes(plan)),
                 "images_type": images_type(plan),
-                "virt_type": "qemu", "cells": ["cell0", "cell1"]}  # fmt: skip
+                "virt_type": "qemu", "cells": ["cell0", "cell1"],
+                "live_migration": {"scheme": nova_migration.SCHEME, "ports": [nova_migration.PORT_MIN,
+                                   nova_migration.PORT_MAX], "inbound": {n: plan.addresses[n] for n in computes(plan)}},
+                }  # fmt: skip
+
+    def _migration_files(
+        self, ctx: DriverContext, plan: ServiceLayout, node: str, *, create: bool
+    ) -> dict[str, str] | None:
+        """The live-migration files of compute `node` (nova_migration.py); None when the lab key is missing."""
+        pair = nova_migration.lab_key(ctx.state_dir, create=create)
+        if pair is None:
+            return None
+        peers = {plan.addresses[p]: nova_migration.host_key(ctx.on_node(p), p) for p in computes(plan) if p != node}
+        return nova_migration.node_files(plan.lab, plan.addresses[node], key=pair[0], public=pair[1], peers=peers)
 
     def _write(self, runner: Runner, files: Mapping[str, str]) -> bool:
         """Write the node's files (drop-ins through one daemon-reload); True when one changed."""
@@ -401,7 +420,8 @@ class Nova:
         if images_type(plan, node) == "rbd":
             require_keyring(runner, node, rid, "compute")
         changed = self._write(runner, self._files(ctx, plan, node, secrets))
-        enable_and_restart(runner, "libvirtd", changed=False)
+        libvirt_changed = nova_migration.write_files(runner, self._migration_files(ctx, plan, node, create=True) or {})
+        enable_and_restart(runner, "libvirtd", changed=libvirt_changed)
         if images_type(plan, node) == "rbd":
             # nova-compute (as nova) opens RBD itself; QEMU gets the key from libvirt's secret
             share_keyring(runner, "nova")
@@ -453,6 +473,7 @@ class Nova:
             if unit_active(node_runner, "libvirtd"):
                 node_runner.run(["virsh", "secret-undefine", rbd_secret_uuid(plan.lab)], timeout=60, check=False)
             systemctl(node_runner, "disable", "--now", "libvirtd", check=False)
+            nova_migration.remove(node_runner)
             unshare_keyring(node_runner)
             remove_node_files(node_runner, CONF, SECRET_XML, dropin_path("nova-compute"))
             systemctl(node_runner, "daemon-reload", check=False)

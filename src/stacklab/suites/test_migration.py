@@ -1,0 +1,340 @@
+"""Suite `migration`: live migration for maintenance on shared storage (the instance disks on RBD).
+
+The seed: a shared storage subsystem "allows quick, live instance migration between Compute hosts, which is useful
+when the administrator needs to perform maintenance on the Compute host and wants to evacuate it".
+
+The suites' guest boots with a console heartbeat (`stacklab-beat <boot id> <n>` every BEAT seconds, see
+guest_initrd.py). On both computes a watcher (beat_watch.py, a transient unit) stamps each line libvirt writes to
+the instance's console log there. The guest is live-migrated through nova's API to the other compute: the
+migration must end `completed` with the server ACTIVE there, the heartbeat must go on on the destination with the
+same boot id and the next counts (the same running guest, not a new boot), and the silence between the last beat
+on the source and the first on the destination (the pause a user sees) must stay under PAUSE_BOUND. Its root disk,
+read from Ceph, still carries the line it wrote at boot (same mark, same boot id: nothing rebooted). The
+destination's sshd shows the source's libvirtd came in as `nova` with the lab's migration key from the source's
+br-mgmt address, and libvirt's own downtime figure is recorded beside the measured pause.
+
+Then the maintenance: the compute the guest now runs on is disabled in nova (with a reason) and emptied as `nova
+host-evacuate-live` does (a live migration, scheduler's choice, of every server nova places on it); nova then
+places no server there, libvirt there has none of them, the guest's heartbeat goes on elsewhere, and the compute is
+enabled again (also when a step fails).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from stacklab.exec.node_files import write_node_file
+from stacklab.exec.runner import Runner
+from stacklab.suites.context import LabContext
+from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
+from stacklab.suites.lab_fixtures import Evidence
+from stacklab.suites.openstack_calls import OS_CLIENT
+from stacklab.suites.storage_paths import SCRATCH
+
+BEAT = 0.2  # seconds between the guest's heartbeat lines
+# The longest silence of the guest a live migration may cause. Measured on the CI host (TCG, 2 shared cores, a 128
+# MiB guest): see the README's migration row; the bound leaves room for a loaded host.
+PAUSE_BOUND = 10.0
+AFTER_BEATS = 10  # beats the destination must show after the migration ended: the guest goes on running there
+CALLS = f"{SCRATCH}/migration_calls.py"  # beside os_client.py, whose login and HTTP helpers it imports
+WATCHER = f"{SCRATCH}/beat_watch.py"
+NOVA_LOG = "/var/log/nova/nova-compute.log"
+MAINTENANCE = "stacklab migration suite: maintenance"
+BEAT_LINE = re.compile(r"^(?P<at>\d+\.\d+) stacklab-beat (?P<boot>\S+) (?P<n>\d+)$")
+FAILURE_LINE = re.compile(r"Live Migration failure|libvirtError|Migration operation has aborted|ERROR nova")
+
+
+# -- checks (pure: tests/unit/test_migration_checks.py feeds them what a broken migration looks like) ------------
+
+
+@dataclass(frozen=True)
+class Beat:
+    at: float  # wall clock seconds when the watcher read the line on `node`
+    boot: str
+    n: int
+    node: str
+
+
+def parse_beats(text: str, node: str) -> list[Beat]:
+    """The heartbeat lines of a watcher's output on `node` (other console lines are skipped)."""
+    found = (BEAT_LINE.match(line.strip()) for line in text.splitlines())
+    return [Beat(float(m["at"]), m["boot"], int(m["n"]), node) for m in found if m]
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float  # from the last beat read on the source to the first beat read on the destination
+    last: Beat | None
+    first: Beat | None
+
+
+def beat_problems(beats: Sequence[Beat], *, boot: str, source: str, dest: str, bound: float) -> tuple[list[str], Pause]:
+    """What is wrong with "the guest that booted as `boot` ran on `source`, then went on running on `dest`, silent
+    for at most `bound` seconds" (empty: nothing), and the pause measured."""
+    on_source = sorted((b for b in beats if b.node == source), key=lambda b: b.n)
+    on_dest = sorted((b for b in beats if b.node == dest), key=lambda b: b.n)
+    last, first = (on_source[-1] if on_source else None), (on_dest[0] if on_dest else None)
+    pause = Pause(round(first.at - last.at, 3) if first and last else -1.0, last, first)
+    problems = []
+    if last is None:
+        problems.append(f"the guest wrote no heartbeat to its console log on {source} before the migration")
+    if first is None:
+        problems.append(f"the guest never wrote its heartbeat on {dest}: it does not run there (or its console log "
+                        "is not where nova put it)")  # fmt: skip
+    other = sorted({b.boot for b in beats} - {boot})
+    if other:
+        problems.append(f"the guest booted again: boot id {boot} before, {', '.join(other)} on "
+                        f"{', '.join(sorted({b.node for b in beats if b.boot != boot}))}")  # fmt: skip
+    if last and first:
+        if first.n <= last.n:
+            problems.append(f"the heartbeat counted again from {first.n} on {dest} after {last.n} on {source}: a "
+                            "new guest, not the migrated one")  # fmt: skip
+        elif first.n > last.n + 2:  # a line cut by the switch-over is lost; more is not
+            problems.append(f"the heartbeat jumped from {last.n} on {source} to {first.n} on {dest}: console lines "
+                            "were lost")  # fmt: skip
+        if pause.seconds > bound:
+            problems.append(f"the guest was silent for {pause.seconds:.1f}s (bound {bound:g}s): beat {last.n} on "
+                            f"{source}, then beat {first.n} on {dest}")  # fmt: skip
+    if first and len(on_dest) < AFTER_BEATS:
+        problems.append(f"the guest stopped on {dest} after {len(on_dest)} beats")
+    return problems, pause
+
+
+def migration_problems(answer: Mapping[str, Any], source: str, log: str = "") -> list[str]:
+    """What is wrong with "nova live-migrated the server off `source`" from a live-migrate answer of
+    migration_calls.py (empty: nothing); `log` is the source's nova-compute log since the request, whose failure
+    lines say why (libvirt unreachable, host key refused...)."""
+    http, migration, server = answer.get("http"), answer.get("migration") or {}, answer.get("server") or {}
+    if http != 202:
+        return [f"nova refused the live migration off {source}: HTTP {http}: {answer.get('answer')}"]
+    problems = []
+    if migration.get("status") != "completed":
+        why = [line.strip()[-400:] for line in log.splitlines() if FAILURE_LINE.search(line)][-3:]
+        problems.append(
+            f"the live migration from {source} to {migration.get('dest_compute') or 'no host'} ended "
+            f"{migration.get('status') or 'nowhere (no migration record)'} after {answer.get('seconds')}s"
+            + (f"; nova-compute on {source} logged: {' | '.join(why)}" if why else "")
+        )
+    if server.get("status") != "ACTIVE" or server.get("host") in (None, source):
+        problems.append(f"the server is {server.get('status')} on {server.get('host')} (task "
+                        f"{server.get('task_state')}), not ACTIVE off {source}")  # fmt: skip
+    return problems
+
+
+# -- the lab --------------------------------------------------------------------------------------------------
+
+
+def calls(runner: Runner, action: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    """Run migration_calls.py ACTION on the node (the controller), the request on stdin."""
+    for path, name in ((OS_CLIENT, "os_client.py"), (CALLS, "migration_calls.py")):
+        write_node_file(runner, path, resources.files("stacklab.suites").joinpath(name).read_text())
+    result = runner.run(["python3", CALLS, action], input=json.dumps(request), timeout=900, check=False)
+    assert result.ok, f"migration_calls {action} failed: {result.stderr[-1500:]}"
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def console_log(runner: Runner, server_id: str) -> str:
+    """Where libvirt writes the instance's serial console on its compute (from the domain's XML)."""
+    xml = runner.run(["virsh", "dumpxml", server_id], timeout=60).stdout
+    found = re.search(r"<log file='([^']+)'", xml) or re.search(r"<source path='([^']+console[^']*)'", xml)
+    assert found, f"the domain of {server_id} has no console log file in its XML"
+    return found.group(1)
+
+
+@contextmanager
+def watching(runners: Mapping[str, Runner], nodes: Sequence[str], log: str, tag: str) -> Iterator[dict[str, str]]:
+    """beat_watch.py on each node, following `log` (a transient unit each); yields {node: its output file} and
+    stops the units afterwards."""
+    unit, out = f"stacklab-beats-{tag}", f"{SCRATCH}/beats-{tag}.log"
+    text = resources.files("stacklab.suites").joinpath("beat_watch.py").read_text()
+    for node in nodes:
+        write_node_file(runners[node], WATCHER, text)
+        runners[node].run(["rm", "-f", out], timeout=30)
+        runners[node].run(["systemd-run", "--quiet", f"--unit={unit}", "--collect", "python3", WATCHER, log, out],
+                          timeout=60)  # fmt: skip
+    try:
+        yield dict.fromkeys(nodes, out)
+    finally:
+        for node in nodes:
+            runners[node].run(["systemctl", "stop", unit], timeout=60, check=False)
+
+
+def read_beats(runners: Mapping[str, Runner], outs: Mapping[str, str]) -> list[Beat]:
+    return [b for node, out in outs.items() for b in parse_beats(runners[node].run(["cat", out], timeout=60,
+            check=False).stdout, node)]  # fmt: skip
+
+
+def wait_beats(runners: Mapping[str, Runner], outs: Mapping[str, str], node: str, after: int, what: str) -> None:
+    """Until `node` shows beats counted above `after` (AFTER_BEATS of them), or fail with `what`."""
+    deadline = time.monotonic() + AFTER_BEATS * BEAT + 60.0
+    while True:
+        seen = [b for b in read_beats(runners, {node: outs[node]}) if b.n > after]
+        if len(seen) >= AFTER_BEATS or time.monotonic() > deadline:
+            assert seen, f"no heartbeat of the guest on {node} {what} within {deadline:.0f}s"
+            return
+        time.sleep(1.0)
+
+
+def log_since(runner: Runner, path: str, offset: int) -> str:
+    """What `path` on the node gained after byte `offset`."""
+    return runner.run(["tail", "-c", f"+{offset + 1}", path], timeout=60, check=False).stdout
+
+
+def log_size(runner: Runner, path: str) -> int:
+    result = runner.run(["stat", "-c", "%s", path], timeout=30, check=False)
+    return int(result.stdout.strip()) if result.ok else 0
+
+
+def sshd_accepted(runner: Runner, since: float) -> list[str]:
+    """sshd's `Accepted publickey for nova` lines on the node since `since` (epoch seconds)."""
+    journal = runner.run(["journalctl", "--no-pager", "-o", "cat", "-u", "ssh", f"--since=@{int(since)}"],
+                         timeout=60, check=False).stdout  # fmt: skip
+    return [line.strip() for line in journal.splitlines() if "Accepted publickey for nova" in line]
+
+
+def downtime(runner: Runner, server_id: str) -> str:
+    """libvirt's figures of the completed migration job on the destination (total downtime, time elapsed)."""
+    info = runner.run(["virsh", "domjobinfo", server_id, "--completed"], timeout=60, check=False).stdout
+    keep = ("Time elapsed:", "Total downtime:", "Memory processed:")
+    return "; ".join(" ".join(line.split()) for line in info.splitlines() if line.startswith(keep))
+
+
+@dataclass
+class Guest:
+    server_id: str
+    boot: str
+    disk_line: str
+    computes: list[str]
+
+
+@dataclass(frozen=True)
+class MigrationLab:
+    nova: Mapping[str, Any]
+    admin: Runner
+    controller: Runner
+    auth: Mapping[str, str]
+    runners: Mapping[str, Runner]
+
+    def server_host(self, server_id: str) -> str:
+        for node in self.computes():
+            if server_id in calls(self.controller, "host-servers", {**self.auth, "host": node})["servers"]:
+                return node
+        raise AssertionError(f"nova places server {server_id} on none of {self.computes()}")
+
+    def computes(self) -> list[str]:
+        """The computes with instance disks on RBD (a lab may have a local-disk compute beside them)."""
+        kinds = self.nova.get("images_types") or {}
+        return [str(c) for c in self.nova["computes"] if kinds.get(c, self.nova["images_type"]) == "rbd"]
+
+
+@pytest.fixture(scope="module")
+def mlab(lab: LabContext, runners: dict[str, Runner]) -> MigrationLab:
+    nl = nova_lab(lab, runners, disks_on_rbd="live migration with the disk in place needs shared storage (rbd)")
+    found = MigrationLab(nl.nova, nl.admin, nl.controller, nl.auth, runners)
+    if len(found.computes()) < 2:
+        pytest.skip("live migration needs two computes with instance disks on RBD")
+    return found
+
+
+@pytest.fixture(scope="module")
+def guest(mlab: MigrationLab) -> Iterator[Guest]:
+    """One guest with a heartbeat for the module, deleted at its end."""
+    with (
+        guest_image(mlab.controller, mlab.auth, beat=BEAT) as image,
+        instance(mlab.controller, mlab.auth, image, "stacklab-suite-migration") as booted,
+    ):
+        assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
+        line = rbd_line(mlab.admin, "vms", f"{booted['id']}_disk", lambda text: " boot:" in text, what="' boot:'")
+        yield Guest(str(booted["id"]), line.split()[-1].removeprefix("boot:"), line, mlab.computes())
+
+
+def migrate_watched(
+    mlab: MigrationLab, guest: Guest, source: str, tag: str, move: Any
+) -> tuple[list[str], Pause, Mapping[str, Any], str]:
+    """Watch the guest's console on every RBD compute, let it beat on `source`, run `move()` (which returns one
+    live-migrate answer), wait for beats on its destination; (problems, pause, answer, source log)."""
+    log = console_log(mlab.runners[source], guest.server_id)
+    offset = log_size(mlab.runners[source], NOVA_LOG)
+    with watching(mlab.runners, guest.computes, log, tag) as outs:
+        wait_beats(mlab.runners, outs, source, 0, "before the migration")
+        answer = move()
+        nova_log = log_since(mlab.runners[source], NOVA_LOG, offset)
+        problems = migration_problems(answer, source, nova_log)
+        if problems:
+            return problems, Pause(-1.0, None, None), answer, nova_log
+        dest = str(answer["server"]["host"])
+        last = max((b.n for b in read_beats(mlab.runners, {source: outs[source]})), default=0)
+        wait_beats(mlab.runners, outs, dest, last, "after the migration")
+        beats = read_beats(mlab.runners, outs)
+    problems, pause = beat_problems(beats, boot=guest.boot, source=source, dest=dest, bound=PAUSE_BOUND)
+    return problems, pause, answer, nova_log
+
+
+def test_live_migration_keeps_the_guest_running(mlab: MigrationLab, guest: Guest, evidence: Evidence) -> None:
+    source = mlab.server_host(guest.server_id)
+    started = time.time()
+
+    def move() -> Mapping[str, Any]:
+        return calls(mlab.controller, "live-migrate", {**mlab.auth, "server_id": guest.server_id})
+
+    problems, pause, answer, _ = migrate_watched(mlab, guest, source, "live", move)
+    assert not problems, "; ".join(problems)
+    dest = str(answer["server"]["host"])
+    line = rbd_line(mlab.admin, "vms", f"{guest.server_id}_disk", bool, what="its line")
+    assert line == guest.disk_line, f"the disk changed across the migration: {guest.disk_line!r} -> {line!r}"
+    accepted = sshd_accepted(mlab.runners[dest], started)
+    source_ip = str(mlab.nova.get("live_migration", {}).get("inbound", {}).get(source, ""))
+    assert any(f"from {source_ip} " in a for a in accepted), (
+        f"{dest}'s sshd shows no login of nova from {source}'s br-mgmt address {source_ip} during the migration: "
+        f"{accepted or 'none'}"
+    )
+    assert pause.last and pause.first
+    evidence("migration", f"{source} -> {dest}: {answer['migration']['status']} in {answer['seconds']}s (API call "
+                          "to the end of nova's migration record)")  # fmt: skip
+    evidence("pause", f"{pause.seconds:.2f}s between beat {pause.last.n} on {source} and beat {pause.first.n} on "
+                      f"{dest} (beat every {BEAT:g}s, bound {PAUSE_BOUND:g}s); libvirt: "
+                      f"{downtime(mlab.runners[dest], guest.server_id) or 'no job figures'}")  # fmt: skip
+    evidence("guest", f"boot id {guest.boot} on both computes, disk line {line!r} intact in vms/{guest.server_id}_disk")
+    evidence("transport", f"{dest}'s sshd: {accepted[-1]}")
+
+
+def test_host_evacuate_live_empties_a_compute(mlab: MigrationLab, guest: Guest, evidence: Evidence) -> None:
+    host = mlab.server_host(guest.server_id)
+    auth, controller = mlab.auth, mlab.controller
+    disabled = calls(controller, "service", {**auth, "host": host, "status": "disabled", "reason": MAINTENANCE})
+    try:
+        assert disabled["http"] == 200 and disabled["service"]["status"] == "disabled", disabled
+        emptied: dict[str, Any] = {}
+
+        def move() -> Mapping[str, Any]:
+            emptied.update(calls(controller, "evacuate-live", {**auth, "host": host}))
+            assert guest.server_id in emptied["servers"], f"nova does not place the guest on {host}: {emptied}"
+            others = [m for m in emptied["migrations"] if m["server_id"] != guest.server_id]
+            for other in others:  # every server off the host, not only the suite's
+                assert not migration_problems(other, host), migration_problems(other, host)
+            return next(m for m in emptied["migrations"] if m["server_id"] == guest.server_id)
+
+        problems, pause, answer, _ = migrate_watched(mlab, guest, host, "evac", move)
+        assert not problems, "; ".join(problems)
+        left = calls(controller, "host-servers", {**auth, "host": host})["servers"]
+        assert not left, f"nova still places servers on {host} after host-evacuate-live: {left}"
+        domains = mlab.runners[host].run(["virsh", "list", "--all", "--uuid"], timeout=60).stdout.split()
+        assert guest.server_id not in domains, f"libvirt on {host} still has the guest's domain: {domains}"
+    finally:
+        enabled = calls(controller, "service", {**auth, "host": host, "status": "enabled"})
+    assert enabled["http"] == 200 and enabled["service"]["status"] == "enabled", f"{host} not enabled again: {enabled}"
+    assert pause.last and pause.first
+    evidence("maintenance", f"{host} disabled ({MAINTENANCE!r}); host-evacuate-live moved {len(emptied['servers'])} "
+                            f"server(s) to {answer['server']['host']} in {answer['seconds']}s; nova then placed none "
+                            f"on {host} and libvirt there had no domain of them; {host} enabled again")  # fmt: skip
+    evidence("pause", f"{pause.seconds:.2f}s between beat {pause.last.n} on {host} and beat {pause.first.n} on "
+                      f"{answer['server']['host']} (bound {PAUSE_BOUND:g}s)")  # fmt: skip

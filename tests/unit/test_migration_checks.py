@@ -1,0 +1,164 @@
+"""The `migration` suite's checks and nova's live-migration files, without a lab.
+
+The checks are fed what a broken migration looks like on a lab (answers and log lines recorded there), so the
+suite's messages are shown to say what broke, in words a person understands.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from stacklab.drivers.openstack import nova_migration
+from stacklab.suites.test_migration import AFTER_BEATS, Beat, beat_problems, migration_problems, parse_beats
+
+BOOT = "5c0ffee0-1111-2222-3333-444455556666"
+
+
+def beats(node: str, first: int, count: int, start: float, *, boot: str = BOOT) -> list[Beat]:
+    """`count` beats every 0.2 s (the suite's BEAT) from `start`, counting from `first`."""
+    return [Beat(start + i * 0.2, boot, first + i, node) for i in range(count)]
+
+
+def test_parse_beats_reads_the_watcher_lines_only() -> None:
+    text = (
+        f"1700000000.100 stacklab-beat {BOOT} 7\n"
+        "1700000000.150 stacklab-guest: disk kept stacklab-disk:x\n"
+        f"1700000000.300 stacklab-beat {BOOT} 8\r\n"
+        f"1700000000.350 stacklab-beat {BOOT}\n"
+    )
+    assert parse_beats(text, "compute1") == [
+        Beat(1700000000.1, BOOT, 7, "compute1"),
+        Beat(1700000000.3, BOOT, 8, "compute1"),
+    ]
+
+
+def test_a_guest_that_went_on_running_passes_with_its_pause() -> None:
+    seen = beats("compute1", 1, 20, 100.0) + beats("compute2", 21, AFTER_BEATS, 104.0 + 1.25)
+    problems, pause = beat_problems(seen, boot=BOOT, source="compute1", dest="compute2", bound=10.0)
+    assert problems == []
+    assert pause.last is not None and pause.first is not None
+    assert (pause.last.n, pause.first.n, pause.seconds) == (20, 21, 1.45)
+
+
+def test_a_line_cut_by_the_switch_over_is_allowed() -> None:
+    seen = beats("compute1", 1, 20, 100.0) + beats("compute2", 22, AFTER_BEATS, 105.0)
+    assert beat_problems(seen, boot=BOOT, source="compute1", dest="compute2", bound=10.0)[0] == []
+
+
+def test_a_rebooted_guest_fails() -> None:
+    # what an evacuation (or a cold migration) looks like: a new boot on the destination, counting from 1
+    seen = beats("compute1", 1, 20, 100.0) + beats("compute2", 1, AFTER_BEATS, 130.0, boot="new-boot-id")
+    problems, _ = beat_problems(seen, boot=BOOT, source="compute1", dest="compute2", bound=10.0)
+    assert problems == [
+        "the guest booted again: boot id 5c0ffee0-1111-2222-3333-444455556666 before, new-boot-id on compute2",
+        "the heartbeat counted again from 1 on compute2 after 20 on compute1: a new guest, not the migrated one",
+        "the guest was silent for 26.2s (bound 10s): beat 20 on compute1, then beat 1 on compute2",
+    ]
+
+
+def test_a_long_pause_and_lost_lines_fail() -> None:
+    seen = beats("compute1", 1, 20, 100.0) + beats("compute2", 40, AFTER_BEATS, 120.0)
+    problems, pause = beat_problems(seen, boot=BOOT, source="compute1", dest="compute2", bound=10.0)
+    assert pause.seconds == 16.2
+    assert problems == [
+        "the heartbeat jumped from 20 on compute1 to 40 on compute2: console lines were lost",
+        "the guest was silent for 16.2s (bound 10s): beat 20 on compute1, then beat 40 on compute2",
+    ]
+
+
+def test_a_guest_that_never_arrives_fails() -> None:
+    problems, _ = beat_problems(beats("compute1", 1, 20, 100.0), boot=BOOT, source="compute1", dest="compute2",
+                                bound=10.0)  # fmt: skip
+    assert problems == [
+        "the guest never wrote its heartbeat on compute2: it does not run there (or its console log is not where "
+        "nova put it)"
+    ]
+
+
+def test_a_guest_that_stops_after_arriving_fails() -> None:
+    seen = beats("compute1", 1, 20, 100.0) + beats("compute2", 21, 3, 105.0)
+    problems, _ = beat_problems(seen, boot=BOOT, source="compute1", dest="compute2", bound=10.0)
+    assert problems == ["the guest stopped on compute2 after 3 beats"]
+
+
+# What the suite saw on a lab whose libvirt could not reach the other compute (the destination's sshd no longer
+# admitted the lab key: nova_migration's authorized_keys removed on compute2); nova's answer and the source log.
+BROKEN_ANSWER = {
+    "server_id": "b7c5e0a2-0d0b-4a53-9d6c-2f7f3c1f6f57",
+    "http": 202,
+    "answer": {},
+    "migration": {"id": 1, "status": "error", "source_compute": "compute1", "dest_compute": "compute2"},
+    "server": {"status": "ACTIVE", "host": "compute1", "task_state": None, "fault": None},
+    "seconds": 9.4,
+}
+BROKEN_LOG = (
+    "2026-12-06 17:02:11.101 4321 INFO nova.compute.manager [-] Took 0.02 seconds to ...\n"
+    "2026-12-06 17:02:13.525 4321 ERROR nova.virt.libvirt.driver [-] [instance: b7c5e0a2] Live Migration failure: "
+    "Cannot recv data: nova@10.118.229.12: Permission denied (publickey).: Connection reset by peer: "
+    "libvirt.libvirtError: Cannot recv data: nova@10.118.229.12: Permission denied (publickey).\n"
+)
+
+
+def test_a_migration_libvirt_cannot_make_says_why() -> None:
+    problems = migration_problems(BROKEN_ANSWER, "compute1", BROKEN_LOG)
+    assert len(problems) == 2
+    assert problems[0].startswith("the live migration from compute1 to compute2 ended error after 9.4s; nova-compute "
+                                  "on compute1 logged: ")  # fmt: skip
+    assert "Permission denied (publickey)" in problems[0]
+    assert problems[1] == "the server is ACTIVE on compute1 (task None), not ACTIVE off compute1"
+
+
+def test_a_refused_request_says_so() -> None:
+    answer = {"http": 400, "answer": {"badRequest": {"message": "No valid host was found."}}}
+    assert migration_problems(answer, "compute1") == [
+        "nova refused the live migration off compute1: HTTP 400: "
+        "{'badRequest': {'message': 'No valid host was found.'}}"
+    ]
+
+
+def test_a_completed_migration_passes() -> None:
+    done = {**BROKEN_ANSWER, "migration": {"status": "completed", "dest_compute": "compute2"},
+            "server": {"status": "ACTIVE", "host": "compute2"}}  # fmt: skip
+    assert migration_problems(done, "compute1", BROKEN_LOG) == []
+
+
+# -- nova's live-migration files -----------------------------------------------------------------------------
+
+
+def test_the_destination_admits_the_lab_key_from_the_other_computes_only() -> None:
+    text = nova_migration.render_authorized_keys("lab1", "ssh-ed25519 AAAAKEY stacklab", ["10.0.0.12", "10.0.0.13"])
+    line = text.splitlines()[-1]
+    assert line == (
+        'from="10.0.0.12,10.0.0.13",restrict,command="/usr/bin/virt-ssh-helper qemu:///system" '
+        "ssh-ed25519 AAAAKEY stacklab"
+    )
+    assert nova_migration.render_authorized_keys("lab1", "ssh-ed25519 AAAAKEY", []).count("ssh-ed25519") == 0
+
+
+def test_the_source_checks_the_pinned_host_keys() -> None:
+    conf = nova_migration.render_ssh_client_conf("lab1", ["10.0.0.12"])
+    assert "Host 10.0.0.12\n" in conf and "    StrictHostKeyChecking yes\n" in conf
+    assert f"    UserKnownHostsFile {nova_migration.KNOWN_HOSTS}\n" in conf and "    User nova\n" in conf
+    known = nova_migration.render_known_hosts({"10.0.0.12": "ssh-ed25519 AAAAHOST root@compute2\n"})
+    assert known == "10.0.0.12 ssh-ed25519 AAAAHOST\n"
+
+
+def test_libvirt_and_nova_use_the_mgmt_address() -> None:
+    qemu = nova_migration.render_qemu_conf("lab1", "10.0.0.11")
+    assert 'migration_address = "10.0.0.11"\n' in qemu and "migration_port_min = 49152\n" in qemu
+    assert 'host_uuid_source = "machine-id"' in nova_migration.render_libvirtd_conf("lab1")
+    assert nova_migration.nova_conf_lines("10.0.0.11") == (
+        "live_migration_scheme = ssh\nlive_migration_inbound_addr = 10.0.0.11\n"
+    )
+
+
+def test_the_lab_key_is_made_once_and_kept_private(tmp_path: Path) -> None:
+    assert nova_migration.lab_key(tmp_path, create=False) is None
+    made = nova_migration.lab_key(tmp_path, create=True)
+    assert made is not None
+    private, public = made
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and public.startswith("ssh-ed25519 ")
+    assert nova_migration.lab_key(tmp_path, create=True) == made
+    mode = (tmp_path / "secrets" / nova_migration.KEY_SECRET).stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
