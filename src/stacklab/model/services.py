@@ -27,6 +27,7 @@ SERVICE_NEEDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "nova": ("keystone", "glance", "placement", "neutron", "mariadb", "rabbitmq"),
         "cinder": ("keystone", "mariadb", "rabbitmq"),
         "swift": ("keystone",),
+        "heat": ("keystone", "mariadb", "rabbitmq"),
     }
 )
 SERVICE_NAMES: tuple[str, ...] = tuple(SERVICE_NEEDS)

@@ -6,7 +6,7 @@ in SHIPPED, and one row in model/services.py."""
 
 from __future__ import annotations
 
-from stacklab.drivers.openstack import cinder, glance, infra, keystone, neutron, nova, placement, swift
+from stacklab.drivers.openstack import cinder, glance, heat, infra, keystone, neutron, nova, placement, swift
 from stacklab.drivers.openstack.common import ServiceRole
 from stacklab.model.services import SERVICE_NAMES
 
@@ -19,6 +19,7 @@ SHIPPED: tuple[ServiceRole, ...] = (
     cinder.ROLE,
     nova.ROLE,
     swift.ROLE,
+    heat.ROLE,
 )
 _BY_NAME = {role.name: role for role in SHIPPED}
 ROLES: dict[str, ServiceRole] = {name: _BY_NAME[name] for name in SERVICE_NAMES if name in _BY_NAME}
