@@ -238,7 +238,7 @@ def test_every_service_the_model_names_has_a_role_and_every_role_a_row() -> None
 
 
 def test_a_service_the_table_does_not_name_is_refused_by_the_schema() -> None:
-    text = LAB.replace("services: [", "services: [heat, ")
+    text = LAB.replace("services: [", "services: [manila, ")
     assert text != LAB
     with pytest.raises(LabError) as raised:
         load_lab_text(text, "lab.yml")

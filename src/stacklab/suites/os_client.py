@@ -35,6 +35,9 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
                                             inventories (what the scheduler will choose from)
   placement claim {"vcpus", "memory_mb"}    a resource provider with that inventory: candidates for half of it,
                                             a claim of 3/4 of the VCPUs, usages, candidates again, then all deleted
+  heat stack      {"length"}                a stack of a random string (OS::Heat::RandomString) handed to a value
+                                            (OS::Heat::Value): status, reason, outputs, resources, the engines;
+                                            then deleted: the delete's final status, seconds
   lab inventory   {}                        what the lab holds: servers, volumes, snapshots (all projects),
                                             images, projects, users, nova-compute services (each service that is
                                             in the catalog)
@@ -449,6 +452,57 @@ def inventory(req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+HEAT_TEMPLATE = {
+    "heat_template_version": "2018-08-31",
+    "parameters": {"length": {"type": "number", "default": 16}},
+    "resources": {
+        "word": {"type": "OS::Heat::RandomString", "properties": {"length": {"get_param": "length"}}},
+        "kept": {"type": "OS::Heat::Value", "properties": {"value": {"get_attr": ["word", "value"]}}},
+    },
+    "outputs": {"word": {"value": {"get_attr": ["word", "value"]}}, "kept": {"value": {"get_attr": ["kept", "value"]}}},
+}
+
+
+def wait_stack(token: str, url: str, path: str, done: set[str], budget: float = WAIT) -> tuple[int, dict[str, Any]]:
+    """The stack once its status is in `done` or it is gone (404), or as it is when the budget ends."""
+    deadline = time.monotonic() + budget
+    while True:
+        status, body = json_call(token, {}, "GET", f"{url}/stacks/{path}")
+        stack = body.get("stack") or {}
+        if status == 404 or stack.get("stack_status") in done or time.monotonic() > deadline:
+            return status, stack
+        time.sleep(2.0)
+
+
+def heat(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    """One stack through heat-api and heat-engine (over the queue), its outputs, then deleted."""
+    if action != "stack":
+        raise SystemExit(f"unknown heat action {action}")
+    token, url = login(req, "orchestration")
+    name = f"stacklab-suite-{uuid.uuid4().hex[:8]}"
+    body = {"stack_name": name, "template": HEAT_TEMPLATE, "parameters": {"length": req["length"]}, "timeout_mins": 5}
+    status, made = json_call(token, {"Content-Type": "application/json"}, "POST", f"{url}/stacks", body)
+    if status != 201:
+        raise SystemExit(f"heat refused the stack: HTTP {status}: {made}")
+    path = f"{name}/{made['stack']['id']}"
+    out: dict[str, Any] = {"name": name}
+    try:
+        _, stack = wait_stack(token, url, path, {"CREATE_COMPLETE", "CREATE_FAILED"})
+        out.update(status=stack.get("stack_status"), reason=stack.get("stack_status_reason"))
+        out["outputs"] = {o["output_key"]: o.get("output_value") for o in stack.get("outputs") or []}
+        _, listed = json_call(token, {}, "GET", f"{url}/stacks/{path}/resources")
+        out["resources"] = {r["resource_name"]: [r["resource_type"], r["resource_status"]]
+                            for r in listed.get("resources", [])}  # fmt: skip
+        _, engines = json_call(token, {}, "GET", f"{url}/services")
+        out["engines"] = [[e.get("host"), e.get("binary"), e.get("status")] for e in engines.get("services", [])]
+    finally:
+        start = time.monotonic()
+        json_call(token, {}, "DELETE", f"{url}/stacks/{path}")
+        gone, after = wait_stack(token, url, path, {"DELETE_COMPLETE", "DELETE_FAILED"})
+        out.update(deleted=after.get("stack_status") or gone, delete_seconds=round(time.monotonic() - start, 1))
+    return out
+
+
 def lab(action: str, req: dict[str, Any]) -> dict[str, Any]:
     if action != "inventory":
         raise SystemExit(f"unknown lab action {action}")
@@ -465,6 +519,7 @@ def main() -> None:
         "neutron": neutron,
         "nova": nova,
         "placement": placement,
+        "heat": heat,
         "lab": lab,
     }
     out = roles[service](action, req)
