@@ -82,31 +82,37 @@ def test_a_guest_that_stops_after_arriving_fails() -> None:
     assert problems == ["the guest stopped on compute2 after 3 beats"]
 
 
-# What the suite saw on a lab whose libvirt could not reach the other compute (the destination's sshd no longer
-# admitted the lab key: nova_migration's authorized_keys removed on compute2); nova's answer and the source log.
+# What the suite saw on a lab whose computes no longer admitted each other (nova's authorized_keys, which
+# nova_migration writes, moved away on both computes; `status` showed it as drift and `up` put it back): nova's
+# answer as migration_calls.py gave it and the source's nova-compute log lines the check keeps.
 BROKEN_ANSWER = {
-    "server_id": "b7c5e0a2-0d0b-4a53-9d6c-2f7f3c1f6f57",
+    "server_id": "eec1bf35-5ba8-47b6-b1ec-8a71f961dac2",
     "http": 202,
     "answer": {},
-    "migration": {"id": 1, "status": "error", "source_compute": "compute1", "dest_compute": "compute2"},
-    "server": {"status": "ACTIVE", "host": "compute1", "task_state": None, "fault": None},
-    "seconds": 9.4,
+    "migration": {"id": 5, "status": "failed", "source_compute": "compute2", "dest_compute": "compute1"},
+    "server": {"status": "ACTIVE", "host": "compute2", "task_state": None, "fault": None},
+    "seconds": 6.7,
 }
 BROKEN_LOG = (
-    "2026-12-06 17:02:11.101 4321 INFO nova.compute.manager [-] Took 0.02 seconds to ...\n"
-    "2026-12-06 17:02:13.525 4321 ERROR nova.virt.libvirt.driver [-] [instance: b7c5e0a2] Live Migration failure: "
-    "Cannot recv data: nova@10.118.229.12: Permission denied (publickey).: Connection reset by peer: "
-    "libvirt.libvirtError: Cannot recv data: nova@10.118.229.12: Permission denied (publickey).\n"
+    "2026-12-06 16:59:05.101 1078 INFO nova.compute.manager [-] [instance: eec1bf35-5ba8-47b6-b1ec-8a71f961dac2] "
+    "Took 0.02 seconds to ...\n"
+    "2026-12-06 16:59:11.567 1078 ERROR nova.virt.libvirt.driver [-] [instance: eec1bf35-5ba8-47b6-b1ec-8a71f961dac2] "
+    "Live Migration failure: Cannot recv data: nova@10.118.229.11: Permission denied (publickey).: Connection reset "
+    "by peer: libvirt.libvirtError: Cannot recv data: nova@10.118.229.11: Permission denied (publickey).: Connection "
+    "reset by peer\n"
+    "2026-12-06 16:59:12.195 1078 ERROR nova.virt.libvirt.driver [-] [instance: eec1bf35-5ba8-47b6-b1ec-8a71f961dac2] "
+    "Migration operation has aborted\n"
 )
 
 
 def test_a_migration_libvirt_cannot_make_says_why() -> None:
-    problems = migration_problems(BROKEN_ANSWER, "compute1", BROKEN_LOG)
+    problems = migration_problems(BROKEN_ANSWER, "compute2", BROKEN_LOG)
     assert len(problems) == 2
-    assert problems[0].startswith("the live migration from compute1 to compute2 ended error after 9.4s; nova-compute "
-                                  "on compute1 logged: ")  # fmt: skip
-    assert "Permission denied (publickey)" in problems[0]
-    assert problems[1] == "the server is ACTIVE on compute1 (task None), not ACTIVE off compute1"
+    assert problems[0].startswith("the live migration from compute2 to compute1 ended failed after 6.7s; nova-compute "
+                                  "on compute2 logged: ")  # fmt: skip
+    assert "nova@10.118.229.11: Permission denied (publickey)" in problems[0]
+    assert problems[0].endswith("Migration operation has aborted") and "Took 0.02" not in problems[0]
+    assert problems[1] == "the server is ACTIVE on compute2 (task None), not ACTIVE off compute2"
 
 
 def test_a_refused_request_says_so() -> None:
@@ -118,9 +124,9 @@ def test_a_refused_request_says_so() -> None:
 
 
 def test_a_completed_migration_passes() -> None:
-    done = {**BROKEN_ANSWER, "migration": {"status": "completed", "dest_compute": "compute2"},
-            "server": {"status": "ACTIVE", "host": "compute2"}}  # fmt: skip
-    assert migration_problems(done, "compute1", BROKEN_LOG) == []
+    done = {**BROKEN_ANSWER, "migration": {"status": "completed", "dest_compute": "compute1"},
+            "server": {"status": "ACTIVE", "host": "compute1"}}  # fmt: skip
+    assert migration_problems(done, "compute2", BROKEN_LOG) == []
 
 
 # -- nova's live-migration files -----------------------------------------------------------------------------
