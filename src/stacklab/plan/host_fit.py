@@ -6,6 +6,7 @@
 - What the lab asks for must exist: the nodes' memory at most the host's, the node, OSD, LVM, LUN and export
   sizes at most the size of the filesystem that holds the lab's state (sparse files, so the bound is the
   filesystem's size, not its free space: a lab beyond it can never be filled).
+- Its container nodes must find the inotify instances they boot with (host/inotify.py).
 
 The judging is pure (`route_problems`, `size_problems`); `check_lab_fits_host` feeds it the host's figures.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
+from stacklab.host.inotify import inotify_problem, inotify_use
 from stacklab.host.routes import HostRoute, filesystem_mib, mem_total_mib, read_ifaliases, read_routes
 from stacklab.model.lab import Lab
 from stacklab.plan.naming import owner_marker
@@ -80,9 +82,14 @@ def size_problems(needs: LabNeeds, mem_mib: int | None, fs: tuple[Path, int] | N
 
 
 def check_lab_fits_host(lab: Lab, runner: Runner, state_dir: Path) -> None:
-    """PlanError listing every way the lab does not fit this host (routes, memory, disk); None when it fits."""
+    """PlanError listing every way the lab does not fit this host (routes, memory, disk, inotify); None when it
+    fits."""
     problems = route_problems(lab, read_routes(runner), read_ifaliases(runner))
     problems += size_problems(lab_needs(lab), mem_total_mib(), filesystem_mib(state_dir))
+    # `auto` nodes counted as containers: they are, unless the host's KVM works (then the count errs high)
+    containers = sum(1 for node in lab.nodes.values() if node.kind in ("container", "auto"))
+    inotify = inotify_problem(inotify_use(skip_cgroup=f"stacklab/{lab.name}-"), containers)
+    problems += [inotify] if inotify else []
     if problems:
         raise PlanError(
             f"lab {lab.name} does not fit this host ({lab.source}):\n  " + "\n  ".join(problems),
