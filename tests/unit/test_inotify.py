@@ -36,7 +36,7 @@ def test_root_instances_are_counted_and_the_labs_own_containers_left_out(tmp_pat
 
 
 def test_a_lab_beyond_the_budget_is_refused_with_the_setting_to_raise() -> None:
-    assert inotify_problem(InotifyUse(128, 20), 6) is None  # 20 + 6 * 16 = 116
+    assert inotify_problem(InotifyUse(128, 20), 6) is None  # 20 + 6 * 13 = 98
     problem = inotify_problem(InotifyUse(128, 100), 6)
     assert problem is not None
     assert f"need about {6 * PER_CONTAINER} inotify instances" in problem

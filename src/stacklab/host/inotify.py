@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PER_CONTAINER = 16  # a container at boot, with headroom over the 8-13 a running one holds
+PER_CONTAINER = 13  # the most a booted container held here (8-13); more would refuse labs that fit (CI: 8 nodes)
 INOTIFY = "anon_inode:inotify"
 
 
