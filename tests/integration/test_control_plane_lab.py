@@ -26,10 +26,13 @@ def control_plane(tmp_path: Path) -> Iterator[LabCopy]:
 
 def test_control_plane_up_verify_repair_down(control_plane: LabCopy) -> None:
     lab = control_plane
-    report = lab.up_twice_and_verify("openstack", "volumes", "attach", "evacuation", "replication", "caching")
-    # 23 suite tests (caching: glance's cache, nova's fetch into _base, the second boot from it, the base after the
-    # image's delete, the cache manager's ageing) + the lab-baseline check, which verify reports as a test of its own
-    assert "24 passed" in report.stdout, report.stdout[-2000:]
+    report = lab.up_twice_and_verify(
+        "openstack", "volumes", "attach", "evacuation", "replication", "caching", "migration"
+    )
+    # 25 suite tests (caching: glance's cache, nova's fetch into _base, the second boot from it, the base after the
+    # image's delete, the cache manager's ageing; migration: the live migration, host-evacuate-live) + the
+    # lab-baseline check, which verify reports as a test of its own
+    assert "26 passed" in report.stdout, report.stdout[-2000:]
     assert "lab baseline: the lab is as before the suites" in report.stdout, report.stdout[-2000:]
 
     stacklab(lab.state, "ssh", lab.name, "infra1", "systemctl", "stop", "keystone")

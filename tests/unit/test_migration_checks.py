@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from stacklab.drivers.openstack import nova_migration
+from stacklab.model import LabError, load_lab_text
 from stacklab.suites.test_migration import AFTER_BEATS, Beat, beat_problems, migration_problems, parse_beats
 
 BOOT = "5c0ffee0-1111-2222-3333-444455556666"
@@ -168,3 +169,34 @@ def test_the_lab_key_is_made_once_and_kept_private(tmp_path: Path) -> None:
     assert nova_migration.lab_key(tmp_path, create=True) == made
     mode = (tmp_path / "secrets" / nova_migration.KEY_SECRET).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+# -- validate: a lab that lists the suite must be able to run it -----------------------------------------------
+
+CONTROL_PLANE = Path(__file__).resolve().parents[2] / "labs" / "control-plane.yml"
+
+
+def migration_issues(text: str) -> list[tuple[str, str | None]]:
+    try:
+        load_lab_text(text, "lab.yml", base_dir=CONTROL_PLANE.parent)
+    except LabError as raised:
+        return [(i.message, i.hint) for i in raised.issues if "live migration" in i.message]
+    return []
+
+
+def test_the_shipped_ci_lab_can_run_the_suite() -> None:
+    text = CONTROL_PLANE.read_text()
+    assert "migration]" in text and migration_issues(text) == []
+
+
+def test_validate_refuses_the_suite_without_two_rbd_computes() -> None:
+    # compute2's disks local: only compute1 keeps its instance disks on RBD in nova's default zone
+    text = CONTROL_PLANE.read_text().replace(
+        "    overrides:\n", "    overrides:\n      compute2: {images_type: qcow2}\n", 1
+    )
+    assert migration_issues(text) == [
+        (
+            "live migration needs two compute nodes with instance disks on RBD in zone nova",
+            "set openstack.nova.images_type: rbd (with storage.ceph) and give the lab a second compute",
+        )
+    ]
