@@ -282,12 +282,14 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
     if os_ is None:
         return
     services = set(os_.services)
-    if "glance" in services and os_.glance.store != "file":
+    if "glance" in services and os_.glance.store == "nfs":
         yield (
             ("openstack", "glance", "store"),
             f"glance store {os_.glance.store!r} is not supported by this stacklab yet",
-            "use store: file",
+            "use store: file, or rbd with storage.ceph",
         )
+    if "glance" in services and os_.glance.store == "rbd":
+        yield from _check_glance_rbd(lab)
     if "cinder" in services:
         yield from check_cinder_backends(lab)  # lvm and nfs: VM volume nodes, storage.lvm / storage.nfs
         controller = os_.controller or next(iter(lab.nodes_with_role("controller")), None)
@@ -323,6 +325,32 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
             ("openstack", "nova", "instances_on"),
             f"nova instances_on {os_.nova.instances_on!r} is not supported by this stacklab yet",
             "use images_type: rbd for instance disks on shared (Ceph) storage, or the default local disks",
+        )
+
+
+def _check_glance_rbd(lab: Lab) -> Iterator[Problem]:
+    """glance's rbd store (openstack/glance.py RBD_POOL, RBD_USER): the pool, the client and, because the Ceph step
+    puts client keyrings on the storage network's nodes, a br-storage NIC on the controller."""
+    os_, ceph, loc = lab.openstack, lab.storage.ceph, ("openstack", "glance", "store")
+    assert os_ is not None
+    if ceph is None:
+        yield loc, "glance's rbd store needs storage.ceph", "add storage.ceph with an images pool, or use store: file"
+        return
+    missing = [f"pool {p}" for p in ("images",) if p not in ceph.pools]
+    missing += ["client glance"] if "glance" not in ceph.clients else []
+    if missing:
+        yield (
+            loc,
+            f"glance's rbd store needs {' and '.join(missing)} in storage.ceph",
+            "add images to storage.ceph.pools and glance to storage.ceph.clients",
+        )
+    controller = os_.controller or next(iter(lab.nodes_with_role("controller")), None)
+    node = lab.nodes.get(controller) if controller else None
+    if node is not None and "storage" not in node.nics:
+        yield (
+            loc,
+            f"glance's rbd store reads Ceph over br-storage, and {controller} has no storage NIC",
+            f"add storage to {controller}'s nics",
         )
 
 

@@ -9,6 +9,7 @@ Usage: rbd_tool.py CONF USER POOL IMAGE COMMAND ARGS
                                  `acked INDEX SHA256` (what the cluster acknowledged)
   hashes CHUNKS SIZE             print `INDEX SHA256` of each chunk
   remove                         remove the image
+  parent                         print the image's parent as POOL/IMAGE@SNAP (a clone), or nothing
 Kept free of stacklab imports: it runs on the node, where only the standard library and python3-rbd exist.
 """
 
@@ -69,6 +70,13 @@ def run_image_command(img: object, command: str, args: list[str]) -> None:
             img.flush()  # type: ignore[attr-defined]
             emit(f"acked {index} {hashlib.sha256(data).hexdigest()}")
             time.sleep(pause)
+    elif command == "parent":
+        try:
+            pool, name, snap = img.parent_info()  # type: ignore[attr-defined]
+        except Exception:  # rbd.ImageNotFound: not a clone (the rbd module is only importable on the node)
+            emit("")
+        else:
+            emit(f"{pool}/{name}@{snap}")
     elif command == "hashes":
         chunks, size = int(args[0]), int(args[1])
         for index in range(chunks):

@@ -165,9 +165,20 @@ def test_glance_stores_an_image_uploaded_from_another_node(lab: LabContext, runn
     try:
         assert image["status"] == "active", image
         assert image["glance"] == str(glance["url"]), f"catalog gives {image['glance']}, glance runs at {glance['url']}"
-        stored = f"{glance['images_dir'].rstrip('/')}/{image['image_id']}"
-        found = runners[controller].run(["sha256sum", stored], timeout=60, check=False).stdout.split()
-        assert found[:1] == [image["sha256"]], f"glance's store file {stored}: {found or 'missing'}"
+        if glance.get("store") == "rbd":  # the image is an RBD image in the lab's Ceph: read it with the admin key
+            from stacklab.suites.guest import ceph_admin
+            from stacklab.suites.storage_paths import rbd_tool
+
+            admin = ceph_admin(lab, runners)
+            assert admin is not None, "glance's rbd store without Ceph in the lab"
+            stored = f"{glance['rbd_pool']}/{image['image_id']}"
+            size = str(4 * 1024 * 1024)
+            found = rbd_tool(admin, "admin", str(glance["rbd_pool"]), str(image["image_id"]), "read", "0", size).split()
+            assert found[:1] == [image["sha256"]], f"glance's RBD image {stored}: {found or 'missing'}"
+        else:
+            stored = f"{glance['images_dir'].rstrip('/')}/{image['image_id']}"
+            found = runners[controller].run(["sha256sum", stored], timeout=60, check=False).stdout.split()
+            assert found[:1] == [image["sha256"]], f"glance's store file {stored}: {found or 'missing'}"
         downloaded = os_client(runners[client], "glance", "download", request)
         assert downloaded["sha256"] == image["sha256"], (image, downloaded)
     finally:
@@ -251,6 +262,7 @@ def test_nova_boots_the_guest_and_its_disk_is_where_nova_says(lab: LabContext, r
     """The suites' guest boots on a compute node (TCG, direct kernel boot from glance's AKI/ARI) and marks its root
     disk; with images_type rbd the Ceph admin finds the mark in the instance's RBD image in pool vms."""
     from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
+    from stacklab.suites.storage_paths import rbd_tool
 
     nl = nova_lab(lab, runners, disks_on_rbd="the lab's instance disks are local files (images_type qcow2)")
     controller, auth = nl.controller, nl.auth
@@ -259,3 +271,8 @@ def test_nova_boots_the_guest_and_its_disk_is_where_nova_says(lab: LabContext, r
         assert booted["host"] in nl.nova["computes"], booted
         line = rbd_line(nl.admin, "vms", f"{booted['id']}_disk", lambda text: " boot:" in text, what="' boot:'")
         assert line.startswith("stacklab-disk:"), f"vms/{booted['id']}_disk: {line!r}"
+        glance = lab.outputs.get("service/glance") or {}
+        if glance.get("store") == "rbd":  # nova cloned the disk from glance's image snapshot: nothing was copied
+            parent = rbd_tool(nl.admin, "admin", "vms", f"{booted['id']}_disk", "parent").strip()
+            wanted = f"{glance['rbd_pool']}/{image.image_id}@snap"
+            assert parent == wanted, f"vms/{booted['id']}_disk has parent {parent!r}, expected a clone of {wanted}"

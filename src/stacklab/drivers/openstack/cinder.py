@@ -229,7 +229,7 @@ SERVICE_RECORD = ApiService(
     before_sync=_share_keyring,
     after_start=_wait_for_pool,
     after_remove=lambda _ctx, runner, _layout: unshare_keyring(runner),
-    extra_problems=keyring_problems,
+    extra_problems=lambda runner, _layout: keyring_problems(runner),
     outputs=outputs,
 )
 ROLE = KernelBackendsRole(  # + cinder-volume of the lvm/nfs backends on VM nodes; the API alone without rbd

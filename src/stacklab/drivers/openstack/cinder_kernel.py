@@ -172,7 +172,7 @@ def api_only(record: ApiService) -> ApiService:
         record, units=units, dropins={u: p for u, p in record.dropins.items() if u in units},
         binaries={p: pkg for p, pkg in record.binaries.items() if pkg != VOLUME_UNIT},
         package_unit="cinder-api", prepare=_none, before_sync=_none, after_start=_none, after_remove=_none,
-        extra_problems=lambda _runner: [], outputs=lambda _layout: {"backends": []},
+        extra_problems=lambda _runner, _layout: [], outputs=lambda _layout: {"backends": []},
     )  # fmt: skip
 
 

@@ -63,7 +63,7 @@ class ApiService:
     before_sync: Hook = _no_hook  # after the conf is written (e.g. directories the package ships with the wrong owner)
     after_start: Hook = _no_hook  # after the API answers (e.g. cinder's wait for its volume pool)
     after_remove: Hook = _no_hook
-    extra_problems: Callable[[Runner], list[str]] = lambda _runner: []
+    extra_problems: Callable[[Runner, ServiceLayout], list[str]] = lambda _runner, _layout: []
     outputs: Callable[[ServiceLayout], Mapping[str, Any]] = lambda _layout: {}
     sync_progress: str | None = "db sync"  # the progress line before the (long) sync; None: say nothing
     sync_timeout: float = MANAGE_TIMEOUT
@@ -99,7 +99,7 @@ class DeclaredRole:
         secrets = service_secrets(ctx, svc.secrets, create=False)
         if secrets is None:
             return [f"the lab's {svc.name} secrets are missing from {ctx.state_dir / 'secrets'}"]
-        found = file_problems(runner, svc.files(plan, secrets)) + svc.extra_problems(runner)
+        found = file_problems(runner, svc.files(plan, secrets)) + svc.extra_problems(runner, plan)
         found += unit_problems(runner, svc.api_unit, url=svc.url(plan), answers=self._answers(runner, plan))
         for unit in svc.units[1:]:
             found += unit_problems(runner, unit)

@@ -10,8 +10,12 @@ After the schema sync, `glance-manage db_load_metadefs` loads the metadata defin
 (/etc/glance/metadefs): without them `GET /v2/metadefs/resource_types` is empty. It is safe on every `up`: glance
 skips a namespace already in the database (no --merge, no --overwrite), so a second run adds nothing.
 
-Stores: `file` (the default, /var/lib/glance/images). `rbd` and `nfs` stores are refused with a clear error
-until their clients are wired (cephx key for glance, the NFS mount): never a silent fallback to `file`.
+Stores: `file` (the default, /var/lib/glance/images) and `rbd`: images in the lab's Ceph pool `images` as
+`client.glance` (the Ceph step puts its keyring on the controller, which must have a br-storage NIC; made readable
+by the glance group here), so glance-api reads and writes them over br-storage; `show_image_direct_url` hands nova
+the image's `rbd://<fsid>/images/<id>/snap` location, and an RBD compute of the same cluster clones its disk from
+that snapshot (copy-on-write) instead of downloading the image. `nfs` is refused with a clear error until the
+mount is wired: never a silent fallback to `file`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from stacklab.drivers.openstack.common import (
 )
 from stacklab.drivers.openstack.declared import MANAGE_TIMEOUT, ApiService, DeclaredRole
 from stacklab.drivers.openstack.keystone import authtoken_section
+from stacklab.drivers.storage.ceph.clients import keyring_problems, require_keyring, share_keyring, unshare_keyring
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
 
@@ -52,13 +57,21 @@ OSLO_LOG_LEVELS = (
 CACHE_LOGGERS = ("glance.api.middleware.cache", "glance.image_cache")
 
 
+RBD_POOL = "images"
+RBD_USER = "glance"
+
+
+def store_of(plan: ServiceLayout) -> str:
+    return str(plan.config.get("store", "file"))
+
+
 def check_store(plan: ServiceLayout) -> None:
-    store = str(plan.config.get("store", "file"))
-    if store != "file":
+    store = store_of(plan)
+    if store not in ("file", "rbd"):
         raise PlanError(
             f"glance store {store!r} is not wired yet (its client side is missing)",
             resource="service/glance",
-            hint="use `openstack: {glance: {store: file}}` for now",
+            hint="use `openstack: {glance: {store: file}}` (or `rbd` with the lab's Ceph) for now",
         )
 
 
@@ -66,8 +79,24 @@ def cache_log_line(cache: bool) -> str:
     return f"default_log_levels = {OSLO_LOG_LEVELS},{','.join(f'{n}=DEBUG' for n in CACHE_LOGGERS)}\n" if cache else ""
 
 
+def store_section(plan: ServiceLayout) -> str:
+    if store_of(plan) == "rbd":
+        return (
+            "[glance_store]\n"
+            "stores = rbd,http\n"
+            "default_store = rbd\n"
+            f"rbd_store_pool = {RBD_POOL}\n"
+            f"rbd_store_user = {RBD_USER}\n"
+            "rbd_store_ceph_conf = /etc/ceph/ceph.conf\n"
+            "rbd_store_chunk_size = 8\n"
+        )
+    return f"[glance_store]\nstores = file,http\ndefault_store = file\nfilesystem_store_datadir = {IMAGES_DIR}\n"
+
+
 def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> str:
     cache = bool(plan.config.get("cache", True))
+    # nova clones an RBD disk from the image's own snapshot only when glance tells it where the image lives
+    direct_url = "show_image_direct_url = true\n" if store_of(plan) == "rbd" else ""
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
@@ -77,12 +106,10 @@ def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> st
         f"image_cache_dir = {CACHE_DIR}\n"
         "image_cache_max_size = 2147483648\n"
         f"{cache_log_line(cache)}"
+        f"{direct_url}"
         "[database]\n"
         f"connection = mysql+pymysql://glance:{db_password}@{plan.address}/glance\n"
-        "[glance_store]\n"
-        "stores = file,http\n"
-        "default_store = file\n"
-        f"filesystem_store_datadir = {IMAGES_DIR}\n"
+        f"{store_section(plan)}"
         f"{authtoken_section(plan, 'glance', user_password)}"
         "[paste_deploy]\n"
         f"flavor = {'keystone+cachemanagement' if cache else 'keystone'}\n"
@@ -111,9 +138,30 @@ def dir_problems(runner: Runner) -> list[str]:
     return [f"{line.split(' ', 1)[-1]} is not glance's" for line in owners if line and not line.startswith("glance ")]
 
 
+def prepare_store(_ctx: DriverContext, runner: Runner, layout: ServiceLayout) -> None:
+    """rbd: client.glance's keyring from the Ceph step, readable by glance-api (which runs as glance)."""
+    if store_of(layout) == "rbd":
+        require_keyring(runner, layout.controller, "service/glance", "controller", user=RBD_USER)
+        share_keyring(runner, "glance", user=RBD_USER)
+
+
+def unprepare_store(_ctx: DriverContext, runner: Runner, layout: ServiceLayout) -> None:
+    if store_of(layout) == "rbd":
+        unshare_keyring(runner, user=RBD_USER)
+
+
+def glance_problems(runner: Runner, layout: ServiceLayout) -> list[str]:
+    found = dir_problems(runner)
+    if store_of(layout) == "rbd":
+        found += keyring_problems(runner, user=RBD_USER, group="glance")
+    return found
+
+
 def outputs(layout: ServiceLayout) -> dict[str, Any]:
+    rbd = {"rbd_pool": RBD_POOL, "ceph_user": RBD_USER} if store_of(layout) == "rbd" else {}
     return {
-        "store": "file",
+        **rbd,
+        "store": store_of(layout),
         "images_dir": IMAGES_DIR,
         "cache_dir": CACHE_DIR,
         "cache": bool(layout.config.get("cache", True)),
@@ -134,9 +182,11 @@ SERVICE_RECORD = ApiService(
     render_conf=render_conf,
     render_dropin=lambda layout, _unit: render_dropin(layout),
     check=lambda _ctx, layout: check_store(layout),
+    prepare=prepare_store,
     before_sync=own_dirs,
     after_start=load_metadefs,
-    extra_problems=dir_problems,
+    after_remove=unprepare_store,
+    extra_problems=glance_problems,
     outputs=outputs,
     sync_progress=None,
 )
