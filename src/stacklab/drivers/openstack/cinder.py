@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.cinder_kernel import KernelBackendsRole, api_only
+from stacklab.drivers.openstack.cinder_kernel import KernelBackendsRole
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -234,5 +234,5 @@ SERVICE_RECORD = ApiService(
 )
 ROLE = KernelBackendsRole(  # + cinder-volume of the lvm/nfs backends on VM nodes; the API alone without rbd
     DeclaredRole(SERVICE_RECORD),
-    DeclaredRole(api_only(SERVICE_RECORD)),
+    SERVICE_RECORD,
 )

@@ -55,7 +55,9 @@ TGT_DROPIN = "/etc/systemd/system/tgt.service.d/stacklab-cinder.conf"
 MODULES_LOAD = "/etc/modules-load.d/stacklab-cinder.conf"
 LIO_MODULES = ("target_core_mod", "target_core_iblock", "iscsi_target_mod")
 TYPES_TOOL = "/usr/local/lib/stacklab/cinder_types_tool.py"
-POOL_BUDGET = 420.0  # cinder-volume on a TCG VM: import, driver init, then the scheduler's next capability report
+# cinder-volume on a TCG VM: every driver call is a fresh cinder-rootwrap python under sudo (10-60 s each on a loaded
+# 2-core host), and the scheduler hears of a pool only after the driver's first stats
+POOL_BUDGET = 900.0
 TOOL_TIMEOUT = 180.0
 
 
@@ -179,9 +181,10 @@ def api_only(record: ApiService) -> ApiService:
 class KernelBackendsRole:
     """cinder's role plus the cinder-volume of its lvm/nfs backends on VM nodes."""
 
-    def __init__(self, inner: ServiceRole, api: DeclaredRole) -> None:
+    def __init__(self, inner: ServiceRole, record: ApiService) -> None:
         self.inner = inner
-        self.api = api  # the controller without cinder-volume
+        self.record = record  # cinder's whole record: the kernel nodes get its conf and cinder-volume's drop-in
+        self.api = DeclaredRole(api_only(record))  # the controller without cinder-volume
         self.name = inner.name
 
     def _controller(self, plan: ServiceLayout) -> ServiceRole:
@@ -199,7 +202,7 @@ class KernelBackendsRole:
             if node_runner is None:
                 found.append(f"cinder-volume node {node} is not up")
                 continue
-            found += file_problems(node_runner, node_files(self.api.service, plan, node, secrets), node)
+            found += file_problems(node_runner, node_files(self.record, plan, node, secrets), node)
             units = [VOLUME_UNIT] + (["tgt"] if node_uses_tgt(plan, node) else [])
             found += [f"{unit} is not running on {node}" for unit in units if not unit_active(node_runner, unit)]
         return found
@@ -224,7 +227,7 @@ class KernelBackendsRole:
         return {**outputs, "backends": [*outputs.get("backends", []), *backends], "kernel_backends": backends}
 
     def _ensure_node(self, ctx: DriverContext, plan: ServiceLayout, node: str, secrets: tuple[str, ...]) -> None:
-        svc, rid = self.api.service, f"service/{self.name}"
+        svc, rid = self.record, f"service/{self.name}"
         info = kernel_nodes(plan)[node]
         ctx.progress(f"{rid}: cinder-volume for {', '.join(info['backends'])} on {node} ({info['storage']})")
         node_runner = ctx.on_node(node)
@@ -252,7 +255,7 @@ class KernelBackendsRole:
             if node_runner is None:
                 continue
             systemctl(node_runner, "disable", "--now", VOLUME_UNIT, check=False)
-            svc = self.api.service
+            svc = self.record
             remove_node_files(node_runner, svc.conf, svc.dropins[VOLUME_UNIT], NFS_SHARES, TGT_DROPIN, MODULES_LOAD)
             systemctl(node_runner, "daemon-reload", check=False)
         self._controller(plan).remove(ctx, runner, plan)
