@@ -11,7 +11,15 @@ from pathlib import Path
 
 from stacklab.drivers.openstack import nova_migration
 from stacklab.model import LabError, load_lab_text
-from stacklab.suites.test_migration import AFTER_BEATS, Beat, beat_problems, migration_problems, parse_beats
+from stacklab.suites.test_migration import (
+    AFTER_BEATS,
+    Beat,
+    beat_problems,
+    migration_problems,
+    parse_beats,
+    parse_sockets,
+    stream_problems,
+)
 
 BOOT = "5c0ffee0-1111-2222-3333-444455556666"
 
@@ -130,6 +138,46 @@ def test_a_completed_migration_passes() -> None:
     assert migration_problems(done, "compute2", BROKEN_LOG) == []
 
 
+# The destination's watcher during a migration on the lab (compute1 10.118.229.11, the source 10.118.229.12), and
+# an ssh client of the node whose ephemeral port happened to fall in the range (not a migration socket).
+WATCHED = (
+    "1765040851.204 stacklab-beat f40b0b75 114\n"
+    "1765040852.101 socket LISTEN 10.118.229.11:49152\n"
+    "1765040853.377 socket ESTAB 10.118.229.11:49152 10.118.229.12:51056\n"
+    "1765040853.377 socket ESTAB 10.118.229.11:49158 10.118.229.1:22\n"
+)
+
+
+def stream(text: str) -> tuple[list[str], str]:
+    return stream_problems(parse_sockets(text), dest="compute1", dest_ip="10.118.229.11", source_ip="10.118.229.12",
+                           ports=[49152, 49161])  # fmt: skip
+
+
+def test_the_stream_came_in_on_the_mgmt_address_from_the_source() -> None:
+    assert parse_sockets(WATCHED)[0] == ("LISTEN", "10.118.229.11:49152", "")
+    assert stream(WATCHED) == ([], "listen 10.118.229.11:49152, 10.118.229.11:49152 <- 10.118.229.12:51056, "
+                                   "10.118.229.11:49158 <- 10.118.229.1:22")  # fmt: skip
+
+
+def test_a_stream_listening_everywhere_fails() -> None:
+    # libvirt's default without qemu.conf's migration_address: QEMU listens on every address
+    text = WATCHED.replace("socket LISTEN 10.118.229.11:49152", "socket LISTEN 0.0.0.0:49152")
+    assert stream(text)[0] == [
+        "QEMU on compute1 listened for the migration on 0.0.0.0:49152, not on its br-mgmt address 10.118.229.11 only"
+    ]
+
+
+def test_a_stream_from_elsewhere_or_nowhere_fails() -> None:
+    # over br-storage: the source's storage address connected (nova's inbound address set to the storage network)
+    text = WATCHED.replace("10.118.229.12:51056", "10.158.157.12:51056")
+    assert stream(text)[0][0].startswith("no migration stream into 10.118.229.11 from the source's br-mgmt address "
+                                         "10.118.229.12 on ports 49152-49161; seen: listen")  # fmt: skip
+    assert stream("1765040851.204 stacklab-beat f40b0b75 114\n")[0] == [
+        "no socket on compute1's migration ports 49152-49161 during the migration: QEMU's memory did not come in "
+        "where libvirt's qemu.conf says"
+    ]
+
+
 # -- nova's live-migration files -----------------------------------------------------------------------------
 
 
@@ -200,3 +248,10 @@ def test_validate_refuses_the_suite_without_two_rbd_computes() -> None:
             "set openstack.nova.images_type: rbd (with storage.ceph) and give the lab a second compute",
         )
     ]
+
+
+def test_the_watcher_reads_proc_net_tcp_addresses() -> None:
+    from stacklab.suites import beat_watch
+
+    # /proc/net/tcp: the IPv4 address as a little-endian word, the port big-endian
+    assert beat_watch.address("0B0AA8C0:C000") == "192.168.10.11:49152"

@@ -11,7 +11,9 @@ same boot id and the next counts (the same running guest, not a new boot), and t
 on the source and the first on the destination (the pause a user sees) must stay under PAUSE_BOUND. Its root disk,
 read from Ceph, still carries the line it wrote at boot (same mark, same boot id: nothing rebooted). The
 destination's sshd shows the source's libvirtd came in as `nova` with the lab's migration key from the source's
-br-mgmt address, and libvirt's own downtime figure is recorded beside the measured pause.
+br-mgmt address; the watcher on the destination saw QEMU listen for the memory on its br-mgmt address only, on a
+port of libvirt's migration range, and the source's br-mgmt address connected there. libvirt's own downtime figure
+is recorded beside the measured pause.
 
 Then the maintenance: the compute the guest now runs on is disabled in nova (with a reason) and emptied as `nova
 host-evacuate-live` does (a live migration, scheduler's choice, of every server nova places on it); nova then
@@ -130,6 +132,48 @@ def migration_problems(answer: Mapping[str, Any], source: str, log: str = "") ->
     return problems
 
 
+def parse_sockets(text: str) -> list[tuple[str, str, str]]:
+    """(state, local, peer) of a watcher's `socket` lines (peer empty for LISTEN)."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[1] == "socket":
+            found.append((words[2], words[3], words[4] if len(words) > 4 else ""))
+    return found
+
+
+def _ip(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0]
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def stream_problems(
+    sockets: Sequence[tuple[str, str, str]], *, dest: str, dest_ip: str, source_ip: str, ports: Sequence[int]
+) -> tuple[list[str], str]:
+    """What is wrong with "QEMU's migration stream came into `dest` on its br-mgmt address `dest_ip`, on a port of
+    libvirt's range, from the source's br-mgmt address" (empty: nothing), from the sockets the watcher saw on
+    `dest` during the migration; and the stream as seen (for the evidence)."""
+    span = range(ports[0], ports[1] + 1)
+    listening = sorted({local for state, local, _ in sockets if state == "LISTEN" and _port(local) in span})
+    streams = sorted({(local, peer) for state, local, peer in sockets if state == "ESTAB" and _port(local) in span})
+    seen = ", ".join([*(f"listen {a}" for a in listening), *(f"{a} <- {b}" for a, b in streams)]) or "nothing"
+    if not listening and not streams:
+        return [f"no socket on {dest}'s migration ports {ports[0]}-{ports[1]} during the migration: QEMU's memory "
+                "did not come in where libvirt's qemu.conf says"], seen  # fmt: skip
+    problems = []
+    wrong = [a for a in listening if _ip(a) != dest_ip]
+    if wrong:
+        problems.append(f"QEMU on {dest} listened for the migration on {', '.join(wrong)}, not on its br-mgmt "
+                        f"address {dest_ip} only")  # fmt: skip
+    if not any(_ip(local) == dest_ip and _ip(peer) == source_ip for local, peer in streams):
+        problems.append(f"no migration stream into {dest_ip} from the source's br-mgmt address {source_ip} on "
+                        f"ports {ports[0]}-{ports[1]}; seen: {seen}")  # fmt: skip
+    return problems, seen
+
+
 # -- the lab --------------------------------------------------------------------------------------------------
 
 
@@ -151,15 +195,18 @@ def console_log(runner: Runner, server_id: str) -> str:
 
 
 @contextmanager
-def watching(runners: Mapping[str, Runner], nodes: Sequence[str], log: str, tag: str) -> Iterator[dict[str, str]]:
-    """beat_watch.py on each node, following `log` (a transient unit each); yields {node: its output file} and
-    stops the units afterwards."""
+def watching(
+    runners: Mapping[str, Runner], nodes: Sequence[str], log: str, tag: str, ports: Sequence[int]
+) -> Iterator[dict[str, str]]:
+    """beat_watch.py on each node, following `log` and the sockets of the migration `ports` (a transient unit
+    each); yields {node: its output file} and stops the units afterwards."""
     unit, out = f"stacklab-beats-{tag}", f"{SCRATCH}/beats-{tag}.log"
     text = resources.files("stacklab.suites").joinpath("beat_watch.py").read_text()
     for node in nodes:
         write_node_file(runners[node], WATCHER, text)
         runners[node].run(["rm", "-f", out], timeout=30)
-        runners[node].run(["systemd-run", "--quiet", f"--unit={unit}", "--collect", "python3", WATCHER, log, out],
+        runners[node].run(["systemd-run", "--quiet", f"--unit={unit}", "--collect", "python3", WATCHER, log, out,
+                           str(ports[0]), str(ports[1])],
                           timeout=60)  # fmt: skip
     try:
         yield dict.fromkeys(nodes, out)
@@ -230,6 +277,11 @@ class MigrationLab:
                 return node
         raise AssertionError(f"nova places server {server_id} on none of {self.computes()}")
 
+    @property
+    def ports(self) -> list[int]:
+        """libvirt's migration port range on the computes (nova's outputs)."""
+        return [int(p) for p in self.nova["live_migration"]["ports"]]
+
     def computes(self) -> list[str]:
         """The computes with instance disks on RBD (a lab may have a local-disk compute beside them)."""
         kinds = self.nova.get("images_types") or {}
@@ -242,6 +294,7 @@ def mlab(lab: LabContext, runners: dict[str, Runner]) -> MigrationLab:
     found = MigrationLab(nl.nova, nl.admin, nl.controller, nl.auth, runners)
     if len(found.computes()) < 2:
         pytest.skip("live migration needs two computes with instance disks on RBD")
+    assert "live_migration" in found.nova, "nova's outputs have no live_migration settings: run `stacklab up` again"
     return found
 
 
@@ -257,26 +310,35 @@ def guest(mlab: MigrationLab) -> Iterator[Guest]:
         yield Guest(str(booted["id"]), line.split()[-1].removeprefix("boot:"), line, mlab.computes())
 
 
-def migrate_watched(
-    mlab: MigrationLab, guest: Guest, source: str, tag: str, move: Any
-) -> tuple[list[str], Pause, Mapping[str, Any], str]:
-    """Watch the guest's console on every RBD compute, let it beat on `source`, run `move()` (which returns one
-    live-migrate answer), wait for beats on its destination; (problems, pause, answer, source log)."""
+@dataclass(frozen=True)
+class Watched:
+    problems: list[str]
+    pause: Pause
+    answer: Mapping[str, Any]  # migration_calls.py's live-migrate answer
+    stream: str  # QEMU's migration sockets seen on the destination
+
+
+def migrate_watched(mlab: MigrationLab, guest: Guest, source: str, tag: str, move: Any) -> Watched:
+    """Watch the guest's console and the migration ports on every RBD compute, let the guest beat on `source`, run
+    `move()` (which returns one live-migrate answer), wait for beats on its destination, and check it all."""
     log = console_log(mlab.runners[source], guest.server_id)
     offset = log_size(mlab.runners[source], NOVA_LOG)
-    with watching(mlab.runners, guest.computes, log, tag) as outs:
+    with watching(mlab.runners, guest.computes, log, tag, mlab.ports) as outs:
         wait_beats(mlab.runners, outs, source, 0, "before the migration")
         answer = move()
-        nova_log = log_since(mlab.runners[source], NOVA_LOG, offset)
-        problems = migration_problems(answer, source, nova_log)
+        problems = migration_problems(answer, source, log_since(mlab.runners[source], NOVA_LOG, offset))
         if problems:
-            return problems, Pause(-1.0, None, None), answer, nova_log
+            return Watched(problems, Pause(-1.0, None, None), answer, "")
         dest = str(answer["server"]["host"])
         last = max((b.n for b in read_beats(mlab.runners, {source: outs[source]})), default=0)
         wait_beats(mlab.runners, outs, dest, last, "after the migration")
         beats = read_beats(mlab.runners, outs)
+        sockets = parse_sockets(mlab.runners[dest].run(["cat", outs[dest]], timeout=60, check=False).stdout)
     problems, pause = beat_problems(beats, boot=guest.boot, source=source, dest=dest, bound=PAUSE_BOUND)
-    return problems, pause, answer, nova_log
+    inbound = mlab.nova["live_migration"]["inbound"]
+    more, stream = stream_problems(sockets, dest=dest, dest_ip=str(inbound[dest]), source_ip=str(inbound[source]),
+                                   ports=mlab.ports)  # fmt: skip
+    return Watched(problems + more, pause, answer, stream)
 
 
 def test_live_migration_keeps_the_guest_running(mlab: MigrationLab, guest: Guest, evidence: Evidence) -> None:
@@ -286,13 +348,14 @@ def test_live_migration_keeps_the_guest_running(mlab: MigrationLab, guest: Guest
     def move() -> Mapping[str, Any]:
         return calls(mlab.controller, "live-migrate", {**mlab.auth, "server_id": guest.server_id})
 
-    problems, pause, answer, _ = migrate_watched(mlab, guest, source, "live", move)
-    assert not problems, "; ".join(problems)
+    watched = migrate_watched(mlab, guest, source, "live", move)
+    assert not watched.problems, "; ".join(watched.problems)
+    pause, answer = watched.pause, watched.answer
     dest = str(answer["server"]["host"])
     line = rbd_line(mlab.admin, "vms", f"{guest.server_id}_disk", bool, what="its line")
     assert line == guest.disk_line, f"the disk changed across the migration: {guest.disk_line!r} -> {line!r}"
     accepted = sshd_accepted(mlab.runners[dest], started)
-    source_ip = str(mlab.nova.get("live_migration", {}).get("inbound", {}).get(source, ""))
+    source_ip = str(mlab.nova["live_migration"]["inbound"][source])
     assert any(f"from {source_ip} " in a for a in accepted), (
         f"{dest}'s sshd shows no login of nova from {source}'s br-mgmt address {source_ip} during the migration: "
         f"{accepted or 'none'}"
@@ -304,7 +367,7 @@ def test_live_migration_keeps_the_guest_running(mlab: MigrationLab, guest: Guest
                       f"{dest} (beat every {BEAT:g}s, bound {PAUSE_BOUND:g}s); libvirt: "
                       f"{downtime(mlab.runners[dest], guest.server_id) or 'no job figures'}")  # fmt: skip
     evidence("guest", f"boot id {guest.boot} on both computes, disk line {line!r} intact in vms/{guest.server_id}_disk")
-    evidence("transport", f"{dest}'s sshd: {accepted[-1]}")
+    evidence("transport", f"{dest}'s sshd: {accepted[-1]}; QEMU's stream on {dest}: {watched.stream}")
 
 
 def test_host_evacuate_live_empties_a_compute(mlab: MigrationLab, guest: Guest, evidence: Evidence) -> None:
@@ -323,8 +386,9 @@ def test_host_evacuate_live_empties_a_compute(mlab: MigrationLab, guest: Guest, 
                 assert not migration_problems(other, host), migration_problems(other, host)
             return next(m for m in emptied["migrations"] if m["server_id"] == guest.server_id)
 
-        problems, pause, answer, _ = migrate_watched(mlab, guest, host, "evac", move)
-        assert not problems, "; ".join(problems)
+        watched = migrate_watched(mlab, guest, host, "evac", move)
+        assert not watched.problems, "; ".join(watched.problems)
+        pause, answer = watched.pause, watched.answer
         left = calls(controller, "host-servers", {**auth, "host": host})["servers"]
         assert not left, f"nova still places servers on {host} after host-evacuate-live: {left}"
         domains = mlab.runners[host].run(["virsh", "list", "--all", "--uuid"], timeout=60).stdout.split()
