@@ -58,13 +58,14 @@ from typing import Any
 
 
 def call(
-    method: str, url: str, token: str | None = None, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
+    method: str, url: str, token: str | None = None, body: bytes | None = None, headers: dict[str, str] | None = None,
+    *, timeout: float = 120.0,
+) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     if token:
         request.add_header("X-Auth-Token", token)
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -162,9 +163,9 @@ def volume(token: str, url: str, volume_id: str) -> tuple[int, dict[str, Any]]:
     return status, (json.loads(data)["volume"] if status == 200 else {})
 
 
-def wait_volume(token: str, url: str, volume_id: str, wanted: set[str]) -> dict[str, Any]:
+def wait_volume(token: str, url: str, volume_id: str, wanted: set[str], budget: float = WAIT) -> dict[str, Any]:
     """The volume once its status is in `wanted` ("gone": deleted); exits when it does not get there in time."""
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + budget
     while True:
         http, vol = volume(token, url, volume_id)
         status = "gone" if http == 404 else str(vol.get("status"))
@@ -189,7 +190,7 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
         if status != 202:
             raise SystemExit(f"cinder refused the volume: HTTP {status}: {data[:500]!r}")
         volume_id = json.loads(data)["volume"]["id"]
-        vol = wait_volume(token, url, volume_id, {"available"})
+        vol = wait_volume(token, url, volume_id, {"available"}, float(req.get("wait", WAIT)))
         out.update(id=volume_id, status=vol["status"], host=vol.get("os-vol-host-attr:host"), size=vol["size"])
     elif action == "show":
         http, vol = volume(token, url, req["volume_id"])
@@ -197,7 +198,9 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
                    attachments=vol.get("attachments", []))  # fmt: skip
     elif action == "attach":
         body = {"attachment": {"volume_uuid": req["volume_id"], "connector": req["connector"]}}
-        status, _, data = call("POST", url + "/attachments", token, json.dumps(body).encode(), VOLUME_API)
+        wait = float(req.get("wait", 120.0))  # the API asks cinder-volume for the connection (a synchronous RPC)
+        status, _, data = call("POST", url + "/attachments", token, json.dumps(body).encode(), VOLUME_API,
+                                 timeout=wait)  # fmt: skip
         if status != 200:
             raise SystemExit(f"cinder refused the attachment: HTTP {status}: {data[:500]!r}")
         attachment = json.loads(data)["attachment"]
@@ -207,10 +210,11 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
                    complete_http=done, status=volume(token, url, req["volume_id"])[1].get("status"))  # fmt: skip
     elif action == "detach":
         status, _, _ = call("DELETE", f"{url}/attachments/{req['attachment_id']}", token, headers=VOLUME_API)
-        out.update(http=status, status=wait_volume(token, url, req["volume_id"], {"available"})["status"])
+        freed = wait_volume(token, url, req["volume_id"], {"available"}, float(req.get("wait", WAIT)))
+        out.update(http=status, status=freed["status"])
     elif action == "delete":
         status, _, _ = call("DELETE", f"{url}/volumes/{req['volume_id']}", token, headers=VOLUME_API)
-        wait_volume(token, url, req["volume_id"], {"gone"})
+        wait_volume(token, url, req["volume_id"], {"gone"}, float(req.get("wait", WAIT)))
         out.update(http=status, status="gone")
     return out
 

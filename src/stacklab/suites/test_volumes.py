@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites import cinder_kernel_paths
 from stacklab.suites.context import LabContext
 from stacklab.suites.lab_fixtures import Evidence
-from stacklab.suites.openstack_calls import admin_auth, os_client, service
+from stacklab.suites.openstack_calls import OS_CLIENT, admin_auth, os_client, service
 from stacklab.suites.storage_paths import (
     RBD_TOOL,
     Pattern,
@@ -202,8 +203,17 @@ def kvol(lab: LabContext) -> KernelVolumes:
     return KernelVolumes(backends, vms[0], admin_auth(lab))
 
 
+KERNEL_WAIT = 900.0  # cinder-volume's rootwrap calls in a TCG VM take 30-90 s each on a loaded 2-core host
+
+
 def kernel_call(kv: KernelVolumes, runners: dict[str, Runner], action: str, **request: Any) -> dict[str, Any]:
-    return os_client(runners[kv.client], "cinder", action, {**kv.auth, **request})
+    """os_client.py cinder ACTION on the client, allowed KERNEL_WAIT for the volume (and the attachment's RPC)."""
+    runner = runners[kv.client]
+    write_node_file(runner, OS_CLIENT, resources.files("stacklab.suites").joinpath("os_client.py").read_text())
+    body = json.dumps({**kv.auth, "wait": KERNEL_WAIT, **request})
+    result = runner.run(["python3", OS_CLIENT, "cinder", action], input=body, timeout=KERNEL_WAIT + 120, check=False)
+    assert result.ok, f"os_client cinder {action} failed: {result.stderr[-1500:]}"
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ MANAGE_TIMEOUT = 600.0
 ENDPOINT_PATH = "/v3/%(project_id)s"  # the catalog entry names the project, as cinder's own docs do
 POOL_BUDGET = 180.0
 SERVICE = {"name": "cinderv3", "type": "volumev3", "description": "OpenStack Block Storage"}
+KERNEL_RPC_TIMEOUT = 600  # seconds; oslo.messaging's default is 60
 WIRED_BACKENDS = ("rbd", "lvm", "nfs")  # lvm and nfs: cinder-volume on VM nodes (cinder_kernel.py)
 
 
@@ -116,6 +117,8 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
     # lvm/nfs backends run in a cinder-volume on their own VM nodes (cinder_kernel.py); the controller's is rbd's
     has_rbd = BACKEND in [str(b) for b in plan.config.get("backends", [BACKEND])]
     enabled = f"enabled_backends = {BACKEND}\n" if has_rbd else ""
+    if plan.config.get("kernel_nodes"):  # the API's synchronous calls to cinder-volume on a TCG VM (rootwrap: slow)
+        enabled += f"rpc_response_timeout = {KERNEL_RPC_TIMEOUT}\n"
     rbd_section = (
         f"[{BACKEND}]\n"
         "volume_driver = cinder.volume.drivers.rbd.RBDDriver\n"

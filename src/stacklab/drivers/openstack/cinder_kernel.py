@@ -124,7 +124,8 @@ def tgt_dropin(lab: str, portal: str) -> str:
 def node_files(svc: ApiService, layout: ServiceLayout, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
     """Every file stacklab writes on the kernel node: path -> text."""
     info = kernel_nodes(layout)[node]
-    bare = dataclasses.replace(layout, config={**layout.config, "backends": []})
+    # the controller's settings without its backends (and without the API's RPC timeout for these nodes)
+    bare = dataclasses.replace(layout, config={**layout.config, "backends": [], "kernel_nodes": {}})
     files = {
         svc.conf: node_conf(svc.render_conf(bare, *secrets), layout, node, info),
         svc.dropins[VOLUME_UNIT]: svc.render_dropin(layout, VOLUME_UNIT),
