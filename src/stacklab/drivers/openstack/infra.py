@@ -51,6 +51,9 @@ MEMCACHED_PORT = 11211
 RABBIT_USER = "openstack"
 RABBIT_SECRET = "rabbitmq-openstack"
 SQL_TIMEOUT = 60.0
+# rabbitmqctl boots an Erlang VM of its own for every call: 2-5 s on an idle node, but it exceeded 60 s on a 2-core
+# host with four other labs running (a timed-out set_permissions failed an `up` here)
+RABBITMQCTL_TIMEOUT = 240.0
 START_BUDGET = 120.0
 _IDENT = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -241,7 +244,9 @@ def render_rabbitmq_dropin(plan: ServiceLayout) -> str:
 
 
 def rabbit_users(runner: Runner) -> set[str]:
-    result = runner.run(["rabbitmqctl", "-q", "list_users", "--no-table-headers"], timeout=SQL_TIMEOUT, check=False)
+    result = runner.run(
+        ["rabbitmqctl", "-q", "list_users", "--no-table-headers"], timeout=RABBITMQCTL_TIMEOUT, check=False
+    )
     return {line.split()[0] for line in result.stdout.splitlines() if line.split()} if result.ok else set()
 
 
@@ -254,8 +259,10 @@ def _epmd_moved(runner: Runner) -> None:
 def _ensure_rabbit_user(ctx: DriverContext, runner: Runner) -> None:
     password = get_or_create_secret(ctx.state_dir, RABBIT_SECRET)
     verb = "change_password" if RABBIT_USER in rabbit_users(runner) else "add_user"
-    runner.run(["rabbitmqctl", "-q", verb, RABBIT_USER], input=password + "\n", timeout=SQL_TIMEOUT)
-    runner.run(["rabbitmqctl", "-q", "set_permissions", "-p", "/", RABBIT_USER, ".*", ".*", ".*"], timeout=SQL_TIMEOUT)
+    runner.run(["rabbitmqctl", "-q", verb, RABBIT_USER], input=password + "\n", timeout=RABBITMQCTL_TIMEOUT)
+    runner.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", "/", RABBIT_USER, ".*", ".*", ".*"], timeout=RABBITMQCTL_TIMEOUT
+    )
 
 
 def _rabbit_user_problems(runner: Runner) -> list[str]:
@@ -264,7 +271,7 @@ def _rabbit_user_problems(runner: Runner) -> list[str]:
 
 def _delete_rabbit_user(runner: Runner) -> None:
     if unit_active(runner, "rabbitmq-server"):
-        runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=SQL_TIMEOUT, check=False)
+        runner.run(["rabbitmqctl", "-q", "delete_user", RABBIT_USER], timeout=RABBITMQCTL_TIMEOUT, check=False)
 
 
 def _stop_epmd(runner: Runner) -> None:
