@@ -38,6 +38,7 @@ class Lxc:
         self.state = dict.fromkeys(names, "RUNNING")
         self.events: list[tuple[str, str]] = []
         self.fail_cp = False
+        self.fail_start: set[str] = set()
 
     def runner(self) -> FakeRunner:
         fake = FakeRunner()
@@ -61,6 +62,9 @@ class Lxc:
         return CommandResult(argv, 0, "", "", 0.0)
 
     def _start(self, argv: tuple[str, ...]) -> CommandResult:
+        if self._name(argv) in self.fail_start:
+            self.events.append(("failed start", self._name(argv)))
+            return CommandResult(argv, 1, "", 'Received container state "ABORTING" instead of "RUNNING"', 0.0)
         self.state[self._name(argv)] = "RUNNING"
         self.events.append(("start", self._name(argv)))
         return CommandResult(argv, 0, "", "", 0.0)
@@ -257,6 +261,22 @@ def test_a_failed_restore_copy_puts_the_lab_back_as_it_was(tmp_path: Path) -> No
     assert (lab_dir / "secrets" / "ceph-fsid").read_text() == "fsid-2\n"
     assert (lab_dir / "lxc" / "infra1" / "delta0" / "var" / "lib" / "data" / "db").exists()
     assert not [p for p in lab_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_a_node_that_does_not_start_is_retried_once_and_the_error_leaves_the_restored_files(tmp_path: Path) -> None:
+    lab_dir, resources = make_lab(tmp_path, ROLES)
+    lxc = Lxc(list(ROLES))
+    store, _ = checkpoints(lab_dir, lxc)
+    store.save("base", resources)
+    (lab_dir / "secrets" / "ceph-fsid").write_text("fsid-2\n")
+    lxc.fail_start = {"infra1"}
+    lxc.events.clear()
+    with pytest.raises(StackLabError, match="ABORTING"):
+        store.restore("base", resources)
+    assert lxc.events.count(("failed start", "infra1")) == 2
+    assert ("start", "compute1") not in lxc.events, "a later tier started before its dependencies"
+    assert (lab_dir / "secrets" / "ceph-fsid").read_text() == "fsid-1\n"
+    assert not [p for p in lab_dir.iterdir() if p.name.startswith(".")], "the set-aside copy is left"
 
 
 def test_restore_refuses_unknown_names_other_nodes_and_missing_images(tmp_path: Path) -> None:

@@ -245,6 +245,7 @@ class Checkpoints:
                 hint="the node roots are overlays on those images: rebuild the same recipe, or delete the checkpoint",
             )
         data = self.root / name / "data"
+        self._clear_half_written()
         seconds: dict[str, float] = {}
         with self._timed("stop", seconds):
             self.quiescer.stop_all(current)
@@ -252,10 +253,12 @@ class Checkpoints:
             aside = self._swap_in(data, info.entries)
             for node in saved:
                 _drop_overlay_index(node)
-        with self._timed("start", seconds):
-            self.quiescer.start_all(saved)
-        with self._timed("cleanup", seconds):
-            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            with self._timed("start", seconds):
+                self.quiescer.start_all(saved)
+        finally:  # the checkpoint's files are in place: the lab's old ones are of no use, even if a start failed
+            with self._timed("cleanup", seconds):
+                shutil.rmtree(aside, ignore_errors=True)
         return RestoreResult(info, seconds)
 
     def _swap_in(self, data: Path, entries: Sequence[str]) -> Path:
