@@ -347,7 +347,11 @@ class Nova:
                 found.append(f"{node} is not reachable")
                 continue
             found += file_problems(node_runner, self._files(ctx, plan, node, secrets), node)
-            migration = self._migration_files(ctx, plan, node, create=False)
+            try:
+                migration = self._migration_files(ctx, plan, node, create=False)
+            except StackLabError as exc:  # a peer compute down or without its host key: the files cannot be known
+                found.append(f"live-migration files of {node}: {exc}")
+                migration = {}
             if migration is None:
                 found.append(f"the lab's live-migration key {nova_migration.KEY_SECRET} is missing")
             found += file_problems(node_runner, migration or {}, node)
@@ -400,7 +404,12 @@ class Nova:
         pair = nova_migration.lab_key(ctx.state_dir, create=create)
         if pair is None:
             return None
-        peers = {plan.addresses[p]: nova_migration.host_key(ctx.on_node(p), p) for p in computes(plan) if p != node}
+        peers = {}
+        for peer in (p for p in computes(plan) if p != node):
+            peer_runner = ctx.on_node(peer) if create else ctx.on_node_if_up(peer)
+            if peer_runner is None:  # observe: a compute that is down is reported by problems() itself
+                raise StackLabError(f"{peer} is not reachable", resource=f"service/{plan.name}")
+            peers[plan.addresses[peer]] = nova_migration.host_key(peer_runner, peer)
         return nova_migration.node_files(plan.lab, plan.addresses[node], key=pair[0], public=pair[1], peers=peers)
 
     def _write(self, runner: Runner, files: Mapping[str, str]) -> bool:
