@@ -14,7 +14,8 @@ are containers, or VMs without nested KVM). With `images_type: rbd`, instance di
 as `client.cinder` (the usual Ceph-for-OpenStack layout: one key for volumes and instance disks), whose key
 libvirt holds as a secret under the same per-lab UUID cinder hands out for volume attachments. `up` waits until
 every nova-compute reports up, maps the computes into cell1 (`discover_hosts`) and waits until each is a
-hypervisor (and so a resource provider in placement).
+hypervisor (and so a resource provider in placement). The computes live-migrate to each other over libvirt's
+qemu+ssh with a per-lab key, QEMU's stream on br-mgmt (nova_migration.py: the files, and why SSH).
 
 Per compute (`openstack.nova.overrides`): a compute may keep its instance disks as local qcow2 files over nova's
 base-image cache (`/var/lib/nova/instances/_base`) beside the lab's RBD computes. Such a compute is put in a zone
