@@ -174,13 +174,20 @@ def test_attachment_connection_info_carries_bytes_to_ceph(
 # back in the export directory of the NFS server).
 
 
+DRIVER_TESTS = {  # tests that need one driver's backends; the others run once per lvm/nfs backend
+    "test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi": "lvm",
+    "test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount": "nfs",
+}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests taking `cinder_backend` run once per lvm/nfs backend of the lab's cinder."""
+    """Tests taking `cinder_backend` run once per lvm/nfs backend of the lab's cinder (of their driver)."""
     if "cinder_backend" not in metafunc.fixturenames:
         return
-    cinder = LabContext.load().outputs.get("service/cinder") or {}
-    names = sorted(cinder.get("kernel_backends") or {})
-    skip = [pytest.mark.skip(reason="the lab's cinder has no lvm or nfs backend")]
+    backends = (LabContext.load().outputs.get("service/cinder") or {}).get("kernel_backends") or {}
+    driver = DRIVER_TESTS.get(metafunc.function.__name__)
+    names = sorted(n for n, b in backends.items() if driver in (None, b.get("driver")))
+    skip = [pytest.mark.skip(reason=f"the lab's cinder has no {driver or 'lvm or nfs'} backend")]
     metafunc.parametrize("cinder_backend", names or [pytest.param("-", marks=skip)])
 
 
