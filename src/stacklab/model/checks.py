@@ -23,6 +23,8 @@ SUITE_NEEDS: dict[str, tuple[str, ...]] = {
     "replication": ("swift",),
     "caching": ("glance", "nova"),
     "evacuation": ("nova",),
+    "failover": ("cinder",),
+    "swift_loss": ("swift",),
     "migration": ("nova",),
 }
 
@@ -246,6 +248,7 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
                 yield ("openstack", "cinder", "backends", i), "backend rbd needs storage.ceph", None
         if os_.cinder.volume_node:
             yield from _node_ref(lab, ("openstack", "cinder", "volume_node"), os_.cinder.volume_node)
+        yield from _check_volume_nodes(lab)
     if "nova" in services:
         computes = os_.nova.computes or lab.nodes_with_role("compute")
         for i, node in enumerate(os_.nova.computes):
@@ -273,6 +276,33 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
                 f"{os_.swift.replicas} replicas need {os_.swift.replicas} swift nodes; the lab has {len(swift_nodes)}",
                 "give more nodes the swift role or lower replicas",
             )
+
+
+def _check_volume_nodes(lab: Lab) -> Iterator[Problem]:
+    """`openstack.cinder.volume_nodes`: each a node on the storage network (RBD is reached over br-storage), once,
+    the controller among them (its cinder-volume is the one `up` waits for first; the others join it)."""
+    assert lab.openstack is not None
+    cinder = lab.openstack.cinder
+    if not cinder.volume_nodes:
+        return
+    controller = lab.openstack.controller or next(iter(lab.nodes_with_role("controller")), None)
+    for i, node in enumerate(cinder.volume_nodes):
+        if cinder.volume_nodes.index(node) != i:
+            yield ("openstack", "cinder", "volume_nodes", i), f"{node} is listed twice", None
+        else:
+            yield from _node_ref(lab, ("openstack", "cinder", "volume_nodes", i), node)
+    if controller is not None and controller not in cinder.volume_nodes:
+        yield (
+            ("openstack", "cinder", "volume_nodes"),
+            f"the controller ({controller}) runs cinder-volume in this stacklab; it is missing from volume_nodes",
+            f"list it first, e.g. volume_nodes: [{controller}, {cinder.volume_nodes[0]}]",
+        )
+    if cinder.volume_node is not None:
+        yield (
+            ("openstack", "cinder", "volume_node"),
+            "volume_node and volume_nodes both name where cinder-volume runs",
+            "keep volume_nodes",
+        )
 
 
 def _check_unsupported(lab: Lab) -> Iterator[Problem]:
@@ -386,6 +416,33 @@ def _check_verify(lab: Lab) -> Iterator[Problem]:
                     ("verify", "suites", i),
                     f"live migration needs two compute nodes with instance disks on RBD in zone {NOVA_DEFAULT_ZONE}",
                     "set openstack.nova.images_type: rbd (with storage.ceph) and give the lab a second compute",
+                )
+        if suite == "failover" and lab.openstack and "cinder" in services:
+            volume_nodes = set(lab.openstack.cinder.volume_nodes)
+            if len(volume_nodes) < 2:
+                yield (
+                    ("verify", "suites", i),
+                    "failover needs cinder-volume on two nodes sharing one backend",
+                    "set openstack.cinder.volume_nodes, e.g. [infra1, compute2] (the controller first)",
+                )
+            if "rbd" not in lab.openstack.cinder.backends:
+                yield ("verify", "suites", i), "failover needs a backend both volume nodes reach", "use backends: [rbd]"
+        if suite == "swift_loss" and lab.openstack and "swift" in services:
+            swift = lab.openstack.swift
+            nodes = swift.nodes or lab.nodes_with_role("swift")
+            if swift.replicas < 2 or len(nodes) < 2:
+                yield (
+                    ("verify", "suites", i),
+                    f"swift_loss needs 2 replicas or more on 2 swift nodes or more (the lab: {swift.replicas} "
+                    f"on {len(nodes)})",
+                    "a lost node must leave a quorum of the replicas",
+                )
+            elif swift.devices * len(nodes) <= swift.replicas:
+                yield (
+                    ("verify", "suites", i),
+                    f"swift_loss needs more devices than replicas: {len(nodes)} node(s) x {swift.devices} "
+                    f"device(s) for {swift.replicas} replicas leave no handoff device for a lost node's replica",
+                    "set openstack.swift.devices: 2",
                 )
         if suite == "storage" and not any((lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)):
             yield ("verify", "suites", i), "suite storage needs storage.iscsi, nfs or ceph", None

@@ -44,7 +44,17 @@ NodeKind = Literal["auto", "vm", "container"]
 Role = Literal["controller", "compute", "storage", "swift", "client"]
 Device = Literal["kvm", "tun", "fuse"]
 SuiteName = Literal[
-    "infra", "storage", "openstack", "volumes", "attach", "replication", "caching", "evacuation", "migration"
+    "infra",
+    "storage",
+    "openstack",
+    "volumes",
+    "attach",
+    "replication",
+    "caching",
+    "evacuation",
+    "failover",
+    "swift_loss",
+    "migration",
 ]
 
 
@@ -271,12 +281,24 @@ class Cinder(_Model):
     lvm: CinderLvm | None = Field(None, description="settings of the lvm backend (default: CinderLvm's)")
     nfs: CinderNfs | None = Field(None, description="settings of the nfs backend (default: CinderNfs's)")
     volume_node: str | None = Field(None, description="node running cinder-volume; default: the controller")
+    volume_nodes: list[str] = Field(
+        default_factory=list,
+        description="nodes that each run a cinder-volume service for the same backends (not active-active: each "
+        "manages the volumes it created until `cinder-manage volume update_host` moves them); the controller first",
+    )
 
 
 class Swift(_Model):
     proxy: str | None = Field(None, description="default: the controller")
     nodes: list[str] = Field(default_factory=list, description="default: nodes with the swift role")
     replicas: int = Field(3, ge=1, le=5)
+    devices: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="devices per storage node (/srv/node/d1..dN, each a mount point); more devices than replicas "
+        "give the ring handoff devices on the surviving nodes when a node is lost",
+    )
 
 
 # nova's own name for the zone of every compute no host aggregate places elsewhere (default_availability_zone)

@@ -200,6 +200,8 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
             # per-node overrides and the cache manager's timing only when the lab sets them: a lab without them
             # keeps the spec it had (running labs plan no change)
             spec["config"] = {k: v for k, v in spec["config"].items() if v or k not in ("overrides", "image_cache")}
+        if service == "cinder" and os_.cinder.volume_nodes:  # each cinder-volume node's my_ip
+            spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
         if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
             proxy, *swift_nodes = hosts
             spec["config"] |= {
@@ -240,5 +242,5 @@ def _service_hosts(lab: Lab, service: str, controller: str) -> list[str]:
     if service == "cinder":
         volume = os_.cinder.volume_node or controller
         kernel = [b.node for b in kernel_backends(lab)]  # cinder-volume of the lvm/nfs backends (VM nodes)
-        return list(dict.fromkeys([controller, volume, *kernel]))
+        return list(dict.fromkeys([controller, volume, *os_.cinder.volume_nodes, *kernel]))
     return [controller]

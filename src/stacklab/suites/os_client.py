@@ -18,6 +18,9 @@ Usage: os_client.py SERVICE ACTION, with one JSON request on stdin (the admin pa
                                             attachment_id, connection_info, the volume's status
   cinder detach   {"volume_id", "attachment_id"}   delete the attachment, wait until available
   cinder delete   {"volume_id"}             delete the volume, wait until it is gone
+  cinder request  {"method", "path", "body"}   one call of the volume API (path after the project's endpoint,
+                                            microversion 3.44): http, answer, request_id (the `failover` suite's
+                                            extend, snapshots, services and user messages)
   neutron network {"cidr"}                  a network, a subnet on `cidr` and a port: segment type and VNI, the
                                             port's address; then all deleted
   nova boot       {"name", "image_id", "ram", "vcpus", "disk"}   boot without NICs on a flavor of that size (made
@@ -216,6 +219,11 @@ def cinder(action: str, req: dict[str, Any]) -> dict[str, Any]:
         status, _, _ = call("DELETE", f"{url}/volumes/{req['volume_id']}", token, headers=VOLUME_API)
         wait_volume(token, url, req["volume_id"], {"gone"}, float(req.get("wait", WAIT)))
         out.update(http=status, status="gone")
+    elif action == "request":
+        sent = None if req.get("body") is None else json.dumps(req["body"]).encode()
+        status, headers, data = call(req["method"], url + req["path"], token, sent, VOLUME_API)
+        ids = [v for k, v in headers.items() if k.lower() == "x-openstack-request-id"]
+        out.update(http=status, answer=json.loads(data) if data.strip() else {}, request_id=ids[0] if ids else None)
     return out
 
 

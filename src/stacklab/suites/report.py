@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EVIDENCE_PREFIX = "evidence."
+MEASURED_PREFIX = "measured: "  # evidence keys that are figures: printed under their suite in the summary too
 SUITE_PROPERTY = "stacklab.suite"
 OUTCOMES = ("passed", "failed", "skipped")
 
@@ -33,6 +34,7 @@ class SuiteRow:
     skipped: int = 0
     seconds: float = 0.0
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)  # "what: value" of the evidence keyed MEASURED_PREFIX
 
 
 def parse_junit(path: Path) -> list[Case]:
@@ -70,6 +72,9 @@ def summarize(cases: list[Case]) -> list[SuiteRow]:
         row.seconds += case.seconds
         if case.outcome == "skipped":
             row.skip_reasons[case.message] = row.skip_reasons.get(case.message, 0) + 1
+        row.figures += [
+            f"{k.removeprefix(MEASURED_PREFIX)}: {v}" for k, v in case.evidence if k.startswith(MEASURED_PREFIX)
+        ]
     return list(rows.values())
 
 
@@ -95,6 +100,7 @@ def render_table(rows: list[SuiteRow]) -> str:
     for row, line in zip(rows, body, strict=True):
         lines.append(fmt(line))
         lines += [f"    skipped {n}x: {reason}" for reason, n in sorted(row.skip_reasons.items())]
+        lines += [f"    measured {figure}" for figure in row.figures]
     lines.append(fmt(total))
     return "\n".join(lines)
 

@@ -14,6 +14,8 @@ as on every node of the storage network; stacklab lets the `cinder` group read i
 derived from the lab, which nova's hypervisors will use for the same key. Backends `lvm` (target helpers lioadm,
 tgtadm) and `nfs` run in a cinder-volume on VM nodes (cinder_kernel.py: device-mapper, LIO and the kernel NFS
 client need the node's own kernel); without `rbd` the controller runs the API and the scheduler only.
+`openstack.cinder.volume_nodes` runs more cinder-volume services for the RBD backend, one per node, each owning the
+volumes it created (cinder_volumes.py); `up` waits for every node's pool.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.cinder_kernel import KernelBackendsRole
+from stacklab.drivers.openstack.cinder_volumes import CinderRole
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
     uwsgi_exec_start,
 )
-from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
+from stacklab.drivers.openstack.declared import ApiService
 from stacklab.drivers.openstack.infra import (
     AMQP_PORT,
     RABBIT_SECRET,
@@ -74,8 +77,9 @@ KERNEL_RPC_TIMEOUT = 600  # seconds; oslo.messaging's default is 60
 WIRED_BACKENDS = ("rbd", "lvm", "nfs")  # lvm and nfs: cinder-volume on VM nodes (cinder_kernel.py)
 
 
-def pool_name(plan: ServiceLayout) -> str:
-    return f"{plan.controller}@{BACKEND}#{BACKEND}"
+def pool_name(plan: ServiceLayout, node: str | None = None) -> str:
+    """The scheduler's name of the pool the cinder-volume on `node` (default: the controller) reports."""
+    return f"{node or plan.controller}@{BACKEND}#{BACKEND}"
 
 
 def check_backends(plan: ServiceLayout, ctx: DriverContext) -> None:
@@ -166,23 +170,28 @@ def reported_pools(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> l
     return [str(p.get("name")) for p in json.loads(body or "{}").get("pools", [])]
 
 
-def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, budget: float = POOL_BUDGET) -> None:
-    wanted = pool_name(plan)
+def wait_for_pool(
+    ctx: DriverContext, runner: Runner, plan: ServiceLayout, budget: float = POOL_BUDGET, node: str | None = None
+) -> None:
+    """Until the scheduler reports the pool of the cinder-volume on `node` (default: the controller)."""
+    node = node or plan.controller
+    node_runner = runner if node == plan.controller else ctx.on_node(node)
+    wanted = pool_name(plan, node)
     pools: list[str] = []
 
     def failure() -> StackLabError:
-        log = runner.run(["tail", "-n", "25", "/var/log/cinder/cinder-volume.log"], timeout=15, check=False)
+        log = node_runner.run(["tail", "-n", "25", "/var/log/cinder/cinder-volume.log"], timeout=15, check=False)
         return StackLabError(
             f"cinder-volume did not report its pool {wanted} within {budget:g}s (reported: {pools or 'none'})",
             resource=f"service/{plan.name}",
-            hint=f"end of /var/log/cinder/cinder-volume.log:\n{log.stdout[-2000:]}",
+            hint=f"end of /var/log/cinder/cinder-volume.log on {node}:\n{log.stdout[-2000:]}",
         )
 
     def reported() -> bool:
         pools[:] = reported_pools(ctx, runner, plan)
         if wanted in pools:
             return True
-        if not unit_active(runner, "cinder-volume"):  # no use waiting
+        if not unit_active(node_runner, "cinder-volume"):  # no use waiting
             raise failure()
         return False
 
@@ -190,6 +199,12 @@ def wait_for_pool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, budge
         wait_until(reported, budget=budget, interval=3.0, what=f"cinder-volume to report its pool {wanted}")
     except ReadinessTimeout:
         raise failure() from None
+
+
+def _wait_for_node_pool(ctx: DriverContext, runner: Runner, layout: ServiceLayout, node: str) -> None:
+    """Another volume node's pool (`openstack.cinder.volume_nodes`), within the same budget."""
+    ctx.progress(f"service/{layout.name}: waiting for {pool_name(layout, node)} (budget {POOL_BUDGET:g}s)")
+    wait_for_pool(ctx, runner, layout, node=node)
 
 
 def _require_keyring(_ctx: DriverContext, runner: Runner, layout: ServiceLayout) -> None:
@@ -236,6 +251,6 @@ SERVICE_RECORD = ApiService(
     outputs=outputs,
 )
 ROLE = KernelBackendsRole(  # + cinder-volume of the lvm/nfs backends on VM nodes; the API alone without rbd
-    DeclaredRole(SERVICE_RECORD),
+    CinderRole(SERVICE_RECORD, pool_of=pool_name, wait_for_pool=_wait_for_node_pool),
     SERVICE_RECORD,
 )

@@ -1,12 +1,21 @@
 """Swift (object storage, Zed from Debian's packages): a keystone-authenticated proxy on the controller and account,
 container and object servers with their replicators on the storage nodes, replicating over br-storage.
 
-Layout: every storage node has one device `/srv/node/d1` (a directory: `mount_check = false`) and serves it on its
-br-storage address (object 6200, container 6201, account 6202; rsync modules for replication). The rings are
-built on the proxy node with `swift-ring-builder` (partition power 8, the lab's replica count, one zone per
-node) and copied to every node; they are rebuilt only when the set of nodes or the replica count changes
-(`/etc/swift/stacklab-rings.json` records what they were built from). `/etc/swift/swift.conf` carries the lab's
-own hash path prefix and suffix (the package's `changeme` is kept aside and restored by `remove`).
+Layout: every storage node has `openstack.swift.devices` devices `/srv/node/d1..dN` and serves them on its
+br-storage address (object 6200, container 6201, account 6202; rsync modules for replication). A device is a
+file system of its own, as a disk is in production: a size-capped tmpfs mounted there by a systemd mount unit
+(`srv-node-dN.mount`; no loop devices in a container node, and a bind mount of a directory is no mount to Swift's
+mount check, which compares st_dev with the parent's). The servers run with Swift's default `mount_check = true`,
+so a device that is not mounted answers 507 and is listed by recon as unmounted instead of filling the node's root
+file system (the `swift_loss` suite unmounts one). A tmpfs device holds Swift's object metadata in user xattrs
+(Linux 6.6 or later; `ensure` probes it) and is empty after the node restarts, like a replaced disk: the
+replicators fill it again from the other nodes. The rings are built on the proxy node with `swift-ring-builder`
+(partition power 8, the lab's replica count, one zone per node, every device of the node in its zone) and
+copied to every node; they are rebuilt only when the set of nodes, their devices or the replica count changes
+(`/etc/swift/stacklab-rings.json` records what they were built from). With more devices than replicas the ring
+has handoff devices: writes for a lost node go to one of them, and its replicator hands them back.
+`/etc/swift/swift.conf` carries the lab's own hash path prefix and suffix (the package's `changeme` is kept aside
+and restored by `remove`).
 
 The package's units run with stacklab's config files (`/etc/swift/stacklab/*.conf`) through drop-ins, so the
 package's own files stay as shipped. The proxy listens on the controller's br-mgmt address (port 8080), checks
@@ -25,7 +34,7 @@ from stacklab.drivers.openstack.common import ServiceLayout, file_problems, wait
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT
 from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
 from stacklab.drivers.openstack.keystone import REGION, RESELLER_ADMIN_ROLE, register_in_keystone
-from stacklab.errors import PlanError
+from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import (
     read_node_file,
     remove_node_files,
@@ -43,7 +52,8 @@ CONF_DIR = "/etc/swift/stacklab"
 RINGS_RECORD = "/etc/swift/stacklab-rings.json"
 RSYNCD_CONF = "/etc/rsyncd.conf"
 DEVICES = "/srv/node"
-DEVICE = "d1"
+DEVICE = "d1"  # the first device (the only one of a lab that declares `devices: 1`)
+DEVICE_SIZE = "512m"  # each device's tmpfs cap (pages are used only as objects arrive)
 PART_POWER = 8
 PROXY_PORT = 8080
 PORTS = {"object": 6200, "container": 6201, "account": 6202}
@@ -72,6 +82,63 @@ def proxy_address(plan: ServiceLayout) -> str:
 
 def proxy_url(plan: ServiceLayout) -> str:
     return f"http://{proxy_address(plan)}:{PROXY_PORT}"
+
+
+def device_names(plan: ServiceLayout) -> list[str]:
+    """The devices of every storage node: d1..dN (`openstack.swift.devices`)."""
+    return [f"d{i}" for i in range(1, int(plan.config.get("devices") or 1) + 1)]
+
+
+def mount_unit(device: str) -> str:
+    """systemd's name for the mount of DEVICES/<device> (path escaping: '/' -> '-')."""
+    return f"{DEVICES.strip('/').replace('/', '-')}-{device}.mount"
+
+
+def render_mount_unit(plan: ServiceLayout, device: str, owner: tuple[str, str]) -> str:
+    """The device's mount: a tmpfs of its own owned by swift (`owner`: its numeric uid and gid on the node)."""
+    uid, gid = owner
+    return (
+        f"# written by stacklab for lab {plan.lab}: swift device {device}, a file system of its own as a disk\n"
+        "[Unit]\n"
+        f"Description=swift device {device} (stacklab)\n"
+        "[Mount]\n"
+        "What=tmpfs\n"
+        f"Where={DEVICES}/{device}\n"
+        "Type=tmpfs\n"
+        f"Options=size={DEVICE_SIZE},mode=0750,uid={uid},gid={gid}\n"
+        "LazyUnmount=yes\n"  # a replicator may hold a file there: unmount like a pulled disk, not EBUSY
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def swift_owner(runner: Runner) -> tuple[str, str]:
+    """The swift user's numeric uid and gid on the node (a tmpfs takes numbers only)."""
+    return (runner.run(["id", "-u", "swift"], timeout=30).stdout.strip(),
+            runner.run(["id", "-g", "swift"], timeout=30).stdout.strip())  # fmt: skip
+
+
+XATTR_PROBE = (
+    "import os, sys\n"
+    "path = os.path.join(sys.argv[1], '.stacklab-xattr-probe')\n"
+    "open(path, 'w').close()\n"
+    "try:\n"
+    "    os.setxattr(path, 'user.swift.metadata', b'x' * 4096)\n"
+    "finally:\n"
+    "    os.unlink(path)\n"
+)
+
+
+def probe_xattrs(runner: Runner, node: str, device: str) -> None:
+    """Swift keeps object metadata in user xattrs; tmpfs has them from Linux 6.6 on."""
+    result = runner.run(["runuser", "-u", "swift", "--", "python3", "-c", XATTR_PROBE, f"{DEVICES}/{device}"],
+                        timeout=30, check=False)  # fmt: skip
+    if not result.ok:
+        raise StackLabError(
+            f"swift device {DEVICES}/{device} on {node} takes no user xattrs: {result.stderr.strip()[-300:]}",
+            resource="service/swift",
+            hint="the devices are tmpfs mounts, which hold user xattrs from Linux 6.6 on: use a newer host kernel",
+        )
 
 
 def swift_layout(plan: ServiceLayout) -> tuple[str, dict[str, str], int]:
@@ -103,7 +170,7 @@ def render_server_conf(plan: ServiceLayout, server: str, address: str) -> str:
         f"bind_ip = {address}",
         f"bind_port = {PORTS[server]}",
         f"devices = {DEVICES}",
-        "mount_check = false",
+        "mount_check = true",  # Swift's default: an unmounted device answers 507 (see device_names)
         "user = swift",
         "swift_dir = /etc/swift",
         "workers = 0",  # one process serves (no fork per worker): ~80 MB less per server on a lab node
@@ -225,19 +292,23 @@ def dropin_path(unit: str) -> str:
     return f"/etc/systemd/system/{unit}.service.d/stacklab.conf"
 
 
-def ring_record(nodes: Mapping[str, str], replicas: int) -> str:
-    return json.dumps({"nodes": dict(sorted(nodes.items())), "replicas": replicas, "part_power": PART_POWER},
-                      sort_keys=True) + "\n"  # fmt: skip
+def ring_record(nodes: Mapping[str, str], replicas: int, devices: Sequence[str] = (DEVICE,)) -> str:
+    record: dict[str, Any] = {"nodes": dict(sorted(nodes.items())), "replicas": replicas, "part_power": PART_POWER}
+    if list(devices) != [DEVICE]:  # one device: the record rings built before devices were declared carry
+        record["devices"] = list(devices)
+    return json.dumps(record, sort_keys=True) + "\n"
 
 
-def ring_commands(nodes: Mapping[str, str], replicas: int) -> list[list[str]]:
-    """swift-ring-builder argv lists (run in /etc/swift) for the three rings, one zone per node."""
+def ring_commands(nodes: Mapping[str, str], replicas: int, devices: Sequence[str] = (DEVICE,)) -> list[list[str]]:
+    """swift-ring-builder argv lists (run in /etc/swift) for the three rings, one zone per node with every device
+    of the node in it."""
     out = []
     for server, port in sorted(PORTS.items()):
         builder = f"{server}.builder"
         out.append(["swift-ring-builder", builder, "create", str(PART_POWER), str(replicas), "0"])
         for zone, (_node, address) in enumerate(sorted(nodes.items()), start=1):
-            out.append(["swift-ring-builder", builder, "add", f"r1z{zone}-{address}:{port}/{DEVICE}", "100"])
+            for device in devices:
+                out.append(["swift-ring-builder", builder, "add", f"r1z{zone}-{address}:{port}/{device}", "100"])
         out.append(["swift-ring-builder", builder, "rebalance"])
     return out
 
@@ -266,12 +337,16 @@ class Swift:
         hash_secret, user = read_secret(ctx.state_dir, HASH_SECRET), read_secret(ctx.state_dir, USER_SECRET)
         return (hash_secret, user) if hash_secret and user else None
 
-    def _storage_files(self, plan: ServiceLayout, address: str, hash_secret: str) -> dict[str, str]:
+    def _storage_files(
+        self, plan: ServiceLayout, address: str, hash_secret: str, owner: tuple[str, str] = ("0", "0")
+    ) -> dict[str, str]:
         files = {SWIFT_CONF: render_swift_conf(plan, hash_secret), RSYNCD_CONF: render_rsyncd(plan, address)}
         for server in PORTS:
             files[f"{CONF_DIR}/{server}-server.conf"] = render_server_conf(plan, server, address)
         for unit, (binary, config) in STORAGE_UNITS.items():
             files[dropin_path(unit)] = render_dropin(plan, binary, config)
+        for device in device_names(plan):
+            files[f"/etc/systemd/system/{mount_unit(device)}"] = render_mount_unit(plan, device, owner)
         return files
 
     def _proxy_files(self, plan: ServiceLayout, hash_secret: str, password: str) -> dict[str, str]:
@@ -290,8 +365,8 @@ class Swift:
         found: list[str] = []
         proxy_runner = ctx.on_node(proxy)
         found += file_problems(proxy_runner, self._proxy_files(plan, hash_secret, password), proxy)
-        if read_node_file(proxy_runner, RINGS_RECORD) != ring_record(nodes, replicas):
-            found.append("the rings were built for other nodes or another replica count")
+        if read_node_file(proxy_runner, RINGS_RECORD) != ring_record(nodes, replicas, device_names(plan)):
+            found.append("the rings were built for other nodes, devices or another replica count")
         rings = _sha(proxy_runner, RING_FILES)
         if not unit_active(proxy_runner, PROXY_UNIT):
             found.append(f"{PROXY_UNIT} is not running on {proxy}")
@@ -300,12 +375,16 @@ class Swift:
             if node_runner is None:
                 found.append(f"storage node {node} is not up")
                 continue
-            found += file_problems(node_runner, self._storage_files(plan, address, hash_secret), node)
+            owner = swift_owner(node_runner)
+            found += file_problems(node_runner, self._storage_files(plan, address, hash_secret, owner), node)
             if _sha(node_runner, RING_FILES) != rings:
                 found.append(f"{node} has other rings than the proxy")
             for unit in (*STORAGE_UNITS, "rsync"):
                 if not unit_active(node_runner, unit):
                     found.append(f"{unit} is not running on {node}")
+            for device in device_names(plan):
+                if not unit_active(node_runner, mount_unit(device)):
+                    found.append(f"device {DEVICES}/{device} is not mounted on {node} ({mount_unit(device)})")
         return found
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
@@ -320,14 +399,25 @@ class Swift:
                          unit="swift-object")  # fmt: skip
         ctx.progress(f"{rid}: rings for {len(nodes)} node(s), {replicas} replica(s)")
         _keep_package_conf(proxy_runner)
-        self._rings(proxy_runner, nodes, replicas)
+        devices = device_names(plan)
+        self._rings(proxy_runner, nodes, replicas, devices)
         for node, address in sorted(nodes.items()):
             ctx.progress(f"{rid}: storage servers on {node} ({address})")
             node_runner = node_runners[node]
             _keep_package_conf(node_runner)
-            node_runner.run(["install", "-d", "-o", "swift", "-g", "swift", f"{DEVICES}/{DEVICE}", "/var/cache/swift"],
-                            timeout=30)  # fmt: skip
-            changed = _write_all(node_runner, self._storage_files(plan, address, hash_secret))
+            dirs = [f"{DEVICES}/{dev}" for dev in devices]
+            node_runner.run(["install", "-d", "-o", "swift", "-g", "swift", *dirs, "/var/cache/swift"], timeout=30)
+            owner = swift_owner(node_runner)
+            changed = _write_all(node_runner, self._storage_files(plan, address, hash_secret, owner))
+            mounts = [mount_unit(dev) for dev in devices]
+            systemctl(node_runner, "enable", *mounts)
+            # before the servers, which check the mounts; a device mounted otherwise (an older unit) is remounted
+            stale = [mount_unit(dev) for dev in devices if _fstype(node_runner, f"{DEVICES}/{dev}") != "tmpfs"]
+            if stale:
+                systemctl(node_runner, "stop", *stale, check=False)
+            systemctl(node_runner, "start", *mounts)
+            for dev in devices:
+                probe_xattrs(node_runner, node, dev)
             for ring in RING_FILES:
                 if node != proxy:
                     _copy_binary(proxy_runner, node_runner, ring)
@@ -345,16 +435,19 @@ class Swift:
             "storage_nodes": dict(nodes),
             "replicas": replicas,
             "devices": f"{DEVICES}/{DEVICE}",
+            "device_root": DEVICES,
+            "device_names": devices,
+            "mount_units": {dev: mount_unit(dev) for dev in devices},
             "ports": dict(PORTS),
         }
 
-    def _rings(self, runner: Runner, nodes: Mapping[str, str], replicas: int) -> None:
-        record = ring_record(nodes, replicas)
+    def _rings(self, runner: Runner, nodes: Mapping[str, str], replicas: int, devices: Sequence[str]) -> None:
+        record = ring_record(nodes, replicas, devices)
         if read_node_file(runner, RINGS_RECORD) == record and len(_sha(runner, RING_FILES)) == len(RING_FILES):
             return
         builders = [f"/etc/swift/{server}.builder" for server in PORTS]
         remove_node_files(runner, *builders, *RING_FILES)
-        for argv in ring_commands(nodes, replicas):
+        for argv in ring_commands(nodes, replicas, devices):
             runner.run(argv, timeout=RING_TIMEOUT, cwd="/etc/swift")
         runner.run(["chown", "swift:swift", *RING_FILES], timeout=30)
         write_node_file(runner, RINGS_RECORD, record)
@@ -376,10 +469,16 @@ class Swift:
             if node_runner is None:
                 continue
             systemctl(node_runner, "disable", "--now", *STORAGE_UNITS, "rsync", check=False)
+            systemctl(node_runner, "disable", "--now", *(mount_unit(d) for d in device_names(plan)), check=False)
             files = [p for p in self._storage_files(plan, "-", "-") if p != SWIFT_CONF]
             remove_node_files(node_runner, *files, *RING_FILES)
             _restore_package_conf(node_runner)
             systemctl(node_runner, "daemon-reload", check=False)
+
+
+def _fstype(runner: Runner, path: str) -> str:
+    """The file system type mounted at `path` ('' when nothing is)."""
+    return runner.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", path], timeout=30, check=False).stdout.strip()
 
 
 def _write_all(runner: Runner, files: Mapping[str, str]) -> bool:
