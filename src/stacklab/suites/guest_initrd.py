@@ -6,7 +6,8 @@ The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as a kern
 no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
 stacklab image), the virtio modules of that kernel, and an /init that proves what the suites need to see:
 
-- its root disk (/dev/vda): the first word of the first line is its mark, `stacklab-disk:<boot id of the first
+- its root disk (the virtio disk without a serial, normally /dev/vda; cinder volumes carry their id as serial):
+  the first word of the first line is its mark, `stacklab-disk:<boot id of the first
   boot>`, made on the first boot; every boot then rewrites the line as `<mark> boot:<this boot's id>` and syncs.
   So the disk itself says whether it survived (same mark) and that a new boot used it (new boot id), which is
   what an evacuation must show; the console says `disk written <mark>` or `disk kept <mark>` too;
@@ -39,22 +40,30 @@ mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 for m in $(cat /lib/modules/order); do [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko; done
+# The root disk is the virtio disk without a serial: nova gives every cinder volume its id as the serial. Not
+# simply vda: a volume attached while this kernel is still booting (a loaded TCG host) can be probed first.
+root=""
 n=0
-while [ ! -b /dev/vda ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
+while [ -z "$root" ] && [ $n -lt 30 ]; do
+  for d in vda vdb vdc vdd; do
+    if [ -z "$root" ] && [ -b /dev/$d ] && [ -z "$(cat /sys/block/$d/serial 2>/dev/null)" ]; then root=$d; fi
+  done
+  [ -n "$root" ] || { sleep 1; n=$((n + 1)); }
+done
 boot=$(cat /proc/sys/kernel/random/boot_id)
 echo "stacklab-guest: booted $boot"
-[ -b /dev/vda ] || { echo "stacklab-guest: no /dev/vda"; while true; do sleep 60; done; }
+[ -n "$root" ] || { echo "stacklab-guest: no root disk"; while true; do sleep 60; done; }
 first=""
 # the shell's read takes a byte at a time up to a newline: from a blank 1 GiB disk that is the whole disk
-dd if=/dev/vda of=/tmp/head bs=512 count=1 2>/dev/null
+dd if=/dev/$root of=/tmp/head bs=512 count=1 2>/dev/null
 read first rest < /tmp/head
 case "$first" in
   stacklab-disk:*) mark="$first"; echo "stacklab-guest: disk kept $mark" ;;
   *) mark="stacklab-disk:$boot"; echo "stacklab-guest: disk written $mark" ;;
 esac
-echo "$mark boot:$boot" > /dev/vda
+echo "$mark boot:$boot" > /dev/$root
 sync
-mkdir /tmp/done
+mkdir /tmp/done /tmp/done/$root
 # stacklab.beat=SECONDS on the command line: a console heartbeat, so a suite sees the guest keep running (live
 # migration: same boot id, the counter goes on) and for how long it was silent
 for word in $(cat /proc/cmdline); do
@@ -64,7 +73,7 @@ if [ -n "$beat" ]; then
   ( n=0; while true; do n=$((n + 1)); echo "stacklab-beat $boot $n"; sleep "$beat"; done ) &
 fi
 while true; do
-  for d in vdb vdc vdd; do
+  for d in vda vdb vdc vdd; do
     if [ -b /dev/$d ] && [ ! -e /tmp/done/$d ]; then
       dd if=/dev/$d of=/tmp/vhead bs=512 count=1 2>/dev/null
       found=""
