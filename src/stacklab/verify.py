@@ -134,9 +134,12 @@ def _run(lab: str, state: StateStore, suites: list[Suite], keyword: str | None) 
     cases = parse_junit(junit)
     command = "stacklab verify " + lab + "".join(f" --suite {s.name}" for s in suites)
     write_atomic(report, render_html(lab, cases, started=started, command=command), mode=0o600)
-    click.echo(render_table(summarize(cases)), err=True)
+    rows = summarize(cases)
+    click.echo(render_table(rows), err=True)
     click.echo(f"report: {report}\njunit: {junit}", err=True)
     if result.returncode != 0:
-        raise VerifyError(f"suites failed: {names} (pytest exit {result.returncode})")
+        # name the suites with a failed test, not every suite of the run (all of them only when none is to blame)
+        failed = ", ".join(r.suite for r in rows if r.failed) or names
+        raise VerifyError(f"suites failed: {failed} (pytest exit {result.returncode})")
     if not cases:
         raise VerifyError(f"suites {names} collected no test", hint="check -k and the files' test_ functions")

@@ -234,3 +234,13 @@ def test_replication_tests_the_replica_count_the_lab_declares() -> None:
     assert declared_replicas(context({"openstack": {"swift": {"replicas": 2}}})) == 2
     assert declared_replicas(context({"openstack": {"swift": {"replicas": 5}}})) == 5
     assert declared_replicas(context({"openstack": {"swift": {}}})) == 3  # the schema's default
+
+
+def test_the_error_names_only_the_suites_that_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_lab_state(tmp_path / "state", "demo")
+    (tmp_path / "good_checks.py").write_text("def test_fine():\n    pass\n")
+    (tmp_path / "my_checks.py").write_text(USER_FILE)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(VerifyError) as err:
+        run_suites("demo", tmp_path / "state", ["./good_checks.py", "./my_checks.py"])
+    assert "suites failed: my_checks.py (pytest exit 1)" in str(err.value), str(err.value)
