@@ -165,7 +165,7 @@ def outputs(layout: ServiceLayout) -> dict[str, Any]:
         "images_dir": IMAGES_DIR,
         "cache_dir": CACHE_DIR,
         "cache": bool(layout.config.get("cache", True)),
-        "log_file": LOG_FILE,
+        "log_unit": "glance-api",  # glance-api logs to its journal (no log file is configured)
     }
 
 
