@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.common import ServiceLayout, ServiceRole, file_problems, service_secrets
+from stacklab.drivers.openstack.cinder_nodes import VOLUME_UNIT, node_problems, remove_from_node, with_my_ip
+from stacklab.drivers.openstack.common import ServiceLayout, ServiceRole, service_secrets
 from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
 from stacklab.drivers.openstack.keystone import ADMIN_SECRET, REGION, admin_get, auth_url
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
     enable_and_restart,
-    remove_node_files,
     require_node,
     systemctl,
     unit_active,
@@ -49,7 +48,6 @@ from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.secrets import read_secret
 
-VOLUME_UNIT = "cinder-volume"
 NFS_SHARES = "/etc/cinder/nfs_shares"
 TGT_DROPIN = "/etc/systemd/system/tgt.service.d/stacklab-cinder.conf"
 MODULES_LOAD = "/etc/modules-load.d/stacklab-cinder.conf"
@@ -108,10 +106,7 @@ def node_conf(base: str, layout: ServiceLayout, node: str, info: Mapping[str, An
     """The controller's settings (rendered without controller backends) for a kernel node: its own my_ip and
     enabled_backends, then its backend sections (pure)."""
     names = [str(b) for b in info["backends"]]
-    text, count = re.subn(r"^my_ip = .*$", f"my_ip = {info['mgmt']}\nenabled_backends = {','.join(names)}", base,
-                          count=1, flags=re.M)  # fmt: skip
-    if count != 1:
-        raise ValueError("cinder's settings file has no my_ip line")
+    text = with_my_ip(base, str(info["mgmt"]), after=f"enabled_backends = {','.join(names)}")
     sections = [backend_section(layout, b, str(info["storage"])) for b in kernel_backends(layout) if b["node"] == node]
     return text + "".join(sections)
 
@@ -199,13 +194,8 @@ class KernelBackendsRole:
         if secrets is None:
             return found
         for node in kernel_nodes(plan):
-            node_runner = ctx.on_node_if_up(node)
-            if node_runner is None:
-                found.append(f"cinder-volume node {node} is not up")
-                continue
-            found += file_problems(node_runner, node_files(self.record, plan, node, secrets), node)
             units = [VOLUME_UNIT] + (["tgt"] if node_uses_tgt(plan, node) else [])
-            found += [f"{unit} is not running on {node}" for unit in units if not unit_active(node_runner, unit)]
+            found += node_problems(ctx, node, node_files(self.record, plan, node, secrets), units)
         return found
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
@@ -251,14 +241,10 @@ class KernelBackendsRole:
         enable_and_restart(node_runner, VOLUME_UNIT, changed=changed or units_changed)
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
+        svc = self.record
+        paths = (svc.conf, svc.dropins[VOLUME_UNIT], NFS_SHARES, TGT_DROPIN, MODULES_LOAD)
         for node in kernel_nodes(plan):
-            node_runner = ctx.node_for_delete(f"service/{self.name}", node, "its cinder-volume goes")
-            if node_runner is None:
-                continue
-            systemctl(node_runner, "disable", "--now", VOLUME_UNIT, check=False)
-            svc = self.record
-            remove_node_files(node_runner, svc.conf, svc.dropins[VOLUME_UNIT], NFS_SHARES, TGT_DROPIN, MODULES_LOAD)
-            systemctl(node_runner, "daemon-reload", check=False)
+            remove_from_node(ctx, f"service/{self.name}", node, paths)
         self._controller(plan).remove(ctx, runner, plan)
 
 

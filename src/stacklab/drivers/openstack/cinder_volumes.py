@@ -18,26 +18,22 @@ step sets too, so whichever runs first, both read it); on another node it goes t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.common import ServiceLayout, file_problems, service_secrets
+from stacklab.drivers.openstack.cinder_nodes import VOLUME_UNIT, node_problems, remove_from_node, with_my_ip
+from stacklab.drivers.openstack.common import ServiceLayout, service_secrets
 from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
 from stacklab.drivers.storage.ceph.clients import keyring_path, require_keyring
 from stacklab.exec.node_files import (
     enable_and_restart,
-    remove_node_files,
     require_node,
-    systemctl,
-    unit_active,
     write_node_file,
     write_unit_files,
 )
 from stacklab.exec.runner import Runner
 
-VOLUME_UNIT = "cinder-volume"
 SHARED_GROUP = "nova"  # the group nova's compute step gives client.cinder's keyring
 
 PoolOf = Callable[[ServiceLayout, str], str]  # (layout, node) -> "<node>@<backend>#<pool>"
@@ -57,10 +53,7 @@ def other_volume_nodes(layout: ServiceLayout) -> list[str]:
 def node_conf(conf: str, address: str) -> str:
     """The controller's settings file with `my_ip` set to the node's own address (everything else is shared:
     the database, the queue and the APIs are the controller's)."""
-    text, count = re.subn(r"^my_ip = .*$", f"my_ip = {address}", conf, count=1, flags=re.M)
-    if count != 1:
-        raise ValueError("cinder's settings file has no my_ip line")
-    return text
+    return with_my_ip(conf, address)
 
 
 def keyring_group(runner: Runner) -> str:
@@ -91,17 +84,13 @@ class CinderRole(DeclaredRole):
         if secrets is None:
             return found
         for node in other_volume_nodes(plan):
-            node_runner = ctx.on_node_if_up(node)
-            if node_runner is None:
-                found.append(f"cinder-volume node {node} is not up")
-                continue
-            found += file_problems(node_runner, self._node_files(plan, node, secrets), node)
-            if not unit_active(node_runner, VOLUME_UNIT):
-                found.append(f"{VOLUME_UNIT} is not running on {node}")
-            readable = node_runner.run(["runuser", "-u", "cinder", "--", "test", "-r", keyring_path()], timeout=30,
-                                       check=False)  # fmt: skip
-            if not readable.ok:
-                found.append(f"{keyring_path()} on {node} is not readable by cinder")
+
+            def unreadable(node_runner: Runner, node: str = node) -> list[str]:
+                readable = node_runner.run(["runuser", "-u", "cinder", "--", "test", "-r", keyring_path()],
+                                           timeout=30, check=False)  # fmt: skip
+                return [] if readable.ok else [f"{keyring_path()} on {node} is not readable by cinder"]
+
+            found += node_problems(ctx, node, self._node_files(plan, node, secrets), [VOLUME_UNIT], unreadable)
         return found
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
@@ -136,12 +125,10 @@ class CinderRole(DeclaredRole):
         enable_and_restart(node_runner, VOLUME_UNIT, changed=changed)
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
-        for node in other_volume_nodes(plan):
-            node_runner = ctx.node_for_delete(f"service/{self.name}", node, "its cinder-volume goes")
-            if node_runner is None:
-                continue
-            systemctl(node_runner, "disable", "--now", VOLUME_UNIT, check=False)
-            remove_node_files(node_runner, self.service.conf, self.service.dropins[VOLUME_UNIT])
+        def leave_group(node_runner: Runner) -> None:
             node_runner.run(["gpasswd", "-d", "cinder", SHARED_GROUP], timeout=30, check=False)
-            systemctl(node_runner, "daemon-reload", check=False)
+
+        paths = (self.service.conf, self.service.dropins[VOLUME_UNIT])
+        for node in other_volume_nodes(plan):
+            remove_from_node(ctx, f"service/{self.name}", node, paths, leave_group)
         super().remove(ctx, runner, plan)
