@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from stacklab.model.starter import unique_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKLAB = [sys.executable, "-m", "stacklab"]
@@ -86,12 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: labs create bridges and containers")
-    token = secrets.token_hex(3)
-    name = f"cpb-{token}"
-    text = (ROOT / "labs" / f"{args.template}.yml").read_text()
-    text = re.sub(r"^name: .*$", f"name: {name}", text, flags=re.M)
-    for index, cidr in enumerate(sorted(set(re.findall(r"cidr: (\d+\.\d+\.\d+\.0/24)", text)))):
-        text = text.replace(cidr, f"10.{150 + 40 * index + secrets.randbelow(30)}.{secrets.randbelow(250)}.0/24")
+    name, text = unique_copy((ROOT / "labs" / f"{args.template}.yml").read_text(), "cpb", first_octet=150)
     work = Path(tempfile.mkdtemp(prefix="stacklab-cp-bench-"))
     for linked in ("images", "cloud-init"):
         (work / linked).symlink_to(ROOT / linked)

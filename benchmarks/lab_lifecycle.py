@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from stacklab.model.starter import unique_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKLAB = [sys.executable, "-m", "stacklab"]
@@ -100,11 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: labs create bridges and containers")
-    name = f"llc-{secrets.token_hex(3)}"
-    text = (ROOT / "labs" / f"{args.template}.yml").read_text()
-    text = re.sub(r"^name: .*$", f"name: {name}", text, flags=re.M)
-    for index, cidr in enumerate(sorted(set(re.findall(r"cidr: (\d+\.\d+\.\d+\.0/24)", text)))):
-        text = text.replace(cidr, f"10.{150 + 40 * index + secrets.randbelow(30)}.{secrets.randbelow(250)}.0/24")
+    name, text = unique_copy((ROOT / "labs" / f"{args.template}.yml").read_text(), "llc", first_octet=150)
     work = Path(tempfile.mkdtemp(prefix="stacklab-lifecycle-"))
     for linked in ("images", "cloud-init"):
         (work / linked).symlink_to(ROOT / linked)

@@ -71,16 +71,9 @@ def stacklab(state: Path, *args: str, check: bool = True, timeout: float = 900) 
 def unique_lab_file(template: str, prefix: str) -> tuple[str, Path]:
     """A copy of labs/<template>.yml with a unique name and unique /24s (beside the checkout's images/, which lab
     files resolve against): (name, path). Remove the file when done."""
-    import re
-    import secrets
+    from stacklab.model.starter import unique_copy
 
-    name = f"{prefix}-{secrets.token_hex(3)}"
-    text = (ROOT / "labs" / f"{template}.yml").read_text()
-    text = re.sub(r"^name: .*$", f"name: {name}", text, flags=re.M)
-    nets = sorted(set(re.findall(r"cidr: (\d+\.\d+\.\d+\.0/24)", text)))
-    octet = 100 + secrets.randbelow(40)
-    for index, cidr in enumerate(nets):
-        text = text.replace(cidr, f"10.{octet + 40 * index}.{secrets.randbelow(250)}.0/24")
+    name, text = unique_copy((ROOT / "labs" / f"{template}.yml").read_text(), prefix)
     lab_file = ROOT / ".stacklab" / "e2e" / f"{name}.yml"
     lab_file.parent.mkdir(parents=True, exist_ok=True)
     lab_file.write_text(text)

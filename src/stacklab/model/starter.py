@@ -47,3 +47,21 @@ def write_starter(directory: Path, template: str, *, lab_name: str | None = None
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     return target
+
+
+_CIDR_LINE = re.compile(r"cidr: (\d+\.\d+\.\d+\.0/24)")
+
+
+def unique_copy(text: str, prefix: str, *, first_octet: int = 100) -> tuple[str, str]:
+    """(name, text): a lab file's text under a fresh name `<prefix>-<6 hex>` with a random /24 per network
+    (10.<first_octet + 40 * i + 0..39>.<0..249>.0/24; fixed addresses in it move along), so copies of one lab run
+    side by side (the integration tests' and benchmarks' labs). Comments and layout are kept; not validated here."""
+    import secrets
+
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    text = _NAME_LINE.sub(f"name: {name}", text, count=1)
+    octet = first_octet + secrets.randbelow(40)
+    for index, cidr in enumerate(sorted(set(_CIDR_LINE.findall(text)))):
+        # the /24's prefix, so that fixed node addresses in it move with it
+        text = text.replace(cidr.removesuffix("0/24"), f"10.{octet + 40 * index}.{secrets.randbelow(250)}.")
+    return name, text
