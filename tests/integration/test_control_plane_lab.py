@@ -1,5 +1,5 @@
 """The control-plane lab end to end through the CLI: MariaDB, RabbitMQ, memcached, keystone, glance, placement,
-neutron, nova and cinder and the Swift proxy on a controller, two nova-compute nodes on RBD and a third with local
+neutron, nova, cinder, heat and the Swift proxy on a controller, two nova-compute nodes on RBD and a third with local
 disks, three storage nodes with Swift and a 3-OSD Ceph (`verify --suite openstack --suite volumes --suite attach
 --suite evacuation --suite replication --suite caching`: a guest booted by nova writes an attached cinder volume,
 survives its host's death by evacuation with its RBD disk, is booted twice from the local compute's base-image
@@ -26,14 +26,17 @@ def control_plane(tmp_path: Path) -> Iterator[LabCopy]:
 
 def test_control_plane_up_verify_repair_down(control_plane: LabCopy) -> None:
     lab = control_plane
+    # the volumes suite's lvm/nfs cases need a VM volume node (labs/reference.yml, nightly): not this lab's
     report = lab.up_twice_and_verify(
-        "openstack", "volumes", "attach", "evacuation", "replication", "caching", "migration", "failover", "swift_loss"
-    )
-    # 25 suite tests (caching: glance's cache, nova's fetch into _base, the second boot from it, the base after the
-    # image's delete, the cache manager's ageing; migration: the live migration, host-evacuate-live) + 3 (failover:
-    # a volume stuck with its dead cinder-volume until update_host; swift_loss: a lost node's writes on a handoff,
-    # an unmounted device) + the lab-baseline check, which verify reports as a test of its own
-    assert "29 passed" in report.stdout, report.stdout[-2000:]
+        "openstack", "volumes", "attach", "evacuation", "replication", "caching", "migration", "failover", "swift_loss",
+        keyword="not kernel_backend and not lvm_volume and not nfs_volume",
+    )  # fmt: skip
+    # 26 suite tests (openstack 11 with heat's stack; volumes 3; attach, evacuation 1 each; replication 3; caching 5:
+    # glance's cache, nova's fetch into _base, the second boot from it, the base after the image's delete, the cache
+    # manager's ageing; migration 2: the live migration, host-evacuate-live) + 3 (failover: a volume stuck with its
+    # dead cinder-volume until update_host; swift_loss: a lost node's writes on a handoff, an unmounted device) + the
+    # lab-baseline check, which verify reports as a test of its own
+    assert "30 passed" in report.stdout, report.stdout[-2000:]
     assert "lab baseline: the lab is as before the suites" in report.stdout, report.stdout[-2000:]
 
     stacklab(lab.state, "ssh", lab.name, "infra1", "systemctl", "stop", "keystone")
