@@ -28,6 +28,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The lxc package's own setting (fs.inotify.max_user_instances = 1024: every container's systemd holds inotify
+# instances against root's budget, 128 by default) is applied at boot by systemd-sysctl; a host without systemd as
+# PID 1 never applies it, and the second lab's containers die at boot with "Too many open files". Apply that file.
+if [ -r /etc/sysctl.d/30-lxc-inotify.conf ]; then
+  sysctl -q -p /etc/sysctl.d/30-lxc-inotify.conf || echo "setup.sh: could not apply 30-lxc-inotify.conf" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
