@@ -12,21 +12,9 @@ from stacklab.model.errors import Loc
 from stacklab.model.lab import NOVA_DEFAULT_ZONE, Lab
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.model.services import SERVICE_NEEDS
+from stacklab.model.suite_checks import Problem, check_verify, nova_computes
 
-Problem = tuple[Loc, str, str | None]
 REQUIRED_NETWORKS = ("mgmt", "storage")
-
-SUITE_NEEDS: dict[str, tuple[str, ...]] = {
-    "openstack": ("keystone",),
-    "volumes": ("cinder",),
-    "attach": ("cinder", "nova"),
-    "replication": ("swift",),
-    "caching": ("glance", "nova"),
-    "evacuation": ("nova",),
-    "failover": ("cinder",),
-    "swift_loss": ("swift",),
-    "migration": ("nova",),
-}
 
 
 def _one_of(names: object) -> str:
@@ -40,7 +28,7 @@ def cross_check(lab: Lab, *, base_dir: Path | None = None) -> Iterator[Problem]:
     yield from _check_nodes(lab)
     yield from _check_storage(lab)
     yield from _check_openstack(lab)
-    yield from _check_verify(lab)
+    yield from check_verify(lab)
     yield from _check_suites_shipped(lab)
 
 
@@ -337,7 +325,7 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
     rbd_needs = []
     if "cinder" in services and "rbd" in os_.cinder.backends:
         rbd_needs.append((("openstack", "cinder", "backends"), "cinder's rbd backend needs", "volumes"))
-    if "nova" in services and any(os_.nova.images_type_of(c) == "rbd" for c in _nova_computes(lab)):
+    if "nova" in services and any(os_.nova.images_type_of(c) == "rbd" for c in nova_computes(lab)):
         rbd_needs.append((("openstack", "nova", "images_type"), "nova's rbd images need", "vms"))
     for loc, who, pool in rbd_needs:
         if ceph is None:
@@ -384,77 +372,6 @@ def _check_glance_rbd(lab: Lab) -> Iterator[Problem]:
         )
 
 
-def _check_verify(lab: Lab) -> Iterator[Problem]:
-    services = set(lab.openstack.services) if lab.openstack else set()
-    for i, suite in enumerate(lab.verify.suites):
-        missing = [s for s in SUITE_NEEDS.get(suite, ()) if s not in services]
-        if missing:
-            yield (
-                ("verify", "suites", i),
-                f"suite {suite} needs {', '.join(missing)}",
-                "add them to openstack.services",
-            )
-        if suite == "evacuation" and lab.openstack and "nova" in services:
-            nova = lab.openstack.nova
-            computes = [c for c in _nova_computes(lab) if nova.zone_of(c) == NOVA_DEFAULT_ZONE]
-            if len(computes) < 2:
-                zoned = sorted(c for c in _nova_computes(lab) if c not in computes)
-                hint = f"{', '.join(zoned)}: in a zone of its own; evacuation stays in {NOVA_DEFAULT_ZONE}"
-                yield ("verify", "suites", i), "evacuation needs two compute nodes", hint if zoned else None
-            if nova.images_type != "rbd" and nova.instances_on == "local":
-                yield (
-                    ("verify", "suites", i),
-                    "evacuation needs instance disks on shared storage",
-                    "set openstack.nova.images_type: rbd (with storage.ceph)",
-                )
-        if suite == "migration" and lab.openstack and "nova" in services:
-            nova = lab.openstack.nova
-            shared = [c for c in _nova_computes(lab) if nova.zone_of(c) == NOVA_DEFAULT_ZONE]
-            rbd = [c for c in shared if nova.images_type_of(c) == "rbd"]
-            if len(rbd) < 2:
-                yield (
-                    ("verify", "suites", i),
-                    f"live migration needs two compute nodes with instance disks on RBD in zone {NOVA_DEFAULT_ZONE}",
-                    "set openstack.nova.images_type: rbd (with storage.ceph) and give the lab a second compute",
-                )
-        if suite == "failover" and lab.openstack and "cinder" in services:
-            volume_nodes = set(lab.openstack.cinder.volume_nodes)
-            if len(volume_nodes) < 2:
-                yield (
-                    ("verify", "suites", i),
-                    "failover needs cinder-volume on two nodes sharing one backend",
-                    "set openstack.cinder.volume_nodes, e.g. [infra1, compute2] (the controller first)",
-                )
-            if "rbd" not in lab.openstack.cinder.backends:
-                yield ("verify", "suites", i), "failover needs a backend both volume nodes reach", "use backends: [rbd]"
-        if suite == "swift_loss" and lab.openstack and "swift" in services:
-            swift = lab.openstack.swift
-            nodes = swift.nodes or lab.nodes_with_role("swift")
-            if swift.replicas < 2 or len(nodes) < 2:
-                yield (
-                    ("verify", "suites", i),
-                    f"swift_loss needs 2 replicas or more on 2 swift nodes or more (the lab: {swift.replicas} "
-                    f"on {len(nodes)})",
-                    "a lost node must leave a quorum of the replicas",
-                )
-            elif swift.devices * len(nodes) <= swift.replicas:
-                yield (
-                    ("verify", "suites", i),
-                    f"swift_loss needs more devices than replicas: {len(nodes)} node(s) x {swift.devices} "
-                    f"device(s) for {swift.replicas} replicas leave no handoff device for a lost node's replica",
-                    "set openstack.swift.devices: 2",
-                )
-        if suite == "storage" and not any((lab.storage.iscsi, lab.storage.nfs, lab.storage.ceph)):
-            yield ("verify", "suites", i), "suite storage needs storage.iscsi, nfs or ceph", None
-        if suite == "caching" and lab.openstack and {"glance", "nova"} <= services:
-            yield from _check_caching_suite(lab, i)
-
-
-def _nova_computes(lab: Lab) -> list[str]:
-    assert lab.openstack is not None
-    return lab.openstack.nova.computes or lab.nodes_with_role("compute")
-
-
 def _check_nova_overrides(lab: Lab, computes: list[str]) -> Iterator[Problem]:
     """`openstack.nova.overrides`: per compute node, its images_type and zone. A compute whose disks differ from the
     lab's must be in a zone of its own: a boot that names no zone stays in the default zone, so it never lands on
@@ -483,44 +400,6 @@ def _check_nova_overrides(lab: Lab, computes: list[str]) -> Iterator[Problem]:
                 f"give it a zone of its own: overrides: {{{node}: {{images_type: {kind}, availability_zone: "
                 "local-disk}}",
             )
-
-
-# `verify` waits at most this long for nova's cache manager to remove an unused base image (suite caching)
-CACHE_AGEING_LIMIT = 600
-
-
-def _check_caching_suite(lab: Lab, i: int) -> Iterator[Problem]:
-    """Suite caching boots on a compute with local disks, reads glance's cache and watches nova's cache manager
-    remove the unused base image: the lab must have all three, within a bounded wait."""
-    assert lab.openstack is not None
-    os_ = lab.openstack
-    loc: Loc = ("verify", "suites", i)
-    if not any(os_.nova.images_type_of(c) == "qcow2" for c in _nova_computes(lab)):
-        yield (
-            loc,
-            "suite caching needs a compute with local instance disks (images_type qcow2): nova keeps no base image "
-            "cache for rbd disks",
-            "add a compute, e.g. openstack.nova.overrides: {compute3: {images_type: qcow2, availability_zone: "
-            "local-disk}}",
-        )
-    if not os_.glance.cache:
-        yield loc, "suite caching needs glance's image cache", "set openstack.glance.cache: true"
-    cache = os_.nova.image_cache
-    if cache is None or not cache.remove_unused_base_images:
-        yield (
-            loc,
-            "suite caching watches nova's cache manager remove an unused base image: "
-            + ("the lab leaves nova's defaults (a pass every 2400 s, removal after 86400 s)" if cache is None
-               else "remove_unused_base_images is off"),
-            "set openstack.nova.image_cache: {manager_interval: 20, remove_unused_original_minimum_age_seconds: 60}",
-        )  # fmt: skip
-    elif (bound := cache.remove_unused_original_minimum_age_seconds + 2 * cache.manager_interval) > CACHE_AGEING_LIMIT:
-        yield (
-            ("openstack", "nova", "image_cache"),
-            f"suite caching would wait up to {bound} s for an unused base image to go (the minimum age plus two "
-            f"manager passes); verify waits at most {CACHE_AGEING_LIMIT} s",
-            "e.g. manager_interval: 20, remove_unused_original_minimum_age_seconds: 60",
-        )
 
 
 def shipped_suites() -> list[str]:

@@ -24,9 +24,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from stacklab.model.checks import Problem, cross_check
+from stacklab.model.checks import cross_check
 from stacklab.model.errors import Issue, LabError, Loc, format_loc
 from stacklab.model.lab import NAME_PATTERN, Lab
+from stacklab.model.suite_checks import Problem
 
 Marks = dict[Loc, tuple[int, int]]
 
