@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from stacklab.drivers.openstack.cinder_volumes import node_conf, other_volume_nodes, volume_nodes
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
-from stacklab.drivers.openstack.swift import device_names, mount_unit, render_mount_unit, ring_commands, ring_record
+from stacklab.drivers.openstack.swift import ring_commands, ring_record
+from stacklab.drivers.openstack.swift_devices import device_names, mount_unit, render_mount_unit
 from stacklab.model import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.suites.test_failover import GIB, Observed, managed_problems, node_of, service_host, stuck_problems

@@ -34,7 +34,16 @@ from stacklab.drivers.openstack.common import ServiceLayout, file_problems, wait
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT
 from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
 from stacklab.drivers.openstack.keystone import REGION, RESELLER_ADMIN_ROLE, register_in_keystone
-from stacklab.errors import PlanError, StackLabError
+from stacklab.drivers.openstack.swift_devices import (
+    DEVICES,
+    device_names,
+    fstype,
+    mount_unit,
+    probe_xattrs,
+    render_mount_unit,
+    swift_owner,
+)
+from stacklab.errors import PlanError
 from stacklab.exec.node_files import (
     read_node_file,
     remove_node_files,
@@ -51,9 +60,7 @@ SWIFT_CONF_ORIG = "/etc/swift/swift.conf.stacklab-orig"
 CONF_DIR = "/etc/swift/stacklab"
 RINGS_RECORD = "/etc/swift/stacklab-rings.json"
 RSYNCD_CONF = "/etc/rsyncd.conf"
-DEVICES = "/srv/node"
 DEVICE = "d1"  # the first device (the only one of a lab that declares `devices: 1`)
-DEVICE_SIZE = "512m"  # each device's tmpfs cap (pages are used only as objects arrive)
 PART_POWER = 8
 PROXY_PORT = 8080
 PORTS = {"object": 6200, "container": 6201, "account": 6202}
@@ -82,63 +89,6 @@ def proxy_address(plan: ServiceLayout) -> str:
 
 def proxy_url(plan: ServiceLayout) -> str:
     return f"http://{proxy_address(plan)}:{PROXY_PORT}"
-
-
-def device_names(plan: ServiceLayout) -> list[str]:
-    """The devices of every storage node: d1..dN (`openstack.swift.devices`)."""
-    return [f"d{i}" for i in range(1, int(plan.config.get("devices") or 1) + 1)]
-
-
-def mount_unit(device: str) -> str:
-    """systemd's name for the mount of DEVICES/<device> (path escaping: '/' -> '-')."""
-    return f"{DEVICES.strip('/').replace('/', '-')}-{device}.mount"
-
-
-def render_mount_unit(plan: ServiceLayout, device: str, owner: tuple[str, str]) -> str:
-    """The device's mount: a tmpfs of its own owned by swift (`owner`: its numeric uid and gid on the node)."""
-    uid, gid = owner
-    return (
-        f"# written by stacklab for lab {plan.lab}: swift device {device}, a file system of its own as a disk\n"
-        "[Unit]\n"
-        f"Description=swift device {device} (stacklab)\n"
-        "[Mount]\n"
-        "What=tmpfs\n"
-        f"Where={DEVICES}/{device}\n"
-        "Type=tmpfs\n"
-        f"Options=size={DEVICE_SIZE},mode=0750,uid={uid},gid={gid}\n"
-        "LazyUnmount=yes\n"  # a replicator may hold a file there: unmount like a pulled disk, not EBUSY
-        "[Install]\n"
-        "WantedBy=multi-user.target\n"
-    )
-
-
-def swift_owner(runner: Runner) -> tuple[str, str]:
-    """The swift user's numeric uid and gid on the node (a tmpfs takes numbers only)."""
-    return (runner.run(["id", "-u", "swift"], timeout=30).stdout.strip(),
-            runner.run(["id", "-g", "swift"], timeout=30).stdout.strip())  # fmt: skip
-
-
-XATTR_PROBE = (
-    "import os, sys\n"
-    "path = os.path.join(sys.argv[1], '.stacklab-xattr-probe')\n"
-    "open(path, 'w').close()\n"
-    "try:\n"
-    "    os.setxattr(path, 'user.swift.metadata', b'x' * 4096)\n"
-    "finally:\n"
-    "    os.unlink(path)\n"
-)
-
-
-def probe_xattrs(runner: Runner, node: str, device: str) -> None:
-    """Swift keeps object metadata in user xattrs; tmpfs has them from Linux 6.6 on."""
-    result = runner.run(["runuser", "-u", "swift", "--", "python3", "-c", XATTR_PROBE, f"{DEVICES}/{device}"],
-                        timeout=30, check=False)  # fmt: skip
-    if not result.ok:
-        raise StackLabError(
-            f"swift device {DEVICES}/{device} on {node} takes no user xattrs: {result.stderr.strip()[-300:]}",
-            resource="service/swift",
-            hint="the devices are tmpfs mounts, which hold user xattrs from Linux 6.6 on: use a newer host kernel",
-        )
 
 
 def swift_layout(plan: ServiceLayout) -> tuple[str, dict[str, str], int]:
@@ -412,7 +362,7 @@ class Swift:
             mounts = [mount_unit(dev) for dev in devices]
             systemctl(node_runner, "enable", *mounts)
             # before the servers, which check the mounts; a device mounted otherwise (an older unit) is remounted
-            stale = [mount_unit(dev) for dev in devices if _fstype(node_runner, f"{DEVICES}/{dev}") != "tmpfs"]
+            stale = [mount_unit(dev) for dev in devices if fstype(node_runner, f"{DEVICES}/{dev}") != "tmpfs"]
             if stale:
                 systemctl(node_runner, "stop", *stale, check=False)
             systemctl(node_runner, "start", *mounts)
@@ -474,11 +424,6 @@ class Swift:
             remove_node_files(node_runner, *files, *RING_FILES)
             _restore_package_conf(node_runner)
             systemctl(node_runner, "daemon-reload", check=False)
-
-
-def _fstype(runner: Runner, path: str) -> str:
-    """The file system type mounted at `path` ('' when nothing is)."""
-    return runner.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", path], timeout=30, check=False).stdout.strip()
 
 
 def _write_all(runner: Runner, files: Mapping[str, str]) -> bool:

@@ -1,0 +1,75 @@
+"""Swift's devices on a storage node: d1..dN under /srv/node, each a tmpfs mount of its own (a systemd mount unit),
+so that Swift's mount check (st_dev against the parent's) sees a device that can be unmounted like a pulled disk.
+Swift keeps object metadata in user xattrs, which tmpfs holds from Linux 6.6 on: `probe_xattrs` says so at `up`.
+"""
+
+from __future__ import annotations
+
+from stacklab.drivers.openstack.common import ServiceLayout
+from stacklab.errors import StackLabError
+from stacklab.exec.runner import Runner
+
+DEVICES = "/srv/node"
+DEVICE_SIZE = "512m"  # each device's tmpfs cap (pages are used only as objects arrive)
+
+
+def device_names(plan: ServiceLayout) -> list[str]:
+    """The devices of every storage node: d1..dN (`openstack.swift.devices`)."""
+    return [f"d{i}" for i in range(1, int(plan.config.get("devices") or 1) + 1)]
+
+
+def mount_unit(device: str) -> str:
+    """systemd's name for the mount of DEVICES/<device> (path escaping: '/' -> '-')."""
+    return f"{DEVICES.strip('/').replace('/', '-')}-{device}.mount"
+
+
+def render_mount_unit(plan: ServiceLayout, device: str, owner: tuple[str, str]) -> str:
+    """The device's mount: a tmpfs of its own owned by swift (`owner`: its numeric uid and gid on the node)."""
+    uid, gid = owner
+    return (
+        f"# written by stacklab for lab {plan.lab}: swift device {device}, a file system of its own as a disk\n"
+        "[Unit]\n"
+        f"Description=swift device {device} (stacklab)\n"
+        "[Mount]\n"
+        "What=tmpfs\n"
+        f"Where={DEVICES}/{device}\n"
+        "Type=tmpfs\n"
+        f"Options=size={DEVICE_SIZE},mode=0750,uid={uid},gid={gid}\n"
+        "LazyUnmount=yes\n"  # a replicator may hold a file there: unmount like a pulled disk, not EBUSY
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def swift_owner(runner: Runner) -> tuple[str, str]:
+    """The swift user's numeric uid and gid on the node (a tmpfs takes numbers only)."""
+    return (runner.run(["id", "-u", "swift"], timeout=30).stdout.strip(),
+            runner.run(["id", "-g", "swift"], timeout=30).stdout.strip())  # fmt: skip
+
+
+XATTR_PROBE = (
+    "import os, sys\n"
+    "path = os.path.join(sys.argv[1], '.stacklab-xattr-probe')\n"
+    "open(path, 'w').close()\n"
+    "try:\n"
+    "    os.setxattr(path, 'user.swift.metadata', b'x' * 4096)\n"
+    "finally:\n"
+    "    os.unlink(path)\n"
+)
+
+
+def probe_xattrs(runner: Runner, node: str, device: str) -> None:
+    """Swift keeps object metadata in user xattrs; tmpfs has them from Linux 6.6 on."""
+    result = runner.run(["runuser", "-u", "swift", "--", "python3", "-c", XATTR_PROBE, f"{DEVICES}/{device}"],
+                        timeout=30, check=False)  # fmt: skip
+    if not result.ok:
+        raise StackLabError(
+            f"swift device {DEVICES}/{device} on {node} takes no user xattrs: {result.stderr.strip()[-300:]}",
+            resource="service/swift",
+            hint="the devices are tmpfs mounts, which hold user xattrs from Linux 6.6 on: use a newer host kernel",
+        )
+
+
+def fstype(runner: Runner, path: str) -> str:
+    """The file system type mounted at `path` ('' when nothing is)."""
+    return runner.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", path], timeout=30, check=False).stdout.strip()
