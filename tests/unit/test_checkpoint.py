@@ -39,12 +39,14 @@ class Lxc:
         self.events: list[tuple[str, str]] = []
         self.fail_cp = False
         self.fail_start: set[str] = set()
+        self.settles_as = "running"  # what `systemctl is-system-running --wait` answers in every node
 
     def runner(self) -> FakeRunner:
         fake = FakeRunner()
         fake.expect(["lxc-info"], responder=self._info)
         fake.expect(["lxc-stop"], responder=self._stop)
         fake.expect(["lxc-start"], responder=self._start)
+        fake.expect(["lxc-attach"], responder=self._attach)
         fake.expect(list(COPY_ARGV), responder=self._cp)
         return fake
 
@@ -68,6 +70,12 @@ class Lxc:
         self.state[self._name(argv)] = "RUNNING"
         self.events.append(("start", self._name(argv)))
         return CommandResult(argv, 0, "", "", 0.0)
+
+    def _attach(self, argv: tuple[str, ...]) -> CommandResult:
+        assert argv[-3:] == ("systemctl", "is-system-running", "--wait"), argv
+        assert self.state[self._name(argv)] == "RUNNING"
+        self.events.append(("settled", self._name(argv)))
+        return CommandResult(argv, 0 if self.settles_as == "running" else 1, f"{self.settles_as}\n", "", 0.0)
 
     def _cp(self, argv: tuple[str, ...]) -> CommandResult:
         assert all(self.state[n] == "STOPPED" for n in self.state), f"copy while a node runs: {self.state}"
@@ -159,9 +167,13 @@ def test_save_stops_in_reverse_order_copies_the_lab_and_starts_in_order(tmp_path
         ("stop", "infra1"),
         ("stop", "storage1"),
         ("start", "storage1"),
+        ("settled", "storage1"),  # its systemd done starting units before the next tier starts
         ("start", "infra1"),
+        ("settled", "infra1"),
         ("start", "compute1"),
+        ("settled", "compute1"),
         ("start", "client1"),
+        ("settled", "client1"),
     ]
     assert sorted(waited) == sorted(n.ssh["host"] for n in lab_nodes(resources))
     assert all(state == "RUNNING" for state in lxc.state.values())
@@ -241,7 +253,7 @@ def test_restore_puts_back_files_state_and_keys_and_drops_the_overlay_index(tmp_
     assert (lab_dir / "logs" / "later.jsonl").exists(), "history is not part of a checkpoint"
     assert not (lab_dir / "lxc" / "storage1" / "work" / "index").exists()
     assert not [p for p in lab_dir.iterdir() if p.name.startswith(".")], "the set-aside copy is left"
-    assert [e for e, _ in lxc.events] == ["stop"] * 4 + ["start"] * 4
+    assert [e for e, _ in lxc.events] == ["stop"] * 4 + ["start", "settled"] * 4
     assert set(result.seconds) == {"stop", "copy", "start", "cleanup"}
     # The checkpoint itself is unchanged: it restores again.
     (lab_dir / "lxc" / "storage1" / "delta0" / "broken").write_text("again\n")
@@ -320,3 +332,16 @@ def test_cli_bad_name_exits_2_before_anything(command: str, tmp_path: Path) -> N
     assert result.exit_code == 2, result.output
     assert "checkpoint name '../x' is not valid" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_node_whose_units_do_not_finish_starting_fails_the_start(tmp_path: Path) -> None:
+    """SSH answering is not enough: a node still starting its units (tgt `activating`) is not back yet."""
+    lab_dir, resources = make_lab(tmp_path, {"storage1": ["storage"]})
+    lxc = Lxc(["storage1"])
+    lxc.settles_as = "maintenance"
+    runner = lxc.runner()
+    quiescer = Quiescer(LAB, runner, known_hosts=lab_dir / "known_hosts", ssh_waiter=lambda *_a, **_k: 0.0)
+    (node,) = lab_nodes(resources)
+    lxc.state["storage1"] = "STOPPED"
+    with pytest.raises(StackLabError, match=r"systemd did not finish starting its units \(maintenance\)"):
+        quiescer.start(node)

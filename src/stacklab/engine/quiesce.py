@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from stacklab.drivers.nodes.lxc_config import ContainerLayout, cgroup_base
-from stacklab.drivers.nodes.lxc_host import cgroup_mounts, container_state, lxc_start_argv, remove_cgroup_tree
+from stacklab.drivers.nodes.lxc_host import (
+    cgroup_mounts,
+    container_state,
+    lxc_attach_argv,
+    lxc_start_argv,
+    remove_cgroup_tree,
+)
 from stacklab.errors import StackLabError
 from stacklab.exec.readiness import NotReady, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
@@ -39,6 +45,10 @@ _KILL_TIMEOUT = 30.0
 _START_TIMEOUT = 60.0
 RUNNING_BUDGET = 30.0
 SSH_BUDGET = 120.0
+# After SSH answers, until the node's systemd has finished starting its units: a node whose sshd is up may still
+# be starting tgt or a Ceph OSD (the checkpoint test saw tgt `activating` right after a save's start).
+SETTLE_BUDGET = 300.0
+SETTLED = ("running", "degraded")  # degraded: a unit failed; the node's own steps and suites say which
 
 SshWaiter = Callable[..., float]
 
@@ -189,3 +199,20 @@ class Quiescer:
                 known_hosts=self.known_hosts,
                 resource=f"node/{node.name}",
             )
+        self.settle(node)
+
+    def settle(self, node: LabNode) -> None:
+        """Until the node's systemd reports its start finished (`systemctl is-system-running --wait`)."""
+        argv = lxc_attach_argv(node.layout, ["systemctl", "is-system-running", "--wait"])
+        try:
+            state = self.runner.run(argv, timeout=SETTLE_BUDGET, check=False).stdout.strip()
+        except CommandTimeout:
+            state = f"still starting after {SETTLE_BUDGET:g}s"
+        if state not in SETTLED:
+            raise StackLabError(
+                f"node {node.name}: systemd did not finish starting its units ({state or 'no answer'})",
+                resource=f"node/{node.name}",
+                hint=f"stacklab ssh {self.lab} {node.name} systemctl list-jobs",
+            )
+        if state == "degraded":
+            LOG.warning("node %s started degraded (a unit failed)", node.name)
