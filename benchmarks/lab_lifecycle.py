@@ -24,12 +24,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from stacklab.model.starter import unique_copy
+from bench_lab import bench_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKLAB = [sys.executable, "-m", "stacklab"]
@@ -101,14 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: labs create bridges and containers")
-    name, text = unique_copy((ROOT / "labs" / f"{args.template}.yml").read_text(), "llc", first_octet=150)
-    work = Path(tempfile.mkdtemp(prefix="stacklab-lifecycle-"))
-    for linked in ("images", "cloud-init"):
-        (work / linked).symlink_to(ROOT / linked)
-    lab_file = work / f"{name}.yml"
-    lab_file.write_text(text)
-    state = work / "state"
-    env = {**os.environ, "STACKLAB_STATE": str(state)}
+    lab = bench_lab(args.template, "llc")
+    name, work, lab_file, state, env = lab.name, lab.work, lab.file, lab.state, lab.env
     if args.cold:  # every command of this lab then uses that cache, so the warm up finds its images there
         env["STACKLAB_IMAGE_CACHE"] = str(work / "cache")
     suites = [arg for suite in args.suite for arg in ("--suite", suite)]
