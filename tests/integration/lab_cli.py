@@ -114,3 +114,22 @@ def lab_copy(tmp_path: Path, template: str, prefix: str) -> Iterator[LabCopy]:
     finally:
         stacklab(copy.state, "down", "--no-leak-check", name, check=False)
         lab_file.unlink(missing_ok=True)
+
+
+@contextmanager
+def vm_lab_copy(template: str, prefix: str, state_base: Path) -> Iterator[LabCopy]:
+    """A unique copy of labs/<template>.yml with VM nodes, its state under `state_base` (libvirt-qemu must search
+    it; pytest's tmp_path is not searchable); taken down (the test checks the leaks itself) and removed even when
+    the test fails."""
+    import secrets
+
+    name, lab_file = unique_lab_file(template, prefix)
+    state = state_base / secrets.token_hex(4)
+    state.mkdir(parents=True, mode=0o755)
+    copy = LabCopy(state, name, lab_file)
+    try:
+        yield copy
+    finally:
+        stacklab(state, "down", "--no-leak-check", name, check=False)
+        lab_file.unlink(missing_ok=True)
+        shutil.rmtree(state, ignore_errors=True)

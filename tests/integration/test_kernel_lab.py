@@ -11,8 +11,6 @@ Debian + cloud-init guests boot under TCG here: about 2-5 min depending on the h
 
 from __future__ import annotations
 
-import secrets
-import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, unique_lab_file, vm_lab_marks
+from tests.integration.lab_cli import LabCopy, stacklab, vm_lab_copy, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-kernel-test")  # searchable by libvirt-qemu
 # The cases that only a VM node's kernel can pass; each must pass (not skip) in this lab.
@@ -44,16 +42,8 @@ pytestmark = vm_lab_marks(2400)
 
 @pytest.fixture
 def kernel_lab() -> Iterator[LabCopy]:
-    name, lab_file = unique_lab_file("kernel", "kl")
-    state = STATE_BASE / secrets.token_hex(4)
-    state.mkdir(parents=True, mode=0o755)
-    copy = LabCopy(state, name, lab_file)
-    try:
-        yield copy
-    finally:
-        stacklab(state, "down", "--no-leak-check", name, check=False)
-        lab_file.unlink(missing_ok=True)
-        shutil.rmtree(state, ignore_errors=True)
+    with vm_lab_copy("kernel", "kl", STATE_BASE) as lab:
+        yield lab
 
 
 def junit_outcomes(path: Path) -> dict[str, str]:

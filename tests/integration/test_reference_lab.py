@@ -13,15 +13,13 @@ libvirt-qemu can search; `down` runs in a finalizer also when the test fails.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, unique_lab_file, vm_lab_marks
+from tests.integration.lab_cli import LabCopy, stacklab, vm_lab_copy, vm_lab_marks
 from tests.integration.test_kernel_lab import junit_outcomes
 
 STATE_BASE = Path("/var/tmp/stacklab-reference-test")  # searchable by libvirt-qemu
@@ -43,16 +41,8 @@ pytestmark = [
 
 @pytest.fixture
 def reference_lab() -> Iterator[LabCopy]:
-    name, lab_file = unique_lab_file("reference", "rf")
-    state = STATE_BASE / secrets.token_hex(4)
-    state.mkdir(parents=True, mode=0o755)
-    copy = LabCopy(state, name, lab_file)
-    try:
-        yield copy
-    finally:
-        stacklab(state, "down", "--no-leak-check", name, check=False)
-        lab_file.unlink(missing_ok=True)
-        shutil.rmtree(state, ignore_errors=True)
+    with vm_lab_copy("reference", "rf", STATE_BASE) as lab:
+        yield lab
 
 
 def vm_memory_mib(lab: LabCopy, node: str) -> int:
