@@ -15,7 +15,9 @@ import pytest
 
 from tests.integration.lab_cli import CONTAINER_LAB_MARKS, LabCopy, lab_copy, stacklab
 
-pytestmark = CONTAINER_LAB_MARKS
+# up, a second up, nine suites, a repair and down: ~15 min on a quiet host with cached images (over the default
+# 900 s when the image is built cold or the host is shared: a CI run beside an aio lab timed out in its `down`)
+pytestmark = [*CONTAINER_LAB_MARKS, pytest.mark.timeout(2700)]
 
 
 @pytest.fixture
