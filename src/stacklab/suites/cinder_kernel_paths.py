@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stacklab.exec.runner import Runner
-from stacklab.suites.storage_paths import IO_TIMEOUT, iscsiadm, node_record
+from stacklab.suites.storage_paths import IO_TIMEOUT, kernel_login
 
 LIO_LISTING = """
 import hashlib, json
@@ -112,16 +112,6 @@ def chap_login(
     the LUN's disk. Returns (device, `iscsiadm -m session -P 3`)."""
     runner.run(["modprobe", "iscsi_tcp"], timeout=60.0)
     runner.run(["systemctl", "start", "iscsid"], timeout=60.0, check=False)
-    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "new", check=False)
-    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "update", "-n", "iface.initiatorname", "-v", initiator)
-    found = iscsiadm(runner, "-m", "discovery", "-t", "sendtargets", "-p", portal, "-I", iface).stdout
-    assert iqn in found, f"SendTargets discovery on {portal} did not list {iqn}: {found}"
-    user, secret = chap
-    lines = f"node.session.auth.authmethod = CHAP\nnode.session.auth.username = {user}\n"
-    lines += f"node.session.auth.password = {secret}\n"
-    runner.run(["sh", "-c", 'cat >> "$1"', "sh", node_record(iqn, portal, iface)], timeout=30.0, input=lines)
-    iscsiadm(runner, "-m", "node", "-T", iqn, "-p", portal, "-I", iface, "--login")
-    link = f"/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-{lun}"
-    runner.run(["udevadm", "settle", "--timeout=60"], timeout=90.0, check=False)
-    device = runner.run(["readlink", "-e", link], timeout=30.0).stdout.strip()
-    return device, iscsiadm(runner, "-m", "session", "-P", "3").stdout
+    session = kernel_login(runner, iface=iface, initiator=initiator, iqn=iqn, portal=portal, chap=chap, lun=lun,
+                           iface_may_exist=True)  # fmt: skip
+    return session.device, session.details

@@ -265,12 +265,20 @@ def node_record(iqn: str, portal: str, iface: str) -> str:
 
 
 def kernel_login(
-    runner: Runner, *, iface: str, initiator: str, iqn: str, portal: str, chap: tuple[str, str] | None
+    runner: Runner,
+    *,
+    iface: str,
+    initiator: str,
+    iqn: str,
+    portal: str,
+    chap: tuple[str, str] | None,
+    lun: int = 1,
+    iface_may_exist: bool = False,
 ) -> KernelSession:
     """Log the node's kernel initiator in to one target: an iface record carrying the lab's initiator IQN, a
     SendTargets discovery through it, the CHAP account written into the node record through stdin (iscsiadm's
     `-o update -v` would put the secret on argv), the login, and the SCSI disk udev names for the LUN."""
-    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "new")
+    iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "new", check=not iface_may_exist)
     iscsiadm(runner, "-m", "iface", "-I", iface, "-o", "update", "-n", "iface.initiatorname", "-v", initiator)
     found = iscsiadm(runner, "-m", "discovery", "-t", "sendtargets", "-p", portal, "-I", iface).stdout
     assert iqn in found, f"SendTargets discovery on {portal} did not list {iqn}: {found}"
@@ -280,7 +288,7 @@ def kernel_login(
         lines += f"node.session.auth.password = {secret}\n"
         runner.run(["sh", "-c", 'cat >> "$1"', "sh", node_record(iqn, portal, iface)], timeout=30.0, input=lines)
     iscsiadm(runner, "-m", "node", "-T", iqn, "-p", portal, "-I", iface, "--login")
-    link = f"/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-1"
+    link = f"/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-{lun}"
     runner.run(["udevadm", "settle", "--timeout=60"], timeout=90.0, check=False)
     device = runner.run(["readlink", "-e", link], timeout=30.0).stdout.strip()
     details = iscsiadm(runner, "-m", "session", "-P", "3").stdout
