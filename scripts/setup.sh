@@ -39,5 +39,8 @@ if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# pyproject's SPDX `license` needs setuptools >= 77 to build (Debian 12's python3-setuptools is 66), also for
+# the wheel tests that build with --no-build-isolation
+.venv/bin/python -m pip install -q 'setuptools>=77'
 .venv/bin/python -m pip install -q -e '.[dev]' tox
 echo "setup.sh: ready (.venv/bin/stacklab)"
