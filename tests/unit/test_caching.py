@@ -185,6 +185,24 @@ def test_the_zone_is_made_once_and_completed_later() -> None:
     assert all("OS_PASSWORD" not in " ".join(c) for c in runner.calls)
 
 
+def test_observe_sees_a_zone_aggregate_missing_moved_or_short_of_a_member() -> None:
+    def problems(answer: dict[str, object] | None) -> list[str]:
+        runner = FakeRunner()
+        if answer is None:
+            runner.expect(svc_nova.openstack_argv("aggregate", "show"), rc=1, stderr="No aggregate")
+        else:
+            runner.expect(svc_nova.openstack_argv("aggregate", "show"), stdout=json.dumps(answer))
+        return svc_nova.zone_problems(runner, "local-disk", ["cmp3"])
+
+    whole = {"name": "local-disk", "availability_zone": "local-disk", "hosts": ["cmp3"]}
+    assert problems(whole) == []
+    assert problems(None) == ["host aggregate local-disk (availability zone local-disk) is missing"]
+    assert problems({**whole, "hosts": []}) == ["cmp3 is not in zone local-disk's host aggregate"]
+    assert problems({**whole, "availability_zone": "nova"}) == [
+        "host aggregate local-disk has zone 'nova', not 'local-disk'"
+    ]
+
+
 def test_glance_logs_its_cache_hits_and_tees() -> None:
     resource = next(r for r in expand(load_lab_text(LAB, "lab.yml")) if r.id == "service/glance")
     conf = svc_glance.render_conf(service_layout(resource, "cachelab"), "DB", "USER")

@@ -318,6 +318,21 @@ def ensure_zone(runner: Runner, name: str, members: list[str]) -> None:
             runner.run(openstack_argv("aggregate", "add", "host", name, host), timeout=120)
 
 
+def zone_problems(runner: Runner, name: str, members: list[str]) -> list[str]:
+    """What `observe` finds wrong with zone `name`'s host aggregate: missing, another zone, or a member outside it
+    (a compute in no aggregate silently lands in the default zone, where a boot naming no zone would use it)."""
+    shown = runner.run(openstack_argv("aggregate", "show", name, "-f", "json"), timeout=120, check=False)
+    if not shown.ok:
+        return [f"host aggregate {name} (availability zone {name}) is missing"]
+    aggregate = json.loads(shown.stdout)
+    found = []
+    if aggregate.get("availability_zone") != name:
+        found.append(f"host aggregate {name} has zone {aggregate.get('availability_zone')!r}, not {name!r}")
+    hosts = aggregate.get("hosts") or []
+    found += [f"{host} is not in zone {name}'s host aggregate" for host in members if host not in hosts]
+    return found
+
+
 class Nova:
     name = "nova"
 
@@ -357,6 +372,8 @@ class Nova:
                 found.append(f"the lab's live-migration key {nova_migration.KEY_SECRET} is missing")
             found += file_problems(node_runner, migration or {}, node)
             found += [f"{p} on {node}" for u in COMPUTE_UNITS for p in unit_problems(node_runner, u)]
+        for name, members in zones(plan).items():
+            found += zone_problems(runner, name, members)
         return found
 
     def ensure(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> Mapping[str, Any]:
