@@ -22,7 +22,7 @@ from stacklab.model.errors import LabError
 from stacklab.model.load import load_lab, load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Resource
-from stacklab.suites.cinder_kernel_paths import mount_option, parse_findmnt, parse_tgt_targets
+from stacklab.suites.cinder_kernel_paths import mount_option, parse_findmnt, parse_session_state, parse_tgt_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("db-pw", "rabbit-pw", "keystone-pw")
@@ -166,3 +166,25 @@ def test_parse_findmnt_and_mount_options() -> None:
     assert found["SOURCE"] == "10.238.20.11:/srv/nfs/volumes" and found["FSTYPE"] == "nfs4"
     assert mount_option(found["OPTIONS"], "addr") == "10.238.20.11" and mount_option(found["OPTIONS"], "port") is None
     assert parse_findmnt("") == {}
+
+
+SESSION_P1 = """Target: iqn.2010-10.org.openstack:volume-5a1 (non-flash)
+	Current Portal: 10.238.20.11:3261,1
+	Persistent Portal: 10.238.20.11:3261,1
+		**********
+		Interface:
+		**********
+		Iface Name: stacklab-cinder-ref
+		Iface IPaddress: 10.238.20.12
+		SID: 3
+		iSCSI Connection State: TRANSPORT WAIT
+		iSCSI Session State: FAILED
+		Internal iscsid Session State: REOPEN
+"""
+
+
+def test_parse_session_state_reads_sid_and_states() -> None:
+    state = parse_session_state(SESSION_P1)
+    assert state is not None
+    assert (state.sid, state.session, state.connection) == ("3", "FAILED", "TRANSPORT WAIT")
+    assert parse_session_state("") is None

@@ -115,3 +115,27 @@ def chap_login(
     session = kernel_login(runner, iface=iface, initiator=initiator, iqn=iqn, portal=portal, chap=chap, lun=lun,
                            iface_may_exist=True)  # fmt: skip
     return session.device, session.details
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """One target's session as `iscsiadm -m session -P 1` reports it (SID kept across a recovery)."""
+
+    sid: str
+    session: str  # iSCSI Session State: LOGGED_IN, FAILED, FREE
+    connection: str  # iSCSI Connection State: LOGGED IN, TRANSPORT WAIT, IN LOGIN...
+
+
+def parse_session_state(block: str) -> SessionState | None:
+    """Pure: a target's part of `iscsiadm -m session -P 1` (storage_paths.session_block) -> its state."""
+    fields = dict(re.findall(r"^\s*(SID|iSCSI Session State|iSCSI Connection State): (.*?)\s*$", block, flags=re.M))
+    if "SID" not in fields:
+        return None
+    return SessionState(fields["SID"], fields.get("iSCSI Session State", ""), fields.get("iSCSI Connection State", ""))
+
+
+def set_recovery_timeout(runner: Runner, sid: str, seconds: int) -> None:
+    """How long the kernel queues a failed session's I/O before failing it (open-iscsi's replacement_timeout, 120 s
+    by default; nova leaves it so): set on the live session through sysfs."""
+    path = f"/sys/class/iscsi_session/session{sid}/recovery_tmo"
+    runner.run(["sh", "-c", 'echo "$1" > "$2"', "sh", str(seconds), path], timeout=30.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -21,12 +22,13 @@ from typing import Any
 import pytest
 
 from stacklab.exec.node_files import write_node_file
-from stacklab.exec.runner import Runner
+from stacklab.exec.runner import CommandResult, Runner
 from stacklab.suites import cinder_kernel_paths
 from stacklab.suites.context import LabContext
 from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import OS_CLIENT, admin_auth, os_client, service
 from stacklab.suites.storage_paths import (
+    IO_TIMEOUT,
     RBD_TOOL,
     Pattern,
     assert_carried_by_storage,
@@ -177,6 +179,11 @@ def test_attachment_connection_info_carries_bytes_to_ceph(
 DRIVER_TESTS = {  # tests that need one driver's backends; the others run once per lvm/nfs backend
     "test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi": "lvm",
     "test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount": "nfs",
+    "test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes": "lvm",
+}
+HELPER_TESTS = {  # tests that need one target helper: tgtd is a service that can go away and come back; LIO is
+    # kernel state that lives as long as the node
+    "test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes": "tgtadm",
 }
 
 
@@ -186,8 +193,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     backends = (LabContext.load().outputs.get("service/cinder") or {}).get("kernel_backends") or {}
     driver = DRIVER_TESTS.get(metafunc.function.__name__)
-    names = sorted(n for n, b in backends.items() if driver in (None, b.get("driver")))
-    skip = [pytest.mark.skip(reason=f"the lab's cinder has no {driver or 'lvm or nfs'} backend")]
+    helper = HELPER_TESTS.get(metafunc.function.__name__)
+    names = sorted(n for n, b in backends.items()
+                   if driver in (None, b.get("driver")) and helper in (None, b.get("target_helper")))  # fmt: skip
+    kind = (driver or "lvm or nfs") + (f" ({helper})" if helper else "")
+    skip = [pytest.mark.skip(reason=f"the lab's cinder has no {kind} backend")]
     metafunc.parametrize("cinder_backend", names or [pytest.param("-", marks=skip)])
 
 
@@ -417,3 +427,104 @@ def test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount(
     kernel_call(kvol, runners, "delete", volume_id=vid)
     gone = runners[nfs_node].run(["test", "-e", on_export], timeout=30.0, check=False)
     assert not gone.ok, f"{on_export} is still on the export after the volume was deleted"
+
+
+# --- the seed's LVM warning, shown: the storage node's target goes away and comes back --------------------------
+# OpenStack-Ansible's storage page: with the LVM backend's node (its iSCSI target) down, its volumes are unavailable
+# to the guests; when it returns they come back. The client's session to a tgtadm volume carries an acknowledged
+# write; tgtd stops on the storage node (its unit's stop removes every target, as a node going down does); the
+# client's I/O fails once its session's recovery timeout runs out, and its session is not logged in; tgtd starts
+# again, re-creates cinder's targets (with CHAP) from cinder's target files, and the client's iscsid logs the SAME
+# session back in by itself: the disk reads the acknowledged bytes again, and the LV on the storage node holds them.
+
+RECOVERY_TMO = 15  # s the client queues I/O of a failed session before failing it (open-iscsi's default: 120)
+RETURN_BUDGET = 300.0  # s for the client's session to log back in after tgtd is back (iscsid retries every ~5 s)
+
+
+def client_session(client: Runner, iqn: str) -> cinder_kernel_paths.SessionState | None:
+    details = client.run(["iscsiadm", "-m", "session", "-P", "1"], timeout=60.0, check=False).stdout
+    return cinder_kernel_paths.parse_session_state(session_block(details, iqn))
+
+
+def direct_read_sha(client: Runner, device: str, pattern: Pattern) -> CommandResult:
+    """The pattern's range read through the client's disk with O_DIRECT (no page cache); fails on I/O errors."""
+    skip, count = pattern.blocks
+    script = f"set -o pipefail; dd if={device} bs=4096 skip={skip} count={count} iflag=direct status=none | sha256sum"
+    return client.run(["bash", "-c", script], timeout=IO_TIMEOUT, check=False)
+
+
+def test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes(
+    lab: LabContext,
+    kvol: KernelVolumes,
+    runners: dict[str, Runner],
+    cinder_backend: str,
+    *,
+    backend_volume: dict[str, Any],
+    evidence: Evidence,
+) -> None:
+    backend = kvol.backends[cinder_backend]
+    node, vid = runners[str(backend["node"])], backend_volume["id"]
+    lv = f"/dev/{backend['volume_group']}/volume-{vid}"
+    connector = client_connector(lab, kvol)
+    attached = kernel_call(kvol, runners, "attach", volume_id=vid, connector=connector)
+    data = (attached["connection_info"] or {}).get("data") or {}
+    portal, iqn, lun = str(data["target_portal"]), str(data["target_iqn"]), int(data["target_lun"])
+    chap = (str(data["auth_username"]), str(data["auth_password"]))
+    client = runners[kvol.client]
+    iface = f"stacklab-cinder-{lab.lab}"
+    pattern = Pattern.random(offset=8 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"outage-{cinder_backend}")
+    try:
+        device, _details = cinder_kernel_paths.chap_login(client, iface=iface, initiator=connector["initiator"],
+                                                          iqn=iqn, portal=portal, lun=lun, chap=chap)  # fmt: skip
+        before = client_session(client, iqn)
+        assert before is not None and before.session == "LOGGED_IN", f"no logged-in session to {iqn}: {before}"
+        cinder_kernel_paths.set_recovery_timeout(client, before.sid, RECOVERY_TMO)
+        device_write(client, device, pattern, src)  # O_DIRECT + fsync: acknowledged by the target
+        evidence("acknowledged", f"{len(pattern.data)} bytes at {pattern.offset} through {device} (session "
+                                 f"{before.sid} to {iqn} via {portal}), sha256 {pattern.sha256}")  # fmt: skip
+
+        down_at = time.monotonic()
+        node.run(["systemctl", "stop", "tgt"], timeout=120.0)
+        stopped = time.monotonic() - down_at
+        failed = direct_read_sha(client, device, pattern)
+        failed_after = time.monotonic() - down_at
+        assert not failed.ok, f"the client still read {device} with tgtd stopped on {backend['node']}: {failed.stdout}"
+        lost = client_session(client, iqn)
+        assert lost is not None and lost.session != "LOGGED_IN", f"{iqn}: session still logged in: {lost}"
+        error = (failed.stderr.strip().splitlines() or ["(no message)"])[-1]
+        evidence("outage", f"tgtd stopped on {backend['node']} in {stopped:.1f} s; the client's O_DIRECT read failed "
+                           f"{failed_after:.1f} s after the stop ({error}); session {lost.sid}: {lost.session}, "
+                           f"connection {lost.connection}")  # fmt: skip
+
+        up_at = time.monotonic()
+        node.run(["systemctl", "start", "tgt"], timeout=300.0)
+        started = time.monotonic() - up_at
+        back: list[cinder_kernel_paths.SessionState | None] = [None]
+
+        def logged_in() -> bool:
+            back[0] = client_session(client, iqn)
+            return back[0] is not None and back[0].session == "LOGGED_IN"
+
+        while not logged_in():
+            assert time.monotonic() - up_at < RETURN_BUDGET, f"{iqn}: not back {RETURN_BUDGET:g} s after tgtd: {back}"
+            time.sleep(2.0)
+        returned = time.monotonic() - up_at
+        assert back[0] is not None and back[0].sid == before.sid, f"a new session, not the old one back: {back[0]}"
+        targets = cinder_kernel_paths.tgt_targets(node)
+        assert iqn in targets and chap[0] in targets[iqn].accounts, f"tgtd's {iqn} after the restart: {targets}"
+        read = direct_read_sha(client, device, pattern)
+        assert read.ok and read.stdout.split()[0] == pattern.sha256, f"{device} after the return: {read}"
+        evidence("return", f"tgtd started in {started:.1f} s (cinder's target with CHAP user {chap[0]} re-created); "
+                           f"session {before.sid} LOGGED_IN again {returned:.1f} s after the start; the client read "
+                           f"the acknowledged bytes back (sha256 equal)")  # fmt: skip
+    finally:
+        node.run(["systemctl", "start", "tgt"], timeout=300.0, check=False)
+        kernel_logout(client, iface=iface, iqn=iqn, portal=portal)
+    seen = file_range_sha(node, lv, pattern)
+    assert seen == pattern.sha256, (
+        f"{lv} on {backend['node']} has {seen}, the client's acknowledged write was {pattern.sha256}"
+    )
+    evidence("read back", f"{lv} on {backend['node']}: sha256 {pattern.sha256}")
+    detached = kernel_call(kvol, runners, "detach", volume_id=vid, attachment_id=attached["attachment_id"])
+    assert detached["status"] == "available", detached
