@@ -155,10 +155,18 @@ def plan(lab_file: Path, as_json: bool) -> None:
         for c in the_plan.changes
         if c.resource.kind == "node" and c.resource.spec.get("kind") == "container"
     }
+    # Why each `kind: auto` node became a VM node or a container on this host (a kernel path it needs, KVM).
+    from stacklab.plan.node_kind import node_kind
+
+    lab = session.lab
+    kinds = {f"node/{n}": node_kind(lab, n, session.engine.choices) for n, v in lab.nodes.items() if v.kind == "auto"}
     if as_json:
-        click.echo(json.dumps({**the_plan.to_json(), "isolation": isolation}, indent=2))
+        kind_json = {rid: {"kind": kind, "why": why} for rid, (kind, why) in kinds.items()}
+        click.echo(json.dumps({**the_plan.to_json(), "isolation": isolation, "kinds": kind_json}, indent=2))
     else:
         click.echo(the_plan.render())
+        for rid, (kind, why) in kinds.items():
+            click.echo(f"  {rid}: {'VM node' if kind == 'vm' else 'container'} ({why})")
         for rid, how in isolation.items():
             click.echo(f"  {rid}: {how}")
 

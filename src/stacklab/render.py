@@ -14,6 +14,17 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, "-" if value is None else str(value)))
 
 
+# The kernel paths a storage lab uses -> the HostReport capability that says whether this host's kernel has it.
+KERNEL_PATHS = (
+    ("LVM (device-mapper)", "device_mapper"),
+    ("LIO iSCSI target", "lio_target"),
+    ("knfsd NFS server", "nfsd"),
+    ("open-iscsi initiator", "iscsi_initiator"),
+    ("kernel NFS client", "nfs_client"),
+    ("krbd", "rbd"),
+)
+
+
 def render_doctor(report: Any, choices: Mapping[str, Any]) -> str:
     facts: list[tuple[str, str]] = []
     data = report.to_json()
@@ -32,6 +43,18 @@ def render_doctor(report: Any, choices: Mapping[str, Any]) -> str:
     for role, choice in choices.items():
         alt = f" [alternatives: {', '.join(choice.alternatives)}]" if choice.alternatives else ""
         lines.append(f"  {role.ljust(role_width)}  {choice.implementation:10} {choice.reason}{alt}")
+    lines.append("")
+    lines.append("Kernel paths per node kind (a container shares this host's kernel; a VM node boots its own):")
+    path_width = max(len(name) for name, _ in KERNEL_PATHS)
+    accel = getattr(choices.get("accel"), "implementation", "tcg")
+    for name, field in KERNEL_PATHS:
+        capability = getattr(report, field)
+        here = "yes" if capability.available else f"no ({capability.detail})"
+        lines.append(f"  {name.ljust(path_width)}  container: {here}; vm: yes ({accel})")
+    lines.append(
+        "  (vm: Debian's cloud kernel in the node images has them all; `kind: auto` makes a node that needs one"
+    )
+    lines.append("  the host lacks a VM node, and `stacklab plan` says which and why)")
     return "\n".join(lines)
 
 

@@ -52,7 +52,8 @@ def lab_pins(lab: Lab | None) -> dict[str, str]:
         # A kernel implementation pinned on a VM node runs in the VM's own kernel, not the host's: the host
         # report cannot judge it, and the backend's check_node asks that kernel (configfs, nfsd) before any change.
         node = lab.nodes.get(getattr(spec, "node", ""))
-        if spec.implementation in VM_KERNEL_IMPLEMENTATIONS and node is not None and node.kind == "vm":
+        # An `auto` node holding it becomes a VM node when the host lacks the module (plan/node_kind.py).
+        if spec.implementation in VM_KERNEL_IMPLEMENTATIONS and node is not None and node.kind in ("vm", "auto"):
             continue
         pins[role] = spec.implementation
     return pins

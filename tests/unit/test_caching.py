@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 
 import pytest
 
@@ -186,7 +187,7 @@ def test_the_zone_is_made_once_and_completed_later() -> None:
 
 
 def test_observe_sees_a_zone_aggregate_missing_moved_or_short_of_a_member() -> None:
-    def problems(answer: dict[str, object] | None) -> list[str]:
+    def problems(answer: Mapping[str, object] | None) -> list[str]:
         runner = FakeRunner()
         if answer is None:
             runner.expect(svc_nova.openstack_argv("aggregate", "show"), rc=1, stderr="No aggregate")

@@ -92,9 +92,8 @@ def _vm_node(lab: Lab, loc: Loc, node: str, reason: str) -> Iterator[Problem]:
         yield loc, f"unknown node {node!r}", f"defined: {', '.join(sorted(lab.nodes))}"
         return
     spec = lab.nodes[node]
-    if spec.kind != "vm":
-        kind = "a container" if spec.kind == "container" else "kind auto (a container on a host without KVM)"
-        yield loc, f"node {node!r} is {kind}: {reason}", f"give {node} `kind: vm`"
+    if spec.kind == "container":  # `auto` becomes a VM node for it on every host (plan/node_kind.py)
+        yield loc, f"node {node!r} is a container: {reason}", f"give {node} `kind: vm` (or `auto`)"
     if "storage" not in spec.nics:
         yield loc, f"node {node!r} has no NIC on the storage network", "the backend serves and mounts over br-storage"
 

@@ -10,6 +10,7 @@ from stacklab.model.cinder_backends import cinder_config, kernel_backends
 from stacklab.model.lab import Lab, Node
 from stacklab.model.services import SERVICE_NEEDS
 from stacklab.plan.naming import owner_marker, stable_mac, veth_name
+from stacklab.plan.node_kind import node_kind
 from stacklab.plan.resource import Resource
 
 # What the planner assumes when no host report is given (golden plans): our CI host type.
@@ -79,7 +80,7 @@ def _node(
                 "mac": stable_mac(lab.name, node_name, index),
             }
         )
-    kind = node.kind if node.kind != "auto" else ("vm" if choices["node_kind"] == "vm" else "container")
+    kind, _ = node_kind(lab, node_name, choices)
     node_spec: dict[str, Any] = {
         "kind": kind,
         "hostname": node_name,
