@@ -8,7 +8,7 @@ from typing import Any
 from stacklab.model.addressing import node_addresses
 from stacklab.model.cinder_backends import cinder_config, kernel_backends
 from stacklab.model.lab import Lab, Node
-from stacklab.model.services import SERVICE_NEEDS
+from stacklab.model.services import build_after
 from stacklab.plan.naming import owner_marker, stable_mac, veth_name
 from stacklab.plan.node_kind import node_kind
 from stacklab.plan.resource import Resource
@@ -178,7 +178,7 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
     out = []
     for service in os_.services:
         hosts = _service_hosts(lab, service, controller)
-        needs = [f"service/{n}" for n in SERVICE_NEEDS.get(service, ()) if n in os_.services]
+        needs = [f"service/{n}" for n in build_after(service) if n in os_.services]
         deps = (
             *(f"node/{h}" for h in hosts),
             *needs,

@@ -28,6 +28,7 @@ removes an unused base image), short enough in the shipped labs for the `caching
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -400,9 +401,12 @@ class Nova:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="nova-api", log_file="/var/log/nova/nova-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
-        for node in computes(plan):
-            ctx.progress(f"{rid}: nova-compute on {node}")
-            self._ensure_compute(ctx, ctx.on_node(node), plan, node, secrets)
+        ctx.progress(f"{rid}: nova-compute on {', '.join(computes(plan))}")
+        # each compute is its own node (own SSH connection, own libvirtd): configured side by side, ~7 s each
+        with cf.ThreadPoolExecutor(max(1, len(computes(plan)))) as pool:
+            jobs = [pool.submit(self._ensure_compute, ctx, ctx.on_node(n), plan, n, secrets) for n in computes(plan)]
+            for job in jobs:
+                job.result()
         ctx.progress(f"{rid}: waiting for {', '.join(computes(plan))} to report, then discover_hosts")
         self._wait_for_computes(ctx, runner, plan)
         for name, members in zones(plan).items():
