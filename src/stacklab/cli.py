@@ -169,6 +169,17 @@ def plan(lab_file: Path, as_json: bool) -> None:
             click.echo(f"  {rid}: {'VM node' if kind == 'vm' else 'container'} ({why})")
         for rid, how in isolation.items():
             click.echo(f"  {rid}: {how}")
+        _echo_swift_devices(session, the_plan)
+
+
+def _echo_swift_devices(session: Any, the_plan: Any) -> None:
+    """Swift's devices depend on the host kernel (user xattrs on tmpfs): which kind `up` makes, and why (the
+    --json plan has the kind under `choices.swift_devices`)."""
+    if any(c.resource.id == "service/swift" for c in the_plan.changes):
+        from stacklab.session import host_choices
+
+        choice = host_choices(session.engine.ctx.host, session.lab)["swift_devices"]
+        click.echo(f"  service/swift: devices {choice.implementation} ({choice.reason})")
 
 
 @main.command()

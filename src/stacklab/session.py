@@ -56,6 +56,9 @@ def lab_pins(lab: Lab | None) -> dict[str, str]:
         if spec.implementation in VM_KERNEL_IMPLEMENTATIONS and node is not None and node.kind in ("vm", "auto"):
             continue
         pins[role] = spec.implementation
+    swift = lab.openstack.swift if lab.openstack is not None and "swift" in lab.openstack.services else None
+    if swift is not None and swift.device_kind != "auto":  # Swift's devices depend on the host kernel too
+        pins["swift_devices"] = swift.device_kind
     return pins
 
 

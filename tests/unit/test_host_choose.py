@@ -77,6 +77,7 @@ def test_ci_host_picks_user_space() -> None:
         "nfs_client": "libnfs",
         "ceph": "packages",
         "block_volumes": "file",
+        "swift_devices": "tmpfs",
     }
 
 
@@ -90,6 +91,7 @@ def test_full_host_picks_kernel_implementations() -> None:
         "nfs_client": "kernel",
         "ceph": "cephadm",
         "block_volumes": "lvm",
+        "swift_devices": "tmpfs",
     }
 
 

@@ -1,7 +1,8 @@
 """What this host can run: kernel features, init, cgroups, resources and tools, read without changing anything.
 
 `probe_host` reads /proc, /sys and /dev under `root` (a fake tree in unit tests) and uses the runner only for
-the one thing a file cannot tell: whether KVM really runs a guest. A kernel feature counts as available when
+the two things a file cannot tell: whether KVM really runs a guest, and whether tmpfs holds user xattrs (Swift's
+devices; host/xattrs.py). A kernel feature counts as available when
 it is present now or when it can be loaded as a module (modules enabled, we are root, and modules.dep or
 modules.builtin names it), because on a workstation nfsd, rbd or target_core_mod are often loaded on first use.
 """
@@ -28,6 +29,7 @@ from stacklab.host.procfs import (
     proc_devices,
     status_fields,
 )
+from stacklab.host.xattrs import by_kernel_version, probe_tmpfs_user_xattrs
 
 LOG = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class HostReport:
     disk_free_bytes: int | None
     cpu_count: int
     tools: dict[str, str | None] = field(default_factory=dict)
+    # user xattrs on a fresh tmpfs (Swift's devices); None: not probed
+    tmpfs_user_xattrs: Capability | None = None
 
     def has_tool(self, name: str) -> bool:
         return self.tools.get(name) is not None
@@ -135,6 +139,8 @@ class HostReport:
                 "tools": dict(self.tools),
             }
         )
+        if self.tmpfs_user_xattrs is not None:
+            out["tmpfs_user_xattrs"] = self.tmpfs_user_xattrs.to_json()
         return out
 
 
@@ -258,6 +264,14 @@ def _kvm_status(
     return kvm
 
 
+def _tmpfs_user_xattrs(runner: Runner, files: HostFiles, root: Path, check: bool | None) -> Capability:
+    real = root == Path("/")
+    release = (files.read("/proc/sys/kernel/osrelease") or "").strip() or (os.uname().release if real else "")
+    if check if check is not None else real:
+        return probe_tmpfs_user_xattrs(runner, release)
+    return by_kernel_version(release, "probe not run")
+
+
 def probe_host(
     runner: Runner,
     *,
@@ -266,10 +280,13 @@ def probe_host(
     path: str | None = None,
     check_kvm: bool = True,
     kvm_timeout: float = DEFAULT_TIMEOUT,
+    check_xattrs: bool | None = None,
 ) -> HostReport:
-    """Read what this host can run. Changes nothing; the only command run is the KVM guest probe.
+    """Read what this host can run. Changes nothing; the commands run are the KVM guest probe and the tmpfs xattr
+    probe (in a private mount namespace that dies with it).
 
     `path` overrides $PATH for the tool search; `check_kvm=False` skips the guest boot (usable_for_guests=None).
+    `check_xattrs` runs the tmpfs probe (default: only on the real root, a fake tree answers by its kernel version).
     """
     files = HostFiles(root)
     status = status_fields(files)
@@ -294,6 +311,7 @@ def probe_host(
         disk_free_bytes=_disk_free(disk_path),
         cpu_count=_cpu_count(status),
         tools=tools,
+        tmpfs_user_xattrs=_tmpfs_user_xattrs(runner, files, root, check_xattrs),
     )
     LOG.debug("host report: %s", report)
     return report

@@ -162,6 +162,22 @@ def _rbd(r: HostReport) -> _Verdict:
     return _Verdict(True, False, "Ceph RBD through librbd (needs a Ceph cluster in the lab)")
 
 
+# --- swift devices -----------------------------------------------------------------------------------------
+
+
+def _tmpfs_devices(r: HostReport) -> _Verdict:
+    cap = r.tmpfs_user_xattrs
+    if cap is None:  # a report built without the probe (tests): the devices stay as they were before the probe
+        return _ok("each device a size-capped tmpfs mount (user xattrs on tmpfs not probed)")
+    if cap.available:
+        return _ok(f"each device a size-capped tmpfs mount, mount_check on: {cap.detail}")
+    return _missing(f"Swift keeps object metadata in user xattrs: {cap.detail}")
+
+
+def _directory_devices(r: HostReport) -> _Verdict:
+    return _ok("plain directories on the node's root file system, mount_check off (no device to unmount or fill)")
+
+
 ROLES: dict[str, tuple[tuple[str, Check], ...]] = {
     "node_kind": (("vm", _vm), ("container", _container)),
     "accel": (("kvm", _kvm), ("tcg", _tcg)),
@@ -171,6 +187,7 @@ ROLES: dict[str, tuple[tuple[str, Check], ...]] = {
     "nfs_client": (("kernel", _kernel_nfs), ("libnfs", _libnfs)),
     "ceph": (("cephadm", _cephadm), ("packages", _ceph_packages)),
     "block_volumes": (("lvm", _lvm), ("file", _file), ("rbd", _rbd)),
+    "swift_devices": (("tmpfs", _tmpfs_devices), ("directory", _directory_devices)),
 }
 
 

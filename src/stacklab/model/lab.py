@@ -299,6 +299,12 @@ class Swift(_Model):
         description="devices per storage node (/srv/node/d1..dN, each a mount point); more devices than replicas "
         "give the ring handoff devices on the surviving nodes when a node is lost",
     )
+    device_kind: Literal["auto", "tmpfs", "directory"] = Field(
+        "auto",
+        description="what a device is: `tmpfs` (a size-capped tmpfs mount each, mount_check on; needs user xattrs "
+        "on tmpfs, Linux 6.6+) or `directory` (plain directories, mount_check off: the swift_loss unmounted and "
+        "full device cases are skipped); auto: tmpfs where `stacklab doctor` finds tmpfs takes user xattrs",
+    )
 
 
 # nova's own name for the zone of every compute no host aggregate places elsewhere (default_availability_zone)

@@ -23,6 +23,7 @@ USERSPACE_CHOICES: Mapping[str, str] = {
     "nfs_client": "libnfs",
     "ceph": "packages",
     "block_volumes": "file",
+    "swift_devices": "tmpfs",
 }
 
 
@@ -56,7 +57,7 @@ def expand(lab: Lab, choices: Mapping[str, str] = USERSPACE_CHOICES) -> list[Res
     for node_name, node in lab.nodes.items():
         resources.append(_node(lab, node_name, node, choices, addresses))
     resources.extend(_storage(lab, choices, addresses))
-    resources.extend(_services(lab, addresses))
+    resources.extend(_services(lab, addresses, choices))
     return resources
 
 
@@ -169,7 +170,9 @@ def _rbd_pool(pools: Sequence[str]) -> str | None:
     return ("volumes" if "volumes" in pools else pools[0]) if pools else None
 
 
-def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
+def _services(
+    lab: Lab, addresses: Mapping[str, Mapping[str, Any]], choices: Mapping[str, str] = USERSPACE_CHOICES
+) -> list[Resource]:
     os_ = lab.openstack
     if os_ is None:
         return []
@@ -210,6 +213,11 @@ def _services(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> list[Reso
                 "proxy_address": _address(addresses, proxy, "mgmt"),
                 "storage_addresses": {n: _address(addresses, n, "storage") for n in swift_nodes},
             }
+            # tmpfs devices are the default and stay unrecorded, so labs up before the choice plan no change
+            pinned = spec["config"].pop("device_kind", "auto")
+            kind = choices.get("swift_devices", "tmpfs") if pinned == "auto" else pinned
+            if kind != "tmpfs":
+                spec["config"]["device_kind"] = kind
         out.append(Resource("service", service, spec, tuple(dict.fromkeys(deps))))
     return out
 

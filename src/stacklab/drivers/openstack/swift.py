@@ -7,9 +7,11 @@ file system of its own, as a disk is in production: a size-capped tmpfs mounted 
 (`srv-node-dN.mount`; no loop devices in a container node, and a bind mount of a directory is no mount to Swift's
 mount check, which compares st_dev with the parent's). The servers run with Swift's default `mount_check = true`,
 so a device that is not mounted answers 507 and is listed by recon as unmounted instead of filling the node's root
-file system (the `swift_loss` suite unmounts one). A tmpfs device holds Swift's object metadata in user xattrs
-(Linux 6.6 or later; `ensure` probes it) and is empty after the node restarts, like a replaced disk: the
-replicators fill it again from the other nodes. The rings are built on the proxy node with `swift-ring-builder`
+file system (the `swift_loss` suite unmounts one, and fills one). A tmpfs device holds Swift's object metadata in
+user xattrs (Linux 6.6 or later; `ensure` probes it) and is empty after the node restarts, like a replaced disk:
+the replicators fill it again from the other nodes. On a host whose tmpfs takes no user xattrs (`stacklab doctor`:
+role `swift_devices`) the devices are plain directories and the servers run with `mount_check = false`
+(swift_devices.py). The rings are built on the proxy node with `swift-ring-builder`
 (partition power 8, the lab's replica count, one zone per node, every device of the node in its zone) and
 copied to every node; they are rebuilt only when the set of nodes, their devices or the replica count changes
 (`/etc/swift/stacklab-rings.json` records what they were built from). With more devices than replicas the ring
@@ -36,8 +38,11 @@ from stacklab.drivers.openstack.keystone import PORT as KEYSTONE_PORT
 from stacklab.drivers.openstack.keystone import REGION, RESELLER_ADMIN_ROLE, register_in_keystone
 from stacklab.drivers.openstack.swift_devices import (
     DEVICES,
+    TMPFS,
+    device_kind,
     device_names,
     fstype,
+    mount_check,
     mount_unit,
     probe_xattrs,
     render_mount_unit,
@@ -120,7 +125,8 @@ def render_server_conf(plan: ServiceLayout, server: str, address: str) -> str:
         f"bind_ip = {address}",
         f"bind_port = {PORTS[server]}",
         f"devices = {DEVICES}",
-        "mount_check = true",  # Swift's default: an unmounted device answers 507 (see device_names)
+        # Swift's default: an unmounted device answers 507; off for plain directory devices (swift_devices.py)
+        f"mount_check = {'true' if mount_check(plan) else 'false'}",
         "user = swift",
         "swift_dir = /etc/swift",
         "workers = 0",  # one process serves (no fork per worker): ~80 MB less per server on a lab node
@@ -295,7 +301,7 @@ class Swift:
             files[f"{CONF_DIR}/{server}-server.conf"] = render_server_conf(plan, server, address)
         for unit, (binary, config) in STORAGE_UNITS.items():
             files[dropin_path(unit)] = render_dropin(plan, binary, config)
-        for device in device_names(plan):
+        for device in device_names(plan) if device_kind(plan) == TMPFS else ():
             files[f"/etc/systemd/system/{mount_unit(device)}"] = render_mount_unit(plan, device, owner)
         return files
 
@@ -332,7 +338,7 @@ class Swift:
             for unit in (*STORAGE_UNITS, "rsync"):
                 if not unit_active(node_runner, unit):
                     found.append(f"{unit} is not running on {node}")
-            for device in device_names(plan):
+            for device in device_names(plan) if device_kind(plan) == TMPFS else ():
                 if not unit_active(node_runner, mount_unit(device)):
                     found.append(f"device {DEVICES}/{device} is not mounted on {node} ({mount_unit(device)})")
         return found
@@ -359,13 +365,10 @@ class Swift:
             node_runner.run(["install", "-d", "-o", "swift", "-g", "swift", *dirs, "/var/cache/swift"], timeout=30)
             owner = swift_owner(node_runner)
             changed = _write_all(node_runner, self._storage_files(plan, address, hash_secret, owner))
-            mounts = [mount_unit(dev) for dev in devices]
-            systemctl(node_runner, "enable", *mounts)
-            # before the servers, which check the mounts; a device mounted otherwise (an older unit) is remounted
-            stale = [mount_unit(dev) for dev in devices if fstype(node_runner, f"{DEVICES}/{dev}") != "tmpfs"]
-            if stale:
-                systemctl(node_runner, "stop", *stale, check=False)
-            systemctl(node_runner, "start", *mounts)
+            if device_kind(plan) == TMPFS:
+                _mount_tmpfs_devices(node_runner, devices)
+            else:
+                changed = _drop_mount_units(node_runner, devices) or changed
             for dev in devices:
                 probe_xattrs(node_runner, node, dev)
             for ring in RING_FILES:
@@ -387,7 +390,9 @@ class Swift:
             "devices": f"{DEVICES}/{DEVICE}",
             "device_root": DEVICES,
             "device_names": devices,
-            "mount_units": {dev: mount_unit(dev) for dev in devices},
+            "device_kind": device_kind(plan),
+            # only tmpfs devices are mount points (directory devices: none, mount_check off)
+            "mount_units": {dev: mount_unit(dev) for dev in devices} if device_kind(plan) == TMPFS else {},
             "ports": dict(PORTS),
         }
 
@@ -421,9 +426,37 @@ class Swift:
             systemctl(node_runner, "disable", "--now", *STORAGE_UNITS, "rsync", check=False)
             systemctl(node_runner, "disable", "--now", *(mount_unit(d) for d in device_names(plan)), check=False)
             files = [p for p in self._storage_files(plan, "-", "-") if p != SWIFT_CONF]
-            remove_node_files(node_runner, *files, *RING_FILES)
+            units = [f"/etc/systemd/system/{mount_unit(d)}" for d in device_names(plan)]  # of either kind
+            remove_node_files(node_runner, *files, *units, *RING_FILES)
+            if device_kind(plan) != TMPFS:  # the objects of directory devices live on the node's root fs
+                dirs = [f"{DEVICES}/{d}" for d in device_names(plan)]
+                node_runner.run(["rm", "-rf", "--one-file-system", *dirs], timeout=120)
             _restore_package_conf(node_runner)
             systemctl(node_runner, "daemon-reload", check=False)
+
+
+def _mount_tmpfs_devices(runner: Runner, devices: Sequence[str]) -> None:
+    """Mount every device's tmpfs before the servers, which check the mounts; a device mounted otherwise (an older
+    unit) is remounted."""
+    mounts = [mount_unit(dev) for dev in devices]
+    systemctl(runner, "enable", *mounts)
+    stale = [mount_unit(dev) for dev in devices if fstype(runner, f"{DEVICES}/{dev}") != "tmpfs"]
+    if stale:
+        systemctl(runner, "stop", *stale, check=False)
+    systemctl(runner, "start", *mounts)
+
+
+def _drop_mount_units(runner: Runner, devices: Sequence[str]) -> bool:
+    """Directory devices: unmount tmpfs devices an earlier `up` made (their objects go, the replicators bring them
+    back onto the directories) and remove their units. True when there were any."""
+    units = [f"/etc/systemd/system/{mount_unit(dev)}" for dev in devices]
+    present = runner.run(["ls", "-1", *units], timeout=30, check=False).stdout.split()
+    if not present:
+        return False
+    systemctl(runner, "disable", "--now", *(mount_unit(dev) for dev in devices), check=False)
+    remove_node_files(runner, *present)
+    systemctl(runner, "daemon-reload")
+    return True
 
 
 def _write_all(runner: Runner, files: Mapping[str, str]) -> bool:

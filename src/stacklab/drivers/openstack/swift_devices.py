@@ -1,6 +1,14 @@
-"""Swift's devices on a storage node: d1..dN under /srv/node, each a tmpfs mount of its own (a systemd mount unit),
-so that Swift's mount check (st_dev against the parent's) sees a device that can be unmounted like a pulled disk.
-Swift keeps object metadata in user xattrs, which tmpfs holds from Linux 6.6 on: `probe_xattrs` says so at `up`.
+"""Swift's devices on a storage node: d1..dN under /srv/node, of the kind the host allows (`device_kind`):
+
+- `tmpfs` (where tmpfs holds user xattrs, Linux 6.6+): each device a size-capped tmpfs mount of its own (a systemd
+  mount unit), so that Swift's mount check (st_dev against the parent's) sees a device that can be unmounted like
+  a pulled disk, or filled up. The servers run with `mount_check = true`.
+- `directory` (older kernels, e.g. Debian 12's 6.1, whose tmpfs refuses Swift's `user.swift.metadata`): plain
+  directories on the node's root file system, which holds user xattrs. No mount point (a bind mount has its
+  parent's st_dev; a container node has no loop devices for a file system of its own), so `mount_check = false`:
+  the swift_loss suite's unmounted and full device cases are skipped, saying so.
+
+`probe_xattrs` checks at `up` that the devices as made take Swift's xattrs.
 """
 
 from __future__ import annotations
@@ -11,6 +19,17 @@ from stacklab.exec.runner import Runner
 
 DEVICES = "/srv/node"
 DEVICE_SIZE = "512m"  # each device's tmpfs cap (pages are used only as objects arrive)
+TMPFS, DIRECTORY = "tmpfs", "directory"
+
+
+def device_kind(plan: ServiceLayout) -> str:
+    """`tmpfs` or `directory`: the spec records the kind only when it is not tmpfs (plan/expand.py)."""
+    return str(plan.config.get("device_kind") or TMPFS)
+
+
+def mount_check(plan: ServiceLayout) -> bool:
+    """Whether the servers check that a device is mounted (only a mount point can be checked)."""
+    return device_kind(plan) == TMPFS
 
 
 def device_names(plan: ServiceLayout) -> list[str]:
@@ -66,7 +85,8 @@ def probe_xattrs(runner: Runner, node: str, device: str) -> None:
         raise StackLabError(
             f"swift device {DEVICES}/{device} on {node} takes no user xattrs: {result.stderr.strip()[-300:]}",
             resource="service/swift",
-            hint="the devices are tmpfs mounts, which hold user xattrs from Linux 6.6 on: use a newer host kernel",
+            hint="tmpfs holds user xattrs from Linux 6.6 on: leave openstack.swift.device_kind at auto (stacklab "
+            "picks plain directories on such a host) or set it to directory",
         )
 
 
