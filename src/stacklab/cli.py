@@ -185,12 +185,24 @@ def _echo_swift_devices(session: Any, the_plan: Any) -> None:
 @main.command()
 @click.argument("lab_file", type=click.Path(path_type=Path))
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--copies",
+    type=int,
+    default=None,
+    help="Training copies: N isolated copies of the lab in all (the lab itself is copy 1), each in its own netns, "
+    "made from the lab's checkpoint `copies` (saved now if missing). Container labs only.",
+)
 @_guard
-def up(lab_file: Path, yes: bool) -> None:
+def up(lab_file: Path, yes: bool, copies: int | None) -> None:
     """Build the lab (or resume it) until the host matches the lab file."""
     from stacklab.session import Session
 
     lab = _load(lab_file)
+    if copies is not None:
+        from stacklab.engine.copies import check_copyable, check_count
+
+        check_count(copies)
+        check_copyable(lab, {})  # VM nodes are refused before anything is built
     with Session.open(lab, _state_root(), command="up") as session:
         the_plan = session.engine.plan()
         click.echo(the_plan.render(), err=True)
@@ -199,15 +211,138 @@ def up(lab_file: Path, yes: bool) -> None:
                 f"note: {len(the_plan.pending)} resources are not built by this stacklab yet (listed as pending)",
                 err=True,
             )
+        result = None
         if the_plan.is_empty:
             click.echo(f"lab {lab.name} is up to date; nothing to do", err=True)
-            return
-        if not yes and sys.stdin.isatty() and not click.confirm("Apply this plan?", err=True):
-            sys.exit(EXIT_APPLY_FAILED)
-        session.remember_host_before_first_up()
-        result = session.engine.apply(the_plan)
-        session.write_exports()
-    _report(result, lab.name, "up")
+        else:
+            if not yes and sys.stdin.isatty() and not click.confirm("Apply this plan?", err=True):
+                sys.exit(EXIT_APPLY_FAILED)
+            session.remember_host_before_first_up()
+            result = session.engine.apply(the_plan)
+            session.write_exports()
+    if result is not None:
+        _report(result, lab.name, "up")
+    if copies is not None:  # after the lab's own lock is released: the checkpoint save takes it again
+        _up_copies(lab, copies)
+
+
+# -- training copies (engine/copies.py): LAB#k, each in its own netns ------------------------------------------------
+def _copy_target(arg: str) -> tuple[str, Any]:
+    """(lab name or file, CopyPlace or None): `LAB#k` (or `LAB-k`) names copy k of LAB; k 1 is LAB itself."""
+    from stacklab.engine.copies import CopyPlace, parse_target
+
+    name, index = parse_target(arg, _state_root())
+    return name, (CopyPlace(_state_root(), name, index) if index is not None else None)
+
+
+def _up_copies(lab: Any, copies: int) -> None:
+    """Copies 2..N of the lab, each from its checkpoint `copies`; existing copies are left as they are."""
+    import time
+
+    from stacklab.engine import copies as cp
+    from stacklab.engine.checkpoint import Checkpoints, save_lab
+    from stacklab.exec.runner import LocalRunner
+    from stacklab.host import netns
+    from stacklab.session import Session
+
+    root = _state_root()
+    with Session.open(lab, root, command="copies-checkpoint") as session:
+        cp.check_copyable(lab, session.engine.choices)
+        store = Checkpoints.reader(lab.name, root / lab.name)
+        if cp.COPY_CHECKPOINT in {c.name for c in store.saved()}:
+            info = store.get(cp.COPY_CHECKPOINT)
+        else:
+            info = save_lab(session.engine, cp.COPY_CHECKPOINT)
+            click.echo(f"checkpoint {info.name} of lab {lab.name} saved ({_checkpoint_times(info.seconds)})", err=True)
+    for index in range(2, copies + 1):
+        place = cp.CopyPlace(root, lab.name, index)
+        if place.record_path.exists():
+            click.echo(
+                f"copy {place.label} exists; left as it is (`stacklab reset {place.label}` restores it)", err=True
+            )
+            continue
+        began = time.monotonic()
+        cp.prepare(place, LocalRunner(), info)
+        with netns.entered(place.netns), Session.open(lab, place.root, command="copy-up") as copy_session:
+            started = cp.materialize_and_start(copy_session.engine, place, info.name)
+            if not started.plan.is_empty:
+                click.echo(started.plan.render(), err=True)
+                _report(started.engine.apply(started.plan), place.label, "up")
+        seconds = {**started.seconds, "total": round(time.monotonic() - began, 2)}
+        cp.record_seconds(place, seconds)
+        click.echo(
+            f"copy {place.label} up in netns {place.netns} from checkpoint {info.name} ({_checkpoint_times(seconds)})",
+            err=True,
+        )
+
+
+def _down_copy(place: Any, no_leak_check: bool) -> None:
+    """Remove one copy: its resources inside its netns, the netns, then its leak check and its files."""
+    from stacklab.engine import copies as cp
+    from stacklab.exec.runner import LocalRunner
+    from stacklab.host import netns
+    from stacklab.session import Session, lab_from_arg
+
+    record = cp.CopyRecord.load(place)
+    if (place.lab_dir / "state.json").exists() and netns.inode_of(record.netns) == record.netns_inode:
+        with netns.entered(record.netns):
+            the_lab = lab_from_arg(place.lab, place.root)
+            with Session.open(the_lab, place.root, command="down") as session:
+                result = session.engine.destroy()
+                if result.ok:
+                    session.finish_down()
+            _report(result, place.label, "down")
+    cp.remove_netns(place, LocalRunner())
+    leaks = [] if no_leak_check else cp.leaks(place, record.netns_inode)
+    for leak in leaks:
+        click.echo(f"leak: {leak}", err=True)
+    if leaks:
+        raise StackLabError(f"{len(leaks)} objects of copy {place.label} left behind after down")
+    cp.forget(place)
+    click.echo(f"copy {place.label} removed; leak check: {'skipped' if no_leak_check else 'clean'}", err=True)
+
+
+@main.command()
+@click.argument("lab", type=str)
+@_guard
+def reset(lab: str) -> None:
+    """Return training copy LAB#k (or LAB itself) to the checkpoint it was made from; other copies run on."""
+    import time
+
+    from stacklab.engine import copies as cp
+    from stacklab.engine.checkpoint import restore_lab
+    from stacklab.host import netns
+    from stacklab.session import Session, lab_from_arg
+
+    name, place = _copy_target(lab)
+    began = time.monotonic()
+    if place is None:
+        root = _state_root()
+        the_lab = lab_from_arg(name, root)
+        label, checkpoint = the_lab.name, cp.COPY_CHECKPOINT
+        with Session.open(the_lab, root, command="reset") as session:
+            result, engine, the_plan = restore_lab(session.engine, checkpoint, lambda: lab_from_arg(name, root))
+            if not the_plan.is_empty:
+                click.echo(the_plan.render(), err=True)
+                _report(engine.apply(the_plan), label, "up")
+    else:
+        record = cp.require(place)
+        label, checkpoint = place.label, record.checkpoint
+        with netns.entered(record.netns):
+            the_lab = lab_from_arg(place.lab, place.root)
+            with Session.open(the_lab, place.root, command="reset") as session:
+                result, engine, the_plan = cp.reset(
+                    session.engine, place, record, lambda: lab_from_arg(place.lab, place.root)
+                )
+                if not the_plan.is_empty:
+                    click.echo(the_plan.render(), err=True)
+                    _report(engine.apply(the_plan), label, "up")
+    click.echo(
+        f"{label} reset to checkpoint {checkpoint} in {time.monotonic() - began:.1f}s "
+        f"({_checkpoint_times(result.seconds)}); plan after reset: "
+        f"{'empty' if the_plan.is_empty else f'{len(the_plan.actionable)} changes applied'}",
+        err=True,
+    )
 
 
 @main.command()
@@ -215,10 +350,18 @@ def up(lab_file: Path, yes: bool) -> None:
 @click.option("--no-leak-check", is_flag=True, help="Skip comparing the host with its state before `up`.")
 @_guard
 def down(lab: str, no_leak_check: bool) -> None:
-    """Remove everything the lab created (LAB is a lab file or a lab name), then check nothing leaked."""
+    """Remove everything the lab created (LAB is a lab file or a lab name), then check nothing leaked.
+    LAB#k removes training copy k; LAB removes its copies first."""
+    from stacklab.engine.copies import copies_of
     from stacklab.session import Session, lab_from_arg
 
+    _name, place = _copy_target(lab)
+    if place is not None:
+        _down_copy(place, no_leak_check)
+        return
     the_lab = lab_from_arg(lab, _state_root())
+    for copy_place in copies_of(_state_root(), the_lab.name):
+        _down_copy(copy_place, no_leak_check)
     with Session.open(the_lab, _state_root(), command="down") as session:
         result = session.engine.destroy()
         if result.ok:
@@ -269,6 +412,17 @@ def verify(lab: str, suites: tuple[str, ...], keyword: str | None, wait: float) 
     from stacklab.session import lab_from_arg
     from stacklab.verify import run_suites
 
+    _name, place = _copy_target(lab)
+    if place is not None:  # a training copy: the suites reach its nodes from inside its netns
+        from stacklab.engine.copies import require
+        from stacklab.host import netns
+
+        record = require(place)
+        the_copy = lab_from_arg(place.lab, place.root)
+        with netns.entered(record.netns):
+            wanted = list(suites) or list(the_copy.verify.suites) or ["infra"]
+            run_suites(place.lab, place.root, wanted, keyword=keyword, wait=wait)
+        return
     the_lab = lab_from_arg(lab, _state_root())
     wanted = list(suites) or list(the_lab.verify.suites) or ["infra"]
     run_suites(the_lab.name, _state_root(), wanted, keyword=keyword, wait=wait)
@@ -283,15 +437,64 @@ def status(lab: str, as_json: bool) -> None:
     """What the lab has on the host now: every recorded resource, observed live, and node addresses."""
     from stacklab.session import Session, lab_from_arg
 
+    _name, place = _copy_target(lab)
+    if place is not None:
+        _copy_status(place, as_json)
+        return
     the_lab = lab_from_arg(lab, _state_root())
     with Session.open(the_lab, _state_root(), command="status", quiet=True, lock=False) as session:
         rows = session.status()
+    copies = _copies_summary(the_lab.name)
     if as_json:
-        click.echo(json.dumps({"lab": the_lab.name, "resources": rows}, indent=2, default=str))
+        out: dict[str, Any] = {"lab": the_lab.name, "resources": rows}
+        if copies:
+            out["copies"] = copies
+        click.echo(json.dumps(out, indent=2, default=str))
         return
     from stacklab.render import render_status
 
     click.echo(render_status(the_lab.name, rows))
+    for row in copies:
+        nodes = " ".join(f"{node}={state}" for node, state in row.get("nodes", {}).items())
+        where = f"netns {row.get('netns')}" + ("" if row.get("netns_present") else " (missing)")
+        click.echo(f"copy {row['copy']}: {where}, checkpoint {row.get('checkpoint')}, {nodes or row.get('error', '')}")
+
+
+def _copies_summary(lab: str) -> list[dict[str, Any]]:
+    """Each training copy of the lab: its record and its nodes' states, asked inside its netns."""
+    from stacklab.engine import copies as cp
+    from stacklab.engine.state import StateStore
+    from stacklab.exec.runner import LocalRunner
+    from stacklab.host import netns
+
+    rows = []
+    for place in cp.copies_of(_state_root(), lab):
+        row = cp.summary(place)
+        if row.get("netns_present"):
+            with netns.entered(place.netns):
+                resources = StateStore(place.root, lab).resources
+                row["nodes"] = cp.node_states(place, LocalRunner(), resources)
+        rows.append(row)
+    return rows
+
+
+def _copy_status(place: Any, as_json: bool) -> None:
+    from stacklab.engine.copies import require
+    from stacklab.host import netns
+    from stacklab.render import render_status
+    from stacklab.session import Session, lab_from_arg
+
+    record = require(place)
+    the_lab = lab_from_arg(place.lab, place.root)
+    with (
+        netns.entered(record.netns),
+        Session.open(the_lab, place.root, command="status", quiet=True, lock=False) as session,
+    ):
+        rows = session.status()
+    if as_json:
+        click.echo(json.dumps({"lab": the_lab.name, "copy": place.label, "resources": rows}, indent=2, default=str))
+        return
+    click.echo(render_status(place.label, rows))
 
 
 @main.command()
@@ -370,6 +573,15 @@ def ssh(lab: str, node: str, command: tuple[str, ...]) -> None:
     """Open a shell on a node (or run COMMAND there) with the lab's key."""
     from stacklab.session import lab_from_arg, ssh_argv
 
+    _name, place = _copy_target(lab)
+    if place is not None:  # a training copy: ssh runs inside its netns
+        from stacklab.engine.copies import require
+        from stacklab.host import netns
+
+        record = require(place)
+        argv = ssh_argv(place.lab, node, place.root, list(command))
+        netns.enter_for_good(record.netns)
+        os.execvp(argv[0], argv)
     the_lab = lab_from_arg(lab, _state_root())
     argv = ssh_argv(the_lab.name, node, _state_root(), list(command))
     os.execvp(argv[0], argv)

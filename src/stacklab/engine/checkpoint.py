@@ -23,11 +23,20 @@ used: a node writes its files in place, which would change the checkpoint too.
 Atomicity: a checkpoint is copied into `checkpoints/.tmp-<name>-<pid>/`, its manifest written last, and the
 directory renamed to `checkpoints/<name>/`; only directories with a readable manifest and no leading dot are
 listed. Restore moves the lab's current files aside first and moves them back if the copy fails.
+
+Relocation (training copies, engine/copies.py): a checkpoint may be restored into another lab dir than the one it
+was saved from (`Checkpoints(source=...)`). The saved files name their lab dir in absolute paths (state.json's
+outputs, ssh_config, inventory.json, each node's LXC config) and each LXC config names the lab's cgroup dir
+(`stacklab/<lab>-<hash of lxcpath>`); restore rewrites both to the new place (`relocate_dir`), so the copy's
+configs are what the container driver would render there. The nodes' roots hold no host path (checked: only
+their lxc.log, which is history).
+A checkpoint that training copies were made from cannot be deleted while one of them exists (a `reset` needs it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -39,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stacklab.drivers.nodes.lxc_config import cgroup_lab_dir
 from stacklab.engine.core import Engine
 from stacklab.engine.plan import Plan
 from stacklab.engine.quiesce import LabNode, Quiescer, lab_nodes
@@ -51,7 +61,9 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
 # State dir entries that are history or coordination, not the lab: never saved, never replaced by a restore.
-NOT_SAVED = frozenset({CHECKPOINTS_DIR, "logs", "verify", "lock"})
+NOT_SAVED = frozenset({CHECKPOINTS_DIR, "logs", "verify", "lock", "copies"})
+COPIES_DIR = "copies"  # training copies of the lab (engine/copies.py), each with its own state dir
+COPY_RECORD = "copy.json"
 COPY_ARGV = ("cp", "-a", "--reflink=auto", "--sparse=always")
 COPY_TIMEOUT = 3600.0
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -139,10 +151,12 @@ class Checkpoints:
     # A context per phase (stop, copy, start...), e.g. the event bus's `phase`, so the JSONL log has the timings.
     phase: Callable[[str], AbstractContextManager[None]] = _nothing
     copy_timeout: float = COPY_TIMEOUT
+    # Where the checkpoints are when they are another lab dir's (a training copy restores its original's).
+    source: Path | None = None
 
     @property
     def root(self) -> Path:
-        return self.lab_dir / CHECKPOINTS_DIR
+        return self.source if self.source is not None else self.lab_dir / CHECKPOINTS_DIR
 
     @classmethod
     def reader(cls, lab: str, lab_dir: Path) -> Checkpoints:
@@ -229,7 +243,7 @@ class Checkpoints:
         as when the checkpoint was saved (its bridges and lab file are the same lab's)."""
         info = self.get(name)
         current = self._container_nodes(resources)
-        saved = [_node_from_json(n) for n in info.nodes]
+        saved = self._nodes_here(info)
         now_names, saved_names = {n.name for n in current}, {n.name for n in saved}
         if now_names != saved_names:
             raise CheckpointError(
@@ -238,12 +252,7 @@ class Checkpoints:
                 f"only then: {sorted(saved_names - now_names) or '-'})",
                 hint="a checkpoint restores the lab it was saved from; bring the lab file back to that shape first",
             )
-        missing = [f"{n.name}: {n.image_rootfs}" for n in saved if n.image_rootfs and not Path(n.image_rootfs).is_dir()]
-        if missing:
-            raise StackLabError(
-                f"checkpoint {name!r} needs image root file systems that are gone: {'; '.join(missing)}",
-                hint="the node roots are overlays on those images: rebuild the same recipe, or delete the checkpoint",
-            )
+        self._check_images(name, saved)
         data = self.root / name / "data"
         self._clear_half_written()
         seconds: dict[str, float] = {}
@@ -251,8 +260,7 @@ class Checkpoints:
             self.quiescer.stop_all(current)
         with self._timed("copy", seconds):
             aside = self._swap_in(data, info.entries)
-            for node in saved:
-                _drop_overlay_index(node)
+            self._relocate(info, saved)
         try:
             with self._timed("start", seconds):
                 self.quiescer.start_all(saved)
@@ -260,6 +268,64 @@ class Checkpoints:
             with self._timed("cleanup", seconds):
                 shutil.rmtree(aside, ignore_errors=True)
         return RestoreResult(info, seconds)
+
+    def materialize(self, name: str) -> tuple[CheckpointInfo, list[LabNode], dict[str, float]]:
+        """Copy a checkpoint into an empty lab dir (a new training copy) and relocate it there; nothing is
+        started. Returns the manifest, the nodes as they are here, and the seconds the copy took."""
+        info = self.get(name)
+        saved = self._nodes_here(info)
+        self._check_images(name, saved)
+        present = self._lab_entries()
+        if present:
+            raise CheckpointError(
+                f"{self.lab_dir} already holds a lab ({', '.join(present[:5])}): a checkpoint is materialized only "
+                "into an empty lab dir",
+                hint="reset that copy instead, or remove it first",
+            )
+        data = self.root / name / "data"
+        absent = [e for e in info.entries if not (data / e).exists()]
+        if absent or "state.json" not in info.entries:
+            raise StackLabError(f"checkpoint {name!r} is incomplete: missing {absent or ['state.json']}")
+        seconds: dict[str, float] = {}
+        with self._timed("copy", seconds):
+            try:
+                self._copy([data / e for e in info.entries], self.lab_dir)
+                self._relocate(info, saved)
+            except BaseException:
+                for entry in self._lab_entries():
+                    target = self.lab_dir / entry
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        target.unlink(missing_ok=True)
+                raise
+        return info, saved, seconds
+
+    def _nodes_here(self, info: CheckpointInfo) -> list[LabNode]:
+        """The checkpoint's nodes with their lxcpath in this lab dir (the saved one when restored in place)."""
+        origin = saved_lab_dir(info)
+        nodes = [_node_from_json(n) for n in info.nodes]
+        if origin is None or origin == self.lab_dir:
+            return nodes
+        return [
+            dataclasses.replace(n, lxcpath=self.lab_dir / "lxc", ssh=relocate_json(n.ssh, origin, self.lab_dir))
+            for n in nodes
+        ]
+
+    def _check_images(self, name: str, nodes: Sequence[LabNode]) -> None:
+        missing = [f"{n.name}: {n.image_rootfs}" for n in nodes if n.image_rootfs and not Path(n.image_rootfs).is_dir()]
+        if missing:
+            raise StackLabError(
+                f"checkpoint {name!r} needs image root file systems that are gone: {'; '.join(missing)}",
+                hint="the node roots are overlays on those images: rebuild the same recipe, or delete the checkpoint",
+            )
+
+    def _relocate(self, info: CheckpointInfo, nodes: Sequence[LabNode]) -> None:
+        origin = saved_lab_dir(info)
+        if origin is not None and origin != self.lab_dir:
+            relocate_dir(self.lab, origin, self.lab_dir, [n.name for n in nodes])
+        for node in nodes:
+            _drop_overlay_index(node)
 
     def _swap_in(self, data: Path, entries: Sequence[str]) -> Path:
         """Move the lab's entries aside, copy the checkpoint's in; on failure put the old ones back."""
@@ -290,6 +356,12 @@ class Checkpoints:
     # -- delete ---------------------------------------------------------------------------------------------
     def delete(self, name: str) -> CheckpointInfo:
         info = self.get(name)
+        users = copies_using(self.lab_dir, name)
+        if users:
+            raise CheckpointError(
+                f"checkpoint {name!r} of lab {self.lab} is the base of training copies {', '.join(users)}",
+                hint=f"remove them first (`stacklab down {self.lab}#K`); `stacklab down {self.lab}` removes all",
+            )
         # Renamed out of the listing first, so an interrupted delete never leaves a listed, half-removed one.
         doomed = self.root / f".delete-{name}-{os.getpid()}"
         os.rename(self.root / name, doomed)
@@ -314,8 +386,9 @@ class Checkpoints:
         return sorted(p.name for p in self.lab_dir.iterdir() if p.name not in NOT_SAVED and not p.name.startswith("."))
 
     def _clear_half_written(self) -> None:
-        """Leftovers of a save or delete that died (the caller holds the lab lock: nothing else writes here)."""
-        if self.root.is_dir():
+        """Leftovers of a save or delete that died (the caller holds the lab lock: nothing else writes here).
+        Another lab dir's checkpoints (a copy's source) are its own lab's business: not cleared from here."""
+        if self.source is None and self.root.is_dir():
             for child in self.root.iterdir():
                 if child.name.startswith((".tmp-", ".delete-")):
                     shutil.rmtree(child, ignore_errors=True)
@@ -343,6 +416,66 @@ class Checkpoints:
         with self.phase(f"checkpoint-{what}"):
             yield
         seconds[what] = round(time.monotonic() - began, 2)
+
+
+def saved_lab_dir(info: CheckpointInfo) -> Path | None:
+    """The lab dir a checkpoint was saved from: the parent of its nodes' lxcpath (`<lab_dir>/lxc`)."""
+    paths = {str(n.get("lxcpath")) for n in info.nodes if n.get("lxcpath")}
+    if len(paths) != 1:
+        return None
+    return Path(paths.pop()).parent
+
+
+def copies_using(lab_dir: Path, name: str) -> list[str]:
+    """Training copies of the lab (their numbers) made from checkpoint `name`."""
+    users = []
+    for record in sorted((lab_dir / COPIES_DIR).glob(f"*/{COPY_RECORD}")):
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(record.read_text()).get("checkpoint") == name:
+                users.append(record.parent.name)
+    return users
+
+
+def _path_pattern(origin: Path) -> re.Pattern[str]:
+    # the dir itself, or a path under it: never a sibling that merely starts with the same characters
+    return re.compile(re.escape(str(origin)) + r"""(?=[/"'\s]|$)""", re.MULTILINE)
+
+
+def relocate_text(text: str, origin: Path, dest: Path) -> str:
+    return _path_pattern(origin).sub(lambda _match: str(dest), text)
+
+
+def relocate_json(data: Mapping[str, Any], origin: Path, dest: Path) -> dict[str, Any]:
+    relocated: dict[str, Any] = json.loads(relocate_text(json.dumps(dict(data)), origin, dest))
+    return relocated
+
+
+def relocate_dir(lab: str, origin: Path, dest: Path, nodes: Sequence[str]) -> None:
+    """Rewrite a lab dir materialized from `origin` to name `dest`: the top-level text files (state.json,
+    ssh_config, inventory.json...) and each node's LXC config, whose cgroup dir is derived from the lxcpath.
+    A copy's state keeps no host snapshot of its original (the copy's own leak check is engine/copies.py's)."""
+    for entry in sorted(dest.iterdir()):
+        if not entry.is_file() or entry.is_symlink() or entry.name in ("lock", "known_hosts"):
+            continue
+        try:
+            text = entry.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        new = relocate_text(text, origin, dest)
+        if entry.name == "state.json":
+            data = json.loads(new)
+            data.pop("host_before", None)
+            new = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+        if new != text:
+            write_atomic(entry, new, mode=entry.stat().st_mode & 0o777)
+    old_cgroup = cgroup_lab_dir(lab, Path(os.path.abspath(origin / "lxc")))
+    new_cgroup = cgroup_lab_dir(lab, Path(os.path.abspath(dest / "lxc")))
+    for node in nodes:
+        config = dest / "lxc" / node / "config"
+        text = config.read_text()
+        new = relocate_text(text, origin, dest).replace(f" = {old_cgroup}/", f" = {new_cgroup}/")
+        if new != text:
+            write_atomic(config, new, mode=0o644)
 
 
 def _drop_overlay_index(node: LabNode) -> None:
@@ -388,9 +521,12 @@ def _close_node_runners(engine: Engine) -> None:
         close()
 
 
-def checkpoints_of(engine: Engine) -> Checkpoints:
+def checkpoints_of(engine: Engine, source: Path | None = None) -> Checkpoints:
+    """The engine's lab's checkpoints, or (`source`) another lab dir's checkpoints restored into this lab."""
     quiescer = Quiescer(engine.lab.name, engine.ctx.runner, known_hosts=engine.state.dir / "known_hosts")
-    return Checkpoints(engine.lab.name, engine.state.dir, engine.ctx.runner, quiescer, phase=engine.bus.phase)
+    return Checkpoints(
+        engine.lab.name, engine.state.dir, engine.ctx.runner, quiescer, phase=engine.bus.phase, source=source
+    )
 
 
 def save_lab(engine: Engine, name: str) -> CheckpointInfo:
@@ -409,17 +545,25 @@ def save_lab(engine: Engine, name: str) -> CheckpointInfo:
 
 
 def restore_lab(
-    engine: Engine, name: str, reload_lab: Callable[[], Lab] | None = None
+    engine: Engine, name: str, reload_lab: Callable[[], Lab] | None = None, *, source: Path | None = None
 ) -> tuple[RestoreResult, Engine, Plan]:
     """Restore, then plan the restored lab with a new engine (the old one holds the state from before): the plan
     should be empty; what it is not (a service a boot did not start) the caller applies, as `up` would.
     `reload_lab` reads the lab from the restored state (the lab file may have changed since the save)."""
-    store = checkpoints_of(engine)
+    store = checkpoints_of(engine, source)
     store.get(name)  # an unknown name is refused before any node stops
     _close_node_runners(engine)
     result = store.restore(name, engine.state.resources)
-    restored = Engine(
-        reload_lab() if reload_lab is not None else engine.lab,  # the lab the restored state records
+    restored = fresh_engine(engine, reload_lab() if reload_lab is not None else engine.lab)
+    with engine.bus.phase("checkpoint-replan"):
+        the_plan = restored.plan()
+    return result, restored, the_plan
+
+
+def fresh_engine(engine: Engine, lab: Lab) -> Engine:
+    """A new engine on the same state dir, runners and bus: it reads the state file as it is now."""
+    return Engine(
+        lab,
         state_root=engine.state.dir.parent,
         runner=engine.ctx.runner,
         bus=engine.bus,
@@ -428,6 +572,3 @@ def restore_lab(
         node_runner=engine.ctx.node_runner,
         workers=engine.workers,
     )
-    with engine.bus.phase("checkpoint-replan"):
-        the_plan = restored.plan()
-    return result, restored, the_plan

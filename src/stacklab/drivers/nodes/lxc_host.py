@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,5 +116,14 @@ def remove_cgroup_tree(base: str, mounts: Sequence[Path]) -> list[Path]:
     return left
 
 
-def link_exists(ifname: str, sys_class_net: Path = Path("/sys/class/net")) -> bool:
-    return (sys_class_net / ifname).exists()
+def link_exists(ifname: str, sys_class_net: Path | None = None) -> bool:
+    """Whether the interface exists in the calling thread's netns. Asked of a socket, not of `/sys/class/net`:
+    sysfs shows the netns it was mounted for (the host's), so in a training copy's netns (host/netns.py) it would
+    list the original lab's veths of the same names."""
+    if sys_class_net is not None:
+        return (sys_class_net / ifname).exists()
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
