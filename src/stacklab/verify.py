@@ -4,20 +4,24 @@ JUnit XML and a self-contained HTML report with the evidence each test recorded.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from stacklab.engine.state import StateStore, lab_lock
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError, VerifyError
 from stacklab.exec.atomic import write_atomic
-from stacklab.exec.runner import LocalRunner
+from stacklab.exec.runner import CommandResult, LocalRunner
 from stacklab.model.checks import shipped_suites
 from stacklab.suites.context import ENV, build_context
+from stacklab.suites.schedule import Lane, is_serial, phases
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 # Generous: a suite may wait for Ceph to heal or a node to come back.
@@ -65,9 +69,16 @@ def resolve_suites(wanted: list[str], cwd: Path | None = None) -> list[Suite]:
 
 
 def pytest_argv(
-    suites: list[Suite], *, nodes: list[str], ssh_config: Path, junit: Path, keyword: str | None
+    suites: list[Suite],
+    *,
+    nodes: list[str],
+    ssh_config: Path,
+    junit: Path,
+    keyword: str | None,
+    baseline: bool = True,
 ) -> list[str]:
-    """pytest over the suites; testinfra's `--hosts`/`--ssh-config` make its `host` fixture one per lab node."""
+    """pytest over the suites; testinfra's `--hosts`/`--ssh-config` make its `host` fixture one per lab node.
+    Without `baseline`, the caller compares the lab before and after (lanes: no single pytest sees it whole)."""
     return [
         sys.executable,
         "-m",
@@ -76,8 +87,7 @@ def pytest_argv(
         "no:cacheprovider",
         "-p",
         FIXTURES_PLUGIN,
-        "-p",
-        BASELINE_PLUGIN,
+        *(["-p", BASELINE_PLUGIN] if baseline else []),
         "-o",
         "addopts=",
         "-o",
@@ -121,25 +131,119 @@ def _run(lab: str, state: StateStore, suites: list[Suite], keyword: str | None) 
     started = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     junit, report = out_dir / f"{stamp}.xml", out_dir / f"{stamp}.html"
-    argv = pytest_argv(
-        suites, nodes=sorted(context["nodes"]), ssh_config=state.dir / "ssh_config", junit=junit, keyword=keyword
-    )
-    result = LocalRunner().run(argv, timeout=SUITE_TIMEOUT, check=False, env={ENV: str(context_file)})
-    click.echo(result.stdout, nl=False)
-    if result.stderr.strip():
-        click.echo(result.stderr, err=True, nl=False)
     names = ", ".join(s.name for s in suites)
+    by_key = {_lane_key(s): s for s in suites}
+    plan = phases(list(by_key))
+    if is_serial(plan):  # one pytest process, the lab baseline inside it
+        argv = pytest_argv(
+            suites, nodes=sorted(context["nodes"]), ssh_config=state.dir / "ssh_config", junit=junit, keyword=keyword
+        )
+        result = LocalRunner().run(argv, timeout=SUITE_TIMEOUT, check=False, env={ENV: str(context_file)})
+        _echo_lane(result)
+        returncode = result.returncode
+    else:
+        returncode = run_lanes(plan, by_key, context=context, context_file=context_file,
+                               ssh_config=state.dir / "ssh_config", junit=junit, keyword=keyword)  # fmt: skip
     if not junit.exists():
-        raise VerifyError(f"suites {names} did not run (pytest exit {result.returncode}, no JUnit report)")
+        raise VerifyError(f"suites {names} did not run (pytest exit {returncode}, no JUnit report)")
     cases = parse_junit(junit)
     command = "stacklab verify " + lab + "".join(f" --suite {s.name}" for s in suites)
     write_atomic(report, render_html(lab, cases, started=started, command=command), mode=0o600)
     rows = summarize(cases)
     click.echo(render_table(rows), err=True)
     click.echo(f"report: {report}\njunit: {junit}", err=True)
-    if result.returncode != 0:
+    if returncode != 0:
         # name the suites with a failed test, not every suite of the run (all of them only when none is to blame)
         failed = ", ".join(r.suite for r in rows if r.failed) or names
-        raise VerifyError(f"suites failed: {failed} (pytest exit {result.returncode})")
+        raise VerifyError(f"suites failed: {failed} (pytest exit {returncode})")
     if not cases:
         raise VerifyError(f"suites {names} collected no test", hint="check -k and the files' test_ functions")
+
+
+def _lane_key(suite: Suite) -> str:
+    """A shipped suite by its name (schedule.py places it); a user's file by its path (the main lane)."""
+    return suite.name if suite.path.parent == SUITES_DIR else str(suite.path)
+
+
+def _echo_lane(result: CommandResult, title: str = "") -> None:
+    if title:
+        click.echo(f"== {title}")
+    click.echo(result.stdout, nl=False)
+    if result.stderr.strip():
+        click.echo(result.stderr, err=True, nl=False)
+
+
+def run_lanes(
+    plan: list[list[Lane]],
+    by_key: dict[str, Suite],
+    *,
+    context: dict[str, Any],
+    context_file: Path,
+    ssh_config: Path,
+    junit: Path,
+    keyword: str | None,
+) -> int:
+    """Each phase's lanes at once (a pytest process each), phases in turn; the lab baseline around them all; every
+    lane's JUnit merged into `junit` with the baseline's verdict. The worst pytest exit status is returned."""
+    from stacklab.suites.context import LabContext
+    from stacklab.suites.lab_baseline import NODEID, inventory, leftovers
+
+    lab = LabContext.from_dict(context)
+    before = inventory(lab)
+    lane_files: list[Path] = []
+    codes: list[int] = []
+
+    def run(index: int, lane: Lane) -> tuple[Lane, CommandResult]:
+        name, keys = lane
+        lane_junit = junit.with_name(f"{junit.stem}-lane{index}-{name}.xml")
+        lane_files.append(lane_junit)
+        argv = pytest_argv([by_key[k] for k in keys], nodes=sorted(context["nodes"]), ssh_config=ssh_config,
+                           junit=lane_junit, keyword=keyword, baseline=False)  # fmt: skip
+        return lane, LocalRunner().run(argv, timeout=SUITE_TIMEOUT, check=False, env={ENV: str(context_file)})
+
+    index = 0
+    for phase in plan:
+        with cf.ThreadPoolExecutor(len(phase)) as pool:
+            jobs = []
+            for lane in phase:
+                index += 1
+                jobs.append(pool.submit(run, index, lane))
+            for job in jobs:  # in lane order, each once it is done
+                (name, keys), result = job.result()
+                _echo_lane(result, f"lane {name}: {', '.join(by_key[k].name for k in keys)}")
+                codes.append(result.returncode)
+    # pytest's 5 (nothing collected in a lane, e.g. with -k) only counts when no lane ran a test
+    failed = [c for c in codes if c not in (0, 5)]
+    returncode = max(failed) if failed else (0 if 0 in codes else 5)
+    left: list[str] = []
+    if before is not None:
+        computes = [str(c) for c in (lab.outputs.get("service/nova") or {}).get("computes", [])]
+        left = leftovers(before, inventory(lab) or {}, computes)
+        for item in left:
+            click.echo(f"lab baseline: left behind by the suites: {item}", err=True)
+        if not left:
+            click.echo("lab baseline: the lab is as before the suites (no leftovers, every compute serves)")
+        elif returncode in (0, 5):
+            returncode = 1
+    merge_junit([f for f in sorted(lane_files) if f.exists()], junit, NODEID if before is not None else None, left)
+    for lane_file in lane_files:
+        lane_file.unlink(missing_ok=True)
+    return returncode
+
+
+def merge_junit(parts: list[Path], junit: Path, baseline: str | None, left: list[str]) -> None:
+    """One JUnit file of every lane's test suites, and the lab baseline as one test case of its own."""
+    root = ET.Element("testsuites")
+    for part in parts:
+        found = ET.parse(part).getroot()
+        root.extend([found] if found.tag == "testsuite" else list(found))
+    if baseline is not None:
+        suite = ET.SubElement(root, "testsuite", name="lab_baseline", tests="1", failures=str(int(bool(left))))
+        module, _, name = baseline.partition("::")
+        case = ET.SubElement(suite, "testcase", classname=module, name=name, time="0")
+        if left:
+            failure = ET.SubElement(case, "failure", message=f"left behind by the suites: {'; '.join(left)}")
+            failure.text = "\n".join(f"left behind by the suites: {item}" for item in left)
+    if not parts and baseline is None:
+        return
+    write_atomic(junit, ET.tostring(root, encoding="unicode"), mode=0o600)
