@@ -328,6 +328,12 @@ def leftovers(place: CopyPlace, inode: int, cgroup_dir: str, proc: Path = Path("
     except OSError:
         mountinfo = ""
     out += [f"mount {line.split()[4]}" for line in mountinfo.splitlines() if root in line]
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if root in backing.read_text():
+                out.append(f"loop device /dev/{backing.parent.parent.name} on {backing.read_text().strip()}")
+        except OSError:
+            continue
     if (place.lab_dir / "lxc").exists():
         out.append(f"lxc dir {place.lab_dir / 'lxc'}")
     return out
