@@ -55,7 +55,8 @@ openstack:
 
 BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
             "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api", "/usr/bin/neutron-api",
-            "/usr/bin/neutron-rpc-server")  # fmt: skip
+            "/usr/bin/neutron-rpc-server", "/usr/bin/neutron-linuxbridge-agent", "/usr/bin/neutron-dhcp-agent",
+            "/usr/bin/neutron-metadata-agent")  # fmt: skip
 
 
 def ok(stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
@@ -107,6 +108,12 @@ class FakeController:
         if cmd in ("glance-manage", "placement-manage", "neutron-db-manage"):
             self.manage.append(argv)
             return ok()
+        if cmd == "python3" and stdin is not None and json.loads(stdin).get("get", {}).get("path") == "/v2.0/agents":
+            # neutron's agents as the API lists them: those whose units run, on this (the only) node
+            types = {"neutron-linuxbridge-agent": "Linux bridge agent", "neutron-dhcp-agent": "DHCP agent",
+                     "neutron-metadata-agent": "Metadata agent"}  # fmt: skip
+            agents = [{"host": "ctl1", "agent_type": t, "alive": True} for u, t in types.items() if u in self.running]
+            return ok(json.dumps({"body": json.dumps({"agents": agents})}) + "\n")
         if cmd == "python3":
             assert stdin is not None
             self.keystone_requests.append(json.loads(stdin))
@@ -616,7 +623,7 @@ def test_cinder_needs_the_volumes_pool_and_the_cinder_client(tmp_path: Path) -> 
 
 
 NOVA_FILES = ("/usr/bin/nova-api-wsgi", "/usr/bin/nova-conductor", "/usr/bin/nova-scheduler", "/usr/bin/nova-compute",
-              "/usr/sbin/libvirtd", "/etc/ceph/ceph.client.cinder.keyring")  # fmt: skip
+              "/usr/sbin/libvirtd", "/etc/ceph/ceph.client.cinder.keyring", "/usr/bin/nova-metadata-wsgi")  # fmt: skip
 NOVA_COMPUTE = (
     "  cmp1: {image: os, nics: {mgmt: {address: 10.250.0.31}, storage: {address: 10.251.0.31}}, roles: [compute]}"
 )
@@ -661,6 +668,8 @@ class NovaNodes(CinderController):
             return ok()
         if inner[0] == "curl" and ":8774" in inner[-1]:
             return ok("200" if "nova-api" in self.running else "000")
+        if inner[0] == "curl" and ":8775" in inner[-1]:
+            return ok("200" if "nova-api-metadata" in self.running else "000")
         if inner[0] == "python3" and stdin is not None and "get" in json.loads(stdin):
             path = json.loads(stdin)["get"]["path"]
             if path.startswith("/os-services"):
@@ -682,7 +691,8 @@ def test_nova_files_golden(tmp_path: Path) -> None:
     resource = next(r for r in expand(lab) if r.name == "nova")
     plan = service_layout(resource, "oslab")
     assert plan.hosts == ("ctl1", "cmp1")
-    secrets = {"db_password": "DBPASSWORD", "rabbit_password": "RABBITPASSWORD", "user_password": "USERPASSWORD"}
+    secrets = {"db_password": "DBPASSWORD", "rabbit_password": "RABBITPASSWORD", "user_password": "USERPASSWORD",
+               "metadata_secret": "METADATASECRET"}  # fmt: skip
     text = "\n".join(
         [
             svc_nova.render_conf(plan, "ctl1", "10.250.0.10", **secrets),

@@ -55,6 +55,7 @@ SuiteName = Literal[
     "failover",
     "swift_loss",
     "migration",
+    "network",
 ]
 
 

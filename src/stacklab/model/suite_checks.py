@@ -21,6 +21,7 @@ SUITE_NEEDS: dict[str, tuple[str, ...]] = {
     "failover": ("cinder",),
     "swift_loss": ("swift",),
     "migration": ("nova",),
+    "network": ("glance", "neutron", "nova"),
 }
 
 
@@ -144,6 +145,11 @@ def _caching(lab: Lab, loc: Loc) -> Iterator[Problem]:
         )
 
 
+def _network(lab: Lab, loc: Loc) -> Iterator[Problem]:
+    if len(nova_computes(lab)) < 2:
+        yield loc, "suite network needs two compute nodes (one guest on each, across the VXLAN network)", None
+
+
 _SUITE_CHECKS: dict[str, Callable[[Lab, Loc], Iterator[Problem]]] = {
     "evacuation": _evacuation,
     "migration": _migration,
@@ -151,4 +157,5 @@ _SUITE_CHECKS: dict[str, Callable[[Lab, Loc], Iterator[Problem]]] = {
     "swift_loss": _swift_loss,
     "storage": _storage,
     "caching": _caching,
+    "network": _network,
 }

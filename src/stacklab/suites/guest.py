@@ -41,11 +41,15 @@ class GuestImage:
 
 
 @contextmanager
-def guest_image(runner: Runner, auth: Mapping[str, str], *, beat: float = 0.0) -> Iterator[GuestImage]:
+def guest_image(
+    runner: Runner, auth: Mapping[str, str], *, beat: float = 0.0, net: bool = False
+) -> Iterator[GuestImage]:
     """Build and upload the guest from `runner`'s node (the controller); the images are deleted afterwards. With
-    `beat` (seconds), the guest writes its console heartbeat that often (guest_initrd.py)."""
+    `beat` (seconds), the guest writes its console heartbeat that often; with `net`, it has a NIC: DHCP, its
+    metadata and pings to the peers its user-data names (guest_initrd.py)."""
     write_node_file(runner, BUILDER, resources.files("stacklab.suites").joinpath("guest_initrd.py").read_text())
-    built = json.loads(runner.run(["python3", BUILDER, f"{GUEST_DIR}/initrd.img"], timeout=120).stdout.splitlines()[-1])
+    argv = ["python3", BUILDER, f"{GUEST_DIR}/initrd{'-net' if net else ''}.img", *(["--net"] if net else [])]
+    built = json.loads(runner.run(argv, timeout=120).stdout.splitlines()[-1])
     root = f"{GUEST_DIR}/root.raw"
     runner.run(["truncate", "-s", "0", root], timeout=30)
     runner.run(["truncate", "-s", "1M", root], timeout=30)

@@ -1,6 +1,6 @@
 """Runs on a lab node with plain python3: builds the initramfs of the suites' test guest from the node's own files.
 
-Usage: guest_initrd.py OUT.img  -> prints {"kernel": ..., "initrd": OUT.img, "version": ...} as one JSON line.
+Usage: guest_initrd.py OUT.img [--net]  -> prints {"kernel": ..., "initrd": OUT.img, "version": ...} as one JSON line.
 
 The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as a kernel/ramdisk pair, so no bootloader and
 no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
@@ -19,7 +19,11 @@ stacklab image), the virtio modules of that kernel, and an /init that proves wha
 - with `stacklab.beat=SECONDS` on the kernel command line, a heartbeat line `stacklab-beat <boot id> <n>` on the
   console every SECONDS (n counts from 1): a guest that keeps running keeps its boot id and counts on.
 
-The console (ttyS0) is what nova's console log shows; nothing here needs a network.
+The console (ttyS0) is what nova's console log shows; nothing above needs a network.
+
+With `--net` the guest also has a NIC (NET below): virtio_net, klibc's ipconfig (DHCP) and, from the node's own
+Debian packages with the shared libraries `ldd` names, bash (its /dev/tcp is the HTTP client), iputils' ping and
+iproute2's ip. The default guest's initramfs stays byte for byte what it was without it.
 """
 
 from __future__ import annotations
@@ -29,10 +33,78 @@ import gzip
 import json
 import os
 import stat
+import subprocess
 import sys
 
 WANTED = ("virtio_pci", "virtio_blk")  # with what they depend on, from the kernel's modules.dep
 TOOLS = ("sh", "cat", "dd", "mount", "insmod", "sleep", "sync", "mkdir", "ls")
+NET_MODULES = ("virtio_net",)
+NET_TOOLS = ("ipconfig",)
+NET_BINARIES = {"bash": "/usr/bin/bash", "ping": "/usr/bin/ping", "ip": "/usr/sbin/ip"}  # name in /bin -> node path
+# the line of INIT after which a --net guest starts NET in the background (its modules are loaded by then)
+NET_HOOK = "for m in $(cat /lib/modules/order); do [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko; done\n"
+
+# A --net guest's network, in bash beside INIT: the address by DHCP on eth0, its metadata from 169.254.169.254
+# (the instance's uuid, and the `stacklab-marker=` and `stacklab-peer=` lines of its user-data), then one ping to
+# every peer every 2 s, each reported with a counter, so a suite sees exactly when a peer became (un)reachable.
+NET = r"""#!/bin/bash
+say() { echo "stacklab-net: $*"; }
+n=0
+while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 60 ]; do sleep 1; n=$((n + 1)); done
+[ -e /sys/class/net/eth0 ] || { say "no eth0"; exit 0; }
+mac=$(cat /sys/class/net/eth0/address)
+until ipconfig -t 30 -c dhcp -d eth0 > /tmp/ipconfig.log 2>&1 && [ -e /run/net-eth0.conf ]; do
+  say "no DHCP answer on eth0 ($mac) yet"; sleep 1
+done
+. /run/net-eth0.conf
+say "dhcp eth0 mac $mac address $IPV4ADDR netmask $IPV4NETMASK"
+# klibc's ipconfig ignores the classless routes (option 121) by which dnsmasq names its own port for
+# 169.254.169.254: the DHCP namespace holds that address on the network, so it is on-link
+ip route add 169.254.169.254/32 dev eth0
+get() {  # GET $1 from the metadata service: the body on stdout, status 0 on HTTP 200
+  exec 3<>/dev/tcp/169.254.169.254/80 || return 1
+  printf 'GET %s HTTP/1.0
+Host: 169.254.169.254
+
+' "$1" >&3
+  local status line
+  IFS= read -r status <&3
+  while IFS= read -r line <&3; do [ -z "${line%$'
+'}" ] && break; done
+  while IFS= read -r line <&3 || [ -n "$line" ]; do printf '%s
+' "$line"; done
+  exec 3<&-
+  case "$status" in *" 200 "*) return 0 ;; esac
+  return 1
+}
+tries=0
+until get /openstack/latest/meta_data.json > /tmp/meta 2>/dev/null; do
+  tries=$((tries + 1))
+  [ $((tries % 10)) = 1 ] && say "metadata not served yet (try $tries)"
+  sleep 3
+done
+meta=$(< /tmp/meta)
+[[ "$meta" =~ "uuid":\ *"([0-9a-f-]+)" ]] && say "metadata uuid ${BASH_REMATCH[1]}"
+peers=""
+if get /openstack/latest/user_data > /tmp/user 2>/dev/null; then
+  while IFS= read -r line; do
+    case "$line" in
+      stacklab-marker=*) say "metadata marker ${line#stacklab-marker=}" ;;
+      stacklab-peer=*) peers="$peers ${line#stacklab-peer=}" ;;
+    esac
+  done < /tmp/user
+else
+  say "metadata has no user-data"
+fi
+i=0
+while true; do
+  i=$((i + 1))
+  for peer in $peers; do
+    if ping -c 1 -W 2 "$peer" > /dev/null 2>&1; then say "ping $peer ok $i"; else say "ping $peer fail $i"; fi
+  done
+  sleep 2
+done
+"""
 
 INIT = """#!/bin/sh
 export PATH=/bin
@@ -112,8 +184,8 @@ class Cpio:
         return bytes(self.data)
 
 
-def module_order(version: str) -> list[tuple[str, str]]:
-    """(name, path) of WANTED and their dependencies, each after what it needs (empty when built in)."""
+def module_order(version: str, wanted: tuple[str, ...] = WANTED) -> list[tuple[str, str]]:
+    """(name, path) of `wanted` and their dependencies, each after what it needs (empty when built in)."""
     base = f"/lib/modules/{version}"
     deps: dict[str, tuple[str, list[str]]] = {}
     with open(f"{base}/modules.dep") as f:
@@ -129,13 +201,47 @@ def module_order(version: str) -> list[tuple[str, str]]:
                 visit(need)
             order.append((name, deps[name][0]))
 
-    for name in WANTED:
+    for name in wanted:
         visit(name)
     return order
 
 
+def shared_libraries(binaries: list[str]) -> list[str]:
+    """The shared libraries the binaries load, as ldd names them (the name is the soname the loader looks for; the
+    file may be a link to a longer name), the dynamic loader among them."""
+    found: list[str] = []
+    for binary in binaries:
+        listing = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True, timeout=60).stdout
+        for line in listing.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if path.startswith("/") and path not in found:
+                found.append(path)
+    return found
+
+
+def add_net(archive: Cpio) -> None:
+    """NET, ipconfig, and bash, ping and ip with their libraries (in lib/x86_64-linux-gnu, a directory the
+    dynamic loader searches without a cache; the loader itself where the binaries' ELF header names it)."""
+    for d in ("run", "lib64", "lib/x86_64-linux-gnu"):
+        archive.add(d, stat.S_IFDIR | 0o755)
+    for tool in NET_TOOLS:
+        with open(f"/usr/lib/klibc/bin/{tool}", "rb") as f:
+            archive.add(f"bin/{tool}", stat.S_IFREG | 0o755, f.read())
+    binaries = [os.path.realpath(p) for p in NET_BINARIES.values()]
+    for name, path in zip(NET_BINARIES, binaries, strict=True):
+        with open(path, "rb") as f:
+            archive.add(f"bin/{name}", stat.S_IFREG | 0o755, f.read())
+    for lib in shared_libraries(binaries):
+        name = os.path.basename(lib)
+        target = f"lib64/{name}" if name.startswith("ld-linux") else f"lib/x86_64-linux-gnu/{name}"
+        with open(os.path.realpath(lib), "rb") as f:
+            archive.add(target, stat.S_IFREG | 0o755, f.read())
+    archive.add("net.sh", stat.S_IFREG | 0o755, NET.encode())
+
+
 def main() -> None:
     out = sys.argv[1]
+    net = "--net" in sys.argv[2:]
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
     if not kernels:
         raise SystemExit("this node has no /boot/vmlinuz-*: the guest needs the image's kernel")
@@ -151,14 +257,17 @@ def main() -> None:
     for tool in TOOLS:
         with open(f"/usr/lib/klibc/bin/{tool}", "rb") as f:
             archive.add(f"bin/{tool}", stat.S_IFREG | 0o755, f.read())
-    order = module_order(version)
+    order = module_order(version, WANTED + (NET_MODULES if net else ()))
     for name, path in order:
         if not path.endswith(".ko"):
             raise SystemExit(f"{path}: compressed modules are not handled (klibc's insmod loads plain .ko)")
         with open(path, "rb") as f:
             archive.add(f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, f.read())
     archive.add("lib/modules/order", stat.S_IFREG | 0o644, " ".join(n for n, _ in order).encode())
-    archive.add("init", stat.S_IFREG | 0o755, INIT.encode())
+    if net:
+        add_net(archive)
+    init = INIT.replace(NET_HOOK, NET_HOOK + "/bin/bash /net.sh &\n") if net else INIT
+    archive.add("init", stat.S_IFREG | 0o755, init.encode())
     with open(out, "wb") as f:
         f.write(gzip.compress(archive.close()))
     sys.stdout.write(json.dumps({"kernel": kernel, "initrd": out, "version": version}) + "\n")

@@ -6,16 +6,21 @@ scripts pass `--config-dir server.conf.d` *before* neutron.conf and the plugin's
 (its SQLite `[database]` among them) would override a conf.d file: the drop-ins give both processes stacklab's
 settings file explicitly, last. The API runs under uwsgi on the controller's br-mgmt address with one process.
 
-ML2: flat and VXLAN type drivers, VXLAN project networks (VNIs 1-1000), the package's Open vSwitch and
-l2population mechanism drivers. No L2/L3/DHCP agents run in this lab yet: networks, subnets and ports are real API
-and database objects (addresses and VNIs allocated by neutron), but ports do not bind to a host, and nova's
-instances boot without NICs. `up` waits until the API answers; observe checks both units.
+ML2: flat and VXLAN type drivers, VXLAN project networks (VNIs 1-1000), the linuxbridge and l2population mechanism
+drivers, and the agents that make networks real (neutron_agents.py): the linuxbridge agent on the controller and
+every compute (VXLAN between the nodes' br-mgmt addresses, security groups as iptables rules), the DHCP and
+metadata agents on the controller. Ports bind to the compute that hosts the instance, guests get their address by
+DHCP and their metadata from 169.254.169.254, and neutron tells nova when a port is up (nova waits for that
+event before it reports an instance ACTIVE). `up` waits until the API answers and every agent reports alive;
+observe checks both server units and every agent on every node.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack import neutron_agents
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -27,6 +32,7 @@ from stacklab.drivers.openstack.keystone import (
     authtoken_section,
     credentials_section,
 )
+from stacklab.exec.runner import Runner
 
 PACKAGE_CONF = "/etc/neutron/neutron.conf"
 ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
@@ -48,16 +54,16 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
         "core_plugin = ml2\n"
-        # routers, metering and QoS need agents that this lab does not run yet
+        # routers need the L3 agent, which no lab asks for yet; metering and QoS are not deployed
         "service_plugins =\n"
         "auth_strategy = keystone\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
         "api_paste_config = /etc/neutron/api-paste.ini\n"
         "rpc_workers = 1\n"
         "rpc_state_report_workers = 1\n"
-        # nothing to tell nova about until nova runs
-        "notify_nova_on_port_status_changes = false\n"
-        "notify_nova_on_port_data_changes = false\n"
+        # nova waits for network-vif-plugged before it calls an instance ACTIVE
+        "notify_nova_on_port_status_changes = true\n"
+        "notify_nova_on_port_data_changes = true\n"
         "[database]\n"
         f"connection = mysql+pymysql://neutron:{db_password}@{plan.address}/neutron\n"
         f"{authtoken_section(plan, 'neutron', user_password)}"
@@ -66,10 +72,14 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         f"{credentials_section(plan, 'placement', 'neutron', user_password)}"
         "[oslo_concurrency]\n"
         "lock_path = /var/lib/neutron/tmp\n"
+        # Zed marks linuxbridge experimental (its server and agent refuse it unless told): it is what works in
+        # container computes, whose host kernel may lack openvswitch
+        "[experimental]\n"
+        "linuxbridge = true\n"
         "[ml2]\n"
         "type_drivers = flat,vxlan\n"
         "tenant_network_types = vxlan\n"
-        "mechanism_drivers = openvswitch,l2population\n"
+        "mechanism_drivers = linuxbridge,l2population\n"
         "extension_drivers = port_security\n"
         "[ml2_type_vxlan]\n"
         f"vni_ranges = {VNI_RANGE}\n"
@@ -86,8 +96,9 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
     return dropin_text(plan.lab, f"{unit} with stacklab's settings", exec_start)
 
 
-def outputs(_layout: ServiceLayout) -> dict[str, Any]:
-    return {"ml2": {"type_drivers": ["flat", "vxlan"], "tenant_network_types": ["vxlan"], "vni_range": VNI_RANGE}}
+def outputs(layout: ServiceLayout) -> dict[str, Any]:
+    ml2 = {"type_drivers": ["flat", "vxlan"], "tenant_network_types": ["vxlan"], "vni_range": VNI_RANGE}
+    return {"ml2": ml2, **neutron_agents.outputs(layout)}
 
 
 SERVICE_RECORD = ApiService(
@@ -106,5 +117,20 @@ SERVICE_RECORD = ApiService(
     outputs=outputs,
     sync_progress="neutron-db-manage upgrade heads",
     sync_timeout=MANAGE_TIMEOUT,
+    after_start=neutron_agents.ensure,
 )
-ROLE = DeclaredRole(SERVICE_RECORD)
+
+
+class Neutron(DeclaredRole):
+    """The declared API service, and its agents on the controller and the computes (neutron_agents.py): they start
+    once the API answers (the record's after_start)."""
+
+    def problems(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
+        return super().problems(ctx, runner, plan) + neutron_agents.problems(ctx, runner, plan)
+
+    def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
+        neutron_agents.remove(ctx, runner, plan)
+        super().remove(ctx, runner, plan)
+
+
+ROLE = Neutron(SERVICE_RECORD)

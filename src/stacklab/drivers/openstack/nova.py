@@ -5,7 +5,8 @@ Configuration: the package's nova.conf stays as shipped; stacklab's settings are
 `/etc/nova/nova.conf.d/50-stacklab.conf` on every nova node, given after the package's files on the command line
 of each process by drop-ins of the package's units (Debian's init scripts pass only their own files), and to the
 API through OS_NOVA_CONFIG_FILES (nova's WSGI app reads that list). The API runs under uwsgi on the controller's
-br-mgmt address, two single-threaded processes.
+br-mgmt address, two single-threaded processes; the metadata API (nova-api-metadata, one process, port 8775) beside
+it answers what neutron's metadata agent proxies for guests, checked with the lab's metadata secret ([neutron]).
 
 Controller: databases nova_api, nova and nova_cell0 (one `nova` database user), `api_db sync`, cell0 mapped,
 `cell1` created once, `db sync`, the `nova` keystone user and the `compute` endpoints, then the three units.
@@ -34,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack import nova_migration
+from stacklab.drivers.openstack import neutron_agents, nova_migration
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -80,7 +81,8 @@ from stacklab.exec.runner import Runner
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
 CONF = "/etc/nova/nova.conf.d/50-stacklab.conf"
-CONTROLLER_UNITS = ("nova-api", "nova-conductor", "nova-scheduler")
+# nova-api-metadata: the metadata API neutron's metadata agent hands guests' requests to (169.254.169.254)
+CONTROLLER_UNITS = ("nova-api", "nova-conductor", "nova-scheduler", "nova-api-metadata")
 COMPUTE_UNITS = ("libvirtd", "nova-compute")
 DROPIN_DIR = "/etc/systemd/system/{unit}.service.d/stacklab.conf"
 SECRET_XML = "/etc/stacklab/nova/ceph-secret.xml"
@@ -88,7 +90,7 @@ PORT = 8774
 DATABASES = ("nova_api", "nova", "nova_cell0")
 DB_SECRET = "nova-db"
 USER_SECRET = "nova-keystone"
-SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET)
+SECRETS = (DB_SECRET, RABBIT_SECRET, USER_SECRET, neutron_agents.METADATA_SECRET)
 RBD_POOL = "vms"
 MANAGE_TIMEOUT = 900.0
 COMPUTE_BUDGET = 240.0
@@ -110,6 +112,10 @@ IMAGE_CACHE_KEYS = ("manager_interval", "remove_unused_base_images", "remove_unu
 
 def api_url(plan: ServiceLayout) -> str:
     return f"http://{plan.address}:{PORT}"
+
+
+def metadata_url(plan: ServiceLayout) -> str:
+    return f"http://{plan.address}:{neutron_agents.METADATA_PORT}"
 
 
 def endpoint_url(plan: ServiceLayout) -> str:
@@ -182,8 +188,9 @@ def check_plan(plan: ServiceLayout, ctx: DriverContext) -> None:
 
 
 def render_conf(
-    plan: ServiceLayout, node: str, my_ip: str, *, db_password: str, rabbit_password: str, user_password: str
-) -> str:
+    plan: ServiceLayout, node: str, my_ip: str, *, db_password: str, rabbit_password: str, user_password: str,
+    metadata_secret: str = "",
+) -> str:  # fmt: skip
     """nova's settings on `node`: the controller gets the databases and the API's token check, a compute its
     hypervisor; both reach placement, neutron, glance and cinder through the catalog as `nova`, and send nova's
     service token with every such call (`[service_user]`): cinder deletes an in-use attachment (detach, rebuild,
@@ -206,6 +213,7 @@ def render_conf(
         "enabled = false\n"
         f"{credentials_section(plan, 'placement', 'nova', user_password)}"
         f"{credentials_section(plan, 'neutron', 'nova', user_password)}"
+        f"{metadata_lines(plan, node, metadata_secret)}"
         f"{service_user_section(plan, 'nova', user_password)}"
     )
     if node == plan.controller:
@@ -244,8 +252,22 @@ def render_conf(
     return text
 
 
+def metadata_lines(plan: ServiceLayout, node: str, secret: str) -> str:
+    """[neutron] on the controller, where the metadata API runs: it answers requests neutron's metadata agent
+    proxies for guests, signed with the lab's shared secret."""
+    if node != plan.controller:
+        return ""
+    return f"service_metadata_proxy = true\nmetadata_proxy_shared_secret = {secret}\n"
+
+
 def render_dropin(plan: ServiceLayout, unit: str) -> str:
     """The unit's ExecStart with the package's files, then stacklab's."""
+    if unit == "nova-api-metadata":
+        exec_start = uwsgi_exec_start(plan.address, neutron_agents.METADATA_PORT, "/usr/bin/nova-metadata-wsgi",
+                                      "/var/log/nova/nova-api-metadata.log", processes=1, threads=1)  # fmt: skip
+        env = f"OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;{CONF.removeprefix('/etc/nova/')}"
+        what = "nova's metadata API on the management network, one process"
+        return dropin_text(plan.lab, what, exec_start, environment=env, quick_stop=True)
     if unit == "nova-api":
         # nova monkey-patches eventlet: with uwsgi threads the RPC reply listener never runs, and every RPC *call*
         # from the API (volume attach...) times out; one thread per process, two processes
@@ -339,8 +361,9 @@ class Nova:
 
     def _files(self, ctx: DriverContext, plan: ServiceLayout, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
         my_ip = plan.addresses[node]
-        db, rabbit, user = secrets
-        files = {CONF: render_conf(plan, node, my_ip, db_password=db, rabbit_password=rabbit, user_password=user)}
+        db, rabbit, user, *metadata = secrets  # the metadata secret last (callers that only render a compute omit it)
+        files = {CONF: render_conf(plan, node, my_ip, db_password=db, rabbit_password=rabbit, user_password=user,
+                                   metadata_secret="".join(metadata[:1]))}  # fmt: skip
         units: list[str] = list(CONTROLLER_UNITS) if node == plan.controller else []
         if node in computes(plan):
             units.append("nova-compute")
@@ -381,9 +404,10 @@ class Nova:
         rid = f"service/{self.name}"
         check_plan(plan, ctx)
         require_node(runner, plan.controller, rid, files={"/usr/bin/nova-api-wsgi": "nova-api",
-                     "/usr/bin/nova-conductor": "nova-conductor", "/usr/bin/nova-scheduler": "nova-scheduler"},
+                     "/usr/bin/nova-conductor": "nova-conductor", "/usr/bin/nova-scheduler": "nova-scheduler",
+                     "/usr/bin/nova-metadata-wsgi": "nova-api"},
                      unit="nova-api")  # fmt: skip
-        secrets = service_secrets(ctx, SECRETS, create=True) or ("", "", "")
+        secrets = service_secrets(ctx, SECRETS, create=True) or ("", "", "", "")
         ctx.progress(f"{rid}: databases, keystone user and endpoints")
         for database in DATABASES:
             ensure_database(runner, database, "nova", secrets[0])
@@ -401,6 +425,9 @@ class Nova:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="nova-api", log_file="/var/log/nova/nova-api.log",
                      answers=lambda: api_answers(runner, plan))  # fmt: skip
+        wait_for_api(runner, rid, url=metadata_url(plan), unit="nova-api-metadata",
+                     log_file="/var/log/nova/nova-api-metadata.log",
+                     answers=lambda: version_list_answers(runner, metadata_url(plan)))  # fmt: skip
         ctx.progress(f"{rid}: nova-compute on {', '.join(computes(plan))}")
         # each compute is its own node (own SSH connection, own libvirtd): configured side by side, ~7 s each
         with cf.ThreadPoolExecutor(max(1, len(computes(plan)))) as pool:

@@ -1,0 +1,221 @@
+"""Neutron's agents (Zed, Debian's packages): what puts guests on networks.
+
+- `neutron-linuxbridge-agent` on the controller and on every compute: one Linux bridge per network
+  (`brq<net id>`) with the network's VXLAN interface (`vxlan-<VNI>`, unicast to the other agents' br-mgmt
+  addresses, learned through the l2population mechanism driver: no multicast), and the security groups as
+  iptables rules on the bridge ports (`firewall_driver = iptables`, which needs br_netfilter: bridged frames pass
+  iptables). Everything it makes lives in the node's own network namespace: a container node's bridges and VXLAN
+  interfaces vanish with the container, never on the host.
+- `neutron-dhcp-agent` on the controller: dnsmasq per network in a `qdhcp-<net id>` namespace, its port plugged
+  into the network's bridge by the controller's linuxbridge agent. Isolated metadata: with no router on a subnet
+  the namespace also answers 169.254.169.254 (a haproxy that hands requests to the metadata agent).
+- `neutron-metadata-agent` on the controller: signs each request with the lab's metadata secret and hands it to
+  nova's metadata API (nova-api-metadata, nova.py) on the controller's br-mgmt address.
+
+Each agent runs from a drop-in of the package's unit with neutron.conf, then stacklab's agent file (0640,
+root:neutron: it holds the RabbitMQ password, and the metadata secret on the controller). `ensure` waits until
+neutron lists every agent alive. No L3 agent: no lab asks for a router yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack.common import ServiceLayout, file_problems, service_secrets, unit_problems
+from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER
+from stacklab.drivers.openstack.keystone import admin_get
+from stacklab.errors import StackLabError
+from stacklab.exec.node_files import (
+    enable_and_restart,
+    remove_node_files,
+    require_node,
+    systemctl,
+    write_node_file,
+    write_unit_files,
+)
+from stacklab.exec.readiness import ReadinessTimeout, wait_until
+from stacklab.exec.runner import Runner
+
+PACKAGE_CONF = "/etc/neutron/neutron.conf"
+AGENT_CONF = "/etc/neutron/agent.conf.d/50-stacklab.conf"
+L2_AGENT = "neutron-linuxbridge-agent"
+CONTROLLER_AGENTS = (L2_AGENT, "neutron-dhcp-agent", "neutron-metadata-agent")
+COMPUTE_AGENTS = (L2_AGENT,)
+METADATA_SECRET = "neutron-metadata"  # nova's metadata API and neutron's metadata agent share it
+METADATA_PORT = 8775  # nova-api-metadata on the controller
+BINARIES = {f"/usr/bin/{a}": a for a in CONTROLLER_AGENTS}
+AGENT_TYPES = {L2_AGENT: "Linux bridge agent", "neutron-dhcp-agent": "DHCP agent",
+               "neutron-metadata-agent": "Metadata agent"}  # fmt: skip
+AGENTS_BUDGET = 300.0  # a loaded 2-core host: each agent's first report came 2-3 min after its start
+
+
+def dropin_path(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.service.d/stacklab.conf"
+
+
+def computes(plan: ServiceLayout) -> tuple[str, ...]:
+    return tuple(h for h in plan.hosts if h != plan.controller)
+
+
+def agents_of(plan: ServiceLayout, node: str) -> tuple[str, ...]:
+    return CONTROLLER_AGENTS if node == plan.controller else COMPUTE_AGENTS
+
+
+def local_ip(plan: ServiceLayout, node: str) -> str:
+    """The node's br-mgmt address: the VXLAN tunnels' endpoint (every node has a mgmt NIC, some nothing else)."""
+    return plan.addresses.get(node) or plan.address
+
+
+def render_agent_conf(plan: ServiceLayout, node: str, rabbit_password: str, metadata_secret: str) -> str:
+    text = (
+        f"# written by stacklab for lab {plan.lab}: neutron's agents on {node}\n"
+        "[DEFAULT]\n"
+        f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
+    )
+    if node == plan.controller:
+        text += (
+            # the DHCP agent's ports are veths the linuxbridge agent puts on the network's bridge
+            "interface_driver = linuxbridge\n"
+            # no router on the lab's networks: the DHCP namespace serves 169.254.169.254 (and says so by DHCP)
+            "enable_isolated_metadata = true\n"
+            f"nova_metadata_host = {plan.address}\n"
+            f"nova_metadata_port = {METADATA_PORT}\n"
+            f"metadata_proxy_shared_secret = {metadata_secret}\n"
+            "metadata_workers = 1\n"
+        )
+    return text + (
+        "[agent]\n"
+        # one root helper process per agent, not a sudo + rootwrap start for each of its hundreds of commands
+        "root_helper_daemon = sudo neutron-rootwrap-daemon /etc/neutron/rootwrap.conf\n"
+        "[experimental]\n"
+        "linuxbridge = true\n"
+        "[linux_bridge]\n"
+        "physical_interface_mappings =\n"
+        "[vxlan]\n"
+        "enable_vxlan = true\n"
+        f"local_ip = {local_ip(plan, node)}\n"
+        "l2_population = true\n"
+        "[securitygroup]\n"
+        "enable_security_group = true\n"
+        "firewall_driver = iptables\n"
+        "[oslo_concurrency]\n"
+        "lock_path = /var/lib/neutron/tmp\n"
+    )
+
+
+def render_agent_dropin(plan: ServiceLayout, unit: str) -> str:
+    """The agent's ExecStart: the package's neutron.conf, then stacklab's file (Debian's init script would add the
+    package's plugin ini files, whose Open vSwitch defaults this lab does not use)."""
+    argv = [f"/usr/bin/{unit}", f"--config-file {PACKAGE_CONF}", f"--config-file {AGENT_CONF}",
+            f"--log-file /var/log/neutron/{unit}.log"]  # fmt: skip
+    return f"# written by stacklab for lab {plan.lab}: {unit}\n[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
+
+
+def node_files(plan: ServiceLayout, node: str, secrets: tuple[str, str]) -> dict[str, str]:
+    files = {AGENT_CONF: render_agent_conf(plan, node, *secrets)}
+    return files | {dropin_path(u): render_agent_dropin(plan, u) for u in agents_of(plan, node)}
+
+
+def _secrets(ctx: DriverContext, *, create: bool) -> tuple[str, str] | None:
+    found = service_secrets(ctx, (RABBIT_SECRET, METADATA_SECRET), create=create)
+    return None if found is None else (found[0], found[1])
+
+
+def problems(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[str]:
+    """How the agents differ from the plan on every node (read-only)."""
+    secrets = _secrets(ctx, create=False)
+    if secrets is None:
+        return [f"the lab's neutron agent secrets are missing from {ctx.state_dir / 'secrets'}"]
+    found = []
+    for node in plan.hosts:
+        node_runner = runner if node == plan.controller else ctx.on_node_if_up(node)
+        if node_runner is None:
+            found.append(f"{node} is not reachable")
+            continue
+        where = "" if node == plan.controller else node
+        found += file_problems(node_runner, node_files(plan, node, secrets), where)
+        found += [
+            f"{p} on {node}" if where else p for u in agents_of(plan, node) for p in unit_problems(node_runner, u)
+        ]
+    return found
+
+
+def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
+    """The agents on every node, then the wait until neutron lists each one alive."""
+    rid = f"service/{plan.name}"
+    secrets = _secrets(ctx, create=True)
+    assert secrets is not None  # made when missing
+    for node in plan.hosts:
+        ctx.progress(f"{rid}: {', '.join(agents_of(plan, node))} on {node}")
+        node_runner = runner if node == plan.controller else ctx.on_node(node)
+        wanted = {p: a for p, a in BINARIES.items() if a in agents_of(plan, node)}
+        require_node(node_runner, node, rid, files=wanted, unit=L2_AGENT)
+        files = node_files(plan, node, secrets)
+        changed = write_node_file(node_runner, AGENT_CONF, files.pop(AGENT_CONF), mode="0640")
+        node_runner.run(["chown", "root:neutron", AGENT_CONF], timeout=30)
+        changed = write_unit_files(node_runner, files) or changed
+        for unit in agents_of(plan, node):
+            enable_and_restart(node_runner, unit, changed=changed)
+    ctx.progress(f"{rid}: waiting for the agents to report")
+    wait_for_agents(ctx, runner, plan)
+
+
+def alive_agents(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> set[tuple[str, str]]:
+    """(host, agent type) of every agent neutron counts alive."""
+    body = admin_get(ctx, runner, plan, service_type="network", path="/v2.0/agents")
+    agents = json.loads(body or "{}").get("agents", [])
+    return {(str(a["host"]), str(a["agent_type"])) for a in agents if a.get("alive")}
+
+
+def wanted_agents(plan: ServiceLayout) -> set[tuple[str, str]]:
+    return {(node, AGENT_TYPES[unit]) for node in plan.hosts for unit in agents_of(plan, node)}
+
+
+def wait_for_agents(ctx: DriverContext, runner: Runner, plan: ServiceLayout, budget: float = AGENTS_BUDGET) -> None:
+    wanted = wanted_agents(plan)
+    seen: set[tuple[str, str]] = set()
+    last_error = ""
+
+    def reported() -> bool:
+        nonlocal seen, last_error
+        try:
+            seen = alive_agents(ctx, runner, plan)
+        except StackLabError as exc:  # the API, busy with the agents' first reports on a loaded host, timed out
+            last_error = str(exc)[-300:]
+            return False
+        return wanted <= seen
+
+    try:
+        wait_until(reported, budget=budget, interval=5.0, what="neutron's agents to report")
+    except ReadinessTimeout:
+        missing = ", ".join(f"{t} on {h}" for h, t in sorted(wanted - seen))
+        error = f" (the last listing failed: {last_error})" if last_error else ""
+        raise StackLabError(
+            f"neutron's agents did not all report within {budget:g}s: missing {missing}{error}",
+            resource=f"service/{plan.name}",
+            hint="see /var/log/neutron/<agent>.log on those nodes",
+        ) from None
+
+
+def remove(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
+    """Stop the agents and remove their files on every reachable node."""
+    for node in plan.hosts:
+        node_runner = runner if node == plan.controller else ctx.on_node_if_up(node)
+        if node_runner is None:
+            continue
+        for unit in agents_of(plan, node):
+            systemctl(node_runner, "disable", "--now", unit, check=False)
+        remove_node_files(node_runner, AGENT_CONF, *(dropin_path(u) for u in agents_of(plan, node)))
+        systemctl(node_runner, "daemon-reload", check=False)
+
+
+def outputs(plan: ServiceLayout) -> Mapping[str, object]:
+    return {
+        "mechanism_drivers": ["linuxbridge", "l2population"],
+        "firewall_driver": "iptables",
+        "agents": {node: list(agents_of(plan, node)) for node in plan.hosts},
+        "vxlan_local_ip": {node: local_ip(plan, node) for node in plan.hosts},
+        "metadata": {"isolated": True, "nova_metadata": f"http://{plan.address}:{METADATA_PORT}"},
+    }

@@ -1,0 +1,248 @@
+"""Suite `network`: guests on a tenant VXLAN network, as neutron's agents make it.
+
+Two of the suites' guests, built with a NIC (guest_initrd.py --net), boot on two different computes, each on a
+port made beforehand on a fresh project network (VXLAN, a DHCP subnet) in a fresh security group that lets ICMP in.
+What each guest reports on its console proves the claim, checked against what neutron and nova say:
+
+- its DHCP lease: the MAC and the address on eth0 are the port's, as neutron allocated them;
+- its metadata, fetched from 169.254.169.254 (the DHCP namespace's proxy, neutron's metadata agent, nova's
+  metadata API): the instance's own uuid, and the marker the suite put in its user-data;
+- its peer (named in its user-data) answers its pings: the frames cross from one compute to the other through
+  the network's VXLAN interface, whose forwarding entry for the peer's node l2population wrote;
+- security groups are enforced: with the ICMP rule deleted both guests' pings fail (counted after the delete),
+  with the rule back they pass again (counted after the re-add).
+
+The ports bind to the computes the instances run on (binding:host_id) as `bridge` VIFs. The network, ports,
+group, servers and images are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from stacklab.exec.node_files import write_node_file
+from stacklab.exec.runner import Runner
+from stacklab.suites.context import LabContext
+from stacklab.suites.guest import FLAVOR, GuestImage, guest_image
+from stacklab.suites.lab_fixtures import Evidence
+from stacklab.suites.openstack_calls import OS_CLIENT, admin_auth, os_client, service
+
+NET_CLIENT = OS_CLIENT.rsplit("/", 1)[0] + "/net_client.py"
+CIDR = "192.168.77.0/24"  # lives only on the VXLAN network, inside the lab's nodes
+GUEST_BUDGET = 300.0  # a TCG guest's boot, its DHCP and metadata on a loaded lab node
+FLIP_BUDGET = 120.0  # the agents apply a rule change within seconds; the guests ping every ~2 s
+LINE = re.compile(r"stacklab-net: (.*)")
+
+
+def net_call(runner: Runner, action: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    """net_client.py ACTION on the node, beside os_client.py (which it imports); the request on stdin."""
+    for path, name in ((OS_CLIENT, "os_client.py"), (NET_CLIENT, "net_client.py")):
+        write_node_file(runner, path, resources.files("stacklab.suites").joinpath(name).read_text())
+    result = runner.run(["python3", NET_CLIENT, action], input=json.dumps(request), timeout=600, check=False)
+    assert result.ok, f"net_client {action} failed: {result.stderr[-1500:]}"
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def net_lines(console: str) -> list[str]:
+    """The `stacklab-net:` reports of a guest's console, in order."""
+    return [m.group(1).strip() for m in LINE.finditer(console)]
+
+
+def lease(lines: list[str]) -> tuple[str, str] | None:
+    """(MAC, address) of the guest's DHCP report, if it made one."""
+    for line in lines:
+        words = line.split()
+        if words[:2] == ["dhcp", "eth0"] and len(words) >= 6:
+            return words[3], words[5]
+    return None
+
+
+def reported(lines: list[str], what: str) -> str | None:
+    """The value of the guest's `metadata <what> <value>` report, if it made one."""
+    for line in lines:
+        words = line.split()
+        if words[:2] == ["metadata", what] and len(words) == 3:
+            return words[2]
+    return None
+
+
+def pings(lines: list[str], peer: str) -> list[tuple[str, int]]:
+    """(ok|fail, counter) of each ping the guest reported to `peer`."""
+    found = []
+    for line in lines:
+        words = line.split()
+        if words[:2] == ["ping", peer] and len(words) == 4 and words[3].isdigit():
+            found.append((words[2], int(words[3])))
+    return found
+
+
+def last_count(lines: list[str], peer: str) -> int:
+    return max((n for _, n in pings(lines, peer)), default=0)
+
+
+def first_after(lines: list[str], peer: str, after: int, result: str) -> int | None:
+    """The counter of the first `result` ping to `peer` counted after `after` (None: none yet)."""
+    return next((n for r, n in pings(lines, peer) if n > after and r == result), None)
+
+
+@dataclass
+class Guest:
+    name: str
+    port: Mapping[str, Any]  # id, mac, address (as neutron allocated them)
+    marker: str
+    compute: str
+    server: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NetLab:
+    controller: Runner
+    runners: Mapping[str, Runner]
+    auth: Mapping[str, str]
+    nova: Mapping[str, Any]
+    neutron: Mapping[str, Any]
+
+    def console(self, guest: Guest) -> list[str]:
+        assert guest.server is not None
+        path = f"{self.nova['instances_path']}/{guest.server['id']}/console.log"
+        found = self.runners[guest.compute].run(["cat", path], timeout=30, check=False)
+        return net_lines(found.stdout)
+
+    def wait(self, guests: list[Guest], what: str, done: Callable[[list[str], Guest], bool],
+             budget: float = GUEST_BUDGET) -> None:  # fmt: skip
+        """Until done(console lines, guest) holds for every guest; fails quoting their last reports."""
+        deadline = time.monotonic() + budget
+        while True:
+            seen = {g.name: self.console(g) for g in guests}
+            if all(done(seen[g.name], g) for g in guests):
+                return
+            if time.monotonic() > deadline:
+                tails = {name: lines[-6:] for name, lines in seen.items()}
+                pytest.fail(f"{what}: not within {budget:g}s; the guests' last reports: {tails}")
+            time.sleep(3.0)
+
+
+def two_computes(nova: Mapping[str, Any]) -> list[str]:
+    computes = [str(c) for c in nova["computes"]]
+    if len(computes) < 2:
+        pytest.skip("the network suite needs two compute nodes")
+    return computes[:2]
+
+
+@contextmanager
+def tenant_network(controller: Runner, auth: Mapping[str, str], ports: int) -> Iterator[dict[str, Any]]:
+    name = f"stacklab-net-{secrets.token_hex(3)}"
+    made = net_call(controller, "setup", {**auth, "name": name, "cidr": CIDR, "ports": ports})
+    try:
+        yield made
+    finally:
+        request = {**auth, "ports": [p["id"] for p in made["ports"]], "group_id": made["group_id"],
+                   "network_id": made["network_id"]}  # fmt: skip
+        net_call(controller, "teardown", request)
+
+
+@contextmanager
+def servers(nl: NetLab, image: GuestImage, guests: list[Guest]) -> Iterator[None]:
+    try:
+        for guest, peer in zip(guests, [*guests[1:], guests[0]], strict=True):
+            user_data = f"stacklab-marker={guest.marker}\nstacklab-peer={peer.port['address']}\n"
+            zone = f"{nl.nova['zones'].get(guest.compute, 'nova')}:{guest.compute}"
+            request = {**nl.auth, "name": guest.name, "image_id": image.image_id, "port_id": guest.port["id"],
+                       "user_data": user_data, "zone": zone, **FLAVOR}  # fmt: skip
+            guest.server = net_call(nl.controller, "boot", request)
+        yield
+    finally:
+        for guest in guests:
+            if guest.server is not None:
+                os_client(nl.controller, "nova", "delete", {**nl.auth, "server_id": guest.server["id"]})
+
+
+def vxlan_problems(runner: Runner, vni: int, local: str, peer: str) -> list[str]:
+    """What is wrong with "this node carries the network as VXLAN `vni` from `local`, with a forwarding entry to
+    the peer's node at `peer`" (empty: nothing)."""
+    link = runner.run(["ip", "-d", "-j", "link", "show", f"vxlan-{vni}"], timeout=30, check=False)
+    if not link.ok:
+        return [f"no vxlan-{vni} interface: {link.stderr.strip()}"]
+    info = (json.loads(link.stdout)[0].get("linkinfo") or {}).get("info_data") or {}
+    problems = []
+    if info.get("id") != vni or info.get("local") != local:
+        problems.append(f"vxlan-{vni} is VNI {info.get('id')} from {info.get('local')}, expected {vni} from {local}")
+    fdb = runner.run(["bridge", "fdb", "show", "dev", f"vxlan-{vni}"], timeout=30).stdout
+    if f"dst {peer} " not in fdb + " ":
+        problems.append(f"vxlan-{vni} has no forwarding entry to {peer}: {fdb.strip()!r}")
+    return problems
+
+
+def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], evidence: Evidence) -> None:
+    nova, neutron = service(lab, "nova"), service(lab, "neutron")
+    if "agents" not in neutron:
+        pytest.skip("the lab's neutron runs no agents (recorded before they were deployed: `stacklab up` again)")
+    computes = two_computes(nova)
+    controller, auth = runners[str(nova["node"])], admin_auth(lab)
+    nl = NetLab(controller, runners, auth, nova, neutron)
+    started = time.monotonic()
+    with tenant_network(controller, auth, 2) as net, guest_image(controller, auth, net=True) as image:
+        assert net["network_type"] == "vxlan", f"the project network is {net['network_type']}, not vxlan"
+        guests = [Guest(f"stacklab-suite-net{i}", port, secrets.token_hex(8), compute)
+                  for i, (port, compute) in enumerate(zip(net["ports"], computes, strict=True))]  # fmt: skip
+        with servers(nl, image, guests):
+            for guest in guests:
+                assert guest.server is not None and guest.server["status"] == "ACTIVE", f"{guest.name}: {guest.server}"
+                assert guest.server["host"] == guest.compute, f"{guest.name} runs on {guest.server['host']}"
+                port = net_call(controller, "port", {**auth, "port_id": guest.port["id"]})
+                assert (port["status"], port["host"], port["vif_type"]) == ("ACTIVE", guest.compute, "bridge"), (
+                    f"{guest.name}'s port is not an active bridge VIF bound to {guest.compute}: {port}"
+                )
+            nl.wait(guests, "each guest's DHCP lease", lambda lines, g: lease(lines) is not None)
+            for guest in guests:
+                got = lease(nl.console(guest))
+                want = (str(guest.port["mac"]), str(guest.port["address"]))
+                assert got == want, f"{guest.name} leased {got} by DHCP; neutron allocated its port {want}"
+            nl.wait(guests, "each guest's metadata",
+                    lambda lines, g: None not in (reported(lines, "marker"), reported(lines, "uuid")))  # fmt: skip
+            for guest in guests:
+                lines = nl.console(guest)
+                assert guest.server is not None
+                assert reported(lines, "uuid") == guest.server["id"], f"{guest.name} got another's metadata: {lines}"
+                assert reported(lines, "marker") == guest.marker, f"{guest.name}'s user-data marker: {lines}"
+            peer_of = {g.name: p for g, p in zip(guests, [*guests[1:], guests[0]], strict=True)}
+
+            def peer_ip(g: Guest) -> str:
+                return str(peer_of[g.name].port["address"])
+
+            nl.wait(guests, "each guest reaching the other (ICMP allowed)",
+                    lambda lines, g: first_after(lines, peer_ip(g), 0, "ok") is not None)  # fmt: skip
+            mgmt = neutron["vxlan_local_ip"]
+            for guest in guests:
+                problems = vxlan_problems(runners[guest.compute], int(net["vni"]), str(mgmt[guest.compute]),
+                                          str(mgmt[peer_of[guest.name].compute]))  # fmt: skip
+                assert not problems, f"{guest.compute}: {problems}"
+            # the security group: the ICMP rule deleted, both guests' pings fail; back, they pass
+            counts = {g.name: last_count(nl.console(g), peer_ip(g)) for g in guests}
+            deleted = net_call(controller, "rule_del", {**auth, "rule_id": net["rule_id"]})
+            assert deleted["http"] == 204, f"neutron did not delete the ICMP rule: {deleted}"
+            nl.wait(guests, "pings failing once the ICMP rule is deleted",
+                    lambda lines, g: first_after(lines, peer_ip(g), counts[g.name], "fail") is not None,
+                    FLIP_BUDGET)  # fmt: skip
+            blocked = {g.name: last_count(nl.console(g), peer_ip(g)) for g in guests}
+            time.sleep(6.0)  # a few more rounds: they must all fail, not only the first after the delete
+            for guest in guests:
+                later = [r for r, n in pings(nl.console(guest), peer_ip(guest)) if n > blocked[guest.name]]
+                assert later and set(later) == {"fail"}, f"{guest.name} pinged with ICMP denied: {later}"
+            added = net_call(controller, "rule_add", {**auth, "group_id": net["group_id"]})
+            counts = {g.name: last_count(nl.console(g), peer_ip(g)) for g in guests}
+            nl.wait(guests, "pings passing again once the ICMP rule is back",
+                    lambda lines, g: first_after(lines, peer_ip(g), counts[g.name], "ok") is not None,
+                    FLIP_BUDGET)  # fmt: skip
+            evidence("network", {"vni": net["vni"], "ports": net["ports"], "rule_readded": added["rule_id"],
+                                 "computes": computes, "seconds": round(time.monotonic() - started, 1)})  # fmt: skip

@@ -1,0 +1,159 @@
+"""Neutron's agents (drivers/openstack/neutron_agents.py), the network guest's initramfs (suites/guest_initrd.py
+--net) and the `network` suite's readings of a guest console (suites/test_network.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack import neutron_agents as agents
+from stacklab.drivers.openstack.common import ServiceLayout, service_layout
+from stacklab.exec.runner import CommandResult
+from stacklab.model.errors import LabError
+from stacklab.model.load import load_lab_text
+from stacklab.plan.expand import expand
+from stacklab.suites import guest_initrd
+from stacklab.suites.test_network import first_after, last_count, lease, net_lines, pings, reported
+from tests.unit.test_services import FakeController, ok
+
+LAB = """
+name: netlab
+networks:
+  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
+  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
+images:
+  os: {recipe: openstack-zed}
+nodes:
+  ctl1: {image: os, nics: {mgmt: {address: 10.250.0.10}}, roles: [controller]}
+  cmp1: {image: os, nics: {mgmt: {address: 10.250.0.31}}, roles: [compute]}
+  cmp2: {image: os, nics: {mgmt: {address: 10.250.0.32}}, roles: [compute]}
+openstack:
+  services: [mariadb, rabbitmq, memcached, keystone, glance, placement, neutron, nova]
+"""
+
+
+def layout() -> ServiceLayout:
+    resource = next(r for r in expand(load_lab_text(LAB, "netlab.yml")) if r.id == "service/neutron")
+    return service_layout(resource, "netlab")
+
+
+def test_neutron_runs_on_the_controller_and_every_compute_with_their_mgmt_addresses() -> None:
+    resource = next(r for r in expand(load_lab_text(LAB, "netlab.yml")) if r.id == "service/neutron")
+    assert resource.spec["hosts"] == ["ctl1", "cmp1", "cmp2"]
+    assert resource.spec["addresses"] == {"ctl1": "10.250.0.10", "cmp1": "10.250.0.31", "cmp2": "10.250.0.32"}
+    assert {"node/cmp1", "node/cmp2"} <= set(resource.deps)
+
+
+def test_agent_files_vxlan_from_each_node_and_the_metadata_secret_only_on_the_controller() -> None:
+    plan = layout()
+    controller = agents.render_agent_conf(plan, "ctl1", "RABBIT", "METASECRET")
+    compute = agents.render_agent_conf(plan, "cmp2", "RABBIT", "METASECRET")
+    assert "local_ip = 10.250.0.10\n" in controller and "local_ip = 10.250.0.32\n" in compute
+    assert "metadata_proxy_shared_secret = METASECRET\n" in controller and "METASECRET" not in compute
+    assert "nova_metadata_host = 10.250.0.10\n" in controller and "interface_driver = linuxbridge\n" in controller
+    for text in (controller, compute):
+        assert "firewall_driver = iptables\n" in text and "l2_population = true\n" in text
+        assert "transport_url = rabbit://openstack:RABBIT@10.250.0.10:5672/\n" in text
+    assert agents.agents_of(plan, "ctl1") == agents.CONTROLLER_AGENTS
+    assert agents.agents_of(plan, "cmp1") == ("neutron-linuxbridge-agent",)
+    dropin = agents.render_agent_dropin(plan, "neutron-dhcp-agent")
+    # stacklab's file after the package's neutron.conf, whose interface_driver (openvswitch) it overrides
+    assert ("--config-file /etc/neutron/neutron.conf --config-file /etc/neutron/agent.conf.d/50-stacklab.conf"
+            in dropin)  # fmt: skip
+
+
+class AgentNode(FakeController):
+    """A node of the lab; the controller's keystone tool lists the agents that run on every node."""
+
+    peers: dict[str, AgentNode]
+
+    def respond(self, argv: tuple[str, ...], stdin: str | None) -> CommandResult:
+        if argv[0] == "python3" and stdin is not None and "get" in json.loads(stdin):
+            running = [(host, unit) for host, node in self.peers.items() for unit in node.running]
+            listed = [{"host": host, "agent_type": agents.AGENT_TYPES[unit], "alive": True}
+                      for host, unit in running if unit in agents.AGENT_TYPES]  # fmt: skip
+            return ok(json.dumps({"body": json.dumps({"agents": listed})}) + "\n")
+        if argv[0] == "test" and argv[-1].startswith("/usr/bin/neutron-"):
+            return ok()
+        return super().respond(argv, stdin)
+
+
+def test_agents_up_observe_and_down_on_every_node(tmp_path: Path) -> None:
+    nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
+    for node in nodes.values():
+        node.peers = nodes
+    lab = load_lab_text(LAB, "netlab.yml")
+    ctx = DriverContext(lab=lab, runner=nodes["ctl1"], state_dir=tmp_path / "state", node_runner=nodes.__getitem__)
+    (tmp_path / "state/secrets").mkdir(parents=True)
+    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    plan = layout()
+    agents.ensure(ctx, nodes["ctl1"], plan)
+    assert set(agents.CONTROLLER_AGENTS) <= nodes["ctl1"].running & nodes["ctl1"].enabled
+    assert nodes["cmp2"].running == {"neutron-linuxbridge-agent"}
+    secret = (tmp_path / "state/secrets" / agents.METADATA_SECRET).read_text().strip()
+    assert secret and secret in nodes["ctl1"].files[agents.AGENT_CONF]
+    assert not any(secret in " ".join(call) for n in nodes.values() for call in n.calls), "a secret on argv"
+    assert all(secret not in n.files[agents.AGENT_CONF] for n in (nodes["cmp1"], nodes["cmp2"]))
+    assert agents.problems(ctx, nodes["ctl1"], plan) == []
+    nodes["cmp1"].running.discard("neutron-linuxbridge-agent")
+    assert agents.problems(ctx, nodes["ctl1"], plan) == ["neutron-linuxbridge-agent is not running on cmp1"]
+    restarts = list(nodes["ctl1"].restarts)
+    agents.ensure(ctx, nodes["ctl1"], plan)  # again: only the stopped agent starts, nothing else restarts
+    assert nodes["ctl1"].restarts == restarts and "neutron-linuxbridge-agent" in nodes["cmp1"].running
+    agents.remove(ctx, nodes["ctl1"], plan)
+    for node in nodes.values():
+        assert not node.running and not any(p.startswith(("/etc/neutron", "/etc/systemd")) for p in node.files)
+
+
+def test_agents_that_never_report_fail_up_naming_them(tmp_path: Path) -> None:
+    nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
+    for node in nodes.values():
+        node.peers = {"ctl1": nodes["ctl1"]}  # the computes' agents never reach the server
+    ctx = DriverContext(lab=load_lab_text(LAB, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
+                        node_runner=nodes.__getitem__)  # fmt: skip
+    (tmp_path / "state/secrets").mkdir(parents=True)
+    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    with pytest.raises(Exception, match="missing Linux bridge agent on cmp1, Linux bridge agent on cmp2"):
+        agents.wait_for_agents(ctx, nodes["ctl1"], layout(), budget=0.01)
+
+
+def test_network_suite_needs_two_computes() -> None:
+    one = LAB.replace("  cmp2: {image: os, nics: {mgmt: {address: 10.250.0.32}}, roles: [compute]}\n", "")
+    with pytest.raises(LabError, match="suite network needs two compute nodes"):
+        load_lab_text(one + "verify:\n  suites: [network]\n", "one.yml")
+    load_lab_text(LAB + "verify:\n  suites: [network]\n", "two.yml")
+
+
+def test_only_the_net_guest_starts_its_network_script() -> None:
+    assert guest_initrd.NET_HOOK in guest_initrd.INIT
+    assert "/net.sh" not in guest_initrd.INIT
+    assert "virtio_net" not in guest_initrd.WANTED and guest_initrd.NET_MODULES == ("virtio_net",)
+    # the peers and the marker come from the user-data lines the suite writes
+    assert "stacklab-peer=*" in guest_initrd.NET and "stacklab-marker=*" in guest_initrd.NET
+
+
+CONSOLE = """\
+stacklab-guest: booted 1234
+stacklab-net: dhcp eth0 mac fa:16:3e:00:00:01 address 192.168.77.10 netmask 255.255.255.0
+stacklab-net: metadata uuid 6f1c2e0a-aaaa-bbbb-cccc-0123456789ab
+stacklab-net: metadata marker abc123
+stacklab-net: ping 192.168.77.11 fail 1
+stacklab-net: ping 192.168.77.11 ok 2
+stacklab-net: ping 192.168.77.11 ok 3
+stacklab-net: ping 192.168.77.11 fail 4
+"""
+
+
+def test_the_suite_reads_lease_metadata_and_pings_from_the_console() -> None:
+    lines = net_lines(CONSOLE)
+    assert lease(lines) == ("fa:16:3e:00:00:01", "192.168.77.10")
+    assert reported(lines, "uuid") == "6f1c2e0a-aaaa-bbbb-cccc-0123456789ab" and reported(lines, "marker") == "abc123"
+    assert pings(lines, "192.168.77.11") == [("fail", 1), ("ok", 2), ("ok", 3), ("fail", 4)]
+    assert last_count(lines, "192.168.77.11") == 4 and last_count(lines, "192.168.77.12") == 0
+    assert first_after(lines, "192.168.77.11", 0, "ok") == 2
+    assert first_after(lines, "192.168.77.11", 2, "fail") == 4
+    assert first_after(lines, "192.168.77.11", 4, "ok") is None
+    assert lease(net_lines("stacklab-net: no DHCP answer on eth0 (fa:16:3e:00:00:01) yet")) is None
