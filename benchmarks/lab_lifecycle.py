@@ -13,6 +13,15 @@ Memory per lab is the resident memory (RSS) of every process in the lab's nodes 
 shared pages count once per process, so it is an upper bound); disk per lab is what its state directory takes on
 disk (st_blocks: node upper dirs, state, keys; images are shared and not counted), and the checkpoint's own size.
 Ratios: restore / first `up`, and (restore + verify) / (first `up` + verify).
+
+With `--copies N` it times training copies instead (engine/copies.py): the first `up`, `up --copies N` (the
+checkpoint `copies` saved, then N-1 copies made from it, each in its own netns: the time per copy and its phases
+from the copy's record), `reset` of copy 2 while the others run (the original's container init PIDs must be the
+same after it), `verify` of copy 2 after its reset (with --verify-copy), and `down` of all. Memory per copy is
+measured two ways: the host's MemAvailable before and after the copies, divided by their number (what a copy
+really costs the host, page cache included), and the RSS of every process in the copy's nodes (over SSH from
+inside its netns); disk per copy is what its state dir takes on disk (st_blocks; reflinks would count in full).
+The lab's subnets are moved to 10.243.x.0/24 (`--subnet-octet` for another second octet).
 """
 
 from __future__ import annotations
@@ -78,6 +87,110 @@ def lab_rss_mib(state: Path, lab: str) -> float:
     return total / 1024
 
 
+def mem_available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no MemAvailable in /proc/meminfo")
+
+
+def copy_rss_mib(state: Path, lab: str, index: int) -> float:
+    """RSS in copy `index`'s nodes, asked over SSH from inside its netns."""
+    from stacklab.engine.copies import CopyPlace
+    from stacklab.host import netns
+
+    place = CopyPlace(state, lab, index)
+    with netns.entered(place.netns):
+        return lab_rss_mib(place.root, lab)
+
+
+def node_pids(env: dict[str, str], lab: str) -> dict[str, Any]:
+    status = json.loads(cli(["status", "--json", lab], env)[1].stdout)
+    return {r["id"]: (r.get("facts") or {}).get("pid") for r in status["resources"] if r["id"].startswith("node/")}
+
+
+def move_subnets(lab_file: Path, octet: int) -> None:
+    """The bench lab's /24s moved to 10.<octet>.<random>.0/24 (fixed addresses move with them)."""
+    import secrets
+
+    text = lab_file.read_text()
+    prefixes = sorted(set(re.findall(r"\b(10\.\d+\.\d+\.)0/24", text)))
+    thirds = secrets.SystemRandom().sample(range(30, 250), len(prefixes))
+    for prefix, third in zip(prefixes, thirds, strict=True):
+        text = text.replace(prefix, f"10.{octet}.{third}.")
+    lab_file.write_text(text)
+
+
+def copies_flow(args: argparse.Namespace) -> None:
+    """`--copies N`: up, up --copies N, reset of copy 2 while the others run, verify of it, down; per-copy costs."""
+    from stacklab.engine.copies import CopyPlace, CopyRecord
+
+    lab = bench_lab(args.template, "cpb")
+    name, work, lab_file, state, env = lab.name, lab.work, lab.file, lab.state, lab.env
+    move_subnets(lab_file, args.subnet_octet)
+    rows: list[tuple[str, float]] = []
+    extra: dict[str, Any] = {}
+    clean = False
+    try:
+        rows.append(("up (first, cached images)", cli(["up", "-y", str(lab_file)], env)[0]))
+        extra["rss"] = lab_rss_mib(state, name)
+        extra["disk"] = disk_mib(state / name, skip=("checkpoints", "logs", "verify", "copies"))
+        before = mem_available_mib()
+        wall, _ = cli(["up", "-y", str(lab_file), "--copies", str(args.copies)], env)
+        rows.append((f"up --copies {args.copies} (save + {args.copies - 1} copies)", wall))
+        extra["mem_per_copy"] = (before - mem_available_mib()) / (args.copies - 1)
+        extra["save_phases"] = checkpoint_phases(state, name, "copies-checkpoint")
+        extra["copies"] = {}
+        for index in range(2, args.copies + 1):
+            place = CopyPlace(state, name, index)
+            extra["copies"][index] = {
+                "seconds": CopyRecord.load(place).seconds,
+                "rss": copy_rss_mib(state, name, index),
+                "disk": disk_mib(place.lab_dir, skip=("logs", "verify")),
+            }
+        pids = node_pids(env, name)
+        wall, result = cli(["reset", f"{name}#2"], env)
+        rows.append(("reset of copy 2 (others running)", wall))
+        extra["reset_line"] = result.stderr.strip().splitlines()[-1]
+        extra["untouched"] = node_pids(env, name) == pids
+        if args.verify_copy:
+            wall, result = cli(
+                ["verify", f"{name}#2", *[a for s in args.suite for a in ("--suite", s)]], env, check=False
+            )
+            rows.append(("verify of copy 2 after reset", wall))
+            extra["verify_after"] = suite_seconds(result.stderr)
+            extra["verify_after_ok"] = result.returncode == 0
+        wall, result = cli(["down", name], env)
+        rows.append((f"down (lab and {args.copies - 1} copies)", wall))
+        clean = result.stderr.count("leak check: clean") == args.copies
+    finally:
+        subprocess.run([*STACKLAB, "down", name], env=env, cwd=ROOT, check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"lab {args.template} ({name}), {args.copies} copies, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    for label, seconds in rows:
+        print(f"  {label:<40} {seconds:8.1f} s")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in extra["save_phases"].items())
+    print(f"  checkpoint save phases: {phases}")
+    for index, copy in extra["copies"].items():
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in copy["seconds"].items())
+        print(f"  copy {index}: {phases}; RSS in its nodes {copy['rss']:.0f} MiB; disk {copy['disk']:.0f} MiB")
+    print(f"  {extra['reset_line']}")
+    print(f"  original untouched by the reset (same init PIDs): {'yes' if extra['untouched'] else 'NO'}")
+    if "verify_after" in extra:
+        ok = "passed" if extra["verify_after_ok"] else "FAILED"
+        per_suite = ", ".join(
+            f"{s} {p} passed {f} failed {sec:.0f} s" for s, (p, f, sec) in extra["verify_after"].items()
+        )
+        print(f"  verify of copy 2 after reset ({ok}): {per_suite}")
+    print(
+        f"  memory per copy: {extra['mem_per_copy']:.0f} MiB of host MemAvailable; the original's nodes RSS "
+        f"{extra['rss']:.0f} MiB; disk: the original {extra['disk']:.0f} MiB (images shared, not counted)"
+    )
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    print(f"  host memory {total / 1024:.1f} GiB: about {total / max(extra['mem_per_copy'], 1):.0f} copies by memory")
+    print(f"  leak check after down: {'clean' if clean else 'NOT clean'} (lab and every copy)")
+
+
 def disk_mib(path: Path, skip: tuple[str, ...] = ()) -> float:
     from stacklab.engine.checkpoint import allocated_bytes
 
@@ -97,9 +210,17 @@ def main() -> None:
     parser.add_argument("--suite", action="append", default=[], help="suites to verify (default: the lab's own)")
     parser.add_argument("--cold", action="store_true", help="build the images into an empty cache for the first up")
     parser.add_argument("--no-warm", action="store_true", help="skip the down + warm up cycle")
+    parser.add_argument("--copies", type=int, default=0, help="time N training copies instead (N >= 2)")
+    parser.add_argument("--verify-copy", action="store_true", help="with --copies: verify copy 2 after its reset")
+    parser.add_argument("--subnet-octet", type=int, default=243, help="with --copies: the subnets' second octet")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: labs create bridges and containers")
+    if args.copies:
+        if args.copies < 2:
+            raise SystemExit("--copies: give 2 or more")
+        copies_flow(args)
+        return
     lab = bench_lab(args.template, "llc")
     name, work, lab_file, state, env = lab.name, lab.work, lab.file, lab.state, lab.env
     if args.cold:  # every command of this lab then uses that cache, so the warm up finds its images there

@@ -13,8 +13,9 @@ import pytest
 from stacklab.drivers.nodes.lxc_config import cgroup_lab_dir
 from stacklab.drivers.nodes.lxc_host import link_exists
 from stacklab.engine import copies as cp
-from stacklab.engine.checkpoint import CheckpointError, Checkpoints, relocate_text
+from stacklab.engine.checkpoint import CheckpointError, Checkpoints
 from stacklab.engine.quiesce import Quiescer
+from stacklab.engine.relocate import relocate_text
 from stacklab.host import netns
 from stacklab.model import load_lab
 from tests.unit.test_checkpoint import LAB, ROLES, Lxc, checkpoints, make_lab

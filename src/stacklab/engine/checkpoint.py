@@ -27,7 +27,7 @@ listed. Restore moves the lab's current files aside first and moves them back if
 Relocation (training copies, engine/copies.py): a checkpoint may be restored into another lab dir than the one it
 was saved from (`Checkpoints(source=...)`). The saved files name their lab dir in absolute paths (state.json's
 outputs, ssh_config, inventory.json, each node's LXC config) and each LXC config names the lab's cgroup dir
-(`stacklab/<lab>-<hash of lxcpath>`); restore rewrites both to the new place (`relocate_dir`), so the copy's
+(`stacklab/<lab>-<hash of lxcpath>`); restore rewrites both to the new place (relocate.py), so the copy's
 configs are what the container driver would render there. The nodes' roots hold no host path (checked: only
 their lxc.log, which is history).
 A checkpoint that training copies were made from cannot be deleted while one of them exists (a `reset` needs it).
@@ -48,10 +48,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stacklab.drivers.nodes.lxc_config import cgroup_lab_dir
 from stacklab.engine.core import Engine
 from stacklab.engine.plan import Plan
 from stacklab.engine.quiesce import LabNode, Quiescer, lab_nodes
+from stacklab.engine.relocate import relocate_dir, relocate_json
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.atomic import write_atomic
 from stacklab.exec.runner import LocalRunner, Runner
@@ -434,48 +434,6 @@ def copies_using(lab_dir: Path, name: str) -> list[str]:
             if json.loads(record.read_text()).get("checkpoint") == name:
                 users.append(record.parent.name)
     return users
-
-
-def _path_pattern(origin: Path) -> re.Pattern[str]:
-    # the dir itself, or a path under it: never a sibling that merely starts with the same characters
-    return re.compile(re.escape(str(origin)) + r"""(?=[/"'\s]|$)""", re.MULTILINE)
-
-
-def relocate_text(text: str, origin: Path, dest: Path) -> str:
-    return _path_pattern(origin).sub(lambda _match: str(dest), text)
-
-
-def relocate_json(data: Mapping[str, Any], origin: Path, dest: Path) -> dict[str, Any]:
-    relocated: dict[str, Any] = json.loads(relocate_text(json.dumps(dict(data)), origin, dest))
-    return relocated
-
-
-def relocate_dir(lab: str, origin: Path, dest: Path, nodes: Sequence[str]) -> None:
-    """Rewrite a lab dir materialized from `origin` to name `dest`: the top-level text files (state.json,
-    ssh_config, inventory.json...) and each node's LXC config, whose cgroup dir is derived from the lxcpath.
-    A copy's state keeps no host snapshot of its original (the copy's own leak check is engine/copies.py's)."""
-    for entry in sorted(dest.iterdir()):
-        if not entry.is_file() or entry.is_symlink() or entry.name in ("lock", "known_hosts"):
-            continue
-        try:
-            text = entry.read_text()
-        except (UnicodeDecodeError, OSError):
-            continue
-        new = relocate_text(text, origin, dest)
-        if entry.name == "state.json":
-            data = json.loads(new)
-            data.pop("host_before", None)
-            new = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-        if new != text:
-            write_atomic(entry, new, mode=entry.stat().st_mode & 0o777)
-    old_cgroup = cgroup_lab_dir(lab, Path(os.path.abspath(origin / "lxc")))
-    new_cgroup = cgroup_lab_dir(lab, Path(os.path.abspath(dest / "lxc")))
-    for node in nodes:
-        config = dest / "lxc" / node / "config"
-        text = config.read_text()
-        new = relocate_text(text, origin, dest).replace(f" = {old_cgroup}/", f" = {new_cgroup}/")
-        if new != text:
-            write_atomic(config, new, mode=0o644)
 
 
 def _drop_overlay_index(node: LabNode) -> None:
