@@ -125,6 +125,12 @@ def test_network_suite_needs_two_computes() -> None:
     with pytest.raises(LabError, match="suite network needs two compute nodes"):
         load_lab_text(one + "verify:\n  suites: [network]\n", "one.yml")
     load_lab_text(LAB + "verify:\n  suites: [network]\n", "two.yml")
+    containers = LAB.replace(
+        "{image: os, nics: {mgmt: {address: 10.250.0.31}}",
+        "{kind: container, image: os, nics: {mgmt: {address: 10.250.0.31}}",
+    )
+    with pytest.raises(LabError, match="on cmp1: container computes need /dev/net/tun"):
+        load_lab_text(containers + "verify:\n  suites: [network]\n", "tun.yml")
 
 
 def test_only_the_net_guest_starts_its_network_script() -> None:

@@ -146,8 +146,20 @@ def _caching(lab: Lab, loc: Loc) -> Iterator[Problem]:
 
 
 def _network(lab: Lab, loc: Loc) -> Iterator[Problem]:
-    if len(nova_computes(lab)) < 2:
+    computes = nova_computes(lab)
+    if len(computes) < 2:
         yield loc, "suite network needs two compute nodes (one guest on each, across the VXLAN network)", None
+    # libvirt plugs a guest's NIC as a tap device: a container compute needs the host's /dev/net/tun passed in
+    lacking = [
+        c for c in computes if c in lab.nodes and lab.nodes[c].kind == "container" and "tun" not in lab.nodes[c].devices
+    ]
+    if lacking:
+        yield (
+            loc,
+            f"suite network boots guests with a NIC (a tap device) on {', '.join(lacking)}: container computes "
+            "need /dev/net/tun",
+            "add `devices: [tun]` to those nodes",
+        )
 
 
 _SUITE_CHECKS: dict[str, Callable[[Lab, Loc], Iterator[Problem]]] = {
