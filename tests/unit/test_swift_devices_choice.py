@@ -52,7 +52,7 @@ def swift_layout_for(choices: dict[str, str], pin: str = "") -> ServiceLayout:
 def test_a_tmpfs_that_takes_the_xattr_is_available() -> None:
     runner = FakeRunner().expect(UNSHARE, rc=0)
     cap = probe_tmpfs_user_xattrs(runner, "6.18.4", python="/usr/bin/python3")
-    assert cap.available and "took and returned a 4 KiB user xattr" in cap.detail
+    assert cap.available and "took and returned Swift-sized user xattrs" in cap.detail
     [argv] = runner.calls
     assert argv == (*UNSHARE, "/usr/bin/python3", "-c", PROBE_SCRIPT)
 

@@ -3,8 +3,8 @@ tmpfs user xattrs only in 6.6: on an older kernel (Debian 12's stock 6.1) a tmpf
 
 The probe is real and leaves nothing behind: in a private mount namespace (`unshare --mount --propagation
 private`) it mounts a fresh 1 MiB tmpfs over /tmp (seen only inside that namespace, gone with it), creates a file
-and sets and reads back a user xattr the size of Swift's metadata. When the probe itself cannot run (not root, no
-unshare), the kernel version answers instead, and the detail says so.
+and sets and reads back user xattrs the size of an object's metadata (a few hundred bytes). When the probe itself
+cannot run (not root, no unshare), the kernel version answers instead, and the detail says so.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ if libc.mount(b"stacklab-xattr-probe", b"/tmp", b"tmpfs", 0, b"size=1m,mode=0700
     sys.exit("mounting a tmpfs in the private namespace: " + os.strerror(ctypes.get_errno()))
 path = "/tmp/probe"
 open(path, "w").close()
-value = b"x" * 4096
+value = b"x" * 254  # an object's pickled metadata is a few hundred bytes (user.swift.metadata, then ...1, ...2)
+keys = ["user.swift.metadata"] + [f"user.swift.metadata{i}" for i in range(1, 4)]
 try:
-    os.setxattr(path, "user.swift.metadata", value)
+    for key in keys:
+        os.setxattr(path, key, value)
 except OSError as exc:
     print(exc.strerror, file=sys.stderr)
     sys.exit(3)
-if os.getxattr(path, "user.swift.metadata") != value:
-    sys.exit("the user xattr read back differs")
+if any(os.getxattr(path, key) != value for key in keys):
+    sys.exit("the user xattrs read back differ")
 """
 
 
@@ -62,14 +64,14 @@ def by_kernel_version(release: str, why: str) -> Capability:
 
 
 def probe_tmpfs_user_xattrs(runner: Runner, release: str, *, python: str = sys.executable) -> Capability:
-    """Whether a fresh tmpfs takes a 4 KiB user xattr, tried for real; by `release` when the try cannot run."""
+    """Whether a fresh tmpfs takes Swift's user xattrs, tried for real; by `release` when the try cannot run."""
     try:
         result = runner.run(probe_argv(python), timeout=PROBE_TIMEOUT, check=False)
     except (CommandError, CommandTimeout, OSError) as exc:  # unshare missing, or the probe hung
         return by_kernel_version(release, f"the probe did not run: {exc}")
     LOG.debug("tmpfs xattr probe: rc=%s %s", result.returncode, result.stderr.strip())
     if result.ok:
-        return Capability(True, "a fresh tmpfs took and returned a 4 KiB user xattr (private mount namespace)")
+        return Capability(True, "a fresh tmpfs took and returned Swift-sized user xattrs (private mount namespace)")
     error = (result.stderr.strip().splitlines() or ["no output"])[-1][-200:]
     if result.returncode == REFUSED:
         why = f"{error} (Linux {release.strip()}; tmpfs holds them from 6.6)"

@@ -447,8 +447,8 @@ def _mount_tmpfs_devices(runner: Runner, devices: Sequence[str]) -> None:
 
 
 def _drop_mount_units(runner: Runner, devices: Sequence[str]) -> bool:
-    """Directory devices: unmount tmpfs devices an earlier `up` made (their objects go, the replicators bring them
-    back onto the directories) and remove their units. True when there were any."""
+    """Directory devices: unmount tmpfs devices an earlier `up` made and remove their units (what they held goes,
+    on every node in the same `up`: like replacing every disk). True when there were any."""
     units = [f"/etc/systemd/system/{mount_unit(dev)}" for dev in devices]
     present = runner.run(["ls", "-1", *units], timeout=30, check=False).stdout.split()
     if not present:

@@ -70,8 +70,9 @@ XATTR_PROBE = (
     "import os, sys\n"
     "path = os.path.join(sys.argv[1], '.stacklab-xattr-probe')\n"
     "open(path, 'w').close()\n"
-    "try:\n"
-    "    os.setxattr(path, 'user.swift.metadata', b'x' * 4096)\n"
+    "try:\n"  # an object's metadata: a few hundred bytes (a 4 KiB value would not fit ext4's one xattr block)
+    "    for key in ('user.swift.metadata', 'user.swift.metadata1', 'user.swift.metadata2'):\n"
+    "        os.setxattr(path, key, b'x' * 254)\n"
     "finally:\n"
     "    os.unlink(path)\n"
 )
@@ -85,8 +86,9 @@ def probe_xattrs(runner: Runner, node: str, device: str) -> None:
         raise StackLabError(
             f"swift device {DEVICES}/{device} on {node} takes no user xattrs: {result.stderr.strip()[-300:]}",
             resource="service/swift",
-            hint="tmpfs holds user xattrs from Linux 6.6 on: leave openstack.swift.device_kind at auto (stacklab "
-            "picks plain directories on such a host) or set it to directory",
+            hint="a tmpfs device holds user xattrs from Linux 6.6 on: leave openstack.swift.device_kind at auto "
+            "(stacklab picks plain directories on such a host) or set it to directory; a directory device needs a "
+            "node root file system with user xattrs",
         )
 
 
