@@ -12,6 +12,7 @@ from stacklab.drivers.openstack import cinder
 from stacklab.drivers.openstack.cinder_kernel import (
     MODULES_LOAD,
     NFS_SHARES,
+    SUDOERS,
     TGT_DROPIN,
     api_only,
     backend_outputs,
@@ -67,6 +68,20 @@ def test_volume_node_files_name_each_backend_with_its_helper_portal_and_chap() -
     assert files[MODULES_LOAD].split() == ["target_core_mod", "target_core_iblock", "iscsi_target_mod"]
     # the database, queue and keystone settings are the controller's (one cinder)
     assert "@10.238.10.10/cinder" in conf and "rabbit://openstack:rabbit-pw@10.238.10.10:5672/" in conf
+
+
+def test_cinder_rootwrap_on_the_volume_node_skips_eventlets_slow_imports_through_sudo() -> None:
+    """cinder-volume's unit sets the two variables and sudo keeps them for the cinder user only: every
+    `sudo cinder-rootwrap` then skips pkg_resources and dnspython (66 s -> 8.6 s per call in the TCG VM)."""
+    _, layout = reference_layout()
+    files = node_files(cinder.SERVICE_RECORD, layout, "storage1", SECRETS)
+    dropin = files[cinder.SERVICE_RECORD.dropins["cinder-volume"]]
+    assert 'Environment="SETUPTOOLS_USE_DISTUTILS=stdlib" "EVENTLET_NO_GREENDNS=yes"\n' in dropin
+    assert dropin.index("[Service]") < dropin.index("Environment=")
+    assert (
+        files[SUDOERS].splitlines()[1] == 'Defaults:cinder env_keep += "SETUPTOOLS_USE_DISTUTILS EVENTLET_NO_GREENDNS"'
+    )
+    assert "backend_stats_polling_interval = 300\n" in files[cinder.CONF]
 
 
 def test_controller_without_rbd_runs_no_cinder_volume_and_needs_no_ceph() -> None:

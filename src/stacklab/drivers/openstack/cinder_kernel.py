@@ -49,6 +49,17 @@ from stacklab.exec.runner import Runner
 from stacklab.secrets import read_secret
 
 NFS_SHARES = "/etc/cinder/nfs_shares"
+SUDOERS = "/etc/sudoers.d/stacklab-cinder-rootwrap"
+# Every root command of cinder-volume is a fresh `sudo cinder-rootwrap` python. oslo.rootwrap imports eventlet only
+# to ask whether it is monkey-patched, and eventlet drags in dnspython (greendns) and, through distutils.version,
+# setuptools' distutils shim and pkg_resources, which scans every installed distribution: measured in the TCG VM,
+# 63 s of the 66 s a `cinder-rootwrap ... vgs` took were imports (pkg_resources alone 40 s, dnspython 7 s); with
+# these two variables it took 8.6 s. Cinder Zed has no rootwrap daemon mode (utils.get_root_helper is always
+# `sudo cinder-rootwrap`), so the lab sets them in cinder-volume's unit and lets sudo keep them for the cinder user.
+ROOTWRAP_ENV = {"SETUPTOOLS_USE_DISTUTILS": "stdlib", "EVENTLET_NO_GREENDNS": "yes"}
+# each stats poll is 2-3 rootwrap calls (vgs/lvs, or stat -f/du per share) competing with the calls a request makes;
+# cinder's default polls every 60 s, which kept the TCG VM's CPU busy most of the time
+STATS_INTERVAL = 300
 TGT_DROPIN = "/etc/systemd/system/tgt.service.d/stacklab-cinder.conf"
 MODULES_LOAD = "/etc/modules-load.d/stacklab-cinder.conf"
 LIO_MODULES = ("target_core_mod", "target_core_iblock", "iscsi_target_mod")
@@ -106,7 +117,8 @@ def node_conf(base: str, layout: ServiceLayout, node: str, info: Mapping[str, An
     """The controller's settings (rendered without controller backends) for a kernel node: its own my_ip and
     enabled_backends, then its backend sections (pure)."""
     names = [str(b) for b in info["backends"]]
-    text = with_my_ip(base, str(info["mgmt"]), after=f"enabled_backends = {','.join(names)}")
+    after = f"enabled_backends = {','.join(names)}\nbackend_stats_polling_interval = {STATS_INTERVAL}"
+    text = with_my_ip(base, str(info["mgmt"]), after=after)
     sections = [backend_section(layout, b, str(info["storage"])) for b in kernel_backends(layout) if b["node"] == node]
     return text + "".join(sections)
 
@@ -116,6 +128,18 @@ def tgt_dropin(lab: str, portal: str) -> str:
             f"[Service]\nExecStart=\nExecStart=/usr/sbin/tgtd -f --iscsi portal={portal}\n")  # fmt: skip
 
 
+def sudoers_text(lab: str) -> str:
+    keep = " ".join(ROOTWRAP_ENV)
+    return (f"# written by stacklab for lab {lab}: cinder-rootwrap without eventlet's slow imports (cinder_kernel.py)\n"
+            f'Defaults:cinder env_keep += "{keep}"\n')  # fmt: skip
+
+
+def volume_dropin(svc: ApiService, layout: ServiceLayout) -> str:
+    """cinder's cinder-volume drop-in plus ROOTWRAP_ENV (inherited by every `sudo cinder-rootwrap` it runs)."""
+    env = " ".join(f'"{k}={v}"' for k, v in ROOTWRAP_ENV.items())
+    return svc.render_dropin(layout, VOLUME_UNIT) + f"Environment={env}\n"
+
+
 def node_files(svc: ApiService, layout: ServiceLayout, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
     """Every file stacklab writes on the kernel node: path -> text."""
     info = kernel_nodes(layout)[node]
@@ -123,7 +147,8 @@ def node_files(svc: ApiService, layout: ServiceLayout, node: str, secrets: tuple
     bare = dataclasses.replace(layout, config={**layout.config, "backends": [], "kernel_nodes": {}})
     files = {
         svc.conf: node_conf(svc.render_conf(bare, *secrets), layout, node, info),
-        svc.dropins[VOLUME_UNIT]: svc.render_dropin(layout, VOLUME_UNIT),
+        svc.dropins[VOLUME_UNIT]: volume_dropin(svc, layout),
+        SUDOERS: sudoers_text(layout.lab),
     }
     mine = [b for b in kernel_backends(layout) if b["node"] == node]
     if any(b.get("target_helper") == "lioadm" for b in mine):
@@ -232,7 +257,9 @@ class KernelBackendsRole:
             changed = (
                 write_node_file(node_runner, NFS_SHARES, files[NFS_SHARES], mode="0640", group="cinder") or changed
             )
-        plain = {p: t for p, t in files.items() if p not in (svc.conf, NFS_SHARES, MODULES_LOAD)}
+        # sudo reads its drop-ins on every call; 0440 as visudo wants, written before cinder-volume (re)starts
+        changed = write_node_file(node_runner, SUDOERS, files[SUDOERS], mode="0440") or changed
+        plain = {p: t for p, t in files.items() if p not in (svc.conf, NFS_SHARES, MODULES_LOAD, SUDOERS)}
         if MODULES_LOAD in files:
             write_node_file(node_runner, MODULES_LOAD, files[MODULES_LOAD])
         units_changed = write_unit_files(node_runner, plain)
@@ -242,7 +269,7 @@ class KernelBackendsRole:
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         svc = self.record
-        paths = (svc.conf, svc.dropins[VOLUME_UNIT], NFS_SHARES, TGT_DROPIN, MODULES_LOAD)
+        paths = (svc.conf, svc.dropins[VOLUME_UNIT], NFS_SHARES, TGT_DROPIN, MODULES_LOAD, SUDOERS)
         for node in kernel_nodes(plan):
             remove_from_node(ctx, f"service/{self.name}", node, paths)
         self._controller(plan).remove(ctx, runner, plan)
