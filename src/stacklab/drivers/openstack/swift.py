@@ -50,6 +50,7 @@ from stacklab.drivers.openstack.swift_devices import (
 )
 from stacklab.errors import PlanError
 from stacklab.exec.node_files import (
+    node_path_exists,
     read_node_file,
     remove_node_files,
     require_node,
@@ -64,6 +65,9 @@ SWIFT_CONF = "/etc/swift/swift.conf"
 SWIFT_CONF_ORIG = "/etc/swift/swift.conf.stacklab-orig"
 CONF_DIR = "/etc/swift/stacklab"
 RINGS_RECORD = "/etc/swift/stacklab-rings.json"
+# written with a changed config, removed once the daemons restarted with it: an `up` that failed in between (e.g. at
+# the device probe) leaves it, and the next `up` restarts them although the files are already as wanted
+RESTART_PENDING = {"storage": f"{CONF_DIR}/restart-pending-storage", "proxy": f"{CONF_DIR}/restart-pending-proxy"}
 RSYNCD_CONF = "/etc/rsyncd.conf"
 DEVICE = "d1"  # the first device (the only one of a lab that declares `devices: 1`)
 PART_POWER = 8
@@ -364,22 +368,27 @@ class Swift:
             dirs = [f"{DEVICES}/{dev}" for dev in devices]
             node_runner.run(["install", "-d", "-o", "swift", "-g", "swift", *dirs, "/var/cache/swift"], timeout=30)
             owner = swift_owner(node_runner)
-            changed = _write_all(node_runner, self._storage_files(plan, address, hash_secret, owner))
+            files = self._storage_files(plan, address, hash_secret, owner)
+            changed = _restart_pending(node_runner, "storage", _write_all(node_runner, files))
             if device_kind(plan) == TMPFS:
                 _mount_tmpfs_devices(node_runner, devices)
             else:
-                changed = _drop_mount_units(node_runner, devices) or changed
+                changed = _restart_pending(node_runner, "storage", _drop_mount_units(node_runner, devices)) or changed
             for dev in devices:
                 probe_xattrs(node_runner, node, dev)
             for ring in RING_FILES:
                 if node != proxy:
                     _copy_binary(proxy_runner, node_runner, ring)
             _start(node_runner, (*STORAGE_UNITS, "rsync"), restart=changed)
+            remove_node_files(node_runner, RESTART_PENDING["storage"])
         ctx.progress(f"{rid}: proxy on {proxy}, keystone user and endpoints")
         register_in_keystone(ctx, proxy_runner, plan, user="swift", password=password, service=SERVICE,
                              url=f"{proxy_url(plan)}/v1/AUTH_%(project_id)s")  # fmt: skip
-        changed = _write_all(proxy_runner, self._proxy_files(plan, hash_secret, password))
+        changed = _restart_pending(
+            proxy_runner, "proxy", _write_all(proxy_runner, self._proxy_files(plan, hash_secret, password))
+        )
         _start(proxy_runner, (PROXY_UNIT,), restart=changed)
+        remove_node_files(proxy_runner, RESTART_PENDING["proxy"])
         wait_for_api(proxy_runner, rid, url=f"{proxy_url(plan)}/healthcheck", unit=PROXY_UNIT,
                      log_file="/var/log/syslog", answers=lambda: _healthy(proxy_runner, plan))  # fmt: skip
         return {
@@ -416,8 +425,8 @@ class Swift:
             if unit_active(proxy_runner, "keystone"):
                 register_in_keystone(ctx, proxy_runner, plan, user="swift", password=password, service=SERVICE,
                                      url=f"{proxy_url(plan)}/v1/AUTH_%(project_id)s", remove=True)  # fmt: skip
-            remove_node_files(proxy_runner, PROXY_CONF, dropin_path(PROXY_UNIT), RINGS_RECORD,
-                              *RING_FILES, *(f"/etc/swift/{s}.builder" for s in PORTS))  # fmt: skip
+            remove_node_files(proxy_runner, PROXY_CONF, dropin_path(PROXY_UNIT), RINGS_RECORD, *RING_FILES,
+                              *RESTART_PENDING.values(), *(f"/etc/swift/{s}.builder" for s in PORTS))  # fmt: skip
             _restore_package_conf(proxy_runner)
         for node in nodes:
             node_runner = ctx.on_node_if_up(node)
@@ -427,7 +436,7 @@ class Swift:
             systemctl(node_runner, "disable", "--now", *(mount_unit(d) for d in device_names(plan)), check=False)
             files = [p for p in self._storage_files(plan, "-", "-") if p != SWIFT_CONF]
             units = [f"/etc/systemd/system/{mount_unit(d)}" for d in device_names(plan)]  # of either kind
-            remove_node_files(node_runner, *files, *units, *RING_FILES)
+            remove_node_files(node_runner, *files, *units, *RING_FILES, *RESTART_PENDING.values())
             if device_kind(plan) != TMPFS:  # the objects of directory devices live on the node's root fs
                 dirs = [f"{DEVICES}/{d}" for d in device_names(plan)]
                 node_runner.run(["rm", "-rf", "--one-file-system", *dirs], timeout=120)
@@ -469,6 +478,15 @@ def _write_all(runner: Runner, files: Mapping[str, str]) -> bool:
     if changed:
         systemctl(runner, "daemon-reload")
     return changed
+
+
+def _restart_pending(runner: Runner, role: str, changed: bool) -> bool:
+    """True when the daemons must restart: their config changed now, or an earlier `up` changed it and failed
+    before the restart (its marker is still there)."""
+    if changed:
+        write_node_file(runner, RESTART_PENDING[role], "swift config changed: its daemons restart with it\n")
+        return True
+    return node_path_exists(runner, RESTART_PENDING[role])
 
 
 def _start(runner: Runner, units: Sequence[str], *, restart: bool) -> None:
