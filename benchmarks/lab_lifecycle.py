@@ -187,7 +187,12 @@ def copies_flow(args: argparse.Namespace) -> None:
         f"{extra['rss']:.0f} MiB; disk: the original {extra['disk']:.0f} MiB (images shared, not counted)"
     )
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
-    print(f"  host memory {total / 1024:.1f} GiB: about {total / max(extra['mem_per_copy'], 1):.0f} copies by memory")
+    rss = max(copy["rss"] for copy in extra["copies"].values())
+    print(
+        f"  host memory {total / 1024:.1f} GiB: by memory alone {total / max(extra['mem_per_copy'], 1):.0f} copies "
+        f"(MemAvailable per copy; shared image pages count once) to {total / max(rss, 1):.0f} (RSS, shared pages "
+        "counted in every process)"
+    )
     print(f"  leak check after down: {'clean' if clean else 'NOT clean'} (lab and every copy)")
 
 
