@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from stacklab.cli import main
 from stacklab.drivers.nodes.lxc_config import cgroup_lab_dir
 from stacklab.drivers.nodes.lxc_host import link_exists
 from stacklab.engine import copies as cp
@@ -198,3 +200,31 @@ def test_links_are_looked_up_in_the_callers_netns() -> None:
 def test_netns_names_are_checked(name: str) -> None:
     with pytest.raises(netns.NetnsError):
         netns.path_of(name)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["reset", "nolab#2"],
+        ["verify", "nolab#2"],
+        ["status", "nolab#3"],
+        ["down", "nolab#2"],
+        ["ssh", "nolab#2", "node1"],
+    ],
+)
+def test_cli_an_unknown_copy_exits_2_and_touches_nothing(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, args, env={"STACKLAB_STATE": str(tmp_path / "state")})
+    assert result.exit_code == 2, result.output
+    assert "lab nolab has no copy" in result.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_cli_copies_of_a_lab_with_vm_nodes_are_refused_before_anything(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["up", "-y", str(ROOT / "labs" / "lvm-iscsi.yml"), "--copies", "2"],
+        env={"STACKLAB_STATE": str(tmp_path / "state")},
+    )
+    assert result.exit_code == 2, result.output
+    assert "training copies hold container nodes only" in result.stderr
+    assert not (tmp_path / "state").exists()
