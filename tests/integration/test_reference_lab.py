@@ -35,7 +35,7 @@ BACKEND_CASES = (
 )
 
 pytestmark = [
-    *vm_lab_marks(3600, containers=True),
+    *vm_lab_marks(5400, containers=True),
     pytest.mark.skipif(not NIGHTLY, reason="nightly lab (~20 min under TCG): set STACKLAB_NIGHTLY=1 to run it"),
 ]
 
@@ -63,7 +63,7 @@ def test_reference_lab_up_verify_down(reference_lab: LabCopy) -> None:
 
     start = time.monotonic()
     report = stacklab(
-        reference_lab.state, "verify", reference_lab.name, "--suite", "volumes", check=False, timeout=1800
+        reference_lab.state, "verify", reference_lab.name, "--suite", "volumes", check=False, timeout=2700
     )
     times["verify"] = time.monotonic() - start
     assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
