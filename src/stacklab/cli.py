@@ -284,11 +284,14 @@ def _down_copy(place: Any, no_leak_check: bool) -> None:
     from stacklab.session import Session, lab_from_arg
 
     record = cp.CopyRecord.load(place)
-    if (place.lab_dir / "state.json").exists() and netns.inode_of(record.netns) == record.netns_inode:
+    if (place.lab_dir / "state.json").exists():
+        lost = netns.inode_of(record.netns) != record.netns_inode  # a host reboot: its nodes are stopped
+        if lost:
+            record = cp.renew_netns(place, LocalRunner())
         with netns.entered(record.netns):
             the_lab = lab_from_arg(place.lab, place.root)
             with Session.open(the_lab, place.root, command="down") as session:
-                result = session.engine.destroy()
+                result = cp.destroy_stopped(session.engine) if lost else session.engine.destroy()
                 if result.ok:
                     session.finish_down()
             _report(result, place.label, "down")

@@ -1,10 +1,12 @@
 """Training copies of the storage lab through the CLI: `up --copies 2` makes the lab and a second copy of it (from
-the lab's checkpoint, in its own netns, at the same addresses); each copy answers its own services (an RBD volume
-written in one is not in the other; both answer SSH and iSCSI at the same addresses); `verify` passes on the copy;
-the copy is broken (its iSCSI target stopped, its Ceph config deleted, a volume added), `reset` and verified again
-while the original runs on untouched (same container init PIDs, its own marker file kept, tgt active); `down` of
-the original removes the copy first and leaves nothing (netns, bridges, veths, LXC dirs, cgroups), both leak checks
-clean. Unique name and 10.243.x subnets; taken down in a finalizer even when the test fails."""
+the lab's checkpoint, in its own netns, at the same addresses); each copy has its own data (an RBD volume written
+in the copy is not in the lab, same Ceph fsid); `verify` (infra, storage: iSCSI, NFS and RBD from the client over
+br-storage) passes on the copy; the copy is broken (tgt stopped, its Ceph config deleted), `reset` and verified
+again while the original runs on untouched (same container init PIDs, its own marker file kept, tgt active). A
+third copy then loses its netns with its nodes stopped (what a host reboot leaves): `status` says so and its
+`down` removes it cleanly, leaving the original's bridges of the same names alone. `down` of the original removes
+the copy first and leaves nothing (netns, bridges, veths, LXC dirs), the leak checks clean. Unique name and
+10.243.x subnets; taken down in a finalizer even when the test fails."""
 
 from __future__ import annotations
 
@@ -49,8 +51,8 @@ def _lab_file() -> tuple[str, Path]:
     return name, path
 
 
-def _netns(name: str) -> str:
-    return f"stacklab-{name}-2"
+def _netns(name: str, index: int = 2) -> str:
+    return f"stacklab-{name}-{index}"
 
 
 @pytest.fixture
@@ -61,10 +63,12 @@ def copies_lab(tmp_path: Path) -> Iterator[LabCopy]:
         yield lab
     finally:
         # the copy alone first (a failed copy must not keep the original up), then the original
-        stacklab(lab.state, "down", "--no-leak-check", f"{name}#2", check=False)
+        for index in (2, 3):
+            stacklab(lab.state, "down", "--no-leak-check", f"{name}#{index}", check=False)
         stacklab(lab.state, "down", "--no-leak-check", name, check=False)
-        if Path("/run/netns", _netns(name)).exists():  # the copy's own netns: its unique name says it is ours
-            subprocess.run(["ip", "netns", "delete", _netns(name)], check=False, timeout=30)
+        for index in (2, 3):  # the copies' own netns: the lab's unique name says they are ours
+            if Path("/run/netns", _netns(name, index)).exists():
+                subprocess.run(["ip", "netns", "delete", _netns(name, index)], check=False, timeout=30)
         lab_file.unlink(missing_ok=True)
 
 
@@ -134,6 +138,28 @@ def test_two_copies_reset_one_while_the_other_runs(copies_lab: LabCopy) -> None:
     assert node_pids(lab) == pids, "the original's nodes were restarted by the copy's reset"
     after = facts(lab, lab.name)
     assert (after["mark"], after["tgt"]) == ("original", "active"), after
+
+    # A copy whose netns is gone with its nodes stopped (what a host reboot leaves): status says so, down removes
+    # it from a new netns and never touches the original's bridges of the same names.
+    third = f"{lab.name}#3"
+    up = stacklab(lab.state, "up", "-y", str(lab.file), "--copies", "3", timeout=1800)
+    assert f"copy {copy} exists; left as it is" in up.stderr and f"copy {third} up in netns" in up.stderr, up.stderr
+    lxcpath = lab.state / lab.name / "copies" / "3" / lab.name / "lxc"
+    for node in ("client1", "storage1"):
+        subprocess.run(
+            ["ip", "netns", "exec", _netns(lab.name, 3), "lxc-stop", "-k", "-P", str(lxcpath), "-n", node],
+            check=True,
+            timeout=120,
+        )
+    subprocess.run(["ip", "netns", "delete", _netns(lab.name, 3)], check=True, timeout=30)
+    status = json.loads(stacklab(lab.state, "status", "--json", lab.name).stdout)
+    assert [(r["copy"], r["netns_present"]) for r in status["copies"]] == [(copy, True), (third, False)]
+    down = stacklab(lab.state, "down", third)
+    assert f"copy {third} removed; leak check: clean" in down.stderr, down.stderr[-3000:]
+    assert all(
+        r["state"] == "present"
+        for r in json.loads(stacklab(lab.state, "status", "--json", lab.name).stdout)["resources"]
+    )
 
     # down of the original takes its copy first; nothing of either is left.
     down = stacklab(lab.state, "down", lab.name)

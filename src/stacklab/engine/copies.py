@@ -30,7 +30,10 @@ per netns (LIO targets in configfs: two copies would share one target name).
 `down L` removes the copies first (each like `down L#k`), then the original: a copy needs the checkpoint it was
 made from. `down L#k`: the engine's destroy inside the netns, then the netns itself (only if it is still the
 inode recorded), then the leak check of the copy: no netns, no process left in it or naming the copy's dir, no
-cgroup dir, mount or LXC dir of the copy.
+cgroup dir, mount, loop device or LXC dir of the copy. A copy whose netns is gone (a host reboot empties
+/run/netns; its nodes are then stopped) is removed from a new, empty netns of the same name: its nodes by their
+driver, the rest forgotten. Never from the host's netns, where the bridges of the same names are the original's.
+`reset` of such a copy is refused (down it and make it again).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from stacklab.engine.checkpoint import (
     fresh_engine,
     restore_lab,
 )
-from stacklab.engine.core import Engine
+from stacklab.engine.core import Engine, RunResult, StepFailure
 from stacklab.engine.plan import Plan
 from stacklab.engine.quiesce import lab_nodes
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
@@ -284,6 +287,48 @@ def reset(
     return restore_lab(engine, record.checkpoint, reload_lab, source=place.source)
 
 
+def renew_netns(place: CopyPlace, runner: Runner) -> CopyRecord:
+    """A copy whose netns is gone (a host reboot removes /run/netns): a new, empty netns for its `down`, once no
+    process of the copy runs any more (its containers would be running in a netns stacklab can no longer name)."""
+    record = CopyRecord.load(place)
+    running = [f"{pid} ({_cmdline(Path('/proc'), pid)})" for pid in _pids_naming(str(place.root))]
+    if running:
+        raise StackLabError(
+            f"copy {place.label} lost its netns {record.netns} but its processes still run: {'; '.join(running[:3])}",
+            hint="stop its containers by hand (`lxc-stop -k -P <lxcpath> -n <node>`), then `stacklab down` again",
+        )
+    inode = netns.create(runner, record.netns)  # refuses a netns of that name that is not ours
+    renewed = CopyRecord(**{**asdict(record), "netns_inode": inode})
+    renewed.save(place)
+    return renewed
+
+
+def destroy_stopped(engine: Engine) -> RunResult:
+    """`down` of a copy whose nodes are stopped (after a host reboot): each node removed by its driver (what ran
+    inside a node goes with it; its services cannot be asked to stop), the rest forgotten (its bridges went with
+    the old netns). Inside the renewed netns: a bridge of the same name on the host is the original's."""
+    result = RunResult()
+    driver = driver_for("node")
+    for rid, record in sorted(engine.state.resources.items()):
+        if rid.startswith("node/"):
+            try:
+                driver.delete(rid, record, engine.ctx)
+            except Exception as exc:  # every node is tried; the failures are reported together
+                result.failed.append(StepFailure(rid, exc))
+                continue
+        engine.state.forget(rid)
+        result.applied.append(rid)
+    return result
+
+
+def _pids_naming(text: str, proc: Path = Path("/proc")) -> list[int]:
+    return [
+        int(entry.name)
+        for entry in proc.iterdir()
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and text in _cmdline(proc, int(entry.name))
+    ]
+
+
 def remove_netns(place: CopyPlace, runner: Runner) -> None:
     """After the copy's resources are gone: the netns (if still ours), then wait for its processes to exit."""
     record = CopyRecord.load(place)
@@ -315,11 +360,7 @@ def leftovers(place: CopyPlace, inode: int, cgroup_dir: str, proc: Path = Path("
     root = str(place.root)
     for pid in netns.pids_in(inode, proc):
         out.append(f"process {pid} ({_cmdline(proc, pid)}) in the copy's netns")
-    for entry in proc.iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            cmdline = _cmdline(proc, int(entry.name))
-            if root in cmdline:
-                out.append(f"process {entry.name} ({cmdline})")
+    out += [f"process {pid} ({_cmdline(proc, pid)})" for pid in _pids_naming(root, proc)]
     for mount in cgroup_mounts():
         if (mount / cgroup_dir).exists():
             out.append(f"cgroup {mount / cgroup_dir}")
