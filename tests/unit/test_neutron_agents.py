@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,41 @@ def test_the_suite_reads_lease_metadata_and_pings_from_the_console() -> None:
     assert first_after(lines, "192.168.77.11", 2, "fail") == 4
     assert first_after(lines, "192.168.77.11", 4, "ok") is None
     assert lease(net_lines("stacklab-net: no DHCP answer on eth0 (fa:16:3e:00:00:01) yet")) is None
+
+
+class _Metadata(http.server.BaseHTTPRequestHandler):
+    """169.254.169.254 as the DHCP namespace's proxy answers: JSON metadata and the user-data, CRLF headers."""
+
+    pages = {
+        "/openstack/latest/meta_data.json": b'{"uuid": "6f1c2e0a-aaaa-bbbb-cccc-0123456789ab", "name": "g"}',
+        "/openstack/latest/user_data": b"stacklab-marker=abc123\nstacklab-peer=192.168.77.11\n",
+    }
+
+    def do_GET(self) -> None:
+        body = self.pages.get(self.path)
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, *_: object) -> None:
+        return None
+
+
+def test_the_net_guest_reads_its_metadata_over_http(tmp_path: Path) -> None:
+    """The guest's own bash code (NET's metadata part), pointed at a local server instead of 169.254.169.254."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        net = guest_initrd.NET
+        part = net[net.index("get() {") : net.index("i=0\nwhile true")]
+        part = part.replace("/dev/tcp/169.254.169.254/80", f"/dev/tcp/127.0.0.1/{server.server_port}")
+        part = part.replace("/tmp/", f"{tmp_path}/")
+        script = 'say() { echo "stacklab-net: $*"; }\n' + part + 'echo "peers:$peers"\n'
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=True).stdout
+    finally:
+        server.shutdown()
+    lines = net_lines(out)
+    assert reported(lines, "uuid") == "6f1c2e0a-aaaa-bbbb-cccc-0123456789ab", out
+    assert reported(lines, "marker") == "abc123", out
+    assert "peers: 192.168.77.11" in out

@@ -63,16 +63,11 @@ say "dhcp eth0 mac $mac address $IPV4ADDR netmask $IPV4NETMASK"
 ip route add 169.254.169.254/32 dev eth0
 get() {  # GET $1 from the metadata service: the body on stdout, status 0 on HTTP 200
   exec 3<>/dev/tcp/169.254.169.254/80 || return 1
-  printf 'GET %s HTTP/1.0
-Host: 169.254.169.254
-
-' "$1" >&3
-  local status line
+  printf 'GET %s HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n' "$1" >&3
+  local status line cr=$'\r'
   IFS= read -r status <&3
-  while IFS= read -r line <&3; do [ -z "${line%$'
-'}" ] && break; done
-  while IFS= read -r line <&3 || [ -n "$line" ]; do printf '%s
-' "$line"; done
+  while IFS= read -r line <&3; do [ -z "${line%"$cr"}" ] && break; done
+  while IFS= read -r line <&3 || [ -n "$line" ]; do printf '%s\n' "$line"; done
   exec 3<&-
   case "$status" in *" 200 "*) return 0 ;; esac
   return 1
@@ -84,7 +79,8 @@ until get /openstack/latest/meta_data.json > /tmp/meta 2>/dev/null; do
   sleep 3
 done
 meta=$(< /tmp/meta)
-[[ "$meta" =~ "uuid":\ *"([0-9a-f-]+)" ]] && say "metadata uuid ${BASH_REMATCH[1]}"
+uuid_re='"uuid": *"([0-9a-f-]+)"'
+[[ $meta =~ $uuid_re ]] && say "metadata uuid ${BASH_REMATCH[1]}"
 peers=""
 if get /openstack/latest/user_data > /tmp/user 2>/dev/null; then
   while IFS= read -r line; do
