@@ -11,7 +11,13 @@ from stacklab.drivers.openstack.swift_devices import device_names, mount_unit, r
 from stacklab.model import load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.suites.test_failover import GIB, Observed, managed_problems, node_of, service_host, stuck_problems
-from stacklab.suites.test_swift_loss import Place, handback_problems, placement_problems
+from stacklab.suites.test_swift_loss import (
+    Place,
+    full_device_problems,
+    handback_problems,
+    placement_problems,
+    proxy_seconds,
+)
 
 # -- failover: cinder-volume is not HA ---------------------------------------------------------------------------
 
@@ -155,6 +161,37 @@ def test_hand_back() -> None:
         "storage3:d1 has no replica, not the object sha",
         f"the handoff storage1:d2 still holds its copy in {H[1].directory}",
     ]
+
+
+def test_a_full_device_that_refused_the_write_passes() -> None:
+    recon = {"device": "d1", "mounted": True, "size": 1048576, "used": 1048576, "avail": 0}
+    assert full_device_problems(["507"], recon, [], "storage1:d1") == []
+
+
+def test_a_full_device_that_took_the_write_or_was_not_full_fails() -> None:
+    roomy = {"device": "d1", "mounted": True, "size": 536870912, "used": 0, "avail": 536870912}
+    found = full_device_problems(["201"], roomy, ["/srv/node/d1/objects/7/abc/x/1.data"], "storage1:d1")
+    assert found == [
+        "storage1:d1's object server answered the PUT ['201'], not 507",
+        f"recon/diskusage does not show storage1:d1 full: {roomy}",
+        "the full device holds files of the object: ['/srv/node/d1/objects/7/abc/x/1.data']",
+    ]
+    assert full_device_problems([], None, [], "storage1:d1") == [
+        "storage1:d1's object server answered the PUT never (no request logged), not 507",
+        "recon/diskusage does not list storage1:d1",
+    ]
+
+
+def test_the_proxy_s_own_time_is_read_from_its_request_log() -> None:
+    from stacklab.exec.fake import FakeRunner
+
+    line = (
+        "10.0.0.4 10.0.0.4 06/Dec/2026/20/20/34 PUT /v1/AUTH_a/c/full-1 HTTP/1.0 201 - Python-urllib/3.11 gAAA... "
+        "65536 - - tx2888fc909da8443b9346e-006b15c392 - 0.5634 - - 1796588434.109 1796588434.672 0\n"
+    )
+    runner = FakeRunner().expect(["journalctl", "-u", "swift-proxy"], stdout=line)
+    assert proxy_seconds(runner, 1796588430.0, "/v1/AUTH_a/c/full-1") == "0.5634s"
+    assert proxy_seconds(runner, 1796588430.0, "/v1/AUTH_a/c/other") == "?"
 
 
 def test_measured_figures_are_printed_under_their_suite() -> None:

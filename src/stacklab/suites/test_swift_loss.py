@@ -13,8 +13,16 @@ write still succeeds, with the replica on a handoff instead of in the bare mount
 replicator of another holder reports the device unmounted and syncs to a handoff instead. Once the device is
 mounted again its replica is handed back.
 
+A device full: the tmpfs of one device of an object's primaries is shrunk to what it holds plus 1 MiB and a filler
+file takes the rest (ENOSPC). Its object server answers the proxy's PUT 507 (its request log says so), recon's
+disk usage shows the device with nothing available, the write is still 201 with the replica on a handoff, and no
+file of the object is on the full device. Once the filler is gone (and the device's size restored) the handoff's
+replicator hands the replica back.
+
 Each step has a bounded wait; the node's daemons and the device mount are restored even when a step fails. Needs
-more devices than replicas (`openstack.swift.devices`), else there is no handoff device; skipped, saying so.
+more devices than replicas (`openstack.swift.devices`), else there is no handoff device; skipped, saying so. The
+unmounted and full device cases need devices that are file systems of their own (`device_kind` tmpfs): on a host
+whose tmpfs holds no user xattrs the devices are plain directories and both are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from stacklab.suites.openstack_calls import admin_auth, os_client, service
 OBJECT_CONF = "/etc/swift/stacklab/object-server.conf"
 OBJECT_PORT = 6200
 HANDBACK_BUDGET = 180.0
+ERROR_SUPPRESSION = 75.0  # the proxy's error_suppression_interval (60 s) and a margin
 WRITES = 8
 WRITE_SIZE = 64 * 1024
 LOCATE = """
@@ -116,6 +125,26 @@ class Cluster:
         self.root = str(self.swift.get("device_root") or str(self.swift["devices"]).rsplit("/", 1)[0])
         self.devices = [str(d) for d in self.swift.get("device_names") or [str(self.swift["devices"]).rsplit("/")[-1]]]
         self.written: list[str] = []
+        self.device_kind = str(self.swift.get("device_kind") or "tmpfs")
+        # node or node:device -> when it was last restored: the proxy error-limits a node that failed for a minute
+        # (error_suppression_interval), so a fresh fault is put on a place it has not been skipping
+        self.faulted: dict[str, float] = {}
+
+    def settle(self) -> float:
+        """Wait until the proxy stops skipping the places that failed (a 507 error-limits a device for its
+        error_suppression_interval, and its replica would go to another handoff than the ring's first); the wait."""
+        wait = max(self.faulted.values(), default=-1e9) + ERROR_SUPPRESSION - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return max(wait, 0.0)
+
+    def needs_mount_points(self, case: str) -> None:
+        """Skip `case` when the devices are plain directories (no mount point to unmount, no file system to fill)."""
+        if self.device_kind != "tmpfs":
+            pytest.skip(
+                f"{case}: the devices are {self.device_kind} devices (this host's tmpfs holds no user xattrs, or the "
+                "lab sets openstack.swift.device_kind), which are no file systems of their own; mount_check is off"
+            )
 
     def put(self, obj: str, runner: Runner | None = None) -> dict[str, Any]:
         request = {**self.auth, "container": self.container, "object": obj, "size": WRITE_SIZE}
@@ -303,6 +332,7 @@ def test_a_lost_node_s_writes_go_to_a_handoff_and_come_back(
     finally:
         thread.join(timeout=600)
         lost_runner.run(["systemctl", "start", *units], timeout=180)
+        cluster.faulted[lost] = time.monotonic()
     started = time.monotonic()
     cluster.replicate_all([handoff for _name, _primary, handoff, _sha in moved])
     for name, primary, handoff, sha in moved:
@@ -341,6 +371,7 @@ def test_an_unmounted_device_answers_507_and_replication_routes_around_it(cluste
     account = str(probe["account"])
     primaries, handoffs = cluster.locate(account, name)
     victim = primaries[0]
+    cluster.needs_mount_points("an unmounted device")
     unit = str((cluster.swift.get("mount_units") or {}).get(victim.device, ""))
     assert unit, f"the swift service names no mount unit for {victim.device}: devices are not mount points"
     runner = cluster.runners[victim.node]
@@ -383,6 +414,7 @@ def test_an_unmounted_device_answers_507_and_replication_routes_around_it(cluste
         )
     finally:
         runner.run(["systemctl", "start", unit], timeout=120)
+        cluster.faulted[f"{victim.node}:{victim.device}"] = time.monotonic()
     assert runner.run(["mountpoint", "-q", mount_point], timeout=30, check=False).ok, f"{mount_point} not remounted"
     started = time.monotonic()
     cluster.replicate(handoff)
@@ -392,4 +424,123 @@ def test_an_unmounted_device_answers_507_and_replication_routes_around_it(cluste
     evidence(
         "measured: unmounted device",
         f"replica handed back to {victim.node}:{victim.device} {time.monotonic() - started:.1f}s after the remount",
+    )
+
+
+FILLER = "stacklab-filler"
+
+
+def device_bytes(runner: Runner, mount_point: str) -> tuple[int, int, int]:
+    """(used, size, available) bytes of the file system at the mount point."""
+    out = runner.run(["df", "-B1", "--output=used,size,avail", mount_point], timeout=30).stdout.split()
+    used, size, avail = (int(v) for v in out[-3:])
+    return used, size, avail
+
+
+def object_log_lines(runner: Runner, since: float, path: str) -> list[str]:
+    """The object server's request log lines (journal) since `since` that name `path`."""
+    log = runner.run(
+        ["journalctl", "-u", "swift-object", "-o", "cat", "--no-pager", f"--since=@{int(since) - 1}"],
+        timeout=60,
+        check=False,
+    ).stdout
+    return [line for line in log.splitlines() if path in line]
+
+
+def proxy_seconds(runner: Runner, since: float, path: str) -> str:
+    """The proxy's own time for the PUT of `path` (its request log: the field after the transaction id and one
+    `-`), without the client's keystone login and start-up; '?' when not logged."""
+    log = runner.run(
+        ["journalctl", "-u", "swift-proxy", "-o", "cat", "--no-pager", f"--since=@{int(since) - 1}"],
+        timeout=60,
+        check=False,
+    ).stdout
+    for line in log.splitlines():
+        fields = line.split()
+        if f"PUT {path} " in line and " 201 " in line:
+            tx = next((i for i, f in enumerate(fields) if f.startswith("tx")), None)
+            if tx is not None and tx + 2 < len(fields):
+                return f"{fields[tx + 2]}s"
+    return "?"
+
+
+def full_device_problems(
+    codes: Sequence[str], recon: Mapping[str, Any] | None, files_on_full: Sequence[str], device: str
+) -> list[str]:
+    """Why the full device did not refuse the write as Swift promises (empty: it did): its object server answered
+    the PUT 507, recon shows it with (almost) nothing available, and none of the object's files are on it."""
+    found = []
+    if "507" not in codes:
+        found.append(f"{device}'s object server answered the PUT {codes or 'never (no request logged)'}, not 507")
+    if recon is None:
+        found.append(f"recon/diskusage does not list {device}")
+    elif int(recon.get("avail", -1)) >= WRITE_SIZE or recon.get("mounted") is not True:
+        found.append(f"recon/diskusage does not show {device} full: {dict(recon)}")
+    if files_on_full:
+        found.append(f"the full device holds files of the object: {list(files_on_full)}")
+    return found
+
+
+def test_a_full_device_answers_507_and_replication_routes_around_it(cluster: Cluster, evidence: Evidence) -> None:
+    cluster.needs_mount_points("a full device")
+    probe = cluster.put("probe-full")
+    account = str(probe["account"])
+    cluster.settle()
+    name = f"full-{secrets.token_hex(3)}"
+    primaries, handoffs = cluster.locate(account, name)
+    victim = primaries[0]
+    runner, address = cluster.runners[victim.node], cluster.nodes[victim.node]
+    mount_point = f"{cluster.root}/{victim.device}"
+    filler = f"{mount_point}/{FILLER}"
+    used, size, _avail = device_bytes(runner, mount_point)
+    # a tmpfs is shrunk (never below what it holds) rather than filled to its 512 MiB: the filler costs 1 MiB of RAM
+    runner.run(["mount", "-o", f"remount,size={used + (1 << 20)}", mount_point], timeout=30)
+    try:
+        fill = runner.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], timeout=120, check=False)
+        assert "No space left on device" in fill.stderr, f"filling {mount_point} did not end in ENOSPC: {fill.stderr}"
+        recon_out = runner.run(
+            ["curl", "-s", "-m", "10", f"http://{address}:{OBJECT_PORT}/recon/diskusage"], timeout=30
+        ).stdout
+        recon = next((d for d in json.loads(recon_out or "[]") if d.get("device") == victim.device), None)
+        since = time.time()
+        put = cluster.put(name)
+        assert put["http"] == 201, f"with {victim.node}:{victim.device} full the write got {put['http']}"
+        part = victim.directory.split("/objects/")[1].split("/")[0]
+        path = f"/{victim.device}/{part}/{account}/{cluster.container}/{name}"
+        lines = object_log_lines(runner, since, f'"PUT {path}"')
+        codes = [line.split(f'"PUT {path}"')[1].split()[0] for line in lines]
+        files = runner.run(["find", victim.directory, "-type", "f"], timeout=30, check=False).stdout.split()
+        problems = full_device_problems(codes, recon, files, f"{victim.node}:{victim.device}")
+        holding = {p: cluster.sha(p) == put["sha256"] for p in [*primaries, *handoffs[:3]]}
+        problems += placement_problems(primaries, handoffs, holding, f"{victim.node}:{victim.device}")
+        assert not problems, "; ".join(problems)
+        handoff = next(h for h in handoffs if h != victim)
+        in_proxy = proxy_seconds(cluster.runners[cluster.proxy], since, f"/v1/{account}/{cluster.container}/{name}")
+        recon_cli = cluster.runners[cluster.proxy].run(["swift-recon", "object", "-d"], timeout=60, check=False)
+        usage = [line.strip() for line in recon_cli.stdout.splitlines() if "usage" in line.lower() or "%" in line]
+        evidence(
+            "full",
+            f"{victim.node}:{mount_point} full ({FILLER}: ENOSPC; recon/diskusage {json.dumps(recon)}); PUT {name} "
+            f"-> 201 in {put['seconds']:.2f}s (proxy {in_proxy}), {victim.node}'s object server logged PUT {path} "
+            f"{codes}, the "
+            f"replica went to the handoff {handoff.node}:{handoff.device}, no file of it on the full device; "
+            f"swift-recon -d: {' | '.join(usage[:4])}",
+        )
+    finally:
+        runner.run(["rm", "-f", filler], timeout=30)
+        runner.run(["mount", "-o", f"remount,size={size}", mount_point], timeout=30)
+        cluster.faulted[f"{victim.node}:{victim.device}"] = time.monotonic()
+    assert device_bytes(runner, mount_point)[1] == size, f"{mount_point} not back to {size} bytes"
+    started = time.monotonic()
+    cluster.replicate(handoff)
+    took = wait_for(handed_back(cluster, victim, handoff, put["sha256"]))
+    problems = handback_problems(victim, handoff, cluster.sha(victim), cluster.sha(handoff), put["sha256"])
+    assert took is not None and not problems, (
+        f"the replica was not handed back to {victim.node}:{victim.device} once it had room: " + "; ".join(problems)
+    )
+    evidence(
+        "measured: full device",
+        f"PUT with a full primary {put['seconds']:.2f}s from the client, {in_proxy} in the proxy (201 on a handoff); "
+        "replica handed back to "
+        f"{victim.node}:{victim.device} {time.monotonic() - started:.1f}s after the filler was removed",
     )
