@@ -23,8 +23,8 @@ def test_the_default_lab_runs_swift_beside_the_rest_after_the_health_suites() ->
     plan = phases(AIO)
     assert plan == [
         [("health", ["infra", "storage", "openstack"])],
-        [("main", ["volumes", "attach", "evacuation", "caching", "failover", "migration"]),
-         ("swift", ["replication", "swift_loss"])],
+        [("main", ["volumes", "attach", "evacuation", "failover", "migration"]),
+         ("swift", ["replication", "swift_loss"]), ("local-disk", ["caching"])],
     ]  # fmt: skip
     assert not is_serial(plan)
 

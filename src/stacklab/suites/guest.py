@@ -14,6 +14,7 @@ boot path fetches them without that check, so either format boots.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -48,13 +49,15 @@ def guest_image(
     `beat` (seconds), the guest writes its console heartbeat that often; with `net`, it has a NIC: DHCP, its
     metadata and pings to the peers its user-data names (guest_initrd.py)."""
     write_node_file(runner, BUILDER, resources.files("stacklab.suites").joinpath("guest_initrd.py").read_text())
-    argv = ["python3", BUILDER, f"{GUEST_DIR}/initrd{'-net' if net else ''}.img", *(["--net"] if net else [])]
-    built = json.loads(runner.run(argv, timeout=120).stdout.splitlines()[-1])
-    root = f"{GUEST_DIR}/root.raw"
-    runner.run(["truncate", "-s", "0", root], timeout=30)
-    runner.run(["truncate", "-s", "1M", root], timeout=30)
+    # a directory per guest: verify's lanes build guests on the controller at the same time
+    work = f"{GUEST_DIR}/{secrets.token_hex(4)}"
+    argv = ["python3", BUILDER, f"{work}/initrd{'-net' if net else ''}.img", *(["--net"] if net else [])]
     made: list[str] = []
     try:
+        runner.run(["mkdir", "-p", work], timeout=30)
+        built = json.loads(runner.run(argv, timeout=120).stdout.splitlines()[-1])
+        root = f"{work}/root.raw"
+        runner.run(["truncate", "-s", "1M", root], timeout=30)
 
         def upload(path: str, name: str, fmt: str, container: str, **properties: str) -> str:
             request = {**auth, "path": path, "name": name, "disk_format": fmt, "container_format": container,
@@ -73,6 +76,7 @@ def guest_image(
     finally:
         for image_id in reversed(made):
             os_client(runner, "glance", "delete", {**auth, "image_id": image_id})
+        runner.run(["rm", "-rf", "--one-file-system", work], timeout=60, check=False)
 
 
 @contextmanager

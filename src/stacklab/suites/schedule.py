@@ -6,9 +6,12 @@ suites that touch disjoint parts of the lab run at once, each lane a pytest proc
 - phase 1, alone: the suites that check the whole lab's health (`infra`, `storage`, `openstack`): nothing may stop
   a daemon while they look at every unit;
 - phase 2, side by side: the Swift lane (`replication`, `swift_loss`: objects through the proxy, Swift daemons on
-  the storage nodes stopped and started) and the main lane, everything else in the order asked (cinder, nova's
-  computes and guests, the failover of cinder-volume, a user's own files). The Swift suites boot no guest, touch no
-  volume and no compute, and the main lane's suites stop no Swift daemon.
+  the storage nodes stopped and started), the local-disk lane (`caching`: its guests only in the lab's local-disk
+  zone, i.e. the qcow2 compute, whose base-image cache it watches) and the main lane, everything else in the order
+  asked (cinder, the RBD computes and their guests, evacuation and live migration, the failover of cinder-volume,
+  a user's own files). The Swift suites boot no guest, touch no volume and no compute; no main-lane guest can land
+  in the local-disk zone (a boot naming no zone, an evacuation or a migration stays in the default zone); no lane
+  stops what another uses. Guests are built in a directory of their own on the controller (guest.py).
 
 A suite's own fixtures stay in its lane; the lab baseline (nothing left behind, every compute serving) is taken by
 verify itself before the first phase and after the last, since no lane sees the lab whole.
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 HEALTH = ("infra", "storage", "openstack")
-SIDE_LANES = {"swift": ("replication", "swift_loss")}
+SIDE_LANES = {"swift": ("replication", "swift_loss"), "local-disk": ("caching",)}
 MAIN = "main"
 
 Lane = tuple[str, list[str]]  # (lane name, suites in order)
