@@ -446,12 +446,17 @@ class Swift:
 
 def _mount_tmpfs_devices(runner: Runner, devices: Sequence[str]) -> None:
     """Mount every device's tmpfs before the servers, which check the mounts; a device mounted otherwise (an older
-    unit) is remounted."""
+    unit) is remounted. What a directory device left in the mount point goes first: hidden under the tmpfs it
+    would be Swift's no more, and it would show as written to a bare mount point once the device is unmounted."""
     mounts = [mount_unit(dev) for dev in devices]
     systemctl(runner, "enable", *mounts)
-    stale = [mount_unit(dev) for dev in devices if fstype(runner, f"{DEVICES}/{dev}") != "tmpfs"]
+    stale = [dev for dev in devices if fstype(runner, f"{DEVICES}/{dev}") != "tmpfs"]
     if stale:
-        systemctl(runner, "stop", *stale, check=False)
+        systemctl(runner, "stop", *(mount_unit(dev) for dev in stale), check=False)
+        for dev in stale:
+            path = f"{DEVICES}/{dev}"
+            if not runner.run(["mountpoint", "-q", path], timeout=30, check=False).ok:  # never below a mount
+                runner.run(["find", path, "-xdev", "-mindepth", "1", "-delete"], timeout=300)
     systemctl(runner, "start", *mounts)
 
 
