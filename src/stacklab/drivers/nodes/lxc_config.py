@@ -116,7 +116,7 @@ PRIVILEGED_BECAUSE = {
     "storage": "LVM (device-mapper), loop-backed LUNs, Ceph OSDs and file handles for NFS need host devices",
     "compute": "libvirt/QEMU need /dev/kvm, their own namespaces and cgroups for the guests",
     "client": "loop devices and the iSCSI/NFS/RBD clients the suites run",
-    "swift": "object devices on loop-mounted filesystems",
+    "swift": "its object devices are tmpfs mounts the node makes itself (mount units inside the node)",
     "controller": "only the shared image rootfs (owned by the host's root) keeps it from running unprivileged",
 }
 
