@@ -369,6 +369,23 @@ def test_another_labs_service_is_never_touched(
     assert "/etc/stacklab/services/mariadb.json" in node.files and node.calls[-1][0] != "systemctl"
 
 
+def test_down_leaves_a_service_to_its_nodes_when_they_all_go_in_the_same_run(
+    ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
+) -> None:
+    driver = ServiceDriver()
+    apply_all(driver, ctx, lab_resources)
+    files, calls = dict(node.files), len(node.calls)
+    spec = dict(lab_resources["glance"].spec)
+    hosts = {str(spec["controller"]), *(str(h) for h in spec.get("hosts") or ())}
+    going = dataclasses.replace(ctx, vanishing_nodes=frozenset(hosts))
+    driver.delete("service/glance", {"spec": spec}, going)
+    assert (node.files, len(node.calls)) == (files, calls)  # nothing done inside nodes that are going
+    # a node that stays (an `up` that drops only the service, or one of its nodes): cleaned as before
+    staying = dataclasses.replace(ctx, vanishing_nodes=frozenset(hosts) - {str(spec["controller"])})
+    driver.delete("service/glance", {"spec": spec}, staying)
+    assert "/etc/stacklab/services/glance.json" not in node.files
+
+
 def test_delete_in_reverse_order_removes_every_file(
     ctx: DriverContext, node: FakeController, lab_resources: dict[str, Resource]
 ) -> None:

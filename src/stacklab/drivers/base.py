@@ -66,6 +66,9 @@ class DriverContext:
     # with its disk and kernel, so deleting it from inside first is wasted time (25-86 s a resource under TCG).
     # Container nodes are never listed: they share the host's kernel (loop devices, for one, outlive them).
     vanishing: frozenset[str] = frozenset()
+    # Every node deleted in the same run, containers included: an OpenStack service holds nothing of the host's
+    # kernel (its units, files and databases live in the node's root), so when all its nodes go, it goes with them.
+    vanishing_nodes: frozenset[str] = frozenset()
 
     def on_node(self, node: str) -> Runner:
         if self.node_runner is None:

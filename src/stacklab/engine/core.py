@@ -245,9 +245,16 @@ class Engine:
                     reverse[dep].add(rid)
         graph = {rid: tuple(sorted(children)) for rid, children in reverse.items()}
         vanishing = vanishing_vms(recorded)
-        self._schedule(graph, lambda rid: self._delete_one(rid, recorded[rid], vanishing), None, result)
+        nodes = frozenset(rid.split("/", 1)[1] for rid in recorded if rid.startswith("node/"))
+        self._schedule(graph, lambda rid: self._delete_one(rid, recorded[rid], vanishing, nodes), None, result)
 
-    def _delete_one(self, rid: str, record: Mapping[str, Any], vanishing: frozenset[str] = frozenset()) -> None:
+    def _delete_one(
+        self,
+        rid: str,
+        record: Mapping[str, Any],
+        vanishing: frozenset[str] = frozenset(),
+        vanishing_nodes: frozenset[str] = frozenset(),
+    ) -> None:
         kind = str(record.get("kind") or rid.split("/", 1)[0])
         driver = self._driver(kind)
         start = time.monotonic()
@@ -255,7 +262,8 @@ class Engine:
         try:
             if driver is None:
                 raise StackLabError(f"no {kind} driver to delete it with", resource=rid)
-            driver.delete(rid, record, dataclasses.replace(self._step_ctx(rid), vanishing=vanishing))
+            ctx = dataclasses.replace(self._step_ctx(rid), vanishing=vanishing, vanishing_nodes=vanishing_nodes)
+            driver.delete(rid, record, ctx)
         except BaseException as exc:
             self.bus.emit(
                 "step_end",

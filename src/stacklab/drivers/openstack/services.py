@@ -85,6 +85,11 @@ class ServiceDriver(BaseDriver):
             return
         raw, name = found
         plan = service_layout(Resource("service", name, raw), ctx.lab.name)
+        hosts = {plan.controller, *(str(h) for h in raw.get("hosts") or ())}
+        if hosts <= ctx.vanishing_nodes:  # `down`: stopping units and removing files in nodes about to go is waste
+            LOG.info("%s: its nodes %s are deleted in this run; the service goes with them", resource_id,
+                     ", ".join(sorted(hosts)))  # fmt: skip
+            return
         runner = ctx.node_for_delete(resource_id, plan.controller, "the service goes")
         if runner is None:
             return
