@@ -59,6 +59,7 @@ from stacklab.exec.node_files import (
     unit_active,
     write_node_file,
 )
+from stacklab.exec.readiness import NotReady, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
 
@@ -77,6 +78,7 @@ PORTS = {"object": 6200, "container": 6201, "account": 6202}
 HASH_SECRET = "swift-hash"
 USER_SECRET = "swift-keystone"
 RING_TIMEOUT = 120.0
+SERVER_BUDGET = 300.0  # a storage node's three servers answering after their (re)start
 SERVICE = {"name": "swift", "type": "object-store", "description": "OpenStack Object Storage"}
 # unit -> (binary, config) for the storage node daemons stacklab runs
 STORAGE_UNITS = {
@@ -425,6 +427,7 @@ class Swift:
                 _copy_binary(proxy_runner, node_runner, ring)
         _start(node_runner, (*STORAGE_UNITS, "rsync"), restart=changed)
         remove_node_files(node_runner, RESTART_PENDING["storage"])
+        _wait_for_servers(node_runner, node, address)
 
     def _rings(self, runner: Runner, nodes: Mapping[str, str], replicas: int, devices: Sequence[str]) -> None:
         record = ring_record(nodes, replicas, devices)
@@ -530,6 +533,22 @@ def _keep_package_conf(runner: Runner) -> None:
 
 def _restore_package_conf(runner: Runner) -> None:
     runner.run(["sh", "-c", 'test ! -e "$2" || mv -f "$2" "$1"', "restore", SWIFT_CONF, SWIFT_CONF_ORIG], timeout=30)
+
+
+def _wait_for_servers(runner: Runner, node: str, address: str) -> None:
+    """Until the node's account, container and object servers answer their healthcheck on its storage address:
+    a unit is active before its server listens (10-60 s of Python start-up under load), and a suite that writes
+    right after `up` met 503s and broken pipes from a proxy whose object servers were not listening yet."""
+
+    def answering() -> bool:
+        for server, port in PORTS.items():
+            url = f"http://{address}:{port}/healthcheck"
+            if not runner.run(["curl", "-sf", "-m", "5", url], timeout=15, check=False).ok:
+                raise NotReady(f"{server} server on {node} ({url}) does not answer yet")
+        return True
+
+    wait_until(answering, budget=SERVER_BUDGET, interval=2.0, what=f"Swift's servers on {node}",
+               resource="service/swift", hint=f"journalctl -u swift-object -u swift-container on {node}")  # fmt: skip
 
 
 def _healthy(runner: Runner, plan: ServiceLayout) -> bool:
