@@ -21,6 +21,7 @@ from stacklab.exec.atomic import write_atomic
 from stacklab.exec.runner import CommandResult, LocalRunner
 from stacklab.model.checks import shipped_suites
 from stacklab.suites.context import ENV, build_context
+from stacklab.suites.report import Case, parse_junit
 from stacklab.suites.schedule import Lane, is_serial, phases
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -189,6 +190,7 @@ def run_lanes(
     from stacklab.suites.lab_baseline import NODEID, inventory, leftovers
 
     lab = LabContext.from_dict(context)
+    started = time.time()
     before = inventory(lab)
     lane_files: list[Path] = []
     codes: list[int] = []
@@ -228,7 +230,15 @@ def run_lanes(
     merge_junit([f for f in sorted(lane_files) if f.exists()], junit, NODEID if before is not None else None, left)
     for lane_file in lane_files:
         lane_file.unlink(missing_ok=True)
+    if junit.exists():  # one pytest-style total for the whole run, as a single pytest process ends with
+        click.echo(f"== all lanes: {lane_totals(parse_junit(junit))} in {time.time() - started:.2f}s")
     return returncode
+
+
+def lane_totals(cases: list[Case]) -> str:
+    """pytest's words for a run's outcome: `31 passed`, `2 failed, 29 passed, 3 skipped` (zero counts left out)."""
+    counts = {outcome: sum(1 for c in cases if c.outcome == outcome) for outcome in ("failed", "passed", "skipped")}
+    return ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n) or "no tests ran"
 
 
 def merge_junit(parts: list[Path], junit: Path, baseline: str | None, left: list[str]) -> None:

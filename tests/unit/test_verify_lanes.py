@@ -67,6 +67,7 @@ def test_lanes_run_at_once_and_report_as_one_run(
     assert [c.outcome for c in cases if c.suite == "mine.py"] == ["failed"]
     assert {c.outcome for c in cases if c.suite == "replication"} == {"skipped"}
     assert re.search(r"replication\s+0\s+0\s+\d+", out.err), out.err
+    assert re.search(r"== all lanes: 1 failed, \d+ skipped in [0-9.]+s", out.out), out.out
     (tmp_path / "mine.py").write_text(OK_FILE)
     run_suites("demo", tmp_path / "state", ["./mine.py", "replication"])  # both lanes pass: no error
 
