@@ -212,9 +212,10 @@ def _floor_pins(wheel: Path) -> list[str]:
 def test_the_unit_tests_pass_with_every_dependency_at_its_floor(installed: InstalledTool) -> None:
     pins = _floor_pins(installed.wheel)
     python = str(installed.floors_venv / "bin" / "python")
-    # the checkout's own tests need hypothesis too (not a runtime dependency, so not pinned)
+    # the checkout's own tests need hypothesis too (not a runtime dependency, so not pinned), and their wheel
+    # build (--no-build-isolation) the setuptools pyproject asks for: the SPDX `license` needs 77 (Debian 12: 66)
     install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", *pins, "hypothesis"],
+        [python, "-m", "pip", "install", "-q", *pins, "hypothesis", "setuptools>=77"],
         capture_output=True,
         text=True,
         check=False,
