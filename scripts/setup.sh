@@ -40,7 +40,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # pyproject's SPDX `license` needs setuptools >= 77 to build (Debian 12's python3-setuptools is 66), also for
-# the wheel tests that build with --no-build-isolation
-.venv/bin/python -m pip install -q 'setuptools>=77'
+# the wheel tests that build with --no-build-isolation; setuptools validates the license with an installed
+# packaging >= 24.2 when there is one (Debian 12's python3-packaging is 23.0)
+.venv/bin/python -m pip install -q 'setuptools>=77' 'packaging>=24.2'
 .venv/bin/python -m pip install -q -e '.[dev]' tox
 echo "setup.sh: ready (.venv/bin/stacklab)"

@@ -213,9 +213,10 @@ def test_the_unit_tests_pass_with_every_dependency_at_its_floor(installed: Insta
     pins = _floor_pins(installed.wheel)
     python = str(installed.floors_venv / "bin" / "python")
     # the checkout's own tests need hypothesis too (not a runtime dependency, so not pinned), and their wheel
-    # build (--no-build-isolation) the setuptools pyproject asks for: the SPDX `license` needs 77 (Debian 12: 66)
+    # build (--no-build-isolation) what pyproject's build-system asks for: the SPDX `license` needs setuptools 77
+    # and an installed packaging 24.2 (Debian 12: 66 and 23.0)
     install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", *pins, "hypothesis", "setuptools>=77"],
+        [python, "-m", "pip", "install", "-q", *pins, "hypothesis", "setuptools>=77", "packaging>=24.2"],
         capture_output=True,
         text=True,
         check=False,
