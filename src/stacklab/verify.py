@@ -187,7 +187,7 @@ def run_lanes(
     """Each phase's lanes at once (a pytest process each), phases in turn; the lab baseline around them all; every
     lane's JUnit merged into `junit` with the baseline's verdict. The worst pytest exit status is returned."""
     from stacklab.suites.context import LabContext
-    from stacklab.suites.lab_baseline import NODEID, inventory, leftovers
+    from stacklab.suites.lab_baseline import CLEAN, NODEID, inventory, left_lines, left_since
 
     lab = LabContext.from_dict(context)
     started = time.time()
@@ -219,12 +219,11 @@ def run_lanes(
     returncode = max(failed) if failed else (0 if 0 in codes else 5)
     left: list[str] = []
     if before is not None:
-        computes = [str(c) for c in (lab.outputs.get("service/nova") or {}).get("computes", [])]
-        left = leftovers(before, inventory(lab) or {}, computes)
-        for item in left:
-            click.echo(f"lab baseline: left behind by the suites: {item}", err=True)
+        left = left_since(lab, before)
+        for line in left_lines(left):
+            click.echo(f"lab baseline: {line}", err=True)
         if not left:
-            click.echo("lab baseline: the lab is as before the suites (no leftovers, every compute serves)")
+            click.echo(CLEAN)
         elif returncode in (0, 5):
             returncode = 1
     merge_junit([f for f in sorted(lane_files) if f.exists()], junit, NODEID if before is not None else None, left)
@@ -243,6 +242,8 @@ def lane_totals(cases: list[Case]) -> str:
 
 def merge_junit(parts: list[Path], junit: Path, baseline: str | None, left: list[str]) -> None:
     """One JUnit file of every lane's test suites, and the lab baseline as one test case of its own."""
+    from stacklab.suites.lab_baseline import left_lines
+
     root = ET.Element("testsuites")
     for part in parts:
         found = ET.parse(part).getroot()
@@ -253,7 +254,7 @@ def merge_junit(parts: list[Path], junit: Path, baseline: str | None, left: list
         case = ET.SubElement(suite, "testcase", classname=module, name=name, time="0")
         if left:
             failure = ET.SubElement(case, "failure", message=f"left behind by the suites: {'; '.join(left)}")
-            failure.text = "\n".join(f"left behind by the suites: {item}" for item in left)
+            failure.text = "\n".join(left_lines(left))
     if not parts and baseline is None:
         return
     write_atomic(junit, ET.tostring(root, encoding="unicode"), mode=0o600)

@@ -52,6 +52,20 @@ def leftovers(before: Mapping[str, Any], after: Mapping[str, Any], computes: lis
     return found
 
 
+CLEAN = "lab baseline: the lab is as before the suites (no leftovers, every compute serves)"
+
+
+def left_since(lab: LabContext, before: Mapping[str, Any]) -> list[str]:
+    """What the suites left behind since `before` (the inventory taken when they started), one line each."""
+    computes = [str(c) for c in (lab.outputs.get("service/nova") or {}).get("computes", [])]
+    return leftovers(before, inventory(lab) or {}, computes)
+
+
+def left_lines(left: list[str]) -> list[str]:
+    """The verdict's lines for a test report: one per leftover."""
+    return [f"left behind by the suites: {item}" for item in left]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if ENV not in os.environ:  # not run by `stacklab verify`
         return
@@ -68,7 +82,7 @@ def log_verdict(session: pytest.Session, left: list[str]) -> None:
     """Report the baseline check as one test of its own (setup, call, teardown), so that pytest's summary counts it,
     the JUnit XML (and with it verify's table and HTML report) holds it, and the session fails when it fails."""
     outcome: Literal["passed", "failed"] = "failed" if left else "passed"
-    longrepr = "\n".join(f"left behind by the suites: {item}" for item in left) if left else None
+    longrepr = "\n".join(left_lines(left)) if left else None
     location = ("lab_baseline", None, "the lab is as before the suites")
     phases: tuple[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]], ...] = (
         ("setup", "passed"),
@@ -88,16 +102,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     taken = session.stash.get(KEY, None)
     if taken is None:
         return
-    lab: LabContext = taken["lab"]
-    computes = [str(c) for c in (lab.outputs.get("service/nova") or {}).get("computes", [])]
-    left = leftovers(taken["before"], inventory(lab) or {}, computes)
+    left = left_since(taken["lab"], taken["before"])
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         if left:
-            for item in left:
-                reporter.write_line(f"lab baseline: left behind by the suites: {item}", red=True)
+            for line in left_lines(left):
+                reporter.write_line(f"lab baseline: {line}", red=True)
         else:
-            reporter.write_line("lab baseline: the lab is as before the suites (no leftovers, every compute serves)")
+            reporter.write_line(CLEAN)
     else:
-        sys.stderr.write("".join(f"lab baseline: left behind by the suites: {item}\n" for item in left))
+        sys.stderr.write("".join(f"lab baseline: {line}\n" for line in left_lines(left)))
     log_verdict(session, left)
