@@ -13,7 +13,6 @@ register with the controller), then clients and role-less nodes. Nodes of one ti
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from stacklab.drivers.nodes.lxc_host import (
     remove_cgroup_tree,
 )
 from stacklab.errors import StackLabError
+from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import NotReady, wait_until
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.exec.ssh import wait_for_ssh
@@ -109,11 +109,7 @@ def start_tiers(nodes: Sequence[LabNode]) -> list[list[LabNode]]:
 
 def _each(nodes: Sequence[LabNode], action: Callable[[LabNode], None]) -> None:
     """Run `action` on every node of a tier at once; the first error is raised after all have finished."""
-    with cf.ThreadPoolExecutor(max(1, len(nodes))) as pool:
-        futures = [pool.submit(action, node) for node in nodes]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]  # type: ignore[misc]
+    each_at_once(action, nodes)
 
 
 @dataclass

@@ -29,7 +29,6 @@ removes an unused base image), short enough in the shipped labs for the `caching
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +74,7 @@ from stacklab.exec.node_files import (
     write_node_file,
     write_unit_files,
 )
+from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 
@@ -430,10 +430,8 @@ class Nova:
                      answers=lambda: version_list_answers(runner, metadata_url(plan)))  # fmt: skip
         ctx.progress(f"{rid}: nova-compute on {', '.join(computes(plan))}")
         # each compute is its own node (own SSH connection, own libvirtd): configured side by side, ~7 s each
-        with cf.ThreadPoolExecutor(max(1, len(computes(plan)))) as pool:
-            jobs = [pool.submit(self._ensure_compute, ctx, ctx.on_node(n), plan, n, secrets) for n in computes(plan)]
-            for job in jobs:
-                job.result()
+        runners = {node: ctx.on_node(node) for node in computes(plan)}
+        each_at_once(lambda node: self._ensure_compute(ctx, runners[node], plan, node, secrets), computes(plan))
         ctx.progress(f"{rid}: waiting for {', '.join(computes(plan))} to report, then discover_hosts")
         self._wait_for_computes(ctx, runner, plan)
         for name, members in zones(plan).items():

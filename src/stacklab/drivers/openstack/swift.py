@@ -27,7 +27,6 @@ pipeline has the middlewares of Swift's sample proxy (PROXY_PIPELINE), so /info 
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,6 +58,7 @@ from stacklab.exec.node_files import (
     unit_active,
     write_node_file,
 )
+from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import NotReady, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.secrets import get_or_create_secret, read_secret
@@ -367,12 +367,9 @@ class Swift:
         ctx.progress(f"{rid}: storage servers on " + ", ".join(f"{n} ({a})" for n, a in sorted(nodes.items())))
         # each node on its own (own SSH connection; the proxy's runner, thread-safe, hands out the rings): the
         # nodes' ~20-50 s each ran in turn before
-        with cf.ThreadPoolExecutor(max(1, len(nodes))) as pool:
-            jobs = [pool.submit(self._storage_node, plan, node, address, node_runner=node_runners[node], proxy=proxy,
-                                proxy_runner=proxy_runner, hash_secret=hash_secret)
-                    for node, address in sorted(nodes.items())]  # fmt: skip
-            for job in jobs:
-                job.result()
+        each_at_once(lambda item: self._storage_node(plan, item[0], item[1], node_runner=node_runners[item[0]],
+                                                     proxy=proxy, proxy_runner=proxy_runner, hash_secret=hash_secret),
+                     sorted(nodes.items()))  # fmt: skip
         ctx.progress(f"{rid}: proxy on {proxy}, keystone user and endpoints")
         register_in_keystone(ctx, proxy_runner, plan, user="swift", password=password, service=SERVICE,
                              url=f"{proxy_url(plan)}/v1/AUTH_%(project_id)s")  # fmt: skip
