@@ -540,7 +540,7 @@ def _wait_for_servers(runner: Runner, node: str, address: str) -> None:
     def answering() -> bool:
         for server, port in PORTS.items():
             url = f"http://{address}:{port}/healthcheck"
-            if not runner.run(["curl", "-sf", "-m", "5", url], timeout=15, check=False).ok:
+            if not _answers_healthcheck(runner, url):
                 raise NotReady(f"{server} server on {node} ({url}) does not answer yet")
         return True
 
@@ -548,8 +548,13 @@ def _wait_for_servers(runner: Runner, node: str, address: str) -> None:
                resource="service/swift", hint=f"journalctl -u swift-object -u swift-container on {node}")  # fmt: skip
 
 
+def _answers_healthcheck(runner: Runner, url: str) -> bool:
+    """Swift's healthcheck middleware at `url` answers 200 (asked from `runner`'s node)."""
+    return runner.run(["curl", "-sf", "-m", "5", url], timeout=15, check=False).ok
+
+
 def _healthy(runner: Runner, plan: ServiceLayout) -> bool:
-    return runner.run(["curl", "-sf", "-m", "5", f"{proxy_url(plan)}/healthcheck"], timeout=15, check=False).ok
+    return _answers_healthcheck(runner, f"{proxy_url(plan)}/healthcheck")
 
 
 ROLE = Swift()
