@@ -265,9 +265,7 @@ def _up_copies(lab: Any, copies: int) -> None:
         cp.prepare(place, LocalRunner(), info)
         with netns.entered(place.netns), Session.open(lab, place.root, command="copy-up") as copy_session:
             started = cp.materialize_and_start(copy_session.engine, place, info.name)
-            if not started.plan.is_empty:
-                click.echo(started.plan.render(), err=True)
-                _report(started.engine.apply(started.plan), place.label, "up")
+            _apply_what_remains(started.engine, started.plan, place.label)
         seconds = {**started.seconds, "total": round(time.monotonic() - began, 2)}
         cp.record_seconds(place, seconds)
         click.echo(
@@ -325,9 +323,7 @@ def reset(lab: str) -> None:
         label, checkpoint = the_lab.name, cp.COPY_CHECKPOINT
         with Session.open(the_lab, root, command="reset") as session:
             result, engine, the_plan = restore_lab(session.engine, checkpoint, lambda: lab_from_arg(name, root))
-            if not the_plan.is_empty:
-                click.echo(the_plan.render(), err=True)
-                _report(engine.apply(the_plan), label, "up")
+            _apply_what_remains(engine, the_plan, label)
     else:
         record = cp.require(place)
         label, checkpoint = place.label, record.checkpoint
@@ -337,9 +333,7 @@ def reset(lab: str) -> None:
                 result, engine, the_plan = cp.reset(
                     session.engine, place, record, lambda: lab_from_arg(place.lab, place.root)
                 )
-                if not the_plan.is_empty:
-                    click.echo(the_plan.render(), err=True)
-                    _report(engine.apply(the_plan), label, "up")
+                _apply_what_remains(engine, the_plan, label)
     click.echo(
         f"{label} reset to checkpoint {checkpoint} in {time.monotonic() - began:.1f}s "
         f"({_checkpoint_times(result.seconds)}); plan after reset: "
@@ -376,6 +370,13 @@ def down(lab: str, no_leak_check: bool) -> None:
                 raise StackLabError(f"{len(leaks)} objects left behind after down", hint="see the leak lines above")
     _report(result, the_lab.name, "down")
     click.echo(f"lab {the_lab.name} removed; leak check: {'skipped' if no_leak_check else 'clean'}", err=True)
+
+
+def _apply_what_remains(engine: Any, the_plan: Any, label: str) -> None:
+    """After a restore (a checkpoint, a reset, a new copy): apply what the lab's plan still finds, reported as `up`."""
+    if not the_plan.is_empty:
+        click.echo(the_plan.render(), err=True)
+        _report(engine.apply(the_plan), label, "up")
 
 
 def _report(result: Any, lab: str, command: str) -> None:
@@ -633,9 +634,7 @@ def checkpoint_restore(lab: str, name: str) -> None:
     the_lab = lab_from_arg(lab, _state_root())
     with Session.open(the_lab, _state_root(), command="checkpoint-restore") as session:
         result, engine, the_plan = restore_lab(session.engine, name, lambda: lab_from_arg(the_lab.name, _state_root()))
-        if not the_plan.is_empty:
-            click.echo(the_plan.render(), err=True)
-            _report(engine.apply(the_plan), the_lab.name, "up")
+        _apply_what_remains(engine, the_plan, the_lab.name)
     click.echo(
         f"lab {the_lab.name} restored to checkpoint {name} ({_checkpoint_times(result.seconds)}); "
         f"plan after restore: {'empty' if the_plan.is_empty else f'{len(the_plan.actionable)} changes applied'}",
