@@ -26,13 +26,14 @@ from stacklab.host.choose import Choice, choose_all
 from stacklab.host.snapshot import Leak
 from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab
+from stacklab.plan.node_kind import KERNEL_PINS
 
 # Lab file field -> doctor role, for implementations a lab may pin.
 # How long `down` lets exiting processes of the lab finish before calling them leaks.
 LEAK_CHECK_BUDGET = 15.0
 PIN_FIELDS = {"iscsi": "iscsi_target", "nfs": "nfs_server", "ceph": "ceph"}
 # Implementations that need modules the host may lack but a VM node's kernel has (host-notes: the cloud kernel).
-VM_KERNEL_IMPLEMENTATIONS = frozenset({"lio", "knfsd"})
+VM_KERNEL_IMPLEMENTATIONS = frozenset(implementation for _role, implementation, _what in KERNEL_PINS.values())
 # The lab as JSON text, in the lab file's order (the `lab` meta is an object, whose keys the state file sorts).
 LAB_TEXT_META = "lab_json"
 

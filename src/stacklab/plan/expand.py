@@ -204,9 +204,8 @@ def _services(
             # per-node overrides and the cache manager's timing only when the lab sets them: a lab without them
             # keeps the spec it had (running labs plan no change)
             spec["config"] = {k: v for k, v in spec["config"].items() if v or k not in ("overrides", "image_cache")}
-        if service == "neutron":  # its agents' VXLAN endpoints: the controller's and the computes' br-mgmt addresses
-            spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
-        if service == "cinder" and os_.cinder.volume_nodes:  # each cinder-volume node's my_ip
+        # neutron: its agents' VXLAN endpoints; cinder with volume nodes: each cinder-volume node's my_ip
+        if service == "neutron" or (service == "cinder" and os_.cinder.volume_nodes):
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
         if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
             proxy, *swift_nodes = hosts
@@ -249,7 +248,7 @@ def _service_hosts(lab: Lab, service: str, controller: str) -> list[str]:
     if service == "nova":
         return [controller, *(os_.nova.computes or lab.nodes_with_role("compute"))]
     if service == "neutron":  # its linuxbridge agent runs beside every nova-compute
-        return list(dict.fromkeys([controller, *(os_.nova.computes or lab.nodes_with_role("compute"))]))
+        return list(dict.fromkeys(_service_hosts(lab, "nova", controller)))
     if service == "swift":
         return [os_.swift.proxy or controller, *(os_.swift.nodes or lab.nodes_with_role("swift"))]
     if service == "cinder":
