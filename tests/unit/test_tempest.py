@@ -24,6 +24,10 @@ CLOUD = TempestCloud(
     volume_backends=("rbd",),
     swift_apis=("slo",),
     workspace="/work/main/.stacklab/aio/verify/tempest",
+    network_name="stacklab-tempest-0a1b2c3d",
+    # part of what Zed's neutron with ML2 (linuxbridge, l2population, port_security) and no service plugins lists
+    network_extensions=("agent", "binding", "external-net", "network-ip-availability", "port-security", "quotas",
+                        "security-group", "subnet_allocation"),  # fmt: skip
 )
 
 
@@ -40,6 +44,30 @@ def test_services_the_lab_lacks_are_unavailable_and_two_backends_are_multi_backe
     assert conf["volume"]["backend_names"] == "lvm,rbd"
     assert conf["volume-feature-enabled"]["multi_backend"] == "true"
     assert conf["validation"]["run_validation"] == "false"
+    # no neutron: no fixed network, no NIC to attach, no metadata service, no network features to list
+    cloud = dataclasses.replace(cloud, network_name="", network_extensions=())
+    conf = tempest_conf.sections(cloud)
+    assert "fixed_network_name" not in conf["compute"]
+    features = conf["compute-feature-enabled"]
+    assert (features["interface_attach"], features["metadata_service"]) == ("false", "false")
+    assert "network-feature-enabled" not in conf
+
+
+def test_servers_boot_on_the_shared_network_with_neutrons_own_extensions() -> None:
+    """No L3 agent: tempest makes no network and router per project; its servers get a port on the suite's shared
+    network, and it tests only the extensions neutron lists (no router: no floating IPs)."""
+    conf = tempest_conf.sections(CLOUD)
+    assert conf["auth"]["create_isolated_networks"] == "false"
+    assert conf["compute"]["fixed_network_name"] == "stacklab-tempest-0a1b2c3d"
+    features = conf["compute-feature-enabled"]
+    assert (features["interface_attach"], features["metadata_service"]) == ("true", "true")
+    network = conf["network-feature-enabled"]
+    assert network["api_extensions"].split(",") == list(CLOUD.network_extensions)
+    assert "router" not in network["api_extensions"].split(",")
+    assert (network["floating_ips"], network["port_security"]) == ("false", "true")
+    assert conf["network"]["shared_physical_network"] == "false"
+    cloud = dataclasses.replace(CLOUD, network_extensions=("security-group",))
+    assert tempest_conf.sections(cloud)["network-feature-enabled"]["port_security"] == "false"
 
 
 def test_extra_settings_have_the_last_word() -> None:
@@ -92,8 +120,12 @@ def test_a_recorded_run_is_folded_per_area() -> None:
     assert areas["identity"].skipped == 3 and not areas["identity"].failed  # identity v2 is off
     exclusions = [re.compile(e) for e in list_file((LISTS / "exclude.txt").read_text().splitlines())]
     # Fixed in the lab since the recorded run (account_quotas middleware and keystone's ResellerAdmin role
-    # deployed; the tests pass on aio): no longer excluded. Every other failure seen must be.
-    fixed = {"tempest.api.object_storage.test_account_quotas.AccountQuotasTest.setUpClass"}
+    # deployed; the tests pass on aio; guests get a port on tempest's shared network, so a server has addresses):
+    # no longer excluded. Every other failure seen must be.
+    fixed = {
+        "tempest.api.object_storage.test_account_quotas.AccountQuotasTest.setUpClass",
+        "tempest.api.compute.servers.test_server_addresses.ServerAddressesTestJSON.test_list_server_addresses",
+    }
     assert not any(e.search(test_id) for e in exclusions for test_id in fixed), "a fixed test is still excluded"
     unexplained = [t for t in failed if t not in fixed and not any(e.search(t) for e in exclusions)]
     assert not unexplained, f"each failure seen is fixed in the lab or excluded: {unexplained}"

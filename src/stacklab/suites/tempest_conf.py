@@ -4,8 +4,17 @@
 services the lab deploys (from its service outputs), the image and flavors the suite made, the Zed microversions,
 the volume backends, and the features this lab's cloud has. Features the lab does not deploy are switched off
 here, so tempest skips their tests with its own reason; what tempest cannot learn from its configuration is in
-suites/tempest/exclude.txt with a reason per line. `[validation] run_validation = false`: the lab's guests have no
-network yet (issue 16 item 1), so nothing logs into a server.
+suites/tempest/exclude.txt with a reason per line.
+
+Networks: guests get a port on a VXLAN project network (neutron's linuxbridge, DHCP and metadata agents), but the
+lab runs no L3 agent, so there are no routers and no floating IPs. tempest's dynamic credentials would make a
+network, a subnet *and a router* for each project (they come together), so `create_isolated_networks = false` and
+every server tempest boots goes on the one shared network the suite makes (`[compute] fixed_network_name`). The
+network extensions are neutron's own list (GET /v2.0/extensions), so tempest skips what this neutron lacks.
+`[validation] run_validation = false`: no test logs into a guest. tempest's validation is SSH (a login, then shell
+commands) to a fixed address from where tempest runs, or to a floating IP; the suites' guest has no sshd, and the
+host running tempest has no route into a project network (it lives only in VXLAN between the lab's nodes), so
+the tests that need it are skipped by tempest itself, with its reason.
 
 `parse_junit` reads the JUnit XML subunit2junitxml makes of a tempest run, and `by_area` groups it by the service
 area (identity, image, volume, object-storage, compute) the suite reports one test for.
@@ -51,6 +60,8 @@ class TempestCloud:
     volume_backends: tuple[str, ...]
     swift_apis: tuple[str, ...]  # the middlewares Swift's /info announces (tempest skips the others)
     workspace: str  # the tempest workspace (lock and log paths)
+    network_name: str = ""  # the shared project network tempest's servers boot on ("": the lab has no neutron)
+    network_extensions: tuple[str, ...] = ()  # neutron's extension aliases, as its API lists them
     image_formats: tuple[str, ...] = ("raw", "qcow2", "aki", "ari", "ami")
     extra: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # section -> key -> value, last word
 
@@ -67,7 +78,8 @@ def _common(cloud: TempestCloud) -> dict[str, dict[str, str]]:
         "auth": {
             # Every test class gets its own project and users, deleted after it: the lab baseline stays clean.
             "use_dynamic_credentials": "true",
-            # No network, subnet or router per project: without neutron's agents nothing could use them.
+            # No network, subnet and router per project: tempest makes the three together and the lab runs no L3
+            # agent (no router API); servers go on the shared network of [compute] fixed_network_name instead.
             "create_isolated_networks": "false",
             "admin_username": "admin",
             "admin_password": cloud.admin_password,
@@ -112,9 +124,12 @@ def _availability(cloud: TempestCloud) -> dict[str, dict[str, str]]:
 
 
 def _compute(cloud: TempestCloud) -> dict[str, dict[str, str]]:
-    """nova: image and flavors stacklab uploads, microversions, what a guest without a NIC can do."""
+    """nova: image and flavors stacklab uploads, microversions, what the lab's guests can do."""
+    networked = bool(cloud.network_name)
+    network = {"fixed_network_name": cloud.network_name} if networked else {}
     return {
         "compute": {
+            **network,
             "image_ref": cloud.image_ref,
             "image_ref_alt": cloud.image_ref,
             "flavor_ref": cloud.flavor_ref,
@@ -125,14 +140,16 @@ def _compute(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "build_timeout": "300",
         },
         "compute-feature-enabled": {
-            # Guests have no NIC: nothing that needs a port, a console over the network or a guest agent.
-            "interface_attach": "false",
+            # With neutron, a guest has a port on the shared network (hot-plugged NICs too) and nova-api-metadata
+            # answers through neutron's metadata agent. No graphical or serial console is deployed, no config
+            # drive (no genisoimage on the computes), no guest agent to change a password.
+            "interface_attach": _flag(networked),
+            "metadata_service": _flag(networked),
             "console_output": "true",
             "vnc_console": "false",
             "spice_console": "false",
             "serial_console": "false",
             "config_drive": "false",
-            "metadata_service": "false",
             "change_password": "false",
             # Moves between computes are proven by stacklab's evacuation suite; tempest's need shared SSH keys.
             "resize": "false",
@@ -187,7 +204,7 @@ def _volume(cloud: TempestCloud) -> dict[str, dict[str, str]]:
 
 
 def _object_storage(cloud: TempestCloud) -> dict[str, dict[str, str]]:
-    """Swift (what its /info advertises) and neutron (no project networks), and no SSH validation."""
+    """Swift: what its /info advertises."""
     return {
         "object-storage": {"region": cloud.region, "operator_role": "member"},
         "object-storage-feature-enabled": {
@@ -198,15 +215,35 @@ def _object_storage(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "object_versioning": _flag("versioned_writes" in cloud.swift_apis),
             "discoverability": "true",
         },
-        "network": {"region": cloud.region, "project_networks_reachable": "false"},
+    }
+
+
+def _network(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """neutron: project networks that the host running tempest cannot reach, no external network (no L3 agent,
+    so no floating IPs), the extensions neutron lists; and no SSH validation (see the module's docstring)."""
+    conf = {
+        "network": {
+            "region": cloud.region,
+            "project_networks_reachable": "false",
+            # VXLAN keeps projects apart: not a single flat provider network all projects share
+            "shared_physical_network": "false",
+        },
         "validation": {"run_validation": "false"},
     }
+    if "neutron" in cloud.services:
+        extensions = cloud.network_extensions
+        conf["network-feature-enabled"] = {
+            "api_extensions": ",".join(extensions),
+            "floating_ips": "false",
+            "port_security": _flag("port-security" in extensions),
+        }
+    return conf
 
 
 def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
     """tempest.conf as sections of keys, in the order they are written; the lab's `extra` overrides last."""
     conf: dict[str, dict[str, str]] = {}
-    for part in (_common, _identity, _availability, _compute, _image, _volume, _object_storage):
+    for part in (_common, _identity, _availability, _compute, _image, _volume, _object_storage, _network):
         conf.update(part(cloud))
     for section, values in cloud.extra.items():
         conf.setdefault(section, {}).update(values)

@@ -5,11 +5,15 @@ address on br-mgmt and reaches the APIs the lab publishes there, while lab nodes
 only their images' packages (installing tempest into an image would rebuild it and make every running lab plan a
 replace). The suite skips, with the reason, when tempest is not installed (scripts/setup.sh installs it).
 
-The suite uploads the suites' test guest (suites/guest.py, a bootable kernel + initramfs) and makes two flavors,
-writes tempest.conf (suites/tempest_conf.py: the lab's services, credentials and features; 0600, the admin password
-never on argv) into a tempest workspace under the lab's state (verify/tempest/), runs the subset
-(suites/tempest/include-<subset>.txt minus exclude.txt, concurrency 1) and deletes the image and flavors. Tempest
-deletes what it made itself (dynamic credentials); the lab-baseline plugin checks that.
+The suite uploads the suites' test guest (suites/guest.py, a bootable kernel + initramfs) and makes two flavors
+and, when the lab has neutron, a shared VXLAN network with a DHCP subnet that tempest's servers get their port on
+(the lab has no L3 agent, so tempest cannot make a network and router per project: tempest_conf.py), reads
+neutron's extension list, writes tempest.conf (suites/tempest_conf.py: the lab's services, credentials and
+features; 0600, the admin password never on argv) into a tempest workspace under the lab's state
+(verify/tempest/), runs the subset (suites/tempest/include-<subset>.txt minus exclude.txt, concurrency 1) and
+deletes the image, flavors and network (it fails when neutron still has a port on that network other than the
+DHCP agent's: something tempest booted was left). Tempest deletes what it made itself (dynamic credentials); the
+lab-baseline plugin checks that.
 
 STACKLAB_TEMPEST_SUBSET picks the subset: `ci` (default, the smoke API tests: a few minutes) or `full` (every API
 test of the five areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
@@ -46,6 +50,10 @@ SUBSET_ENV = "STACKLAB_TEMPEST_SUBSET"
 SUBSETS = {"ci": 1800, "full": 4 * 3600}  # subset -> tempest run timeout, seconds
 COMPUTE_API = {"Content-Type": "application/json", "OpenStack-API-Version": "compute 2.1"}
 FLAVORS = ({"ram": 128, "vcpus": 1, "disk": 1}, {"ram": 192, "vcpus": 1, "disk": 1})
+NETWORK_API = {"Content-Type": "application/json"}
+# tempest's servers' subnet: it lives only on the VXLAN network inside the lab's nodes (the network suite uses .77)
+TEMPEST_CIDR = "192.168.78.0/24"
+NETWORK_GONE_BUDGET = 120.0  # nova unbinds and neutron deletes a deleted server's port asynchronously
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,59 @@ def compute_refs(controller: Runner, auth: Mapping[str, str], has: frozenset[str
         return
     with guest_image(controller, auth) as image, flavors(auth) as (flavor, flavor_alt):
         yield image.image_id, flavor, flavor_alt
+
+
+def network_extensions(auth: Mapping[str, str]) -> tuple[str, ...]:
+    """The aliases of neutron's API extensions, as it lists them (tempest skips tests of the others)."""
+    token, urls = login_catalog(dict(auth))
+    status, _, data = call("GET", f"{urls['network']}/v2.0/extensions", token)
+    assert status == 200, f"neutron's extension list answered HTTP {status}"
+    return tuple(sorted(str(e["alias"]) for e in json.loads(data)["extensions"]))
+
+
+def _network_ports(url: str, token: str, network_id: str) -> list[str]:
+    status, _, data = call("GET", f"{url}/v2.0/ports?network_id={network_id}", token)
+    assert status == 200, f"neutron's port list answered HTTP {status}"
+    return [f"{p['id']} ({p['device_owner'] or 'no owner'})" for p in json.loads(data)["ports"]]
+
+
+@contextmanager
+def tenant_network(auth: Mapping[str, str]) -> Iterator[str]:
+    """A shared VXLAN network with a DHCP subnet (made by the admin), the network every server tempest boots gets
+    its port on; its name is yielded. Deleted afterwards, once only its DHCP port is left on it; a port of a
+    server tempest left behind fails the suite, naming it."""
+    token, urls = login_catalog(dict(auth))
+    url = f"{urls['network']}/v2.0"
+    name = f"stacklab-tempest-{uuid.uuid4().hex[:8]}"
+    body = {"network": {"name": name, "shared": True, "admin_state_up": True}}
+    status, _, data = call("POST", f"{url}/networks", token, json.dumps(body).encode(), NETWORK_API)
+    assert status == 201, f"neutron refused tempest's network: HTTP {status} {data[:300]!r}"
+    network_id = str(json.loads(data)["network"]["id"])
+    try:
+        subnet = {"subnet": {"name": name, "network_id": network_id, "ip_version": 4, "cidr": TEMPEST_CIDR,
+                             "enable_dhcp": True}}  # fmt: skip
+        status, _, data = call("POST", f"{url}/subnets", token, json.dumps(subnet).encode(), NETWORK_API)
+        assert status == 201, f"neutron refused tempest's subnet: HTTP {status} {data[:300]!r}"
+        yield name
+    finally:
+        token, _ = login_catalog(dict(auth))  # the first token may have expired during a full run
+        deadline = time.monotonic() + NETWORK_GONE_BUDGET
+        left = _network_ports(urls["network"], token, network_id)
+        while any("network:dhcp" not in p for p in left) and time.monotonic() < deadline:
+            time.sleep(5.0)
+            left = _network_ports(urls["network"], token, network_id)
+        status, _, data = call("DELETE", f"{url}/networks/{network_id}", token)
+        assert status == 204, f"tempest's network {name} could not be deleted (HTTP {status}); ports on it: {left}"
+
+
+@contextmanager
+def network_refs(auth: Mapping[str, str], has: frozenset[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(the shared network's name, neutron's extensions); ("", ()) when the lab has no neutron or no nova."""
+    if not {"nova", "neutron"} <= has:
+        yield "", network_extensions(auth) if "neutron" in has else ()
+        return
+    with tenant_network(auth) as name:
+        yield name, network_extensions(auth)
 
 
 def swift_apis(swift_url: str) -> tuple[str, ...]:
@@ -146,7 +207,10 @@ def tempest(lab: LabContext) -> TempestRun:
     cinder = lab.outputs.get("service/cinder") or {}
     controller = lab.runner(str((lab.outputs.get("service/nova") or keystone)["node"]))
     try:
-        with compute_refs(controller, auth, has) as (image_ref, flavor, flavor_alt):
+        with (
+            compute_refs(controller, auth, has) as (image_ref, flavor, flavor_alt),
+            network_refs(auth, has) as (network_name, extensions),
+        ):
             cloud = TempestCloud(
                 auth_url=str(keystone["auth_url"]),
                 region=str(keystone.get("region", "RegionOne")),
@@ -158,6 +222,8 @@ def tempest(lab: LabContext) -> TempestRun:
                 volume_backends=tuple(str(b) for b in cinder.get("backends", [])),
                 swift_apis=swift_apis(str(swift["url"])) if swift else (),
                 workspace=str(lab.state_dir / "verify" / "tempest"),
+                network_name=network_name,
+                network_extensions=extensions,
             )
             return run_tempest(lab, cloud, subset)
     finally:

@@ -83,7 +83,9 @@ def render_agent_conf(plan: ServiceLayout, node: str, rabbit_password: str, meta
             f"nova_metadata_host = {plan.address}\n"
             f"nova_metadata_port = {METADATA_PORT}\n"
             f"metadata_proxy_shared_secret = {metadata_secret}\n"
-            "metadata_workers = 1\n"
+            # 0: the agent serves the metadata proxy's socket in its own process; each worker is a fork of ~132 MiB
+            # RSS, for a lab's few guests asking once at boot
+            "metadata_workers = 0\n"
         )
     return text + (
         "[agent]\n"
