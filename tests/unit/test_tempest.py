@@ -26,8 +26,16 @@ CLOUD = TempestCloud(
     workspace="/work/main/.stacklab/aio/verify/tempest",
     network_name="stacklab-tempest-0a1b2c3d",
     # part of what Zed's neutron with ML2 (linuxbridge, l2population, port_security) and no service plugins lists
-    network_extensions=("agent", "binding", "external-net", "network-ip-availability", "port-security", "quotas",
-                        "security-group", "subnet_allocation"),  # fmt: skip
+    network_extensions=(
+        "agent",
+        "binding",
+        "external-net",
+        "network-ip-availability",
+        "port-security",
+        "quotas",
+        "security-group",
+        "subnet_allocation",
+    ),
 )
 
 
@@ -88,13 +96,13 @@ def test_every_exclusion_has_its_reason() -> None:
             re.compile(line.strip())
 
 
-def test_subsets_are_valid_regexes_of_the_five_areas() -> None:
+def test_subsets_are_valid_regexes_of_the_six_areas() -> None:
     for subset in ("ci", "full"):
         entries = list_file((LISTS / f"include-{subset}.txt").read_text().splitlines())
         assert entries
         for entry in entries:
             re.compile(entry)
-        for area in ("identity", "image", "volume", "object_storage", "compute"):
+        for area in ("identity", "image", "volume", "object_storage", "network", "compute"):
             assert any(f"tempest\\.api\\.{area}\\." in e for e in entries), f"{subset} has no {area} tests"
 
 
@@ -105,7 +113,7 @@ def test_a_recorded_run_is_folded_per_area() -> None:
     assert all("[" not in test_id for test_id in ids)
     assert {case.outcome for case in cases} == {"passed", "skipped", "failed"}
     areas = by_area(cases)
-    assert set(areas) <= {"identity", "image", "volume", "object-storage", "compute", "scenario"}
+    assert set(areas) <= {"identity", "image", "volume", "object-storage", "network", "compute", "scenario"}
     total = sum(area.ran for area in areas.values())
     assert total == len([c for c in cases if tempest_conf.area_of(c.test_id)])
     failed = [test_id for area in areas.values() for test_id in area.failed]

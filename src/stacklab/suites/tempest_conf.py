@@ -17,7 +17,7 @@ host running tempest has no route into a project network (it lives only in VXLAN
 the tests that need it are skipped by tempest itself, with its reason.
 
 `parse_junit` reads the JUnit XML subunit2junitxml makes of a tempest run, and `by_area` groups it by the service
-area (identity, image, volume, object-storage, compute) the suite reports one test for.
+area (identity, image, volume, object-storage, network, compute) the suite reports one test for.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ AREAS = {
     "image": "tempest.api.image.",
     "volume": "tempest.api.volume.",
     "object-storage": "tempest.api.object_storage.",
+    "network": "tempest.api.network.",
     "compute": "tempest.api.compute.",
 }
 SCENARIO = "tempest.scenario."

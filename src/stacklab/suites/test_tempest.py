@@ -16,7 +16,7 @@ DHCP agent's: something tempest booted was left). Tempest deletes what it made i
 lab-baseline plugin checks that.
 
 STACKLAB_TEMPEST_SUBSET picks the subset: `ci` (default, the smoke API tests: a few minutes) or `full` (every API
-test of the five areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
+test of the six areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
 report as verify/tempest-<time>.xml, and folded into one test per service area that fails naming the failed
 tempest tests, with the counts as evidence.
 """
@@ -248,7 +248,7 @@ def test_tempest_area_passes(area: str, tempest: TempestRun, evidence: Evidence)
 
 
 def test_tempest_run_is_complete(tempest: TempestRun, evidence: Evidence) -> None:
-    """tempest's own verdict: a failure outside the five areas (a scenario) fails here, and a non-zero exit with
+    """tempest's own verdict: a failure outside the six areas (a scenario) fails here, and a non-zero exit with
     no failed test (a crash, a timeout, an import error) too."""
     summary: dict[str, Any] = {a: [r.passed, r.skipped, len(r.failed)] for a, r in tempest.areas.items()}
     evidence("tempest_exit", tempest.returncode)
