@@ -24,6 +24,11 @@ CONTAINER_REASON = (
     "storage page: container iSCSI connectivity); here a VM node is that host"
 )
 NFS_REASON = "cinder's NFS driver mounts the share with the node's kernel NFS client; a container shares the host's"
+COMPUTE_REASON = (
+    "nova-compute connects cinder's {drivers} volumes through os-brick with the node's own kernel (an iSCSI session "
+    "of open-iscsi's initiator, a kernel NFS mount); a container shares the host's kernel, whose sessions and mounts "
+    "are not the node's"
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,40 @@ def check_cinder_backends(lab: Lab) -> Iterator[Problem]:
             yield from _vm_node(lab, where, str(nfs_node(lab)), NFS_REASON)
     elif cinder.nfs is not None:
         yield ("openstack", "cinder", "nfs"), "settings for an nfs backend the lab does not list", "add nfs to backends"
+    yield from _check_computes(lab)
+
+
+def kernel_computes(lab: Lab) -> list[str]:
+    """nova's computes when the lab's cinder has a kernel backend (they connect its volumes with their kernel)."""
+    os_ = lab.openstack
+    if os_ is None or "nova" not in os_.services or not kernel_backends(lab):
+        return []
+    return list(os_.nova.computes or lab.nodes_with_role("compute"))
+
+
+def compute_reason(lab: Lab) -> str:
+    drivers = sorted({b.driver for b in kernel_backends(lab)})
+    return COMPUTE_REASON.format(drivers=" and ".join(drivers))
+
+
+def _check_computes(lab: Lab) -> Iterator[Problem]:
+    """A compute of a lab with lvm/nfs volumes is a VM node (or `auto`, which becomes one) on the storage network."""
+    for node in kernel_computes(lab):
+        spec = lab.nodes.get(node)
+        if spec is None:  # an unknown node in nova.computes is reported by the nova checks
+            continue
+        if spec.kind == "container":
+            yield (
+                ("nodes", node, "kind"),
+                f"compute {node!r} is a container: {compute_reason(lab)}",
+                f"give {node} `kind: vm` (or `auto`)",
+            )
+        if "storage" not in spec.nics:
+            yield (
+                ("nodes", node, "nics"),
+                f"compute {node!r} has no NIC on the storage network",
+                "os-brick reaches the iSCSI portals and the NFS server over br-storage",
+            )
 
 
 def cinder_config(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

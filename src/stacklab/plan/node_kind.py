@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stacklab.model.cinder_backends import CONTAINER_REASON, NFS_REASON, kernel_backends
+from stacklab.model.cinder_backends import (
+    CONTAINER_REASON,
+    NFS_REASON,
+    compute_reason,
+    kernel_backends,
+    kernel_computes,
+)
 from stacklab.model.lab import Lab
 
 # A pinned kernel implementation on a node -> (doctor's role, what its kernel must have).
@@ -43,6 +49,10 @@ def own_kernel_needs(lab: Lab, name: str, choices: Mapping[str, str]) -> list[st
             needs.append(f"storage.{section}: {what}, which this host's kernel lacks")
     # The hypervisor's side of cinder's kernel backends: os-brick logs in with open-iscsi (lvm) or mounts the
     # share with the kernel NFS client (nfs), on the computes and on the clients that play their part.
+    # nova's computes do it with their own kernel on every host (a container compute is refused at validate).
+    if name in kernel_computes(lab):
+        needs.append(f"nova: {compute_reason(lab)}")
+        return needs
     drivers = {b.driver for b in kernel_backends(lab)}
     if {"compute", "client"} & set(lab.nodes[name].roles):
         for driver, (role, implementation, what) in CLIENT_PATHS.items():

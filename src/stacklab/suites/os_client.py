@@ -309,7 +309,7 @@ def compute_services(token: str, url: str) -> list[dict[str, Any]]:
 def cinder_volume_wait(req: dict[str, Any], volume_id: str, wanted: set[str]) -> dict[str, Any]:
     """The volume as cinder shows it once its status is in `wanted` (nova changes it through cinder)."""
     token, url = login(req, "volumev3")
-    return wait_volume(token, url, volume_id, wanted)
+    return wait_volume(token, url, volume_id, wanted, float(req.get("wait", WAIT)))  # a kernel backend: longer
 
 
 def nova_instances(action: str, req: dict[str, Any], token: str, url: str) -> dict[str, Any]:

@@ -77,6 +77,7 @@ from stacklab.exec.node_files import (
 from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
+from stacklab.model.cinder_backends import kernel_backends
 
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
@@ -310,6 +311,14 @@ def hypervisors(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list
     return sorted(str(h["hypervisor_hostname"]) for h in json.loads(body or "{}").get("hypervisors", []))
 
 
+def initiator_units(ctx: DriverContext) -> tuple[str, ...]:
+    """What os-brick needs running on each compute for the lab's cinder backends: iscsid (open-iscsi's daemon, the
+    kernel initiator's login and recovery) for lvm volumes over iSCSI. Those computes are VM nodes (a container
+    compute for a kernel backend is refused at validate, model/cinder_backends.py); a kernel NFS mount needs no
+    daemon (NFSv4), and rbd volumes go through QEMU's librbd."""
+    return ("iscsid",) if any(b.driver == "lvm" for b in kernel_backends(ctx.lab)) else ()
+
+
 def compute_outputs(plan: ServiceLayout) -> dict[str, Any]:
     """What the suites read about each compute: its disk type and zone, the cache manager's settings, and where
     the instance disks, the base-image cache and the log are."""
@@ -395,7 +404,8 @@ class Nova:
             if migration is None:
                 found.append(f"the lab's live-migration key {nova_migration.KEY_SECRET} is missing")
             found += file_problems(node_runner, migration or {}, node)
-            found += [f"{p} on {node}" for u in COMPUTE_UNITS for p in unit_problems(node_runner, u)]
+            units = (*COMPUTE_UNITS, *initiator_units(ctx))
+            found += [f"{p} on {node}" for u in units for p in unit_problems(node_runner, u)]
         for name, members in zones(plan).items():
             found += zone_problems(runner, name, members)
         return found
@@ -490,6 +500,8 @@ class Nova:
                 runner.run(["virsh", "secret-set-value", "--secret", uuid, "--file", key_file], timeout=60)
             finally:
                 remove_node_files(runner, key_file)
+        for unit in initiator_units(ctx):  # before nova-compute, which may attach volumes as soon as it starts
+            enable_and_restart(runner, unit, changed=False)
         enable_and_restart(runner, "nova-compute", changed=changed)
 
     def _wait_for_computes(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
