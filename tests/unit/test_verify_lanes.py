@@ -23,10 +23,19 @@ def test_the_default_lab_runs_swift_beside_the_rest_after_the_health_suites() ->
     plan = phases(AIO)
     assert plan == [
         [("health", ["infra", "storage", "openstack"])],
-        [("main", ["volumes", "attach", "evacuation", "failover", "migration"]),
-         ("swift", ["replication", "swift_loss"]), ("local-disk", ["caching"])],
+        [("cinder", ["volumes", "failover"])],
+        [("main", ["attach", "evacuation", "migration"]), ("swift", ["replication", "swift_loss"]),
+         ("local-disk", ["caching"])],
     ]  # fmt: skip
     assert not is_serial(plan)
+
+
+def test_failover_and_network_leave_the_main_lane_and_nothing_disturbs_them() -> None:
+    plan = phases([*AIO, "network", "./mine.py"])
+    assert plan[1] == [("cinder", ["volumes", "failover"]), ("network", ["network"])]
+    # what stops or empties a compute (evacuation, migration) or makes a volume on a guest (attach) runs after them
+    assert plan[2] == [("main", ["attach", "evacuation", "migration", "./mine.py"]),
+                       ("swift", ["replication", "swift_loss"]), ("local-disk", ["caching"])]  # fmt: skip
 
 
 @pytest.mark.parametrize(

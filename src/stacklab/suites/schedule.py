@@ -5,13 +5,22 @@ suites that touch disjoint parts of the lab run at once, each lane a pytest proc
 
 - phase 1, alone: the suites that check the whole lab's health (`infra`, `storage`, `openstack`): nothing may stop
   a daemon while they look at every unit;
-- phase 2, side by side: the Swift lane (`replication`, `swift_loss`: objects through the proxy, Swift daemons on
-  the storage nodes stopped and started), the local-disk lane (`caching`: its guests only in the lab's local-disk
-  zone, i.e. the qcow2 compute, whose base-image cache it watches) and the main lane, everything else in the order
-  asked (cinder, the RBD computes and their guests, evacuation and live migration, the failover of cinder-volume,
-  a user's own files). The Swift suites boot no guest, touch no volume and no compute; no main-lane guest can land
-  in the local-disk zone (a boot naming no zone, an evacuation or a migration stays in the default zone); no lane
-  stops what another uses. Guests are built in a directory of their own on the controller (guest.py).
+- phase 2, side by side: the cinder lane (`volumes`, then `failover`: volumes through cinder's API and a client
+  node's QEMU, then one cinder-volume stopped and its volume handed over; no guest) and the network lane
+  (`network`: two guests with NICs, each pinned to one of the lab's first two computes, neutron's agents; no
+  volume, nothing stopped). `failover` stops a cinder-volume: nothing else may make a volume meanwhile (one asked
+  for before cinder sees the service down may be given to it and stay `creating`), hence `volumes` before it in
+  its lane and `attach` in the next phase;
+- phase 3, side by side: the main lane, everything else in the order asked (`attach`: cinder volumes on nova
+  guests; `evacuation` and live `migration`, which stop, force down, disable and empty an RBD compute, so no other
+  lane's guest may be on the RBD computes; tempest; a user's own files), the Swift lane (`replication`,
+  `swift_loss`: objects through the proxy, Swift daemons on the storage nodes stopped and started) and the
+  local-disk lane (`caching`: its guests only in the lab's local-disk zone, i.e. the qcow2 compute, whose
+  base-image cache it watches).
+
+The Swift suites boot no guest, touch no volume and no compute; no main-lane guest can land in the local-disk zone
+(a boot naming no zone, an evacuation or a migration stays in the default zone); no lane stops what another lane of
+its phase uses. Guests are built in a directory of their own on the controller (guest.py).
 
 A suite's own fixtures stay in its lane; the lab baseline (nothing left behind, every compute serving) is taken by
 verify itself before the first phase and after the last, since no lane sees the lab whole.
@@ -22,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 HEALTH = ("infra", "storage", "openstack")
-SIDE_LANES = {"swift": ("replication", "swift_loss"), "local-disk": ("caching",)}
+APART = {"cinder": ("volumes", "failover"), "network": ("network",)}  # phase 2's lanes, side by side
+SIDE_LANES = {"swift": ("replication", "swift_loss"), "local-disk": ("caching",)}  # beside the main lane
 MAIN = "main"
 
 Lane = tuple[str, list[str]]  # (lane name, suites in order)
@@ -32,16 +42,20 @@ def phases(names: Sequence[str]) -> list[list[Lane]]:
     """The suites asked for, as phases run one after the other, each a list of lanes run at once (no empty lane
     or phase; the order asked is kept inside every lane)."""
     first = [n for n in names if n in HEALTH]
+    apart = {lane: [n for n in names if n in members] for lane, members in APART.items()}
     side = {lane: [n for n in names if n in members] for lane, members in SIDE_LANES.items()}
-    taken = set(first).union(*side.values())
+    taken = set(first).union(*apart.values(), *side.values())
     main = [n for n in names if n not in taken]
     out: list[list[Lane]] = []
     if first:
         out.append([("health", first)])
-    second = [(MAIN, main)] if main else []
-    second += [(lane, suites) for lane, suites in side.items() if suites]
+    second = [(lane, suites) for lane, suites in apart.items() if suites]
     if second:
         out.append(second)
+    third = [(MAIN, main)] if main else []
+    third += [(lane, suites) for lane, suites in side.items() if suites]
+    if third:
+        out.append(third)
     return out
 
 
