@@ -21,6 +21,7 @@ from stacklab.drivers.storage.lvm.driver import LvmDriver, LvmSpec, parse_lvm_re
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandError, CommandResult
+from stacklab.model.errors import LabError
 from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import expand
@@ -296,3 +297,106 @@ def test_delete_refuses_untagged_vg(lab: Lab, resource: Resource, tmp_path: Path
 def test_parse_lvm_report_tolerates_garbage() -> None:
     assert parse_lvm_report("not json", "vg") == []
     assert parse_lvm_report(vgs_json(), "vg")[0]["vg_tags"] == "stacklab_lvm-iscsi"
+
+
+# --- the VG on the node's own disk (storage.lvm.disk) -------------------------------------------------------
+
+DISK = "/dev/disk/by-id/virtio-pv0"
+
+
+def on_disk_lab(lvm: str = "{node: storage1, vg: cinder-volumes, disk: pv0}", kind: str = "vm") -> str:
+    text = (LABS / "lvm-iscsi.yml").read_text()
+    text = text.replace("  lvm: {node: storage1, vg: cinder-volumes, size: 8GiB}", f"  lvm: {lvm}")
+    return text.replace("    kind: vm\n", f"    kind: {kind}\n", 1)
+
+
+@pytest.fixture
+def disk_lab() -> Lab:
+    return load_lab_text(on_disk_lab(), "lvm-disk.yml")
+
+
+@pytest.fixture
+def disk_resource(disk_lab: Lab) -> Resource:
+    return next(r for r in expand(disk_lab) if r.kind == "lvm")
+
+
+def pvs_json(pv: str = "/dev/vdb", vg: str = VG) -> str:
+    return json.dumps({"report": [{"pv": [{"pv_name": pv, "vg_name": vg}]}]})
+
+
+def test_on_disk_spec_names_the_disk_by_its_serial_and_no_file(disk_resource: Resource) -> None:
+    assert dict(disk_resource.spec) == {"vg": VG, "disk": DISK, "implementation": "lvm"}
+
+
+def test_on_disk_apply_makes_the_disk_the_one_pv(disk_lab: Lab, disk_resource: Resource, tmp_path: Path) -> None:
+    node = dm_ok(FakeNode())
+    node.expect(["vgs"], rc=5, stderr=f'Volume group "{VG}" not found', times=1)
+    node.expect(["readlink", "-e", DISK], stdout="/dev/vdb\n")
+    node.expect(["pvs", "/dev/vdb"], rc=5)
+    node.expect(["pvcreate", "--yes", "/dev/vdb"]).expect(["vgcreate"])
+    out = LvmDriver().apply(Change(disk_resource, Action.CREATE), ctx_for(disk_lab, node, tmp_path))
+    assert out == {"vg": VG, "disk": DISK, "device": "/dev/vdb", "node": "storage1"}
+    assert ("vgcreate", "--yes", "--addtag", "stacklab_lvm-iscsi", VG, "/dev/vdb") in node.calls
+    # No loop file, no loop device, no boot unit: LVM activates the VG from the disk itself.
+    assert not [c for c in node.calls if c[0] in ("truncate", "losetup", "systemctl", "install")]
+
+
+def test_on_disk_apply_without_the_disk_fails_before_touching_anything(
+    disk_lab: Lab, disk_resource: Resource, tmp_path: Path
+) -> None:
+    node = dm_ok(FakeNode())
+    node.expect(["vgs"], rc=5, times=1)
+    node.expect(["readlink", "-e", DISK], rc=1)
+    with pytest.raises(StackLabError, match="has no disk /dev/disk/by-id/virtio-pv0"):
+        LvmDriver().apply(Change(disk_resource, Action.CREATE), ctx_for(disk_lab, node, tmp_path))
+    assert not [c for c in node.calls if c[0] in ("pvcreate", "vgcreate")]
+
+
+def test_on_disk_observe_is_drift_when_the_vg_is_not_on_the_disk(
+    disk_lab: Lab, disk_resource: Resource, tmp_path: Path
+) -> None:
+    node = FakeNode()
+    node.expect(["vgs"], stdout=vgs_json())
+    node.expect(["pvs", "--reportformat", "json"], stdout=pvs_json())
+    node.expect(["readlink", "-e", DISK], stdout="/dev/vdb\n")
+    observed = LvmDriver().observe(disk_resource, ctx_for(disk_lab, node, tmp_path))
+    assert observed is not None and observed.owned and observed.drift == ()
+    moved = FakeNode()
+    moved.expect(["vgs"], stdout=vgs_json())
+    moved.expect(["pvs", "--reportformat", "json"], stdout=pvs_json(pv="/dev/loop0"))
+    moved.expect(["readlink", "-e", DISK], stdout="/dev/vdb\n")
+    observed = LvmDriver().observe(disk_resource, ctx_for(disk_lab, moved, tmp_path))
+    assert observed is not None and "are not the disk" in observed.drift[0]
+
+
+def test_on_disk_delete_removes_the_vg_and_the_pv_label(disk_lab: Lab, disk_resource: Resource, tmp_path: Path) -> None:
+    node = FakeNode()
+    node.expect(["vgs"], stdout=vgs_json())
+    node.expect(["lvs", "--reportformat", "json"], stdout=json.dumps({"report": [{"lv": []}]}))
+    node.expect(["vgremove"]).expect(["readlink", "-e", DISK], stdout="/dev/vdb\n").expect(["pvremove"])
+    recorded = {"name": "storage1", "spec": dict(disk_resource.spec), "outputs": {}}
+    LvmDriver().delete(disk_resource.id, recorded, ctx_for(disk_lab, node, tmp_path))
+    changes = [c for c in node.calls if c[0] in ("vgremove", "pvremove", "losetup", "rm", "systemctl")]
+    assert changes == [("vgremove", "--yes", VG), ("pvremove", "--yes", "/dev/vdb")]
+
+
+@pytest.mark.parametrize(
+    ("lvm", "kind", "message"),
+    [
+        (
+            "{node: storage1, disk: pv9}",
+            "vm",
+            "lvm-disk.yml:21:25: storage.lvm.disk: node 'storage1' has no disk 'pv9'",
+        ),
+        (
+            "{node: storage1, disk: pv0}",
+            "container",
+            "lvm-disk.yml:21:25: storage.lvm.disk: node 'storage1' is a contai",
+        ),
+        ("{node: storage1, disk: pv0, size: 1GiB}", "vm", "storage.lvm.size: size and disk both say how large"),
+    ],
+)
+def test_on_disk_bad_input_is_refused_with_its_line(lvm: str, kind: str, message: str) -> None:
+    with pytest.raises(LabError) as err:
+        load_lab_text(on_disk_lab(lvm, kind), "lvm-disk.yml")
+    assert message in str(err.value)

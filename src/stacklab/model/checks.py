@@ -160,10 +160,27 @@ def _node_ref(lab: Lab, loc: Loc, node: str, *, needs_storage: bool = True) -> I
         yield loc, f"node {node!r} has no NIC on the storage network", "storage traffic crosses br-storage"
 
 
+def _check_lvm_disk(lab: Lab) -> Iterator[Problem]:
+    """`storage.lvm.disk`: a data disk the node declares, on a node that has disks of its own (a VM); the disk is
+    the VG, so a `size` beside it would say something the lab does not build."""
+    lvm = lab.storage.lvm
+    if lvm is None or lvm.disk is None or lvm.node not in lab.nodes:
+        return
+    node, loc = lab.nodes[lvm.node], ("storage", "lvm", "disk")
+    if node.kind == "container":
+        yield loc, f"node {lvm.node!r} is a container, which has no disks of its own", f"give {lvm.node} `kind: vm`"
+    elif lvm.disk not in [d.name for d in node.disks]:
+        names = ", ".join(d.name for d in node.disks) or "none"
+        yield loc, f"node {lvm.node!r} has no disk {lvm.disk!r} (its disks: {names})", "add it to its `disks`"
+    if "size" in lvm.model_fields_set:
+        yield ("storage", "lvm", "size"), "size and disk both say how large the volume group is", "drop size"
+
+
 def _check_storage(lab: Lab) -> Iterator[Problem]:
     st = lab.storage
     if st.lvm:
         yield from _node_ref(lab, ("storage", "lvm", "node"), st.lvm.node)
+        yield from _check_lvm_disk(lab)
     if st.iscsi:
         yield from _node_ref(lab, ("storage", "iscsi", "node"), st.iscsi.node)
         for i, client in enumerate(st.iscsi.initiators):

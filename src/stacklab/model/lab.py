@@ -154,7 +154,12 @@ class Node(_Model):
 class Lvm(_Model):
     node: str
     vg: str = "cinder-volumes"
-    size: SizeMiB = 10240
+    size: SizeMiB = Field(10240, description="the loop-backed file's size (without `disk`)")
+    disk: Name | None = Field(
+        None,
+        description="a data disk of the node (nodes.<node>.disks, a VM node's) as the volume group's one PV, "
+        "instead of a loop-backed file: the VG is the whole disk",
+    )
 
     @field_validator("vg")
     @classmethod

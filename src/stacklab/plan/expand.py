@@ -9,7 +9,7 @@ from stacklab.model.addressing import node_addresses
 from stacklab.model.cinder_backends import cinder_config, kernel_backends
 from stacklab.model.lab import Lab, Node
 from stacklab.model.services import build_after
-from stacklab.plan.naming import owner_marker, stable_mac, veth_name
+from stacklab.plan.naming import disk_device, owner_marker, stable_mac, veth_name
 from stacklab.plan.node_kind import node_kind
 from stacklab.plan.resource import Resource
 
@@ -130,6 +130,8 @@ def _storage(lab: Lab, choices: Mapping[str, str], addresses: Mapping[str, Mappi
         out.append(Resource("ceph", lab.name, spec, tuple(f"node/{n}" for n in [*nodes, *client_nodes])))
     if st.lvm:
         spec = {"vg": st.lvm.vg, "size_mib": st.lvm.size, "implementation": "lvm"}
+        if st.lvm.disk is not None:  # the VG on the node's own disk: no loop file, so no size of its own
+            spec = {"vg": st.lvm.vg, "disk": disk_device(st.lvm.disk), "implementation": "lvm"}
         out.append(Resource("lvm", st.lvm.node, spec, (f"node/{st.lvm.node}",)))
     if st.iscsi:
         deps = [f"node/{st.iscsi.node}", *(f"node/{n}" for n in st.iscsi.initiators)]

@@ -52,7 +52,7 @@ def lab_needs(lab: Lab) -> LabNeeds:
     """Memory of all nodes; every size the lab asks to be allocated as files on the host or in its nodes."""
     st = lab.storage
     disk = sum(d.size for node in lab.nodes.values() for d in node.disks)
-    if st.lvm:
+    if st.lvm and st.lvm.disk is None:  # on a disk of its node, the VG is counted with the node's disks
         disk += st.lvm.size
     if st.iscsi:
         disk += sum(t.size for t in st.iscsi.targets if t.backing == "file")

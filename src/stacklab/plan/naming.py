@@ -31,3 +31,13 @@ def stable_mac(lab: str, node: str, nic_index: int) -> str:
 def owner_marker(lab: str, kind: str, name: str) -> str:
     """Ownership mark stored on host objects (bridge ifalias, libvirt metadata, files)."""
     return f"stacklab:{lab}:{kind}:{name}"
+
+
+def disk_serial(name: str) -> str:
+    """The virtio serial of a VM node's data disk `name` (virtio serials hold 20 bytes)."""
+    return name[:20]
+
+
+def disk_device(name: str) -> str:
+    """The guest's stable path of data disk `name`: udev links `virtio-<serial>` whatever vdX the kernel gave it."""
+    return f"/dev/disk/by-id/virtio-{disk_serial(name)}"

@@ -42,6 +42,8 @@ def own_kernel_needs(lab: Lab, name: str, choices: Mapping[str, str]) -> list[st
     storage = lab.storage
     if storage.lvm and storage.lvm.node == name and choices.get("block_volumes") != "lvm":
         needs.append("storage.lvm: LVM needs device-mapper, which this host's kernel lacks")
+    if storage.lvm and storage.lvm.node == name and storage.lvm.disk:
+        needs.append(f"storage.lvm.disk: the volume group is its disk {storage.lvm.disk}, and only a VM has disks")
     for section, (role, implementation, what) in KERNEL_PINS.items():
         spec = getattr(storage, section)
         pinned_here = spec is not None and spec.node == name and spec.implementation == implementation

@@ -12,6 +12,7 @@ from typing import Any
 from stacklab.drivers.nodes.libvirt_config import CpuConfig, DomainConfig, DomainType, MetadataConfig
 from stacklab.drivers.nodes.libvirt_devices import DiskConfig, InterfaceConfig, SerialConsoleConfig
 from stacklab.errors import PlanError
+from stacklab.plan.naming import disk_serial
 
 LOG = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def build_domain(
                 target_dev=_vd(index),
                 path=str(layout.path(layout.data_volume(name))),
                 driver_format="qcow2",
-                serial=name[:20],  # the guest sees /dev/disk/by-id/virtio-<name>; virtio serials are 20 bytes
+                serial=disk_serial(name),  # the guest sees plan.naming.disk_device(name)
             )
         )
     disks.append(

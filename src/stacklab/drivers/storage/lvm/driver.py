@@ -1,10 +1,13 @@
-"""The `lvm` resource: a loop-backed LVM volume group on a storage node (resource `lvm/<node>`).
+"""The `lvm` resource: an LVM volume group on a storage node (resource `lvm/<node>`), on the node's own disk or
+on a loop-backed file.
 
-On the node: a sparse backing file `/var/lib/stacklab/lvm/<vg>.img` (spec `size_mib`), a loop device attached
-with `losetup --find --show`, a PV on it and the VG (spec `vg`) tagged `stacklab_<lab>` (the ownership mark:
-`delete` and `observe` never touch a VG without it). Where the node runs systemd, a oneshot unit
-`stacklab-loop-<vg>.service` re-attaches the file at boot before LVM activation, so the VG survives a reboot.
-The iSCSI driver creates its LVs (`iscsi-<target>`) in this VG.
+With spec `disk` (`storage.lvm.disk`, a VM node's data disk by its stable `/dev/disk/by-id/virtio-<serial>`
+path) the disk is the VG's one PV, as on a real storage host: no file, no loop, nothing to re-attach at boot (LVM
+activates the VG from the disk). Otherwise, on the node: a sparse backing file `/var/lib/stacklab/lvm/<vg>.img`
+(spec `size_mib`), a loop device attached with `losetup --find --show`, a PV on it and the VG (spec `vg`); where
+the node runs systemd, a oneshot unit `stacklab-loop-<vg>.service` re-attaches the file at boot before LVM
+activation, so the VG survives a reboot. Either way the VG is tagged `stacklab_<lab>` (the ownership mark:
+`delete` and `observe` never touch a VG without it). The iSCSI driver and cinder create their LVs in this VG.
 
 LVM needs device-mapper in the node's kernel. Containers share the host kernel, and the CI host has none, so
 `apply` checks `/dev/mapper/control` and `dmsetup version` first and raises PlanError naming the alternatives.
@@ -80,11 +83,19 @@ class LvmSpec:
     lab: str
     node: str
     vg: str
-    size_mib: int
+    size_mib: int  # the loop-backed file's size; 0 with `disk`
+    disk: str | None = None  # the node's own disk as the one PV (a stable /dev/disk/by-id path), or None: a file
 
     @classmethod
     def from_spec(cls, lab: str, node: str, spec: Mapping[str, Any]) -> LvmSpec:
-        return cls(lab=lab, node=node, vg=str(spec["vg"]), size_mib=int(spec["size_mib"]))
+        disk = spec.get("disk")
+        return cls(
+            lab=lab,
+            node=node,
+            vg=str(spec["vg"]),
+            size_mib=int(spec.get("size_mib", 0)),
+            disk=str(disk) if disk else None,
+        )
 
     @property
     def file(self) -> str:
@@ -201,6 +212,21 @@ def ensure_lv(runner: Runner, vg: str, lv: str, size_mib: int, *, lab: str) -> s
     return f"/dev/{vg}/{lv}"
 
 
+def vg_pvs(runner: Runner, vg: str) -> list[str]:
+    """The PVs (kernel device names, e.g. /dev/vdb) of VG `vg` on the node."""
+    result = runner.run(["pvs", "--reportformat", "json", "-o", "pv_name,vg_name"], timeout=LVM_TIMEOUT, check=False)
+    if not result.ok:
+        return []
+    return [r["pv_name"] for r in parse_lvm_report(result.stdout, "pv") if r.get("vg_name") == vg]
+
+
+def resolve_device(runner: Runner, path: str) -> str | None:
+    """The block device a stable path names (`readlink -e`), or None when no such device is there."""
+    result = runner.run(["readlink", "-e", path], timeout=FILE_TIMEOUT, check=False)
+    device = result.stdout.strip()
+    return device if result.ok and device.startswith("/dev/") else None
+
+
 def remove_lv(runner: Runner, vg: str, lv: str) -> None:
     if lv_exists(runner, vg, lv):
         runner.run(["lvremove", "--yes", f"{vg}/{lv}"], timeout=LVM_TIMEOUT)
@@ -225,9 +251,16 @@ class LvmDriver(BaseDriver):
             "tags": sorted(tags),
             "size_mib": info.get("vg_size"),
             "lv_count": info.get("lv_count"),
-            "loops": loops_of(runner, spec.file),
-            "file": spec.file,
         }
+        if spec.disk is not None:
+            facts.update(disk=spec.disk, pvs=vg_pvs(runner, spec.vg))
+            if spec.tag not in tags:
+                return Observed(False, facts)
+            device = resolve_device(runner, spec.disk)
+            if device is None or device not in facts["pvs"]:
+                return Observed(True, facts, (f"the VG's PVs {facts['pvs']} are not the disk {spec.disk} ({device})",))
+            return Observed(True, facts)
+        facts.update(loops=loops_of(runner, spec.file), file=spec.file)
         if spec.tag not in tags:
             return Observed(False, facts)
         drift: list[str] = []
@@ -251,6 +284,8 @@ class LvmDriver(BaseDriver):
                 hint="pick another `vg` name in storage.lvm; stacklab never touches foreign volume groups",
             )
 
+        if spec.disk is not None:
+            return self._apply_on_disk(ctx, runner, spec, resource.id, exists=info is not None)
         ctx.progress(f"{resource.id}: backing file {spec.file} ({spec.size_mib} MiB, sparse)")
         runner.run(["mkdir", "-p", LVM_DIR], timeout=FILE_TIMEOUT)
         if not node_path_exists(runner, spec.file):
@@ -283,6 +318,25 @@ class LvmDriver(BaseDriver):
             )
         return {"vg": spec.vg, "loop": loop, "file": spec.file, "unit": unit, "node": spec.node}
 
+    def _apply_on_disk(
+        self, ctx: DriverContext, runner: Runner, spec: LvmSpec, resource_id: str, *, exists: bool
+    ) -> Mapping[str, Any]:
+        """The VG on the node's own disk: the disk is the lab's (its VM's data disk), the PV is the whole disk."""
+        assert spec.disk is not None
+        device = resolve_device(runner, spec.disk)
+        if device is None:
+            raise StackLabError(
+                f"{spec.node} has no disk {spec.disk}",
+                resource=resource_id,
+                hint="storage.lvm.disk names one of the node's `disks` (a VM node's virtio disk, by its serial)",
+            )
+        if not exists:
+            ctx.progress(f"{resource_id}: PV {spec.disk} ({device}), VG {spec.vg}")
+            if not runner.run(["pvs", device], timeout=LVM_TIMEOUT, check=False).ok:
+                runner.run(["pvcreate", "--yes", device], timeout=LVM_TIMEOUT)
+            runner.run(["vgcreate", "--yes", "--addtag", spec.tag, spec.vg, device], timeout=LVM_TIMEOUT)
+        return {"vg": spec.vg, "disk": spec.disk, "device": device, "node": spec.node}
+
     def delete(self, resource_id: str, recorded: Mapping[str, Any], ctx: DriverContext) -> None:
         found = recorded_spec(resource_id, recorded)
         if found is None:
@@ -293,7 +347,7 @@ class LvmDriver(BaseDriver):
         if runner is None:
             return
         info = vg_info(runner, spec.vg)
-        loops = loops_of(runner, spec.file)
+        loops = [] if spec.disk is not None else loops_of(runner, spec.file)
         if info is not None:
             if spec.tag not in vg_tags(info):
                 raise StackLabError(
@@ -304,6 +358,11 @@ class LvmDriver(BaseDriver):
             for lv in lv_names(runner, spec.vg):
                 runner.run(["lvremove", "--yes", f"{spec.vg}/{lv}"], timeout=LVM_TIMEOUT)
             runner.run(["vgremove", "--yes", spec.vg], timeout=LVM_TIMEOUT)
+        if spec.disk is not None:
+            device = resolve_device(runner, spec.disk)
+            if device is not None:  # the lab's own disk: its PV label goes with the VG
+                runner.run(["pvremove", "--yes", device], timeout=LVM_TIMEOUT, check=False)
+            return
         for loop in loops:
             runner.run(["pvremove", "--yes", loop], timeout=LVM_TIMEOUT, check=False)
             runner.run(["losetup", "--detach", loop], timeout=FILE_TIMEOUT)
