@@ -1,12 +1,15 @@
-"""The reference lab (labs/reference.yml) through the CLI: cinder-api and cinder-scheduler on an LXC controller,
-cinder-volume for the lvm (lioadm and tgtadm) and nfs backends on a VM storage node (LVM, LIO, tgtd, knfsd), a VM
-client. `up`, then `verify --suite volumes` must pass every kernel-backend case (per backend: the pool, and the
-volume found on the backend itself and written through the client's kernel initiator / kernel NFS mount), then
-`down` with a clean leak check. Each phase's wall time and the VM nodes' memory are printed (pytest -s).
+"""The reference lab (labs/reference.yml) through the CLI: cinder-api and cinder-scheduler (and glance, placement,
+neutron, nova's API services) on an LXC controller, cinder-volume for the lvm (lioadm and tgtadm) and nfs backends
+on a VM storage node (LVM, LIO, tgtd, knfsd), nova-compute on a VM compute (libvirt, nested TCG, os-brick with
+open-iscsi and the kernel NFS client). `up`, then `verify --suite volumes --suite attach` must pass every
+kernel-backend case (per backend: the pool, the volume found on the backend itself and written through the
+compute's kernel initiator / kernel NFS mount; and through nova, the guest's line read back on the LV / the export's
+file while os-brick's session or mount carries it, none left after detach), then `down` with a clean leak check.
+Each phase's wall time and the VM nodes' memory are printed (pytest -s).
 
-Nightly, not CI: it boots two Debian VMs under TCG and an OpenStack controller, ~20 min on the CI host type (the
-README gives the measured figures), beyond the CI budget. Runs only with STACKLAB_NIGHTLY=1; skipped with that
-reason otherwise. Unique lab name and subnets (lab_cli.unique_lab_file); the state dir is under /var/tmp, which
+Nightly, not CI: it boots two Debian VMs under TCG and an OpenStack controller, and its guests run under nested
+TCG (the README gives the measured figures), beyond the CI budget. Runs only with STACKLAB_NIGHTLY=1; skipped with
+that reason otherwise. Unique lab name and subnets (lab_cli.unique_lab_file); the state dir is under /var/tmp, which
 libvirt-qemu can search; `down` runs in a finalizer also when the test fails.
 """
 
@@ -32,11 +35,15 @@ BACKEND_CASES = (
     "test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi[lvm-tgtadm]",
     "test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount[nfs]",
     "test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes[lvm-tgtadm]",
+    *(
+        f"test_volume_moves_between_guests_through_nova_with_its_bytes_on_its_backend[{backend}]"
+        for backend in ("lvm-lioadm", "lvm-tgtadm", "nfs")
+    ),
 )
 
 pytestmark = [
-    *vm_lab_marks(5400, containers=True),
-    pytest.mark.skipif(not NIGHTLY, reason="nightly lab (~20 min under TCG): set STACKLAB_NIGHTLY=1 to run it"),
+    *vm_lab_marks(9000, containers=True),
+    pytest.mark.skipif(not NIGHTLY, reason="nightly lab (~1 h under TCG): set STACKLAB_NIGHTLY=1 to run it"),
 ]
 
 
@@ -63,7 +70,15 @@ def test_reference_lab_up_verify_down(reference_lab: LabCopy) -> None:
 
     start = time.monotonic()
     report = stacklab(
-        reference_lab.state, "verify", reference_lab.name, "--suite", "volumes", check=False, timeout=2700
+        reference_lab.state,
+        "verify",
+        reference_lab.name,
+        "--suite",
+        "volumes",
+        "--suite",
+        "attach",
+        check=False,
+        timeout=5400,
     )
     times["verify"] = time.monotonic() - start
     assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
@@ -71,7 +86,7 @@ def test_reference_lab_up_verify_down(reference_lab: LabCopy) -> None:
     outcomes = junit_outcomes(junit)
     not_passed = {case: outcomes.get(case, "missing") for case in BACKEND_CASES if outcomes.get(case) != "passed"}
     assert not not_passed, f"kernel backend cases that did not pass: {not_passed}"
-    memory = {node: vm_memory_mib(reference_lab, node) for node in ("storage1", "client1")}
+    memory = {node: vm_memory_mib(reference_lab, node) for node in ("storage1", "compute1")}
 
     start = time.monotonic()
     reference_lab.down_clean()

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.nova import initiator_units
+from stacklab.drivers.openstack.common import service_layout
+from stacklab.drivers.openstack.nova import CONF, ROLE, block_storage_lines, initiator_units
 from stacklab.exec.fake import FakeRunner
 from stacklab.model import load_lab, load_lab_text
+from stacklab.model.addressing import node_addresses
 from stacklab.model.errors import LabError
+from stacklab.plan.expand import expand
 from stacklab.plan.node_kind import node_kind
 from stacklab.suites.attach_backends import (
     attached_disk,
@@ -39,7 +42,24 @@ def test_reference_lab_has_a_vm_compute_with_nova_beside_the_kernel_backends(tmp
 
 def test_a_lab_without_kernel_backends_starts_no_initiator_on_its_computes(tmp_path: Path) -> None:
     lab = load_lab(ROOT / "labs" / "control-plane.yml")
-    assert initiator_units(DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path)) == ()
+    ctx = DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path)
+    assert initiator_units(ctx) == ()
+    assert all(block_storage_lines(ctx, node) == "" for node in lab.nodes)  # rbd labs' nova.conf is unchanged
+
+
+def nova_conf(lab_file: Path, node: str, tmp_path: Path) -> str:
+    lab = load_lab(lab_file)
+    layout = service_layout(next(r for r in expand(lab) if r.id == "service/nova"), lab.name)
+    ctx = DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path)
+    return ROLE._files(ctx, layout, node, ("db", "rabbit", "user", "metadata"))[CONF]
+
+
+def test_the_vm_computes_connector_gives_cinder_its_storage_address(tmp_path: Path) -> None:
+    text = nova_conf(REFERENCE, "compute1", tmp_path)
+    storage = str(node_addresses(load_lab(REFERENCE))["compute1"]["storage"])
+    assert text.endswith(f"[DEFAULT]\nmy_block_storage_ip = {storage}\n"), text[-300:]
+    assert "virt_type = qemu" in text and "images_type = qcow2" in text
+    assert "my_block_storage_ip" not in nova_conf(REFERENCE, "infra1", tmp_path)
 
 
 def reference_text(kind: str) -> str:

@@ -115,6 +115,14 @@ def first_line(runner: Runner, path: str) -> str:
     return runner.run(argv, timeout=120.0).stdout.strip()
 
 
+def clear_start(runner: Runner, path: str) -> None:
+    """Zero the first 4 KiB of a new volume on its backend: cinder's lvm backend keeps `volume_clear = none` here
+    (zeroing every deleted LV costs minutes under TCG), so a new LV can start with a line an earlier guest wrote on
+    the extents it reuses, which the guest would take for a volume another guest wrote."""
+    argv = ["dd", "if=/dev/zero", f"of={path}", "bs=4096", "count=1", "oflag=direct", "conv=notrunc", "status=none"]
+    runner.run(argv, timeout=120.0)
+
+
 @dataclass(frozen=True)
 class KernelVolume:
     """A volume of one of the lab's lvm/nfs backends, as the backend and the compute hold it."""

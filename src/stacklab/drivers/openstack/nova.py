@@ -78,6 +78,7 @@ from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.model.cinder_backends import kernel_backends
+from stacklab.model.addressing import node_addresses
 
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
@@ -320,6 +321,16 @@ def initiator_units(ctx: DriverContext) -> tuple[str, ...]:
 
 
 def compute_outputs(plan: ServiceLayout) -> dict[str, Any]:
+def block_storage_lines(ctx: DriverContext, node: str) -> str:
+    """On a compute of a lab with cinder kernel backends, os-brick's connector gives cinder the compute's br-storage
+    address (`my_block_storage_ip`; nova's default is my_ip, on br-mgmt), the network its iSCSI sessions and NFS
+    mounts use. A later [DEFAULT] in the same file adds to the first (oslo.config)."""
+    if not kernel_backends(ctx.lab):
+        return ""
+    address = node_addresses(ctx.lab).get(node, {}).get("storage")
+    return f"[DEFAULT]\nmy_block_storage_ip = {address}\n" if address else ""
+
+
     """What the suites read about each compute: its disk type and zone, the cache manager's settings, and where
     the instance disks, the base-image cache and the log are."""
     return {"images_types": {c: images_type(plan, c) for c in computes(plan)},
@@ -377,6 +388,7 @@ class Nova:
         if node in computes(plan):
             units.append("nova-compute")
         files |= {dropin_path(u): render_dropin(plan, u) for u in units}
+            files[CONF] += block_storage_lines(ctx, node)
         if node in computes(plan) and images_type(plan, node) == "rbd":
             files[SECRET_XML] = render_secret_xml(plan)
         return files
