@@ -70,7 +70,7 @@ def test_file_store_keeps_its_conf_and_hides_image_locations() -> None:
     [
         (("pools: [images]", "pools: [vms]"), "glance's rbd store needs pool images in storage.ceph"),
         (("clients: [glance]", "clients: [cinder]"), "glance's rbd store needs client glance in storage.ceph"),
-        (("glance: {store: rbd}", "glance: {store: nfs}"), "glance store 'nfs' is not supported by this stacklab"),
+        (("glance: {store: rbd}", "glance: {store: nfs}"), "glance's nfs store needs storage.nfs with an export"),
     ],
 )
 def test_the_lab_file_says_what_the_rbd_store_lacks(edit: tuple[str, str], message: str) -> None:

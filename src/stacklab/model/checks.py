@@ -9,6 +9,7 @@ from pathlib import Path
 from stacklab.model.addressing import AUTO_START_OFFSET, AddressPoolExhausted, node_addresses
 from stacklab.model.cinder_backends import check_cinder_backends
 from stacklab.model.errors import Loc
+from stacklab.model.glance_store import check_glance_nfs
 from stacklab.model.lab import NOVA_DEFAULT_ZONE, Lab
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.model.services import SERVICE_NEEDS
@@ -317,12 +318,7 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
     if os_ is None:
         return
     services = set(os_.services)
-    if "glance" in services and os_.glance.store == "nfs":
-        yield (
-            ("openstack", "glance", "store"),
-            f"glance store {os_.glance.store!r} is not supported by this stacklab yet",
-            "use store: file, or rbd with storage.ceph",
-        )
+    yield from check_glance_nfs(lab)  # store nfs: the export, VM glance nodes on br-storage
     if "glance" in services and os_.glance.store == "rbd":
         yield from _check_glance_rbd(lab)
     if "cinder" in services:

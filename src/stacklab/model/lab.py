@@ -56,6 +56,7 @@ SuiteName = Literal[
     "swift_loss",
     "migration",
     "network",
+    "shared_storage",
 ]
 
 
@@ -240,6 +241,12 @@ class Storage(_Model):
 class Glance(_Model):
     store: Literal["file", "nfs", "rbd"] = "file"
     cache: bool = True
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="store nfs: the nodes that each run glance-api over the same NFS mount of the store (the "
+        "catalog's image endpoint is the first, as a load balancer's address would be); default: the controller",
+    )
+    export: Name | None = Field(None, description="store nfs: the storage.nfs export glance mounts; default: the first")
 
 
 class CinderLvm(_Model):

@@ -7,6 +7,7 @@ from typing import Any
 
 from stacklab.model.addressing import node_addresses
 from stacklab.model.cinder_backends import cinder_config, kernel_backends
+from stacklab.model.glance_store import glance_config, glance_nodes
 from stacklab.model.lab import Lab, Node
 from stacklab.model.services import build_after
 from stacklab.plan.naming import disk_device, owner_marker, stable_mac, veth_name
@@ -201,6 +202,8 @@ def _services(
             spec["config"] = section.model_dump(mode="json")
         if service == "cinder":  # lvm/nfs backends: their VM volume nodes, addresses, VG and NFS shares
             spec["config"] = cinder_config(lab, addresses)
+        if service == "glance":  # store nfs: its glance-api nodes, their addresses and the share (else as declared)
+            spec["config"] = glance_config(lab, addresses)
         if service == "nova":  # each nova node's my_ip: the controller's and the computes' br-mgmt addresses
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
             # per-node overrides and the cache manager's timing only when the lab sets them: a lab without them
@@ -251,6 +254,8 @@ def _service_hosts(lab: Lab, service: str, controller: str) -> list[str]:
         return [controller, *(os_.nova.computes or lab.nodes_with_role("compute"))]
     if service == "neutron":  # its linuxbridge agent runs beside every nova-compute
         return list(dict.fromkeys(_service_hosts(lab, "nova", controller)))
+    if service == "glance":  # store nfs: every glance-api node (the controller keeps the database)
+        return list(dict.fromkeys([controller, *glance_nodes(lab)]))
     if service == "swift":
         return [os_.swift.proxy or controller, *(os_.swift.nodes or lab.nodes_with_role("swift"))]
     if service == "cinder":

@@ -20,6 +20,7 @@ from stacklab.model.cinder_backends import (
     kernel_backends,
     kernel_computes,
 )
+from stacklab.model.glance_store import nfs_mounting_nodes
 from stacklab.model.lab import Lab
 
 # A pinned kernel implementation on a node -> (doctor's role, what its kernel must have).
@@ -49,6 +50,8 @@ def own_kernel_needs(lab: Lab, name: str, choices: Mapping[str, str]) -> list[st
         pinned_here = spec is not None and spec.node == name and spec.implementation == implementation
         if pinned_here and choices.get(role) != implementation:
             needs.append(f"storage.{section}: {what}, which this host's kernel lacks")
+    if name in (mounts := nfs_mounting_nodes(lab)):  # glance's store on NFS: a kernel mount on every host
+        needs.append(mounts[name])
     # The hypervisor's side of cinder's kernel backends: os-brick logs in with open-iscsi (lvm) or mounts the
     # share with the kernel NFS client (nfs), on the computes and on the clients that play their part.
     # nova's computes do it with their own kernel on every host (a container compute is refused at validate).

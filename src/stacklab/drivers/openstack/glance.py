@@ -14,8 +14,8 @@ Stores: `file` (the default, /var/lib/glance/images) and `rbd`: images in the la
 `client.glance` (the Ceph step puts its keyring on the controller, which must have a br-storage NIC; made readable
 by the glance group here), so glance-api reads and writes them over br-storage; `show_image_direct_url` hands nova
 the image's `rbd://<fsid>/images/<id>/snap` location, and an RBD compute of the same cluster clones its disk from
-that snapshot (copy-on-write) instead of downloading the image. `nfs` is refused with a clear error until the
-mount is wired: never a silent fallback to `file`.
+that snapshot (copy-on-write) instead of downloading the image. `nfs`: the file store on a kernel NFS mount of a
+storage.nfs export shared by every glance-api node (`openstack.glance.nodes`): glance_nfs.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from stacklab.drivers.openstack.common import (
     dropin_text,
 )
 from stacklab.drivers.openstack.declared import MANAGE_TIMEOUT, ApiService, DeclaredRole
+from stacklab.drivers.openstack.glance_nfs import GlanceRole, store_mount
 from stacklab.drivers.openstack.keystone import authtoken_section
+from stacklab.drivers.openstack.nfs_mounts import requires_mount
 from stacklab.drivers.storage.ceph.clients import keyring_problems, require_keyring, share_keyring, unshare_keyring
 from stacklab.errors import PlanError
 from stacklab.exec.runner import Runner
@@ -67,11 +69,17 @@ def store_of(plan: ServiceLayout) -> str:
 
 def check_store(plan: ServiceLayout) -> None:
     store = store_of(plan)
-    if store not in ("file", "rbd"):
+    if store not in ("file", "rbd", "nfs"):
         raise PlanError(
             f"glance store {store!r} is not wired yet (its client side is missing)",
             resource="service/glance",
             hint="use `openstack: {glance: {store: file}}` (or `rbd` with the lab's Ceph) for now",
+        )
+    if store == "nfs" and not (plan.config.get("share") and plan.config.get("nodes")):
+        raise PlanError(  # never a silent fallback to a local directory
+            "glance's nfs store has no share or no glance-api node in its plan",
+            resource="service/glance",
+            hint="give the lab storage.nfs with an export (openstack.glance.export names it)",
         )
 
 
@@ -100,7 +108,7 @@ def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> st
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
-        f"bind_host = {plan.address}\n"
+        f"bind_host = {plan.config.get('bind_address', plan.address)}\n"
         f"bind_port = {PORT}\n"
         "workers = 1\n"
         f"image_cache_dir = {CACHE_DIR}\n"
@@ -120,7 +128,9 @@ def render_conf(plan: ServiceLayout, db_password: str, user_password: str) -> st
 
 def render_dropin(plan: ServiceLayout) -> str:
     exec_start = f"/usr/bin/glance-api --config-file {PACKAGE_CONF} --config-file {CONF}"
-    return dropin_text(plan.lab, "glance-api with stacklab's settings file, one worker", exec_start)
+    text = dropin_text(plan.lab, "glance-api with stacklab's settings file, one worker", exec_start)
+    # nfs: glance-api starts only on its store's NFS mount (never writes images into the bare mount point)
+    return text + requires_mount(store_mount(plan)) if store_of(plan) == "nfs" else text
 
 
 def own_dirs(_ctx: DriverContext, runner: Runner, _layout: ServiceLayout) -> None:
@@ -190,4 +200,4 @@ SERVICE_RECORD = ApiService(
     outputs=outputs,
     sync_progress=None,
 )
-ROLE = DeclaredRole(SERVICE_RECORD)
+ROLE = GlanceRole(DeclaredRole(SERVICE_RECORD))

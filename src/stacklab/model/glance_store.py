@@ -1,0 +1,125 @@
+"""glance's `nfs` store resolved from a Lab: which nodes run glance-api, which export they mount, and the checks that
+refuse what cannot work. Pure (model layer): expand, checks and node_kind import it.
+
+OpenStack-Ansible's storage page: the File System store has "no mechanism of its own to replicate the image between
+Image service hosts", so it recommends "a shared storage back end (via a file system mount)" for every glance-api.
+With `store: nfs` every node in `openstack.glance.nodes` (default: the controller) runs glance-api with its file
+store directory a kernel NFS mount of one storage.nfs export, over br-storage; the catalog's image endpoint is the
+first node's (where a load balancer's address would be); the database stays in the controller's MariaDB.
+The mount is the node's own kernel's: a container shares the lab host's kernel, so those nodes are VM nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from stacklab.model.errors import Loc
+from stacklab.model.lab import Lab, NfsExport
+
+Problem = tuple[Loc, str, str | None]
+IMAGES_DIR = "/var/lib/glance/images"
+NFS_MOUNT_OPTIONS = "vers=4.2"
+GLANCE_NFS_REASON = (
+    "glance's file store is a kernel NFS mount on each glance-api node; a container shares the lab host's kernel "
+    "(stacklab makes OpenStack's NFS mounts in a VM node's own kernel)"
+)
+
+
+def _controller(lab: Lab) -> str | None:
+    assert lab.openstack is not None
+    return lab.openstack.controller or next(iter(lab.nodes_with_role("controller")), None)
+
+
+def glance_on_nfs(lab: Lab) -> bool:
+    os_ = lab.openstack
+    return os_ is not None and "glance" in os_.services and os_.glance.store == "nfs"
+
+
+def glance_nodes(lab: Lab) -> list[str]:
+    """The nodes that run glance-api: the controller, or with store nfs `openstack.glance.nodes` (default it)."""
+    assert lab.openstack is not None
+    controller = _controller(lab)
+    default = [controller] if controller else []
+    if not glance_on_nfs(lab):
+        return default
+    return list(dict.fromkeys(lab.openstack.glance.nodes)) or default
+
+
+def glance_export(lab: Lab) -> NfsExport | None:
+    """The storage.nfs export glance's store lives on (the one named, else the first)."""
+    nfs, os_ = lab.storage.nfs, lab.openstack
+    if nfs is None or os_ is None or not nfs.exports:
+        return None
+    wanted = os_.glance.export
+    return next((e for e in nfs.exports if wanted in (None, e.name)), None)
+
+
+def nfs_mounting_nodes(lab: Lab) -> dict[str, str]:
+    """node -> why it mounts an NFS export with its kernel client for an OpenStack service (glance's store)."""
+    if not glance_on_nfs(lab):
+        return {}
+    return {n: f"glance store nfs: {GLANCE_NFS_REASON}" for n in glance_nodes(lab)}
+
+
+def check_glance_nfs(lab: Lab) -> Iterator[Problem]:
+    """`openstack.glance.store: nfs` (with `nodes` and `export`): the export exists, each glance node is a node on
+    br-storage that is not a container, listed once; `nodes`/`export` mean nothing with another store."""
+    os_ = lab.openstack
+    if os_ is None or "glance" not in os_.services:
+        return
+    glance, loc = os_.glance, ("openstack", "glance")
+    if glance.store != "nfs":
+        for field in ("nodes", "export"):
+            if getattr(glance, field):
+                yield (*loc, field), f"glance {field} are used with store: nfs only", "set store: nfs or drop it"
+        return
+    nfs = lab.storage.nfs
+    if nfs is None or not nfs.exports:
+        yield (*loc, "store"), "glance's nfs store needs storage.nfs with an export", "add storage.nfs.exports"
+    elif glance.export is not None and glance_export(lab) is None:
+        names = ", ".join(e.name for e in nfs.exports)
+        yield (*loc, "export"), f"unknown export {glance.export!r}", f"storage.nfs exports: {names}"
+    for i, node in enumerate(glance.nodes):
+        where: Loc = (*loc, "nodes", i)
+        if glance.nodes.index(node) != i:
+            yield where, f"{node} is listed twice", None
+        elif node not in lab.nodes:
+            yield where, f"unknown node {node!r}", f"defined: {', '.join(sorted(lab.nodes))}"
+    for node in glance_nodes(lab):
+        if node not in lab.nodes:
+            continue
+        where = (*loc, "nodes", glance.nodes.index(node)) if node in glance.nodes else (*loc, "store")
+        spec = lab.nodes[node]
+        if spec.kind == "container":  # `auto` becomes a VM node for it (plan/node_kind.py)
+            yield where, f"node {node!r} is a container: {GLANCE_NFS_REASON}", f"give {node} `kind: vm` (or `auto`)"
+        if "storage" not in spec.nics:
+            yield where, f"node {node!r} has no NIC on the storage network", "it mounts glance's export over br-storage"
+    first = glance_nodes(lab)[:1]
+    others = sorted({"nova", "cinder"} & set(os_.services))
+    if first and first != [_controller(lab)] and others:
+        yield (
+            (*loc, "nodes", 0),
+            f"{' and '.join(others)} {'reach' if len(others) > 1 else 'reaches'} glance at the controller's address "
+            "in this stacklab ([glance] "
+            f"api_servers), and glance-api would run on {first[0]}",
+            f"put the controller first in glance's nodes (a VM controller), or leave {' and '.join(others)} out",
+        )
+
+
+def glance_config(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """glance's `config` in its resource spec: the section as declared; with store nfs, the glance nodes resolved
+    (their br-mgmt addresses, first = the catalog's endpoint) and the share. A lab without store nfs gets exactly
+    the keys it had before `nodes` and `export` existed, so recorded labs plan no change."""
+    assert lab.openstack is not None
+    config = lab.openstack.glance.model_dump(mode="json")
+    config.pop("nodes", None)
+    config.pop("export", None)
+    export = glance_export(lab)
+    if not glance_on_nfs(lab) or export is None or lab.storage.nfs is None:
+        return config
+    server = str(addresses[lab.storage.nfs.node]["storage"])
+    config["nodes"] = {n: str(addresses[n]["mgmt"]) for n in glance_nodes(lab)}
+    config["share"] = f"{server}:{export.path}"
+    config["mount_options"] = NFS_MOUNT_OPTIONS
+    return config
