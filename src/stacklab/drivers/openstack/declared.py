@@ -23,6 +23,7 @@ from stacklab.drivers.openstack.common import (
     version_list_answers,
     wait_for_api,
 )
+from stacklab.drivers.openstack.db_seed import seeded_sync
 from stacklab.drivers.openstack.infra import ensure_database
 from stacklab.drivers.openstack.keystone import register_in_keystone, retire_service
 from stacklab.exec.node_files import enable_and_restart, require_node, write_node_file, write_unit_files
@@ -122,7 +123,7 @@ class DeclaredRole:
         svc.before_sync(ctx, runner, plan)
         if svc.sync_progress:
             ctx.progress(f"{rid}: {svc.sync_progress}")
-        runner.run(["runuser", "-u", svc.name, "--", *svc.sync], timeout=svc.sync_timeout)
+        seeded_sync(ctx, runner, (svc.name,), ["runuser", "-u", svc.name, "--", *svc.sync], timeout=svc.sync_timeout)
         dropins = {path: svc.render_dropin(plan, unit) for unit, path in svc.dropins.items()}
         changed = write_unit_files(runner, dropins) or changed
         for unit in svc.units:

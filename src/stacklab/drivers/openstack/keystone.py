@@ -23,6 +23,7 @@ from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import ServiceLayout, dropin_text, file_problems, unit_problems, wait_for_api
+from stacklab.drivers.openstack.db_seed import seeded_sync
 from stacklab.drivers.openstack.infra import MEMCACHED_PORT, drop_database, ensure_database
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
@@ -274,7 +275,8 @@ class Keystone:
         ensure_database(runner, "keystone", "keystone", db_password)
         changed = write_node_file(runner, CONF, render_conf(plan, db_password), mode="0640")
         runner.run(["chown", "root:keystone", CONF], timeout=30)
-        manage(runner, "db_sync")
+        seeded_sync(ctx, runner, ("keystone",), ["runuser", "-u", "keystone", "--", "keystone-manage", "--config-file",
+                    PACKAGE_CONF, "--config-file", CONF, "db_sync"], timeout=MANAGE_TIMEOUT)  # fmt: skip
         for setup in ("fernet_setup", "credential_setup"):  # as root: they chown the key repositories to keystone
             manage(runner, setup, "--keystone-user", "keystone", "--keystone-group", "keystone", as_root=True)
         runner.run(

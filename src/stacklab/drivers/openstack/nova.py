@@ -45,6 +45,7 @@ from stacklab.drivers.openstack.common import (
     version_list_answers,
     wait_for_api,
 )
+from stacklab.drivers.openstack.db_seed import seeded_sync
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER, ensure_database
 from stacklab.drivers.openstack.keystone import (
     admin_get,
@@ -437,12 +438,12 @@ class Nova:
                              url=endpoint_url(plan))  # fmt: skip
         changed = self._write(runner, self._files(ctx, plan, plan.controller, secrets))
         ctx.progress(f"{rid}: api_db sync, cells, db sync")
-        runner.run(manage_argv("api_db", "sync"), timeout=MANAGE_TIMEOUT)
+        seeded_sync(ctx, runner, ("nova_api",), manage_argv("api_db", "sync"), timeout=MANAGE_TIMEOUT)
         runner.run(manage_argv("cell_v2", "map_cell0"), timeout=MANAGE_TIMEOUT)
         cells = runner.run(manage_argv("cell_v2", "list_cells"), timeout=MANAGE_TIMEOUT).stdout
         if not any(line.split("|")[1:2] == [" cell1 "] for line in cells.splitlines()):
             runner.run(manage_argv("cell_v2", "create_cell", "--name", "cell1"), timeout=MANAGE_TIMEOUT)
-        runner.run(manage_argv("db", "sync"), timeout=MANAGE_TIMEOUT)
+        seeded_sync(ctx, runner, ("nova", "nova_cell0"), manage_argv("db", "sync"), timeout=MANAGE_TIMEOUT)
         for unit in CONTROLLER_UNITS:
             enable_and_restart(runner, unit, changed=changed)
         wait_for_api(runner, rid, url=api_url(plan), unit="nova-api", log_file="/var/log/nova/nova-api.log",
