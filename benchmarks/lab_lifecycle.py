@@ -71,6 +71,39 @@ def checkpoint_phases(state: Path, lab: str, command: str) -> dict[str, float]:
     }
 
 
+SCHEMA_STEP = re.compile(r"(db sync|upgrade heads|api_db sync, cells, db sync|database, fernet keys|schema of .* from)")
+
+
+def schema_steps(log: Path) -> dict[str, tuple[str, float]]:
+    """One `up`'s schema steps from its event log: service -> (how: `sync` or `seed`, seconds from the step's
+    progress line to the service's next event). Keystone's step includes its fernet keys and bootstrap, nova's its
+    cell commands (the same in both cases); a seed's line follows the step's own line."""
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    out: dict[str, tuple[str, float]] = {}
+    for i, event in enumerate(events):
+        rid, message = str(event.get("resource", "")), str(event.get("message", ""))
+        if event.get("type") != "step_progress" or not rid.startswith("service/") or not SCHEMA_STEP.search(message):
+            continue
+        if "from the seed" in message or rid in out:
+            if "from the seed" in message and rid in out:
+                out[rid] = ("seed", out[rid][1])
+            continue
+        following = (e for e in events[i + 1 :] if e.get("resource") == rid and "from the seed" not in str(e))
+        nxt = next(following, None)
+        if nxt is not None:
+            out[rid] = ("sync", round(float(nxt["ts"]) - float(event["ts"]), 1))
+    return out
+
+
+def print_schema_steps(state: Path, lab: str) -> None:
+    for log in sorted((state / lab / "logs").glob("*-up.jsonl")):
+        steps = schema_steps(log)
+        if steps:
+            total = sum(s for _, s in steps.values())
+            line = ", ".join(f"{rid.removeprefix('service/')} {how} {s:.0f} s" for rid, (how, s) in steps.items())
+            print(f"  schema steps of {log.name}: {line} (sum {total:.0f} s)")
+
+
 def lab_rss_mib(state: Path, lab: str) -> float:
     from stacklab.engine.access import NodeRunners
 
@@ -218,7 +251,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=0, help="time N training copies instead (N >= 2)")
     parser.add_argument("--verify-copy", action="store_true", help="with --copies: verify copy 2 after its reset")
     parser.add_argument("--subnet-octet", type=int, default=243, help="with --copies: the subnets' second octet")
+    parser.add_argument("--schema-steps", metavar="STATE_DIR/LAB", help="only print each `up` log's schema steps")
     args = parser.parse_args()
+    if args.schema_steps:
+        print_schema_steps(Path(args.schema_steps).parent, Path(args.schema_steps).name)
+        return
     if os.geteuid() != 0:
         raise SystemExit("run as root: labs create bridges and containers")
     if args.copies:
@@ -293,6 +330,7 @@ def main() -> None:
         f"(restore + verify) / (up + verify): {(restore + after) / (up + verify):.2f}"
     )
     print(f"  leak check after down: {'clean' if clean else 'NOT clean'}")
+    print_schema_steps(state, name)  # the first `up` migrates (or loads seeds another lab kept), the warm one loads
 
 
 if __name__ == "__main__":

@@ -144,3 +144,12 @@ def test_version_commands_follow_each_tools_sync() -> None:
     assert db_seed.version_argv(["neutron-db-manage", "upgrade", "heads"]) == ["neutron-db-manage", "current"]
     with pytest.raises(ValueError):
         db_seed.version_argv(["x-manage", "migrate"])
+
+
+def test_a_version_is_compared_without_the_tools_log_lines() -> None:
+    out = ("2026-12-06 23:37:43.307 4482 INFO alembic.runtime.migration [-] Context impl MySQLImpl.\x1b[00m\n"
+           "2026-12-06 23:37:43.308 4482 INFO alembic.runtime.migration [-] Will assume non-transactional DDL.\n"
+           "b30f573d3377\n")  # fmt: skip
+    assert db_seed.version_text(out) == "b30f573d3377"
+    neutron = "Running current for neutron ...\n5881373af7f5 (head)\n  OK\n"
+    assert db_seed.version_text(neutron) == "Running current for neutron ...\n5881373af7f5 (head)\nOK"

@@ -52,6 +52,9 @@ VERSION_OF: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 LIBRARIES = ("python3-alembic", "python3-sqlalchemy", "python3-migrate", "python3-oslo.db", "mariadb-server")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# oslo.log's lines, which some tools print on stdout before the version (`2026-12-06 23:37:43.307 4482 INFO ...`)
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \d+ [A-Z]+ ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CREDENTIAL_URL = re.compile(r"[a-z0-9+]+://[^\s'\"/@]*:[^\s'\"/@]*@", re.IGNORECASE)
 
 
@@ -87,6 +90,12 @@ def package_versions(runner: Runner, service: str) -> list[str]:
         if ours or package in LIBRARIES or (service == "neutron" and package.startswith("python3-networking-")):
             wanted.append(f"{package}={version}")
     return sorted(wanted)
+
+
+def version_text(stdout: str) -> str:
+    """What a version command says, without its log lines (timestamps, PIDs) and colour codes."""
+    lines = (_ANSI.sub("", line).strip() for line in stdout.splitlines())
+    return "\n".join(line for line in lines if line and not _LOG_LINE.match(line))
 
 
 def seed_key(packages: Sequence[str], databases: Sequence[str], sync: Sequence[str]) -> str:
@@ -154,12 +163,12 @@ def _load(runner: Runner, seed: Path, databases: Sequence[str]) -> bool:
     try:
         for db in databases:
             runner.run([*MYSQL, db], input=record["dumps"][db], timeout=SQL_TIMEOUT)
-        version = runner.run(version_argv(record["sync"]), timeout=SQL_TIMEOUT).stdout.strip()
+        version = version_text(runner.run(version_argv(record["sync"]), timeout=SQL_TIMEOUT).stdout)
     except (CommandError, KeyError) as exc:
         LOG.warning("seed %s did not load (%s): running the sync", seed, exc)
         _empty_again(runner, databases)
         return False
-    if version != record["version"]:
+    if version != version_text(str(record["version"])):
         LOG.warning("seed %s: version %r after loading, %r when made: running the sync", seed, version,
                     record["version"])  # fmt: skip
         _empty_again(runner, databases)
@@ -172,7 +181,7 @@ def _save(ctx: DriverContext, runner: Runner, seed: Path, databases: Sequence[st
     none was kept (empty: kept)."""
     try:
         dumps = {db: runner.run([*MYSQLDUMP, db], timeout=SQL_TIMEOUT).stdout for db in databases}
-        version = runner.run(version_argv(sync), timeout=SQL_TIMEOUT).stdout.strip()
+        version = version_text(runner.run(version_argv(sync), timeout=SQL_TIMEOUT).stdout)
     except CommandError as exc:
         LOG.warning("no seed for %s: %s", seed.name, exc)
         return f"dump or version failed: {str(exc)[:200]}"
