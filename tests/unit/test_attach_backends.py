@@ -10,7 +10,7 @@ import pytest
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import service_layout
-from stacklab.drivers.openstack.nova import CONF, ROLE, block_storage_lines, initiator_units
+from stacklab.drivers.openstack.nova import CONF, INITIATOR_FILE, ROLE, block_storage_lines, initiator_units
 from stacklab.exec.fake import FakeRunner
 from stacklab.model import load_lab, load_lab_text
 from stacklab.model.addressing import node_addresses
@@ -47,11 +47,23 @@ def test_a_lab_without_kernel_backends_starts_no_initiator_on_its_computes(tmp_p
     assert all(block_storage_lines(ctx, node) == "" for node in lab.nodes)  # rbd labs' nova.conf is unchanged
 
 
-def nova_conf(lab_file: Path, node: str, tmp_path: Path) -> str:
+def nova_files(lab_file: Path, node: str, tmp_path: Path) -> dict[str, str]:
     lab = load_lab(lab_file)
     layout = service_layout(next(r for r in expand(lab) if r.id == "service/nova"), lab.name)
     ctx = DriverContext(lab=lab, runner=FakeRunner(), state_dir=tmp_path)
-    return ROLE._files(ctx, layout, node, ("db", "rabbit", "user", "metadata"))[CONF]
+    return ROLE._files(ctx, layout, node, ("db", "rabbit", "user", "metadata"))
+
+
+def nova_conf(lab_file: Path, node: str, tmp_path: Path) -> str:
+    return nova_files(lab_file, node, tmp_path)[CONF]
+
+
+def test_each_vm_compute_has_its_own_initiator_name(tmp_path: Path) -> None:
+    # the image's /etc/iscsi/initiatorname.iscsi is the same on every node built from it
+    text = nova_files(REFERENCE, "compute1", tmp_path)[INITIATOR_FILE]
+    assert initiator_name(text) == "iqn.2026-11.dev.stacklab:reference:compute1"
+    assert INITIATOR_FILE not in nova_files(REFERENCE, "infra1", tmp_path)
+    assert INITIATOR_FILE not in nova_files(ROOT / "labs" / "control-plane.yml", "compute1", tmp_path)
 
 
 def test_the_vm_computes_connector_gives_cinder_its_storage_address(tmp_path: Path) -> None:

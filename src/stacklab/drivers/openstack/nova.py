@@ -78,8 +78,8 @@ from stacklab.exec.node_files import (
 from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
-from stacklab.model.cinder_backends import kernel_backends
 from stacklab.model.addressing import node_addresses
+from stacklab.model.cinder_backends import kernel_backends
 
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
@@ -321,7 +321,18 @@ def initiator_units(ctx: DriverContext) -> tuple[str, ...]:
     return ("iscsid",) if any(b.driver == "lvm" for b in kernel_backends(ctx.lab)) else ()
 
 
-def compute_outputs(plan: ServiceLayout) -> dict[str, Any]:
+INITIATOR_FILE = "/etc/iscsi/initiatorname.iscsi"
+
+
+def initiator_files(ctx: DriverContext, plan: ServiceLayout, node: str) -> dict[str, str]:
+    """The compute's own iSCSI initiator name, read by iscsid and by os-brick's connector (cinder's LIO ACLs name
+    it): the image carries the one open-iscsi generated when the image was built, the same on every node."""
+    if not initiator_units(ctx):
+        return {}
+    iqn = f"iqn.2026-11.dev.stacklab:{plan.lab}:{node}"
+    return {INITIATOR_FILE: f"# written by stacklab for lab {plan.lab}: unique per node\nInitiatorName={iqn}\n"}
+
+
 def block_storage_lines(ctx: DriverContext, node: str) -> str:
     """On a compute of a lab with cinder kernel backends, os-brick's connector gives cinder the compute's br-storage
     address (`my_block_storage_ip`; nova's default is my_ip, on br-mgmt), the network its iSCSI sessions and NFS
@@ -332,6 +343,7 @@ def block_storage_lines(ctx: DriverContext, node: str) -> str:
     return f"[DEFAULT]\nmy_block_storage_ip = {address}\n" if address else ""
 
 
+def compute_outputs(plan: ServiceLayout) -> dict[str, Any]:
     """What the suites read about each compute: its disk type and zone, the cache manager's settings, and where
     the instance disks, the base-image cache and the log are."""
     return {"images_types": {c: images_type(plan, c) for c in computes(plan)},
@@ -388,8 +400,9 @@ class Nova:
         units: list[str] = list(CONTROLLER_UNITS) if node == plan.controller else []
         if node in computes(plan):
             units.append("nova-compute")
-        files |= {dropin_path(u): render_dropin(plan, u) for u in units}
             files[CONF] += block_storage_lines(ctx, node)
+            files |= initiator_files(ctx, plan, node)
+        files |= {dropin_path(u): render_dropin(plan, u) for u in units}
         if node in computes(plan) and images_type(plan, node) == "rbd":
             files[SECRET_XML] = render_secret_xml(plan)
         return files
@@ -514,7 +527,7 @@ class Nova:
             finally:
                 remove_node_files(runner, key_file)
         for unit in initiator_units(ctx):  # before nova-compute, which may attach volumes as soon as it starts
-            enable_and_restart(runner, unit, changed=False)
+            enable_and_restart(runner, unit, changed=changed)  # iscsid reads its initiator name at start
         enable_and_restart(runner, "nova-compute", changed=changed)
 
     def _wait_for_computes(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
