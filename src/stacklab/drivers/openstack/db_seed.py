@@ -168,9 +168,10 @@ def _load(runner: Runner, seed: Path, databases: Sequence[str]) -> bool:
         LOG.warning("seed %s did not load (%s): running the sync", seed, exc)
         _empty_again(runner, databases)
         return False
-    if version != version_text(str(record["version"])):
-        LOG.warning("seed %s: version %r after loading, %r when made: running the sync", seed, version,
-                    record["version"])  # fmt: skip
+    made = version_text(str(record["version"]))
+    if version != made:
+        LOG.warning("seed %s: version %r after loading, %r when made: running the sync", seed.name, version[-200:],
+                    made[-200:])  # fmt: skip
         _empty_again(runner, databases)
         return False
     return True
