@@ -71,27 +71,30 @@ def checkpoint_phases(state: Path, lab: str, command: str) -> dict[str, float]:
     }
 
 
-SCHEMA_STEP = re.compile(r"(db sync|upgrade heads|api_db sync, cells, db sync|database, fernet keys|schema of .* from)")
+SCHEMA_STEP = re.compile(r"(db sync|upgrade heads|api_db sync, cells, db sync|database, fernet keys)")
 
 
 def schema_steps(log: Path) -> dict[str, tuple[str, float]]:
     """One `up`'s schema steps from its event log: service -> (how: `sync` or `seed`, seconds from the step's
-    progress line to the service's next event). Keystone's step includes its fernet keys and bootstrap, nova's its
-    cell commands (the same in both cases); a seed's line follows the step's own line."""
+    progress line to the last of db_seed's lines that follow it: `... from the seed` after a load, `... kept` after
+    a sync and its dump). Keystone's step line comes before its database is made, nova's covers api_db, the cell
+    commands and db (the same work in both cases)."""
     events = [json.loads(line) for line in log.read_text().splitlines()]
     out: dict[str, tuple[str, float]] = {}
     for i, event in enumerate(events):
         rid, message = str(event.get("resource", "")), str(event.get("message", ""))
         if event.get("type") != "step_progress" or not rid.startswith("service/") or not SCHEMA_STEP.search(message):
             continue
-        if "from the seed" in message or rid in out:
-            if "from the seed" in message and rid in out:
-                out[rid] = ("seed", out[rid][1])
+        if rid in out or "seed" in message:
             continue
-        following = (e for e in events[i + 1 :] if e.get("resource") == rid and "from the seed" not in str(e))
-        nxt = next(following, None)
-        if nxt is not None:
-            out[rid] = ("sync", round(float(nxt["ts"]) - float(event["ts"]), 1))
+        mine = [e for e in events[i + 1 :] if e.get("resource") == rid]
+        seeded = [e for e in mine[: next((k for k, e in enumerate(mine) if "seed" not in str(e.get("message"))),
+                                          len(mine))]]  # fmt: skip
+        if seeded:
+            how = "seed" if any("from the seed" in str(e.get("message")) for e in seeded) else "sync"
+            out[rid] = (how, round(float(seeded[-1]["ts"]) - float(event["ts"]), 1))
+        elif mine:  # an `up` before db_seed: up to the service's next event
+            out[rid] = ("sync", round(float(mine[0]["ts"]) - float(event["ts"]), 1))
     return out
 
 
