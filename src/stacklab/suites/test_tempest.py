@@ -54,6 +54,11 @@ NETWORK_API = {"Content-Type": "application/json"}
 # tempest's servers' subnet: it lives only on the VXLAN network inside the lab's nodes (the network suite uses .77)
 TEMPEST_CIDR = "192.168.78.0/24"
 NETWORK_GONE_BUDGET = 120.0  # nova unbinds and neutron deletes a deleted server's port asynchronously
+# The tempest run happens in the module fixture, i.e. in the first test's setup: the suites' per-test timeout
+# (900 s) would cut it short (the CI subset took 20 min for 37 tests at load 45-68 on 2 cores). The subset's own
+# timeout, plus the guest's build and upload, the flavors, the network and the JUnit conversion.
+SETUP_BUDGET = 900
+pytestmark = pytest.mark.timeout(SUBSETS.get(os.environ.get(SUBSET_ENV, "ci"), max(SUBSETS.values())) + SETUP_BUDGET)
 
 
 @dataclass(frozen=True)
