@@ -25,8 +25,10 @@ from stacklab.suites.report import Case, parse_junit
 from stacklab.suites.schedule import Lane, is_serial, phases
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-# Generous: a suite may wait for Ceph to heal or a node to come back.
-SUITE_TIMEOUT = 3600.0
+# A lane's wall-clock guard, not the hang detector (every test has pytest-timeout's bound, and the tempest module
+# its run's): generous, because a lane may hold several suites waiting for Ceph to heal or a node to come back, and
+# tempest's full run (`STACKLAB_TEMPEST_SUBSET=full`, test_tempest.SUBSETS) is allowed 4 hours of its own.
+SUITE_TIMEOUT = 5 * 3600.0
 # The fixtures (lab, host per node, hosts, runners, evidence) as a plugin: a user's file outside SUITES_DIR gets them.
 FIXTURES_PLUGIN = "stacklab.suites.lab_fixtures"
 # Compares the lab's cloud before and after the suites: leftovers or a compute that does not serve fail the run.
