@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
+from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack import glance as svc_glance
 from stacklab.drivers.openstack import nova as svc_nova
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
@@ -159,8 +161,8 @@ def test_nova_conf_of_the_local_disk_compute_and_the_scheduler() -> None:
 
 def test_the_libvirt_secret_goes_only_to_rbd_computes() -> None:
     layout = nova_layout()
-    ctx = object()
-    files = {n: svc_nova.Nova()._files(ctx, layout, n, ("DB", "RABBIT", "USER")) for n in ("cmp1", "cmp3")}  # type: ignore[arg-type]
+    ctx = DriverContext(lab=load_lab_text(LAB, "lab.yml"), runner=FakeRunner(), state_dir=Path("/x"))
+    files = {n: svc_nova.Nova()._files(ctx, layout, n, ("DB", "RABBIT", "USER")) for n in ("cmp1", "cmp3")}
     assert svc_nova.SECRET_XML in files["cmp1"] and svc_nova.SECRET_XML not in files["cmp3"]
 
 
