@@ -376,3 +376,14 @@ def test_a_labs_own_cloud_init_templates_seed_its_nodes(
     assert mine.lab_file_dir == own
     fakes.driver().apply(Change(resource(mine, "n1"), Action.CREATE), mine)
     assert fakes.seeds[0]["templates_dir"] == own / "cloud-init"
+
+
+def test_the_ready_budget_can_be_raised_for_a_loaded_host_and_bad_values_are_refused() -> None:
+    from stacklab.drivers.nodes.vm import READY_BUDGET, ready_budgets
+    from stacklab.errors import StackLabError
+
+    assert ready_budgets({}) == dict(READY_BUDGET)
+    assert ready_budgets({"STACKLAB_VM_READY_SECONDS": " 1500 "}) == {"qemu": 1500.0, "kvm": 1500.0}
+    for bad in ("ten", "0", "-5", "1e9", "nan"):
+        with pytest.raises(StackLabError, match="STACKLAB_VM_READY_SECONDS"):
+            ready_budgets({"STACKLAB_VM_READY_SECONDS": bad})

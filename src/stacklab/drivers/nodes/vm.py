@@ -17,6 +17,7 @@ which the error message points to.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -54,7 +55,7 @@ from stacklab.drivers.nodes.vm_libvirt import (
 )
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ReadyWaiter, wait_ready
 from stacklab.drivers.nodes.vm_volumes import POOL_LOCK, create_volumes, ensure_pool, remove_volumes, volumes_present
-from stacklab.errors import PlanError
+from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.runner import CommandError, CommandTimeout, Runner
 from stacklab.plan.resource import Action, Change, Observed, Resource
 
@@ -64,8 +65,29 @@ LOG = logging.getLogger(__name__)
 SHARED_URI = "libvirt.uri"
 SHARED_CONN = "libvirt.conn"
 
-# Boot to SSH + cloud-init done. TCG Debian guests: ~55 s quiet host, ~2 min with two booting at once.
+# Boot to SSH + cloud-init done. TCG Debian guests: ~55 s quiet host, ~2 min with two booting at once; on a host
+# loaded by other labs (load 40+ on 2 cores) they took 500-1100 s, so the budget can be raised for a run.
 READY_BUDGET: Mapping[str, float] = {"qemu": 480.0, "kvm": 180.0}
+READY_BUDGET_ENV = "STACKLAB_VM_READY_SECONDS"
+
+
+def ready_budgets(environ: Mapping[str, str]) -> dict[str, float]:
+    """READY_BUDGET, or every kind at $STACKLAB_VM_READY_SECONDS (a number of seconds, 30 to 86400) when set."""
+    raw = environ.get(READY_BUDGET_ENV, "").strip()
+    if not raw:
+        return dict(READY_BUDGET)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 30.0 <= seconds <= 86400.0:
+        raise StackLabError(
+            f"{READY_BUDGET_ENV}={raw!r} is not a number of seconds from 30 to 86400",
+            hint=f"unset it for the defaults ({', '.join(f'{k} {v:g}s' for k, v in READY_BUDGET.items())})",
+        )
+    return dict.fromkeys(READY_BUDGET, seconds)
+
+
 LIBVIRT_QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 _connect_lock = threading.Lock()
@@ -151,7 +173,7 @@ class VmDriver(BaseDriver):
     seed_writer: SeedWriter = write_seed
     base_disk: BaseDiskProvider = ensure_base_disk
     ready_waiter: ReadyWaiter = wait_ready
-    ready_budget: Mapping[str, float] = field(default_factory=lambda: dict(READY_BUDGET))
+    ready_budget: Mapping[str, float] = field(default_factory=lambda: ready_budgets(os.environ))
     # Stop the libvirtd stacklab started once no lab has a VM or pool left on it.
     release_daemon: bool = True
 

@@ -113,7 +113,8 @@ def wait_ready(target: ReadyTarget, *, budget: float, runner: Runner) -> None:
             f"VM {target.node}: SSH on {target.host} did not answer within {budget:g}s "
             f"(last error: {last_error}); console ({target.console_log}):\n" + console_tail(target.console_log),
             resource=f"node/{target.node}",
-            hint="TCG guests boot slowly on a busy host; check the console log for the stuck step",
+            hint="TCG guests boot slowly on a busy host; check the console log for the stuck step, and on a loaded "
+            "host raise the budget with STACKLAB_VM_READY_SECONDS (then `up` again: it resumes)",
         ) from None
     wait_cloud_init(target, deadline=deadline, budget=budget, runner=runner)
 
