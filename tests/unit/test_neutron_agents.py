@@ -14,6 +14,7 @@ import pytest
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack import neutron_agents as agents
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
+from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
 from stacklab.model.errors import LabError
 from stacklab.model.load import load_lab_text
@@ -204,3 +205,14 @@ def test_the_net_guest_reads_its_metadata_over_http(tmp_path: Path) -> None:
     assert reported(lines, "uuid") == "6f1c2e0a-aaaa-bbbb-cccc-0123456789ab", out
     assert reported(lines, "marker") == "abc123", out
     assert "peers: 192.168.77.11" in out
+
+
+def test_agents_in_a_vm_node_get_the_longer_first_report_budget(tmp_path: Path) -> None:
+    # A VM compute's agent starts its privsep daemons through rootwrap under TCG: 5-8 minutes to its first report.
+    def budget(lab_text: str) -> float:
+        ctx = DriverContext(lab=load_lab_text(lab_text, "netlab.yml"), runner=FakeRunner(), state_dir=tmp_path)
+        return agents.agents_budget(ctx, ["ctl1", "cmp1", "cmp2"])
+
+    assert budget(LAB) == agents.AGENTS_BUDGET
+    vm_compute = LAB.replace("cmp2: {image: os,", "cmp2: {kind: vm, image: os,")
+    assert budget(vm_compute) == agents.VM_AGENTS_BUDGET > agents.AGENTS_BUDGET

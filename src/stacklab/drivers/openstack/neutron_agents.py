@@ -20,7 +20,7 @@ neutron lists every agent alive. No L3 agent: no lab asks for a router yet.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import ServiceLayout, file_problems, service_secrets, unit_problems
@@ -49,6 +49,15 @@ BINARIES = {f"/usr/bin/{a}": a for a in CONTROLLER_AGENTS}
 AGENT_TYPES = {L2_AGENT: "Linux bridge agent", "neutron-dhcp-agent": "DHCP agent",
                "neutron-metadata-agent": "Metadata agent"}  # fmt: skip
 AGENTS_BUDGET = 300.0  # a loaded 2-core host: each agent's first report came 2-3 min after its start
+# An agent in a VM node under TCG starts its two privsep daemons through `sudo neutron-rootwrap` (90 s each there:
+# rootwrap's imports, see cinder_kernel.ROOTWRAP_ENV) before its first report: a VM compute's came after 5-8 min.
+VM_AGENTS_BUDGET = 900.0
+
+
+def agents_budget(ctx: DriverContext, hosts: Sequence[str]) -> float:
+    """How long `up` waits for the agents' first reports: longer when one runs in a node the lab makes a VM."""
+    nodes = ctx.lab.nodes
+    return VM_AGENTS_BUDGET if any(nodes[h].kind == "vm" for h in hosts if h in nodes) else AGENTS_BUDGET
 
 
 def dropin_path(unit: str) -> str:
@@ -161,7 +170,7 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         for unit in agents_of(plan, node):
             enable_and_restart(node_runner, unit, changed=changed)
     ctx.progress(f"{rid}: waiting for the agents to report")
-    wait_for_agents(ctx, runner, plan)
+    wait_for_agents(ctx, runner, plan, budget=agents_budget(ctx, plan.hosts))
 
 
 def alive_agents(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> set[tuple[str, str]]:
