@@ -93,9 +93,10 @@ def package_versions(runner: Runner, service: str) -> list[str]:
 
 
 def version_text(stdout: str) -> str:
-    """What a version command says, without its log lines (timestamps, PIDs) and colour codes."""
+    """What a version command says, without its log lines (timestamps, PIDs) and colour codes, its lines sorted:
+    `neutron-db-manage current` lists the heads of its two branches (expand, contract) in either order."""
     lines = (_ANSI.sub("", line).strip() for line in stdout.splitlines())
-    return "\n".join(line for line in lines if line and not _LOG_LINE.match(line))
+    return "\n".join(sorted(line for line in lines if line and not _LOG_LINE.match(line)))
 
 
 def seed_key(packages: Sequence[str], databases: Sequence[str], sync: Sequence[str]) -> str:
