@@ -38,7 +38,6 @@ driver, the rest forgotten. Never from the host's netns, where the bridges of th
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import os
 import re
@@ -67,6 +66,7 @@ from stacklab.engine.plan import Plan
 from stacklab.engine.quiesce import lab_nodes
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.atomic import write_atomic
+from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import NotReady, ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.host import netns
@@ -213,11 +213,7 @@ def make_at_once(make: Callable[[CopyPlace], None], places: Sequence[CopyPlace],
 
     Made one at a time, a copy spent most of its 55-63 s waiting (its containers booting, their units starting,
     the replan's SSH round trips), which the copies made beside it share."""
-    with cf.ThreadPoolExecutor(max(1, min(at_once, len(places)))) as pool:
-        futures = [pool.submit(make, place) for place in places]
-    errors = [error for future in futures if (error := future.exception()) is not None]
-    if errors:
-        raise errors[0]
+    each_at_once(make, places, at_most=at_once)
 
 
 # -- make, reset, remove (the caller holds the copy's lock; make/reset/remove run inside the copy's netns) ----------

@@ -10,10 +10,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def each_at_once(action: Callable[[T], object], items: Iterable[T]) -> None:
-    """Run `action` on every item at once; the first error (in the items' order) is raised after all finished."""
+def each_at_once(action: Callable[[T], object], items: Iterable[T], *, at_most: int | None = None) -> None:
+    """Run `action` on every item at once (`at_most` of them side by side when given, the rest queued); the first
+    error (in the items' order) is raised after all finished."""
     todo = list(items)
-    with cf.ThreadPoolExecutor(max(1, len(todo))) as pool:
+    workers = len(todo) if at_most is None else min(at_most, len(todo))
+    with cf.ThreadPoolExecutor(max(1, workers)) as pool:
         futures = [pool.submit(action, item) for item in todo]
     errors = [error for future in futures if (error := future.exception()) is not None]
     if errors:
