@@ -216,3 +216,36 @@ def test_agents_in_a_vm_node_get_the_longer_first_report_budget(tmp_path: Path) 
     assert budget(LAB) == agents.AGENTS_BUDGET
     vm_compute = LAB.replace("cmp2: {image: os,", "cmp2: {kind: vm, image: os,")
     assert budget(vm_compute) == agents.VM_AGENTS_BUDGET > agents.AGENTS_BUDGET
+
+
+def test_agents_on_a_vm_node_run_rootwrap_with_the_fast_import_env_kept_by_sudo(tmp_path: Path) -> None:
+    """On a VM compute the agent's unit sets rootwrap_env's variables and sudo keeps them for the neutron user, so
+    `sudo neutron-rootwrap ... privsep-helper` skips pkg_resources and dnspython; container nodes are unchanged."""
+    vm_lab = LAB.replace("cmp2: {image: os,", "cmp2: {kind: vm, image: os,")
+    nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
+    for node in nodes.values():
+        node.peers = nodes
+    ctx = DriverContext(lab=load_lab_text(vm_lab, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
+                        node_runner=nodes.__getitem__)  # fmt: skip
+    (tmp_path / "state/secrets").mkdir(parents=True)
+    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    plan = layout()
+    agents.ensure(ctx, nodes["ctl1"], plan)
+    vm, dropin = nodes["cmp2"], agents.dropin_path(agents.L2_AGENT)
+    assert vm.files[dropin].endswith('Environment="SETUPTOOLS_USE_DISTUTILS=stdlib" "EVENTLET_NO_GREENDNS=yes"\n')
+    assert vm.files[dropin].index("[Service]") < vm.files[dropin].index("Environment=")
+    assert agents.SUDOERS == "/etc/sudoers.d/stacklab-neutron-rootwrap"
+    assert vm.files[agents.SUDOERS].splitlines()[1] == (
+        'Defaults:neutron env_keep += "SETUPTOOLS_USE_DISTUTILS EVENTLET_NO_GREENDNS"'
+    )
+    install = next(c for c in vm.calls if c[0] == "install" and c[-1] == agents.SUDOERS)
+    assert install[install.index("-m") + 1] == "0440"  # sudo ignores a drop-in others can write
+    restart = ("systemctl", "restart", agents.L2_AGENT)
+    assert vm.calls.index(install) < vm.calls.index(restart), "the agent started before sudo kept the variables"
+    for name in ("ctl1", "cmp1"):  # container nodes: no Environment, no sudoers drop-in
+        assert agents.SUDOERS not in nodes[name].files and "Environment=" not in nodes[name].files[dropin]
+    assert agents.problems(ctx, nodes["ctl1"], plan) == []
+    vm.files[agents.SUDOERS] = "# edited\n"
+    assert agents.problems(ctx, nodes["ctl1"], plan) == [f"{agents.SUDOERS} on cmp2 differs from the plan"]
+    agents.remove(ctx, nodes["ctl1"], plan)
+    assert agents.SUDOERS not in vm.files

@@ -31,6 +31,7 @@ from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack import rootwrap_env
 from stacklab.drivers.openstack.cinder_nodes import VOLUME_UNIT, node_problems, remove_from_node, with_my_ip
 from stacklab.drivers.openstack.common import ServiceLayout, ServiceRole, service_secrets
 from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
@@ -49,14 +50,9 @@ from stacklab.exec.runner import Runner
 from stacklab.secrets import read_secret
 
 NFS_SHARES = "/etc/cinder/nfs_shares"
-SUDOERS = "/etc/sudoers.d/stacklab-cinder-rootwrap"
-# Every root command of cinder-volume is a fresh `sudo cinder-rootwrap` python. oslo.rootwrap imports eventlet only
-# to ask whether it is monkey-patched, and eventlet drags in dnspython (greendns) and, through distutils.version,
-# setuptools' distutils shim and pkg_resources, which scans every installed distribution: measured in the TCG VM,
-# 63 s of the 66 s a `cinder-rootwrap ... vgs` took were imports (pkg_resources alone 40 s, dnspython 7 s); with
-# these two variables it took 8.6 s. Cinder Zed has no rootwrap daemon mode (utils.get_root_helper is always
-# `sudo cinder-rootwrap`), so the lab sets them in cinder-volume's unit and lets sudo keep them for the cinder user.
-ROOTWRAP_ENV = {"SETUPTOOLS_USE_DISTUTILS": "stdlib", "EVENTLET_NO_GREENDNS": "yes"}
+# cinder Zed has no rootwrap daemon mode (utils.get_root_helper is always `sudo cinder-rootwrap`): each driver call
+# is a fresh rootwrap python, started fast by rootwrap_env's variables in cinder-volume's unit, kept by sudo
+SUDOERS = rootwrap_env.sudoers_path("cinder")
 # each stats poll is 2-3 rootwrap calls (vgs/lvs, or stat -f/du per share) competing with the calls a request makes;
 # cinder's default polls every 60 s, which kept the TCG VM's CPU busy most of the time
 STATS_INTERVAL = 300
@@ -128,16 +124,9 @@ def tgt_dropin(lab: str, portal: str) -> str:
             f"[Service]\nExecStart=\nExecStart=/usr/sbin/tgtd -f --iscsi portal={portal}\n")  # fmt: skip
 
 
-def sudoers_text(lab: str) -> str:
-    keep = " ".join(ROOTWRAP_ENV)
-    return (f"# written by stacklab for lab {lab}: cinder-rootwrap without eventlet's slow imports (cinder_kernel.py)\n"
-            f'Defaults:cinder env_keep += "{keep}"\n')  # fmt: skip
-
-
 def volume_dropin(svc: ApiService, layout: ServiceLayout) -> str:
-    """cinder's cinder-volume drop-in plus ROOTWRAP_ENV (inherited by every `sudo cinder-rootwrap` it runs)."""
-    env = " ".join(f'"{k}={v}"' for k, v in ROOTWRAP_ENV.items())
-    return svc.render_dropin(layout, VOLUME_UNIT) + f"Environment={env}\n"
+    """cinder's cinder-volume drop-in plus rootwrap_env's variables (inherited by every `sudo cinder-rootwrap`)."""
+    return svc.render_dropin(layout, VOLUME_UNIT) + rootwrap_env.environment_line()
 
 
 def node_files(svc: ApiService, layout: ServiceLayout, node: str, secrets: tuple[str, ...]) -> dict[str, str]:
@@ -148,7 +137,7 @@ def node_files(svc: ApiService, layout: ServiceLayout, node: str, secrets: tuple
     files = {
         svc.conf: node_conf(svc.render_conf(bare, *secrets), layout, node, info),
         svc.dropins[VOLUME_UNIT]: volume_dropin(svc, layout),
-        SUDOERS: sudoers_text(layout.lab),
+        SUDOERS: rootwrap_env.sudoers_text(layout.lab, "cinder"),
     }
     mine = [b for b in kernel_backends(layout) if b["node"] == node]
     if any(b.get("target_helper") == "lioadm" for b in mine):
@@ -258,7 +247,7 @@ class KernelBackendsRole:
                 write_node_file(node_runner, NFS_SHARES, files[NFS_SHARES], mode="0640", group="cinder") or changed
             )
         # sudo reads its drop-ins on every call; 0440 as visudo wants, written before cinder-volume (re)starts
-        changed = write_node_file(node_runner, SUDOERS, files[SUDOERS], mode="0440") or changed
+        changed = write_node_file(node_runner, SUDOERS, files[SUDOERS], mode=rootwrap_env.SUDOERS_MODE) or changed
         plain = {p: t for p, t in files.items() if p not in (svc.conf, NFS_SHARES, MODULES_LOAD, SUDOERS)}
         if MODULES_LOAD in files:
             write_node_file(node_runner, MODULES_LOAD, files[MODULES_LOAD])

@@ -13,8 +13,10 @@
   nova's metadata API (nova-api-metadata, nova.py) on the controller's br-mgmt address.
 
 Each agent runs from a drop-in of the package's unit with neutron.conf, then stacklab's agent file (0640,
-root:neutron: it holds the RabbitMQ password, and the metadata secret on the controller). `ensure` waits until
-neutron lists every agent alive. No L3 agent: no lab asks for a router yet.
+root:neutron: it holds the RabbitMQ password, and the metadata secret on the controller). On a node the lab makes a
+VM, the drop-ins also set rootwrap_env's variables and a sudoers drop-in keeps them for the neutron user: the
+agents' `sudo neutron-rootwrap` (its privsep helpers, its rootwrap daemon) then skips eventlet's slow imports under
+TCG. `ensure` waits until neutron lists every agent alive. No L3 agent: no lab asks for a router yet.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from stacklab.drivers.base import DriverContext
+from stacklab.drivers.openstack import rootwrap_env
 from stacklab.drivers.openstack.common import ServiceLayout, file_problems, service_secrets, unit_problems
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER
 from stacklab.drivers.openstack.keystone import admin_get
@@ -49,15 +52,22 @@ BINARIES = {f"/usr/bin/{a}": a for a in CONTROLLER_AGENTS}
 AGENT_TYPES = {L2_AGENT: "Linux bridge agent", "neutron-dhcp-agent": "DHCP agent",
                "neutron-metadata-agent": "Metadata agent"}  # fmt: skip
 AGENTS_BUDGET = 300.0  # a loaded 2-core host: each agent's first report came 2-3 min after its start
-# An agent in a VM node under TCG starts its two privsep daemons through `sudo neutron-rootwrap` (90 s each there:
-# rootwrap's imports, see cinder_kernel.ROOTWRAP_ENV) before its first report: a VM compute's came after 5-8 min.
+# An agent in a VM node under TCG starts its two privsep daemons through `sudo neutron-rootwrap ... privsep-helper`
+# before its first report: without rootwrap_env's variables each took 90 s there (rootwrap's and the helper's
+# imports) and a VM compute's first report came after 5-8 min. The variables (node_files) are the fix; this budget
+# stays as the ceiling for a loaded 2-core host.
 VM_AGENTS_BUDGET = 900.0
+SUDOERS = rootwrap_env.sudoers_path("neutron")
+
+
+def is_vm(ctx: DriverContext, node: str) -> bool:
+    nodes = ctx.lab.nodes
+    return node in nodes and nodes[node].kind == "vm"
 
 
 def agents_budget(ctx: DriverContext, hosts: Sequence[str]) -> float:
     """How long `up` waits for the agents' first reports: longer when one runs in a node the lab makes a VM."""
-    nodes = ctx.lab.nodes
-    return VM_AGENTS_BUDGET if any(nodes[h].kind == "vm" for h in hosts if h in nodes) else AGENTS_BUDGET
+    return VM_AGENTS_BUDGET if any(is_vm(ctx, h) for h in hosts) else AGENTS_BUDGET
 
 
 def dropin_path(unit: str) -> str:
@@ -116,17 +126,21 @@ def render_agent_conf(plan: ServiceLayout, node: str, rabbit_password: str, meta
     )
 
 
-def render_agent_dropin(plan: ServiceLayout, unit: str) -> str:
+def render_agent_dropin(plan: ServiceLayout, unit: str, *, vm: bool = False) -> str:
     """The agent's ExecStart: the package's neutron.conf, then stacklab's file (Debian's init script would add the
-    package's plugin ini files, whose Open vSwitch defaults this lab does not use)."""
+    package's plugin ini files, whose Open vSwitch defaults this lab does not use); on a VM node, rootwrap_env's
+    variables, inherited by every `sudo neutron-rootwrap` the agent runs."""
     argv = [f"/usr/bin/{unit}", f"--config-file {PACKAGE_CONF}", f"--config-file {AGENT_CONF}",
             f"--log-file /var/log/neutron/{unit}.log"]  # fmt: skip
-    return f"# written by stacklab for lab {plan.lab}: {unit}\n[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
+    text = f"# written by stacklab for lab {plan.lab}: {unit}\n[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
+    return text + (rootwrap_env.environment_line() if vm else "")
 
 
-def node_files(plan: ServiceLayout, node: str, secrets: tuple[str, str]) -> dict[str, str]:
+def node_files(plan: ServiceLayout, node: str, secrets: tuple[str, str], *, vm: bool = False) -> dict[str, str]:
+    """Every file stacklab writes for the agents on the node (path -> text); `vm`: the lab makes the node a VM."""
     files = {AGENT_CONF: render_agent_conf(plan, node, *secrets)}
-    return files | {dropin_path(u): render_agent_dropin(plan, u) for u in agents_of(plan, node)}
+    files |= {dropin_path(u): render_agent_dropin(plan, u, vm=vm) for u in agents_of(plan, node)}
+    return files | ({SUDOERS: rootwrap_env.sudoers_text(plan.lab, "neutron")} if vm else {})
 
 
 def _secrets(ctx: DriverContext, *, create: bool) -> tuple[str, str] | None:
@@ -146,7 +160,7 @@ def problems(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[st
             found.append(f"{node} is not reachable")
             continue
         where = "" if node == plan.controller else node
-        found += file_problems(node_runner, node_files(plan, node, secrets), where)
+        found += file_problems(node_runner, node_files(plan, node, secrets, vm=is_vm(ctx, node)), where)
         found += [
             f"{p} on {node}" if where else p for u in agents_of(plan, node) for p in unit_problems(node_runner, u)
         ]
@@ -163,9 +177,12 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         node_runner = runner if node == plan.controller else ctx.on_node(node)
         wanted = {p: a for p, a in BINARIES.items() if a in agents_of(plan, node)}
         require_node(node_runner, node, rid, files=wanted, unit=L2_AGENT)
-        files = node_files(plan, node, secrets)
+        files = node_files(plan, node, secrets, vm=is_vm(ctx, node))
         changed = write_node_file(node_runner, AGENT_CONF, files.pop(AGENT_CONF), mode="0640")
         node_runner.run(["chown", "root:neutron", AGENT_CONF], timeout=30)
+        if SUDOERS in files:  # before the agents (re)start: their first privsep helpers need it
+            sudoers = files.pop(SUDOERS)
+            changed = write_node_file(node_runner, SUDOERS, sudoers, mode=rootwrap_env.SUDOERS_MODE) or changed
         changed = write_unit_files(node_runner, files) or changed
         for unit in agents_of(plan, node):
             enable_and_restart(node_runner, unit, changed=changed)
@@ -218,7 +235,7 @@ def remove(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
             continue
         for unit in agents_of(plan, node):
             systemctl(node_runner, "disable", "--now", unit, check=False)
-        remove_node_files(node_runner, AGENT_CONF, *(dropin_path(u) for u in agents_of(plan, node)))
+        remove_node_files(node_runner, AGENT_CONF, SUDOERS, *(dropin_path(u) for u in agents_of(plan, node)))
         systemctl(node_runner, "daemon-reload", check=False)
 
 
