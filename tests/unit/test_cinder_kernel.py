@@ -4,6 +4,7 @@ findmnt output (recorded from Debian 12's tgt 1.0.85 and util-linux 2.38)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from stacklab.drivers.openstack.cinder_kernel import (
     TGT_DROPIN,
     api_only,
     backend_outputs,
+    backend_types,
+    default_volume_type,
     node_files,
 )
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
@@ -24,6 +27,7 @@ from stacklab.model.load import load_lab, load_lab_text
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Resource
 from stacklab.suites.cinder_kernel_paths import mount_option, parse_findmnt, parse_session_state, parse_tgt_targets
+from tests.golden_util import check_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("db-pw", "rabbit-pw", "keystone-pw")
@@ -98,6 +102,45 @@ def test_rbd_lab_config_is_unchanged_by_the_kernel_backends() -> None:
     lab = load_lab(ROOT / "labs" / "control-plane.yml")
     config = next(r for r in expand(lab) if r.id == "service/cinder").spec["config"]
     assert not {"lvm", "nfs", "kernel_nodes", "kernel_backends"} & set(config)
+
+
+def test_untyped_volumes_get_the_first_declared_backends_type_not_cinders_default() -> None:
+    """With several backends, cinder's `__DEFAULT__` type (no volume_backend_name) lets the scheduler put an untyped
+    volume on any of them: the API's and the volume node's settings name the first declared backend's type."""
+    _, layout = reference_layout()  # backends: [lvm, nfs], lvm with lioadm then tgtadm
+    assert backend_types(layout) == ["lvm-lioadm", "lvm-tgtadm", "nfs"]
+    assert default_volume_type(layout) == "lvm-lioadm"
+    api = cinder.render_conf(layout, *SECRETS)
+    node = node_files(cinder.SERVICE_RECORD, layout, "storage1", SECRETS)[cinder.CONF]
+    for conf in (api, node):
+        head = conf[: conf.index("[database]")]  # [DEFAULT]
+        assert conf.count("default_volume_type") == 1 and "default_volume_type = lvm-lioadm\n" in head, conf
+
+    def declared(*backends: str) -> ServiceLayout:
+        return dataclasses.replace(layout, config={**layout.config, "backends": list(backends)})
+
+    nfs_first = declared("nfs", "lvm")
+    assert backend_types(nfs_first) == ["nfs", "lvm-lioadm", "lvm-tgtadm"] and default_volume_type(nfs_first) == "nfs"
+    assert "default_volume_type = nfs\n" in cinder.render_conf(nfs_first, *SECRETS)
+    # rbd first in a mixed lab: rbd gets a type of its own (volume_backend_name = rbd) and is the default
+    mixed = declared("rbd", "nfs")
+    assert backend_types(mixed) == ["rbd", "nfs"] and default_volume_type(mixed) == "rbd"
+    assert "default_volume_type = rbd\n" in node_files(cinder.SERVICE_RECORD, mixed, "storage1", SECRETS)[cinder.CONF]
+    # rbd alone: one backend, cinder's own default, the settings as before
+    lab = load_lab(ROOT / "labs" / "control-plane.yml")
+    rbd_only = service_layout(next(r for r in expand(lab) if r.id == "service/cinder"), lab.name)
+    assert default_volume_type(rbd_only) is None and backend_types(rbd_only) == ["rbd"]
+    assert "default_volume_type" not in cinder.render_conf(rbd_only, *SECRETS)
+
+
+def test_reference_cinder_files_golden() -> None:
+    """The controller's settings and every file of the VM volume node, as the reference lab renders them."""
+    _, layout = reference_layout()
+    files = {f"infra1:{cinder.CONF}": cinder.render_conf(layout, *SECRETS)}
+    files |= {
+        f"storage1:{p}": t for p, t in sorted(node_files(cinder.SERVICE_RECORD, layout, "storage1", SECRETS).items())
+    }
+    check_golden("services/reference-cinder.txt", "".join(f"==> {p} <==\n{t}\n" for p, t in files.items()))
 
 
 LAB = """

@@ -24,7 +24,7 @@ import json
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack.cinder_kernel import KernelBackendsRole
+from stacklab.drivers.openstack.cinder_kernel import KernelBackendsRole, default_volume_type
 from stacklab.drivers.openstack.cinder_volumes import CinderRole
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
@@ -123,6 +123,7 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
     enabled = f"enabled_backends = {BACKEND}\n" if has_rbd else ""
     if plan.config.get("kernel_nodes"):  # the API's synchronous calls to cinder-volume on a TCG VM (rootwrap: slow)
         enabled += f"rpc_response_timeout = {KERNEL_RPC_TIMEOUT}\n"
+        enabled += f"default_volume_type = {default_volume_type(plan)}\n"  # untyped volumes: the first backend's
     rbd_section = (
         f"[{BACKEND}]\n"
         "volume_driver = cinder.volume.drivers.rbd.RBDDriver\n"

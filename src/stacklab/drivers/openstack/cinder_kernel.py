@@ -14,8 +14,10 @@ cinder-volume unit with stacklab's drop-in, and what the backends need on the no
   `/etc/tgt/conf.d/cinder_tgt.conf`.
 - nfs: `/etc/cinder/nfs_shares` lists the lab's exports as `<NFS server storage IP>:<path>`; cinder-volume mounts
   them under `nfs_mount_point_base` with `nfs_mount_options` (the kernel NFS client over br-storage).
-Then one volume type per backend (`cinder_types_tool.py` on the controller, admin password on stdin), and `up`
-waits until the scheduler reports every backend's pool (`<node>@<backend>#<pool>`).
+Then one volume type per backend (`cinder_types_tool.py` on the controller, admin password on stdin; rbd's too when
+the lab also declares it), `default_volume_type` the first declared backend's type (an untyped volume lands there,
+not wherever the scheduler picks for `__DEFAULT__`), and `up` waits until the scheduler reports every backend's pool
+(`<node>@<backend>#<pool>`).
 
 The role wraps cinder's own (`KernelBackendsRole(inner, api_only)`): with no backend on the controller (no `rbd`),
 the controller runs cinder-api and cinder-scheduler only (`api_only`, the same record without cinder-volume and
@@ -79,6 +81,23 @@ def has_controller_backend(layout: ServiceLayout) -> bool:
     return "rbd" in [str(b) for b in layout.config.get("backends", ["rbd"])]
 
 
+def backend_types(layout: ServiceLayout) -> list[str]:
+    """Every backend's volume type, in the order the lab declares its backends (type name = volume_backend_name =
+    the backend's section): `rbd`, `lvm-<helper>` per target helper, `nfs`."""
+    kernel = kernel_backends(layout)
+    types: list[str] = []
+    for declared in [str(b) for b in layout.config.get("backends", ["rbd"])]:
+        types += ["rbd"] if declared == "rbd" else [str(b["name"]) for b in kernel if b["driver"] == declared]
+    return types
+
+
+def default_volume_type(layout: ServiceLayout) -> str | None:
+    """cinder's `default_volume_type` with kernel backends: the first declared backend's type. Left to cinder's
+    `__DEFAULT__` (no volume_backend_name), an untyped volume would land on whichever backend the scheduler weighs
+    best; with one rbd backend alone (None here) there is only one place for it, and those labs stay as they were."""
+    return backend_types(layout)[0] if kernel_backends(layout) else None
+
+
 def backend_section(layout: ServiceLayout, backend: Mapping[str, Any], storage_ip: str) -> str:
     """One backend's section of cinder.conf (pure)."""
     name = str(backend["name"])
@@ -114,6 +133,7 @@ def node_conf(base: str, layout: ServiceLayout, node: str, info: Mapping[str, An
     enabled_backends, then its backend sections (pure)."""
     names = [str(b) for b in info["backends"]]
     after = f"enabled_backends = {','.join(names)}\nbackend_stats_polling_interval = {STATS_INTERVAL}"
+    after += f"\ndefault_volume_type = {default_volume_type(layout)}"  # as the API's, which `bare` drops
     text = with_my_ip(base, str(info["mgmt"]), after=after)
     sections = [backend_section(layout, b, str(info["storage"])) for b in kernel_backends(layout) if b["node"] == node]
     return text + "".join(sections)
@@ -224,12 +244,14 @@ class KernelBackendsRole:
         for node in nodes:
             self._ensure_node(ctx, plan, node, secrets)
         backends = backend_outputs(plan)
-        ensure_volume_types(ctx, runner, plan, {name: name for name in backends})
+        # rbd's too when the lab declares it: the default type may be rbd's, and a mixed lab can ask for each backend
+        ensure_volume_types(ctx, runner, plan, {name: name for name in backend_types(plan)})
         wait_for_pools(ctx, runner, plan, [b["pool_prefix"] for b in backends.values()])
         pools = {p for p in reported_pools(ctx, runner, plan)}
         for entry in backends.values():
             entry["pool"] = next(p for p in sorted(pools) if p.startswith(entry["pool_prefix"]))
-        return {**outputs, "backends": [*outputs.get("backends", []), *backends], "kernel_backends": backends}
+        return {**outputs, "backends": [*outputs.get("backends", []), *backends], "kernel_backends": backends,
+                "default_volume_type": default_volume_type(plan)}  # fmt: skip
 
     def _ensure_node(self, ctx: DriverContext, plan: ServiceLayout, node: str, secrets: tuple[str, ...]) -> None:
         svc, rid = self.record, f"service/{self.name}"
