@@ -11,6 +11,7 @@ from stacklab.model.cinder_backends import check_cinder_backends
 from stacklab.model.errors import Loc
 from stacklab.model.glance_store import check_glance_nfs
 from stacklab.model.lab import NOVA_DEFAULT_ZONE, Lab
+from stacklab.model.nova_instances import check_nova_nfs
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.model.services import SERVICE_NEEDS
 from stacklab.model.suite_checks import Problem, check_verify, nova_computes
@@ -266,7 +267,7 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
                 "give a node the compute role",
             )
         for field, value in (("images_type", os_.nova.images_type), ("instances_on", os_.nova.instances_on)):
-            nova_section = {"rbd": "ceph"}.get(value)  # instances_on: nfs is refused by _check_unsupported
+            nova_section = {"rbd": "ceph"}.get(value)  # instances_on nfs: check_nova_nfs in _check_unsupported
             if nova_section and getattr(lab.storage, nova_section) is None:
                 yield ("openstack", "nova", field), f"{value} needs storage.{nova_section}", None
         yield from _check_nova_overrides(lab, computes)
@@ -351,11 +352,12 @@ def _check_unsupported(lab: Lab) -> Iterator[Problem]:
                 f"{who} {' and '.join(missing)} in storage.ceph",
                 f"add {pool} to storage.ceph.pools and cinder to storage.ceph.clients",
             )
-    if "nova" in services and os_.nova.instances_on != "local":
+    yield from check_nova_nfs(lab)  # instances_on nfs: the export, VM computes on br-storage, file disks
+    if "nova" in services and os_.nova.instances_on == "rbd":
         yield (
             ("openstack", "nova", "instances_on"),
-            f"nova instances_on {os_.nova.instances_on!r} is not supported by this stacklab yet",
-            "use images_type: rbd for instance disks on shared (Ceph) storage, or the default local disks",
+            "nova instances_on 'rbd' is not supported by this stacklab yet",
+            "use images_type: rbd for instance disks on Ceph, instances_on: nfs, or the default local disks",
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from stacklab.model.errors import Loc
 from stacklab.model.lab import Lab, NfsExport
+from stacklab.model.nova_instances import instances_export, nova_nfs_nodes, nova_on_nfs
 
 Problem = tuple[Loc, str, str | None]
 IMAGES_DIR = "/var/lib/glance/images"
@@ -56,10 +57,12 @@ def glance_export(lab: Lab) -> NfsExport | None:
 
 
 def nfs_mounting_nodes(lab: Lab) -> dict[str, str]:
-    """node -> why it mounts an NFS export with its kernel client for an OpenStack service (glance's store)."""
-    if not glance_on_nfs(lab):
-        return {}
-    return {n: f"glance store nfs: {GLANCE_NFS_REASON}" for n in glance_nodes(lab)}
+    """node -> why it mounts an NFS export with its kernel client for an OpenStack service (glance's store, nova's
+    instances_path)."""
+    found = {n: f"glance store nfs: {GLANCE_NFS_REASON}" for n in glance_nodes(lab)} if glance_on_nfs(lab) else {}
+    for node, why in nova_nfs_nodes(lab).items():
+        found[node] = f"{found[node]}; {why}" if node in found else why
+    return found
 
 
 def check_glance_nfs(lab: Lab) -> Iterator[Problem]:
@@ -80,6 +83,13 @@ def check_glance_nfs(lab: Lab) -> Iterator[Problem]:
     elif glance.export is not None and glance_export(lab) is None:
         names = ", ".join(e.name for e in nfs.exports)
         yield (*loc, "export"), f"unknown export {glance.export!r}", f"storage.nfs exports: {names}"
+    mine, nova_export = glance_export(lab), instances_export(lab) if nova_on_nfs(lab) else None
+    if mine is not None and nova_export is not None and mine.path == nova_export.path:
+        yield (
+            (*loc, "export" if glance.export else "store"),
+            f"export {mine.name!r} is nova's instances_path as well",
+            "give glance's store and nova's instances an export each",
+        )
     for i, node in enumerate(glance.nodes):
         where: Loc = (*loc, "nodes", i)
         if glance.nodes.index(node) != i:

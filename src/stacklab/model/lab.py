@@ -352,6 +352,10 @@ class Nova(_Model):
     computes: list[str] = Field(default_factory=list, description="default: nodes with the compute role")
     images_type: Literal["qcow2", "rbd"] = "qcow2"
     instances_on: Literal["local", "nfs", "rbd"] = "local"
+    instances_export: Name | None = Field(
+        None, description="instances_on nfs: the storage.nfs export every compute mounts at nova's instances_path; "
+        "default: the first"
+    )  # fmt: skip
     overrides: dict[Name, NovaNode] = Field(
         default_factory=dict, description="per compute node: its images_type and availability zone"
     )

@@ -63,7 +63,14 @@ def _migration(lab: Lab, loc: Loc) -> Iterator[Problem]:
     assert lab.openstack is not None
     nova = lab.openstack.nova
     shared = [c for c in nova_computes(lab) if nova.zone_of(c) == NOVA_DEFAULT_ZONE]
-    if len([c for c in shared if nova.images_type_of(c) == "rbd"]) < 2:
+    if nova.instances_on == "nfs":  # every compute's disks are files on the one export (rbd is refused with it)
+        if len(shared) < 2:
+            yield (
+                loc,
+                f"live migration needs two compute nodes on nova's NFS instances_path in zone {NOVA_DEFAULT_ZONE}",
+                "give the lab a second compute",
+            )
+    elif len([c for c in shared if nova.images_type_of(c) == "rbd"]) < 2:
         yield (
             loc,
             f"live migration needs two compute nodes with instance disks on RBD in zone {NOVA_DEFAULT_ZONE}",

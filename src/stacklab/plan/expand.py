@@ -9,6 +9,7 @@ from stacklab.model.addressing import node_addresses
 from stacklab.model.cinder_backends import cinder_config, kernel_backends
 from stacklab.model.glance_store import glance_config, glance_nodes
 from stacklab.model.lab import Lab, Node
+from stacklab.model.nova_instances import nova_instances_config
 from stacklab.model.services import build_after
 from stacklab.plan.naming import disk_device, owner_marker, stable_mac, veth_name
 from stacklab.plan.node_kind import node_kind
@@ -208,7 +209,9 @@ def _services(
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
             # per-node overrides and the cache manager's timing only when the lab sets them: a lab without them
             # keeps the spec it had (running labs plan no change)
-            spec["config"] = {k: v for k, v in spec["config"].items() if v or k not in ("overrides", "image_cache")}
+            spec["config"] = {k: v for k, v in spec["config"].items()
+                              if v or k not in ("overrides", "image_cache", "instances_export")}  # fmt: skip
+            spec["config"] |= nova_instances_config(lab, addresses)  # instances_on nfs: the share and its server
         # neutron: its agents' VXLAN endpoints; cinder with volume nodes: each cinder-volume node's my_ip
         if service == "neutron" or (service == "cinder" and os_.cinder.volume_nodes):
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}

@@ -25,6 +25,9 @@ the API sends a boot that names no zone to nova's default zone (`default_schedul
 scheduler's AvailabilityZoneFilter), so an instance that expects shared disks never lands on local ones.
 `openstack.nova.image_cache` sets `[image_cache]` on every compute (how often the cache manager runs, when it
 removes an unused base image), short enough in the shipped labs for the `caching` suite to watch it happen.
+
+`openstack.nova.instances_on: nfs`: every compute mounts one storage.nfs export at instances_path before
+nova-compute starts (nova_instances_nfs.py), so the instances' qcow2 disks are shared files.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack import neutron_agents, nova_migration
+from stacklab.drivers.openstack import neutron_agents, nova_instances_nfs, nova_migration
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -80,6 +83,7 @@ from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
 from stacklab.model.addressing import node_addresses
 from stacklab.model.cinder_backends import kernel_backends
+from stacklab.model.nova_instances import INSTANCES_PATH
 
 PACKAGE_CONF = "/etc/nova/nova.conf"
 COMPUTE_PACKAGE_CONF = "/etc/nova/nova-compute.conf"
@@ -99,7 +103,6 @@ MANAGE_TIMEOUT = 900.0
 COMPUTE_BUDGET = 240.0
 SERVICE = {"name": "nova", "type": "compute", "description": "OpenStack Compute"}
 DEFAULT_ZONE = "nova"  # nova's default_availability_zone: every compute no aggregate places elsewhere
-INSTANCES_PATH = "/var/lib/nova/instances"
 # Zed's default filters, and the zone filter: the placement pre-filter alone does not keep a boot for the default
 # zone off the hosts of a zone aggregate (it only narrows a request that names an aggregate's zone)
 SCHEDULER_FILTERS = (
@@ -172,12 +175,13 @@ def _ini(value: Any) -> str:
 
 def check_plan(plan: ServiceLayout, ctx: DriverContext) -> None:
     rid = f"service/{plan.name}"
-    if plan.config.get("instances_on", "local") != "local":
+    if plan.config.get("instances_on", "local") not in ("local", "nfs"):
         raise PlanError(
             f"nova instances_on {plan.config['instances_on']!r} is not wired yet",
             resource=rid,
-            hint="use `images_type: rbd` for instance disks on shared (Ceph) storage, or the default local disks",
+            hint="use `images_type: rbd` for instance disks on Ceph, instances_on: nfs, or the default local disks",
         )
+    nova_instances_nfs.check(plan)
     if any(images_type(plan, node) == "rbd" for node in computes(plan)):
         ceph = ctx.outputs.get(f"ceph/{ctx.lab.name}") or {}
         missing = [f"pool {RBD_POOL}"] if RBD_POOL not in ceph.get("pools", []) else []
@@ -282,7 +286,9 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
         return dropin_text(plan.lab, what, exec_start, environment=env, quick_stop=True)
     files = [PACKAGE_CONF, *([COMPUTE_PACKAGE_CONF] if unit == "nova-compute" else []), CONF]
     argv = [f"/usr/bin/{unit}", *(f"--config-file {f}" for f in files), f"--log-file /var/log/nova/{unit}.log"]
-    return dropin_text(plan.lab, f"{unit} with stacklab's settings", " ".join(argv))
+    text = dropin_text(plan.lab, f"{unit} with stacklab's settings", " ".join(argv))
+    # instances_on nfs: nova-compute starts only on its instances_path mount
+    return text + nova_instances_nfs.dropin_lines(plan) if unit == "nova-compute" else text
 
 
 def render_secret_xml(plan: ServiceLayout) -> str:
@@ -348,7 +354,8 @@ def compute_outputs(plan: ServiceLayout) -> dict[str, Any]:
     the instance disks, the base-image cache and the log are."""
     return {"images_types": {c: images_type(plan, c) for c in computes(plan)},
             "zones": {c: zone(plan, c) for c in computes(plan)}, "image_cache": image_cache(plan),
-            "instances_path": INSTANCES_PATH, "compute_log": "/var/log/nova/nova-compute.log"}  # fmt: skip
+            "instances_path": INSTANCES_PATH, "compute_log": "/var/log/nova/nova-compute.log",
+            **nova_instances_nfs.outputs(plan)}  # fmt: skip
 
 
 def openstack_argv(*args: str) -> list[str]:
@@ -422,6 +429,7 @@ class Nova:
                 found.append(f"{node} is not reachable")
                 continue
             found += file_problems(node_runner, self._files(ctx, plan, node, secrets), node)
+            found += nova_instances_nfs.instances_problems(node_runner, plan, node)
             try:
                 migration = self._migration_files(ctx, plan, node, create=False)
             except StackLabError as exc:  # a peer compute down or without its host key: the files cannot be known
@@ -511,7 +519,11 @@ class Nova:
                      "/usr/sbin/libvirtd": "libvirt-daemon-system"}, unit="nova-compute")  # fmt: skip
         if images_type(plan, node) == "rbd":
             require_keyring(runner, node, rid, "compute")
-        changed = self._write(runner, self._files(ctx, plan, node, secrets))
+        # instances_on nfs: the export mounted at instances_path before nova-compute (re)starts on it
+        if nova_instances_nfs.on_nfs(plan):
+            ctx.progress(f"{rid}: {node} mounts {plan.config['instances_share']} at {INSTANCES_PATH}")
+        mounted = nova_instances_nfs.ensure_instances(runner, plan, node)
+        changed = self._write(runner, self._files(ctx, plan, node, secrets)) or mounted
         libvirt_changed = nova_migration.write_files(runner, self._migration_files(ctx, plan, node, create=True) or {})
         enable_and_restart(runner, "libvirtd", changed=libvirt_changed)
         if images_type(plan, node) == "rbd":
@@ -564,6 +576,7 @@ class Nova:
             if node_runner is None:
                 continue
             systemctl(node_runner, "disable", "--now", "nova-compute", check=False)
+            nova_instances_nfs.remove_instances(node_runner, plan)  # the disks stay on the export
             if unit_active(node_runner, "libvirtd"):
                 node_runner.run(["virsh", "secret-undefine", rbd_secret_uuid(plan.lab)], timeout=60, check=False)
             systemctl(node_runner, "disable", "--now", "libvirtd", check=False)
