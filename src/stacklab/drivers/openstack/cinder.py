@@ -142,7 +142,8 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         f"my_ip = {plan.address}\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
         "auth_strategy = keystone\n"
-        f"glance_api_servers = http://{plan.address}:9292\n"
+        # no glance_api_servers: the image endpoint comes from the request's keystone catalog (glance_catalog_info's
+        # default, image:glance:publicURL), wherever the lab runs glance-api (openstack.glance.nodes)
         f"{enabled}"
         "[database]\n"
         f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"

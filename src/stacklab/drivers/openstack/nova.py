@@ -210,8 +210,8 @@ def render_conf(
         f"{schedule_zone_line(plan)}"
         "[api]\n"
         "auth_strategy = keystone\n"
-        "[glance]\n"
-        f"api_servers = http://{plan.address}:9292\n"
+        "[glance]\n"  # no api_servers (deprecated): the catalog's image endpoint, wherever glance-api runs
+        "region_name = RegionOne\n"
         "[cinder]\n"
         "os_region_name = RegionOne\n"
         "[oslo_concurrency]\n"
