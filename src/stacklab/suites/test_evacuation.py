@@ -1,15 +1,16 @@
 """Suite `evacuation`: a compute host dies, and its instance comes back on another host with its disk intact on
-shared storage (RBD).
+shared storage (RBD, or with nova's instances_on nfs the disk file on the NFS export: instance_disks.py).
 
 The suites' guest boots through nova and marks its root disk (`stacklab-disk:<first boot id> boot:<boot id>`).
 Then its host dies as far as the cloud can tell: nova-compute stops there and the instance's QEMU process is
 killed (the lab's compute nodes are containers; the host itself stays up so that `down` can clean it). The host
 is marked forced-down through nova's API (what a fencing agent does) and the instance evacuated. It must come back
-ACTIVE on another compute, and its disk, read from Ceph, must carry the same mark with a new boot id: the same
-disk, used by a new boot. Then the host comes back as an operator brings it back: nova-compute starts there,
-destroys its stale copy of the evacuated instance and closes the evacuation (migration `completed`); only then does
-nova accept the un-force (while the migration is `done` it answers HTTP 400), and the answer is checked. The suite
-ends with every compute of the lab up and enabled.
+ACTIVE on another compute, and its disk, read from Ceph (or on the NFS server, where it must be the same file,
+same inode), must carry the same mark with a new boot id: the same disk, used by a new boot. Then the host comes
+back as an operator brings it back: nova-compute starts there, destroys its stale copy of the evacuated instance
+and closes the evacuation (migration `completed`); only then does nova accept the un-force (while the migration is
+`done` it answers HTTP 400), and the answer is checked. The suite ends with every compute of the lab up and
+enabled.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import pytest
 from stacklab.exec.node_files import systemctl, unit_active
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
+from stacklab.suites.guest import guest_image, instance
+from stacklab.suites.instance_disks import shared_nova_lab
 from stacklab.suites.openstack_calls import os_client
 
 
@@ -87,15 +89,17 @@ def restore(controller: Runner, auth: Mapping[str, str], runner: Runner, host: s
 
 
 def test_instance_survives_its_host_on_shared_storage(lab: LabContext, runners: dict[str, Runner]) -> None:
-    nl = nova_lab(lab, runners, disks_on_rbd="evacuation with the disk intact needs shared storage (images_type rbd)")
-    nova, admin, controller, auth = nl.nova, nl.admin, nl.controller, nl.auth
+    why = "evacuation with the disk intact needs shared storage (images_type rbd, or instances_on nfs)"
+    nl, disks = shared_nova_lab(lab, runners, why=why)
+    nova, controller, auth = nl.nova, nl.controller, nl.auth
     if len(nova["computes"]) < 2:
         pytest.skip("evacuation needs a second compute node")
     with guest_image(controller, auth) as image, instance(controller, auth, image, "stacklab-suite-evac") as booted:
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
         dead = str(booted["host"])
-        disk = f"{booted['id']}_disk"
-        first = rbd_line(admin, "vms", disk, lambda text: " boot:" in text, what="' boot:'")
+        server_id = str(booted["id"])
+        first = disks.line(server_id, lambda text: " boot:" in text, what="' boot:'")
+        disk_file = disks.identity(server_id)  # nfs: the disk file's device:inode on the server
         mark, first_boot = first.split()
         dead_runner = runners[dead]
         systemctl(dead_runner, "stop", "nova-compute")
@@ -104,11 +108,18 @@ def test_instance_survives_its_host_on_shared_storage(lab: LabContext, runners: 
             moved = os_client(controller, "nova", "evacuate", {**auth, "server_id": booted["id"], "host": dead})
             assert moved["status"] == "ACTIVE", f"the evacuated instance is {moved}"
             assert moved["host"] != dead and moved["host"] in nova["computes"], f"{moved} (dead host: {dead})"
-            line = rbd_line(admin, "vms", disk, lambda text: text.split()[-1:] != [first_boot], what="a new boot id")
+            line = disks.line(server_id, lambda text: text.split()[-1:] != [first_boot], what="a new boot id")
             kept, new_boot = line.split()
             assert kept == mark, f"the disk lost its mark: {mark!r} before, {kept!r} after the evacuation"
             assert new_boot != first_boot, f"no new boot used the disk on {moved['host']}: {line!r}"
+            assert disks.identity(server_id) == disk_file, (
+                f"{disks.where(server_id)} is another file after the evacuation: nova did not reuse the shared disk"
+            )
+            mounts, _seen = disks.mount_problems(runners, (dead, str(moved["host"])))
+            assert not mounts, "; ".join(mounts)
             bring_back(controller, auth, dead_runner, dead, str(booted["id"]))
+            # the returning host destroys its copy of the guest, not the shared disk the guest now runs from
+            assert disks.identity(server_id) == disk_file, f"{disks.where(server_id)} changed when {dead} came back"
             domains = dead_runner.run(["virsh", "list", "--all", "--uuid"], timeout=60).stdout.split()
             assert str(booted["id"]) not in domains, f"{dead} still defines the evacuated instance's domain"
         finally:

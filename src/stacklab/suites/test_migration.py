@@ -1,4 +1,5 @@
-"""Suite `migration`: live migration for maintenance on shared storage (the instance disks on RBD).
+"""Suite `migration`: live migration for maintenance on shared storage (the instance disks on RBD, or with nova's
+instances_on nfs qcow2 files on one NFS export every compute mounts: instance_disks.py).
 
 The seed: a shared storage subsystem "allows quick, live instance migration between Compute hosts, which is useful
 when the administrator needs to perform maintenance on the Compute host and wants to evacuate it".
@@ -9,7 +10,9 @@ the instance's console log there. The guest is live-migrated through nova's API 
 migration must end `completed` with the server ACTIVE there, the heartbeat must go on on the destination with the
 same boot id and the next counts (the same running guest, not a new boot), and the silence between the last beat
 on the source and the first on the destination (the pause a user sees) must stay under PAUSE_BOUND. Its root disk,
-read from Ceph, still carries the line it wrote at boot (same mark, same boot id: nothing rebooted). The
+read from Ceph (or on the NFS server, where the disk file keeps its inode: no block migration, and both computes
+show the export mounted from the server's br-storage address), still carries the line it wrote at boot (same mark,
+same boot id: nothing rebooted). The
 destination's sshd shows the source's libvirtd came in as `nova` with the lab's migration key from the source's
 br-mgmt address; the watcher on the destination saw QEMU listen for the memory on its br-mgmt address only, on a
 port of libvirt's migration range, and the source's br-mgmt address connected there. libvirt's own downtime figure
@@ -37,7 +40,8 @@ import pytest
 from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import guest_image, instance, nova_lab, rbd_line
+from stacklab.suites.guest import guest_image, instance
+from stacklab.suites.instance_disks import InstanceDisks, shared_nova_lab
 from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import OS_CLIENT
 from stacklab.suites.storage_paths import SCRATCH
@@ -261,6 +265,7 @@ class Guest:
     boot: str
     disk_line: str
     computes: list[str]
+    disk_file: str = ""  # instances_on nfs: the disk file's device:inode on the NFS server
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,7 @@ class MigrationLab:
     controller: Runner
     auth: Mapping[str, str]
     runners: Mapping[str, Runner]
+    disks: InstanceDisks
 
     def server_host(self, server_id: str) -> str:
         for node in self.computes():
@@ -283,17 +289,21 @@ class MigrationLab:
         return [int(p) for p in self.nova["live_migration"]["ports"]]
 
     def computes(self) -> list[str]:
-        """The computes with instance disks on RBD (a lab may have a local-disk compute beside them)."""
+        """The computes with instance disks on RBD (a lab may have a local-disk compute beside them), or every
+        compute with instances_on nfs."""
+        if self.disks.kind == "nfs":
+            return [str(c) for c in self.nova["computes"]]
         kinds = self.nova.get("images_types") or {}
         return [str(c) for c in self.nova["computes"] if kinds.get(c, self.nova["images_type"]) == "rbd"]
 
 
 @pytest.fixture(scope="module")
 def mlab(lab: LabContext, runners: dict[str, Runner]) -> MigrationLab:
-    nl = nova_lab(lab, runners, disks_on_rbd="live migration with the disk in place needs shared storage (rbd)")
-    found = MigrationLab(nl.nova, nl.admin, nl.controller, nl.auth, runners)
+    why = "live migration with the disk in place needs shared storage (rbd, or instances_on nfs)"
+    nl, disks = shared_nova_lab(lab, runners, why=why)
+    found = MigrationLab(nl.nova, nl.admin, nl.controller, nl.auth, runners, disks)
     if len(found.computes()) < 2:
-        pytest.skip("live migration needs two computes with instance disks on RBD")
+        pytest.skip("live migration needs two computes with instance disks on shared storage")
     assert "live_migration" in found.nova, "nova's outputs have no live_migration settings: run `stacklab up` again"
     return found
 
@@ -306,8 +316,9 @@ def guest(mlab: MigrationLab) -> Iterator[Guest]:
         instance(mlab.controller, mlab.auth, image, "stacklab-suite-migration") as booted,
     ):
         assert booted["status"] == "ACTIVE", f"the guest did not become ACTIVE: {booted}"
-        line = rbd_line(mlab.admin, "vms", f"{booted['id']}_disk", lambda text: " boot:" in text, what="' boot:'")
-        yield Guest(str(booted["id"]), line.split()[-1].removeprefix("boot:"), line, mlab.computes())
+        line = mlab.disks.line(str(booted["id"]), lambda text: " boot:" in text, what="' boot:'")
+        boot = line.split()[-1].removeprefix("boot:")
+        yield Guest(str(booted["id"]), boot, line, mlab.computes(), mlab.disks.identity(str(booted["id"])))
 
 
 @dataclass(frozen=True)
@@ -352,8 +363,15 @@ def test_live_migration_keeps_the_guest_running(mlab: MigrationLab, guest: Guest
     assert not watched.problems, "; ".join(watched.problems)
     pause, answer = watched.pause, watched.answer
     dest = str(answer["server"]["host"])
-    line = rbd_line(mlab.admin, "vms", f"{guest.server_id}_disk", bool, what="its line")
+    line = mlab.disks.line(guest.server_id, bool, what="its line")
     assert line == guest.disk_line, f"the disk changed across the migration: {guest.disk_line!r} -> {line!r}"
+    disk_file = mlab.disks.identity(guest.server_id)
+    assert disk_file == guest.disk_file, (
+        f"{mlab.disks.where(guest.server_id)} is another file after the migration ({guest.disk_file} -> "
+        f"{disk_file}): nova copied the disk (block migration) instead of finding the storage shared"
+    )
+    mounts, seen = mlab.disks.mount_problems(mlab.runners, (source, dest))
+    assert not mounts, "; ".join(mounts)
     accepted = sshd_accepted(mlab.runners[dest], started)
     source_ip = str(mlab.nova["live_migration"]["inbound"][source])
     assert any(f"from {source_ip} " in a for a in accepted), (
@@ -366,7 +384,10 @@ def test_live_migration_keeps_the_guest_running(mlab: MigrationLab, guest: Guest
     evidence("pause", f"{pause.seconds:.2f}s between beat {pause.last.n} on {source} and beat {pause.first.n} on "
                       f"{dest} (beat every {BEAT:g}s, bound {PAUSE_BOUND:g}s); libvirt: "
                       f"{downtime(mlab.runners[dest], guest.server_id) or 'no job figures'}")  # fmt: skip
-    evidence("guest", f"boot id {guest.boot} on both computes, disk line {line!r} intact in vms/{guest.server_id}_disk")
+    evidence("guest", f"boot id {guest.boot} on both computes, disk line {line!r} intact in "
+                      f"{mlab.disks.where(guest.server_id)}")  # fmt: skip
+    if mlab.disks.kind == "nfs":
+        evidence("shared storage", f"the same disk file (device:inode {disk_file}) before and after; {seen}")
     evidence("transport", f"{dest}'s sshd: {accepted[-1]}; QEMU's stream on {dest}: {watched.stream}")
 
 
