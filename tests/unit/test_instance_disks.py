@@ -70,3 +70,22 @@ def test_rbd_disks_have_no_file_and_no_mount_to_check() -> None:
     disks = InstanceDisks("rbd", FakeRunner())
     assert disks.where("abc") == "vms/abc_disk" and disks.identity("abc") == ""
     assert disks.mount_problems({}, ["c1"]) == ([], "")
+
+
+def test_a_shared_console_log_is_attributed_to_the_compute_that_wrote_each_beat() -> None:
+    """instances_on nfs: both watchers read the one console.log. c1 (source) wrote 1..5, c2 (destination) 6..8;
+    each watcher read the other's lines late, and c2's watcher read c1's early lines at its start."""
+    from stacklab.suites.test_migration import Beat, attribute_shared, beat_problems
+
+    seen = [Beat(10.0 + n * 0.2, "b", n, "c1") for n in range(1, 6)]  # c1's own, at once
+    seen += [Beat(10.1, "b", n, "c2") for n in range(1, 4)]  # c2's watcher started: the file so far
+    seen += [Beat(14.0, "b", n, "c2") for n in (4, 5)]  # c1's last lines, read late on c2
+    seen += [Beat(11.6 + n * 0.2, "b", n, "c2") for n in range(6, 20)]  # c2's own, at once
+    seen += [Beat(16.0, "b", n, "c1") for n in range(6, 20)]  # c2's lines, read late on c1
+    raw, _ = beat_problems(seen, boot="b", source="c1", dest="c2", bound=10.0)
+    assert raw  # read by node, the shared log looks like a guest counting again
+    beats = attribute_shared(seen, source="c1", before=3)
+    assert [b.n for b in beats if b.node == "c1"] == [1, 2, 3, 4, 5]
+    assert [b.n for b in beats if b.node == "c2"] == list(range(6, 20))
+    problems, pause = beat_problems(beats, boot="b", source="c1", dest="c2", bound=10.0)
+    assert problems == [] and pause.seconds == 1.8 and pause.last and pause.last.n == 5

@@ -76,6 +76,22 @@ def parse_beats(text: str, node: str) -> list[Beat]:
     return [Beat(float(m["at"]), m["boot"], int(m["n"]), node) for m in found if m]
 
 
+def attribute_shared(beats: Sequence[Beat], *, source: str, before: int) -> list[Beat]:
+    """The beats by the compute whose QEMU wrote them, when the console log is one file on a shared instances_path
+    (instances_on nfs): every compute's watcher then reads the same console.log, the writer's at once (its own NFS
+    client's page cache) and another only once its client flushed and revalidated the file (seconds later). Beats
+    up to `before` (the last one the source's watcher had read before the migration started) are the source's;
+    each later one is kept where it was read first."""
+    first: dict[tuple[str, int], Beat] = {}
+    for beat in beats:
+        if beat.n <= before and beat.node != source:
+            continue
+        key = (beat.boot, beat.n)
+        if key not in first or beat.at < first[key].at:
+            first[key] = beat
+    return sorted(first.values(), key=lambda b: (b.at, b.n))
+
+
 @dataclass(frozen=True)
 class Pause:
     seconds: float  # from the last beat read on the source to the first beat read on the destination
@@ -330,12 +346,14 @@ class Watched:
 
 
 def migrate_watched(mlab: MigrationLab, guest: Guest, source: str, tag: str, move: Any) -> Watched:
-    """Watch the guest's console and the migration ports on every RBD compute, let the guest beat on `source`, run
-    `move()` (which returns one live-migrate answer), wait for beats on its destination, and check it all."""
+    """Watch the guest's console and the migration ports on every shared-disk compute, let the guest beat on
+    `source`, run `move()` (which returns one live-migrate answer), wait for beats on its destination, and check it
+    all."""
     log = console_log(mlab.runners[source], guest.server_id)
     offset = log_size(mlab.runners[source], NOVA_LOG)
     with watching(mlab.runners, guest.computes, log, tag, mlab.ports) as outs:
         wait_beats(mlab.runners, outs, source, 0, "before the migration")
+        before = max((b.n for b in read_beats(mlab.runners, {source: outs[source]})), default=0)
         answer = move()
         problems = migration_problems(answer, source, log_since(mlab.runners[source], NOVA_LOG, offset))
         if problems:
@@ -344,6 +362,8 @@ def migrate_watched(mlab: MigrationLab, guest: Guest, source: str, tag: str, mov
         last = max((b.n for b in read_beats(mlab.runners, {source: outs[source]})), default=0)
         wait_beats(mlab.runners, outs, dest, last, "after the migration")
         beats = read_beats(mlab.runners, outs)
+        if mlab.disks.kind == "nfs":  # one console.log on the export, read by both watchers
+            beats = attribute_shared(beats, source=source, before=before)
         sockets = parse_sockets(mlab.runners[dest].run(["cat", outs[dest]], timeout=60, check=False).stdout)
     problems, pause = beat_problems(beats, boot=guest.boot, source=source, dest=dest, bound=PAUSE_BOUND)
     inbound = mlab.nova["live_migration"]["inbound"]
