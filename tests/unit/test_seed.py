@@ -82,6 +82,16 @@ def test_golden_single_nic_without_mgmt_network() -> None:
         check_golden(f"seed/lone/{name}", files[name])
 
 
+def test_sshd_listens_on_the_nodes_lab_addresses_only() -> None:
+    """The drop-in cloud-init writes before sshd starts: one ListenAddress per lab NIC (br-mgmt for stacklab and
+    nova's migrations, br-storage for cephadm), no wildcard, addresses without their prefix."""
+    data = yaml.safe_load(_render()["user-data"])
+    (dropin,) = [f for f in data["write_files"] if f["path"].startswith("/etc/ssh/sshd_config.d/")]
+    assert dropin["path"].endswith(".conf")  # Debian's sshd_config includes sshd_config.d/*.conf only
+    listen = [line for line in dropin["content"].splitlines() if not line.startswith("#")]
+    assert listen == ["ListenAddress 10.231.0.11", "ListenAddress 10.232.0.11"]
+
+
 def test_user_data_content() -> None:
     files = _render()
     assert files["user-data"].startswith("#cloud-config\n")

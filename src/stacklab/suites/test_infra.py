@@ -20,15 +20,21 @@ def test_systemd_is_running(host: Any, node: str) -> None:
     assert state == "running", f"{node}: systemd is {state!r}; failed units: {failed or 'none'}"
 
 
-def test_sshd_serves_the_lab_key(host: Any, node: str, evidence: Evidence) -> None:
+def test_sshd_serves_the_lab_key(lab: LabContext, host: Any, node: str, evidence: Evidence) -> None:
     # This very test arrived over SSH with the lab's key; what it adds is that sshd is a running, enabled unit
-    # (it comes back after a reboot) listening on port 22.
+    # (it comes back after a reboot) listening on port 22 of the node's lab addresses only (the seed's sshd_config.d
+    # drop-in): no wildcard, no loopback, no other address of the node.
     sshd = host.service("ssh")
     assert sshd.is_running and sshd.is_enabled, (
         f"{node}: ssh.service running={sshd.is_running} enabled={sshd.is_enabled}"
     )
     listening = [s for s in host.socket.get_listening_sockets() if s.startswith("tcp://") and s.endswith(":22")]
     assert listening, f"{node}: nothing listens on TCP port 22"
+    wanted = {f"tcp://{str(nic['address']).partition('/')[0]}:22" for nic in lab.nodes[node]["nics"]}
+    assert set(listening) == wanted, (
+        f"{node}: sshd listens on {sorted(listening)}, the lab's addresses are {sorted(wanted)} (a node made before "
+        "the seed's /etc/ssh/sshd_config.d/50-stacklab-listen.conf listens on every address)"
+    )
     evidence("sshd", f"{node}: ssh.service running and enabled, listening on {', '.join(listening)}")
 
 

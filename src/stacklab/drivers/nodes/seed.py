@@ -10,6 +10,7 @@ lab key, the hosts list or the templates makes cloud-init run its per-instance m
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import shutil
@@ -99,6 +100,7 @@ def _nic_context(nics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "device": str(nic["device"]),
                 "mac": str(nic["mac"]).lower(),
                 "address": str(nic["address"]),
+                "ip": str(ipaddress.ip_interface(str(nic["address"])).ip),  # sshd's ListenAddress (no prefix)
                 "mtu": int(nic["mtu"]) if nic.get("mtu") else None,
                 "gateway": str(nic["gateway"]) if nic.get("gateway") else None,
                 "default_route": index == mgmt,
