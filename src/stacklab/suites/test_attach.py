@@ -109,6 +109,8 @@ def volume(lab: LabContext, runners: dict[str, Runner], backend: str) -> Iterato
     if backend == "rbd":
         nl = nova_lab(lab, runners)
         at = Attach(nl.controller, nl.auth, 0.0, nl)
+        if service(lab, "cinder").get("kernel_backends"):  # a mixed lab's default type is its first backend's
+            request["volume_type"] = "rbd"
     else:
         kernel = dict(service(lab, "cinder").get("kernel_backends") or {})
         assert backend in kernel, f"cinder backend {backend}: neither rbd nor one of the lab's lvm/nfs backends"

@@ -80,7 +80,9 @@ def cinder_call(vlab: VolumesLab, runners: dict[str, Runner], action: str, **req
 @pytest.fixture
 def volume(vlab: VolumesLab, runners: dict[str, Runner]) -> Iterator[dict[str, Any]]:
     """A 1 GiB volume made through the API; detached and deleted afterwards, even when the test fails."""
-    made = cinder_call(vlab, runners, "create", size_gb=1, name="stacklab-suite")
+    # beside lvm/nfs backends the default type is the first declared backend's: these cases are rbd's, asked by name
+    typed = {"volume_type": "rbd"} if vlab.cinder.get("kernel_backends") else {}
+    made = cinder_call(vlab, runners, "create", size_gb=1, name="stacklab-suite", **typed)
     yield made
     shown = cinder_call(vlab, runners, "show", volume_id=made["id"])
     for attachment in shown.get("attachments") or []:
