@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import (
@@ -118,20 +118,49 @@ class DeclaredRole:
         ensure_database(runner, svc.name, svc.name, db_password)
         register_in_keystone(ctx, runner, plan, user=svc.name, password=user_password, service=svc.catalog,
                              url=svc.url(plan) + svc.endpoint_path)  # fmt: skip
-        changed = write_node_file(runner, svc.conf, svc.render_conf(plan, *secrets), mode="0640")
+        note = f"{rid}: {svc.sync_progress}" if svc.sync_progress else None
+        self.converge_node(ctx, runner, plan, secrets, url=svc.url(plan), sync="seeded", sync_note=note)
+        return {"url": svc.url(plan), **svc.outputs(plan)}
+
+    def converge_node(
+        self,
+        ctx: DriverContext,
+        runner: Runner,
+        layout: ServiceLayout,
+        secrets: tuple[str, ...],
+        *,
+        url: str,
+        sync: Literal["seeded", "plain", "none"],
+        sync_note: str | None = None,
+        changed: bool = False,
+        after_start: bool = True,
+    ) -> None:
+        """The service on one node, from its conf to its answering API: the conf (0640, group = the service's user),
+        before_sync, the schema sync, the drop-ins, a restart of every unit when anything changed (or `changed`: a
+        step before this one, such as a mount, changed the node), the wait for `url`, after_start.
+
+        `sync`: "seeded" loads the schema from a host-side seed when one fits (db_seed: through the controller's
+        MariaDB root socket), "plain" runs the service's own sync (a node without that socket), "none" leaves it to
+        another node. `after_start` runs once per lab, on the node that synced."""
+        svc, rid = self.service, f"service/{self.name}"
+        changed = write_node_file(runner, svc.conf, svc.render_conf(layout, *secrets), mode="0640") or changed
         runner.run(["chown", f"root:{svc.name}", svc.conf], timeout=30)
-        svc.before_sync(ctx, runner, plan)
-        if svc.sync_progress:
-            ctx.progress(f"{rid}: {svc.sync_progress}")
-        seeded_sync(ctx, runner, (svc.name,), ["runuser", "-u", svc.name, "--", *svc.sync], timeout=svc.sync_timeout)
-        dropins = {path: svc.render_dropin(plan, unit) for unit, path in svc.dropins.items()}
+        svc.before_sync(ctx, runner, layout)
+        if sync != "none" and sync_note:
+            ctx.progress(sync_note)
+        argv = ["runuser", "-u", svc.name, "--", *svc.sync]
+        if sync == "seeded":
+            seeded_sync(ctx, runner, (svc.name,), argv, timeout=svc.sync_timeout)
+        elif sync == "plain":
+            runner.run(argv, timeout=svc.sync_timeout)
+        dropins = {path: svc.render_dropin(layout, unit) for unit, path in svc.dropins.items()}
         changed = write_unit_files(runner, dropins) or changed
         for unit in svc.units:
             enable_and_restart(runner, unit, changed=changed)
-        wait_for_api(runner, rid, url=svc.url(plan), unit=svc.api_unit, log_file=svc.log_file,
-                     answers=self._answers(runner, plan))  # fmt: skip
-        svc.after_start(ctx, runner, plan)
-        return {"url": svc.url(plan), **svc.outputs(plan)}
+        wait_for_api(runner, rid, url=url, unit=svc.api_unit, log_file=svc.log_file,
+                     answers=lambda: version_list_answers(runner, url))  # fmt: skip
+        if after_start:
+            svc.after_start(ctx, runner, layout)
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         svc = self.service

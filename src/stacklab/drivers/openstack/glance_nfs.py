@@ -24,19 +24,15 @@ from stacklab.drivers.openstack.common import (
     service_secrets,
     unit_problems,
     version_list_answers,
-    wait_for_api,
 )
 from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
 from stacklab.drivers.openstack.infra import ensure_database
 from stacklab.drivers.openstack.keystone import register_in_keystone
 from stacklab.drivers.openstack.nfs_mounts import NfsMount, ensure_mount, mount_problems, remove_mount
 from stacklab.exec.node_files import (
-    enable_and_restart,
     remove_node_files,
     require_node,
     systemctl,
-    write_node_file,
-    write_unit_files,
 )
 from stacklab.exec.runner import Runner
 
@@ -129,21 +125,11 @@ class GlanceRole:
         require_node(runner, node, rid, files=dict(svc.binaries), unit=svc.api_unit)
         ctx.progress(f"{rid}: {node} mounts {layout.config['share']} at {STORE_DIR}")
         changed = ensure_mount(runner, store_mount(layout), node, rid, owner="glance:glance")
-        changed = write_node_file(runner, svc.conf, svc.render_conf(layout, *secrets), mode="0640") or changed
-        runner.run(["chown", f"root:{svc.name}", svc.conf], timeout=30)
-        svc.before_sync(ctx, runner, layout)
-        if first:
-            ctx.progress(f"{rid}: db sync on {node}")
-            runner.run(["runuser", "-u", svc.name, "--", *svc.sync], timeout=svc.sync_timeout)
-        dropins = {path: svc.render_dropin(layout, unit) for unit, path in svc.dropins.items()}
-        changed = write_unit_files(runner, dropins) or changed
-        for unit in svc.units:
-            enable_and_restart(runner, unit, changed=changed)
+        # the first node syncs with glance's own command (a VM glance node has no root socket of the controller's
+        # MariaDB for a seed) and loads the metadata definitions (after_start); the others only start on the schema
         url = node_url(svc, str(layout.config["bind_address"]))
-        wait_for_api(runner, rid, url=url, unit=svc.api_unit, log_file=svc.log_file,
-                     answers=lambda: version_list_answers(runner, url))  # fmt: skip
-        if first:
-            svc.after_start(ctx, runner, layout)
+        self.inner.converge_node(ctx, runner, layout, secrets, url=url, sync="plain" if first else "none",
+                                 sync_note=f"{rid}: db sync on {node}", changed=changed, after_start=first)  # fmt: skip
 
     def remove(self, ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         if on_nfs(plan):
