@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +134,43 @@ def vm_lab_copy(template: str, prefix: str, state_base: Path) -> Iterator[LabCop
         stacklab(state, "down", "--no-leak-check", name, check=False)
         lab_file.unlink(missing_ok=True)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def nightly_up_verify_down(
+    lab: LabCopy,
+    label: str,
+    suites: Sequence[str],
+    cases: Sequence[str],
+    *,
+    what: str,
+    up_timeout: float,
+    verify_timeout: float,
+    before_down: Callable[[], str] | None = None,
+) -> None:
+    """The nightly VM-lab run: `up`, a second `up` that must plan nothing, `verify` of `suites` that must pass with
+    every one of `cases` (JUnit names) passed (`what` names them in the failure), then `down` with a clean leak
+    check. Prints each phase's wall time after `label`, then what `before_down` (run while the lab is still
+    up) returns."""
+    from tests.integration.test_kernel_lab import junit_outcomes  # it imports this module
+
+    times: dict[str, float] = {}
+    start = time.monotonic()
+    stacklab(lab.state, "up", "-y", str(lab.file), timeout=up_timeout)
+    times["up"] = time.monotonic() - start
+    again = stacklab(lab.state, "up", "-y", str(lab.file), timeout=900)
+    assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
+
+    start = time.monotonic()
+    args = [arg for suite in suites for arg in ("--suite", suite)]
+    report = stacklab(lab.state, "verify", lab.name, *args, check=False, timeout=verify_timeout)
+    times["verify"] = time.monotonic() - start
+    assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
+    outcomes = junit_outcomes(sorted((lab.state / lab.name / "verify").glob("*.xml"))[-1])
+    not_passed = {case: outcomes.get(case, "missing") for case in cases if outcomes.get(case) != "passed"}
+    assert not not_passed, f"{what} cases that did not pass: {not_passed}"
+    extra = before_down() if before_down is not None else ""
+
+    start = time.monotonic()
+    lab.down_clean()
+    times["down"] = time.monotonic() - start
+    print(f"{label}: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in times.items()) + extra)

@@ -15,14 +15,12 @@ which libvirt-qemu can search; `down` runs in a finalizer also when the test fai
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, vm_lab_copy, vm_lab_marks
-from tests.integration.test_kernel_lab import junit_outcomes
+from tests.integration.lab_cli import LabCopy, nightly_up_verify_down, vm_lab_copy, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-nova-nfs-test")  # searchable by libvirt-qemu
 NIGHTLY = os.environ.get("STACKLAB_NIGHTLY") == "1"
@@ -45,23 +43,12 @@ def nova_nfs_lab() -> Iterator[LabCopy]:
 
 
 def test_nova_nfs_lab_up_verify_down(nova_nfs_lab: LabCopy) -> None:
-    lab, times = nova_nfs_lab, dict[str, float]()
-    start = time.monotonic()
-    stacklab(lab.state, "up", "-y", str(lab.file), timeout=3000)
-    times["up"] = time.monotonic() - start
-    again = stacklab(lab.state, "up", "-y", str(lab.file), timeout=900)
-    assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
-
-    start = time.monotonic()
-    report = stacklab(lab.state, "verify", lab.name, "--suite", "migration", "--suite", "evacuation", check=False,
-                      timeout=5400)  # fmt: skip
-    times["verify"] = time.monotonic() - start
-    assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
-    outcomes = junit_outcomes(sorted((lab.state / lab.name / "verify").glob("*.xml"))[-1])
-    not_passed = {c: outcomes.get(c, "missing") for c in SHARED_DISK_CASES if outcomes.get(c) != "passed"}
-    assert not not_passed, f"nova-on-NFS cases that did not pass: {not_passed}"
-
-    start = time.monotonic()
-    lab.down_clean()
-    times["down"] = time.monotonic() - start
-    print("nova-nfs lab: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in times.items()))
+    nightly_up_verify_down(
+        nova_nfs_lab,
+        "nova-nfs lab",
+        ("migration", "evacuation"),
+        SHARED_DISK_CASES,
+        what="nova-on-NFS",
+        up_timeout=3000,
+        verify_timeout=5400,
+    )

@@ -16,14 +16,12 @@ libvirt-qemu can search; `down` runs in a finalizer also when the test fails.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, vm_lab_copy, vm_lab_marks
-from tests.integration.test_kernel_lab import junit_outcomes
+from tests.integration.lab_cli import LabCopy, nightly_up_verify_down, stacklab, vm_lab_copy, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-reference-test")  # searchable by libvirt-qemu
 NIGHTLY = os.environ.get("STACKLAB_NIGHTLY") == "1"
@@ -61,35 +59,18 @@ def vm_memory_mib(lab: LabCopy, node: str) -> int:
 
 
 def test_reference_lab_up_verify_down(reference_lab: LabCopy) -> None:
-    times: dict[str, float] = {}
-    start = time.monotonic()
-    stacklab(reference_lab.state, "up", "-y", str(reference_lab.file), timeout=2400)
-    times["up"] = time.monotonic() - start
-    again = stacklab(reference_lab.state, "up", "-y", str(reference_lab.file), timeout=900)
-    assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
+    def vm_memory() -> str:
+        return "; VM memory in use: " + ", ".join(
+            f"{node} {vm_memory_mib(reference_lab, node)} MiB" for node in ("storage1", "compute1")
+        )
 
-    start = time.monotonic()
-    report = stacklab(
-        reference_lab.state,
-        "verify",
-        reference_lab.name,
-        "--suite",
-        "volumes",
-        "--suite",
-        "attach",
-        check=False,
-        timeout=5400,
+    nightly_up_verify_down(
+        reference_lab,
+        "reference lab",
+        ("volumes", "attach"),
+        BACKEND_CASES,
+        what="kernel backend",
+        up_timeout=2400,
+        verify_timeout=5400,
+        before_down=vm_memory,
     )
-    times["verify"] = time.monotonic() - start
-    assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
-    junit = sorted((reference_lab.state / reference_lab.name / "verify").glob("*.xml"))[-1]
-    outcomes = junit_outcomes(junit)
-    not_passed = {case: outcomes.get(case, "missing") for case in BACKEND_CASES if outcomes.get(case) != "passed"}
-    assert not not_passed, f"kernel backend cases that did not pass: {not_passed}"
-    memory = {node: vm_memory_mib(reference_lab, node) for node in ("storage1", "compute1")}
-
-    start = time.monotonic()
-    reference_lab.down_clean()
-    times["down"] = time.monotonic() - start
-    print("reference lab: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in times.items())
-          + "; VM memory in use: " + ", ".join(f"{n} {m} MiB" for n, m in memory.items()))  # fmt: skip

@@ -11,14 +11,12 @@ Unique lab name and subnets (lab_cli.unique_lab_file); `down` runs in a finalize
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, vm_lab_copy, vm_lab_marks
-from tests.integration.test_kernel_lab import junit_outcomes
+from tests.integration.lab_cli import LabCopy, nightly_up_verify_down, vm_lab_copy, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-shared-nfs-test")  # searchable by libvirt-qemu
 NIGHTLY = os.environ.get("STACKLAB_NIGHTLY") == "1"
@@ -41,22 +39,12 @@ def shared_nfs_lab() -> Iterator[LabCopy]:
 
 
 def test_shared_nfs_lab_up_verify_down(shared_nfs_lab: LabCopy) -> None:
-    lab, times = shared_nfs_lab, dict[str, float]()
-    start = time.monotonic()
-    stacklab(lab.state, "up", "-y", str(lab.file), timeout=3000)
-    times["up"] = time.monotonic() - start
-    again = stacklab(lab.state, "up", "-y", str(lab.file), timeout=900)
-    assert "nothing to do" in again.stderr, f"a second up changed something:\n{again.stderr[-3000:]}"
-
-    start = time.monotonic()
-    report = stacklab(lab.state, "verify", lab.name, "--suite", "shared_storage", check=False, timeout=1800)
-    times["verify"] = time.monotonic() - start
-    assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
-    outcomes = junit_outcomes(sorted((lab.state / lab.name / "verify").glob("*.xml"))[-1])
-    not_passed = {case: outcomes.get(case, "missing") for case in GLANCE_CASES if outcomes.get(case) != "passed"}
-    assert not not_passed, f"glance-on-NFS cases that did not pass: {not_passed}"
-
-    start = time.monotonic()
-    lab.down_clean()
-    times["down"] = time.monotonic() - start
-    print("shared-nfs lab: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in times.items()))
+    nightly_up_verify_down(
+        shared_nfs_lab,
+        "shared-nfs lab",
+        ("shared_storage",),
+        GLANCE_CASES,
+        what="glance-on-NFS",
+        up_timeout=3000,
+        verify_timeout=1800,
+    )
