@@ -24,10 +24,10 @@ from stacklab.drivers.openstack.cinder_kernel import (
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
 from stacklab.model.errors import LabError
 from stacklab.model.load import load_lab, load_lab_text
-from stacklab.plan.expand import expand
 from stacklab.plan.resource import Resource
 from stacklab.suites.cinder_kernel_paths import mount_option, parse_findmnt, parse_session_state, parse_tgt_targets
 from tests.golden_util import check_golden
+from tests.unit.lab_util import os_lab, service_resource
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("db-pw", "rabbit-pw", "keystone-pw")
@@ -35,7 +35,7 @@ SECRETS = ("db-pw", "rabbit-pw", "keystone-pw")
 
 def reference_layout() -> tuple[Resource, ServiceLayout]:
     lab = load_lab(ROOT / "labs" / "reference.yml")
-    resource = next(r for r in expand(lab) if r.id == "service/cinder")
+    resource = service_resource(lab, "cinder")
     return resource, service_layout(resource, lab.name)
 
 
@@ -100,7 +100,7 @@ def test_controller_without_rbd_runs_no_cinder_volume_and_needs_no_ceph() -> Non
 
 def test_rbd_lab_config_is_unchanged_by_the_kernel_backends() -> None:
     lab = load_lab(ROOT / "labs" / "control-plane.yml")
-    config = next(r for r in expand(lab) if r.id == "service/cinder").spec["config"]
+    config = service_resource(lab, "cinder").spec["config"]
     assert not {"lvm", "nfs", "kernel_nodes", "kernel_backends"} & set(config)
 
 
@@ -128,7 +128,7 @@ def test_untyped_volumes_get_the_first_declared_backends_type_not_cinders_defaul
     assert "default_volume_type = rbd\n" in node_files(cinder.SERVICE_RECORD, mixed, "storage1", SECRETS)[cinder.CONF]
     # rbd alone: one backend, cinder's own default, the settings as before
     lab = load_lab(ROOT / "labs" / "control-plane.yml")
-    rbd_only = service_layout(next(r for r in expand(lab) if r.id == "service/cinder"), lab.name)
+    rbd_only = service_layout(service_resource(lab, "cinder"), lab.name)
     assert default_volume_type(rbd_only) is None and backend_types(rbd_only) == ["rbd"]
     assert "default_volume_type" not in cinder.render_conf(rbd_only, *SECRETS)
 
@@ -143,13 +143,9 @@ def test_reference_cinder_files_golden() -> None:
     check_golden("services/reference-cinder.txt", "".join(f"==> {p} <==\n{t}\n" for p, t in files.items()))
 
 
-LAB = """
-name: ck
-networks:
-  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
-  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
-images:
-  os: {recipe: openstack-zed}
+LAB = os_lab(
+    "ck",
+    """\
 nodes:
   ctl: {kind: container, image: os, nics: [mgmt, storage], roles: [controller]}
   stor: {kind: KIND, image: os, nics: [mgmt, storage], roles: [storage]}
@@ -159,7 +155,8 @@ storage:
 openstack:
   services: [mariadb, rabbitmq, memcached, keystone, cinder]
   cinder: {backends: [lvm, nfs]}
-"""
+""",
+)
 
 
 def test_lvm_and_nfs_on_a_container_are_refused_with_the_reason() -> None:

@@ -18,6 +18,7 @@ from stacklab.suites.test_swift_loss import (
     placement_problems,
     proxy_seconds,
 )
+from tests.unit.lab_util import os_lab
 
 # -- failover: cinder-volume is not HA ---------------------------------------------------------------------------
 
@@ -66,13 +67,9 @@ def test_volume_host_names() -> None:
     assert service_host("compute2@rbd#rbd") == "compute2@rbd" and node_of("compute2@rbd#rbd") == "compute2"
 
 
-LAB = """
-name: fo
-networks:
-  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
-  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
-images:
-  os: {recipe: openstack-zed}
+LAB = os_lab(
+    "fo",
+    """\
 nodes:
   ctl1: {image: os, nics: {mgmt: {address: 10.250.0.10}, storage: {address: 10.251.0.10}}, roles: [controller]}
   cmp1: {image: os, nics: {mgmt: {address: 10.250.0.11}, storage: {address: 10.251.0.11}}, roles: [compute]}
@@ -87,7 +84,8 @@ openstack:
   swift: {replicas: 2, devices: 2}
 verify:
   suites: [failover, swift_loss]
-"""
+""",
+)
 
 
 def layouts() -> dict[str, ServiceLayout]:

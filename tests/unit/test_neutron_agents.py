@@ -18,34 +18,31 @@ from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult
 from stacklab.model.errors import LabError
 from stacklab.model.load import load_lab_text
-from stacklab.plan.expand import expand
 from stacklab.suites import guest_initrd
 from stacklab.suites.test_network import first_after, last_count, lease, net_lines, pings, reported
+from tests.unit.lab_util import os_lab, service_resource
 from tests.unit.test_services import FakeController, ok
 
-LAB = """
-name: netlab
-networks:
-  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
-  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
-images:
-  os: {recipe: openstack-zed}
+LAB = os_lab(
+    "netlab",
+    """\
 nodes:
   ctl1: {image: os, nics: {mgmt: {address: 10.250.0.10}}, roles: [controller]}
   cmp1: {image: os, nics: {mgmt: {address: 10.250.0.31}}, roles: [compute]}
   cmp2: {image: os, nics: {mgmt: {address: 10.250.0.32}}, roles: [compute]}
 openstack:
   services: [mariadb, rabbitmq, memcached, keystone, glance, placement, neutron, nova]
-"""
+""",
+)
 
 
 def layout() -> ServiceLayout:
-    resource = next(r for r in expand(load_lab_text(LAB, "netlab.yml")) if r.id == "service/neutron")
+    resource = service_resource(load_lab_text(LAB, "netlab.yml"), "neutron")
     return service_layout(resource, "netlab")
 
 
 def test_neutron_runs_on_the_controller_and_every_compute_with_their_mgmt_addresses() -> None:
-    resource = next(r for r in expand(load_lab_text(LAB, "netlab.yml")) if r.id == "service/neutron")
+    resource = service_resource(load_lab_text(LAB, "netlab.yml"), "neutron")
     assert resource.spec["hosts"] == ["ctl1", "cmp1", "cmp2"]
     assert resource.spec["addresses"] == {"ctl1": "10.250.0.10", "cmp1": "10.250.0.31", "cmp2": "10.250.0.32"}
     assert {"node/cmp1", "node/cmp2"} <= set(resource.deps)

@@ -34,14 +34,11 @@ from stacklab.model.services import SERVICE_NAMES, SERVICE_NEEDS
 from stacklab.plan.expand import expand
 from stacklab.plan.resource import Action, Change, Resource
 from tests.golden_util import check_golden
+from tests.unit.lab_util import os_lab, service_resource
 
-LAB = """
-name: oslab
-networks:
-  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
-  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
-images:
-  os: {recipe: openstack-zed}
+LAB = os_lab(
+    "oslab",
+    """\
 nodes:
   ctl1:
     image: os
@@ -51,7 +48,8 @@ nodes:
     roles: [controller]
 openstack:
   services: [mariadb, rabbitmq, memcached, keystone, glance, placement, neutron]
-"""
+""",
+)
 
 BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
             "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api", "/usr/bin/neutron-api",
@@ -475,7 +473,7 @@ def test_swift_layout_rings_and_files_golden() -> None:
     )
 
     lab = load_lab_text(SWIFT_LAB, "oslab.yml")
-    resource = next(r for r in expand(lab) if r.id == "service/swift")
+    resource = service_resource(lab, "swift")
     plan = service_layout(resource, "oslab")
     proxy, nodes, replicas = swift_layout(plan)
     # proxy on the controller's br-mgmt address; storage servers on br-storage
@@ -503,7 +501,7 @@ def test_swift_proxy_pipeline_has_the_sample_middlewares_in_order() -> None:
     from stacklab.drivers.openstack.swift import render_proxy_conf
 
     lab = load_lab_text(SWIFT_LAB, "oslab.yml")
-    plan = service_layout(next(r for r in expand(lab) if r.id == "service/swift"), "oslab")
+    plan = service_layout(service_resource(lab, "swift"), "oslab")
     conf = render_proxy_conf(plan, "SWIFTPASSWORD")
     (line,) = [x for x in conf.splitlines() if x.startswith("pipeline = ")]
     pipeline = line.removeprefix("pipeline = ").split()

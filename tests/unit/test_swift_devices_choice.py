@@ -18,19 +18,16 @@ from stacklab.exec.runner import LocalRunner
 from stacklab.host import Capability, choose
 from stacklab.host.xattrs import PROBE_SCRIPT, by_kernel_version, kernel_version, probe_tmpfs_user_xattrs
 from stacklab.model.load import load_lab_text
-from stacklab.plan.expand import USERSPACE_CHOICES, expand
+from stacklab.plan.expand import USERSPACE_CHOICES
 from stacklab.session import lab_pins
+from tests.unit.lab_util import os_lab, service_resource
 from tests.unit.test_host_choose import ci_report
 
 UNSHARE = ("unshare", "--mount", "--propagation", "private", "--")
 
-LAB = """
-name: sw
-networks:
-  mgmt: {bridge: br-mgmt, cidr: 10.250.0.0/24}
-  storage: {bridge: br-storage, cidr: 10.251.0.0/24}
-images:
-  os: {recipe: openstack-zed}
+LAB = os_lab(
+    "sw",
+    """\
 nodes:
   ctl1: {image: os, nics: {mgmt: {address: 10.250.0.10}, storage: {address: 10.251.0.10}}, roles: [controller]}
   s1: {image: os, nics: {mgmt: {address: 10.250.0.21}, storage: {address: 10.251.0.21}}, roles: [swift]}
@@ -38,12 +35,13 @@ nodes:
 openstack:
   services: [mariadb, memcached, keystone, swift]
   swift: {replicas: 2, devices: 2%s}
-"""
+""",
+)
 
 
 def swift_layout_for(choices: dict[str, str], pin: str = "") -> ServiceLayout:
     lab = load_lab_text(LAB % pin, "sw.yml")
-    return service_layout(next(r for r in expand(lab, choices) if r.id == "service/swift"), "sw")
+    return service_layout(service_resource(lab, "swift", choices), "sw")
 
 
 # -- the probe ------------------------------------------------------------------------------------------------
