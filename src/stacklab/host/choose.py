@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from stacklab.errors import PlanError
 from stacklab.host.capabilities import HostReport
+from stacklab.host.features import Capability
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +55,22 @@ def _missing(reason: str) -> _Verdict:
 Check = Callable[[HostReport], _Verdict]
 
 
+def _kernel(capability: Callable[[HostReport], Capability], runs: str, needs: str) -> Check:
+    """A kernel implementation: it runs ("RUNS (detail)") when the host report found its kernel support, else it is
+    missing ("NEEDS: detail"), the probe's detail saying what was or was not seen."""
+
+    def check(r: HostReport) -> _Verdict:
+        cap = capability(r)
+        return _ok(f"{runs} ({cap.detail})") if cap.available else _missing(f"{needs}: {cap.detail}")
+
+    return check
+
+
+def _always(reason: str) -> Check:
+    """A user-space implementation (or one the kernel always has): it runs on any host, for `reason`."""
+    return lambda r: _ok(reason)
+
+
 # --- node_kind / accel -------------------------------------------------------------------------------------
 
 
@@ -73,12 +90,8 @@ def _vm(r: HostReport) -> _Verdict:
     return _Verdict(True, False, f"VMs would run under TCG (~15x slower): {kvm.reason}")
 
 
-def _container(r: HostReport) -> _Verdict:
-    return _ok("system containers share the host kernel and start in about a second")
-
-
-def _tcg(r: HostReport) -> _Verdict:
-    return _ok("QEMU TCG emulation runs anywhere")
+_container = _always("system containers share the host kernel and start in about a second")
+_tcg = _always("QEMU TCG emulation runs anywhere")
 
 
 # --- storage -----------------------------------------------------------------------------------------------
@@ -92,38 +105,15 @@ def _lio(r: HostReport) -> _Verdict:
     return _ok(f"kernel LIO target ({r.configfs.detail}; {r.lio_target.detail})")
 
 
-def _tgt(r: HostReport) -> _Verdict:
-    return _ok("tgt is a user-space iSCSI target (tgtd)")
-
-
-def _open_iscsi(r: HostReport) -> _Verdict:
-    if r.iscsi_initiator.available:
-        return _ok(f"kernel iSCSI initiator ({r.iscsi_initiator.detail})")
-    return _missing(f"open-iscsi needs the kernel iSCSI initiator: {r.iscsi_initiator.detail}")
-
-
-def _libiscsi(r: HostReport) -> _Verdict:
-    return _ok("libiscsi is a user-space initiator (QEMU iscsi://)")
-
-
-def _knfsd(r: HostReport) -> _Verdict:
-    if r.nfsd.available:
-        return _ok(f"kernel NFS server ({r.nfsd.detail})")
-    return _missing(f"knfsd needs nfsd: {r.nfsd.detail}")
-
-
-def _ganesha(r: HostReport) -> _Verdict:
-    return _ok("nfs-ganesha is a user-space NFS server")
-
-
-def _kernel_nfs(r: HostReport) -> _Verdict:
-    if r.nfs_client.available:
-        return _ok(f"kernel NFS client ({r.nfs_client.detail})")
-    return _missing(f"kernel NFS mounts need the nfs filesystem: {r.nfs_client.detail}")
-
-
-def _libnfs(r: HostReport) -> _Verdict:
-    return _ok("libnfs is a user-space NFS client (QEMU nfs://)")
+_tgt = _always("tgt is a user-space iSCSI target (tgtd)")
+_open_iscsi = _kernel(
+    lambda r: r.iscsi_initiator, "kernel iSCSI initiator", "open-iscsi needs the kernel iSCSI initiator"
+)
+_libiscsi = _always("libiscsi is a user-space initiator (QEMU iscsi://)")
+_knfsd = _kernel(lambda r: r.nfsd, "kernel NFS server", "knfsd needs nfsd")
+_ganesha = _always("nfs-ganesha is a user-space NFS server")
+_kernel_nfs = _kernel(lambda r: r.nfs_client, "kernel NFS client", "kernel NFS mounts need the nfs filesystem")
+_libnfs = _always("libnfs is a user-space NFS client (QEMU nfs://)")
 
 
 def _cephadm(r: HostReport) -> _Verdict:
@@ -143,18 +133,9 @@ def _cephadm(r: HostReport) -> _Verdict:
     return _ok(f"systemd is PID 1, podman is installed, cgroup {r.cgroup}")
 
 
-def _ceph_packages(r: HostReport) -> _Verdict:
-    return _ok("mon/mgr/osd daemons from distro packages, started by stacklab")
-
-
-def _lvm(r: HostReport) -> _Verdict:
-    if r.device_mapper.available:
-        return _ok(f"LVM on a loop-backed VG ({r.device_mapper.detail})")
-    return _missing(f"LVM needs device-mapper: {r.device_mapper.detail}")
-
-
-def _file(r: HostReport) -> _Verdict:
-    return _ok("file-backed volumes need no kernel support")
+_ceph_packages = _always("mon/mgr/osd daemons from distro packages, started by stacklab")
+_lvm = _kernel(lambda r: r.device_mapper, "LVM on a loop-backed VG", "LVM needs device-mapper")
+_file = _always("file-backed volumes need no kernel support")
 
 
 def _rbd(r: HostReport) -> _Verdict:
@@ -174,8 +155,9 @@ def _tmpfs_devices(r: HostReport) -> _Verdict:
     return _missing(f"Swift keeps object metadata in user xattrs: {cap.detail}")
 
 
-def _directory_devices(r: HostReport) -> _Verdict:
-    return _ok("plain directories on the node's root file system, mount_check off (no device to unmount or fill)")
+_directory_devices = _always(
+    "plain directories on the node's root file system, mount_check off (no device to unmount or fill)"
+)
 
 
 ROLES: dict[str, tuple[tuple[str, Check], ...]] = {
