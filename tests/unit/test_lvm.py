@@ -20,7 +20,7 @@ from stacklab.drivers.base import DriverContext, driver_for
 from stacklab.drivers.storage.lvm.driver import LvmDriver, LvmSpec, parse_lvm_report, render_loop_unit
 from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.fake import FakeRunner
-from stacklab.exec.runner import CommandError, CommandResult
+from stacklab.exec.runner import CommandResult, checked
 from stacklab.model.errors import LabError
 from stacklab.model.lab import Lab
 from stacklab.model.load import load_lab_text
@@ -59,9 +59,7 @@ class FakeNode(FakeRunner):
         if builtin is None:
             return super().run(args, timeout=timeout, check=check, input=input)
         self.calls.append(args)
-        if check and not builtin.ok:
-            raise CommandError(builtin)
-        return builtin
+        return checked(builtin, check)
 
     def _builtin(self, args: tuple[str, ...], stdin: str | None) -> CommandResult | None:
         def res(rc: int = 0, out: str = "") -> CommandResult:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stacklab.exec.runner import CommandError, CommandResult
+from stacklab.exec.runner import CommandResult, checked
 
 Responder = Callable[[tuple[str, ...]], CommandResult]
 
@@ -63,8 +63,5 @@ class FakeRunner:
                 if rule.times is not None:
                     rule.times -= 1
                 found = rule.result(args) if callable(rule.result) else rule.result
-                result = CommandResult(args, found.returncode, found.stdout, found.stderr, 0.0)
-                if check and not result.ok:
-                    raise CommandError(result)
-                return result
+                return checked(CommandResult(args, found.returncode, found.stdout, found.stderr, 0.0), check)
         raise UnexpectedCommand(f"unexpected command: {shlex.join(args)}")

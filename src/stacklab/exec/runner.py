@@ -63,6 +63,14 @@ class CommandTimeout(StackLabError):
         self.timeout = timeout
 
 
+def checked(result: CommandResult, check: bool) -> CommandResult:
+    """Every Runner's last step: the result, or CommandError when the caller asked for success (`check`) and the
+    command exited non-zero."""
+    if check and not result.ok:
+        raise CommandError(result)
+    return result
+
+
 class Runner(Protocol):
     """Runs one command and returns its result; raises CommandError when check is true and rc != 0."""
 
@@ -123,6 +131,4 @@ class LocalRunner:
             ) from exc
         result = CommandResult(tuple(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
         LOG.debug("rc=%s in %.2fs: %s", result.returncode, result.duration, result.command)
-        if check and not result.ok:
-            raise CommandError(result)
-        return result
+        return checked(result, check)

@@ -31,7 +31,7 @@ import paramiko
 
 from stacklab.errors import StackLabError
 from stacklab.exec.readiness import wait_until
-from stacklab.exec.runner import CommandError, CommandResult, CommandTimeout
+from stacklab.exec.runner import CommandError, CommandResult, CommandTimeout, checked
 
 LOG = logging.getLogger(__name__)
 
@@ -298,9 +298,7 @@ class SSHRunner:
             self._sessions.release()
         result = CommandResult(args, returncode, stdout, stderr, time.monotonic() - start)
         LOG.debug("rc=%s in %.2fs on %s: %s", result.returncode, result.duration, self.target, result.command)
-        if check and not result.ok:
-            raise CommandError(result)
-        return result
+        return checked(result, check)
 
     def _open_session(self, deadline: float, timeout: float) -> paramiko.Channel:
         """A new channel. sshd refuses one past its MaxSessions while closed ones are still being reaped (paramiko
