@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,6 +137,15 @@ def vm_lab_copy(template: str, prefix: str, state_base: Path) -> Iterator[LabCop
         shutil.rmtree(state, ignore_errors=True)
 
 
+def junit_outcomes(path: Path) -> dict[str, str]:
+    """Test name -> passed/failed/skipped from verify's JUnit report."""
+    out: dict[str, str] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        failed = case.find("failure") is not None or case.find("error") is not None
+        out[str(case.get("name"))] = "failed" if failed else "skipped" if case.find("skipped") is not None else "passed"
+    return out
+
+
 def nightly_up_verify_down(
     lab: LabCopy,
     label: str,
@@ -151,7 +161,6 @@ def nightly_up_verify_down(
     every one of `cases` (JUnit names) passed (`what` names them in the failure), then `down` with a clean leak
     check. Prints each phase's wall time after `label`, then what `before_down` (run while the lab is still
     up) returns."""
-    from tests.integration.test_kernel_lab import junit_outcomes  # it imports this module
 
     times: dict[str, float] = {}
     start = time.monotonic()

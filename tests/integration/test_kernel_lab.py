@@ -12,13 +12,12 @@ Debian + cloud-init guests boot under TCG here: about 2-5 min depending on the h
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, stacklab, vm_lab_copy, vm_lab_marks
+from tests.integration.lab_cli import LabCopy, junit_outcomes, stacklab, vm_lab_copy, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-kernel-test")  # searchable by libvirt-qemu
 # The cases that only a VM node's kernel can pass; each must pass (not skip) in this lab.
@@ -44,15 +43,6 @@ pytestmark = vm_lab_marks(2400)
 def kernel_lab() -> Iterator[LabCopy]:
     with vm_lab_copy("kernel", "kl", STATE_BASE) as lab:
         yield lab
-
-
-def junit_outcomes(path: Path) -> dict[str, str]:
-    """Test name -> passed/failed/skipped from verify's JUnit report."""
-    out: dict[str, str] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        failed = case.find("failure") is not None or case.find("error") is not None
-        out[str(case.get("name"))] = "failed" if failed else "skipped" if case.find("skipped") is not None else "passed"
-    return out
 
 
 def test_kernel_lab_up_verify_down(kernel_lab: LabCopy) -> None:
