@@ -43,15 +43,17 @@ class GuestImage:
 
 @contextmanager
 def guest_image(
-    runner: Runner, auth: Mapping[str, str], *, beat: float = 0.0, net: bool = False
+    runner: Runner, auth: Mapping[str, str], *, beat: float = 0.0, net: bool = False, ssh: bool = False
 ) -> Iterator[GuestImage]:
     """Build and upload the guest from `runner`'s node (the controller); the images are deleted afterwards. With
     `beat` (seconds), the guest writes its console heartbeat that often; with `net`, it has a NIC: DHCP, its
-    metadata and pings to the peers its user-data names (guest_initrd.py)."""
+    metadata and pings to the peers its user-data names (guest_initrd.py); `ssh` (implies `net`) adds dropbear,
+    which lets root in with the instance's keypair (the image needs dropbear-bin and busybox-static)."""
     write_node_file(runner, BUILDER, resources.files("stacklab.suites").joinpath("guest_initrd.py").read_text())
     # a directory per guest: verify's lanes build guests on the controller at the same time
     work = f"{GUEST_DIR}/{secrets.token_hex(4)}"
-    argv = ["python3", BUILDER, f"{work}/initrd{'-net' if net else ''}.img", *(["--net"] if net else [])]
+    flags = ["--ssh"] if ssh else ["--net"] if net else []
+    argv = ["python3", BUILDER, f"{work}/initrd{flags[0][1:] if flags else ''}.img", *flags]
     made: list[str] = []
     try:
         runner.run(["mkdir", "-p", work], timeout=30)

@@ -1,6 +1,6 @@
 """Runs on a lab node with plain python3: builds the initramfs of the suites' test guest from the node's own files.
 
-Usage: guest_initrd.py OUT.img [--net]  -> prints {"kernel": ..., "initrd": OUT.img, "version": ...} as one JSON line.
+Usage: guest_initrd.py OUT.img [--net] [--ssh] -> prints {"kernel": ..., "initrd": OUT.img, "version": ...} (a line).
 
 The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as a kernel/ramdisk pair, so no bootloader and
 no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
@@ -24,6 +24,18 @@ The console (ttyS0) is what nova's console log shows; nothing above needs a netw
 With `--net` the guest also has a NIC (NET below): virtio_net, klibc's ipconfig (DHCP) and, from the node's own
 Debian packages with the shared libraries `ldd` names, bash (its /dev/tcp is the HTTP client), iputils' ping and
 iproute2's ip. The default guest's initramfs stays byte for byte what it was without it.
+
+With `--ssh` (implies `--net`) the guest is also one tempest's validation can log in to (SSH below, in NET before
+its ping loop): dropbear (the image's dropbear-bin, with its libraries) listens on eth0's address :22 with an
+ed25519 host key made at boot, and lets in `root` with the public keys of the metadata's `public_keys` (nova's
+keypair), put in /root/.ssh/authorized_keys (0600). The user is root, not a second uid-0 name: the guest has no
+other user, dropbear, `id` and `sudo` then all agree on one name, and tempest's `[validation] image_ssh_user` just
+says root. The login shell is bash (tempest wraps every command in `set -eu -o pipefail`, which klibc's sh lacks);
+the image's busybox-static provides the other commands tempest runs (hostname, grep, cut, mke2fs, umount, md5sum
+...) as applet links in /usr/bin, never over a tool of /bin (klibc's, which INIT uses, and NET's); /usr/bin/sudo
+runs its command as root, which the caller already is. The hostname is set from the metadata's `hostname` (its
+first label). The console says `stacklab-net: sshd on <address>:22 key <host key fingerprint>` once dropbear
+listens. The `--net` guest stays byte for byte what it was without it.
 """
 
 from __future__ import annotations
@@ -43,6 +55,12 @@ NET_TOOLS = ("ipconfig",)
 NET_BINARIES = {"bash": "/usr/bin/bash", "ping": "/usr/bin/ping", "ip": "/usr/sbin/ip"}  # name in /bin -> node path
 # the line of INIT after which a --net guest starts NET in the background (its modules are loaded by then)
 NET_HOOK = "for m in $(cat /lib/modules/order); do [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko; done\n"
+# --ssh: node path -> path in the guest (dynamic, their libraries go with NET's); busybox-static is static
+SSH_BINARIES = {"/usr/sbin/dropbear": "usr/sbin/dropbear", "/usr/bin/dropbearkey": "usr/bin/dropbearkey"}
+BUSYBOX = "/bin/busybox"
+SSH_PACKAGES = "dropbear-bin and busybox-static"
+# the line of NET before which a --ssh guest runs SSH (the metadata is in /tmp/meta by then)
+SSH_HOOK = "i=0\nwhile true; do\n"
 
 # A --net guest's network, in bash beside INIT: the address by DHCP on eth0, its metadata from 169.254.169.254
 # (the instance's uuid, and the `stacklab-marker=` and `stacklab-peer=` lines of its user-data), then one ping to
@@ -100,6 +118,61 @@ while true; do
   done
   sleep 2
 done
+"""
+
+# A --ssh guest's sshd, in NET once the metadata is read: the hostname and the public keys from it, a host key
+# made now, dropbear on eth0's address with its log on the console. PATH is /bin here: the paths are spelled out.
+SSH = r"""host_re='"hostname": *"([^".]+)'
+if [[ $meta =~ $host_re ]]; then
+  printf '%s\n' "${BASH_REMATCH[1]}" > /proc/sys/kernel/hostname
+  say "hostname ${BASH_REMATCH[1]}"
+fi
+# nova's "public_keys": {"name": "ssh-... comment\n", ...}; each key ends in a newline, escaped in the JSON
+keys=""
+keys_re='"public_keys": *\{([^}]*)\}'
+key_re='^[^"]*"[^"]*": *"([^"]*)"(.*)$'
+if [[ $meta =~ $keys_re ]]; then
+  rest=${BASH_REMATCH[1]}
+  while [[ $rest =~ $key_re ]]; do
+    key=${BASH_REMATCH[1]}
+    rest=${BASH_REMATCH[2]}
+    keys="$keys${key%\\n}"$'\n'
+  done
+fi
+(umask 077; printf '%s' "$keys" > /root/.ssh/authorized_keys)
+[ -n "$keys" ] || say "metadata has no public key: nobody can log in"
+[ -d /dev/pts ] || mkdir /dev/pts
+mount -t devpts devpts /dev/pts
+if /usr/bin/dropbearkey -t ed25519 -f /etc/dropbear/host_key > /tmp/hostkey 2>&1; then
+  fingerprint=""
+  while read -r word value rest; do [ "$word" = Fingerprint: ] && fingerprint="$value"; done < /tmp/hostkey
+  /usr/sbin/dropbear -F -E -s -r /etc/dropbear/host_key -p "$IPV4ADDR:22" -P /run/dropbear.pid 2>&1 |
+    while IFS= read -r line; do say "sshd: $line"; done &
+  n=0
+  while [ ! -s /run/dropbear.pid ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  if [ -s /run/dropbear.pid ]; then
+    say "sshd on $IPV4ADDR:22 key $fingerprint"
+  else
+    say "sshd did not start on $IPV4ADDR:22"
+  fi
+else
+  say "sshd: no host key: $(< /tmp/hostkey)"
+fi
+"""
+
+# tempest runs `sudo CMD`; the guest has only root, whom the caller already is
+SUDO = r"""#!/bin/bash
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; break ;;
+    -n | -E | -H) shift ;;
+    -u) [ "$2" = root ] || [ "$2" = "#0" ] || { echo "sudo: this guest has only root, not $2" >&2; exit 1; }; shift 2 ;;
+    -*) echo "sudo: option $1 is not handled by this guest's sudo" >&2; exit 1 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: sudo [-u root] COMMAND [ARG]..." >&2; exit 1; }
+exec "$@"
 """
 
 INIT = """#!/bin/sh
@@ -209,15 +282,18 @@ def shared_libraries(binaries: list[str]) -> list[str]:
     for binary in binaries:
         listing = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True, timeout=60).stdout
         for line in listing.splitlines():
+            if "not found" in line:  # the guest would fail to start it: say so here, on the node
+                raise SystemExit(f"{binary} needs {line.split()[0]}, which this node lacks")
             path = line.split("=>")[-1].split("(")[0].strip()
             if path.startswith("/") and path not in found:
                 found.append(path)
     return found
 
 
-def add_net(archive: Cpio) -> None:
+def add_net(archive: Cpio, ssh: bool = False) -> None:
     """NET, ipconfig, and bash, ping and ip with their libraries (in lib/x86_64-linux-gnu, a directory the
-    dynamic loader searches without a cache; the loader itself where the binaries' ELF header names it)."""
+    dynamic loader searches without a cache; the loader itself where the binaries' ELF header names it). With
+    `ssh`, SSH's files too (add_ssh) and NET runs SSH."""
     for d in ("run", "lib64", "lib/x86_64-linux-gnu"):
         archive.add(d, stat.S_IFDIR | 0o755)
     for tool in NET_TOOLS:
@@ -227,22 +303,50 @@ def add_net(archive: Cpio) -> None:
     for name, path in zip(NET_BINARIES, binaries, strict=True):
         with open(path, "rb") as f:
             archive.add(f"bin/{name}", stat.S_IFREG | 0o755, f.read())
-    for lib in shared_libraries(binaries):
+    extra = ssh_binaries() if ssh else []
+    for lib in shared_libraries(binaries + extra):
         name = os.path.basename(lib)
         target = f"lib64/{name}" if name.startswith("ld-linux") else f"lib/x86_64-linux-gnu/{name}"
         with open(os.path.realpath(lib), "rb") as f:
             archive.add(target, stat.S_IFREG | 0o755, f.read())
-    archive.add("net.sh", stat.S_IFREG | 0o755, NET.encode())
+    if ssh:
+        add_ssh(archive, extra)
+    archive.add("net.sh", stat.S_IFREG | 0o755, (NET.replace(SSH_HOOK, SSH + SSH_HOOK) if ssh else NET).encode())
 
 
-def main() -> None:
-    out = sys.argv[1]
-    net = "--net" in sys.argv[2:]
-    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
-    if not kernels:
-        raise SystemExit("this node has no /boot/vmlinuz-*: the guest needs the image's kernel")
-    kernel = kernels[-1]
-    version = kernel.removeprefix("/boot/vmlinuz-")
+def ssh_binaries() -> list[str]:
+    """The node's dropbear and dropbearkey (real paths); exits naming the packages when the image lacks them."""
+    missing = [p for p in (*SSH_BINARIES, BUSYBOX) if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"--ssh needs {SSH_PACKAGES} in the image; this node lacks {', '.join(missing)}")
+    return [os.path.realpath(p) for p in SSH_BINARIES]
+
+
+def add_ssh(archive: Cpio, binaries: list[str]) -> None:
+    """dropbear, busybox with a link per applet in /usr/bin except over /bin's tools, sudo, and root's account."""
+    for d in ("usr", "usr/bin", "usr/sbin", "etc", "etc/dropbear"):
+        archive.add(d, stat.S_IFDIR | 0o755)
+    for d in ("root", "root/.ssh"):
+        archive.add(d, stat.S_IFDIR | 0o700)
+    for path, target in zip(binaries, SSH_BINARIES.values(), strict=True):
+        with open(path, "rb") as f:
+            archive.add(target, stat.S_IFREG | 0o755, f.read())
+    with open(os.path.realpath(BUSYBOX), "rb") as f:
+        archive.add("usr/bin/busybox", stat.S_IFREG | 0o755, f.read())
+    archive.add("usr/bin/sudo", stat.S_IFREG | 0o755, SUDO.encode())
+    taken = {*TOOLS, *NET_TOOLS, *NET_BINARIES, "busybox", "sudo", "dropbearkey"}
+    listing = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True, timeout=60).stdout
+    for applet in listing.split():
+        if applet not in taken:
+            archive.add(f"usr/bin/{applet}", stat.S_IFLNK | 0o777, b"busybox")
+    archive.add("etc/passwd", stat.S_IFREG | 0o644, b"root:*:0:0:root:/root:/bin/bash\n")
+    archive.add("etc/group", stat.S_IFREG | 0o644, b"root:x:0:\n")
+    archive.add("etc/shells", stat.S_IFREG | 0o644, b"/bin/bash\n/bin/sh\n")
+
+
+def initramfs(version: str, *, net: bool = False, ssh: bool = False) -> bytes:
+    """The guest's cpio archive (not yet compressed) for kernel `version`; `ssh` implies `net`."""
+    net = net or ssh
     archive = Cpio()
     for d in ("bin", "lib", "lib/modules", "dev", "proc", "sys", "tmp"):
         archive.add(d, stat.S_IFDIR | 0o755)
@@ -261,11 +365,24 @@ def main() -> None:
             archive.add(f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, f.read())
     archive.add("lib/modules/order", stat.S_IFREG | 0o644, " ".join(n for n, _ in order).encode())
     if net:
-        add_net(archive)
+        add_net(archive, ssh)
     init = INIT.replace(NET_HOOK, NET_HOOK + "/bin/bash /net.sh &\n") if net else INIT
     archive.add("init", stat.S_IFREG | 0o755, init.encode())
+    return archive.close()
+
+
+def main() -> None:
+    out = sys.argv[1]
+    ssh = "--ssh" in sys.argv[2:]
+    net = "--net" in sys.argv[2:] or ssh
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not kernels:
+        raise SystemExit("this node has no /boot/vmlinuz-*: the guest needs the image's kernel")
+    kernel = kernels[-1]
+    version = kernel.removeprefix("/boot/vmlinuz-")
+    data = initramfs(version, net=net, ssh=ssh)
     with open(out, "wb") as f:
-        f.write(gzip.compress(archive.close()))
+        f.write(gzip.compress(data))
     sys.stdout.write(json.dumps({"kernel": kernel, "initrd": out, "version": version}) + "\n")
 
 

@@ -12,9 +12,10 @@ network, a subnet *and a router* for each project (they come together), so `crea
 every server tempest boots goes on the one shared network the suite makes (`[compute] fixed_network_name`). The
 network extensions are neutron's own list (GET /v2.0/extensions), so tempest skips what this neutron lacks.
 `[validation] run_validation = false`: no test logs into a guest. tempest's validation is SSH (a login, then shell
-commands) to a fixed address from where tempest runs, or to a floating IP; the suites' guest has no sshd, and the
-host running tempest has no route into a project network (it lives only in VXLAN between the lab's nodes), so
-the tests that need it are skipped by tempest itself, with its reason.
+commands) to a fixed address from where tempest runs, or to a floating IP; the suites' guest has an sshd only when
+built with `--ssh` (`validation` holds the [validation] tempest would then need), and the host running tempest
+has no route into a project network (it lives only in VXLAN between the lab's nodes), so the tests that need it
+are skipped by tempest itself, with its reason.
 
 `parse_junit` reads the JUnit XML subunit2junitxml makes of a tempest run, and `by_area` groups it by the service
 area (identity, image, volume, object-storage, network, compute) the suite reports one test for.
@@ -239,6 +240,39 @@ def _network(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "port_security": _flag("port-security" in extensions),
         }
     return conf
+
+
+# tempest's ways to reach a guest for validation: its fixed address on `network_for_ssh`, or a floating IP
+CONNECT_METHODS = ("fixed", "floating")
+
+
+def validation(connect_method: str, network_name: str = "") -> dict[str, dict[str, str]]:
+    """[validation] for a lab whose guests tempest can reach over SSH; not used yet (run_validation stays false
+    while no route leads from tempest's node into a project network and the lab has no floating IPs). The guest
+    is guest_initrd.py's `--ssh` one: root alone, let in with the keypair nova serves as metadata, bash as the
+    shell, so tempest's `set -eu -o pipefail` prologue holds. `network_name` is the network whose fixed address
+    tempest connects to (method fixed; floating IPs come from the external network instead)."""
+    if connect_method not in CONNECT_METHODS:
+        raise ValueError(f"connect_method {connect_method!r}: tempest knows {', '.join(CONNECT_METHODS)}")
+    if connect_method == "fixed" and not network_name:
+        raise ValueError("connect_method fixed needs the network whose fixed address tempest connects to")
+    network = {"network_for_ssh": network_name} if connect_method == "fixed" else {}
+    return {
+        "validation": {
+            "run_validation": "true",
+            "connect_method": connect_method,
+            **network,
+            "auth_method": "keypair",
+            "image_ssh_user": "root",
+            "image_alt_ssh_user": "root",
+            "ip_version_for_ssh": "4",
+            # the guest's sshd listens ~20 s after QEMU starts under TCG on an idle host (test_guest_ssh.py); a
+            # loaded compute booting several guests takes several times that
+            "ssh_timeout": "300",
+            "connect_timeout": "60",
+            "ping_timeout": "120",
+        },
+    }
 
 
 def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:

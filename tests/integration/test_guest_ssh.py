@@ -1,0 +1,239 @@
+"""The suites' `--ssh` guest on this host: built by guest_initrd.py in a copy of a cached openstack-zed rootfs,
+booted under QEMU TCG, logged in to with the key its metadata served, as tempest's validation would.
+
+The rootfs copy is an overlay mount (the cached image stays untouched); when the image predates dropbear-bin and
+busybox-static in images/openstack-zed.yml, their debs (and dropbear's libraries) are fetched with
+`apt-get download` and unpacked into the copy. QEMU's user-mode network stands in for neutron's: DHCP gives the
+guest 169.254.0.15 on 169.254.0.0/16, a guestfwd sends 169.254.169.254:80 to this test's HTTP server (through a
+relay per connection), and a hostfwd makes the guest's :22 reachable at 127.0.0.1. paramiko then logs in with the
+key the metadata named, runs tempest's wrapped commands, and a key the metadata did not name is refused. The copy,
+QEMU, the relay and the server go in finalizers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from stacklab.exec.runner import LocalRunner
+from stacklab.suites import guest_initrd
+
+pytestmark = [pytest.mark.integration, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(420)]
+
+BUILDER = Path(guest_initrd.__file__)
+IMAGE_CACHE = Path("/var/cache/stacklab/images")
+QEMU = shutil.which("qemu-system-x86_64")
+# the guest's packages and dropbear's libraries (an image built from images/openstack-zed.yml has them all)
+DEBS = ("dropbear-bin", "libtomcrypt1", "libtommath1", "busybox-static")
+GUEST_ADDRESS = "169.254.0.15"
+SSH_TIMEOUT = 240.0  # boot to sshd under TCG on a loaded 2-core host
+# what tempest's RemoteClient.exec_command puts before every command
+TEMPEST_PREFIX = "set -eu -o pipefail; PATH=$PATH:/sbin:/usr/sbin; "
+
+# Relays one connection QEMU's guestfwd hands it on stdin/stdout to the test's HTTP server (argv[1] is its port).
+RELAY = """import os, select, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+ends = [0, s]
+while ends:
+    for end in select.select(ends, [], [])[0]:
+        data = os.read(0, 65536) if end == 0 else s.recv(65536)
+        if not data:
+            ends.remove(end)
+            if end == 0:
+                s.shutdown(socket.SHUT_WR)
+            else:
+                sys.exit(0)
+        elif end == 0:
+            s.sendall(data)
+        else:
+            os.write(1, data)
+"""
+
+
+def newest_rootfs() -> Path | None:
+    """The rootfs of the openstack-zed image built last (by its manifest's built_at) that has a kernel."""
+    found = []
+    for manifest in IMAGE_CACHE.glob("openstack-zed-*/manifest.json"):
+        rootfs = manifest.parent / "rootfs"
+        if list(rootfs.glob("boot/vmlinuz-*")):
+            found.append((str(json.loads(manifest.read_text()).get("built_at", "")), rootfs))
+    return max(found)[1] if found else None
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (overlay mount, chroot)"
+    if QEMU is None:
+        return "qemu-system-x86_64 not installed (apt-get install --no-install-recommends qemu-system-x86)"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        return "the kernel has no overlay filesystem for the rootfs copy"
+    if newest_rootfs() is None:
+        return f"no cached openstack-zed image with a kernel under {IMAGE_CACHE} (stacklab image build openstack-zed)"
+    return None
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Iterator[Path]:
+    """An overlay copy of the newest openstack-zed rootfs, with the --ssh guest's packages in it."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    lower = newest_rootfs()
+    assert lower is not None
+    runner = LocalRunner()
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    runner.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
+                str(merged)], timeout=60)  # fmt: skip
+    try:
+        if not all((merged / p.lstrip("/")).exists() for p in (*guest_initrd.SSH_BINARIES, guest_initrd.BUSYBOX)):
+            debs = tmp_path / "debs"
+            debs.mkdir()
+            fetched = runner.run(["apt-get", "download", *DEBS], timeout=180, cwd=debs, check=False)
+            if not fetched.ok:
+                pytest.skip(f"the rootfs lacks {guest_initrd.SSH_PACKAGES} and apt-get download failed: "
+                            f"{fetched.stderr.strip()[-300:]}")  # fmt: skip
+            for deb in sorted(debs.glob("*.deb")):
+                unpack(runner, deb, merged, tmp_path / "unpacked" / deb.stem)
+        yield merged
+    finally:
+        runner.run(["umount", str(merged)], timeout=60, check=False)
+
+
+def unpack(runner: LocalRunner, deb: Path, root: Path, staging: Path) -> None:
+    """`dpkg-deb -x` into `staging`, then each top directory copied to where it lives in `root`: a merged-/usr
+    rootfs has /bin -> usr/bin, which `dpkg -x` into the root itself would replace with a directory."""
+    staging.mkdir(parents=True)
+    runner.run(["dpkg-deb", "-x", str(deb), str(staging)], timeout=60)
+    for top in staging.iterdir():
+        target = root / top.name
+        dest = root / os.readlink(target) if target.is_symlink() else target
+        dest.mkdir(parents=True, exist_ok=True)
+        runner.run(["cp", "-a", f"{top}/.", f"{dest}/"], timeout=60)
+
+
+class Metadata(http.server.BaseHTTPRequestHandler):
+    """169.254.169.254 as nova's metadata service answers it (the JSON document and no user-data)."""
+
+    meta: bytes = b""
+    asked: list[str] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        body = self.meta if self.path == "/openstack/latest/meta_data.json" else None
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, *_: object) -> None:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key, as dropbearkey prints it (without the prefix)."""
+    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def login(port: int, key: paramiko.PKey) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port=port, username="root", pkey=key, timeout=30, banner_timeout=60,
+                   auth_timeout=60, allow_agent=False, look_for_keys=False)  # fmt: skip
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
+    _, out, err = client.exec_command(TEMPEST_PREFIX + command, timeout=120)
+    status = out.channel.recv_exit_status()
+    return status, out.read().decode(), err.read().decode()
+
+
+def test_tempest_logs_in_to_the_ssh_guest_with_the_metadata_key(rootfs: Path, tmp_path: Path) -> None:
+    runner = LocalRunner()
+    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
+    started = time.monotonic()
+    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
+                                   "--ssh"], timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    print(f"--ssh initramfs built in {time.monotonic() - started:.1f}s: {(rootfs / 'tmp/ssh.img').stat().st_size} B")
+
+    key, stranger = paramiko.RSAKey.generate(2048), paramiko.RSAKey.generate(2048)
+    name = f"hd-{secrets.token_hex(3)}"
+    meta = {"uuid": "6f1c2e0a-1111-2222-3333-0123456789ab", "name": name, "hostname": f"{name}.novalocal",
+            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
+    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    port, console, marker = free_port(), tmp_path / "console.log", f"stacklab.hd={secrets.token_hex(4)}"
+    netdev = (f"user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart={GUEST_ADDRESS},"
+              f"hostfwd=tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:22,"
+              f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} {relay} {server.server_port}")  # fmt: skip
+    assert QEMU is not None
+    argv = [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none",
+            "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
+            "-initrd", str(rootfs / "tmp/ssh.img"), "-append", f"console=ttyS0 quiet {marker}",
+            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
+    booted = time.monotonic()
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        line = ""
+        while not line and time.monotonic() - booted < SSH_TIMEOUT and qemu.poll() is None:
+            time.sleep(0.5)
+            text = console.read_text(errors="replace") if console.exists() else ""
+            line = next((x for x in text.splitlines() if "stacklab-net: sshd on" in x), "")
+        text = console.read_text(errors="replace") if console.exists() else ""
+        assert line, f"no sshd line in {SSH_TIMEOUT:g}s (qemu {qemu.poll()}); console:\n{text[-3000:]}"
+        print(f"boot to sshd under TCG: {time.monotonic() - booted:.1f}s ({line.strip()})")
+        assert f"sshd on {GUEST_ADDRESS}:22 key " in line
+        assert "/openstack/latest/meta_data.json" in Metadata.asked, Metadata.asked
+
+        with pytest.raises(paramiko.AuthenticationException):
+            login(port, stranger).close()
+        client = login(port, key)
+        try:
+            transport = client.get_transport()
+            assert transport is not None
+            host_key = transport.get_remote_server_key()
+            # the key dropbear made at boot and printed on the console is the one that answered
+            assert fingerprint(host_key) in line, (fingerprint(host_key), line)
+            status, out, err = run(client, "hostname; cat /proc/cmdline; sudo id -u")
+            assert status == 0, (status, out, err)
+            assert out.splitlines() == [name, f"console=ttyS0 quiet {marker}", "0"], (out, err)
+            # a failing command fails the wrapped line, as tempest expects
+            status, out, err = run(client, "false | cat")
+            assert status != 0, (status, out, err)
+            status, out, err = run(client, "stat -c %a /root/.ssh/authorized_keys; cut -d' ' -f1 /proc/uptime")
+            assert status == 0 and out.splitlines()[0] == "600", (status, out, err)
+            print(f"guest uptime at login: {out.splitlines()[1]}s")
+        finally:
+            client.close()
+    finally:
+        qemu.kill()
+        qemu.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+        print("console:\n" + (console.read_text(errors="replace")[-2000:] if console.exists() else ""))

@@ -1,0 +1,243 @@
+"""guest_initrd.py's `--ssh` guest (dropbear, busybox, sudo, root's keys from the metadata) and tempest's
+[validation] for it; the default and `--net` guests' archives stay what they were.
+
+The builder reads the node's files; here it reads a small fake node under tmp_path (its own open, glob, os.path
+and subprocess names point there), so the archive's file list is known exactly. The booted guest is proven by
+tests/integration/test_guest_ssh.py.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import stat
+import subprocess
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacklab.suites import guest_initrd as gi
+from stacklab.suites import tempest_conf
+
+VERSION = "6.1.0-99-cloud-amd64"
+DEP = """kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko \
+kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+"""
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+LDD = {  # what ldd says of each binary on the fake node
+    "/usr/bin/bash": ["libtinfo.so.6 => /lib/x86_64-linux-gnu/libtinfo.so.6 (0x1)", f"libc.so.6 => {LIBC} (0x2)"],
+    "/usr/bin/ping": [f"libc.so.6 => {LIBC} (0x2)"],
+    "/usr/sbin/ip": ["libmnl.so.0 => /lib/x86_64-linux-gnu/libmnl.so.0 (0x3)", f"libc.so.6 => {LIBC} (0x2)"],
+    "/usr/sbin/dropbear": [
+        "libtomcrypt.so.1 => /lib/x86_64-linux-gnu/libtomcrypt.so.1 (0x4)",
+        f"libc.so.6 => {LIBC} (0x2)",
+    ],
+    "/usr/bin/dropbearkey": ["libtomcrypt.so.1 => /lib/x86_64-linux-gnu/libtomcrypt.so.1 (0x4)"],
+}
+APPLETS = ["sh", "cat", "mount", "ip", "ping", "hostname", "grep", "umount", "id", "stat"]
+
+# The default guest's archive before --ssh existed: (name, mode) in order (built with this fake node).
+DEFAULT = [
+    ("bin", 0o40755), ("lib", 0o40755), ("lib/modules", 0o40755), ("dev", 0o40755), ("proc", 0o40755),
+    ("sys", 0o40755), ("tmp", 0o40755), ("dev/console", 0o20600), ("lib/klibc-ABC.so", 0o100755),
+    *[(f"bin/{t}", 0o100755) for t in ("sh", "cat", "dd", "mount", "insmod", "sleep", "sync", "mkdir", "ls")],
+    *[(f"lib/modules/{m}.ko", 0o100644)
+      for m in ("virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring", "virtio", "virtio_pci", "virtio_blk")],
+    ("lib/modules/order", 0o100644), ("init", 0o100755),
+]  # fmt: skip
+NET_ADDED = [
+    ("lib/modules/virtio_net.ko", 0o100644), ("run", 0o40755), ("lib64", 0o40755),
+    ("lib/x86_64-linux-gnu", 0o40755), ("bin/ipconfig", 0o100755), ("bin/bash", 0o100755), ("bin/ping", 0o100755),
+    ("bin/ip", 0o100755), ("lib/x86_64-linux-gnu/libtinfo.so.6", 0o100755),
+    ("lib/x86_64-linux-gnu/libc.so.6", 0o100755), ("lib64/ld-linux-x86-64.so.2", 0o100755),
+    ("lib/x86_64-linux-gnu/libmnl.so.0", 0o100755),
+    ("net.sh", 0o100755),
+]  # fmt: skip
+
+
+def entries(data: bytes) -> list[tuple[str, int, bytes]]:
+    """(name, mode, body) of each member of a newc archive, without the trailer."""
+    out: list[tuple[str, int, bytes]] = []
+    i = 0
+    while True:
+        fields = [int(data[i + 6 + 8 * k : i + 14 + 8 * k], 16) for k in range(13)]
+        name = data[i + 110 : i + 110 + fields[11] - 1].decode()
+        i += 110 + fields[11]
+        i += -i % 4
+        body = data[i : i + fields[6]]
+        i += fields[6] + -(i + fields[6]) % 4
+        if name == "TRAILER!!!":
+            return out
+        out.append((name, fields[1], body))
+
+
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake node under tmp_path; guest_initrd's file and command access goes there."""
+    root = tmp_path / "node"
+
+    def put(path: str, body: str = "") -> None:
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(body or f"content of {path}")
+
+    put(f"/lib/modules/{VERSION}/modules.dep", DEP)
+    for line in DEP.splitlines():
+        if line.startswith("kernel/"):
+            put(f"/lib/modules/{VERSION}/{line.split(':')[0]}")
+    put("/usr/lib/klibc-ABC.so")
+    for tool in (*gi.TOOLS, *gi.NET_TOOLS):
+        put(f"/usr/lib/klibc/bin/{tool}")
+    for path in (*LDD, gi.BUSYBOX, LIBC, LOADER, *(line.split()[2] for lines in LDD.values() for line in lines)):
+        put(path)
+
+    def fake_run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "ldd":
+            listing = ["linux-vdso.so.1 (0x0)", *LDD[argv[1]], f"{LOADER} (0x9)"]
+            return subprocess.CompletedProcess(argv, 0, "\n".join(f"\t{x}" for x in listing) + "\n", "")
+        assert argv == [gi.BUSYBOX, "--list"], argv
+        return subprocess.CompletedProcess(argv, 0, "\n".join(APPLETS) + "\n", "")
+
+    def fake_glob(pattern: str) -> list[str]:
+        return sorted("/" + str(p.relative_to(root)) for p in root.glob(pattern.lstrip("/")))
+
+    def fake_open(path: str, mode: str = "r") -> Any:
+        return builtins.open(root / path.lstrip("/"), mode)
+
+    fake_path = types.SimpleNamespace(realpath=lambda p: p, exists=lambda p: (root / p.lstrip("/")).exists(),
+                                      basename=os.path.basename)  # fmt: skip
+    monkeypatch.setattr(gi, "open", fake_open, raising=False)
+    monkeypatch.setattr(gi, "glob", types.SimpleNamespace(glob=fake_glob))
+    monkeypatch.setattr(gi, "os", types.SimpleNamespace(path=fake_path))
+    monkeypatch.setattr(gi, "subprocess", types.SimpleNamespace(run=fake_run))
+    return root
+
+
+def test_the_default_guest_has_exactly_its_files(node: Path) -> None:
+    members = entries(gi.initramfs(VERSION))
+    assert [(n, m) for n, m, _ in members] == DEFAULT
+    assert members[-1][2] == gi.INIT.encode()
+    assert b"net.sh" not in members[-1][2] and not any(n.startswith(("usr", "etc", "root")) for n, _, _ in members)
+
+
+def test_the_net_guest_has_exactly_its_files_and_runs_net_unchanged(node: Path) -> None:
+    members = entries(gi.initramfs(VERSION, net=True))
+    names = [(n, m) for n, m, _ in members]
+    expected = [*DEFAULT[:-2], *NET_ADDED, *DEFAULT[-2:]]
+    expected.remove(("lib/modules/order", 0o100644))
+    expected.insert(expected.index(("run", 0o40755)), ("lib/modules/order", 0o100644))
+    assert names == expected
+    body = dict((n, b) for n, _, b in members)
+    assert body["net.sh"] == gi.NET.encode() and b"dropbear" not in body["net.sh"]
+    assert body["init"] == gi.INIT.replace(gi.NET_HOOK, gi.NET_HOOK + "/bin/bash /net.sh &\n").encode()
+
+
+def test_the_ssh_guest_is_the_net_guest_plus_dropbear_busybox_sudo_and_root(node: Path) -> None:
+    net = entries(gi.initramfs(VERSION, net=True))
+    ssh = entries(gi.initramfs(VERSION, ssh=True))
+    modes = {n: m for n, m, _ in ssh}
+    body = {n: b for n, _, b in ssh}
+    # everything of the --net guest is there (net.sh grows SSH), and dropbear's library once
+    assert {n for n, _, _ in net} <= set(modes)
+    assert [n for n, _, _ in ssh].count("lib/x86_64-linux-gnu/libc.so.6") == 1
+    assert body["lib/x86_64-linux-gnu/libtomcrypt.so.1"] == b"content of /lib/x86_64-linux-gnu/libtomcrypt.so.1"
+    assert body["usr/sbin/dropbear"] == b"content of /usr/sbin/dropbear"
+    assert body["usr/bin/dropbearkey"] == b"content of /usr/bin/dropbearkey"
+    assert body["usr/bin/busybox"] == b"content of /bin/busybox"
+    # applets link to busybox, but never over a tool of /bin (klibc's, INIT's, NET's)
+    links = {n.removeprefix("usr/bin/") for n, m, b in ssh if stat.S_ISLNK(m) and b == b"busybox"}
+    assert links == {"hostname", "grep", "umount", "id", "stat"}
+    assert not any(n in modes for n in ("bin/hostname", "usr/bin/sh", "usr/bin/cat", "usr/bin/mount", "usr/bin/ip"))
+    assert body["bin/sh"] == b"content of /usr/lib/klibc/bin/sh"
+    assert body["etc/passwd"] == b"root:*:0:0:root:/root:/bin/bash\n"
+    assert b"/bin/bash\n" in body["etc/shells"].splitlines(keepends=True)
+    assert modes["root"] == modes["root/.ssh"] == stat.S_IFDIR | 0o700
+    assert body["usr/bin/sudo"] == gi.SUDO.encode() and modes["usr/bin/sudo"] == stat.S_IFREG | 0o755
+    # SSH runs in NET after the metadata is read and before the endless ping loop
+    script = body["net.sh"].decode()
+    assert script.index("/tmp/meta)") < script.index(gi.SSH) < script.index(gi.SSH_HOOK)
+    assert body["init"] == dict((n, b) for n, _, b in net)["init"]
+
+
+def test_the_ssh_guest_needs_its_packages_and_every_library(node: Path) -> None:
+    (node / "usr/sbin/dropbear").unlink()
+    with pytest.raises(
+        SystemExit, match=r"--ssh needs dropbear-bin and busybox-static in the image.*/usr/sbin/dropbear"
+    ):
+        gi.initramfs(VERSION, ssh=True)
+    LDD["/usr/bin/ping"].append("libidn2.so.0 => not found")
+    try:
+        with pytest.raises(SystemExit, match=r"/usr/bin/ping needs libidn2\.so\.0, which this node lacks"):
+            gi.initramfs(VERSION, net=True)
+    finally:
+        LDD["/usr/bin/ping"].pop()
+
+
+def ssh_keys_part(tmp_path: Path, meta: str) -> subprocess.CompletedProcess[str]:
+    """SSH's hostname and key part (up to the devpts mount), run by bash with its paths under tmp_path."""
+    part = gi.SSH[: gi.SSH.index("[ -d /dev/pts ]")]
+    part = part.replace("/proc/sys/kernel/hostname", f"{tmp_path}/hostname").replace("/root/", f"{tmp_path}/")
+    (tmp_path / ".ssh").mkdir(exist_ok=True)
+    script = 'say() { echo "stacklab-net: $*"; }\nmeta=$(< "$1")\n' + part
+    (tmp_path / "meta").write_text(meta)
+    return subprocess.run(["bash", "-c", script, "ssh", str(tmp_path / "meta")], capture_output=True, text=True,
+                          timeout=30, check=True)  # fmt: skip
+
+
+def test_the_guest_takes_every_key_and_its_hostname_from_the_metadata(tmp_path: Path) -> None:
+    meta = ('{"uuid": "u", "hostname": "vm-1.novalocal", "public_keys": {"k1": "ssh-rsa AAAAB3Nza k1@h\\n", '
+            '"k2": "ssh-ed25519 AAAAC3Nz k2@h"}, "launch_index": 0}')  # fmt: skip
+    out = ssh_keys_part(tmp_path, meta)
+    keys = tmp_path / ".ssh/authorized_keys"
+    assert keys.read_text() == "ssh-rsa AAAAB3Nza k1@h\nssh-ed25519 AAAAC3Nz k2@h\n"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert (tmp_path / "hostname").read_text() == "vm-1\n"
+    assert "stacklab-net: hostname vm-1" in out.stdout and "no public key" not in out.stdout
+
+
+def test_a_guest_without_a_keypair_says_nobody_can_log_in(tmp_path: Path) -> None:
+    out = ssh_keys_part(tmp_path, '{"uuid": "u", "name": "g"}')
+    assert (tmp_path / ".ssh/authorized_keys").read_text() == ""
+    assert "stacklab-net: metadata has no public key: nobody can log in" in out.stdout
+
+
+def sudo(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = ["bash", "-c", gi.SUDO, "sudo", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_sudo_runs_its_command_as_the_only_user() -> None:
+    assert sudo("id", "-u").stdout == f"{os.getuid()}\n"
+    assert sudo("-n", "-u", "root", "--", "sh", "-c", "echo $0 ran", "x").stdout == "x ran\n"
+    assert sudo("sh", "-c", "exit 3").returncode == 3
+    other = sudo("-u", "bob", "id")
+    assert other.returncode == 1 and "only root" in other.stderr
+    assert sudo("-i").returncode == 1 and sudo().returncode == 1
+
+
+def test_validation_for_the_ssh_guest_by_fixed_address_or_floating_ip() -> None:
+    fixed = tempest_conf.validation("fixed", "stacklab-net")["validation"]
+    assert fixed["run_validation"] == "true" and fixed["connect_method"] == "fixed"
+    assert fixed["network_for_ssh"] == "stacklab-net"
+    assert (fixed["auth_method"], fixed["image_ssh_user"]) == ("keypair", "root")
+    assert int(fixed["ssh_timeout"]) >= 120
+    floating = tempest_conf.validation("floating")["validation"]
+    assert floating["connect_method"] == "floating" and "network_for_ssh" not in floating
+    with pytest.raises(ValueError, match="tempest knows fixed, floating"):
+        tempest_conf.validation("ssh")
+    with pytest.raises(ValueError, match="needs the network"):
+        tempest_conf.validation("fixed")
+
+
+def test_tempest_conf_does_not_validate_yet() -> None:
+    cloud = tempest_conf.TempestCloud("http://k/v3", "RegionOne", "pw", frozenset({"nova"}), "i", "f", "f2", (), (),
+                                      "/w")  # fmt: skip
+    assert tempest_conf.sections(cloud)["validation"] == {"run_validation": "false"}
