@@ -24,7 +24,7 @@ import pytest
 
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import NovaLab, nova_lab, rbd_line
+from stacklab.suites.guest import NovaLab, guest_wait, nova_lab, rbd_line
 from stacklab.suites.openstack_calls import admin_auth, service
 from stacklab.suites.storage_paths import SCRATCH
 
@@ -40,6 +40,7 @@ class InstanceDisks:
     share: str = ""  # nfs: what every compute mounts at instances_path (<server storage address>:<path>)
     instances_path: str = ""
     scratch: str = SCRATCH  # on the reader: where the head of a disk is copied to be read
+    wait: float = 300.0  # how long a guest may take to write its line (guest_wait: longer on VM computes)
 
     def where(self, server_id: str) -> str:
         if self.kind == "nfs":
@@ -64,8 +65,9 @@ class InstanceDisks:
         self.reader.run(["rm", "-f", out], timeout=30, check=False)
         return head.replace("\0", "").strip()
 
-    def line(self, server_id: str, until: Callable[[str], bool], *, what: str, timeout: float = 300) -> str:
-        """The first line of the instance's root disk once `until(line)` holds."""
+    def line(self, server_id: str, until: Callable[[str], bool], *, what: str, timeout: float | None = None) -> str:
+        """The first line of the instance's root disk once `until(line)` holds (within `timeout`, else self.wait)."""
+        timeout = self.wait if timeout is None else timeout
         if self.kind != "nfs":
             return rbd_line(self.reader, "vms", f"{server_id}_disk", until, what=what, timeout=timeout)
         deadline = time.monotonic() + timeout
@@ -116,10 +118,11 @@ def shared_nova_lab(lab: LabContext, runners: Mapping[str, Runner], *, why: str)
     nova = service(lab, "nova")
     if nova.get("instances_on") != "nfs":
         found = nova_lab(lab, runners, disks_on_rbd=why)
-        return found, InstanceDisks("rbd", found.admin)
+        return found, InstanceDisks("rbd", found.admin, wait=guest_wait(lab, 300.0))
     server = str(nova["instances_server"])
     if server not in runners:
         pytest.fail(f"nova's NFS server {server} is not a node of the lab")
     disks = InstanceDisks("nfs", runners[server], server, str(nova["instances_export_path"]),
-                          str(nova["instances_share"]), str(nova["instances_path"]))  # fmt: skip
+                          str(nova["instances_share"]), str(nova["instances_path"]),
+                          wait=guest_wait(lab, 300.0))  # fmt: skip
     return NovaLab(nova, runners[server], runners[str(nova["node"])], admin_auth(lab)), disks

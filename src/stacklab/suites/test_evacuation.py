@@ -24,9 +24,12 @@ import pytest
 from stacklab.exec.node_files import systemctl, unit_active
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import guest_image, instance
+from stacklab.suites.guest import guest_image, instance, nested_timeout
 from stacklab.suites.instance_disks import shared_nova_lab
 from stacklab.suites.openstack_calls import os_client
+
+# on VM computes the guests run under nested TCG: minutes per boot (guest.NESTED_CASE_TIMEOUT)
+pytestmark = nested_timeout(900)
 
 
 def kill_instance_qemu(runner: Runner, server_id: str) -> None:

@@ -40,11 +40,14 @@ import pytest
 from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import guest_image, instance
+from stacklab.suites.guest import guest_image, instance, nested_timeout
 from stacklab.suites.instance_disks import InstanceDisks, shared_nova_lab
 from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import OS_CLIENT
 from stacklab.suites.storage_paths import SCRATCH
+
+# on VM computes the guests run under nested TCG: minutes per boot (guest.NESTED_CASE_TIMEOUT)
+pytestmark = nested_timeout(900)
 
 BEAT = 0.2  # seconds between the guest's heartbeat lines
 # The longest silence of the guest a live migration may cause. Measured on the CI host (TCG, 2 shared cores, a 128
