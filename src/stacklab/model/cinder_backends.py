@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stacklab.model.errors import Loc
-from stacklab.model.lab import CinderLvm, CinderNfs, Lab
+from stacklab.model.lab import CinderLvm, CinderNfs, Lab, NfsExport
 
 Problem = tuple[Loc, str, str | None]
 ISCSI_PORT = 3260
@@ -90,6 +90,15 @@ def nfs_exports(lab: Lab) -> list[str]:
         return []
     wanted = nfs_settings(lab).exports
     return [e.path for e in lab.storage.nfs.exports if not wanted or e.name in wanted]
+
+
+def named_export(lab: Lab, wanted: str | None) -> NfsExport | None:
+    """The storage.nfs export named `wanted`, else (None) the first; None when the lab has no such export. Where
+    one service keeps its files (glance's store, nova's instances_path)."""
+    nfs = lab.storage.nfs
+    if nfs is None or not nfs.exports:
+        return None
+    return next((e for e in nfs.exports if wanted in (None, e.name)), None)
 
 
 def _vm_node(lab: Lab, loc: Loc, node: str, reason: str) -> Iterator[Problem]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from stacklab.model.cinder_backends import named_export
 from stacklab.model.errors import Loc
 from stacklab.model.lab import Lab, NfsExport
 from stacklab.model.nova_instances import instances_export, nova_nfs_nodes, nova_on_nfs
@@ -49,11 +50,7 @@ def glance_nodes(lab: Lab) -> list[str]:
 
 def glance_export(lab: Lab) -> NfsExport | None:
     """The storage.nfs export glance's store lives on (the one named, else the first)."""
-    nfs, os_ = lab.storage.nfs, lab.openstack
-    if nfs is None or os_ is None or not nfs.exports:
-        return None
-    wanted = os_.glance.export
-    return next((e for e in nfs.exports if wanted in (None, e.name)), None)
+    return named_export(lab, lab.openstack.glance.export) if lab.openstack else None
 
 
 def nfs_mounting_nodes(lab: Lab) -> dict[str, str]:

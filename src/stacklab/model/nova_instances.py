@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from stacklab.model.cinder_backends import kernel_computes, nfs_exports
+from stacklab.model.cinder_backends import kernel_computes, named_export, nfs_exports
 from stacklab.model.errors import Loc
 from stacklab.model.lab import Lab, NfsExport
 
@@ -40,11 +40,7 @@ def nova_computes(lab: Lab) -> list[str]:
 
 def instances_export(lab: Lab) -> NfsExport | None:
     """The storage.nfs export nova's instances_path lives on (the one named, else the first)."""
-    nfs, os_ = lab.storage.nfs, lab.openstack
-    if nfs is None or os_ is None or not nfs.exports:
-        return None
-    wanted = os_.nova.instances_export
-    return next((e for e in nfs.exports if wanted in (None, e.name)), None)
+    return named_export(lab, lab.openstack.nova.instances_export) if lab.openstack else None
 
 
 def nova_nfs_nodes(lab: Lab) -> dict[str, str]:
