@@ -567,6 +567,7 @@ class Nova:
         def mapped() -> bool:
             states = compute_states(ctx, runner, plan)
             seen["up"] = sorted(h for h, state in states.items() if state == "up")
+            seen["found"] = []
             if not set(wanted) <= set(seen["up"]):
                 return False
             # On every poll until every compute is found: a compute's service reports up before its resource
