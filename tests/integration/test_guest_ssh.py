@@ -17,6 +17,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -237,3 +238,48 @@ def test_tempest_logs_in_to_the_ssh_guest_with_the_metadata_key(rootfs: Path, tm
         server.shutdown()
         server.server_close()
         print("console:\n" + (console.read_text(errors="replace")[-2000:] if console.exists() else ""))
+
+
+FLUSH_TIMEOUT = 180.0  # boot to the root disk's line flushed, under TCG on a loaded 2-core host
+_SYNCED = re.compile(r"stacklab-guest: disk synced (stacklab-disk:\S+) boot:(\S+)")
+
+
+def first_line_in_file(runner: LocalRunner, image: Path, raw: Path) -> str:
+    """The first line of what the qcow2 file holds now, read as another process would on the backend (`-U`: the
+    running QEMU holds the image's lock; its in-memory metadata cache is not seen)."""
+    runner.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", str(image), str(raw)], timeout=120)
+    with raw.open("rb") as f:
+        return f.read(512).split(b"\n")[0].rstrip(b"\0").decode(errors="replace")
+
+
+def test_the_default_guest_flushes_its_line_into_a_qcow2_file(rootfs: Path, tmp_path: Path) -> None:
+    """The suites read the guest's line in the disk's file on the backend (nova's instances on NFS). QEMU keeps a
+    qcow2 file's new cluster mappings in memory until the guest sends a FLUSH: the line is in the file only
+    because the guest flushed it (with klibc's sync alone it read as zeros here while QEMU ran)."""
+    runner = LocalRunner()
+    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
+    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/guest.img"],
+                                  timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    image, console = tmp_path / "disk.qcow2", tmp_path / "console.log"
+    runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], timeout=60)
+    assert QEMU is not None
+    argv = [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none", "-nic", "none",
+            "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
+            "-initrd", str(rootfs / "tmp/guest.img"), "-append", "console=ttyS0 quiet",
+            "-drive", f"file={image},if=virtio,format=qcow2,cache=writeback"]  # fmt: skip
+    booted = time.monotonic()
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        synced = None
+        while synced is None and time.monotonic() - booted < FLUSH_TIMEOUT and qemu.poll() is None:
+            time.sleep(0.5)
+            synced = _SYNCED.search(console.read_text(errors="replace") if console.exists() else "")
+        text = console.read_text(errors="replace") if console.exists() else ""
+        assert synced, f"no 'disk synced' line in {FLUSH_TIMEOUT:g}s (qemu {qemu.poll()}); console:\n{text[-3000:]}"
+        print(f"boot to the disk line flushed under TCG: {time.monotonic() - booted:.1f}s ({synced.group(0)})")
+        # QEMU still runs: only a FLUSH put the cluster mapping into the file
+        line = first_line_in_file(runner, image, tmp_path / "disk.raw")
+        assert line == f"{synced.group(1)} boot:{synced.group(2)}", (line, synced.group(0))
+    finally:
+        qemu.kill()
+        qemu.wait(timeout=30)

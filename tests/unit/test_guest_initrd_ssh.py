@@ -45,11 +45,13 @@ LDD = {  # what ldd says of each binary on the fake node
 }
 APPLETS = ["sh", "cat", "mount", "ip", "ping", "hostname", "grep", "umount", "id", "stat"]
 
-# The default guest's archive before --ssh existed: (name, mode) in order (built with this fake node).
+# The default guest's archive: (name, mode) in order (built with this fake node). busybox is there for its
+# `sync -d` (klibc's sync sends no FLUSH), so klibc's sync is not.
 DEFAULT = [
     ("bin", 0o40755), ("lib", 0o40755), ("lib/modules", 0o40755), ("dev", 0o40755), ("proc", 0o40755),
-    ("sys", 0o40755), ("tmp", 0o40755), ("dev/console", 0o20600), ("lib/klibc-ABC.so", 0o100755),
-    *[(f"bin/{t}", 0o100755) for t in ("sh", "cat", "dd", "mount", "insmod", "sleep", "sync", "mkdir", "ls")],
+    ("sys", 0o40755), ("tmp", 0o40755), ("usr", 0o40755), ("usr/bin", 0o40755), ("dev/console", 0o20600),
+    ("usr/bin/busybox", 0o100755), ("lib/klibc-ABC.so", 0o100755),
+    *[(f"bin/{t}", 0o100755) for t in ("sh", "cat", "dd", "mount", "insmod", "sleep", "mkdir", "ls")],
     *[(f"lib/modules/{m}.ko", 0o100644)
       for m in ("virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring", "virtio", "virtio_pci", "virtio_blk")],
     ("lib/modules/order", 0o100644), ("init", 0o100755),
@@ -125,7 +127,27 @@ def test_the_default_guest_has_exactly_its_files(node: Path) -> None:
     members = entries(gi.initramfs(VERSION))
     assert [(n, m) for n, m, _ in members] == DEFAULT
     assert members[-1][2] == gi.INIT.encode()
-    assert b"net.sh" not in members[-1][2] and not any(n.startswith(("usr", "etc", "root")) for n, _, _ in members)
+    assert b"net.sh" not in members[-1][2] and not any(n.startswith(("etc", "root")) for n, _, _ in members)
+    assert dict((n, b) for n, _, b in members)["usr/bin/busybox"] == b"content of /bin/busybox"
+
+
+def test_the_guest_flushes_every_line_it_writes_on_a_disk() -> None:
+    """Each `echo ... > /dev/X` is followed by busybox's fdatasync of that device: sync() alone sends no FLUSH, and
+    a qcow2 file on the backend (nova's disks on NFS) would not show the line (tests/integration/test_guest_ssh.py
+    boots the guest on a qcow2 disk and reads the file while QEMU runs)."""
+    lines = gi.INIT.splitlines()
+    writes = [i for i, line in enumerate(lines) if "echo" in line and "> /dev/$" in line]
+    assert len(writes) == 2, writes
+    for i in writes:
+        device = lines[i].split("> ")[-1].strip()
+        assert lines[i + 1].strip() == f"/usr/bin/busybox sync -d {device}", lines[i : i + 2]
+    assert not any(line.strip() == "sync" for line in lines)
+
+
+def test_the_guest_needs_busybox(node: Path) -> None:
+    (node / "bin/busybox").unlink()
+    with pytest.raises(SystemExit, match=r"the guest needs busybox-static in the image.*/bin/busybox"):
+        gi.initramfs(VERSION)
 
 
 def test_the_net_guest_has_exactly_its_files_and_runs_net_unchanged(node: Path) -> None:

@@ -4,11 +4,14 @@ Usage: guest_initrd.py OUT.img [--net] [--ssh] -> prints {"kernel": ..., "initrd
 
 The guest is the node's Debian kernel (/boot/vmlinuz-*, booted by nova as a kernel/ramdisk pair, so no bootloader and
 no root filesystem are needed) with this initramfs: klibc's small tools (they ship with initramfs-tools in every
-stacklab image), the virtio modules of that kernel, and an /init that proves what the suites need to see:
+stacklab image), busybox-static as /usr/bin/busybox (its `sync -d` is the fdatasync that sends the disk a FLUSH,
+which klibc's sync never does), the virtio modules of that kernel, and an /init that proves what the suites need to
+see:
 
 - its root disk (the virtio disk without a serial, normally /dev/vda; cinder volumes carry their id as serial):
   the first word of the first line is its mark, `stacklab-disk:<boot id of the first
-  boot>`, made on the first boot; every boot then rewrites the line as `<mark> boot:<this boot's id>` and syncs.
+  boot>`, made on the first boot; every boot then rewrites the line as `<mark> boot:<this boot's id>`, flushes
+  it to the disk (`stacklab-guest: disk synced <mark> boot:<boot id>` on the console).
   So the disk itself says whether it survived (same mark) and that a new boot used it (new boot id), which is
   what an evacuation must show; the console says `disk written <mark>` or `disk kept <mark>` too;
 - every further disk (/dev/vdb...) attached later: its first line is read, then a line
@@ -49,7 +52,7 @@ import subprocess
 import sys
 
 WANTED = ("virtio_pci", "virtio_blk")  # with what they depend on, from the kernel's modules.dep
-TOOLS = ("sh", "cat", "dd", "mount", "insmod", "sleep", "sync", "mkdir", "ls")
+TOOLS = ("sh", "cat", "dd", "mount", "insmod", "sleep", "mkdir", "ls")
 NET_MODULES = ("virtio_net",)
 NET_TOOLS = ("ipconfig",)
 NET_BINARIES = {"bash": "/usr/bin/bash", "ping": "/usr/bin/ping", "ip": "/usr/sbin/ip"}  # name in /bin -> node path
@@ -202,8 +205,12 @@ case "$first" in
   stacklab-disk:*) mark="$first"; echo "stacklab-guest: disk kept $mark" ;;
   *) mark="stacklab-disk:$boot"; echo "stacklab-guest: disk written $mark" ;;
 esac
+# sync() writes the page but sends the disk no FLUSH, and QEMU (cache=none or writeback) keeps a qcow2 file's new
+# cluster mapping in its memory until one comes: a reader of the file on the backend (nova's disks on NFS) would see
+# zeros. fdatasync of the device (busybox's sync -d) issues the FLUSH.
 echo "$mark boot:$boot" > /dev/$root
-sync
+/usr/bin/busybox sync -d /dev/$root
+echo "stacklab-guest: disk synced $mark boot:$boot"
 mkdir /tmp/done /tmp/done/$root
 # stacklab.beat=SECONDS on the command line: a console heartbeat, so a suite sees the guest keep running (live
 # migration: same boot id, the counter goes on) and for how long it was silent
@@ -224,7 +231,7 @@ while true; do
         *) seen="" ;;
       esac
       echo "stacklab-volume:$d:$boot$seen" > /dev/$d
-      sync
+      /usr/bin/busybox sync -d /dev/$d
       mkdir /tmp/done/$d
       echo "stacklab-guest: wrote $d$seen"
     fi
@@ -324,15 +331,13 @@ def ssh_binaries() -> list[str]:
 
 def add_ssh(archive: Cpio, binaries: list[str]) -> None:
     """dropbear, busybox with a link per applet in /usr/bin except over /bin's tools, sudo, and root's account."""
-    for d in ("usr", "usr/bin", "usr/sbin", "etc", "etc/dropbear"):
+    for d in ("usr/sbin", "etc", "etc/dropbear"):
         archive.add(d, stat.S_IFDIR | 0o755)
     for d in ("root", "root/.ssh"):
         archive.add(d, stat.S_IFDIR | 0o700)
     for path, target in zip(binaries, SSH_BINARIES.values(), strict=True):
         with open(path, "rb") as f:
             archive.add(target, stat.S_IFREG | 0o755, f.read())
-    with open(os.path.realpath(BUSYBOX), "rb") as f:
-        archive.add("usr/bin/busybox", stat.S_IFREG | 0o755, f.read())
     archive.add("usr/bin/sudo", stat.S_IFREG | 0o755, SUDO.encode())
     taken = {*TOOLS, *NET_TOOLS, *NET_BINARIES, "busybox", "sudo", "dropbearkey"}
     listing = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True, timeout=60).stdout
@@ -348,9 +353,13 @@ def initramfs(version: str, *, net: bool = False, ssh: bool = False) -> bytes:
     """The guest's cpio archive (not yet compressed) for kernel `version`; `ssh` implies `net`."""
     net = net or ssh
     archive = Cpio()
-    for d in ("bin", "lib", "lib/modules", "dev", "proc", "sys", "tmp"):
+    for d in ("bin", "lib", "lib/modules", "dev", "proc", "sys", "tmp", "usr", "usr/bin"):
         archive.add(d, stat.S_IFDIR | 0o755)
     archive.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
+    if not os.path.exists(BUSYBOX):
+        raise SystemExit(f"the guest needs busybox-static in the image (its sync -d flushes the disks); no {BUSYBOX}")
+    with open(os.path.realpath(BUSYBOX), "rb") as f:  # static: no libraries
+        archive.add("usr/bin/busybox", stat.S_IFREG | 0o755, f.read())
     for lib in glob.glob("/lib/klibc-*.so") or glob.glob("/usr/lib/klibc-*.so"):
         with open(lib, "rb") as f:
             archive.add(f"lib/{os.path.basename(lib)}", stat.S_IFREG | 0o755, f.read())
