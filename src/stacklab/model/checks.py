@@ -11,6 +11,7 @@ from stacklab.model.cinder_backends import check_cinder_backends
 from stacklab.model.errors import Loc
 from stacklab.model.glance_store import check_glance_nfs
 from stacklab.model.lab import NOVA_DEFAULT_ZONE, Lab
+from stacklab.model.neutron_external import check_neutron_external
 from stacklab.model.nova_instances import check_nova_nfs
 from stacklab.model.paths import describe_dirs, find_recipe, recipe_dirs
 from stacklab.model.services import SERVICE_NEEDS
@@ -249,6 +250,7 @@ def _check_openstack(lab: Lab) -> Iterator[Problem]:
                 "add them to openstack.services",
             )
     yield from _check_unsupported(lab)
+    yield from check_neutron_external(lab)  # openstack.neutron.external: its network, pool and the controller's NIC
     if "cinder" in services:
         for i, backend in enumerate(os_.cinder.backends):
             if backend == "rbd" and lab.storage.ceph is None:

@@ -371,6 +371,50 @@ class Nova(_Model):
         return (override.availability_zone if override else None) or NOVA_DEFAULT_ZONE
 
 
+def address_range(value: Any) -> Any:
+    """`first-last` (two IPv4 addresses, first <= last) as written; kept as text, read with `range_bounds`."""
+    if not isinstance(value, str):
+        raise ValueError("write the pool as text: first-last, e.g. 10.244.30.100-10.244.30.150")
+    range_bounds(value)
+    return value
+
+
+def range_bounds(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    first, sep, last = text.partition("-")
+    try:
+        bounds = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
+    except ValueError:
+        bounds = None
+    if not sep or bounds is None:
+        raise ValueError(f"{text!r} is not a range of two IPv4 addresses: write first-last, e.g. 10.0.3.100-10.0.3.150")
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"the range {text} ends before it starts")
+    return bounds
+
+
+class NeutronExternal(_Model):
+    """An external (provider) network: a flat neutron network on one lab network, whose addresses neutron hands to
+    routers' gateways and floating IPs; the host's address on that bridge is the subnet's gateway, so the host
+    reaches a floating IP without a route (model/neutron_external.py)."""
+
+    network: Name = Field(description="the lab network (its own bridge; not mgmt or storage) that carries it; the "
+                          "controller, where neutron's L3 agent runs, needs a NIC on it")  # fmt: skip
+    pool: Annotated[str, BeforeValidator(address_range)] = Field(
+        description="first-last: the addresses neutron may hand out, inside the network's cidr and off the host's "
+        "and the nodes' addresses there"
+    )
+
+    @property
+    def pool_bounds(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        return range_bounds(self.pool)
+
+
+class Neutron(_Model):
+    external: NeutronExternal | None = Field(
+        None, description="an external network: neutron's L3 agent, routers and floating IPs the host can reach"
+    )
+
+
 class OpenStack(_Model):
     release: Literal["zed"] = "zed"
     controller: str | None = Field(None, description="default: the node with the controller role")
@@ -379,6 +423,8 @@ class OpenStack(_Model):
     cinder: Cinder = Field(default_factory=Cinder)
     swift: Swift = Field(default_factory=Swift)
     nova: Nova = Field(default_factory=Nova)
+    # None, not a default section: a lab that does not ask keeps neutron's spec (no `config`) as it was
+    neutron: Neutron | None = None
 
 
 class Verify(_Model):

@@ -6,16 +6,27 @@ the volume backends, and the features this lab's cloud has. Features the lab doe
 here, so tempest skips their tests with its own reason; what tempest cannot learn from its configuration is in
 suites/tempest/exclude.txt with a reason per line.
 
-Networks: guests get a port on a VXLAN project network (neutron's linuxbridge, DHCP and metadata agents), but the
-lab runs no L3 agent, so there are no routers and no floating IPs. tempest's dynamic credentials would make a
-network, a subnet *and a router* for each project (they come together), so `create_isolated_networks = false` and
-every server tempest boots goes on the one shared network the suite makes (`[compute] fixed_network_name`). The
-network extensions are neutron's own list (GET /v2.0/extensions), so tempest skips what this neutron lacks.
+Networks: guests get a port on a VXLAN project network (neutron's linuxbridge, DHCP and metadata agents), but a
+lab without an external network runs no L3 agent, so there are no routers and no floating IPs. tempest's dynamic
+credentials would make a network, a subnet *and a router* for each project (they come together), so
+`create_isolated_networks = false` and every server tempest boots goes on the one shared network the suite makes
+(`[compute] fixed_network_name`). The network extensions are neutron's own list (GET /v2.0/extensions), so
+tempest skips what this neutron lacks.
 `[validation] run_validation = false`: no test logs into a guest. tempest's validation is SSH (a login, then shell
 commands) to a fixed address from where tempest runs, or to a floating IP; the suites' guest has an sshd only when
 built with `--ssh` (`validation` holds the [validation] tempest would then need), and the host running tempest
 has no route into a project network (it lives only in VXLAN between the lab's nodes), so the tests that need it
 are skipped by tempest itself, with its reason.
+
+A lab with an external network (`openstack.neutron.external`: neutron's L3 agent, routers and floating IPs on a
+lab bridge the host has an address on) changes that (`TempestCloud.external_network_id`): the suite plugs a router
+between its shared network and the external network, `[network] public_network_id`/`floating_network_name` name
+the external network, `[network-feature-enabled] floating_ips = true`, and `[validation]` is `validation
+("floating")`: tempest gives each server it validates a floating IP and logs into the suites' `--ssh` guest
+through it from the host. `create_isolated_networks` stays false: with it tempest would make a network, a subnet
+and a router for every test class's project, each router a namespace and NAT rules the L3 agent sets up through
+its privsep helpers on a 2-core host; one router for the shared network gives every server the same way out.
+(Not yet run in a lab.)
 
 `parse_junit` reads the JUnit XML subunit2junitxml makes of a tempest run, and `by_area` groups it by the service
 area (identity, image, volume, object-storage, network, compute) the suite reports one test for.
@@ -64,6 +75,9 @@ class TempestCloud:
     workspace: str  # the tempest workspace (lock and log paths)
     network_name: str = ""  # the shared project network tempest's servers boot on ("": the lab has no neutron)
     network_extensions: tuple[str, ...] = ()  # neutron's extension aliases, as its API lists them
+    # the lab's external network (floating IPs; "": none): its id and name in neutron
+    external_network_id: str = ""
+    external_network_name: str = ""
     image_formats: tuple[str, ...] = ("raw", "qcow2", "aki", "ari", "ami")
     extra: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # section -> key -> value, last word
 
@@ -80,8 +94,10 @@ def _common(cloud: TempestCloud) -> dict[str, dict[str, str]]:
         "auth": {
             # Every test class gets its own project and users, deleted after it: the lab baseline stays clean.
             "use_dynamic_credentials": "true",
-            # No network, subnet and router per project: tempest makes the three together and the lab runs no L3
-            # agent (no router API); servers go on the shared network of [compute] fixed_network_name instead.
+            # No network, subnet and router per project: tempest makes the three together, and a lab without an
+            # external network runs no L3 agent (no router API); one with it would pay a router namespace per test
+            # class. Servers go on the shared network of [compute] fixed_network_name instead (routed to the
+            # external network by the suite when the lab has one).
             "create_isolated_networks": "false",
             "admin_username": "admin",
             "admin_password": cloud.admin_password,
@@ -221,22 +237,29 @@ def _object_storage(cloud: TempestCloud) -> dict[str, dict[str, str]]:
 
 
 def _network(cloud: TempestCloud) -> dict[str, dict[str, str]]:
-    """neutron: project networks that the host running tempest cannot reach, no external network (no L3 agent,
-    so no floating IPs), the extensions neutron lists; and no SSH validation (see the module's docstring)."""
+    """neutron: project networks that the host running tempest cannot reach, the extensions neutron lists; without
+    an external network no floating IPs and no SSH validation, with one both (see the module's docstring)."""
+    floating = "neutron" in cloud.services and bool(cloud.external_network_id)
+    external = (
+        {"public_network_id": cloud.external_network_id, "floating_network_name": cloud.external_network_name}
+        if floating
+        else {}
+    )
     conf = {
         "network": {
             "region": cloud.region,
             "project_networks_reachable": "false",
             # VXLAN keeps projects apart: not a single flat provider network all projects share
             "shared_physical_network": "false",
+            **external,
         },
-        "validation": {"run_validation": "false"},
+        **(validation("floating") if floating else {"validation": {"run_validation": "false"}}),
     }
     if "neutron" in cloud.services:
         extensions = cloud.network_extensions
         conf["network-feature-enabled"] = {
             "api_extensions": ",".join(extensions),
-            "floating_ips": "false",
+            "floating_ips": _flag(floating),
             "port_security": _flag("port-security" in extensions),
         }
     return conf
@@ -247,8 +270,9 @@ CONNECT_METHODS = ("fixed", "floating")
 
 
 def validation(connect_method: str, network_name: str = "") -> dict[str, dict[str, str]]:
-    """[validation] for a lab whose guests tempest can reach over SSH; not used yet (run_validation stays false
-    while no route leads from tempest's node into a project network and the lab has no floating IPs). The guest
+    """[validation] for a lab whose guests tempest can reach over SSH: with method `floating` for a lab with an
+    external network (its floating IPs are on a bridge the host has an address on); `fixed` is not used (no route
+    leads from tempest's node into a project network). The guest
     is guest_initrd.py's `--ssh` one: root alone, let in with the keypair nova serves as metadata, bash as the
     shell, so tempest's `set -eu -o pipefail` prologue holds. `network_name` is the network whose fixed address
     tempest connects to (method fixed; floating IPs come from the external network instead)."""

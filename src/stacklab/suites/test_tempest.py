@@ -15,6 +15,12 @@ deletes the image, flavors and network (it fails when neutron still has a port o
 DHCP agent's: something tempest booted was left). Tempest deletes what it made itself (dynamic credentials); the
 lab-baseline plugin checks that.
 
+A lab with an external network (service/neutron's `external_network` output; openstack.neutron.external) gets
+more (not yet run in a lab): the uploaded guest is the `--ssh` one (dropbear, root let in with the instance's
+keypair), the suite plugs a router between its shared network and the external network (removed before the
+network is deleted), and tempest.conf names the external network and turns floating IPs and SSH validation on
+(tempest_conf.py): tempest logs into its servers from the host through their floating IPs.
+
 STACKLAB_TEMPEST_SUBSET picks the subset: `ci` (default, the smoke API tests: a few minutes) or `full` (every API
 test of the six areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
 report as verify/tempest-<time>.xml, and folded into one test per service area that fails naming the failed
@@ -90,12 +96,15 @@ def flavors(auth: Mapping[str, str]) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def compute_refs(controller: Runner, auth: Mapping[str, str], has: frozenset[str]) -> Iterator[tuple[str, str, str]]:
-    """The image and the two flavors compute tests boot with; made only when the lab has nova and glance."""
+def compute_refs(
+    controller: Runner, auth: Mapping[str, str], has: frozenset[str], *, ssh: bool = False
+) -> Iterator[tuple[str, str, str]]:
+    """The image and the two flavors compute tests boot with; made only when the lab has nova and glance. `ssh`:
+    the guest with sshd, which tempest's validation logs into."""
     if not {"nova", "glance"} <= has:
         yield "", "", ""
         return
-    with guest_image(controller, auth) as image, flavors(auth) as (flavor, flavor_alt):
+    with guest_image(controller, auth, ssh=ssh) as image, flavors(auth) as (flavor, flavor_alt):
         yield image.image_id, flavor, flavor_alt
 
 
@@ -113,11 +122,52 @@ def _network_ports(url: str, token: str, network_id: str) -> list[str]:
     return [f"{p['id']} ({p['device_owner'] or 'no owner'})" for p in json.loads(data)["ports"]]
 
 
+# the ports the suite's own network keeps until the suite deletes it: the DHCP agent's and its router's
+OWN_PORTS = ("network:dhcp", "network:router_interface")
+
+
+def external_network_id(auth: Mapping[str, str], name: str) -> str:
+    """The id of the lab's external network (`router:external`, made by `up`) named `name`."""
+    token, urls = login_catalog(dict(auth))
+    status, _, data = call("GET", f"{urls['network']}/v2.0/networks?name={name}", token)
+    assert status == 200, f"neutron's network list answered HTTP {status}"
+    found = [n for n in json.loads(data)["networks"] if n.get("router:external")]
+    assert len(found) == 1, f"the lab's external network {name}: neutron lists {len(found)} external networks so named"
+    return str(found[0]["id"])
+
+
 @contextmanager
-def tenant_network(auth: Mapping[str, str]) -> Iterator[str]:
+def router_to(url: str, token: str, name: str, subnet_id: str, external_id: str) -> Iterator[None]:
+    """A router from the subnet to the external network (its gateway takes an address of the external pool):
+    floating IPs of the subnet's ports come through it. Removed afterwards (interface, then router)."""
+    body = {"router": {"name": name, "external_gateway_info": {"network_id": external_id}}}
+    status, _, data = call("POST", f"{url}/routers", token, json.dumps(body).encode(), NETWORK_API)
+    assert status == 201, f"neutron refused tempest's router: HTTP {status} {data[:300]!r}"
+    router_id = str(json.loads(data)["router"]["id"])
+    plugged = False
+    try:
+        interface = json.dumps({"subnet_id": subnet_id}).encode()
+        status, _, data = call("PUT", f"{url}/routers/{router_id}/add_router_interface", token, interface, NETWORK_API)
+        assert status == 200, (
+            f"neutron refused the router's interface on tempest's subnet: HTTP {status} {data[:300]!r}"
+        )
+        plugged = True
+        yield
+    finally:
+        if plugged:
+            status, _, data = call("PUT", f"{url}/routers/{router_id}/remove_router_interface", token,
+                                   json.dumps({"subnet_id": subnet_id}).encode(), NETWORK_API)  # fmt: skip
+            assert status == 200, f"tempest's router {name} kept its interface: HTTP {status} {data[:300]!r}"
+        status, _, data = call("DELETE", f"{url}/routers/{router_id}", token)
+        assert status == 204, f"tempest's router {name} could not be deleted: HTTP {status} {data[:300]!r}"
+
+
+@contextmanager
+def tenant_network(auth: Mapping[str, str], external_id: str = "") -> Iterator[str]:
     """A shared VXLAN network with a DHCP subnet (made by the admin), the network every server tempest boots gets
-    its port on; its name is yielded. Deleted afterwards, once only its DHCP port is left on it; a port of a
-    server tempest left behind fails the suite, naming it."""
+    its port on; its name is yielded. With `external_id` (the lab's external network), a router joins the two.
+    Deleted afterwards, once only its DHCP (and router) port is left on it; a port of a server tempest left behind
+    fails the suite, naming it."""
     token, urls = login_catalog(dict(auth))
     url = f"{urls['network']}/v2.0"
     name = f"stacklab-tempest-{uuid.uuid4().hex[:8]}"
@@ -130,26 +180,45 @@ def tenant_network(auth: Mapping[str, str]) -> Iterator[str]:
                              "enable_dhcp": True}}  # fmt: skip
         status, _, data = call("POST", f"{url}/subnets", token, json.dumps(subnet).encode(), NETWORK_API)
         assert status == 201, f"neutron refused tempest's subnet: HTTP {status} {data[:300]!r}"
-        yield name
+        if not external_id:
+            yield name
+            return
+        subnet_id = str(json.loads(data)["subnet"]["id"])
+        with router_to(url, token, name, subnet_id, external_id):
+            yield name
+            token, _ = login_catalog(dict(auth))  # the router goes once tempest's servers (and their ports) are gone
+            _wait_for_own_ports(urls["network"], token, network_id)
     finally:
         token, _ = login_catalog(dict(auth))  # the first token may have expired during a full run
-        deadline = time.monotonic() + NETWORK_GONE_BUDGET
-        left = _network_ports(urls["network"], token, network_id)
-        while any("network:dhcp" not in p for p in left) and time.monotonic() < deadline:
-            time.sleep(5.0)
-            left = _network_ports(urls["network"], token, network_id)
+        left = _wait_for_own_ports(urls["network"], token, network_id)
         status, _, data = call("DELETE", f"{url}/networks/{network_id}", token)
         assert status == 204, f"tempest's network {name} could not be deleted (HTTP {status}); ports on it: {left}"
 
 
+def _wait_for_own_ports(url: str, token: str, network_id: str) -> list[str]:
+    """Until only the suite's own ports (OWN_PORTS) are left on the network (nova unbinds and neutron deletes a
+    deleted server's port asynchronously), at most NETWORK_GONE_BUDGET; the ports left."""
+    deadline = time.monotonic() + NETWORK_GONE_BUDGET
+    left = _network_ports(url, token, network_id)
+    while any(not any(owner in p for owner in OWN_PORTS) for p in left) and time.monotonic() < deadline:
+        time.sleep(5.0)
+        left = _network_ports(url, token, network_id)
+    return left
+
+
 @contextmanager
-def network_refs(auth: Mapping[str, str], has: frozenset[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
-    """(the shared network's name, neutron's extensions); ("", ()) when the lab has no neutron or no nova."""
+def network_refs(
+    auth: Mapping[str, str], has: frozenset[str], external_id: str = ""
+) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(the shared network's name, neutron's extensions); ("", ()) when the lab has no neutron or no nova. With
+    `external_id`, the shared network is routed to the lab's external network."""
     if not {"nova", "neutron"} <= has:
         yield "", network_extensions(auth) if "neutron" in has else ()
         return
-    with tenant_network(auth) as name:
-        yield name, network_extensions(auth)
+    with tenant_network(auth, external_id) as name:
+        extensions = network_extensions(auth)
+        assert not external_id or "router" in extensions, f"an external network, and no router API: {extensions}"
+        yield name, extensions
 
 
 def swift_apis(swift_url: str) -> tuple[str, ...]:
@@ -211,10 +280,14 @@ def tempest(lab: LabContext) -> TempestRun:
     swift = lab.outputs.get("service/swift") or {}
     cinder = lab.outputs.get("service/cinder") or {}
     controller = lab.runner(str((lab.outputs.get("service/nova") or keystone)["node"]))
+    # the lab's external network (floating IPs from the host): neutron's output, when the lab asks for one
+    external = (lab.outputs.get("service/neutron") or {}).get("external_network") or {}
+    external_name = str(external.get("name") or "") if "neutron" in has else ""
+    external_id = external_network_id(auth, external_name) if external_name else ""
     try:
         with (
-            compute_refs(controller, auth, has) as (image_ref, flavor, flavor_alt),
-            network_refs(auth, has) as (network_name, extensions),
+            compute_refs(controller, auth, has, ssh=bool(external_id)) as (image_ref, flavor, flavor_alt),
+            network_refs(auth, has, external_id) as (network_name, extensions),
         ):
             cloud = TempestCloud(
                 auth_url=str(keystone["auth_url"]),
@@ -229,6 +302,8 @@ def tempest(lab: LabContext) -> TempestRun:
                 workspace=str(lab.state_dir / "verify" / "tempest"),
                 network_name=network_name,
                 network_extensions=extensions,
+                external_network_id=external_id,
+                external_network_name=external_name,
             )
             return run_tempest(lab, cloud, subset)
     finally:

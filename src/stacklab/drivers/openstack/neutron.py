@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack import neutron_agents
+from stacklab.drivers.openstack import neutron_agents, neutron_external
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
@@ -50,12 +50,14 @@ SERVICE = {"name": "neutron", "type": "network", "description": "OpenStack Netwo
 
 
 def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, user_password: str) -> str:
+    external = neutron_external.wanted(plan)
     return (
         f"# written by stacklab for lab {plan.lab}\n"
         "[DEFAULT]\n"
         "core_plugin = ml2\n"
-        # routers need the L3 agent, which no lab asks for yet; metering and QoS are not deployed
-        "service_plugins =\n"
+        # routers need the L3 agent, which runs only where the lab asks for an external network; metering and QoS
+        # are not deployed
+        f"service_plugins ={' router' if external else ''}\n"
         "auth_strategy = keystone\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
         "api_paste_config = /etc/neutron/api-paste.ini\n"
@@ -83,6 +85,8 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         "extension_drivers = port_security\n"
         "[ml2_type_vxlan]\n"
         f"vni_ranges = {VNI_RANGE}\n"
+        # the external network: flat, on the physical network the controller's linuxbridge agent maps to its NIC
+        + (f"[ml2_type_flat]\nflat_networks = {neutron_external.PHYSNET}\n" if external else "")
     )
 
 
@@ -98,7 +102,7 @@ def render_dropin(plan: ServiceLayout, unit: str) -> str:
 
 def outputs(layout: ServiceLayout) -> dict[str, Any]:
     ml2 = {"type_drivers": ["flat", "vxlan"], "tenant_network_types": ["vxlan"], "vni_range": VNI_RANGE}
-    return {"ml2": ml2, **neutron_agents.outputs(layout)}
+    return {"ml2": ml2, **neutron_agents.outputs(layout), **neutron_external.outputs(layout)}
 
 
 SERVICE_RECORD = ApiService(

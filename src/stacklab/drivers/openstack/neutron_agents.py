@@ -16,7 +16,12 @@ Each agent runs from a drop-in of the package's unit with neutron.conf, then sta
 root:neutron: it holds the RabbitMQ password, and the metadata secret on the controller). On a node the lab makes a
 VM, the drop-ins also set rootwrap_env's variables and a sudoers drop-in keeps them for the neutron user: the
 agents' `sudo neutron-rootwrap` (its privsep helpers, its rootwrap daemon) then skips eventlet's slow imports under
-TCG. `ensure` waits until neutron lists every agent alive. No L3 agent: no lab asks for a router yet.
+TCG. `ensure` waits until neutron lists every agent alive.
+
+A lab with an external network (neutron_external.py) also runs `neutron-l3-agent` on the controller, maps the
+physical network `external` to the controller's NIC on that lab network, and keeps the metadata in the DHCP
+namespace on every network (`force_metadata`); once the agents report, the external network and its subnet are
+made. Without one, every file is what it was.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ import json
 from collections.abc import Mapping, Sequence
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack import rootwrap_env
+from stacklab.drivers.openstack import neutron_external, rootwrap_env
 from stacklab.drivers.openstack.common import ServiceLayout, file_problems, service_secrets, unit_problems
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER
 from stacklab.drivers.openstack.keystone import admin_get
-from stacklab.errors import StackLabError
+from stacklab.errors import PlanError, StackLabError
 from stacklab.exec.node_files import (
     enable_and_restart,
     remove_node_files,
@@ -46,11 +51,12 @@ AGENT_CONF = "/etc/neutron/agent.conf.d/50-stacklab.conf"
 L2_AGENT = "neutron-linuxbridge-agent"
 CONTROLLER_AGENTS = (L2_AGENT, "neutron-dhcp-agent", "neutron-metadata-agent")
 COMPUTE_AGENTS = (L2_AGENT,)
+L3_AGENT = neutron_external.L3_AGENT  # on the controller, only with an external network
 METADATA_SECRET = "neutron-metadata"  # nova's metadata API and neutron's metadata agent share it
 METADATA_PORT = 8775  # nova-api-metadata on the controller
-BINARIES = {f"/usr/bin/{a}": a for a in CONTROLLER_AGENTS}
+BINARIES = {f"/usr/bin/{a}": a for a in (*CONTROLLER_AGENTS, L3_AGENT)}
 AGENT_TYPES = {L2_AGENT: "Linux bridge agent", "neutron-dhcp-agent": "DHCP agent",
-               "neutron-metadata-agent": "Metadata agent"}  # fmt: skip
+               "neutron-metadata-agent": "Metadata agent", L3_AGENT: "L3 agent"}  # fmt: skip
 AGENTS_BUDGET = 300.0  # a loaded 2-core host: each agent's first report came 2-3 min after its start
 # An agent in a VM node under TCG starts its two privsep daemons through `sudo neutron-rootwrap ... privsep-helper`
 # before its first report: without rootwrap_env's variables each took 90 s there (rootwrap's and the helper's
@@ -79,7 +85,9 @@ def computes(plan: ServiceLayout) -> tuple[str, ...]:
 
 
 def agents_of(plan: ServiceLayout, node: str) -> tuple[str, ...]:
-    return CONTROLLER_AGENTS if node == plan.controller else COMPUTE_AGENTS
+    if node != plan.controller:
+        return COMPUTE_AGENTS
+    return (*CONTROLLER_AGENTS, L3_AGENT) if neutron_external.wanted(plan) else CONTROLLER_AGENTS
 
 
 def local_ip(plan: ServiceLayout, node: str) -> str:
@@ -87,7 +95,12 @@ def local_ip(plan: ServiceLayout, node: str) -> str:
     return plan.addresses.get(node) or plan.address
 
 
-def render_agent_conf(plan: ServiceLayout, node: str, rabbit_password: str, metadata_secret: str) -> str:
+def render_agent_conf(
+    plan: ServiceLayout, node: str, rabbit_password: str, metadata_secret: str, external_interface: str = ""
+) -> str:
+    """The agents' file on `node`; `external_interface`: the controller's NIC on the external network's lab network
+    (neutron_external.py), given for the controller only when the lab has one."""
+    external = node == plan.controller and bool(external_interface)
     text = (
         f"# written by stacklab for lab {plan.lab}: neutron's agents on {node}\n"
         "[DEFAULT]\n"
@@ -106,6 +119,15 @@ def render_agent_conf(plan: ServiceLayout, node: str, rabbit_password: str, meta
             # RSS, for a lab's few guests asking once at boot
             "metadata_workers = 0\n"
         )
+    if external:
+        text += (
+            # the suites' guest routes 169.254.169.254 on-link (klibc's ipconfig ignores DHCP's classless routes):
+            # the DHCP namespace keeps answering it on a network a router is plugged into, too...
+            "force_metadata = true\n"
+            # ...so the L3 agent's per-router metadata proxy (a haproxy in each qrouter namespace) is not needed
+            "enable_metadata_proxy = false\n"
+        )
+    mapping = f"{neutron_external.PHYSNET}:{external_interface}" if external else ""
     return text + (
         "[agent]\n"
         # one root helper process per agent, not a sudo + rootwrap start for each of its hundreds of commands
@@ -113,7 +135,8 @@ def render_agent_conf(plan: ServiceLayout, node: str, rabbit_password: str, meta
         "[experimental]\n"
         "linuxbridge = true\n"
         "[linux_bridge]\n"
-        "physical_interface_mappings =\n"
+        # the external network's flat physnet: the controller's NIC on that lab network joins its bridge
+        f"physical_interface_mappings ={' ' + mapping if mapping else ''}\n"
         "[vxlan]\n"
         "enable_vxlan = true\n"
         f"local_ip = {local_ip(plan, node)}\n"
@@ -136,9 +159,12 @@ def render_agent_dropin(plan: ServiceLayout, unit: str, *, vm: bool = False) -> 
     return text + (rootwrap_env.environment_line() if vm else "")
 
 
-def node_files(plan: ServiceLayout, node: str, secrets: tuple[str, str], *, vm: bool = False) -> dict[str, str]:
-    """Every file stacklab writes for the agents on the node (path -> text); `vm`: the lab makes the node a VM."""
-    files = {AGENT_CONF: render_agent_conf(plan, node, *secrets)}
+def node_files(
+    plan: ServiceLayout, node: str, secrets: tuple[str, str], *, vm: bool = False, external_interface: str = ""
+) -> dict[str, str]:
+    """Every file stacklab writes for the agents on the node (path -> text); `vm`: the lab makes the node a VM;
+    `external_interface`: the controller's NIC on the external network (render_agent_conf)."""
+    files = {AGENT_CONF: render_agent_conf(plan, node, *secrets, external_interface)}
     files |= {dropin_path(u): render_agent_dropin(plan, u, vm=vm) for u in agents_of(plan, node)}
     return files | ({SUDOERS: rootwrap_env.sudoers_text(plan.lab, "neutron")} if vm else {})
 
@@ -153,6 +179,10 @@ def problems(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[st
     secrets = _secrets(ctx, create=False)
     if secrets is None:
         return [f"the lab's neutron agent secrets are missing from {ctx.state_dir / 'secrets'}"]
+    try:
+        interface = _external_interface(ctx, plan)
+    except PlanError:  # the lab file changed under a recorded plan: its files differ, `up` says why
+        interface = ""
     found = []
     for node in plan.hosts:
         node_runner = runner if node == plan.controller else ctx.on_node_if_up(node)
@@ -160,11 +190,18 @@ def problems(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[st
             found.append(f"{node} is not reachable")
             continue
         where = "" if node == plan.controller else node
-        found += file_problems(node_runner, node_files(plan, node, secrets, vm=is_vm(ctx, node)), where)
+        files = node_files(plan, node, secrets, vm=is_vm(ctx, node), external_interface=interface)
+        found += file_problems(node_runner, files, where)
         found += [
             f"{p} on {node}" if where else p for u in agents_of(plan, node) for p in unit_problems(node_runner, u)
         ]
-    return found
+    return found + neutron_external.problems(ctx, runner, plan)
+
+
+def _external_interface(ctx: DriverContext, plan: ServiceLayout) -> str:
+    """The controller's NIC on the external network's lab network ("" when the lab has none)."""
+    external = neutron_external.resolve(ctx, plan)
+    return external.interface if external else ""
 
 
 def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
@@ -172,12 +209,13 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
     rid = f"service/{plan.name}"
     secrets = _secrets(ctx, create=True)
     assert secrets is not None  # made when missing
+    interface = _external_interface(ctx, plan)
     for node in plan.hosts:
         ctx.progress(f"{rid}: {', '.join(agents_of(plan, node))} on {node}")
         node_runner = runner if node == plan.controller else ctx.on_node(node)
         wanted = {p: a for p, a in BINARIES.items() if a in agents_of(plan, node)}
         require_node(node_runner, node, rid, files=wanted, unit=L2_AGENT)
-        files = node_files(plan, node, secrets, vm=is_vm(ctx, node))
+        files = node_files(plan, node, secrets, vm=is_vm(ctx, node), external_interface=interface)
         changed = write_node_file(node_runner, AGENT_CONF, files.pop(AGENT_CONF), mode="0640")
         node_runner.run(["chown", "root:neutron", AGENT_CONF], timeout=30)
         if SUDOERS in files:  # before the agents (re)start: their first privsep helpers need it
@@ -188,6 +226,7 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
             enable_and_restart(node_runner, unit, changed=changed)
     ctx.progress(f"{rid}: waiting for the agents to report")
     wait_for_agents(ctx, runner, plan, budget=agents_budget(ctx, plan.hosts))
+    neutron_external.ensure(ctx, runner, plan)  # the external network, once the L3 agent can serve routers on it
 
 
 def alive_agents(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> set[tuple[str, str]]:
