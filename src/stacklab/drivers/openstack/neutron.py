@@ -13,6 +13,10 @@ metadata agents on the controller. Ports bind to the compute that hosts the inst
 DHCP and their metadata from 169.254.169.254, and neutron tells nova when a port is up (nova waits for that
 event before it reports an instance ACTIVE). `up` waits until the API answers and every agent reports alive;
 observe checks both server units and every agent on every node.
+
+A lab with an external network (`openstack.neutron.external`, neutron_external.py) adds the router service plugin
+and the flat physical network `external`, the L3 agent on the controller and the external network itself; one
+without renders exactly as before.
 """
 
 from __future__ import annotations
