@@ -402,3 +402,74 @@ def test_tempest_conf_without_one_is_unchanged() -> None:
     # no neutron: the external network means nothing
     no_neutron = dataclasses.replace(EXTERNAL_CLOUD, services=frozenset({"glance", "nova"}))
     assert tempest_conf.sections(no_neutron)["validation"] == {"run_validation": "false"}
+
+
+# -- the tempest suite's router between its shared network and the external network -------------------------------
+
+
+class FakeNetworkHttp:
+    """neutron's HTTP API as the suite calls it (os_client.call's signature), with the calls in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.ports: list[dict[str, str]] = []
+        self.external = {"id": "EXT-ID", "name": "stacklab-external", "router:external": True}
+        self.sent: dict[str, Any] = {}  # path -> the last body POSTed there
+
+    def __call__(self, method: str, url: str, token: str | None = None, body: bytes | None = None,
+                 headers: dict[str, str] | None = None, **_: Any) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        path = url.removeprefix("http://ctl:9696/v2.0/")
+        self.calls.append((method, path))
+        sent = json.loads(body) if body else {}
+        if method == "POST":
+            self.sent[path] = sent
+        answers: dict[tuple[str, str], tuple[int, Any]] = {
+            ("POST", "networks"): (201, {"network": {"id": "NET"}}),
+            ("POST", "subnets"): (201, {"subnet": {"id": "SUB"}}),
+            ("POST", "routers"): (201, {"router": {"id": "RTR", **sent.get("router", {})}}),
+            ("GET", "extensions"): (200, {"extensions": [{"alias": a} for a in ("external-net", "router")]}),
+            ("GET", "networks?name=stacklab-external"): (200, {"networks": [self.external]}),
+            ("GET", "ports?network_id=NET"): (200, {"ports": self.ports}),
+            ("DELETE", "routers/RTR"): (204, {}),
+            ("DELETE", "networks/NET"): (204, {}),
+        }
+        if method == "PUT" and path == "routers/RTR/add_router_interface":
+            assert sent == {"subnet_id": "SUB"}
+            self.ports.append({"id": "P-RTR", "device_owner": "network:router_interface"})
+            return 200, {}, b"{}"
+        if method == "PUT" and path == "routers/RTR/remove_router_interface":
+            self.ports[:] = [p for p in self.ports if p["id"] != "P-RTR"]
+            return 200, {}, b"{}"
+        status, data = answers[(method, path)]
+        return status, {}, json.dumps(data).encode()
+
+
+def test_the_tempest_suite_routes_its_shared_network_to_the_external_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stacklab.suites import test_tempest as suite
+
+    http = FakeNetworkHttp()
+    monkeypatch.setattr(suite, "call", http)
+    monkeypatch.setattr(suite, "login_catalog", lambda _auth: ("TOKEN", {"network": "http://ctl:9696"}))
+    has = frozenset({"nova", "neutron"})
+    assert suite.external_network_id({}, "stacklab-external") == "EXT-ID"
+    with suite.network_refs({}, has, "EXT-ID") as (name, extensions):
+        assert name.startswith("stacklab-tempest-") and "router" in extensions
+        made = list(http.calls)
+    router = next(i for i, c in enumerate(http.calls) if c == ("POST", "routers"))
+    assert made[router + 1] == ("PUT", "routers/RTR/add_router_interface")
+    assert http.sent["routers"]["router"]["external_gateway_info"] == {"network_id": "EXT-ID"}
+    after = http.calls[len(made) :]
+    # the router's interface, then the router, then the network (a router port would keep the network)
+    order = [after.index(c) for c in [("PUT", "routers/RTR/remove_router_interface"), ("DELETE", "routers/RTR"),
+                                      ("DELETE", "networks/NET")]]  # fmt: skip
+    assert order == sorted(order)
+    # without an external network: no router at all
+    plain = FakeNetworkHttp()
+    monkeypatch.setattr(suite, "call", plain)
+    with suite.network_refs({}, has) as (name, _):
+        pass
+    assert not any("routers" in path for _, path in plain.calls)
+    http.external["router:external"] = False
+    monkeypatch.setattr(suite, "call", http)
+    with pytest.raises(AssertionError, match="neutron lists 0 external networks"):
+        suite.external_network_id({}, "stacklab-external")
