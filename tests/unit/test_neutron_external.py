@@ -341,7 +341,15 @@ def test_up_starts_the_l3_agent_makes_the_network_and_a_second_up_changes_nothin
     assert agents.problems(ctx, controller, plan) == ["the external network stacklab-external is missing"]
     agents.ensure(ctx, controller, plan)
     assert agents.problems(ctx, controller, plan) == []
-    agents.remove(ctx, controller, plan)
+    # the lab file drops its external network: the next up stops the L3 agent and removes its drop-in
+    ctx.lab = load_lab_text(LAB.replace(POOL_LINE, "").replace("  neutron:\n", ""), "ext.yml")
+    plain = layout(LAB.replace(POOL_LINE, "").replace("  neutron:\n", ""))
+    agents.ensure(ctx, controller, plain)
+    assert "neutron-l3-agent" not in controller.running | controller.enabled
+    assert agents.dropin_path("neutron-l3-agent") not in controller.files
+    assert agents.problems(ctx, controller, plain) == []
+    agents.ensure(ctx, controller, layout())
+    agents.remove(ctx, controller, layout())
     assert "neutron-l3-agent" not in controller.running
     assert agents.dropin_path("neutron-l3-agent") not in controller.files
 

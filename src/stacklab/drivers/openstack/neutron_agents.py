@@ -218,6 +218,10 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         files = node_files(plan, node, secrets, vm=is_vm(ctx, node), external_interface=interface)
         changed = write_node_file(node_runner, AGENT_CONF, files.pop(AGENT_CONF), mode="0640")
         node_runner.run(["chown", "root:neutron", AGENT_CONF], timeout=30)
+        if changed and node == plan.controller and L3_AGENT not in agents_of(plan, node):
+            # the lab no longer asks for an external network (or never did: a fresh file): no L3 agent left behind
+            systemctl(node_runner, "disable", "--now", L3_AGENT, check=False)
+            remove_node_files(node_runner, dropin_path(L3_AGENT))
         if SUDOERS in files:  # before the agents (re)start: their first privsep helpers need it
             sudoers = files.pop(SUDOERS)
             changed = write_node_file(node_runner, SUDOERS, sudoers, mode=rootwrap_env.SUDOERS_MODE) or changed

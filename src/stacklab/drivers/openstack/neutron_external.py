@@ -14,7 +14,9 @@ the agents and the API get when a lab asks for one. A lab that does not ask rend
   network's cidr, the host's address on that bridge as the gateway, the pool as the only allocation pool, no
   DHCP), made by neutron_external_tool.py on the controller, idempotently; observe reads them back.
 
-`down` drops neutron's database with the service, which holds the network; the bridge goes with the lab.
+`down` drops neutron's database with the service, which holds the network; the bridge goes with the lab. A lab
+file that drops its external network: the next `up` stops the L3 agent and removes its drop-in (neutron_agents.py);
+the network stays in neutron's database (routers and floating IPs on it are the user's) until `down`.
 """
 
 from __future__ import annotations
