@@ -20,6 +20,7 @@ from stacklab.drivers.openstack.common import ServiceLayout, service_layout
 from stacklab.exec.runner import CommandResult
 from stacklab.model.errors import LabError
 from stacklab.model.load import load_lab_text
+from stacklab.plan.expand import USERSPACE_CHOICES, expand
 from stacklab.suites import tempest_conf
 from tests.golden_util import check_golden
 from tests.unit.lab_util import service_resource
@@ -161,6 +162,9 @@ def test_the_controller_runs_the_l3_agent_on_its_nic_of_the_external_network(tmp
     # ctl1's NICs: mgmt (eth0), ext (eth1); the subnet's gateway is the host's address on br-ext
     assert (external.interface, external.cidr, external.gateway) == ("eth1", "10.252.0.0/24", "10.252.0.1")
     assert external.pool == ("10.252.0.100", "10.252.0.150")
+    # the NIC name is the one the node's plan gives cloud-init for that network (plan/expand.py)
+    node = next(r for r in expand(ctx.lab, USERSPACE_CHOICES) if r.id == "node/ctl1")
+    assert [n["device"] for n in node.spec["nics"] if n["network"] == "ext"] == [external.interface]
     assert agents.agents_of(plan, "ctl1") == (*agents.CONTROLLER_AGENTS, "neutron-l3-agent")
     assert agents.agents_of(plan, "cmp1") == agents.COMPUTE_AGENTS
     controller = agents.render_agent_conf(plan, "ctl1", "RABBIT", "META", external.interface)
