@@ -22,6 +22,10 @@ measured two ways: the host's MemAvailable before and after the copies, divided 
 really costs the host, page cache included), and the RSS of every process in the copy's nodes (over SSH from
 inside its netns); disk per copy is what its state dir takes on disk (st_blocks; reflinks would count in full).
 The lab's subnets are moved to 10.243.x.0/24 (`--subnet-octet` for another second octet).
+
+With `--noop-down R` it times only the lab's first `up`, R no-op `up`s and its `down` (issue 17's no-op `up` <= 5 s
+and `down` <= 30 s), each with the host's load average, and breaks them down from the event log: a no-op `up`'s
+observe phase and its slowest resources (`observed` events), `down`'s delete steps and its leak check.
 """
 
 from __future__ import annotations
@@ -232,6 +236,54 @@ def copies_flow(args: argparse.Namespace) -> None:
     print(f"  leak check after down: {'clean' if clean else 'NOT clean'} (lab and every copy)")
 
 
+def last_log(state: Path, lab: str, command: str) -> list[dict[str, Any]]:
+    logs = sorted((state / lab / "logs").glob(f"*-{command}.jsonl"))
+    return [json.loads(line) for line in logs[-1].read_text().splitlines()]
+
+
+def phase_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
+    return {str(e["phase"]): float(e["duration"]) for e in events if e["type"] == "phase_end"}
+
+
+def noop_down_flow(args: argparse.Namespace) -> None:
+    """`--noop-down R`: the first `up`, R no-op `up`s and `down`, each timed with the load; their phases."""
+    lab = bench_lab(args.template, "nod")
+    name, work, lab_file, state, env = lab.name, lab.work, lab.file, lab.state, lab.env
+    rows: list[tuple[str, float, float]] = []  # label, seconds, load average (1 min) when it ended
+    details: list[str] = []
+    clean = False
+    try:
+        rows.append(("up (first, cached images)", cli(["up", "-y", str(lab_file)], env)[0], os.getloadavg()[0]))
+        for index in range(1, args.noop_down + 1):
+            wall, result = cli(["up", "-y", str(lab_file)], env)
+            if "nothing to do" not in result.stderr:
+                raise SystemExit(f"no-op up {index} planned changes:\n{result.stderr[-3000:]}")
+            rows.append((f"no-op up {index}", wall, os.getloadavg()[0]))
+            events = last_log(state, name, "up")
+            slowest = sorted((e for e in events if e["type"] == "observed"), key=lambda e: -float(e["duration"]))
+            observed = ", ".join(f"{e['resource']} {float(e['duration']):.1f} s" for e in slowest[:3])
+            details.append(
+                f"no-op up {index}: observe {phase_seconds(events).get('observe', 0.0):.1f} s; slowest: "
+                f"{observed or 'no observed events'}"
+            )
+        wall, result = cli(["down", name], env)
+        rows.append(("down", wall, os.getloadavg()[0]))
+        clean = "leak check: clean" in result.stderr
+        events = last_log(state, name, "down")
+        steps = ", ".join(f"{e['resource']} {float(e['duration']):.1f} s" for e in events if e["type"] == "step_end")
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in phase_seconds(events).items())
+        details.append(f"down: {phases}; steps: {steps}")
+    finally:
+        subprocess.run([*STACKLAB, "down", name], env=env, cwd=ROOT, check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"lab {args.template} ({name}), {os.cpu_count()} CPUs")
+    for label, seconds, load in rows:
+        print(f"  {label:<28} {seconds:8.1f} s   (load average {load:.1f})")
+    for line in details:
+        print(f"  {line}")
+    print(f"  leak check after down: {'clean' if clean else 'NOT clean'}")
+
+
 def disk_mib(path: Path, skip: tuple[str, ...] = ()) -> float:
     from stacklab.engine.checkpoint import allocated_bytes
 
@@ -255,12 +307,18 @@ def main() -> None:
     parser.add_argument("--verify-copy", action="store_true", help="with --copies: verify copy 2 after its reset")
     parser.add_argument("--subnet-octet", type=int, default=243, help="with --copies: the subnets' second octet")
     parser.add_argument("--schema-steps", metavar="STATE_DIR/LAB", help="only print each `up` log's schema steps")
+    parser.add_argument(
+        "--noop-down", type=int, default=0, metavar="R", help="time only the first up, R no-op ups and down"
+    )
     args = parser.parse_args()
     if args.schema_steps:
         print_schema_steps(Path(args.schema_steps).parent, Path(args.schema_steps).name)
         return
     if os.geteuid() != 0:
         raise SystemExit("run as root: labs create bridges and containers")
+    if args.noop_down:
+        noop_down_flow(args)
+        return
     if args.copies:
         if args.copies < 2:
             raise SystemExit("--copies: give 2 or more")

@@ -455,6 +455,35 @@ def test_refuses_vm_specs(fake_ctx: DriverContext, tmp_path: Path) -> None:
         make_driver(tmp_path, []).apply(make_driver(tmp_path, []).diff(vm, None, None), fake_ctx)
 
 
+def test_a_container_going_with_its_lab_is_killed_others_stop_cleanly(fake_ctx: DriverContext, tmp_path: Path) -> None:
+    """`down` (the node among the run's vanishing nodes, its dependents already deleted): `lxc-stop -k` at once, no
+    clean shutdown of a root destroyed next. Any other delete (a recreate, a node not going in this run) still
+    asks for a clean stop first. Both destroy and clean up the same; each says how long its stop took."""
+    import dataclasses
+
+    assert isinstance(fake_ctx.runner, FakeRunner)
+    lxc = FakeLxc(fake_ctx.runner)
+    driver = make_driver(tmp_path, [])
+    node = nodes()["compute1"]
+    layout = ContainerLayout.for_lab(fake_ctx.state_dir, "compute1")
+    progress: list[str] = []
+    for vanishing, expected in ((frozenset({"compute1"}), "-k"), (frozenset({"compute2"}), "-t")):
+        outputs = driver.apply(driver.diff(node, None, None), fake_ctx)
+        assert lxc.state == "RUNNING"
+        fake_ctx.runner.calls.clear()
+        ctx = dataclasses.replace(fake_ctx, vanishing_nodes=vanishing, progress=progress.append)
+        driver.delete(node.id, {"spec": dict(node.spec), "hash": node.hash, "outputs": dict(outputs)}, ctx)
+        stops = [c for c in fake_ctx.runner.calls if c[0] == "lxc-stop"]
+        assert [c[5] for c in stops] == [expected], stops
+        assert lxc.state == "MISSING" and not layout.node_dir.exists()
+    assert [m.split(" in ")[0] for m in progress] == [
+        "container compute1: killed",
+        "container compute1: destroyed",
+        "container compute1: stopped",
+        "container compute1: destroyed",
+    ]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Isolation: explicit per node (issue 11)
 

@@ -241,3 +241,80 @@ def test_down_does_not_clean_inside_a_vm_that_goes_in_the_same_run(tmp_path: Pat
     assert asked["a"] is None  # the VM: skipped, it goes with its disk
     assert isinstance(asked["b"], FakeRunner)  # the container shares the host's kernel: cleaned from inside
     assert engine.state.resources == {}
+
+
+# -- observe: every resource at once, timed, drift still found ---------------------------------------------------
+WIDE_LAB = LAB + "".join(f"  {n}: {{image: base, nics: [mgmt, storage]}}\n" for n in "cdefgh")  # 12 resources
+
+
+def test_observe_runs_every_resource_at_once(tmp_path: Path, world: World) -> None:
+    """A no-op `up` waits for its slowest observe, not for the queue: 12 observes that each wait until all 12 are
+    running pass only when the engine runs them side by side (DEFAULT_WORKERS at a time would break the barrier)."""
+    engine = make_engine(tmp_path, world, WIDE_LAB)
+    engine.apply(engine.plan())
+    barrier = threading.Barrier(12, timeout=10)
+
+    class Waiting(FakeDriver):
+        def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+            barrier.wait()
+            return super().observe(resource, ctx)
+
+    engine = make_engine(tmp_path, world, WIDE_LAB)
+    engine._drivers = {k: Waiting(k, world) for k in ("bridge", "sshkey", "image", "node")}
+    assert engine.workers < 12
+    plan = engine.plan()
+    assert plan.is_empty and plan.summary()["noop"] == 12
+    assert not barrier.broken
+
+
+def test_observe_at_once_still_plans_drift(tmp_path: Path, world: World) -> None:
+    """Observing side by side changes nothing in what is found: a lost node is created, a stopped one updated,
+    the other ten stay unchanged."""
+
+    class Drifting(FakeDriver):
+        def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+            found = super().observe(resource, ctx)
+            if found is not None and self.world.objects[resource.id] == "stopped by hand":
+                return dataclasses.replace(found, drift=("stopped",))
+            return found
+
+    engine = make_engine(tmp_path, world, WIDE_LAB)
+    engine.apply(engine.plan())
+    del world.objects["node/c"]
+    world.objects["node/f"] = "stopped by hand"
+    engine = make_engine(tmp_path, world, WIDE_LAB)
+    engine._drivers = {k: Drifting(k, world) for k in ("bridge", "sshkey", "image", "node")}
+    plan = engine.plan()
+    assert {c.id: (c.action, c.reasons) for c in plan.actionable} == {
+        "node/c": (Action.CREATE, ("recorded in state but missing on the host",)),
+        "node/f": (Action.UPDATE, ("drift: stopped",)),
+    }
+    assert plan.summary()["noop"] == 10
+
+
+def test_each_observe_is_timed_in_the_event_log(tmp_path: Path, world: World) -> None:
+    import json
+
+    engine = make_engine(tmp_path, world)
+    engine.apply(engine.plan())
+    del world.objects["node/b"]
+    world.fail_on = set()
+
+    class Broken(FakeDriver):
+        def observe(self, resource: Resource, ctx: DriverContext) -> Observed | None:
+            if resource.id == "image/base":
+                raise RuntimeError("cannot read the cache")
+            return super().observe(resource, ctx)
+
+    engine = make_engine(tmp_path, world)
+    engine._drivers = {k: Broken(k, world) for k in ("bridge", "sshkey", "image", "node")}
+    with pytest.raises(RuntimeError, match="cannot read the cache"):
+        engine.plan()
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    observed = {e["resource"]: e for e in events if e["type"] == "observed"}
+    assert set(observed) == {"bridge/mgmt", "bridge/storage", "sshkey/fake-lab", "image/base", "node/a", "node/b"}
+    assert {rid: e["outcome"] for rid, e in observed.items() if e["outcome"] != "found"} == {
+        "image/base": "failed",
+        "node/b": "absent",
+    }
+    assert all(e["duration"] >= 0 for e in observed.values())

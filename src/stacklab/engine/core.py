@@ -30,6 +30,10 @@ from stacklab.plan.ripple import ripple_rebuilds
 
 LOG = logging.getLogger(__name__)
 DEFAULT_WORKERS = 6
+# Observing only reads, and each observe mostly waits on a node (SSH round trips, a `ceph` or `openstack` CLI):
+# every resource is observed at once rather than DEFAULT_WORKERS at a time, so a no-op `up` takes the slowest
+# observe, not the sum of the queue (a node's SSH runner still bounds its own sessions).
+OBSERVE_WORKERS = 64
 
 
 @dataclass
@@ -132,10 +136,18 @@ class Engine:
         def observe_and_diff(resource: Resource) -> Change:
             driver = self._driver(resource.kind)
             assert driver is not None
-            observed = driver.observe(resource, self._step_ctx(resource.id))
+            start = time.monotonic()
+            outcome = "failed"
+            try:
+                observed = driver.observe(resource, self._step_ctx(resource.id))
+                outcome = "absent" if observed is None else "found"
+            finally:  # each resource's observe time in the event log: what a no-op `up` waits on
+                self.bus.emit(
+                    "observed", resource=resource.id, outcome=outcome, duration=round(time.monotonic() - start, 4)
+                )
             return driver.diff(resource, observed, self.state.get(resource.id))
 
-        with cf.ThreadPoolExecutor(self.workers) as pool:
+        with cf.ThreadPoolExecutor(max(1, min(len(resources), OBSERVE_WORKERS))) as pool:
             return list(pool.map(observe_and_diff, resources))
 
     # -- apply ---------------------------------------------------------------------------------------------

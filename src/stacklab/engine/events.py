@@ -29,13 +29,13 @@ from stacklab.exec.readiness import set_wait_announcer
 
 @dataclass(frozen=True)
 class Event:
-    type: str  # run_start run_end phase_start phase_end step_start step_progress step_end note
+    type: str  # run_start run_end phase_start phase_end step_start step_progress step_end note observed
     run: str
     ts: float = field(default_factory=time.time)
     phase: str | None = None
     resource: str | None = None
     action: str | None = None
-    outcome: str | None = None  # ok failed skipped
+    outcome: str | None = None  # ok failed skipped; `observed`: found absent failed
     duration: float | None = None
     message: str | None = None
     budget: float | None = None  # step_progress of a wait: seconds it may take from `ts`
