@@ -6,8 +6,10 @@ busybox-static in images/openstack-zed.yml, their debs (and dropbear's libraries
 `apt-get download` and unpacked into the copy. QEMU's user-mode network stands in for neutron's: DHCP gives the
 guest 169.254.0.15 on 169.254.0.0/16, a guestfwd sends 169.254.169.254:80 to this test's HTTP server (through a
 relay per connection), and a hostfwd makes the guest's :22 reachable at 127.0.0.1. paramiko then logs in with the
-key the metadata named, runs tempest's wrapped commands, and a key the metadata did not name is refused. The copy,
-QEMU, the relay and the server go in finalizers.
+key the metadata named, runs tempest's wrapped commands, and a key the metadata did not name is refused. A second
+boot runs tempest's volume scenario: a raw file hot-plugged through QMP (as nova attaches a volume) is found with
+lsblk, made ext4, mounted, stamped and read back by tempest's own command strings, and the host proves the file holds
+that ext4 and timestamp. The copy, QEMU, the relay and the server go in finalizers.
 """
 
 from __future__ import annotations
@@ -283,3 +285,161 @@ def test_the_default_guest_flushes_its_line_into_a_qcow2_file(rootfs: Path, tmp_
     finally:
         qemu.kill()
         qemu.wait(timeout=30)
+
+
+SCENARIO_TIMEOUT = 300.0  # boot to sshd under TCG on a loaded 2-core host
+ATTACH_TIMEOUT = 120.0  # the hot-plugged disk in lsblk's list (tempest waits compute.build_timeout for it)
+VOLUME_ID = "0b7e5c1d-4f3a-4c2e-9d6b-7a8f9e0d1c2b"  # nova gives a cinder volume its id as the virtio serial
+
+
+def qmp(path: Path, *commands: dict[str, object]) -> list[object]:
+    """Each command's "return" from QEMU's QMP socket at `path` (events skipped); an "error" fails the test."""
+    returns: list[object] = []
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        s.settimeout(60)
+        f = s.makefile("rw")
+        f.readline()  # the greeting
+        for command in ({"execute": "qmp_capabilities"}, *commands):
+            f.write(json.dumps(command) + "\n")
+            f.flush()
+            while True:
+                reply = json.loads(f.readline())
+                assert "error" not in reply, (command, reply)
+                if "return" in reply:
+                    break
+            returns.append(reply["return"])
+    return returns[1:]
+
+
+def tempest_disks(lsblk: str) -> list[str]:
+    """RemoteClient.get_disks + list_disks (tempest/common/utils/linux/remote_client.py), copied: the lines whose
+    TYPE column (right-aligned under the header's) says disk, then each one's first word."""
+    selected: list[str] = []
+    pos = None
+    for line in lsblk.splitlines():
+        if pos is None and line.find("TYPE") > 0:
+            pos = line.find("TYPE")
+            selected.append(line)
+        elif pos is not None and pos > 0 and line[pos : pos + 4] == "disk":
+            selected.append(line)
+    assert selected, f"'TYPE' column is required but the output doesn't have it: {lsblk}"
+    return [line.split()[0] for line in selected[1:]]
+
+
+def checked_run(client: paramiko.SSHClient, command: str) -> str:
+    """tempest's exec_command: the wrapped command's stdout, and a failure (SSHExecCommandFailed) on a non-zero exit."""
+    status, out, err = run(client, command)
+    assert status == 0, (command, status, out, err)
+    return out
+
+
+def test_tempest_volume_scenario_makes_ext4_on_an_attached_disk(rootfs: Path, tmp_path: Path) -> None:
+    """tempest's stamp pattern on the --ssh guest: a volume (a 64 MiB raw file, with a cinder volume id as serial)
+    is hot-plugged as nova attaches one, then tempest's own command strings find it (lsblk's list grows), make ext4
+    on it, mount it, write a timestamp, sync, umount, then mount and read it again as get_timestamp does. After QEMU
+    exits the host reads the file: an ext4 file system e2fsck finds clean, whose /timestamp is the guest's line."""
+    runner = LocalRunner()
+    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
+    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
+                                   "--ssh"], timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    root, volume = tmp_path / "root.qcow2", tmp_path / "volume.raw"
+    runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "16M"], timeout=60)
+    runner.run(["qemu-img", "create", "-q", "-f", "raw", str(volume), "64M"], timeout=60)
+
+    key = paramiko.RSAKey.generate(2048)
+    name = f"hd-{secrets.token_hex(3)}"
+    meta = {"uuid": "6f1c2e0a-4444-5555-6666-0123456789ab", "name": name, "hostname": f"{name}.novalocal",
+            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
+    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    port, console, monitor = free_port(), tmp_path / "console.log", tmp_path / "qmp.sock"
+    netdev = (f"user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart={GUEST_ADDRESS},"
+              f"hostfwd=tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:22,"
+              f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} {relay} {server.server_port}")  # fmt: skip
+    assert QEMU is not None
+    argv = [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none",
+            "-qmp", f"unix:{monitor},server=on,wait=off",
+            "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
+            "-initrd", str(rootfs / "tmp/ssh.img"), "-append", "console=ttyS0 quiet",
+            "-drive", f"file={root},if=virtio,format=qcow2,cache=writeback",
+            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
+    booted = time.monotonic()
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        text = ""
+        while "stacklab-net: sshd on" not in text and time.monotonic() - booted < SCENARIO_TIMEOUT:
+            time.sleep(0.5)
+            assert qemu.poll() is None, (
+                f"qemu exited {qemu.poll()}: {qemu.stdout.read().decode() if qemu.stdout else ''}"
+            )
+            text = console.read_text(errors="replace") if console.exists() else ""
+        assert "stacklab-net: sshd on" in text, f"no sshd line in {SCENARIO_TIMEOUT:g}s; console:\n{text[-3000:]}"
+        print(f"boot to sshd under TCG: {time.monotonic() - booted:.1f}s")
+
+        client = login(port, key)
+        try:
+            started = time.monotonic()
+            before = tempest_disks(checked_run(client, "lsblk -lb --nodeps"))
+            assert before == ["vda"], before
+            # nova's attach: the volume's disk hot-plugged on the PCI bus, its serial the volume id
+            qmp(monitor, {"execute": "blockdev-add", "arguments": {
+                "node-name": "volume", "driver": "raw", "cache": {"direct": True},
+                "file": {"driver": "file", "filename": str(volume)}}},
+                {"execute": "device_add", "arguments": {
+                    "driver": "virtio-blk-pci", "id": "volume0", "drive": "volume", "serial": VOLUME_ID}})  # fmt: skip
+            # StampPattern._attached_volume_name: poll list_disks until it grows, the new name is the volume
+            after = before
+            while len(after) <= len(before) and time.monotonic() - started < ATTACH_TIMEOUT:
+                time.sleep(1)
+                listing = checked_run(client, "lsblk -lb --nodeps")
+                after = tempest_disks(listing)
+            assert after == ["vda", "vdb"], (after, listing)
+            print(f"attached disk listed by lsblk after {time.monotonic() - started:.1f}s:\n{listing}")
+            assert [line.split()[3] for line in listing.splitlines()[1:]] == ["16777216", "67108864"], listing
+            dev = next(d for d in after if d not in before)
+            # AttachVolumeShelveTestJSON._count_volumes
+            assert checked_run(client, "grep -c -E [vs]d.$ /proc/partitions").strip() == "2"
+            # create_timestamp(ip, dev): make_fs, mount, the timestamp, cat, umount
+            checked_run(client, f"sudo mke2fs -t ext4 /dev/{dev}")
+            # what make_fs logs when mke2fs fails
+            assert f" {dev}\n" in checked_run(client, "sudo ls -lR /dev")
+            checked_run(client, f"sudo mount /dev/{dev} /mnt")
+            mounts = checked_run(client, "cat /proc/mounts")
+            assert f"/dev/{dev} /mnt ext4 rw" in mounts, mounts
+            checked_run(client, 'sudo sh -c "date > /mnt/timestamp; sync"')
+            timestamp = checked_run(client, "sudo cat /mnt/timestamp")
+            assert timestamp.strip(), timestamp
+            checked_run(client, "sudo umount /mnt")
+            # get_timestamp(ip, dev): what the second guest runs on the volume
+            checked_run(client, f"sudo mount /dev/{dev} /mnt")
+            assert checked_run(client, "sudo cat /mnt/timestamp") == timestamp
+            checked_run(client, "sudo umount /mnt")
+            assert " /mnt " not in checked_run(client, "cat /proc/mounts")
+            print(f"tempest's volume scenario on the guest: {time.monotonic() - started:.1f}s ({timestamp.strip()})")
+        finally:
+            client.close()
+        # INIT marks every disk it sees within 2 s (the first line); on ext4 those bytes are the unused boot block
+        while f"stacklab-guest: wrote {dev}" not in text and time.monotonic() - started < ATTACH_TIMEOUT:
+            time.sleep(0.5)
+            text = console.read_text(errors="replace")
+        assert f"stacklab-guest: wrote {dev}" in text, text[-3000:]
+    finally:
+        qemu.kill()
+        qemu.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+        print("console:\n" + (console.read_text(errors="replace")[-2000:] if console.exists() else ""))
+
+    # on the host, from the file QEMU wrote: ext4 (journal, extents, checksums), clean, /timestamp the guest's line
+    features = runner.run(["dumpe2fs", "-h", str(volume)], timeout=60).stdout
+    feature_line = next(line for line in features.splitlines() if line.startswith("Filesystem features:"))
+    assert {"has_journal", "extent", "metadata_csum"} <= set(feature_line.split()[2:]), feature_line
+    runner.run(["e2fsck", "-fn", str(volume)], timeout=60)
+    assert runner.run(["debugfs", "-R", "cat /timestamp", str(volume)], timeout=60).stdout == timestamp
+    with volume.open("rb") as f:
+        first = f.read(512).split(b"\n")[0].rstrip(b"\0").decode(errors="replace")
+    print(f"the volume's first line after the scenario: {first!r}")

@@ -31,6 +31,13 @@ kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring
 kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/net/virtio_net.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 """
+# ext4 as modules (Debian's cloud kernel builds them in: then these lines are not in modules.dep)
+EXT4_DEP = """kernel/crypto/crc32c_generic.ko:
+kernel/lib/crc16.ko:
+kernel/fs/mbcache.ko:
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+"""
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 LDD = {  # what ldd says of each binary on the fake node
@@ -42,8 +49,19 @@ LDD = {  # what ldd says of each binary on the fake node
         f"libc.so.6 => {LIBC} (0x2)",
     ],
     "/usr/bin/dropbearkey": ["libtomcrypt.so.1 => /lib/x86_64-linux-gnu/libtomcrypt.so.1 (0x4)"],
+    "/usr/sbin/mke2fs": [
+        "libext2fs.so.2 => /lib/x86_64-linux-gnu/libext2fs.so.2 (0x5)",
+        "libblkid.so.1 => /lib/x86_64-linux-gnu/libblkid.so.1 (0x6)",
+        f"libc.so.6 => {LIBC} (0x2)",
+    ],
+    "/usr/bin/lsblk": [
+        "libblkid.so.1 => /lib/x86_64-linux-gnu/libblkid.so.1 (0x6)",
+        "libmount.so.1 => /lib/x86_64-linux-gnu/libmount.so.1 (0x7)",
+        f"libc.so.6 => {LIBC} (0x2)",
+    ],
 }
-APPLETS = ["sh", "cat", "mount", "ip", "ping", "hostname", "grep", "umount", "id", "stat"]
+APPLETS = ["sh", "cat", "mount", "ip", "ping", "hostname", "grep", "umount", "id", "stat", "ls", "mke2fs", "mkfs.ext2"]
+MKE2FS_CONF = "[fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,metadata_csum\n\t}\n"
 
 # The default guest's archive: (name, mode) in order (built with this fake node). busybox is there for its
 # `sync -d` (klibc's sync sends no FLUSH), so klibc's sync is not.
@@ -91,10 +109,11 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (root / path.lstrip("/")).write_text(body or f"content of {path}")
 
-    put(f"/lib/modules/{VERSION}/modules.dep", DEP)
-    for line in DEP.splitlines():
+    put(f"/lib/modules/{VERSION}/modules.dep", DEP + EXT4_DEP)
+    for line in (DEP + EXT4_DEP).splitlines():
         if line.startswith("kernel/"):
             put(f"/lib/modules/{VERSION}/{line.split(':')[0]}")
+    put(gi.MKE2FS_CONF, MKE2FS_CONF)
     put("/usr/lib/klibc-ABC.so")
     for tool in (*gi.TOOLS, *gi.NET_TOOLS):
         put(f"/usr/lib/klibc/bin/{tool}")
@@ -174,11 +193,14 @@ def test_the_ssh_guest_is_the_net_guest_plus_dropbear_busybox_sudo_and_root(node
     assert body["usr/sbin/dropbear"] == b"content of /usr/sbin/dropbear"
     assert body["usr/bin/dropbearkey"] == b"content of /usr/bin/dropbearkey"
     assert body["usr/bin/busybox"] == b"content of /bin/busybox"
-    # applets link to busybox, but never over a tool of /bin (klibc's, INIT's, NET's)
+    # applets link to busybox, but never over a tool of /bin (klibc's, INIT's, NET's) except mount and ls (klibc's
+    # need -t, have no -R), nor over e2fsprogs' mke2fs; /bin keeps klibc's for INIT and NET
     links = {n.removeprefix("usr/bin/") for n, m, b in ssh if stat.S_ISLNK(m) and b == b"busybox"}
-    assert links == {"hostname", "grep", "umount", "id", "stat"}
-    assert not any(n in modes for n in ("bin/hostname", "usr/bin/sh", "usr/bin/cat", "usr/bin/mount", "usr/bin/ip"))
+    assert links == {"hostname", "grep", "umount", "id", "stat", "mount", "ls"}
+    assert not any(n in modes for n in ("bin/hostname", "usr/bin/sh", "usr/bin/cat", "usr/bin/ip", "usr/bin/mke2fs"))
     assert body["bin/sh"] == b"content of /usr/lib/klibc/bin/sh"
+    assert body["bin/mount"] == b"content of /usr/lib/klibc/bin/mount"
+    assert body["bin/ls"] == b"content of /usr/lib/klibc/bin/ls"
     assert body["etc/passwd"] == b"root:*:0:0:root:/root:/bin/bash\n"
     assert b"/bin/bash\n" in body["etc/shells"].splitlines(keepends=True)
     assert modes["root"] == modes["root/.ssh"] == stat.S_IFDIR | 0o700
@@ -189,12 +211,54 @@ def test_the_ssh_guest_is_the_net_guest_plus_dropbear_busybox_sudo_and_root(node
     assert body["init"] == dict((n, b) for n, _, b in net)["init"]
 
 
-def test_the_ssh_guest_needs_its_packages_and_every_library(node: Path) -> None:
-    (node / "usr/sbin/dropbear").unlink()
-    with pytest.raises(
-        SystemExit, match=r"--ssh needs dropbear-bin and busybox-static in the image.*/usr/sbin/dropbear"
-    ):
+def test_the_ssh_guest_has_what_tempests_volume_tests_run(node: Path) -> None:
+    """`lsblk -lb --nodeps`, `sudo mke2fs -t ext4 /dev/vdX` and `sudo mount /dev/vdX /mnt` (remote_client.py):
+    util-linux's lsblk and e2fsprogs' mke2fs (with the image's mke2fs.conf) with their libraries, /mnt, and ext4
+    with what it needs when the kernel has it as modules (loaded by INIT from the order file, before any disk)."""
+    members = entries(gi.initramfs(VERSION, ssh=True))
+    names = [n for n, _, _ in members]
+    modes = {n: m for n, m, _ in members}
+    body = {n: b for n, _, b in members}
+    assert body["usr/sbin/mke2fs"] == b"content of /usr/sbin/mke2fs"
+    assert body["usr/bin/lsblk"] == b"content of /usr/bin/lsblk"
+    for name in ("mkfs.ext2", "mkfs.ext3", "mkfs.ext4"):
+        assert (modes[f"usr/sbin/{name}"], body[f"usr/sbin/{name}"]) == (stat.S_IFLNK | 0o777, b"mke2fs")
+    assert body["etc/mke2fs.conf"] == MKE2FS_CONF.encode()
+    for lib in ("libext2fs.so.2", "libblkid.so.1", "libmount.so.1", "libc.so.6"):
+        assert names.count(f"lib/x86_64-linux-gnu/{lib}") == 1, lib
+    assert modes["mnt"] == stat.S_IFDIR | 0o755
+    order = body["lib/modules/order"].decode().split()
+    assert order[-6:] == ["virtio_net", "crc32c_generic", "crc16", "mbcache", "jbd2", "ext4"]
+    for module in order[-5:]:
+        assert body[f"lib/modules/{module}.ko"].startswith(b"content of /lib/modules/"), module
+    # the --net guest (and so the default one) gets none of it
+    net = {n: b for n, _, b in entries(gi.initramfs(VERSION, net=True))}
+    assert net["lib/modules/order"].decode().split()[-1] == "virtio_net"
+    assert not any(n in net for n in ("usr/sbin/mke2fs", "usr/bin/lsblk", "etc/mke2fs.conf", "mnt"))
+
+
+def test_ext4_built_in_adds_no_module(node: Path) -> None:
+    """Debian's cloud kernel builds ext4, jbd2 and crc32c in: modules.dep does not list them, nothing is added."""
+    (node / f"lib/modules/{VERSION}/modules.dep").write_text(DEP)
+    ssh = {n: b for n, _, b in entries(gi.initramfs(VERSION, ssh=True))}
+    net = {n: b for n, _, b in entries(gi.initramfs(VERSION, net=True))}
+    assert ssh["lib/modules/order"] == net["lib/modules/order"]
+    assert sorted(n for n in ssh if n.startswith("lib/modules/")) == sorted(
+        n for n in net if n.startswith("lib/modules/")
+    )
+    (node / "etc/mke2fs.conf").unlink()  # mke2fs then uses its built-in defaults
+    assert "etc/mke2fs.conf" not in {n for n, _, _ in entries(gi.initramfs(VERSION, ssh=True))}
+
+
+@pytest.mark.parametrize("path", ["/usr/sbin/dropbear", "/usr/sbin/mke2fs", "/usr/bin/lsblk"])
+def test_the_ssh_guest_needs_its_packages(node: Path, path: str) -> None:
+    (node / path.lstrip("/")).unlink()
+    with pytest.raises(SystemExit, match=rf"--ssh needs dropbear-bin, busybox-static, e2fsprogs and util-linux in "
+                                         rf"the image; this node lacks {path}$"):  # fmt: skip
         gi.initramfs(VERSION, ssh=True)
+
+
+def test_the_net_guest_needs_every_library(node: Path) -> None:
     LDD["/usr/bin/ping"].append("libidn2.so.0 => not found")
     try:
         with pytest.raises(SystemExit, match=r"/usr/bin/ping needs libidn2\.so\.0, which this node lacks"):

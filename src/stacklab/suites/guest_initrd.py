@@ -34,11 +34,21 @@ ed25519 host key made at boot, and lets in `root` with the public keys of the me
 keypair), put in /root/.ssh/authorized_keys (0600). The user is root, not a second uid-0 name: the guest has no
 other user, dropbear, `id` and `sudo` then all agree on one name, and tempest's `[validation] image_ssh_user` just
 says root. The login shell is bash (tempest wraps every command in `set -eu -o pipefail`, which klibc's sh lacks);
-the image's busybox-static provides the other commands tempest runs (hostname, grep, cut, mke2fs, umount, md5sum
-...) as applet links in /usr/bin, never over a tool of /bin (klibc's, which INIT uses, and NET's); /usr/bin/sudo
-runs its command as root, which the caller already is. The hostname is set from the metadata's `hostname` (its
-first label). The console says `stacklab-net: sshd on <address>:22 key <host key fingerprint>` once dropbear
-listens. The `--net` guest stays byte for byte what it was without it.
+the image's busybox-static provides the other commands tempest runs (hostname, grep, cut, date, sync, umount,
+md5sum ...) as applet links in /usr/bin, never over a tool of /bin (klibc's, which INIT uses, and NET's) except
+mount and ls: klibc's mount needs -t and klibc's ls has no -R, and a session's PATH (dropbear's root PATH) finds
+/usr/bin's first while INIT and NET (PATH=/bin) keep klibc's. /usr/bin/sudo runs its command as root, which the
+caller already is. The hostname is set from the metadata's `hostname` (its first label). The console says
+`stacklab-net: sshd on <address>:22 key <host key fingerprint>` once dropbear listens.
+
+The `--ssh` guest also runs what tempest's volume tests run on a guest (tempest/common/utils/linux/remote_client.py
+and scenario/manager.py's create_timestamp/get_timestamp): `lsblk -lb --nodeps` to see an attached volume appear
+(util-linux's lsblk), `sudo mke2fs -t ext4 /dev/vdX` (e2fsprogs' mke2fs, also as mkfs.ext2/3/4, with the image's
+/etc/mke2fs.conf: busybox's mke2fs makes only ext2), `sudo mount /dev/vdX /mnt` (busybox's mount finds the type in
+/proc/filesystems; /mnt exists), `sudo sh -c "date > /mnt/timestamp; sync"`, `sudo cat`, `sudo umount /mnt`, and
+`grep -c -E [vs]d.$ /proc/partitions`. ext4 (with jbd2, mbcache, crc16 and crc32c) is built in to Debian's cloud
+kernel; a kernel that has them as modules gets them in the order file INIT loads. The `--net` guest stays byte for
+byte what it was without any of this.
 """
 
 from __future__ import annotations
@@ -58,10 +68,28 @@ NET_TOOLS = ("ipconfig",)
 NET_BINARIES = {"bash": "/usr/bin/bash", "ping": "/usr/bin/ping", "ip": "/usr/sbin/ip"}  # name in /bin -> node path
 # the line of INIT after which a --net guest starts NET in the background (its modules are loaded by then)
 NET_HOOK = "for m in $(cat /lib/modules/order); do [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko; done\n"
-# --ssh: node path -> path in the guest (dynamic, their libraries go with NET's); busybox-static is static
-SSH_BINARIES = {"/usr/sbin/dropbear": "usr/sbin/dropbear", "/usr/bin/dropbearkey": "usr/bin/dropbearkey"}
+# --ssh: node path -> path in the guest (dynamic, their libraries go with NET's); busybox-static is static.
+# Beside sshd, what tempest's volume tests run on the guest (tempest/common/utils/linux/remote_client.py):
+# `lsblk -lb --nodeps` to find the attached disk, `sudo mke2fs -t ext4 /dev/vdX` (busybox's mke2fs makes only ext2
+# and has no -t), then `sudo mount /dev/vdX /mnt` and `sudo umount /mnt`.
+SSH_BINARIES = {
+    "/usr/sbin/dropbear": "usr/sbin/dropbear",
+    "/usr/bin/dropbearkey": "usr/bin/dropbearkey",
+    "/usr/sbin/mke2fs": "usr/sbin/mke2fs",
+    "/usr/bin/lsblk": "usr/bin/lsblk",
+}
+MKE2FS_LINKS = ("mkfs.ext2", "mkfs.ext3", "mkfs.ext4")  # e2fsprogs' names: mke2fs takes the type from its name
+MKE2FS_CONF = "/etc/mke2fs.conf"  # the image's defaults per type (ext4's features), as mke2fs on the node uses
+# ext4 and crc32c (metadata_csum's checksum, a softdep the guest has no modprobe to follow): built in to Debian's
+# cloud kernel, where module_order adds nothing; another kernel's modules (and what they need) go in the order file
+SSH_MODULES = ("crc32c_generic", "ext4")
+# busybox applets linked in /usr/bin although /bin has klibc's tool of that name: klibc's mount needs -t, which
+# tempest's `mount /dev/vdX /mnt` does not give (busybox's tries /proc/filesystems' types), and klibc's ls has no
+# -R (tempest lists `ls -lR /dev` when mke2fs fails). A session's PATH (dropbear's root PATH) has /usr/bin before
+# /bin; INIT and NET (PATH=/bin) keep klibc's.
+SHADOWING_APPLETS = ("mount", "ls")
 BUSYBOX = "/bin/busybox"
-SSH_PACKAGES = "dropbear-bin and busybox-static"
+SSH_PACKAGES = "dropbear-bin, busybox-static, e2fsprogs and util-linux"
 # the line of NET before which a --ssh guest runs SSH (the metadata is in /tmp/meta by then)
 SSH_HOOK = "i=0\nwhile true; do\n"
 
@@ -322,7 +350,7 @@ def add_net(archive: Cpio, ssh: bool = False) -> None:
 
 
 def ssh_binaries() -> list[str]:
-    """The node's dropbear and dropbearkey (real paths); exits naming the packages when the image lacks them."""
+    """The node's SSH_BINARIES (real paths); exits naming the packages when the image lacks them."""
     missing = [p for p in (*SSH_BINARIES, BUSYBOX) if not os.path.exists(p)]
     if missing:
         raise SystemExit(f"--ssh needs {SSH_PACKAGES} in the image; this node lacks {', '.join(missing)}")
@@ -330,16 +358,24 @@ def ssh_binaries() -> list[str]:
 
 
 def add_ssh(archive: Cpio, binaries: list[str]) -> None:
-    """dropbear, busybox with a link per applet in /usr/bin except over /bin's tools, sudo, and root's account."""
-    for d in ("usr/sbin", "etc", "etc/dropbear"):
+    """dropbear, mke2fs (with its mkfs.ext* names and the image's mke2fs.conf), lsblk, busybox with a link per
+    applet in /usr/bin except over those and /bin's tools, sudo, and root's account."""
+    for d in ("usr/sbin", "etc", "etc/dropbear", "mnt"):
         archive.add(d, stat.S_IFDIR | 0o755)
     for d in ("root", "root/.ssh"):
         archive.add(d, stat.S_IFDIR | 0o700)
     for path, target in zip(binaries, SSH_BINARIES.values(), strict=True):
         with open(path, "rb") as f:
             archive.add(target, stat.S_IFREG | 0o755, f.read())
+    for link in MKE2FS_LINKS:
+        archive.add(f"usr/sbin/{link}", stat.S_IFLNK | 0o777, b"mke2fs")
+    if os.path.exists(MKE2FS_CONF):
+        with open(MKE2FS_CONF, "rb") as f:
+            archive.add(MKE2FS_CONF.lstrip("/"), stat.S_IFREG | 0o644, f.read())
     archive.add("usr/bin/sudo", stat.S_IFREG | 0o755, SUDO.encode())
-    taken = {*TOOLS, *NET_TOOLS, *NET_BINARIES, "busybox", "sudo", "dropbearkey"}
+    # busybox's applets never shadow a real tool: /bin's (klibc's, NET's; but SHADOWING_APPLETS) or those above
+    taken = {*TOOLS, *NET_TOOLS, *NET_BINARIES, "busybox", "sudo", *MKE2FS_LINKS} - set(SHADOWING_APPLETS)
+    taken.update(os.path.basename(p) for p in SSH_BINARIES.values())
     listing = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True, timeout=60).stdout
     for applet in listing.split():
         if applet not in taken:
@@ -366,7 +402,7 @@ def initramfs(version: str, *, net: bool = False, ssh: bool = False) -> bytes:
     for tool in TOOLS:
         with open(f"/usr/lib/klibc/bin/{tool}", "rb") as f:
             archive.add(f"bin/{tool}", stat.S_IFREG | 0o755, f.read())
-    order = module_order(version, WANTED + (NET_MODULES if net else ()))
+    order = module_order(version, WANTED + (NET_MODULES if net else ()) + (SSH_MODULES if ssh else ()))
     for name, path in order:
         if not path.endswith(".ko"):
             raise SystemExit(f"{path}: compressed modules are not handled (klibc's insmod loads plain .ko)")
