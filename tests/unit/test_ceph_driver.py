@@ -251,6 +251,9 @@ class FakeCluster:
             + [{"id": -2 - k, "name": h, "type": "host", "children": ids} for k, (h, ids) in enumerate(hosts.items())]
         }
         key = " ".join(args)
+        if not args and stdin is not None:  # interactive mode: a command a line; one that fails prints nothing
+            assert fmt, "ceph's interactive mode without --format json"
+            return ok("".join(json.dumps(answers[line]) + "\n" for line in stdin.splitlines() if line in answers))
         if key in answers:
             assert fmt, f"ceph {key} without --format json"
             return ok(json.dumps(answers[key]))
@@ -498,6 +501,49 @@ def test_packages_observe_and_diff(cluster: FakeCluster, tmp_path: Path) -> None
     more = spec(osds=[{"node": n, "count": 2, "size_mib": 4096} for n in NODES])
     assert driver.diff(Resource("ceph", "aio", more), observed, recorded).action is Action.UPDATE
     assert driver.diff(Resource("ceph", "aio", spec(replicas=2)), observed, recorded).action is Action.REPLACE
+
+
+def test_observe_reads_the_cluster_in_one_ceph_process(cluster: FakeCluster, tmp_path: Path) -> None:
+    """A no-op `up` waited on five `ceph` start-ups one after the other (3-12 s under load): they are one
+    process now, its commands on stdin, and what it finds is the same (a lost pool is still drift)."""
+    driver, _ = make_driver()
+    ctx = make_ctx(cluster, tmp_path)
+    resource = Resource("ceph", "aio", spec())
+    _, outputs = converge(driver, ctx, resource)
+    assert outputs is not None
+    runner = cluster.runners["storage1"]
+    before = len(runner.calls)
+    observed = driver.observe(resource, ctx)
+    ceph = [c for c in runner.calls[before:] if c[0] == "ceph"]
+    assert ceph == [("ceph", "--connect-timeout", "20", "--format", "json")]
+    assert runner.inputs[-1] == "status\nmon dump\nosd tree\nosd pool ls\nauth ls\n"
+    assert observed is not None and observed.drift == ()
+    assert observed.facts["mons"] == list(NODES) and observed.facts["pools"] == ["volumes", "images", "vms"]
+    assert observed.facts["clients"] == ["cinder", "glance", "nova"]
+    cluster.pools.remove("vms")
+    assert driver.observe(resource, ctx).drift == ("pool vms missing",)  # type: ignore[union-attr]
+    for mon in NODES:  # no quorum: the batch fails, `status` alone says why
+        cluster.nodes[mon].running.discard(f"ceph-mon@{mon}")
+    observed = driver.observe(resource, ctx)
+    assert observed is not None and observed.facts["reachable"] is False
+    assert observed.drift == ("the cluster does not answer on storage1: [errno 110] RADOS timed out (error "
+                              "connecting to the cluster)",)  # fmt: skip
+
+
+def test_ceph_batch_is_trusted_only_whole(tmp_path: Path) -> None:
+    """ceph's interactive mode prints nothing and exits 0 for a command that fails: fewer documents than commands,
+    a non-zero exit or text that is not JSON gives None, and the caller asks one by one."""
+    from stacklab.drivers.storage.ceph.cluster import CephAdmin
+
+    commands = (("status",), ("osd", "pool", "ls"))
+    for stdout, rc, expected in (
+        ('{"fsid": "x"}\n["volumes"]\n', 0, [{"fsid": "x"}, ["volumes"]]),
+        ('{"fsid": "x"}\n', 0, None),
+        ("", 1, None),
+        ('{"fsid": "x"}\nno valid command found\n', 0, None),
+    ):
+        runner = FakeRunner().expect(["ceph", "--connect-timeout", "20", "--format", "json"], stdout=stdout, rc=rc)
+        assert CephAdmin(runner, "ceph/aio").json_batch(*commands) == expected
 
 
 def test_packages_adds_osds_in_place(cluster: FakeCluster, tmp_path: Path) -> None:

@@ -114,5 +114,9 @@ class CephDriver(BaseDriver):
             return
         raw, name = found
         spec = self.spec_of(resource_id, name, raw)
+        if spec.implementation == "packages" and {*spec.nodes, *spec.client_nodes} <= ctx.vanishing_nodes:
+            # daemons, mon stores, OSD block files, conf and keyrings all live in nodes deleted in this run
+            LOG.info("%s: every node of the cluster is deleted in this run; the cluster goes with them", resource_id)
+            return
         remove_clients(spec, ctx, resource_id)
         self.implementation(spec.implementation).delete(spec, ctx, resource_id)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from stacklab.exec.runner import Runner
 from stacklab.plan.resource import Change, Observed, Resource
 from stacklab.secrets import get_or_create_secret, read_secret
 
+LOG = logging.getLogger(__name__)
 IMPLEMENTATIONS = ("tgt", "lio")
 FILTER = "iscsi"  # the node's port filter (nodes/firewall.py) for the portal
 
@@ -186,6 +188,17 @@ def ensure_backing(runner: Runner, plan: IscsiLayout, target: TargetLayout, reso
             )
         if not runner.run(["rbd", "info", target.path], timeout=RBD_TIMEOUT, check=False).ok:
             runner.run(["rbd", "create", "--size", str(target.size_mib), target.path], timeout=RBD_TIMEOUT)
+
+
+def _only_in_the_node(plan: IscsiLayout, ctx: DriverContext) -> bool:
+    """Whether everything the targets hold lives in their node (or in a Ceph going in the same run): tgt is a
+    user-space daemon and a file LUN a file in the node's root; LIO's configfs and an LV's device-mapper table
+    are the host kernel's and are removed one by one."""
+    ceph = ctx.lab.storage.ceph
+    ceph_goes = ceph is not None and {*ceph.mons, *ceph.mgrs, *(o.node for o in ceph.osds)} <= ctx.vanishing_nodes
+    return plan.implementation == "tgt" and all(
+        t.backing == "file" or (t.backing == "rbd" and ceph_goes) for t in plan.targets
+    )
 
 
 def remove_backing(runner: Runner, target: TargetLayout) -> None:
@@ -335,6 +348,9 @@ class IscsiDriver(BaseDriver):
             return
         raw, node = found
         plan = self.plan_of(resource_id, node, raw, ctx, strict=False)
+        if node in ctx.vanishing_nodes and _only_in_the_node(plan, ctx):
+            LOG.info("%s: node %s is deleted in this run; tgt and its LUNs go with it", resource_id, node)
+            return
         runner = ctx.node_for_delete(resource_id, node, "its targets go")
         if runner is None:
             return

@@ -18,6 +18,7 @@ Every command runs through `ctx.on_node(node)` as an argv list with a timeout.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from stacklab.drivers.storage.nfs.types import FILTER, FILTER_PORTS, ExportLayou
 from stacklab.errors import PlanError
 from stacklab.plan.resource import Change, Observed, Resource
 
+LOG = logging.getLogger(__name__)
 IMPLEMENTATIONS = ("ganesha", "knfsd")
 
 
@@ -124,6 +126,10 @@ class NfsDriver(BaseDriver):
             return
         raw, node = found
         plan = nfs_layout(resource_id, node, raw, ctx.lab.name)
+        if node in ctx.vanishing_nodes and plan.implementation == "ganesha":
+            # a user-space server whose exports, config and port filter are in the node (knfsd's are the kernel's)
+            LOG.info("%s: node %s is deleted in this run; ganesha and its exports go with it", resource_id, node)
+            return
         runner = ctx.node_for_delete(resource_id, node, "its NFS server goes")
         if runner is None:
             return
