@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
@@ -37,7 +36,7 @@ from stacklab.drivers.openstack import rootwrap_env
 from stacklab.drivers.openstack.cinder_nodes import VOLUME_UNIT, node_problems, remove_from_node, with_my_ip
 from stacklab.drivers.openstack.common import ServiceLayout, ServiceRole, service_secrets
 from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
-from stacklab.drivers.openstack.keystone import ADMIN_SECRET, REGION, admin_get, auth_url
+from stacklab.drivers.openstack.keystone import REGION, admin_get, run_admin_tool
 from stacklab.errors import StackLabError
 from stacklab.exec.node_files import (
     enable_and_restart,
@@ -49,7 +48,6 @@ from stacklab.exec.node_files import (
 )
 from stacklab.exec.readiness import ReadinessTimeout, wait_until
 from stacklab.exec.runner import Runner
-from stacklab.secrets import read_secret
 
 NFS_SHARES = "/etc/cinder/nfs_shares"
 # cinder Zed has no rootwrap daemon mode (utils.get_root_helper is always `sudo cinder-rootwrap`): each driver call
@@ -292,16 +290,9 @@ def node_uses_tgt(plan: ServiceLayout, node: str) -> bool:
 
 def ensure_volume_types(ctx: DriverContext, runner: Runner, plan: ServiceLayout, types: Mapping[str, str]) -> None:
     """One public volume type per backend, `volume_backend_name` set (cinder_types_tool.py on the controller)."""
-    password = read_secret(ctx.state_dir, ADMIN_SECRET)
-    if password is None:
-        raise StackLabError(
-            f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
-        )
-    tool = resources.files("stacklab.drivers.openstack").joinpath("cinder_types_tool.py").read_text()
-    write_node_file(runner, TYPES_TOOL, tool)
-    request = {"auth_url": auth_url(plan), "admin_password": password, "region": REGION, "types": dict(types)}
-    result = runner.run(["python3", TYPES_TOOL], input=json.dumps(request), timeout=TOOL_TIMEOUT)
-    changed = json.loads(result.stdout.strip().splitlines()[-1]).get("changed") or []
+    request = {"region": REGION, "types": dict(types)}
+    result = run_admin_tool(ctx, runner, plan, "cinder_types_tool.py", request, path=TYPES_TOOL, timeout=TOOL_TIMEOUT)
+    changed = result.get("changed") or []
     if changed:
         ctx.progress(f"service/{plan.name}: volume types: {'; '.join(changed)}")
 

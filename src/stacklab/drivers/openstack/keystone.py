@@ -236,17 +236,31 @@ def admin_get(ctx: DriverContext, runner: Runner, plan: ServiceLayout, *, servic
 
 def _run_tool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, request: Mapping[str, Any]) -> dict[str, Any]:
     """keystone_tool.py on the controller with the admin credentials added to `request` (on stdin)."""
+    return run_admin_tool(ctx, runner, plan, "keystone_tool.py", request, path=TOOL_PATH, timeout=MANAGE_TIMEOUT)
+
+
+def run_admin_tool(
+    ctx: DriverContext,
+    runner: Runner,
+    plan: ServiceLayout,
+    tool: str,
+    request: Mapping[str, Any],
+    *,
+    path: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """`tool` (a script of this package) put at `path` on the node and run with `request` plus keystone's
+    auth_url and admin password on stdin (never argv); its last stdout line, a JSON object. A failed run raises
+    the runner's CommandError."""
     admin_password = read_secret(ctx.state_dir, ADMIN_SECRET)
     if admin_password is None:
         raise StackLabError(
             f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
         )
     with _TOOL_UPLOAD:  # services register side by side; two `install`s of one path race ("File exists")
-        write_node_file(
-            runner, TOOL_PATH, resources.files("stacklab.drivers.openstack").joinpath("keystone_tool.py").read_text()
-        )
+        write_node_file(runner, path, resources.files("stacklab.drivers.openstack").joinpath(tool).read_text())
     full = {**request, "auth_url": auth_url(plan), "admin_password": admin_password}
-    result = runner.run(["python3", TOOL_PATH], input=json.dumps(full), timeout=MANAGE_TIMEOUT)
+    result = runner.run(["python3", path], input=json.dumps(full), timeout=timeout)
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 

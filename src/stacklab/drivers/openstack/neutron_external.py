@@ -21,22 +21,18 @@ the network stays in neutron's database (routers and floating IPs on it are the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack.common import ServiceLayout
-from stacklab.drivers.openstack.keystone import ADMIN_SECRET, REGION, auth_url
+from stacklab.drivers.openstack.keystone import REGION, run_admin_tool
 from stacklab.errors import PlanError, StackLabError
-from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import CommandError, Runner
 from stacklab.model import neutron_external as model
 from stacklab.model.lab import range_bounds
 from stacklab.plan.naming import owner_marker
-from stacklab.secrets import read_secret
 
 PHYSNET = model.PHYSNET  # the physical network neutron.py's flat_networks and the agents' mapping name
 NETWORK_NAME = "stacklab-external"  # tempest's floating_network_name
@@ -96,23 +92,14 @@ def resolve(ctx: DriverContext, plan: ServiceLayout) -> ExternalNetwork | None:
 def _run_tool(ctx: DriverContext, runner: Runner, plan: ServiceLayout, action: str) -> dict[str, Any]:
     external = resolve(ctx, plan)
     assert external is not None
-    password = read_secret(ctx.state_dir, ADMIN_SECRET)
-    if password is None:
-        raise StackLabError(
-            f"the keystone admin password of lab {plan.lab} is missing", resource=f"service/{plan.name}"
-        )
-    tool = resources.files("stacklab.drivers.openstack").joinpath("neutron_external_tool.py").read_text()
-    write_node_file(runner, TOOL, tool)
-    request = {"auth_url": auth_url(plan), "admin_password": password, "region": REGION, "action": action,
-               "network": external.tool_spec()}  # fmt: skip
+    request = {"region": REGION, "action": action, "network": external.tool_spec()}
     try:
-        result = runner.run(["python3", TOOL], input=json.dumps(request), timeout=TOOL_TIMEOUT)
+        return run_admin_tool(ctx, runner, plan, "neutron_external_tool.py", request, path=TOOL, timeout=TOOL_TIMEOUT)
     except CommandError as exc:
         raise StackLabError(
             f"neutron's external network ({action}): {exc.result.stderr.strip()[-600:] or exc}",
             resource=f"service/{plan.name}",
         ) from None
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
