@@ -183,3 +183,13 @@ def nightly_up_verify_down(
     lab.down_clean()
     times["down"] = time.monotonic() - start
     print(f"{label}: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in times.items()) + extra)
+
+
+def vm_memory(lab: LabCopy, *nodes: str) -> str:
+    """'; VM memory in use: NODE N MiB, ...': MemTotal - MemAvailable inside each VM node, over SSH."""
+    used = []
+    for node in nodes:
+        out = stacklab(lab.state, "ssh", lab.name, node, "cat /proc/meminfo").stdout
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in out.splitlines() if ":" in line}
+        used.append(f"{node} {(fields['MemTotal'] - fields['MemAvailable']) // 1024} MiB")
+    return "; VM memory in use: " + ", ".join(used)

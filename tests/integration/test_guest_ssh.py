@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -399,7 +399,9 @@ def test_tempest_volume_scenario_makes_ext4_on_an_attached_disk(rootfs: Path, tm
                 after = tempest_disks(listing)
             assert after == ["vda", "vdb"], (after, listing)
             print(f"attached disk listed by lsblk after {time.monotonic() - started:.1f}s:\n{listing}")
-            assert [line.split()[3] for line in listing.splitlines()[1:]] == ["16777216", "67108864"], listing
+            # the disks' sizes (the --ssh guest's /mnt is a loop device on vda, TYPE loop, which tempest skips)
+            sizes = [line.split()[3] for line in listing.splitlines()[1:] if line.split()[5] == "disk"]
+            assert sizes == ["16777216", "67108864"], listing
             dev = next(d for d in after if d not in before)
             # AttachVolumeShelveTestJSON._count_volumes
             assert checked_run(client, "grep -c -E [vs]d.$ /proc/partitions").strip() == "2"
@@ -418,7 +420,9 @@ def test_tempest_volume_scenario_makes_ext4_on_an_attached_disk(rootfs: Path, tm
             checked_run(client, f"sudo mount /dev/{dev} /mnt")
             assert checked_run(client, "sudo cat /mnt/timestamp") == timestamp
             checked_run(client, "sudo umount /mnt")
-            assert " /mnt " not in checked_run(client, "cat /proc/mounts")
+            # the volume is gone from /mnt; the boot disk's ext4 (STORE) is there again beneath it
+            mounts = checked_run(client, "cat /proc/mounts")
+            assert f"/dev/{dev} " not in mounts and "/dev/loop0 /mnt ext4 rw" in mounts, mounts
             print(f"tempest's volume scenario on the guest: {time.monotonic() - started:.1f}s ({timestamp.strip()})")
             # nova's detach (AttachVolumeTestJSON: as many disks listed after the detach as before the attach)
             qmp(monitor, {"execute": "device_del", "arguments": {"id": "volume0"}})
@@ -449,3 +453,217 @@ def test_tempest_volume_scenario_makes_ext4_on_an_attached_disk(rootfs: Path, tm
     with volume.open("rb") as f:
         first = f.read(512).split(b"\n")[0].rstrip(b"\0").decode(errors="replace")
     print(f"the volume's first line after the scenario: {first!r}")
+
+
+VOLUME_B = "5d2e8f1a-0c4b-4e7d-8a9f-1b2c3d4e5f60"  # a second cinder volume's id
+_WROTE = re.compile(r"stacklab-guest: wrote (vd\w+)")
+
+
+def console_text(console: Path) -> str:
+    return console.read_text(errors="replace") if console.exists() else ""
+
+
+def wait_console(
+    qemu: subprocess.Popen[bytes], console: Path, done: Callable[[str], object], timeout: float, what: str
+) -> str:
+    """The console once `done(text)` holds (polled every 0.5 s); fails naming `what` after `timeout` s or when QEMU
+    exits."""
+    started = time.monotonic()
+    text = console_text(console)
+    while not done(text) and time.monotonic() - started < timeout:
+        assert qemu.poll() is None, f"qemu exited {qemu.poll()} waiting for {what}; console:\n{text[-3000:]}"
+        time.sleep(0.5)
+        text = console_text(console)
+    assert done(text), f"no {what} in {timeout:g}s; console:\n{text[-3000:]}"
+    return text
+
+
+def hot_plug(monitor: Path, node: str, path: Path, device: str, serial: str) -> None:
+    """nova's attach: a raw file on the PCI bus as a virtio disk whose serial is the volume id."""
+    qmp(monitor, {"execute": "blockdev-add", "arguments": {
+        "node-name": node, "driver": "raw", "cache": {"direct": True},
+        "file": {"driver": "file", "filename": str(path)}}},
+        {"execute": "device_add", "arguments": {
+            "driver": "virtio-blk-pci", "id": device, "drive": node, "serial": serial}})  # fmt: skip
+
+
+def first_line(path: Path) -> str:
+    with path.open("rb") as f:
+        return f.read(512).split(b"\n")[0].rstrip(b"\0").decode(errors="replace")
+
+
+def test_the_guest_marks_another_volume_attached_under_the_same_name(rootfs: Path, tmp_path: Path) -> None:
+    """nova detaches a volume and attaches another one, which the guest names vdb again: INIT marks a disk per name
+    and serial (the volume id), so the second volume gets its line too. An INIT that marked each name once (before
+    issue 16) wrote nothing on the second volume: this test then fails waiting for its `wrote vdb`."""
+    runner = LocalRunner()
+    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
+    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/guest.img"],
+                                  timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    image, console, monitor = tmp_path / "root.qcow2", tmp_path / "console.log", tmp_path / "qmp.sock"
+    volume_a, volume_b = tmp_path / "a.raw", tmp_path / "b.raw"
+    runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], timeout=60)
+    for volume in (volume_a, volume_b):
+        runner.run(["qemu-img", "create", "-q", "-f", "raw", str(volume), "8M"], timeout=60)
+    assert QEMU is not None
+    argv = [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none", "-nic", "none",
+            "-qmp", f"unix:{monitor},server=on,wait=off",
+            "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
+            "-initrd", str(rootfs / "tmp/guest.img"), "-append", "console=ttyS0 quiet root=/dev/vda",
+            "-drive", f"file={image},if=virtio,format=qcow2,cache=writeback"]  # fmt: skip
+    booted = time.monotonic()
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        text = wait_console(qemu, console, _SYNCED.search, FLUSH_TIMEOUT, "'disk synced' line")
+        synced = _SYNCED.search(text)
+        assert synced is not None
+        boot = synced.group(2)
+        print(f"boot to the disk line under TCG: {time.monotonic() - booted:.1f}s")
+        started = time.monotonic()
+        hot_plug(monitor, "a", volume_a, "volume0", VOLUME_ID)
+        text = wait_console(qemu, console, lambda t: _WROTE.findall(t) == ["vdb"], ATTACH_TIMEOUT, "'wrote vdb'")
+        print(f"volume A marked as vdb after {time.monotonic() - started:.1f}s")
+        # nova's detach: the guest's kernel lets the device go (DEVICE_DELETED), then the block node goes
+        qmp(monitor, {"execute": "device_del", "arguments": {"id": "volume0"}})
+        detached = time.monotonic()
+        while time.monotonic() - detached < ATTACH_TIMEOUT:
+            peripherals = qmp(monitor, {"execute": "qom-list", "arguments": {"path": "/machine/peripheral"}})[0]
+            assert isinstance(peripherals, list)
+            if "volume0" not in [p["name"] for p in peripherals]:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"volume0 still plugged {ATTACH_TIMEOUT:g}s after device_del")
+        qmp(monitor, {"execute": "blockdev-del", "arguments": {"node-name": "a"}})
+        print(f"volume A detached after {time.monotonic() - detached:.1f}s")
+        started = time.monotonic()
+        hot_plug(monitor, "b", volume_b, "volume1", VOLUME_B)
+        text = wait_console(qemu, console, lambda t: len(_WROTE.findall(t)) >= 2, ATTACH_TIMEOUT, "second 'wrote'")
+        assert _WROTE.findall(text) == ["vdb", "vdb"], text[-2000:]
+        print(f"volume B marked as vdb after {time.monotonic() - started:.1f}s")
+        time.sleep(4)  # two more rounds of INIT's loop: nothing is marked twice
+        assert _WROTE.findall(console_text(console)) == ["vdb", "vdb"]
+    finally:
+        qemu.kill()
+        qemu.wait(timeout=30)
+        print("console:\n" + console_text(console)[-2000:])
+    # on the host: each volume's own file holds the line this boot wrote on it (both were blank: no read:)
+    assert first_line(volume_a) == first_line(volume_b) == f"stacklab-volume:vdb:{boot}"
+
+
+def boot_qemu(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs: Path, tmp_path: Path) -> None:
+    """tempest's create_timestamp/get_timestamp without a volume (volume boot pattern, snapshot pattern, minimum
+    basic, shelve): `date > /mnt/timestamp; sync` on the guest, the same timestamp read in a new instance of its
+    boot disk. The --ssh guest's /mnt is an ext4 on its boot disk past the first MiB. Boot 1 is an image boot (no
+    serial) on a qcow2 file; QEMU is killed right after tempest's commands (a power cut: nova's hard reboot, a
+    shelve's destroy); the host then finds INIT's line alone in the first sector and the timestamp in the ext4 (after
+    e2fsck replays its journal). The file is converted to a new qcow2 (what a snapshot uploads) and boot 2 takes it
+    as a volume-backed instance: the boot disk has the volume's id as serial and `root=/dev/vda` on the command line,
+    as nova boots it. The guest finds it by that name, keeps its mark, mounts the ext4 and shows the timestamp."""
+    runner = LocalRunner()
+    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
+    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
+                                   "--ssh"], timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    image, snapshot = tmp_path / "root.qcow2", tmp_path / "snapshot.qcow2"
+    runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], timeout=60)
+    key = paramiko.RSAKey.generate(2048)
+    name = f"hd-{secrets.token_hex(3)}"
+    meta = {"uuid": "6f1c2e0a-7777-8888-9999-0123456789ab", "name": name, "hostname": f"{name}.novalocal",
+            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
+    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    assert QEMU is not None
+
+    def argv(port: int, console: Path, drive: str) -> list[str]:
+        netdev = (f"user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart={GUEST_ADDRESS},"
+                  f"hostfwd=tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:22,"
+                  f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} {relay} {server.server_port}")  # fmt: skip
+        assert QEMU is not None
+        return [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none",
+                "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
+                "-initrd", str(rootfs / "tmp/ssh.img"), "-append", "console=ttyS0 quiet root=/dev/vda",
+                "-drive", drive, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
+
+    def sshd_up(text: str) -> bool:
+        return "stacklab-net: sshd on" in text
+
+    try:
+        # boot 1: from an image, tempest's create_timestamp(ip) without dev_name
+        port, console = free_port(), tmp_path / "console1.log"
+        qemu = boot_qemu(argv(port, console, f"file={image},if=virtio,format=qcow2,cache=writeback"))
+        booted = time.monotonic()
+        try:
+            text = wait_console(qemu, console, sshd_up, SCENARIO_TIMEOUT, "sshd line")
+            print(f"boot 1 to sshd under TCG: {time.monotonic() - booted:.1f}s")
+            synced = _SYNCED.search(text)
+            assert synced is not None, text[-3000:]
+            mark, boot1 = synced.group(1), synced.group(2)
+            assert "stacklab-guest: disk written " + mark in text
+            # made on this first boot, mounted before sshd listens
+            assert text.index("stacklab-guest: mnt made ext4 on vda at 1 MiB") < text.index("stacklab-net: sshd on")
+            client = login(port, key)
+            try:
+                mounts = checked_run(client, "cat /proc/mounts")
+                assert "/dev/loop0 /mnt ext4 rw" in mounts, mounts
+                checked_run(client, 'sudo sh -c "date > /mnt/timestamp; sync"')
+                timestamp = checked_run(client, "sudo cat /mnt/timestamp")
+                assert timestamp.strip(), timestamp
+                # tempest's volume tests still see one disk (lsblk's TYPE disk; /proc/partitions' [vs]d.)
+                assert tempest_disks(checked_run(client, "lsblk -lb --nodeps")) == ["vda"]
+                assert checked_run(client, "grep -c -E [vs]d.$ /proc/partitions").strip() == "1"
+            finally:
+                client.close()
+        finally:
+            qemu.kill()  # the power cut, right after tempest's sync
+            qemu.wait(timeout=30)
+            print("console 1:\n" + console_text(console)[-2000:])
+        print(f"timestamp {timestamp.strip()!r} written by boot {boot1}")
+
+        # on the host, in the file: INIT's line alone in the first sector, the ext4 from 1 MiB holds the timestamp
+        raw, part = tmp_path / "root.raw", tmp_path / "mnt.ext4"
+        assert first_line_in_file(runner, image, raw) == f"{mark} boot:{boot1}"
+        with raw.open("rb") as f:
+            head = f.read(1 << 20)
+            part.write_bytes(f.read())
+        assert head[: head.index(b"\n") + 1] == f"{mark} boot:{boot1}\n".encode()
+        fsck = runner.run(["e2fsck", "-fy", str(part)], timeout=120, check=False)  # replays the journal
+        assert fsck.returncode in (0, 1), (fsck.returncode, fsck.stdout, fsck.stderr)
+        assert runner.run(["debugfs", "-R", "cat /timestamp", str(part)], timeout=60).stdout == timestamp
+        label = runner.run(["dumpe2fs", "-h", str(part)], timeout=60).stdout
+        assert "Filesystem volume name:   stacklab-mnt" in label, label
+
+        # boot 2: the disk as a new volume-backed instance (a serial, root=/dev/vda): get_timestamp(ip)
+        runner.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(image), str(snapshot)], timeout=120)
+        port, console = free_port(), tmp_path / "console2.log"
+        drive = f"file={snapshot},if=virtio,format=qcow2,cache=writeback,serial={VOLUME_ID}"
+        qemu = boot_qemu(argv(port, console, drive))
+        booted = time.monotonic()
+        try:
+            text = wait_console(qemu, console, sshd_up, SCENARIO_TIMEOUT, "sshd line")
+            print(f"boot 2 (volume-backed) to sshd under TCG: {time.monotonic() - booted:.1f}s")
+            assert f"stacklab-guest: boot disk vda by root= (serial {VOLUME_ID[:20]})" in text, text[-3000:]
+            synced = _SYNCED.search(text)
+            assert synced is not None and synced.group(1) == mark, text[-3000:]
+            boot2 = synced.group(2)
+            assert boot2 != boot1 and "stacklab-guest: disk kept " + mark in text
+            assert text.index("stacklab-guest: mnt kept ext4 on vda at 1 MiB") < text.index("stacklab-net: sshd on")
+            client = login(port, key)
+            try:
+                assert checked_run(client, "sudo cat /mnt/timestamp") == timestamp
+            finally:
+                client.close()
+        finally:
+            qemu.kill()
+            qemu.wait(timeout=30)
+            print("console 2:\n" + console_text(console)[-2000:])
+        assert first_line_in_file(runner, snapshot, raw) == f"{mark} boot:{boot2}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_cli import LabCopy, nightly_up_verify_down, stacklab, vm_lab_copy, vm_lab_marks
+from tests.integration.lab_cli import LabCopy, nightly_up_verify_down, vm_lab_copy, vm_lab_marks, vm_memory
 
 STATE_BASE = Path("/var/tmp/stacklab-reference-test")  # searchable by libvirt-qemu
 NIGHTLY = os.environ.get("STACKLAB_NIGHTLY") == "1"
@@ -51,19 +51,7 @@ def reference_lab() -> Iterator[LabCopy]:
         yield lab
 
 
-def vm_memory_mib(lab: LabCopy, node: str) -> int:
-    """Memory in use inside a VM node (MemTotal - MemAvailable), over SSH."""
-    out = stacklab(lab.state, "ssh", lab.name, node, "cat /proc/meminfo").stdout
-    fields = {line.split(":")[0]: int(line.split()[1]) for line in out.splitlines() if ":" in line}
-    return (fields["MemTotal"] - fields["MemAvailable"]) // 1024
-
-
 def test_reference_lab_up_verify_down(reference_lab: LabCopy) -> None:
-    def vm_memory() -> str:
-        return "; VM memory in use: " + ", ".join(
-            f"{node} {vm_memory_mib(reference_lab, node)} MiB" for node in ("storage1", "compute1")
-        )
-
     nightly_up_verify_down(
         reference_lab,
         "reference lab",
@@ -72,5 +60,5 @@ def test_reference_lab_up_verify_down(reference_lab: LabCopy) -> None:
         what="kernel backend",
         up_timeout=2400,
         verify_timeout=5400,
-        before_down=vm_memory,
+        before_down=lambda: vm_memory(reference_lab, "storage1", "compute1"),
     )
