@@ -471,7 +471,9 @@ def wait_console(
     started = time.monotonic()
     text = console_text(console)
     while not done(text) and time.monotonic() - started < timeout:
-        assert qemu.poll() is None, f"qemu exited {qemu.poll()} waiting for {what}; console:\n{text[-3000:]}"
+        if qemu.poll() is not None:
+            said = qemu.stdout.read().decode(errors="replace") if qemu.stdout else ""
+            pytest.fail(f"qemu exited {qemu.poll()} waiting for {what}: {said}; console:\n{text[-3000:]}")
         time.sleep(0.5)
         text = console_text(console)
     assert done(text), f"no {what} in {timeout:g}s; console:\n{text[-3000:]}"
@@ -581,7 +583,7 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
     relay.write_text(RELAY)
     assert QEMU is not None
 
-    def argv(port: int, console: Path, drive: str) -> list[str]:
+    def argv(port: int, console: Path, disk: list[str]) -> list[str]:
         netdev = (f"user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart={GUEST_ADDRESS},"
                   f"hostfwd=tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:22,"
                   f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} {relay} {server.server_port}")  # fmt: skip
@@ -589,7 +591,7 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
         return [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none",
                 "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
                 "-initrd", str(rootfs / "tmp/ssh.img"), "-append", "console=ttyS0 quiet root=/dev/vda",
-                "-drive", drive, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
+                *disk, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
 
     def sshd_up(text: str) -> bool:
         return "stacklab-net: sshd on" in text
@@ -597,7 +599,7 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
     try:
         # boot 1: from an image, tempest's create_timestamp(ip) without dev_name
         port, console = free_port(), tmp_path / "console1.log"
-        qemu = boot_qemu(argv(port, console, f"file={image},if=virtio,format=qcow2,cache=writeback"))
+        qemu = boot_qemu(argv(port, console, ["-drive", f"file={image},if=virtio,format=qcow2,cache=writeback"]))
         booted = time.monotonic()
         try:
             text = wait_console(qemu, console, sshd_up, SCENARIO_TIMEOUT, "sshd line")
@@ -642,8 +644,9 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
         # boot 2: the disk as a new volume-backed instance (a serial, root=/dev/vda): get_timestamp(ip)
         runner.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(image), str(snapshot)], timeout=120)
         port, console = free_port(), tmp_path / "console2.log"
-        drive = f"file={snapshot},if=virtio,format=qcow2,cache=writeback,serial={VOLUME_ID}"
-        qemu = boot_qemu(argv(port, console, drive))
+        disk = ["-drive", f"file={snapshot},if=none,id=root,format=qcow2,cache=writeback",
+                "-device", f"virtio-blk-pci,drive=root,serial={VOLUME_ID}"]  # fmt: skip
+        qemu = boot_qemu(argv(port, console, disk))
         booted = time.monotonic()
         try:
             text = wait_console(qemu, console, sshd_up, SCENARIO_TIMEOUT, "sshd line")

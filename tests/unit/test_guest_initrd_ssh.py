@@ -30,6 +30,7 @@ kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev
 kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/net/virtio_net.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/block/loop.ko:
 """
 # ext4 as modules (Debian's cloud kernel builds them in: then these lines are not in modules.dep)
 EXT4_DEP = """kernel/crypto/crc32c_generic.ko:
@@ -208,7 +209,11 @@ def test_the_ssh_guest_is_the_net_guest_plus_dropbear_busybox_sudo_and_root(node
     # SSH runs in NET after the metadata is read and before the endless ping loop
     script = body["net.sh"].decode()
     assert script.index("/tmp/meta)") < script.index(gi.SSH) < script.index(gi.SSH_HOOK)
-    assert body["init"] == dict((n, b) for n, _, b in net)["init"]
+    # INIT is the --net guest's with the boot disk by its name on a volume boot and /mnt on that disk
+    net_init = dict((n, b) for n, _, b in net)["init"].decode()
+    assert body["init"].decode() == net_init.replace(gi.ROOT_HOOK, gi.ROOT_BY_NAME + gi.ROOT_HOOK).replace(
+        gi.STORE_HOOK, gi.STORE_HOOK + gi.STORE
+    )
 
 
 def test_the_ssh_guest_has_what_tempests_volume_tests_run(node: Path) -> None:
@@ -228,8 +233,8 @@ def test_the_ssh_guest_has_what_tempests_volume_tests_run(node: Path) -> None:
         assert names.count(f"lib/x86_64-linux-gnu/{lib}") == 1, lib
     assert modes["mnt"] == stat.S_IFDIR | 0o755
     order = body["lib/modules/order"].decode().split()
-    assert order[-6:] == ["virtio_net", "crc32c_generic", "crc16", "mbcache", "jbd2", "ext4"]
-    for module in order[-5:]:
+    assert order[-7:] == ["virtio_net", "crc32c_generic", "crc16", "mbcache", "jbd2", "ext4", "loop"]
+    for module in order[-6:]:
         assert body[f"lib/modules/{module}.ko"].startswith(b"content of /lib/modules/"), module
     # the --net guest (and so the default one) gets none of it
     net = {n: b for n, _, b in entries(gi.initramfs(VERSION, net=True))}
@@ -238,13 +243,14 @@ def test_the_ssh_guest_has_what_tempests_volume_tests_run(node: Path) -> None:
 
 
 def test_ext4_built_in_adds_no_module(node: Path) -> None:
-    """Debian's cloud kernel builds ext4, jbd2 and crc32c in: modules.dep does not list them, nothing is added."""
+    """Debian's cloud kernel builds ext4, jbd2 and crc32c in: modules.dep does not list them, nothing is added
+    for them; loop is a module there (it carries /mnt's ext4), the one module the --ssh guest adds."""
     (node / f"lib/modules/{VERSION}/modules.dep").write_text(DEP)
     ssh = {n: b for n, _, b in entries(gi.initramfs(VERSION, ssh=True))}
     net = {n: b for n, _, b in entries(gi.initramfs(VERSION, net=True))}
-    assert ssh["lib/modules/order"] == net["lib/modules/order"]
+    assert ssh["lib/modules/order"] == net["lib/modules/order"] + b" loop"
     assert sorted(n for n in ssh if n.startswith("lib/modules/")) == sorted(
-        n for n in net if n.startswith("lib/modules/")
+        [*(n for n in net if n.startswith("lib/modules/")), "lib/modules/loop.ko"]
     )
     (node / "etc/mke2fs.conf").unlink()  # mke2fs then uses its built-in defaults
     assert "etc/mke2fs.conf" not in {n for n, _, _ in entries(gi.initramfs(VERSION, ssh=True))}
@@ -327,3 +333,43 @@ def test_tempest_conf_does_not_validate_yet() -> None:
     cloud = tempest_conf.TempestCloud("http://k/v3", "RegionOne", "pw", frozenset({"nova"}), "i", "f", "f2", (), (),
                                       "/w")  # fmt: skip
     assert tempest_conf.sections(cloud)["validation"] == {"run_validation": "false"}
+
+
+def test_every_guest_marks_a_disk_per_name_and_serial() -> None:
+    """A volume detached and another attached under the same name (vdb) gets its line: INIT's done-mark is the name
+    and the serial (nova's volume id). tests/integration/test_guest_ssh.py proves it on a booted guest (QMP detach
+    and attach), which failed with the mark per name alone."""
+    lines = gi.INIT.splitlines()
+    assert 'mkdir /tmp/done "/tmp/done/$root-$(cat /sys/block/$root/serial 2>/dev/null)"' in lines
+    assert '    [ -b /dev/$d ] && key="$d-$(cat /sys/block/$d/serial 2>/dev/null)" || key=""' in lines
+    assert '    if [ -n "$key" ] && [ ! -e "/tmp/done/$key" ]; then' in lines
+    assert '      mkdir "/tmp/done/$key"' in lines
+    assert not any("/tmp/done/$d" in line for line in lines)
+
+
+def test_only_the_ssh_guest_boots_from_a_volume_and_keeps_mnt_on_its_boot_disk(node: Path) -> None:
+    """--ssh: the boot disk by root= when no disk lacks a serial (a volume boot), and STORE right after INIT's line
+    is flushed, before any volume is marked; the default and --net guests' INIT has neither."""
+    default = dict((n, b) for n, _, b in entries(gi.initramfs(VERSION)))["init"].decode()
+    net = dict((n, b) for n, _, b in entries(gi.initramfs(VERSION, net=True)))["init"].decode()
+    ssh = dict((n, b) for n, _, b in entries(gi.initramfs(VERSION, ssh=True)))["init"].decode()
+    assert gi.INIT.count(gi.ROOT_HOOK) == gi.INIT.count(gi.STORE_HOOK) == 1
+    for init in (default, net):
+        assert gi.ROOT_BY_NAME not in init and gi.STORE not in init and "/mnt" not in init
+    assert ssh.count(gi.ROOT_BY_NAME + gi.ROOT_HOOK) == 1 and ssh.count(gi.STORE_HOOK + gi.STORE) == 1
+    # inside the wait for the root disk, after the serial-less look, and only after 3 s of it
+    assert ssh.index("root=$d; fi\n  done\n" + gi.ROOT_BY_NAME) < ssh.index('echo "stacklab-guest: booted')
+    assert '[ -z "$root" ] && [ $n -ge 3 ]' in gi.ROOT_BY_NAME
+    # the ext4 starts at 1 MiB (INIT's line alone in sector 0); the magic 0xEF53 at 1080 in it decides mke2fs
+    assert "losetup -o 1048576 /dev/loop0 /dev/$root" in gi.STORE and "od -An -tx1 -j 1080 -N 2 /dev/loop0" in gi.STORE
+    assert gi.STORE.index('*"53 ef"*) how=kept') < gi.STORE.index("/usr/sbin/mke2fs -q -F -t ext4")
+    assert ssh.index(gi.STORE) < ssh.index("while true; do\n  for d in vda vdb vdc vdd")
+    # every path ends by telling SSH to go on
+    assert gi.STORE.rstrip().splitlines()[-1] == 'echo "$root" > /run/stacklab-mnt'
+
+
+def test_sshd_waits_for_mnt() -> None:
+    """tempest logs in as soon as sshd answers and writes /mnt/timestamp: dropbear starts after STORE's flag (or
+    after 120 s without it)."""
+    wait = gi.SSH.index("while [ ! -e /run/stacklab-mnt ] && [ $n -lt 1200 ]")
+    assert wait < gi.SSH.index("/usr/sbin/dropbear -F")

@@ -81,8 +81,9 @@ SSH_BINARIES = {
 MKE2FS_LINKS = ("mkfs.ext2", "mkfs.ext3", "mkfs.ext4")  # e2fsprogs' names: mke2fs takes the type from its name
 MKE2FS_CONF = "/etc/mke2fs.conf"  # the image's defaults per type (ext4's features), as mke2fs on the node uses
 # ext4 and crc32c (metadata_csum's checksum, a softdep the guest has no modprobe to follow): built in to Debian's
-# cloud kernel, where module_order adds nothing; another kernel's modules (and what they need) go in the order file
-SSH_MODULES = ("crc32c_generic", "ext4")
+# cloud kernel, where module_order adds nothing; another kernel's modules (and what they need) go in the order file.
+# loop (a module in Debian's cloud kernel) carries /mnt's ext4 on the boot disk past its first MiB (STORE).
+SSH_MODULES = ("crc32c_generic", "ext4", "loop")
 # busybox applets linked in /usr/bin although /bin has klibc's tool of that name: klibc's mount needs -t, which
 # tempest's `mount /dev/vdX /mnt` does not give (busybox's tries /proc/filesystems' types), and klibc's ls has no
 # -R (tempest lists `ls -lR /dev` when mke2fs fails). A session's PATH (dropbear's root PATH) has /usr/bin before
@@ -174,6 +175,10 @@ fi
 [ -n "$keys" ] || say "metadata has no public key: nobody can log in"
 [ -d /dev/pts ] || mkdir /dev/pts
 mount -t devpts devpts /dev/pts
+# INIT mounts /mnt (STORE) before anyone logs in: tempest writes its timestamp there at once
+n=0
+while [ ! -e /run/stacklab-mnt ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
+[ -e /run/stacklab-mnt ] || say "/mnt not ready in 120 s: sshd starts without it"
 if /usr/bin/dropbearkey -t ed25519 -f /etc/dropbear/host_key > /tmp/hostkey 2>&1; then
   fingerprint=""
   while read -r word value rest; do [ "$word" = Fingerprint: ] && fingerprint="$value"; done < /tmp/hostkey
@@ -239,7 +244,9 @@ esac
 echo "$mark boot:$boot" > /dev/$root
 /usr/bin/busybox sync -d /dev/$root
 echo "stacklab-guest: disk synced $mark boot:$boot"
-mkdir /tmp/done /tmp/done/$root
+# a disk is marked once per name and serial (nova gives each volume its id as serial): a volume detached and
+# another attached under the same name gets its line too
+mkdir /tmp/done "/tmp/done/$root-$(cat /sys/block/$root/serial 2>/dev/null)"
 # stacklab.beat=SECONDS on the command line: a console heartbeat, so a suite sees the guest keep running (live
 # migration: same boot id, the counter goes on) and for how long it was silent
 for word in $(cat /proc/cmdline); do
@@ -250,7 +257,8 @@ if [ -n "$beat" ]; then
 fi
 while true; do
   for d in vda vdb vdc vdd; do
-    if [ -b /dev/$d ] && [ ! -e /tmp/done/$d ]; then
+    [ -b /dev/$d ] && key="$d-$(cat /sys/block/$d/serial 2>/dev/null)" || key=""
+    if [ -n "$key" ] && [ ! -e "/tmp/done/$key" ]; then
       dd if=/dev/$d of=/tmp/vhead bs=512 count=1 2>/dev/null
       found=""
       read found rest < /tmp/vhead
@@ -260,12 +268,59 @@ while true; do
       esac
       echo "stacklab-volume:$d:$boot$seen" > /dev/$d
       /usr/bin/busybox sync -d /dev/$d
-      mkdir /tmp/done/$d
+      mkdir "/tmp/done/$key"
       echo "stacklab-guest: wrote $d$seen"
     fi
   done
   sleep 2
 done
+"""
+
+# --ssh: the lines of INIT before which ROOT_BY_NAME and after which STORE go
+ROOT_HOOK = '  [ -n "$root" ] || { sleep 1; n=$((n + 1)); }\n'
+STORE_HOOK = 'echo "stacklab-guest: disk synced $mark boot:$boot"\n'
+# Booted from a volume, the boot disk carries that volume's id as serial like any other volume: no disk without a
+# serial appears. nova names the root device on the command line of a kernel/ramdisk boot (`root=/dev/vda`, from
+# an image or a volume alike), so after 3 s without a serial-less disk (the disks the guest booted with are probed
+# by INIT's insmod; the wait covers a slow one) that disk is the boot disk. The default and --net guests keep
+# waiting for a serial-less disk (no suite boots them from a volume).
+ROOT_BY_NAME = r"""  if [ -z "$root" ] && [ $n -ge 3 ]; then
+    for word in $(cat /proc/cmdline); do
+      case "$word" in root=/dev/vd?) [ -b "${word#root=}" ] && root="${word#root=/dev/}" ;; esac
+    done
+    [ -n "$root" ] && echo "stacklab-guest: boot disk $root by root= (serial $(cat /sys/block/$root/serial))"
+  fi
+"""
+# /mnt of the --ssh guest: an ext4 on the boot disk from its second MiB on (INIT's line stays alone in the first
+# sector), through a loop device with that offset, made on the first boot (when its superblock magic 0xEF53 is not
+# there: an ext4 that is there but fails to mount is left as it is, not made anew), mounted on every boot. So what
+# tempest's scenarios write to /mnt/timestamp without a volume survives what they do to the disk: a reboot, a
+# snapshot booted as a new instance, a shelve, a volume-backed disk booted again or retyped. sshd waits for
+# /run/stacklab-mnt (NET's SSH): tempest logs in at once and writes there. A disk under 8 MiB gets no store.
+STORE = r"""size=$(cat /sys/block/$root/size)
+if [ "$size" -lt 16384 ]; then
+  echo "stacklab-guest: mnt none: $root has $size sectors, /mnt needs 16384"
+elif /usr/bin/busybox losetup -o 1048576 /dev/loop0 /dev/$root; then
+  magic=$(/usr/bin/busybox od -An -tx1 -j 1080 -N 2 /dev/loop0)
+  case "$magic" in
+    *"53 ef"*) how=kept ;;
+    *)
+      how=made
+      /usr/sbin/mke2fs -q -F -t ext4 -E nodiscard -L stacklab-mnt /dev/loop0 < /dev/null > /tmp/mke2fs.log 2>&1 ||
+        how=""
+      ;;
+  esac
+  if [ -z "$how" ]; then
+    echo "stacklab-guest: mnt failed: mke2fs on $root: $(cat /tmp/mke2fs.log)"
+  elif mount -t ext4 /dev/loop0 /mnt; then
+    echo "stacklab-guest: mnt $how ext4 on $root at 1 MiB"
+  else
+    echo "stacklab-guest: mnt failed: the ext4 on $root does not mount"
+  fi
+else
+  echo "stacklab-guest: mnt failed: no loop device on $root"
+fi
+echo "$root" > /run/stacklab-mnt
 """
 
 
@@ -412,6 +467,8 @@ def initramfs(version: str, *, net: bool = False, ssh: bool = False) -> bytes:
     if net:
         add_net(archive, ssh)
     init = INIT.replace(NET_HOOK, NET_HOOK + "/bin/bash /net.sh &\n") if net else INIT
+    if ssh:
+        init = init.replace(ROOT_HOOK, ROOT_BY_NAME + ROOT_HOOK).replace(STORE_HOOK, STORE_HOOK + STORE)
     archive.add("init", stat.S_IFREG | 0o755, init.encode())
     return archive.close()
 
