@@ -9,7 +9,10 @@ relay per connection), and a hostfwd makes the guest's :22 reachable at 127.0.0.
 key the metadata named, runs tempest's wrapped commands, and a key the metadata did not name is refused. A second
 boot runs tempest's volume scenario: a raw file hot-plugged through QMP (as nova attaches a volume) is found with
 lsblk, made ext4, mounted, stamped and read back by tempest's own command strings, and the host proves the file holds
-that ext4 and timestamp. The copy, QEMU, the relay and the server go in finalizers.
+that ext4 and timestamp. The default guest, its volume detached and another one hot-plugged under the same name
+(vdb), marks the second one too. tempest's timestamp without a volume (written to the --ssh guest's /mnt, an ext4 on
+its boot disk) survives QEMU killed and the disk, converted as a snapshot, booted as a volume-backed instance. The
+copy, QEMU, the relay and the server go in finalizers.
 """
 
 from __future__ import annotations
@@ -511,7 +514,7 @@ def test_the_guest_marks_another_volume_attached_under_the_same_name(rootfs: Pat
     argv = [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none", "-nic", "none",
             "-qmp", f"unix:{monitor},server=on,wait=off",
             "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
-            "-initrd", str(rootfs / "tmp/guest.img"), "-append", "console=ttyS0 quiet root=/dev/vda",
+            "-initrd", str(rootfs / "tmp/guest.img"), "-append", "console=ttyS0 quiet",
             "-drive", f"file={image},if=virtio,format=qcow2,cache=writeback"]  # fmt: skip
     booted = time.monotonic()
     qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -564,8 +567,9 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
     serial) on a qcow2 file; QEMU is killed right after tempest's commands (a power cut: nova's hard reboot, a
     shelve's destroy); the host then finds INIT's line alone in the first sector and the timestamp in the ext4 (after
     e2fsck replays its journal). The file is converted to a new qcow2 (what a snapshot uploads) and boot 2 takes it
-    as a volume-backed instance: the boot disk has the volume's id as serial and `root=/dev/vda` on the command line,
-    as nova boots it. The guest finds it by that name, keeps its mark, mounts the ext4 and shows the timestamp."""
+    as a volume-backed instance: the boot disk (vda) has the volume's id as serial, as nova boots it. The guest takes
+    vda as its boot disk, keeps its mark, mounts the ext4 and shows the timestamp. Both boots get the command line of
+    stacklab's guest image (its os_command_line, which replaces nova's `root=/dev/vda`)."""
     runner = LocalRunner()
     shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
     built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
@@ -590,7 +594,7 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
         assert QEMU is not None
         return [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-monitor", "none",
                 "-serial", f"file:{console}", "-kernel", str(rootfs / built["kernel"].lstrip("/")),
-                "-initrd", str(rootfs / "tmp/ssh.img"), "-append", "console=ttyS0 quiet root=/dev/vda",
+                "-initrd", str(rootfs / "tmp/ssh.img"), "-append", "console=ttyS0 quiet",
                 *disk, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
 
     def sshd_up(text: str) -> bool:
@@ -641,7 +645,7 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
         label = runner.run(["dumpe2fs", "-h", str(part)], timeout=60).stdout
         assert "Filesystem volume name:   stacklab-mnt" in label, label
 
-        # boot 2: the disk as a new volume-backed instance (a serial, root=/dev/vda): get_timestamp(ip)
+        # boot 2: the disk as a new volume-backed instance (its serial the volume id): get_timestamp(ip)
         runner.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(image), str(snapshot)], timeout=120)
         port, console = free_port(), tmp_path / "console2.log"
         disk = ["-drive", f"file={snapshot},if=none,id=root,format=qcow2,cache=writeback",
@@ -651,7 +655,7 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
         try:
             text = wait_console(qemu, console, sshd_up, SCENARIO_TIMEOUT, "sshd line")
             print(f"boot 2 (volume-backed) to sshd under TCG: {time.monotonic() - booted:.1f}s")
-            assert f"stacklab-guest: boot disk vda by root= (serial {VOLUME_ID[:20]})" in text, text[-3000:]
+            assert f"boot disk vda has serial {VOLUME_ID[:20]}: booted from a volume" in text, text[-3000:]
             synced = _SYNCED.search(text)
             assert synced is not None and synced.group(1) == mark, text[-3000:]
             boot2 = synced.group(2)

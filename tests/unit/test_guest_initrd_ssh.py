@@ -211,9 +211,11 @@ def test_the_ssh_guest_is_the_net_guest_plus_dropbear_busybox_sudo_and_root(node
     assert script.index("/tmp/meta)") < script.index(gi.SSH) < script.index(gi.SSH_HOOK)
     # INIT is the --net guest's with the boot disk by its name on a volume boot and /mnt on that disk
     net_init = dict((n, b) for n, _, b in net)["init"].decode()
-    assert body["init"].decode() == net_init.replace(gi.ROOT_HOOK, gi.ROOT_BY_NAME + gi.ROOT_HOOK).replace(
+    expected = net_init.replace(gi.ROOT_HOOK, gi.ROOT_BY_NAME + gi.ROOT_HOOK)
+    expected = expected.replace(gi.NO_ROOT_HOOK, gi.NO_ROOT + gi.NO_ROOT_HOOK).replace(
         gi.STORE_HOOK, gi.STORE_HOOK + gi.STORE
     )
+    assert body["init"].decode() == expected
 
 
 def test_the_ssh_guest_has_what_tempests_volume_tests_run(node: Path) -> None:
@@ -353,13 +355,15 @@ def test_only_the_ssh_guest_boots_from_a_volume_and_keeps_mnt_on_its_boot_disk(n
     default = dict((n, b) for n, _, b in entries(gi.initramfs(VERSION)))["init"].decode()
     net = dict((n, b) for n, _, b in entries(gi.initramfs(VERSION, net=True)))["init"].decode()
     ssh = dict((n, b) for n, _, b in entries(gi.initramfs(VERSION, ssh=True)))["init"].decode()
-    assert gi.INIT.count(gi.ROOT_HOOK) == gi.INIT.count(gi.STORE_HOOK) == 1
+    assert gi.INIT.count(gi.ROOT_HOOK) == gi.INIT.count(gi.STORE_HOOK) == gi.INIT.count(gi.NO_ROOT_HOOK) == 1
     for init in (default, net):
         assert gi.ROOT_BY_NAME not in init and gi.STORE not in init and "/mnt" not in init
     assert ssh.count(gi.ROOT_BY_NAME + gi.ROOT_HOOK) == 1 and ssh.count(gi.STORE_HOOK + gi.STORE) == 1
     # inside the wait for the root disk, after the serial-less look, and only after 3 s of it
     assert ssh.index("root=$d; fi\n  done\n" + gi.ROOT_BY_NAME) < ssh.index('echo "stacklab-guest: booted')
-    assert '[ -z "$root" ] && [ $n -ge 3 ]' in gi.ROOT_BY_NAME
+    assert '[ -z "$root" ] && [ $n -ge 3 ]' in gi.ROOT_BY_NAME and "root=vda" in gi.ROOT_BY_NAME
+    # a guest without a disk tells SSH at once that there is no /mnt store
+    assert ssh.index(gi.NO_ROOT) < ssh.index('echo "stacklab-guest: no root disk"')
     # the ext4 starts at 1 MiB (INIT's line alone in sector 0); the magic 0xEF53 at 1080 in it decides mke2fs
     assert "losetup -o 1048576 /dev/loop0 /dev/$root" in gi.STORE and "od -An -tx1 -j 1080 -N 2 /dev/loop0" in gi.STORE
     assert gi.STORE.index('*"53 ef"*) how=kept') < gi.STORE.index("/usr/sbin/mke2fs -q -F -t ext4")

@@ -18,6 +18,8 @@ see:
   `stacklab-volume:<disk>:<boot id>` written at its start, followed by ` read:<the line found>` when the disk
   already carried such a line (a volume another guest wrote), then `stacklab-guest: wrote <disk>` on the console.
   So a volume moved to a second guest shows, on the backend, that this guest read the first one's bytes.
+  A disk is marked once per name and serial: a volume detached and another one attached under the same name (vdb
+  again, its serial its own volume id) gets its line too.
 
 - with `stacklab.beat=SECONDS` on the kernel command line, a heartbeat line `stacklab-beat <boot id> <n>` on the
   console every SECONDS (n counts from 1): a guest that keeps running keeps its boot id and counts on.
@@ -49,6 +51,20 @@ and scenario/manager.py's create_timestamp/get_timestamp): `lsblk -lb --nodeps` 
 `grep -c -E [vs]d.$ /proc/partitions`. ext4 (with jbd2, mbcache, crc16 and crc32c) is built in to Debian's cloud
 kernel; a kernel that has them as modules gets them in the order file INIT loads. The `--net` guest stays byte for
 byte what it was without any of this.
+
+Without a volume, tempest's create_timestamp/get_timestamp write `/mnt/timestamp` on the guest's root file system and
+expect it back in a new instance of its disk (volume boot pattern: a second instance on the same volume and a third
+on a volume from its snapshot; snapshot pattern: an instance from the server's image snapshot; minimum basic: a
+reboot; shelve: unshelve; volume migrate: the volume retyped). So the `--ssh` guest's /mnt is an ext4 on its boot
+disk from the second MiB on (STORE, in INIT once the disk's line is flushed: the line keeps the first sector to
+itself), through a loop device with that offset (loop is a module in Debian's cloud kernel), made on the first boot
+(no ext4 superblock magic there) and mounted on every boot before sshd starts (the journal replays what a power cut
+left). A disk under 8 MiB gets none. tempest's volume tests mount a volume over it and unmount it again; lsblk shows
+it as TYPE loop, which tempest's disk list skips. The boot disk is the disk without a serial; booted from a volume
+every disk has one (nova gives a volume its id), so after 3 s without a serial-less disk the `--ssh` guest takes vda
+(nova boots a kernel/ramdisk image's root device as vda, from an image or a volume alike). A guest without any disk
+starts sshd at once. The default and `--net` guests keep waiting for a serial-less disk (no suite boots them from a
+volume) and have no /mnt store.
 """
 
 from __future__ import annotations
@@ -276,21 +292,29 @@ while true; do
 done
 """
 
-# --ssh: the lines of INIT before which ROOT_BY_NAME and after which STORE go
+# --ssh: the lines of INIT before which ROOT_BY_NAME and NO_ROOT and after which STORE go
 ROOT_HOOK = '  [ -n "$root" ] || { sleep 1; n=$((n + 1)); }\n'
+NO_ROOT_HOOK = '[ -n "$root" ] || { echo "stacklab-guest: no root disk"'
 STORE_HOOK = 'echo "stacklab-guest: disk synced $mark boot:$boot"\n'
 # Booted from a volume, the boot disk carries that volume's id as serial like any other volume: no disk without a
-# serial appears. nova names the root device on the command line of a kernel/ramdisk boot (`root=/dev/vda`, from
-# an image or a volume alike), so after 3 s without a serial-less disk (the disks the guest booted with are probed
-# by INIT's insmod; the wait covers a slow one) that disk is the boot disk. The default and --net guests keep
-# waiting for a serial-less disk (no suite boots them from a volume).
+# serial appears. nova boots a kernel/ramdisk image's root device as vda on the virtio bus, from an image or a
+# volume alike (its `root=/dev/vda`, which the guest image's os_command_line replaces), so after 3 s without a
+# serial-less disk (the disks the guest booted with are probed by INIT's insmod already; the wait covers a slow
+# one) vda is the boot disk; without any disk by then the guest has none (nova always gives one; the host test of
+# logging in boots none) and sshd need not wait longer. The default and --net guests keep waiting for a serial-less
+# disk (no suite boots them from a volume).
 ROOT_BY_NAME = r"""  if [ -z "$root" ] && [ $n -ge 3 ]; then
-    for word in $(cat /proc/cmdline); do
-      case "$word" in root=/dev/vd?) [ -b "${word#root=}" ] && root="${word#root=/dev/}" ;; esac
-    done
-    [ -n "$root" ] && echo "stacklab-guest: boot disk $root by root= (serial $(cat /sys/block/$root/serial))"
+    if [ -b /dev/vda ]; then
+      root=vda
+      echo "stacklab-guest: boot disk vda has serial $(cat /sys/block/vda/serial 2>/dev/null): booted from a volume"
+    else
+      n=30
+    fi
   fi
 """
+# a guest without a boot disk has no /mnt store: sshd starts without waiting for it
+NO_ROOT = '[ -n "$root" ] || echo none > /run/stacklab-mnt\n'
+
 # /mnt of the --ssh guest: an ext4 on the boot disk from its second MiB on (INIT's line stays alone in the first
 # sector), through a loop device with that offset, made on the first boot (when its superblock magic 0xEF53 is not
 # there: an ext4 that is there but fails to mount is left as it is, not made anew), mounted on every boot. So what
@@ -468,7 +492,8 @@ def initramfs(version: str, *, net: bool = False, ssh: bool = False) -> bytes:
         add_net(archive, ssh)
     init = INIT.replace(NET_HOOK, NET_HOOK + "/bin/bash /net.sh &\n") if net else INIT
     if ssh:
-        init = init.replace(ROOT_HOOK, ROOT_BY_NAME + ROOT_HOOK).replace(STORE_HOOK, STORE_HOOK + STORE)
+        init = init.replace(ROOT_HOOK, ROOT_BY_NAME + ROOT_HOOK).replace(NO_ROOT_HOOK, NO_ROOT + NO_ROOT_HOOK)
+        init = init.replace(STORE_HOOK, STORE_HOOK + STORE)
     archive.add("init", stat.S_IFREG | 0o755, init.encode())
     return archive.close()
 
