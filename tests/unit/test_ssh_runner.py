@@ -372,3 +372,24 @@ def test_sessions_are_capped_and_refused_opens_are_retried(
             t.join()
         assert sorted(results, key=int) == [str(i) for i in range(3 * MAX_SESSIONS)]
         assert state["refused"] == 2 and 1 < state["most"] <= MAX_SESSIONS, state
+
+
+def test_a_slow_channel_open_gets_the_commands_time(
+    server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sshd on a busy TCG VM answered a channel open after more than the connect timeout: the open waits for what
+    is left of the command's time (a 10 s cap failed the attach suite with most of its 30 s unused)."""
+    with runner_for(server, tmp_path / "known_hosts") as runner:
+        transport = runner._transport()
+        real_open = transport.open_session
+        asked: list[float] = []
+
+        def open_session(*args: Any, timeout: float | None = None, **kwargs: Any) -> paramiko.Channel:
+            asked.append(float(timeout or 0))
+            if timeout is None or timeout <= runner.connect_timeout:
+                raise paramiko.SSHException("Timeout opening channel.")
+            return real_open(*args, timeout=timeout, **kwargs)
+
+        monkeypatch.setattr(transport, "open_session", open_session)
+        assert runner.run(["echo", "ok"], timeout=60).stdout.strip() == "ok"
+        assert len(asked) == 1 and asked[0] > runner.connect_timeout, asked
