@@ -158,6 +158,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def build_guest(rootfs: Path, out: str, *flags: str) -> dict[str, str]:
+    """guest_initrd.py run in the rootfs copy (chroot), as on a lab node: its line (kernel, initrd, version)."""
+    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
+    result = LocalRunner().run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", out, *flags], timeout=180)
+    return dict(json.loads(result.stdout.splitlines()[-1]))
+
+
+def serve_metadata(tmp_path: Path, key: paramiko.PKey, uuid: str) -> tuple[str, http.server.ThreadingHTTPServer, Path]:
+    """nova's metadata for a guest named hd-<random> with `key` as its keypair, served on 127.0.0.1 (the caller
+    shuts the server down), and the relay QEMU's guestfwd runs per connection: (name, server, relay)."""
+    name = f"hd-{secrets.token_hex(3)}"
+    meta = {"uuid": uuid, "name": name, "hostname": f"{name}.novalocal",
+            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
+    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    return name, server, relay
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's SHA256 fingerprint of a public key, as dropbearkey prints it (without the prefix)."""
     return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
@@ -178,22 +199,12 @@ def run(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
 
 
 def test_tempest_logs_in_to_the_ssh_guest_with_the_metadata_key(rootfs: Path, tmp_path: Path) -> None:
-    runner = LocalRunner()
-    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
     started = time.monotonic()
-    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
-                                   "--ssh"], timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    built = build_guest(rootfs, "/tmp/ssh.img", "--ssh")
     print(f"--ssh initramfs built in {time.monotonic() - started:.1f}s: {(rootfs / 'tmp/ssh.img').stat().st_size} B")
 
     key, stranger = paramiko.RSAKey.generate(2048), paramiko.RSAKey.generate(2048)
-    name = f"hd-{secrets.token_hex(3)}"
-    meta = {"uuid": "6f1c2e0a-1111-2222-3333-0123456789ab", "name": name, "hostname": f"{name}.novalocal",
-            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
-    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    relay = tmp_path / "relay.py"
-    relay.write_text(RELAY)
+    name, server, relay = serve_metadata(tmp_path, key, "6f1c2e0a-1111-2222-3333-0123456789ab")
     port, console, marker = free_port(), tmp_path / "console.log", f"stacklab.hd={secrets.token_hex(4)}"
     netdev = (f"user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart={GUEST_ADDRESS},"
               f"hostfwd=tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:22,"
@@ -262,9 +273,7 @@ def test_the_default_guest_flushes_its_line_into_a_qcow2_file(rootfs: Path, tmp_
     qcow2 file's new cluster mappings in memory until the guest sends a FLUSH: the line is in the file only
     because the guest flushed it (with klibc's sync alone it read as zeros here while QEMU ran)."""
     runner = LocalRunner()
-    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
-    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/guest.img"],
-                                  timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    built = build_guest(rootfs, "/tmp/guest.img")
     image, console = tmp_path / "disk.qcow2", tmp_path / "console.log"
     runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], timeout=60)
     assert QEMU is not None
@@ -343,22 +352,13 @@ def test_tempest_volume_scenario_makes_ext4_on_an_attached_disk(rootfs: Path, tm
     on it, mount it, write a timestamp, sync, umount, then mount and read it again as get_timestamp does. After QEMU
     exits the host reads the file: an ext4 file system e2fsck finds clean, whose /timestamp is the guest's line."""
     runner = LocalRunner()
-    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
-    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
-                                   "--ssh"], timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    built = build_guest(rootfs, "/tmp/ssh.img", "--ssh")
     root, volume = tmp_path / "root.qcow2", tmp_path / "volume.raw"
     runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "16M"], timeout=60)
     runner.run(["qemu-img", "create", "-q", "-f", "raw", str(volume), "64M"], timeout=60)
 
     key = paramiko.RSAKey.generate(2048)
-    name = f"hd-{secrets.token_hex(3)}"
-    meta = {"uuid": "6f1c2e0a-4444-5555-6666-0123456789ab", "name": name, "hostname": f"{name}.novalocal",
-            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
-    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    relay = tmp_path / "relay.py"
-    relay.write_text(RELAY)
+    _, server, relay = serve_metadata(tmp_path, key, "6f1c2e0a-4444-5555-6666-0123456789ab")
     port, console, monitor = free_port(), tmp_path / "console.log", tmp_path / "qmp.sock"
     netdev = (f"user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart={GUEST_ADDRESS},"
               f"hostfwd=tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:22,"
@@ -502,9 +502,7 @@ def test_the_guest_marks_another_volume_attached_under_the_same_name(rootfs: Pat
     and serial (the volume id), so the second volume gets its line too. An INIT that marked each name once (before
     issue 16) wrote nothing on the second volume: this test then fails waiting for its `wrote vdb`."""
     runner = LocalRunner()
-    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
-    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/guest.img"],
-                                  timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    built = build_guest(rootfs, "/tmp/guest.img")
     image, console, monitor = tmp_path / "root.qcow2", tmp_path / "console.log", tmp_path / "qmp.sock"
     volume_a, volume_b = tmp_path / "a.raw", tmp_path / "b.raw"
     runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], timeout=60)
@@ -571,20 +569,11 @@ def test_tempests_root_disk_timestamp_survives_a_new_instance_of_the_disk(rootfs
     vda as its boot disk, keeps its mark, mounts the ext4 and shows the timestamp. Both boots get the command line of
     stacklab's guest image (its os_command_line, which replaces nova's `root=/dev/vda`)."""
     runner = LocalRunner()
-    shutil.copy(BUILDER, rootfs / "tmp" / "guest_initrd.py")
-    built = json.loads(runner.run(["chroot", str(rootfs), "python3", "/tmp/guest_initrd.py", "/tmp/ssh.img",
-                                   "--ssh"], timeout=180).stdout.splitlines()[-1])  # fmt: skip
+    built = build_guest(rootfs, "/tmp/ssh.img", "--ssh")
     image, snapshot = tmp_path / "root.qcow2", tmp_path / "snapshot.qcow2"
     runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], timeout=60)
     key = paramiko.RSAKey.generate(2048)
-    name = f"hd-{secrets.token_hex(3)}"
-    meta = {"uuid": "6f1c2e0a-7777-8888-9999-0123456789ab", "name": name, "hostname": f"{name}.novalocal",
-            "public_keys": {"stacklab": f"ssh-rsa {key.get_base64()} stacklab@test\n"}}  # fmt: skip
-    Metadata.meta, Metadata.asked = json.dumps(meta).encode(), []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    relay = tmp_path / "relay.py"
-    relay.write_text(RELAY)
+    _, server, relay = serve_metadata(tmp_path, key, "6f1c2e0a-7777-8888-9999-0123456789ab")
     assert QEMU is not None
 
     def argv(port: int, console: Path, disk: list[str]) -> list[str]:
