@@ -11,6 +11,12 @@ if TYPE_CHECKING:
 AUTO_START_OFFSET = 10  # leave .1-.9 for gateways and hand-placed services
 
 
+def nic_device(index: int) -> str:
+    """The kernel name of a node's NIC inside the node: `eth<index>` in the order of its `nics` (cloud-init and the
+    container config name each NIC, matched by MAC, so)."""
+    return f"eth{index}"
+
+
 class AddressPoolExhausted(ValueError):
     pass
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from stacklab.model.addressing import AddressPoolExhausted, node_addresses
+from stacklab.model.addressing import AddressPoolExhausted, nic_device, node_addresses
 from stacklab.model.errors import Loc
 from stacklab.model.lab import Lab, NeutronExternal
 
@@ -37,9 +37,9 @@ def controller_of(lab: Lab) -> str | None:
 
 
 def node_interface(lab: Lab, node: str, network: str) -> str:
-    """The kernel name of `node`'s NIC on `network` inside the node: `eth<index>` in the order of its `nics`, as
-    plan/expand.py names them (cloud-init renames each NIC, matched by MAC, to that name)."""
-    return f"eth{list(lab.nodes[node].nics).index(network)}"
+    """The kernel name of `node`'s NIC on `network` inside the node (addressing.nic_device, as plan/expand.py names
+    each NIC)."""
+    return nic_device(list(lab.nodes[node].nics).index(network))
 
 
 def _one_of(names: object) -> str:

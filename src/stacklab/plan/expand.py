@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stacklab.model.addressing import node_addresses
+from stacklab.model.addressing import nic_device, node_addresses
 from stacklab.model.cinder_backends import cinder_config, kernel_backends
 from stacklab.model.glance_store import glance_config, glance_nodes
 from stacklab.model.lab import Lab, Node
@@ -74,7 +74,7 @@ def _node(
         nics.append(
             {
                 "network": net_name,
-                "device": f"eth{index}",
+                "device": nic_device(index),
                 "bridge": lab.bridge_ifname(net_name),
                 "host_ifname": veth_name(prefix, node_name, index),
                 "address": f"{addresses[node_name][net_name]}/{net.cidr.prefixlen}",
