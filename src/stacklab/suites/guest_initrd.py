@@ -362,6 +362,11 @@ class Cpio:
         self.data += b"\0" * (-len(self.data) % 4) + body
         self.data += b"\0" * (-len(self.data) % 4)
 
+    def add_file(self, name: str, path: str, perm: int = 0o755) -> None:
+        """The node's file at `path` (read as it is: the caller resolves links) as regular file `name`."""
+        with open(path, "rb") as f:
+            self.add(name, stat.S_IFREG | perm, f.read())
+
     def close(self) -> bytes:
         self.add("TRAILER!!!", 0)
         return bytes(self.data)
@@ -411,18 +416,15 @@ def add_net(archive: Cpio, ssh: bool = False) -> None:
     for d in ("run", "lib64", "lib/x86_64-linux-gnu"):
         archive.add(d, stat.S_IFDIR | 0o755)
     for tool in NET_TOOLS:
-        with open(f"/usr/lib/klibc/bin/{tool}", "rb") as f:
-            archive.add(f"bin/{tool}", stat.S_IFREG | 0o755, f.read())
+        archive.add_file(f"bin/{tool}", f"/usr/lib/klibc/bin/{tool}")
     binaries = [os.path.realpath(p) for p in NET_BINARIES.values()]
     for name, path in zip(NET_BINARIES, binaries, strict=True):
-        with open(path, "rb") as f:
-            archive.add(f"bin/{name}", stat.S_IFREG | 0o755, f.read())
+        archive.add_file(f"bin/{name}", path)
     extra = ssh_binaries() if ssh else []
     for lib in shared_libraries(binaries + extra):
         name = os.path.basename(lib)
         target = f"lib64/{name}" if name.startswith("ld-linux") else f"lib/x86_64-linux-gnu/{name}"
-        with open(os.path.realpath(lib), "rb") as f:
-            archive.add(target, stat.S_IFREG | 0o755, f.read())
+        archive.add_file(target, os.path.realpath(lib))
     if ssh:
         add_ssh(archive, extra)
     archive.add("net.sh", stat.S_IFREG | 0o755, (NET.replace(SSH_HOOK, SSH + SSH_HOOK) if ssh else NET).encode())
@@ -444,13 +446,11 @@ def add_ssh(archive: Cpio, binaries: list[str]) -> None:
     for d in ("root", "root/.ssh"):
         archive.add(d, stat.S_IFDIR | 0o700)
     for path, target in zip(binaries, SSH_BINARIES.values(), strict=True):
-        with open(path, "rb") as f:
-            archive.add(target, stat.S_IFREG | 0o755, f.read())
+        archive.add_file(target, path)
     for link in MKE2FS_LINKS:
         archive.add(f"usr/sbin/{link}", stat.S_IFLNK | 0o777, b"mke2fs")
     if os.path.exists(MKE2FS_CONF):
-        with open(MKE2FS_CONF, "rb") as f:
-            archive.add(MKE2FS_CONF.lstrip("/"), stat.S_IFREG | 0o644, f.read())
+        archive.add_file(MKE2FS_CONF.lstrip("/"), MKE2FS_CONF, 0o644)
     archive.add("usr/bin/sudo", stat.S_IFREG | 0o755, SUDO.encode())
     # busybox's applets never shadow a real tool: /bin's (klibc's, NET's; but SHADOWING_APPLETS) or those above
     taken = {*TOOLS, *NET_TOOLS, *NET_BINARIES, "busybox", "sudo", *MKE2FS_LINKS} - set(SHADOWING_APPLETS)
@@ -473,20 +473,16 @@ def initramfs(version: str, *, net: bool = False, ssh: bool = False) -> bytes:
     archive.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
     if not os.path.exists(BUSYBOX):
         raise SystemExit(f"the guest needs busybox-static in the image (its sync -d flushes the disks); no {BUSYBOX}")
-    with open(os.path.realpath(BUSYBOX), "rb") as f:  # static: no libraries
-        archive.add("usr/bin/busybox", stat.S_IFREG | 0o755, f.read())
+    archive.add_file("usr/bin/busybox", os.path.realpath(BUSYBOX))  # static: no libraries
     for lib in glob.glob("/lib/klibc-*.so") or glob.glob("/usr/lib/klibc-*.so"):
-        with open(lib, "rb") as f:
-            archive.add(f"lib/{os.path.basename(lib)}", stat.S_IFREG | 0o755, f.read())
+        archive.add_file(f"lib/{os.path.basename(lib)}", lib)
     for tool in TOOLS:
-        with open(f"/usr/lib/klibc/bin/{tool}", "rb") as f:
-            archive.add(f"bin/{tool}", stat.S_IFREG | 0o755, f.read())
+        archive.add_file(f"bin/{tool}", f"/usr/lib/klibc/bin/{tool}")
     order = module_order(version, WANTED + (NET_MODULES if net else ()) + (SSH_MODULES if ssh else ()))
     for name, path in order:
         if not path.endswith(".ko"):
             raise SystemExit(f"{path}: compressed modules are not handled (klibc's insmod loads plain .ko)")
-        with open(path, "rb") as f:
-            archive.add(f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, f.read())
+        archive.add_file(f"lib/modules/{name}.ko", path, 0o644)
     archive.add("lib/modules/order", stat.S_IFREG | 0o644, " ".join(n for n, _ in order).encode())
     if net:
         add_net(archive, ssh)
