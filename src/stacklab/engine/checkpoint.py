@@ -9,12 +9,19 @@ the checkpoints themselves). That is
                                                      i.e. MariaDB's and RabbitMQ's data, keystone's fernet keys,
                                                      Ceph's mon store and OSD block files, Swift's devices,
                                                      iSCSI file LUNs, NFS exports) and the overlay's work dir
+  vm/pool/                                           each VM node's qcow2 files: its root overlay (everything
+                                                     the guest wrote over the base disk), its data disks and its
+                                                     cloud-init seed; `vm/<node>/` without the console log
 In container nodes every storage driver keeps its data inside the node (`/var/lib/ceph/osd/*/block`,
 `/srv/node`, `/srv/iscsi`, `/srv/nfs`), so the upper dir is the node's data; the image rootfs below it is shared,
 cached by content hash and never written, so the checkpoint records its path and restore checks it is still
-there. VM nodes (qcow2 overlays in `vm/pool/`) are refused for now.
+there. The same holds for a VM's root overlay and the cached base disk it is backed by (`vm-<hash>/base.qcow2`
+beside the image rootfs). A VM's libvirt domain is not saved: it names the same files, MACs and taps before and
+after, so a restore puts the files back and starts the domain as it is defined. Training copies (materialize)
+stay container-only: a copy's nodes are started inside its network namespace, which a libvirt domain is not.
 
-Consistency: the nodes are stopped cleanly in reverse dependency order (quiesce.py), copied, and started again in
+Consistency: the nodes are stopped cleanly in reverse dependency order (quiesce.py; VMs by an ACPI shutdown that
+must reach "shut off", else the save fails and every node is started again), copied, and started again in
 order. Copies are `cp -a --reflink=auto --sparse=always` in one call (hard links inside a node dir, such as
 overlayfs's index, stay hard links; xattrs, whiteouts and owners are kept): a reflink clone where the file system
 can (XFS, Btrfs), else a sparse copy (ext4: the OSDs' sparse block files stay sparse). Hard-link trees are not
@@ -52,6 +59,7 @@ from stacklab.engine.core import Engine
 from stacklab.engine.plan import Plan
 from stacklab.engine.quiesce import LabNode, Quiescer, lab_nodes
 from stacklab.engine.relocate import relocate_dir, relocate_json
+from stacklab.engine.vm_quiesce import MISSING
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.atomic import write_atomic
 from stacklab.exec.runner import LocalRunner, Runner
@@ -62,6 +70,8 @@ MANIFEST_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
 # State dir entries that are history or coordination, not the lab: never saved, never replaced by a restore.
 NOT_SAVED = frozenset({CHECKPOINTS_DIR, "logs", "verify", "lock", "copies"})
+# Runtime files inside saved entries: a VM's serial console log is this boot's history (QEMU writes a new one).
+VM_RUNTIME_GLOBS = ("vm/*/console.log",)
 COPIES_DIR = "copies"  # training copies of the lab (engine/copies.py), each with its own state dir
 COPY_RECORD = "copy.json"
 COPY_ARGV = ("cp", "-a", "--reflink=auto", "--sparse=always")
@@ -197,7 +207,7 @@ class Checkpoints:
                 f"lab {self.lab} already has a checkpoint named {name!r}",
                 hint=f"pick another name, or `stacklab checkpoint delete {self.lab} {name}` first",
             )
-        nodes = self._container_nodes(resources)
+        nodes = self._checkpointable_nodes(resources)
         entries = self._lab_entries()
         self._clear_half_written()
         self._check_space(entries)
@@ -205,12 +215,15 @@ class Checkpoints:
         seconds: dict[str, float] = {}
         tmp.mkdir(parents=True, mode=0o700)
         try:
-            with self._timed("stop", seconds):
-                self.quiescer.stop_all(nodes)
+            # A stop that fails (a VM that does not shut off) starts every node again too: `start` leaves a
+            # node that never stopped running and only waits for it.
             try:
+                with self._timed("stop", seconds):
+                    self.quiescer.stop_all(nodes)
                 with self._timed("copy", seconds):
                     (tmp / "data").mkdir(mode=0o700)
                     self._copy([self.lab_dir / e for e in entries], tmp / "data")
+                    _drop_runtime_files(tmp / "data")
                 info = CheckpointInfo(
                     name=name,
                     lab=self.lab,
@@ -242,7 +255,7 @@ class Checkpoints:
         `resources` is the state as it is now: its nodes are the ones to stop. The lab must have the same nodes
         as when the checkpoint was saved (its bridges and lab file are the same lab's)."""
         info = self.get(name)
-        current = self._container_nodes(resources)
+        current = self._checkpointable_nodes(resources)
         saved = self._nodes_here(info)
         now_names, saved_names = {n.name for n in current}, {n.name for n in saved}
         if now_names != saved_names:
@@ -253,11 +266,14 @@ class Checkpoints:
                 hint="a checkpoint restores the lab it was saved from; bring the lab file back to that shape first",
             )
         self._check_images(name, saved)
+        self._check_domains(name, saved)
         data = self.root / name / "data"
         self._clear_half_written()
         seconds: dict[str, float] = {}
         with self._timed("stop", seconds):
-            self.quiescer.stop_all(current)
+            # VMs are powered off, not shut down: their disks are replaced (a failed copy puts the lab's own back,
+            # which then boots as after a power cut: ext4's journal replays).
+            self.quiescer.stop_all(current, destroy_vms=True)
         with self._timed("copy", seconds):
             aside = self._swap_in(data, info.entries)
             self._relocate(info, saved)
@@ -274,6 +290,14 @@ class Checkpoints:
         started. Returns the manifest, the nodes as they are here, and the seconds the copy took."""
         info = self.get(name)
         saved = self._nodes_here(info)
+        vms = [n.name for n in saved if n.is_vm]
+        if vms:
+            raise CheckpointError(
+                f"training copies hold container nodes only; checkpoint {name!r} of lab {self.lab} has VM nodes "
+                f"{', '.join(vms)}",
+                hint="a copy's nodes start inside its own network namespace, which a libvirt domain does not; "
+                "`stacklab checkpoint restore` returns the lab itself to the checkpoint",
+            )
         self._check_images(name, saved)
         present = self._lab_entries()
         if present:
@@ -314,10 +338,20 @@ class Checkpoints:
 
     def _check_images(self, name: str, nodes: Sequence[LabNode]) -> None:
         missing = [f"{n.name}: {n.image_rootfs}" for n in nodes if n.image_rootfs and not Path(n.image_rootfs).is_dir()]
+        missing += [f"{n.name}: {n.base_disk}" for n in nodes if n.base_disk and not Path(n.base_disk).is_file()]
         if missing:
             raise StackLabError(
                 f"checkpoint {name!r} needs image root file systems that are gone: {'; '.join(missing)}",
                 hint="the node roots are overlays on those images: rebuild the same recipe, or delete the checkpoint",
+            )
+
+    def _check_domains(self, name: str, nodes: Sequence[LabNode]) -> None:
+        """Every VM's libvirt domain is still defined: the checkpoint holds its disks, not its definition."""
+        gone = [f"{n.name} ({n.domain})" for n in nodes if n.is_vm and self.quiescer.vms.state(n) == MISSING]
+        if gone:
+            raise CheckpointError(
+                f"checkpoint {name!r} restores VM disks into domains libvirt no longer has: {', '.join(gone)}",
+                hint=f"`stacklab up {self.lab}` defines them again (then restore), or delete the checkpoint",
             )
 
     def _relocate(self, info: CheckpointInfo, nodes: Sequence[LabNode]) -> None:
@@ -325,7 +359,8 @@ class Checkpoints:
         if origin is not None and origin != self.lab_dir:
             relocate_dir(self.lab, origin, self.lab_dir, [n.name for n in nodes])
         for node in nodes:
-            _drop_overlay_index(node)
+            if not node.is_vm:
+                _drop_overlay_index(node)
 
     def _swap_in(self, data: Path, entries: Sequence[str]) -> Path:
         """Move the lab's entries aside, copy the checkpoint's in; on failure put the old ones back."""
@@ -369,15 +404,20 @@ class Checkpoints:
         return info
 
     # -- helpers --------------------------------------------------------------------------------------------
-    def _container_nodes(self, resources: Mapping[str, Mapping[str, Any]]) -> list[LabNode]:
+    def _checkpointable_nodes(self, resources: Mapping[str, Mapping[str, Any]]) -> list[LabNode]:
+        """The lab's nodes: containers with their lxcpath, VMs with their libvirt domain (what stop/start need)."""
         nodes = lab_nodes(resources)
         if not nodes:
             raise CheckpointError(f"lab {self.lab} has no nodes recorded", hint="bring it up first: `stacklab up`")
-        others = [f"{n.name} ({n.kind})" for n in nodes if n.kind != "container" or n.lxcpath is None]
+        others = [
+            f"{n.name} ({n.kind})"
+            for n in nodes
+            if not ((n.kind == "container" and n.lxcpath is not None) or (n.is_vm and n.domain))
+        ]
         if others:
             raise CheckpointError(
-                f"checkpoints hold container nodes only; lab {self.lab} has {', '.join(others)}",
-                hint="VM nodes (qcow2 overlays) are not checkpointed yet",
+                f"checkpoints hold container and VM nodes as `up` records them; lab {self.lab} has {', '.join(others)}",
+                hint="`stacklab up` the lab first, so every node is recorded whole",
             )
         return nodes
 
@@ -447,8 +487,17 @@ def _drop_overlay_index(node: LabNode) -> None:
         shutil.rmtree(index)
 
 
+def _drop_runtime_files(data: Path) -> None:
+    for pattern in VM_RUNTIME_GLOBS:
+        for path in data.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+_VM_FIELDS = ("domain", "uri", "accel", "console_log", "base_disk")
+
+
 def _node_json(node: LabNode) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "name": node.name,
         "kind": node.kind,
         "roles": list(node.roles),
@@ -456,6 +505,9 @@ def _node_json(node: LabNode) -> dict[str, Any]:
         "ssh": dict(node.ssh),
         "image_rootfs": node.image_rootfs,
     }
+    if node.is_vm:
+        data.update({key: getattr(node, key) for key in _VM_FIELDS})
+    return data
 
 
 def _node_from_json(data: Mapping[str, Any]) -> LabNode:
@@ -466,6 +518,7 @@ def _node_from_json(data: Mapping[str, Any]) -> LabNode:
         lxcpath=Path(str(data["lxcpath"])) if data.get("lxcpath") else None,
         ssh=dict(data.get("ssh") or {}),
         image_rootfs=str(data["image_rootfs"]) if data.get("image_rootfs") else None,
+        **{key: str(data[key]) for key in _VM_FIELDS if data.get(key)},
     )
 
 

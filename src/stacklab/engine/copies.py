@@ -24,8 +24,9 @@ socket, paramiko's SSH sockets (stacklab's node runners) and the OpenSSH process
 born in the netns and reach the copy's nodes at the lab's own addresses. Nothing else changes: the engine, the
 drivers and the suites do not know they run in a copy.
 
-Refused: VM nodes (a checkpoint holds container nodes only), and kernel implementations whose objects are not
-per netns (LIO targets in configfs: two copies would share one target name).
+Refused: VM nodes (checkpointed, but a copy's nodes are started inside its netns, which a libvirt domain is not;
+its taps would join the original's bridges), and kernel implementations whose objects are not per netns (LIO
+targets in configfs: two copies would share one target name).
 
 `down L` removes the copies first (each like `down L#k`), then the original: a copy needs the checkpoint it was
 made from. `down L#k`: the engine's destroy inside the netns, then the netns itself (only if it is still the
@@ -191,7 +192,8 @@ def check_copyable(lab: Lab, choices: Mapping[str, str]) -> None:
     if vms:
         raise CopyError(
             f"training copies hold container nodes only; lab {lab.name} has VM nodes {', '.join(vms)}",
-            hint="VM nodes are not checkpointed (qcow2 overlays): make a lab of container nodes for a class",
+            hint="a copy's nodes start inside its own network namespace, which a libvirt domain does not: make a lab "
+            "of container nodes for a class (`stacklab checkpoint save/restore` works on this lab itself)",
         )
     shared = [f"{role} {impl}" for role, impl in KERNEL_SHARED.items() if choices.get(role) == impl]
     if shared:

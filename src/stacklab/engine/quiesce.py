@@ -9,6 +9,10 @@ then start every daemon in crash recovery.
 The order comes from what the nodes serve, by role: storage nodes (Ceph mons and OSDs, targets, Swift's object
 servers) first, then controllers (databases, message queue, APIs that use the storage), then computes (which
 register with the controller), then clients and role-less nodes. Nodes of one tier start (and stop) together.
+
+VM nodes take their place in the same tiers (vm_quiesce.py): an ACPI shutdown through libvirt that must reach
+"shut off" (a save fails rather than copy a crash-consistent disk), or a destroy when a restore replaces the disks;
+started with `virsh start` and waited for as `up` waits (SSH, cloud-init, then the guest's systemd).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from stacklab.drivers.nodes.lxc_host import (
     lxc_start_argv,
     remove_cgroup_tree,
 )
+from stacklab.drivers.nodes.vm_disk import base_disk_dir
+from stacklab.engine.vm_quiesce import VmPower
 from stacklab.errors import StackLabError
 from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import NotReady, wait_until
@@ -63,6 +69,17 @@ class LabNode:
     lxcpath: Path | None
     ssh: Mapping[str, Any]
     image_rootfs: str | None
+    # VM nodes only (kind "vm"): the libvirt domain and URI, its accel, console log, and the cached base disk its
+    # root overlay is backed by (outside the lab dir, like the containers' image rootfs).
+    domain: str | None = None
+    uri: str | None = None
+    accel: str | None = None
+    console_log: str | None = None
+    base_disk: str | None = None
+
+    @property
+    def is_vm(self) -> bool:
+        return self.kind == "vm"
 
     @property
     def tier(self) -> int:
@@ -84,16 +101,26 @@ def lab_nodes(resources: Mapping[str, Mapping[str, Any]]) -> list[LabNode]:
         spec: Mapping[str, Any] = record.get("spec", {})
         outputs: Mapping[str, Any] = record.get("outputs", {})
         image = str(spec.get("image", ""))
-        image_rootfs = (resources.get(f"image/{image}", {}).get("outputs") or {}).get("rootfs")
+        image_outputs: Mapping[str, Any] = resources.get(f"image/{image}", {}).get("outputs") or {}
+        image_rootfs = image_outputs.get("rootfs")
         lxcpath = outputs.get("lxcpath")
+        kind = str(outputs.get("kind") or spec.get("kind") or "?")
+        base_disk = None
+        if kind == "vm" and image_rootfs and image_outputs.get("hash"):
+            base_disk = str(base_disk_dir(Path(str(image_rootfs)), str(image_outputs["hash"])) / "base.qcow2")
         nodes.append(
             LabNode(
                 name=str(outputs.get("name") or spec.get("hostname") or rid.split("/", 1)[1]),
-                kind=str(outputs.get("kind") or spec.get("kind") or "?"),
+                kind=kind,
                 roles=tuple(str(r) for r in spec.get("roles", ())),
                 lxcpath=Path(str(lxcpath)) if lxcpath else None,
                 ssh=dict(outputs.get("ssh") or {}),
                 image_rootfs=str(image_rootfs) if image_rootfs else None,
+                domain=str(outputs["domain"]) if outputs.get("domain") else None,
+                uri=str(outputs["uri"]) if outputs.get("uri") else None,
+                accel=str(outputs["accel"]) if outputs.get("accel") else None,
+                console_log=str(outputs["console_log"]) if outputs.get("console_log") else None,
+                base_disk=base_disk,
             )
         )
     return nodes
@@ -114,7 +141,8 @@ def _each(nodes: Sequence[LabNode], action: Callable[[LabNode], None]) -> None:
 
 @dataclass
 class Quiescer:
-    """Stops and starts a lab's container nodes through the host runner. Injectable waits for unit tests."""
+    """Stops and starts a lab's nodes through the host runner: containers here, VMs through `vm_power`.
+    Injectable waits for unit tests."""
 
     lab: str
     runner: Runner
@@ -124,18 +152,30 @@ class Quiescer:
     running_budget: float = RUNNING_BUDGET
     ssh_budget: float = SSH_BUDGET
     cgroup_mounts: Callable[[], list[Path]] = cgroup_mounts
+    vm_power: VmPower | None = None  # made on first use, for the lab dir `known_hosts` is in
 
-    def stop_all(self, nodes: Sequence[LabNode]) -> None:
-        """Clean stop, last tier first; a node already stopped is left as it is."""
+    @property
+    def vms(self) -> VmPower:
+        if self.vm_power is None:
+            self.vm_power = VmPower(self.lab, self.runner, self.known_hosts.parent)
+        return self.vm_power
+
+    def stop_all(self, nodes: Sequence[LabNode], *, destroy_vms: bool = False) -> None:
+        """Clean stop, last tier first; a node already stopped is left as it is. A VM that does not shut off
+        cleanly fails the stop (VmShutdownError) after the rest of its tier was tried; with `destroy_vms` (the
+        disks are about to be replaced) VMs are powered off at once instead."""
         for tier in reversed(start_tiers(nodes)):
-            _each(tier, self.stop)
+            _each(tier, lambda node: self.stop(node, destroy_vm=destroy_vms))
 
     def start_all(self, nodes: Sequence[LabNode]) -> None:
         """Start tier by tier; each tier is RUNNING with SSH answering before the next starts."""
         for tier in start_tiers(nodes):
             _each(tier, self.start)
 
-    def stop(self, node: LabNode) -> None:
+    def stop(self, node: LabNode, *, destroy_vm: bool = False) -> None:
+        if node.is_vm:
+            (self.vms.destroy if destroy_vm else self.vms.shutdown)(node)
+            return
         layout = node.layout
         state, _pid = container_state(self.runner, layout)
         if state in ("STOPPED", "MISSING"):
@@ -151,6 +191,9 @@ class Quiescer:
         LOG.info("node %s: stopped in %.1fs", node.name, time.monotonic() - began)
 
     def start(self, node: LabNode) -> None:
+        if node.is_vm:
+            self.vms.start(node)
+            return
         layout = node.layout
         state, _pid = container_state(self.runner, layout)
         if state != "RUNNING":
