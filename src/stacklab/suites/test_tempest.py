@@ -21,8 +21,9 @@ keypair), the suite plugs a router between its shared network and the external n
 network is deleted), and tempest.conf names the external network and turns floating IPs and SSH validation on
 (tempest_conf.py): tempest logs into its servers from the host through their floating IPs.
 
-STACKLAB_TEMPEST_SUBSET picks the subset: `ci` (default, the smoke API tests: a few minutes) or `full` (every API
-test of the six areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
+STACKLAB_TEMPEST_SUBSET picks the subset: `ci` (default, the smoke API tests: a few minutes), `scenario` (the
+storage scenarios that log into their servers: a lab with an external network) or `full` (every API test of the six
+areas: the nightly run). The results, converted by subunit2junitxml, are kept beside verify's
 report as verify/tempest-<time>.xml, and folded into one test per service area that fails naming the failed
 tempest tests, with the counts as evidence.
 """
@@ -53,7 +54,7 @@ from stacklab.suites.os_client import call, login_catalog
 from stacklab.suites.tempest_conf import AREAS, SERVICES, AreaResult, TempestCloud, by_area, parse_junit, render
 
 SUBSET_ENV = "STACKLAB_TEMPEST_SUBSET"
-SUBSETS = {"ci": 1800, "full": 4 * 3600}  # subset -> tempest run timeout, seconds
+SUBSETS = {"ci": 1800, "scenario": 2 * 3600, "full": 4 * 3600}  # subset -> tempest run timeout, seconds
 COMPUTE_API = {"Content-Type": "application/json", "OpenStack-API-Version": "compute 2.1"}
 FLAVORS = ({"ram": 128, "vcpus": 1, "disk": 1}, {"ram": 192, "vcpus": 1, "disk": 1})
 NETWORK_API = {"Content-Type": "application/json"}
@@ -325,6 +326,20 @@ def test_tempest_area_passes(area: str, tempest: TempestRun, evidence: Evidence)
     if result.ran == 0:
         pytest.skip(f"the {tempest.subset} subset has no {area} test for this lab")
     assert result.passed > 0, f"every tempest {area} test was skipped ({result.skipped}): nothing was proven"
+
+
+def test_tempest_scenarios_pass(tempest: TempestRun, evidence: Evidence) -> None:
+    """The scenario tests the subset ran (the storage flows that log into their servers): none failed, and at least
+    one passed rather than skipped (without an external network tempest skips every one that logs in)."""
+    result = tempest.areas.get("scenario", AreaResult())
+    if result.ran == 0:
+        pytest.skip(f"the {tempest.subset} subset has no scenario test")
+    evidence("passed", result.passed)
+    evidence("skipped", result.skipped)
+    evidence("failed", len(result.failed))
+    evidence("seconds", round(result.seconds, 1))
+    assert not result.failed, f"{len(result.failed)} tempest scenario tests failed: " + ", ".join(result.failed)
+    assert result.passed > 0, f"every tempest scenario test was skipped ({result.skipped}): nothing was proven"
 
 
 def test_tempest_run_is_complete(tempest: TempestRun, evidence: Evidence) -> None:
