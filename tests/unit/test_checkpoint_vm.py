@@ -274,3 +274,18 @@ def test_a_vm_without_a_recorded_domain_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"vm1 \(vm\)"):
         store_of(lab_dir, fake).save("base", resources)
     assert fake.events == []
+
+
+def test_a_failed_restart_after_a_failed_shutdown_does_not_hide_why_nothing_was_saved(tmp_path: Path) -> None:
+    lab_dir, resources = vm_lab(tmp_path)
+    fake = Virsh(list(ROLES))
+    fake.acpi_ignored = True
+
+    def never_ready(target: Any, **_kw: Any) -> None:
+        raise StackLabError(f"VM {target.node}: SSH did not answer")
+
+    store = store_of(lab_dir, fake, shutdown_budget={"tcg": 0.05}, resend_seconds=0.01, ready_waiter=never_ready)
+    with pytest.raises(VmShutdownError, match="did not shut off") as info:
+        store.save("base", resources)
+    assert any("starting the nodes again failed too: VM vm1: SSH did not answer" in n for n in info.value.__notes__)
+    assert store.saved() == [] and list((lab_dir / "checkpoints").iterdir()) == []

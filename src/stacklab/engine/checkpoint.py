@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -64,6 +65,8 @@ from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.atomic import write_atomic
 from stacklab.exec.runner import LocalRunner, Runner
 from stacklab.model.lab import Lab
+
+LOG = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -235,9 +238,18 @@ class Checkpoints:
                 )
                 write_atomic(tmp / MANIFEST, json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", mode=0o600)
                 os.rename(tmp, self.root / name)
-            finally:
-                with self._timed("start", seconds):
-                    self.quiescer.start_all(nodes)
+            except BaseException as failed:
+                # The first error is the one to report (why nothing was saved); a start that fails after it is
+                # added to it, not raised in its place.
+                try:
+                    with self._timed("start", seconds):
+                        self.quiescer.start_all(nodes)
+                except Exception as also:
+                    LOG.error("checkpoint %s of lab %s: starting the nodes again failed too: %s", name, self.lab, also)
+                    failed.add_note(f"and starting the nodes again failed too: {also}")
+                raise
+            with self._timed("start", seconds):
+                self.quiescer.start_all(nodes)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
