@@ -1,6 +1,7 @@
-"""nova and cinder find glance through keystone's catalog, not a fixed address (drivers/openstack/nova.py [glance],
-cinder.py [DEFAULT]): glance-api may run on other nodes than the controller (openstack.glance.nodes,
-labs/shared-nfs.yml), and the catalog's image endpoint is where it runs (glance_nfs.py registers it)."""
+"""nova finds glance through keystone's catalog, not a fixed address (drivers/openstack/nova.py [glance]): glance-api
+may run on other nodes than the controller (openstack.glance.nodes, labs/shared-nfs.yml), and the catalog's image
+endpoint is where it runs (glance_nfs.py registers it). cinder cannot: Debian's cinder.conf sets glance_api_servers
+to 127.0.0.1:9292 (nothing listens there) and a later file cannot unset it, so stacklab names glance's node."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from stacklab.drivers.openstack import cinder, nova
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
-from stacklab.model.load import load_lab
+from stacklab.model.load import load_lab, load_lab_text
 from stacklab.plan.expand import expand
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,5 +34,22 @@ def test_nova_and_cinder_name_no_glance_address_and_take_the_catalogs_image_endp
         assert glance == "[glance]\nregion_name = RegionOne\n", glance
         assert "api_servers" not in conf and ":9292" not in conf
     conf = cinder.render_conf(plans["cinder"], "d", "r", "u")
-    # unset glance_api_servers: cinder reads the request's catalog (glance_catalog_info, image:glance:publicURL)
-    assert "glance_api_servers" not in conf and "glance_catalog_info" not in conf and ":9292" not in conf
+    # the controller's glance-api: Debian's package file says 127.0.0.1:9292, where nothing listens
+    assert f"glance_api_servers = http://{plans['cinder'].address}:9292\n" in conf
+
+
+def test_cinder_reaches_glance_on_its_own_node() -> None:
+    text = (ROOT / "labs" / "shared-nfs.yml").read_text()
+    text = text.replace(
+        "services: [mariadb, memcached, keystone, glance]",
+        "services: [mariadb, rabbitmq, memcached, keystone, glance, cinder]\n  cinder: {backends: [nfs]}",
+    )
+    text = text.replace("      - {name: glance, path: /srv/nfs/glance, size: 1GiB}",
+                        "      - {name: glance, path: /srv/nfs/glance, size: 1GiB}\n"
+                        "      - {name: volumes, path: /srv/nfs/volumes, size: 1GiB}")  # fmt: skip
+    lab = load_lab_text(text, "shared-nfs.yml")
+    plans = {r.name: service_layout(r, lab.name) for r in expand(lab) if r.kind == "service"}
+    first = next(iter(plans["glance"].config["nodes"].values()))
+    assert plans["cinder"].config.get("glance_address") == first != plans["cinder"].address
+    conf = cinder.render_conf(plans["cinder"], "d", "r", "u")
+    assert f"glance_api_servers = http://{first}:9292\n" in conf

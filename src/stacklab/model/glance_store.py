@@ -48,6 +48,12 @@ def glance_nodes(lab: Lab) -> list[str]:
     return list(dict.fromkeys(lab.openstack.glance.nodes)) or default
 
 
+def glance_endpoint_node(lab: Lab) -> str | None:
+    """The glance-api node whose address is glance's endpoint (the catalog's, and cinder's glance_api_servers):
+    the first of glance's nodes."""
+    return next(iter(glance_nodes(lab)), None)
+
+
 def glance_export(lab: Lab) -> NfsExport | None:
     """The storage.nfs export glance's store lives on (the one named, else the first)."""
     return named_export(lab, lab.openstack.glance.export) if lab.openstack else None
@@ -102,16 +108,6 @@ def check_glance_nfs(lab: Lab) -> Iterator[Problem]:
             yield where, f"node {node!r} is a container: {GLANCE_NFS_REASON}", f"give {node} `kind: vm` (or `auto`)"
         if "storage" not in spec.nics:
             yield where, f"node {node!r} has no NIC on the storage network", "it mounts glance's export over br-storage"
-    first = glance_nodes(lab)[:1]
-    others = sorted({"nova", "cinder"} & set(os_.services))
-    if first and first != [_controller(lab)] and others:
-        yield (
-            (*loc, "nodes", 0),
-            f"{' and '.join(others)} {'reach' if len(others) > 1 else 'reaches'} glance at the controller's address "
-            "in this stacklab ([glance] "
-            f"api_servers), and glance-api would run on {first[0]}",
-            f"put the controller first in glance's nodes (a VM controller), or leave {' and '.join(others)} out",
-        )
 
 
 def glance_config(lab: Lab, addresses: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from stacklab.model.addressing import nic_device, node_addresses
 from stacklab.model.cinder_backends import cinder_config, kernel_backends
-from stacklab.model.glance_store import glance_config, glance_nodes
+from stacklab.model.glance_store import glance_config, glance_endpoint_node, glance_nodes
 from stacklab.model.lab import Lab, Node
 from stacklab.model.nova_instances import nova_instances_config
 from stacklab.model.services import build_after
@@ -203,14 +203,19 @@ def _services(
             spec["config"] = section.model_dump(mode="json")
         if service == "cinder":  # lvm/nfs backends: their VM volume nodes, addresses, VG and NFS shares
             spec["config"] = cinder_config(lab, addresses)
+            # glance_api_servers: the controller's address (the key left out: recorded labs plan no change) unless
+            # glance-api runs on other nodes (openstack.glance.nodes), then its first node's
+            glance = glance_endpoint_node(lab)
+            if glance is not None and glance != controller:
+                spec["config"]["glance_address"] = _address(addresses, glance, "mgmt")
         if service == "glance":  # store nfs: its glance-api nodes, their addresses and the share (else as declared)
             spec["config"] = glance_config(lab, addresses)
         if service == "nova":  # each nova node's my_ip: the controller's and the computes' br-mgmt addresses
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
             # per-node overrides and the cache manager's timing only when the lab sets them: a lab without them
             # keeps the spec it had (running labs plan no change)
-            spec["config"] = {k: v for k, v in spec["config"].items()
-                              if v or k not in ("overrides", "image_cache", "instances_export")}  # fmt: skip
+            optional = ("overrides", "image_cache", "instances_export", "cpu_model")
+            spec["config"] = {k: v for k, v in spec["config"].items() if v or k not in optional}
             spec["config"] |= nova_instances_config(lab, addresses)  # instances_on nfs: the share and its server
         # neutron: its agents' VXLAN endpoints; cinder with volume nodes: each cinder-volume node's my_ip
         if service == "neutron" or (service == "cinder" and os_.cinder.volume_nodes):

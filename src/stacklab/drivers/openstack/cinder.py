@@ -142,8 +142,9 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         f"my_ip = {plan.address}\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
         "auth_strategy = keystone\n"
-        # no glance_api_servers: the image endpoint comes from the request's keystone catalog (glance_catalog_info's
-        # default, image:glance:publicURL), wherever the lab runs glance-api (openstack.glance.nodes)
+        # Debian's cinder.conf sets glance_api_servers to 127.0.0.1:9292, where nothing listens (glance-api binds to
+        # its node's lab address), and a later file cannot unset it to fall back to the catalog: glance's endpoint
+        f"glance_api_servers = http://{plan.config.get('glance_address') or plan.address}:9292\n"
         f"{enabled}"
         "[database]\n"
         f"connection = mysql+pymysql://cinder:{db_password}@{plan.address}/cinder\n"
