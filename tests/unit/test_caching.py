@@ -324,3 +324,20 @@ def test_ageing_within_the_bound_passes() -> None:
 def test_broken_ageing_fails_with_a_clear_message(removed_after: float | None, log: str, message: str) -> None:
     (found,) = cc.ageing_problems(removed_after, last_use_age=10, image_cache=CACHE, bound=160, log=log, path="/b")
     assert message in found
+
+
+def test_a_named_guest_cpu_model_reaches_every_compute_only() -> None:
+    # nova's host-model under TCG on a VM compute is an EPYC with la57/pks/pku that a nested guest does not survive
+    # a live migration with (nova-nfs lab): a lab names a plain model instead
+    layout = nova_layout(LAB.replace("    images_type: rbd\n", "    images_type: rbd\n    cpu_model: qemu64\n", 1))
+    for compute, address in (("cmp1", "10.90.1.11"), ("cmp3", "10.90.1.13")):
+        text = svc_nova.render_conf(layout, compute, address, **SECRETS)
+        assert "[libvirt]\nvirt_type = qemu\ncpu_mode = custom\ncpu_models = qemu64\n" in text
+    assert "cpu_mode" not in svc_nova.render_conf(layout, "ctl1", "10.90.1.10", **SECRETS)
+    assert "cpu_mode" not in svc_nova.render_conf(nova_layout(), "cmp1", "10.90.1.11", **SECRETS)
+    assert "cpu_model" not in nova_layout().config  # a lab without it keeps the spec it had
+
+
+def test_an_unknown_guest_cpu_model_is_refused() -> None:
+    found = problems(LAB.replace("    images_type: rbd\n", "    images_type: rbd\n    cpu_model: 'qemu64\\n[x]'\n", 1))
+    assert len(found) == 1 and found[0].startswith("22: openstack.nova.cpu_model: Input should be 'qemu64'")

@@ -337,6 +337,16 @@ class NovaNode(_Model):
     )  # fmt: skip
 
 
+# QEMU's x86 CPU models (qemu-system-x86 7.2, `-cpu help`) a lab may give nova's guests: the generic ones and the
+# named generations. A closed list: the name reaches nova.conf, and a typo would only show as nova-compute refusing
+# to start.
+GuestCpuModel = Literal[
+    "qemu64", "kvm64", "Nehalem", "Westmere", "SandyBridge", "IvyBridge", "Haswell-noTSX", "Broadwell-noTSX",
+    "Skylake-Client-noTSX-IBRS", "Cascadelake-Server-noTSX", "Icelake-Server-noTSX", "Opteron_G4", "Opteron_G5",
+    "EPYC", "EPYC-Rome", "EPYC-Milan",
+]  # fmt: skip
+
+
 class NovaImageCache(_Model):
     """nova.conf `[image_cache]` on every compute: how often the cache manager runs and when it removes a base image
     (`_base`) no instance uses any more."""
@@ -360,6 +370,11 @@ class Nova(_Model):
         default_factory=dict, description="per compute node: its images_type and availability zone"
     )
     image_cache: NovaImageCache | None = Field(None, description="default: nova's (40 min passes, 24 h age)")
+    cpu_model: GuestCpuModel | None = Field(
+        None, description="the guests' virtual CPU, a QEMU model (nova [libvirt] cpu_mode custom, cpu_models): "
+        "default nova's host-model, which under TCG on a VM compute is the outer QEMU's `max` CPU (EPYC with la57, "
+        "pks, pku ...) and breaks a nested guest's live migration; qemu64 is what every TCG host runs the same"
+    )  # fmt: skip
 
     def images_type_of(self, node: str) -> str:
         """The instance disk type of compute `node` (its override, else the lab's)."""

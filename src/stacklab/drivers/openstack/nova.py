@@ -175,6 +175,12 @@ def image_cache(plan: ServiceLayout) -> dict[str, Any]:
     return {k: v for k, v in dict(plan.config.get("image_cache") or {}).items() if k in IMAGE_CACHE_KEYS}
 
 
+def cpu_lines(plan: ServiceLayout) -> str:
+    """The guests' CPU when the lab names a model (openstack.nova.cpu_model); else nova's default (host-model)."""
+    model = plan.config.get("cpu_model")
+    return f"cpu_mode = custom\ncpu_models = {model}\n" if model else ""
+
+
 def schedule_zone_line(plan: ServiceLayout) -> str:
     """With a zone of its own for some computes, a boot that names none goes to the default zone (nova-api)."""
     return f"default_schedule_zone = {DEFAULT_ZONE}\n" if zones(plan) else ""
@@ -255,6 +261,7 @@ def render_conf(
             "[libvirt]\n"
             # TCG: the compute nodes are containers (or VMs without nested KVM)
             "virt_type = qemu\n"
+            f"{cpu_lines(plan)}"
             f"{nova_migration.nova_conf_lines(my_ip)}"
             f"images_type = {images_type(plan, node)}\n"
         )
