@@ -82,6 +82,11 @@ class TempestCloud:
     extra: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # section -> key -> value, last word
 
 
+# Seconds tempest waits for a server or volume to reach its state, and for one API answer: a TCG guest's spawn
+# under host load took over 300 s (tempest's default) on the tempest lab with a VM lab booting beside it.
+BUILD_TIMEOUT = 600
+HTTP_TIMEOUT = 180
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
@@ -90,6 +95,9 @@ def _common(cloud: TempestCloud) -> dict[str, dict[str, str]]:
     """Logging, locks and the admin credentials tempest makes its own projects with."""
     return {
         "DEFAULT": {"log_file": f"{cloud.workspace}/tempest.log", "use_stderr": "false"},
+        # A TCG lab on 2 shared cores answers slowly under load: neutron took over 60 s (tempest's default) to add
+        # a router interface while a VM lab booted beside it, and tempest's retry of the PUT then failed the test.
+        "service-clients": {"http_timeout": str(HTTP_TIMEOUT)},
         "oslo_concurrency": {"lock_path": f"{cloud.workspace}/lock"},
         "auth": {
             # Every test class gets its own project and users, deleted after it: the lab baseline stays clean.
@@ -155,7 +163,7 @@ def _compute(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "region": cloud.region,
             "min_microversion": "2.1",
             "max_microversion": COMPUTE_MAX_MICROVERSION,
-            "build_timeout": "300",
+            "build_timeout": str(BUILD_TIMEOUT),
         },
         "compute-feature-enabled": {
             # With neutron, a guest has a port on the shared network (hot-plugged NICs too) and nova-api-metadata
@@ -207,7 +215,7 @@ def _volume(cloud: TempestCloud) -> dict[str, dict[str, str]]:
             "min_microversion": "3.0",
             "max_microversion": VOLUME_MAX_MICROVERSION,
             "volume_size": "1",
-            "build_timeout": "300",
+            "build_timeout": str(BUILD_TIMEOUT),
         },
         "volume-feature-enabled": {
             "multi_backend": _flag(len(cloud.volume_backends) > 1),
