@@ -81,7 +81,10 @@ def test_servers_boot_on_the_shared_network_with_neutrons_own_extensions() -> No
 def test_extra_settings_have_the_last_word() -> None:
     cloud = dataclasses.replace(CLOUD, extra={"compute": {"build_timeout": "900"}, "new": {"k": "v"}})
     conf = tempest_conf.sections(cloud)
-    assert (conf["compute"]["build_timeout"], conf["volume"]["build_timeout"]) == ("900", str(tempest_conf.BUILD_TIMEOUT))
+    assert (conf["compute"]["build_timeout"], conf["volume"]["build_timeout"]) == (
+        "900",
+        str(tempest_conf.BUILD_TIMEOUT),
+    )
     assert render(cloud).rstrip().endswith("[new]\nk = v")
 
 

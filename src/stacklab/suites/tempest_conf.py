@@ -87,6 +87,7 @@ class TempestCloud:
 BUILD_TIMEOUT = 600
 HTTP_TIMEOUT = 180
 
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
