@@ -174,7 +174,8 @@ def nightly_up_verify_down(
     report = stacklab(lab.state, "verify", lab.name, *args, check=False, timeout=verify_timeout)
     times["verify"] = time.monotonic() - start
     assert report.ok, f"verify failed:\n{report.stdout[-6000:]}\n{report.stderr[-2000:]}"
-    outcomes = junit_outcomes(sorted((lab.state / lab.name / "verify").glob("*.xml"))[-1])
+    # verify's own reports are named by their time; tempest-<time>.xml beside them is tempest's
+    outcomes = junit_outcomes(sorted((lab.state / lab.name / "verify").glob("[0-9]*.xml"))[-1])
     not_passed = {case: outcomes.get(case, "missing") for case in cases if outcomes.get(case) != "passed"}
     assert not not_passed, f"{what} cases that did not pass: {not_passed}"
     extra = before_down() if before_down is not None else ""
