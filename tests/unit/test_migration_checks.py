@@ -15,6 +15,7 @@ from stacklab.suites.test_migration import (
     AFTER_BEATS,
     Beat,
     beat_problems,
+    kernel_faults,
     migration_problems,
     parse_beats,
     parse_sockets,
@@ -112,6 +113,25 @@ BROKEN_LOG = (
     "2026-12-06 16:59:12.195 1078 ERROR nova.virt.libvirt.driver [-] [instance: eec1bf35-5ba8-47b6-b1ec-8a71f961dac2] "
     "Migration operation has aborted\n"
 )
+
+
+def test_a_kernel_fault_on_the_destination_is_found_after_the_migration_only() -> None:
+    # the nova-nfs lab's nested TCG guest after its live migration (qemu64 CPU): an oops in a `sleep` the beat loop
+    # started; the guest beat on, but a GS-relative per-CPU read had returned 0
+    watched = "\n".join([
+        "100.00 stacklab-beat b1 40",
+        "100.50 [  601.1] BUG: kernel NULL pointer dereference, address: 0000000000000054",  # read before: not it
+        "200.10 [  615.839915] BUG: kernel NULL pointer dereference, address: 0000000000000054",
+        "200.11 [  615.983548] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+        "200.12 [  616.026945] RIP: 0010:tomoyo_bprm_committed_creds+0x20/0x40",
+        "200.20 stacklab-beat b1 55",
+        "200.30 socket LISTEN 10.0.0.12:49152",
+    ])  # fmt: skip
+    assert kernel_faults(watched, since=100.5) == [
+        "[  615.839915] BUG: kernel NULL pointer dereference, address: 0000000000000054",
+        "[  615.983548] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+    ]
+    assert kernel_faults("200.20 stacklab-beat b1 55\n", since=0.0) == []
 
 
 def test_a_migration_libvirt_cannot_make_says_why() -> None:

@@ -79,6 +79,25 @@ def parse_beats(text: str, node: str) -> list[Beat]:
     return [Beat(float(m["at"]), m["boot"], int(m["n"]), node) for m in found if m]
 
 
+# A kernel fault on the guest's console: the guest may go on beating (an oops in a process's context kills only that
+# process), but it did not come through the migration intact.
+KERNEL_FAULT = re.compile(r"BUG: |Oops: |Kernel panic|general protection fault|kernel BUG at")
+
+
+def kernel_faults(text: str, since: float) -> list[str]:
+    """The kernel fault lines of a watcher's output read after `since` (its own clock), without their stamps."""
+    found = []
+    for line in text.splitlines():
+        stamp, _, rest = line.partition(" ")
+        try:
+            at = float(stamp)
+        except ValueError:
+            continue
+        if at > since and KERNEL_FAULT.search(rest):
+            found.append(rest.strip())
+    return found
+
+
 def attribute_shared(beats: Sequence[Beat], *, source: str, before: int) -> list[Beat]:
     """The beats by the compute whose QEMU wrote them, when the console log is one file on a shared instances_path
     (instances_on nfs): every compute's watcher then reads the same console.log, the writer's at once (its own NFS
@@ -365,10 +384,16 @@ def migrate_watched(mlab: MigrationLab, guest: Guest, source: str, tag: str, mov
         last = max((b.n for b in read_beats(mlab.runners, {source: outs[source]})), default=0)
         wait_beats(mlab.runners, outs, dest, last, "after the migration")
         beats = read_beats(mlab.runners, outs)
+        # what the destination's watcher read before the migration began (a shared console.log: the source's lines)
+        since = max((b.at for b in beats if b.node == dest and b.n <= before), default=0.0)
         if mlab.disks.kind == "nfs":  # one console.log on the export, read by both watchers
             beats = attribute_shared(beats, source=source, before=before)
-        sockets = parse_sockets(mlab.runners[dest].run(["cat", outs[dest]], timeout=60, check=False).stdout)
+        watched = mlab.runners[dest].run(["cat", outs[dest]], timeout=60, check=False).stdout
+        sockets = parse_sockets(watched)
     problems, pause = beat_problems(beats, boot=guest.boot, source=source, dest=dest, bound=PAUSE_BOUND)
+    faults = kernel_faults(watched, since=since)
+    if faults:
+        problems.append(f"the guest's kernel faulted on {dest} after the migration: {' | '.join(faults[:3])}")
     inbound = mlab.nova["live_migration"]["inbound"]
     more, stream = stream_problems(sockets, dest=dest, dest_ip=str(inbound[dest]), source_ip=str(inbound[source]),
                                    ports=mlab.ports)  # fmt: skip
