@@ -10,11 +10,16 @@ the checkpoint's disk use (apparent vs allocated) are printed. Down with a clean
 The state dir is under /var/tmp (QEMU runs as libvirt-qemu and must search the directories above its disks). On a
 loaded host a TCG boot takes minutes: set STACKLAB_VM_READY_SECONDS (it applies to `up` and to the restarts of a
 save and a restore).
+
+Nightly, not CI: three TCG boots of the VM (up, the save's restart, the restore's) took 11.7 min at load 9-13 on
+this 2-core host, which CI's 90 minutes (about 70 used) cannot take. Runs only with STACKLAB_NIGHTLY=1; skipped with
+that reason otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -29,7 +34,12 @@ from tests.integration.lab_cli import ROOT, stacklab, vm_lab_marks
 
 STATE_BASE = Path("/var/tmp/stacklab-ckvm-test")
 
-pytestmark = vm_lab_marks(3600, containers=True)
+NIGHTLY = os.environ.get("STACKLAB_NIGHTLY") == "1"
+
+pytestmark = [
+    *vm_lab_marks(3600, containers=True),
+    pytest.mark.skipif(not NIGHTLY, reason="nightly (three TCG boots of a VM, ~12 min): set STACKLAB_NIGHTLY=1"),
+]
 
 LAB = """
 name: {name}
