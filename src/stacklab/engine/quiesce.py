@@ -33,7 +33,7 @@ from stacklab.drivers.nodes.lxc_host import (
     remove_cgroup_tree,
 )
 from stacklab.drivers.nodes.vm_disk import base_disk_dir
-from stacklab.engine.vm_quiesce import VmPower
+from stacklab.engine.vm_quiesce import VmPower, settle_units
 from stacklab.errors import StackLabError
 from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import NotReady, wait_until
@@ -53,8 +53,6 @@ RUNNING_BUDGET = 30.0
 SSH_BUDGET = 120.0
 # After SSH answers, until the node's systemd has finished starting its units: a node whose sshd is up may still
 # be starting tgt or a Ceph OSD (the checkpoint test saw tgt `activating` right after a save's start).
-SETTLE_BUDGET = 300.0
-SETTLED = ("running", "degraded")  # degraded: a unit failed; the node's own steps and suites say which
 
 SshWaiter = Callable[..., float]
 
@@ -243,15 +241,4 @@ class Quiescer:
     def settle(self, node: LabNode) -> None:
         """Until the node's systemd reports its start finished (`systemctl is-system-running --wait`)."""
         argv = lxc_attach_argv(node.layout, ["systemctl", "is-system-running", "--wait"])
-        try:
-            state = self.runner.run(argv, timeout=SETTLE_BUDGET, check=False).stdout.strip()
-        except CommandTimeout:
-            state = f"still starting after {SETTLE_BUDGET:g}s"
-        if state not in SETTLED:
-            raise StackLabError(
-                f"node {node.name}: systemd did not finish starting its units ({state or 'no answer'})",
-                resource=f"node/{node.name}",
-                hint=f"stacklab ssh {self.lab} {node.name} systemctl list-jobs",
-            )
-        if state == "degraded":
-            LOG.warning("node %s started degraded (a unit failed)", node.name)
+        settle_units(self.runner, argv, what=f"node {node.name}", node=node.name, lab=self.lab)

@@ -40,8 +40,25 @@ RESEND_SECONDS = 30.0
 SHUT_OFF = "shut off"
 MISSING = "missing"
 _VIRSH_TIMEOUT = 60.0
-_SETTLE_TIMEOUT = 300.0
-SETTLED = ("running", "degraded")
+SETTLE_BUDGET = 300.0
+SETTLED = ("running", "degraded")  # degraded: a unit failed; the node's own steps and suites say which
+
+
+def settle_units(runner: Runner, argv: list[str], *, what: str, node: str, lab: str) -> None:
+    """Run `argv` (a node's `systemctl is-system-running --wait`, through lxc-attach or SSH) until its systemd reports
+    its start finished; fail naming `what` when it does not within SETTLE_BUDGET."""
+    try:
+        state = runner.run(argv, timeout=SETTLE_BUDGET, check=False).stdout.strip()
+    except CommandTimeout:
+        state = f"still starting after {SETTLE_BUDGET:g}s"
+    if state not in SETTLED:
+        raise StackLabError(
+            f"{what}: systemd did not finish starting its units ({state or 'no answer'})",
+            resource=f"node/{node}",
+            hint=f"stacklab ssh {lab} {node} systemctl list-jobs",
+        )
+    if state == "degraded":
+        LOG.warning("%s started degraded (a unit failed)", what)
 
 
 class VmShutdownError(StackLabError):
@@ -148,21 +165,8 @@ class VmPower:
 
     def settle(self, node: LabNode, target: ReadyTarget) -> None:
         """`systemctl is-system-running --wait` over SSH: a guest whose sshd answers may still be starting units."""
-        try:
-            result = self.runner.run(
-                ssh_argv(target, ["systemctl", "is-system-running", "--wait"]), timeout=_SETTLE_TIMEOUT, check=False
-            )
-            state = result.stdout.strip()
-        except CommandTimeout:
-            state = f"still starting after {_SETTLE_TIMEOUT:g}s"
-        if state not in SETTLED:
-            raise StackLabError(
-                f"VM {node.name}: systemd did not finish starting its units ({state or 'no answer'})",
-                resource=f"node/{node.name}",
-                hint=f"stacklab ssh {self.lab} {node.name} systemctl list-jobs",
-            )
-        if state == "degraded":
-            LOG.warning("VM %s started degraded (a unit failed)", node.name)
+        argv = ssh_argv(target, ["systemctl", "is-system-running", "--wait"])
+        settle_units(self.runner, argv, what=f"VM {node.name}", node=node.name, lab=self.lab)
 
     def _target(self, node: LabNode) -> ReadyTarget:
         ssh = node.ssh
