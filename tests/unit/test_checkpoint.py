@@ -23,7 +23,8 @@ from stacklab.engine.checkpoint import (
     Checkpoints,
     validate_name,
 )
-from stacklab.engine.quiesce import LabNode, Quiescer, lab_nodes, start_tiers
+from stacklab.engine.lab_nodes import LabNode, lab_nodes
+from stacklab.engine.quiesce import Quiescer, start_tiers
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.fake import FakeRunner
 from stacklab.exec.runner import CommandResult, LocalRunner

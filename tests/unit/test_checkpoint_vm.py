@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from stacklab.engine.checkpoint import COPY_ARGV, CheckpointError, Checkpoints
-from stacklab.engine.quiesce import Quiescer, lab_nodes, start_tiers
+from stacklab.engine.lab_nodes import lab_nodes
+from stacklab.engine.quiesce import Quiescer, start_tiers
 from stacklab.engine.vm_quiesce import VmPower, VmShutdownError
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.fake import FakeRunner

@@ -57,8 +57,9 @@ from pathlib import Path
 from typing import Any
 
 from stacklab.engine.core import Engine
+from stacklab.engine.lab_nodes import LabNode, lab_nodes
 from stacklab.engine.plan import Plan
-from stacklab.engine.quiesce import LabNode, Quiescer, lab_nodes
+from stacklab.engine.quiesce import Quiescer
 from stacklab.engine.relocate import relocate_dir, relocate_json
 from stacklab.engine.vm_quiesce import MISSING
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError

@@ -63,8 +63,8 @@ from stacklab.engine.checkpoint import (
     restore_lab,
 )
 from stacklab.engine.core import Engine, RunResult, StepFailure
+from stacklab.engine.lab_nodes import lab_nodes
 from stacklab.engine.plan import Plan
-from stacklab.engine.quiesce import lab_nodes
 from stacklab.errors import EXIT_INVALID_LAB, StackLabError
 from stacklab.exec.atomic import write_atomic
 from stacklab.exec.parallel import each_at_once

@@ -18,18 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from stacklab.drivers.nodes import libvirtd
 from stacklab.drivers.nodes.vm import READY_BUDGET, ready_budgets
 from stacklab.drivers.nodes.vm_domain import VmLayout
 from stacklab.drivers.nodes.vm_libvirt import grant_qemu_traversal
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ReadyWaiter, ssh_argv, wait_ready
+from stacklab.engine.lab_nodes import LabNode
 from stacklab.errors import StackLabError
 from stacklab.exec.runner import CommandTimeout, Runner
-
-if TYPE_CHECKING:  # quiesce.py imports this module; LabNode is only a type here
-    from stacklab.engine.quiesce import LabNode
 
 LOG = logging.getLogger(__name__)
 
