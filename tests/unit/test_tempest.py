@@ -173,3 +173,17 @@ def test_the_tempest_run_is_not_cut_by_the_suites_per_test_timeout() -> None:
 
     (mark,) = [m for m in [test_tempest.pytestmark] if m.name == "timeout"]
     assert mark.args[0] >= test_tempest.SUBSETS["ci"] + 600
+
+
+def test_scenarios_upload_the_suites_guest_not_cirros() -> None:
+    # test_minimum_basic uploads [scenario] img_file itself: tempest's default is devstack's cirros path, which a
+    # lab run failed on (FileNotFoundError); the guest's root disk boots with its kernel and ramdisk images
+    boot = {"kernel_id": "k-1", "ramdisk_id": "r-1", "os_command_line": "console=ttyS0 quiet"}
+    cloud = dataclasses.replace(CLOUD, scenario_img_file="/ws/scenario-root.raw", scenario_img_properties=boot)
+    assert tempest_conf.sections(cloud)["scenario"] == {
+        "img_file": "/ws/scenario-root.raw",
+        "img_disk_format": "raw",
+        "img_container_format": "bare",
+        "img_properties": "kernel_id:k-1,ramdisk_id:r-1,os_command_line:console=ttyS0 quiet",
+    }
+    assert "scenario" not in tempest_conf.sections(CLOUD)

@@ -63,6 +63,12 @@ def nested_timeout(default: int) -> pytest.MarkDecorator:
 class GuestImage:
     image_id: str
     parts: tuple[str, ...]  # every glance image made for it (kernel, ramdisk, root)
+    command_line: str = ""  # the kernel command line the root image's properties give
+
+    def boot_properties(self) -> dict[str, str]:
+        """The properties that boot a raw root disk as this guest (for an image someone else uploads)."""
+        kernel, ramdisk = self.parts[:2]
+        return {"kernel_id": kernel, "ramdisk_id": ramdisk, "os_command_line": self.command_line}
 
 
 @contextmanager
@@ -98,7 +104,7 @@ def guest_image(
         command_line = "console=ttyS0 quiet" + (f" stacklab.beat={beat:g}" if beat else "")
         image = upload(root, "stacklab-guest", "raw", "bare", kernel_id=kernel, ramdisk_id=ramdisk,
                        os_command_line=command_line)  # fmt: skip
-        yield GuestImage(image, tuple(made))
+        yield GuestImage(image, tuple(made), command_line)
     finally:
         for image_id in reversed(made):
             os_client(runner, "glance", "delete", {**auth, "image_id": image_id})

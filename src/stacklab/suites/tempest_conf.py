@@ -79,6 +79,10 @@ class TempestCloud:
     external_network_id: str = ""
     external_network_name: str = ""
     image_formats: tuple[str, ...] = ("raw", "qcow2", "aki", "ari", "ami")
+    # The image scenario tests upload themselves (minimum basic): a host file of the guest's 1 MiB root disk, and
+    # the properties that boot it (its kernel and ramdisk images, the command line); "": tempest's default (cirros)
+    scenario_img_file: str = ""
+    scenario_img_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # section -> key -> value, last word
 
 
@@ -308,10 +312,20 @@ def validation(connect_method: str, network_name: str = "") -> dict[str, dict[st
     }
 
 
+def _scenario(cloud: TempestCloud) -> dict[str, dict[str, str]]:
+    """The image a scenario uploads itself (test_minimum_basic; tempest's default is devstack's cirros file): the
+    suites' guest, a raw root disk booted with the kernel and ramdisk images its properties name."""
+    if not cloud.scenario_img_file:
+        return {}
+    properties = ",".join(f"{key}:{value}" for key, value in cloud.scenario_img_properties.items())
+    return {"scenario": {"img_file": cloud.scenario_img_file, "img_disk_format": "raw",
+                         "img_container_format": "bare", "img_properties": properties}}  # fmt: skip
+
+
 def sections(cloud: TempestCloud) -> dict[str, dict[str, str]]:
     """tempest.conf as sections of keys, in the order they are written; the lab's `extra` overrides last."""
     conf: dict[str, dict[str, str]] = {}
-    for part in (_common, _identity, _availability, _compute, _image, _volume, _object_storage, _network):
+    for part in (_common, _identity, _availability, _compute, _image, _volume, _object_storage, _network, _scenario):
         conf.update(part(cloud))
     for section, values in cloud.extra.items():
         conf.setdefault(section, {}).update(values)

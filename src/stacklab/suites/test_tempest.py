@@ -99,14 +99,15 @@ def flavors(auth: Mapping[str, str]) -> Iterator[tuple[str, str]]:
 @contextmanager
 def compute_refs(
     controller: Runner, auth: Mapping[str, str], has: frozenset[str], *, ssh: bool = False
-) -> Iterator[tuple[str, str, str]]:
-    """The image and the two flavors compute tests boot with; made only when the lab has nova and glance. `ssh`:
-    the guest with sshd, which tempest's validation logs into."""
+) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """The image and the two flavors compute tests boot with, and the properties that boot a raw root disk as the
+    same guest (scenarios upload their own image); made only when the lab has nova and glance. `ssh`: the guest with
+    sshd, which tempest's validation logs into."""
     if not {"nova", "glance"} <= has:
-        yield "", "", ""
+        yield "", "", "", {}
         return
     with guest_image(controller, auth, ssh=ssh) as image, flavors(auth) as (flavor, flavor_alt):
-        yield image.image_id, flavor, flavor_alt
+        yield image.image_id, flavor, flavor_alt, image.boot_properties()
 
 
 def network_extensions(auth: Mapping[str, str]) -> tuple[str, ...]:
@@ -254,6 +255,8 @@ def run_tempest(lab: LabContext, cloud: TempestCloud, subset: str) -> TempestRun
     runner = LocalRunner()
     workspace = Path(cloud.workspace)
     _workspace(runner, workspace)
+    if cloud.scenario_img_file:
+        write_scenario_root(Path(cloud.scenario_img_file))
     write_atomic(workspace / "etc" / "tempest.conf", render(cloud), mode=0o600)
     argv = ["tempest", "run", "--concurrency", "1", "--include-list", str(list_path(f"include-{subset}.txt")),
             "--exclude-list", str(list_path("exclude.txt"))]  # fmt: skip
@@ -269,6 +272,13 @@ def run_tempest(lab: LabContext, cloud: TempestCloud, subset: str) -> TempestRun
     junit.chmod(0o600)
     areas = by_area(parse_junit(junit.read_text()))
     return TempestRun(subset, areas, seconds, junit, result.returncode, (result.stdout + result.stderr)[-3000:])
+
+
+def write_scenario_root(path: Path) -> None:
+    """The guest's root disk as a host file a scenario test uploads (1 MiB of zeros: the guest marks it itself);
+    in the workspace, after `tempest init` (which refuses a directory with files)."""
+    with path.open("wb") as disk:
+        disk.truncate(1 << 20)
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +297,10 @@ def tempest(lab: LabContext) -> TempestRun:
     external = (lab.outputs.get("service/neutron") or {}).get("external_network") or {}
     external_name = str(external.get("name") or "") if "neutron" in has else ""
     external_id = external_network_id(auth, external_name) if external_name else ""
+    workspace = lab.state_dir / "verify" / "tempest"
     try:
         with (
-            compute_refs(controller, auth, has, ssh=bool(external_id)) as (image_ref, flavor, flavor_alt),
+            compute_refs(controller, auth, has, ssh=bool(external_id)) as (image_ref, flavor, flavor_alt, boot),
             network_refs(auth, has, external_id) as (network_name, extensions),
         ):
             cloud = TempestCloud(
@@ -302,11 +313,13 @@ def tempest(lab: LabContext) -> TempestRun:
                 flavor_ref_alt=flavor_alt,
                 volume_backends=tuple(str(b) for b in cinder.get("backends", [])),
                 swift_apis=swift_apis(str(swift["url"])) if swift else (),
-                workspace=str(lab.state_dir / "verify" / "tempest"),
+                workspace=str(workspace),
                 network_name=network_name,
                 network_extensions=extensions,
                 external_network_id=external_id,
                 external_network_name=external_name,
+                scenario_img_file=str(workspace / "scenario-root.raw") if boot else "",
+                scenario_img_properties=boot,
             )
             return run_tempest(lab, cloud, subset)
     finally:
