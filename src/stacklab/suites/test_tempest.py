@@ -16,8 +16,8 @@ DHCP agent's: something tempest booted was left). Tempest deletes what it made i
 lab-baseline plugin checks that.
 
 A lab with an external network (service/neutron's `external_network` output; openstack.neutron.external) gets
-more (run on labs/tempest.yml at stop 24): the uploaded guest is the `--ssh` one (dropbear, root let in with the instance's
-keypair), the suite plugs a router between its shared network and the external network (removed before the
+more (run on labs/tempest.yml at stop 24): the uploaded guest is the `--ssh` one (dropbear, root let in with the
+instance's keypair), the suite plugs a router between its shared network and the external network (removed before the
 network is deleted), and tempest.conf names the external network and turns floating IPs and SSH validation on
 (tempest_conf.py): tempest logs into its servers from the host through their floating IPs.
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from importlib import resources
 
 from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack import neutron_external, rootwrap_env
@@ -64,6 +65,16 @@ AGENTS_BUDGET = 300.0  # a loaded 2-core host: each agent's first report came 2-
 # stays as the ceiling for a loaded 2-core host.
 VM_AGENTS_BUDGET = 900.0
 SUDOERS = rootwrap_env.sudoers_path("neutron")
+# On container nodes (the host's kernel): ebtables that deletes neutron's anti-spoofing among rules by number
+# (ebtables_among.py says why); sudo's secure_path finds it before /usr/sbin/ebtables.
+EBTABLES_SHIM = "/usr/local/sbin/ebtables"
+EBTABLES_SHIM_MODE = "0755"
+
+
+def ebtables_shim_text(lab: str) -> str:
+    source = resources.files("stacklab.drivers.openstack").joinpath("ebtables_among.py").read_text()
+    shebang, _, rest = source.partition("\n") if source.startswith("#!") else ("#!/usr/bin/python3", "", source)
+    return f"{shebang}\n# written by stacklab for lab {lab}\n{rest}"
 
 
 def is_vm(ctx: DriverContext, node: str) -> bool:
@@ -166,6 +177,8 @@ def node_files(
     `external_interface`: the controller's NIC on the external network (render_agent_conf)."""
     files = {AGENT_CONF: render_agent_conf(plan, node, *secrets, external_interface)}
     files |= {dropin_path(u): render_agent_dropin(plan, u, vm=vm) for u in agents_of(plan, node)}
+    if not vm:  # a container node: the host's kernel, where ebtables-nft cannot delete an among rule by spec
+        files[EBTABLES_SHIM] = ebtables_shim_text(plan.lab)
     return files | ({SUDOERS: rootwrap_env.sudoers_text(plan.lab, "neutron")} if vm else {})
 
 
@@ -222,6 +235,9 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
             # the lab no longer asks for an external network (or never did: a fresh file): no L3 agent left behind
             systemctl(node_runner, "disable", "--now", L3_AGENT, check=False)
             remove_node_files(node_runner, dropin_path(L3_AGENT))
+        if EBTABLES_SHIM in files:  # before the agents (re)start: their first port's rules go through it
+            shim = files.pop(EBTABLES_SHIM)
+            changed = write_node_file(node_runner, EBTABLES_SHIM, shim, mode=EBTABLES_SHIM_MODE) or changed
         if SUDOERS in files:  # before the agents (re)start: their first privsep helpers need it
             sudoers = files.pop(SUDOERS)
             changed = write_node_file(node_runner, SUDOERS, sudoers, mode=rootwrap_env.SUDOERS_MODE) or changed
@@ -278,7 +294,9 @@ def remove(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
             continue
         for unit in agents_of(plan, node):
             systemctl(node_runner, "disable", "--now", unit, check=False)
-        remove_node_files(node_runner, AGENT_CONF, SUDOERS, *(dropin_path(u) for u in agents_of(plan, node)))
+        remove_node_files(
+            node_runner, AGENT_CONF, SUDOERS, EBTABLES_SHIM, *(dropin_path(u) for u in agents_of(plan, node))
+        )
         systemctl(node_runner, "daemon-reload", check=False)
 
 
