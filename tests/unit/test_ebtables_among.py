@@ -66,3 +66,12 @@ def test_container_nodes_get_it_vm_nodes_do_not() -> None:
     files = neutron_agents.node_files(plan, node, ("r", "m"))
     assert files[neutron_agents.EBTABLES_SHIM].startswith("#!/usr/bin/python3\n# written by stacklab for lab ")
     assert neutron_agents.EBTABLES_SHIM not in neutron_agents.node_files(plan, node, ("r", "m"), vm=True)
+
+
+def test_the_network_suite_reads_the_among_sets_as_ebtables_prints_them() -> None:
+    from stacklab.suites.test_network import among_macs
+
+    listing = LISTING.replace("fa:16:3e:16:bb:3e", "fa:16:3e:16:bb:3e,fa:16:3e:5a:1a:b0")
+    assert among_macs(listing) == [frozenset({"fa:16:3e:16:bb:3e", "fa:16:3e:5a:1a:b0"})]
+    assert among_macs("1 -i tap1 --among-src fa:16:3e:0:0:1 -j RETURN\n2 -j DROP\n") == [frozenset({"fa:16:3e:0:0:1"})]
+    assert among_macs("Bridge chain: x, entries: 0\n") == []

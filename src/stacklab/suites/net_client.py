@@ -94,6 +94,9 @@ def main() -> None:
         out = {"http": status, "status": port.get("status"), "host": port.get("binding:host_id"),
                "vif_type": port.get("binding:vif_type"),
                "addresses": [ip["ip_address"] for ip in port.get("fixed_ips", [])]}  # fmt: skip
+    elif action == "pair":  # a port update: one allowed address pair (the agent re-makes its anti-spoofing rules)
+        body = {"port": {"allowed_address_pairs": [{"ip_address": req["ip"], "mac_address": req["mac"]}]}}
+        out = {"http": Neutron(req).send("PUT", f"/ports/{req['port_id']}", body)[0]}
     elif action == "teardown":
         net = Neutron(req)
         paths = [f"/ports/{p}" for p in req.get("ports", [])]
