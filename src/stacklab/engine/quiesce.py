@@ -32,7 +32,8 @@ from stacklab.drivers.nodes.lxc_host import (
     remove_cgroup_tree,
 )
 from stacklab.engine.lab_nodes import LabNode
-from stacklab.engine.vm_quiesce import VmPower, settle_units
+from stacklab.engine.node_settle import settle_units
+from stacklab.engine.vm_quiesce import VmPower
 from stacklab.errors import StackLabError
 from stacklab.exec.parallel import each_at_once
 from stacklab.exec.readiness import NotReady, wait_until
@@ -47,8 +48,6 @@ _KILL_TIMEOUT = 30.0
 _START_TIMEOUT = 60.0
 RUNNING_BUDGET = 30.0
 SSH_BUDGET = 120.0
-# After SSH answers, until the node's systemd has finished starting its units: a node whose sshd is up may still
-# be starting tgt or a Ceph OSD (the checkpoint test saw tgt `activating` right after a save's start).
 
 SshWaiter = Callable[..., float]
 

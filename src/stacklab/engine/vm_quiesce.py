@@ -25,8 +25,9 @@ from stacklab.drivers.nodes.vm_domain import VmLayout
 from stacklab.drivers.nodes.vm_libvirt import grant_qemu_traversal
 from stacklab.drivers.nodes.vm_ready import ReadyTarget, ReadyWaiter, ssh_argv, wait_ready
 from stacklab.engine.lab_nodes import LabNode
+from stacklab.engine.node_settle import settle_units
 from stacklab.errors import StackLabError
-from stacklab.exec.runner import CommandTimeout, Runner
+from stacklab.exec.runner import Runner
 
 LOG = logging.getLogger(__name__)
 
@@ -37,25 +38,6 @@ RESEND_SECONDS = 30.0
 SHUT_OFF = "shut off"
 MISSING = "missing"
 _VIRSH_TIMEOUT = 60.0
-SETTLE_BUDGET = 300.0
-SETTLED = ("running", "degraded")  # degraded: a unit failed; the node's own steps and suites say which
-
-
-def settle_units(runner: Runner, argv: list[str], *, what: str, node: str, lab: str) -> None:
-    """Run `argv` (a node's `systemctl is-system-running --wait`, through lxc-attach or SSH) until its systemd reports
-    its start finished; fail naming `what` when it does not within SETTLE_BUDGET."""
-    try:
-        state = runner.run(argv, timeout=SETTLE_BUDGET, check=False).stdout.strip()
-    except CommandTimeout:
-        state = f"still starting after {SETTLE_BUDGET:g}s"
-    if state not in SETTLED:
-        raise StackLabError(
-            f"{what}: systemd did not finish starting its units ({state or 'no answer'})",
-            resource=f"node/{node}",
-            hint=f"stacklab ssh {lab} {node} systemctl list-jobs",
-        )
-    if state == "degraded":
-        LOG.warning("%s started degraded (a unit failed)", what)
 
 
 class VmShutdownError(StackLabError):
