@@ -24,7 +24,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -58,14 +58,18 @@ def net_call(runner: Runner, action: str, request: Mapping[str, Any]) -> dict[st
 PAIR_MAC, PAIR_IP = "fa:16:3e:5a:1a:b0", "192.168.77.250"  # an allowed address pair the suite adds to a port
 
 
+def mac_set(macs: Iterable[str]) -> frozenset[str]:
+    """MAC addresses as ebtables prints them: hex octets without leading zeros (fa:16:3e:0:0:1)."""
+    return frozenset(":".join(f"{int(o, 16):x}" for o in m.split(":")) for m in macs if m)
+
+
 def among_macs(listing: str) -> list[frozenset[str]]:
-    """The `--among-src` MAC sets of an `ebtables -L CHAIN` listing, each MAC as numbers (ebtables drops zeros)."""
+    """The `--among-src` MAC sets of an `ebtables -L CHAIN` listing (mac_set's form)."""
     found = []
     for line in listing.splitlines():
         words = line.split()
         if "--among-src" in words:
-            macs = words[words.index("--among-src") + 1].split(",")
-            found.append(frozenset(":".join(f"{int(o, 16):x}" for o in m.split(":")) for m in macs if m))
+            found.append(mac_set(words[words.index("--among-src") + 1].split(",")))
     return found
 
 
@@ -73,7 +77,7 @@ def anti_spoofing_after_update(runner: Runner, port_id: str, macs: set[str]) -> 
     """Seconds until the port's MAC chain on its compute holds one among rule of exactly `macs`; fails naming what
     the chain still shows when the agent does not get there within FLIP_BUDGET."""
     chain = f"neutronMAC-tap{port_id[:11]}"
-    want = [frozenset(":".join(f"{int(o, 16):x}" for o in m.split(":")) for m in macs)]
+    want = [mac_set(macs)]
     started, listing = time.monotonic(), ""
     while time.monotonic() - started < FLIP_BUDGET:
         listing = runner.run(["ebtables", "-t", "nat", "-L", chain], timeout=60, check=False).stdout
