@@ -1,5 +1,5 @@
-"""verify's lanes: the health suites alone first, then the Swift suites beside the rest, each lane a pytest process
-of its own, their JUnit merged into one file with the lab baseline's verdict."""
+"""verify's lanes: the health suites first (infra beside openstack, then storage alone), then the Swift suites beside
+the rest, each lane a pytest process of its own, their JUnit merged into one file with the lab baseline's verdict."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ AIO = ["infra", "storage", "openstack", "volumes", "attach", "replication", "eva
 def test_the_default_lab_runs_swift_beside_the_rest_after_the_health_suites() -> None:
     plan = phases(AIO)
     assert plan == [
-        [("health", ["infra", "storage", "openstack"])],
+        [("infra", ["infra"]), ("openstack", ["openstack"])],
+        [("storage", ["storage"])],
         [("cinder", ["volumes", "failover"])],
         [("main", ["attach", "evacuation", "migration"]), ("swift", ["replication", "swift_loss"]),
          ("local-disk", ["caching"])],
@@ -32,9 +33,9 @@ def test_the_default_lab_runs_swift_beside_the_rest_after_the_health_suites() ->
 
 def test_failover_and_network_leave_the_main_lane_and_nothing_disturbs_them() -> None:
     plan = phases([*AIO, "network", "./mine.py"])
-    assert plan[1] == [("cinder", ["volumes", "failover"]), ("network", ["network"])]
+    assert plan[2] == [("cinder", ["volumes", "failover"]), ("network", ["network"])]
     # what stops or empties a compute (evacuation, migration) or makes a volume on a guest (attach) runs after them
-    assert plan[2] == [("main", ["attach", "evacuation", "migration", "./mine.py"]),
+    assert plan[3] == [("main", ["attach", "evacuation", "migration", "./mine.py"]),
                        ("swift", ["replication", "swift_loss"]), ("local-disk", ["caching"])]  # fmt: skip
 
 
