@@ -9,6 +9,7 @@ APT_PACKAGES=(
   python3-venv python3-pip python3-libvirt python3-lxc python3-jinja2
   iproute2 iputils-ping openssh-client e2fsprogs genisoimage xorriso
   lxc mmdebstrap graphviz
+  nftables  # nft -c checks the storage nodes' filter rules (tests/unit/test_node_firewall.py) against the real parser
   iptables  # its ebtables-nft: tests/integration/test_ebtables_among.py runs neutron's anti-spoofing rules on the host's kernel
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   tempest python3-subunit python3-junitxml  # the tempest suite: Debian's tempest 33 (Zed) runs from the host against a lab
