@@ -190,12 +190,15 @@ class Session:
         return []
 
     def finish_down(self) -> None:
-        """Remove the lab's state (keys, secrets, exports) but keep its run logs for diagnosis and benchmarks."""
+        """Remove the lab's state (keys, secrets, exports) but keep its run logs and verify's reports (each run's
+        JUnit and HTML: the verdict a nightly job or a person reads after `down`) for diagnosis and benchmarks."""
         self.state.remove()
         for child in self.state.dir.iterdir():
             if child.name in ("logs", "lock"):
                 continue
-            if child.is_dir():
+            if child.name == "verify" and child.is_dir():
+                _keep_reports_only(child)
+            elif child.is_dir():
                 shutil.rmtree(child)
             else:
                 child.unlink()
@@ -311,3 +314,19 @@ def ssh_argv(lab: str, node: str, state_root: Path, command: list[str]) -> list[
         f"{ssh.get('user', 'root')}@{ssh['host']}",
         *command,
     ]
+
+
+# verify's reports (verify.py): `<time>.xml`, `<time>.html`, `tempest-<time>.xml`. What else verify keeps there holds
+# the lab's secrets (context.json, tempest's workspace with its tempest.conf) and goes with the lab.
+REPORT_NAMES = ("[0-9]*.xml", "[0-9]*.html", "tempest-[0-9]*.xml")
+
+
+def _keep_reports_only(verify_dir: Path) -> None:
+    keep = {path for pattern in REPORT_NAMES for path in verify_dir.glob(pattern) if path.is_file()}
+    for child in verify_dir.iterdir():
+        if child in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
