@@ -19,9 +19,12 @@ def test_down_keeps_logs_and_verify_reports_and_nothing_secret(tmp_path: Path) -
     store = StateStore(tmp_path, lab.name)
     store.set_meta("host_before", {})
     lab_dir = store.dir
-    for name in ("secrets/rabbit", "ssh/id_ed25519", "known_hosts", "ssh_config", "logs/20261207T1-up.jsonl",
-                 "verify/context.json", "verify/tempest/etc/tempest.conf", "verify/tempest.log",
-                 "verify/20261207T133428.xml", "verify/20261207T133428.html", "verify/tempest-20261207T142336.xml"):  # fmt: skip
+    written = (
+        *("secrets/rabbit", "ssh/id_ed25519", "known_hosts", "ssh_config", "logs/20261207T1-up.jsonl"),
+        *("verify/context.json", "verify/tempest/etc/tempest.conf", "verify/tempest.log"),
+        *("verify/20261207T133428.xml", "verify/20261207T133428.html", "verify/tempest-20261207T142336.xml"),
+    )
+    for name in written:
         (lab_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (lab_dir / name).write_text("x")
     session = Session(lab, types.SimpleNamespace(state=store), EventBus(), None)  # type: ignore[arg-type]
