@@ -220,6 +220,12 @@ def _services(
         # neutron: its agents' VXLAN endpoints; cinder with volume nodes: each cinder-volume node's my_ip
         if service == "neutron" or (service == "cinder" and os_.cinder.volume_nodes):
             spec["addresses"] = {h: str(addresses[h]["mgmt"]) for h in hosts}
+        # neutron: its VM computes run the Open vSwitch agent (their kernel has openvswitch); the controller keeps
+        # the linuxbridge agent whatever its kind, so its DHCP (and L3) agents keep their linuxbridge interface
+        # driver. A lab with no VM compute keeps the spec it had (running labs plan no change).
+        ovs = [h for h in hosts if service == "neutron" and h != controller and node_kind(lab, h, choices)[0] == "vm"]
+        if ovs:
+            spec["config"] = {**spec.get("config", {}), "ovs_hosts": ovs}
         if service == "swift":  # the proxy serves on br-mgmt; the storage servers replicate over br-storage
             proxy, *swift_nodes = hosts
             spec["config"] |= {

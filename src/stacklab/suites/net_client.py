@@ -92,7 +92,7 @@ def main() -> None:
         status, answer = Neutron(req).send("GET", f"/ports/{req['port_id']}")
         port = answer.get("port", {})
         out = {"http": status, "status": port.get("status"), "host": port.get("binding:host_id"),
-               "vif_type": port.get("binding:vif_type"),
+               "vif_type": port.get("binding:vif_type"), "vif_details": port.get("binding:vif_details") or {},
                "addresses": [ip["ip_address"] for ip in port.get("fixed_ips", [])]}  # fmt: skip
     elif action == "pair":  # a port update: one allowed address pair (the agent re-makes its anti-spoofing rules)
         body = {"port": {"allowed_address_pairs": [{"ip_address": req["ip"], "mac_address": req["mac"]}]}}

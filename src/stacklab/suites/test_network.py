@@ -11,11 +11,17 @@ What each guest reports on its console proves the claim, checked against what ne
   the network's VXLAN interface, whose forwarding entry for the peer's node l2population wrote;
 - security groups are enforced: with the ICMP rule deleted both guests' pings fail (counted after the delete),
   with the rule back they pass again (counted after the re-add);
-- a port update goes through: with an allowed address pair added to a port, its compute's linuxbridge agent
-  replaces the port's MAC anti-spoofing rule (ebtables nat chain neutronMAC-tap...) by one with both MACs.
+- a port update goes through, on each guest's port in turn: with an allowed address pair added, a linuxbridge
+  compute's agent replaces the port's MAC anti-spoofing rule (ebtables nat chain neutronMAC-tap...) by one with
+  both MACs; an Open vSwitch compute's agent re-makes the port's egress flows on br-int (table 71) so that they
+  admit both MACs (suites/ovs_flows.py).
 
-The ports bind to the computes the instances run on (binding:host_id) as `bridge` VIFs. The network, ports,
-group, servers and images are deleted afterwards.
+The ports bind to the computes the instances run on (binding:host_id): as `bridge` VIFs on a linuxbridge compute,
+as `ovs` VIFs plugged straight into br-int (no hybrid plug: the OVS firewall) on a compute that runs the Open vSwitch
+agent (a VM compute, drivers/openstack/neutron_ovs.py). There the tunnel to the peer's node is a VXLAN port on
+br-tun, on the linuxbridge agents' UDP port. A lab with one compute of each kind proves that the two agents share
+a network: DHCP from the controller's linuxbridge side, pings across, a rule removed closing the OVS compute's port.
+The network, ports, group, servers and images are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from stacklab.suites.context import LabContext
 from stacklab.suites.guest import FLAVOR, GuestImage, guest_image
 from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import OS_CLIENT, admin_auth, os_client, service
+from stacklab.suites.ovs_flows import macs as ovs_macs
+from stacklab.suites.ovs_flows import port_egress_macs, tunnel_problems
 
 NET_CLIENT = OS_CLIENT.rsplit("/", 1)[0] + "/net_client.py"
 CIDR = "192.168.77.0/24"  # lives only on the VXLAN network, inside the lab's nodes
@@ -88,6 +96,23 @@ def anti_spoofing_after_update(runner: Runner, port_id: str, macs: set[str]) -> 
         f"the agent did not re-make {chain} for the updated port within {FLIP_BUDGET:g}s (an agent stuck deleting "
         f"the old rule plugs no other port): it shows {among_macs(listing) or listing.strip()[-400:]}"
     )
+
+
+def ovs_spoofing_after_update(runner: Runner, port_id: str, macs: set[str]) -> float:
+    """Seconds until br-int's egress flows for the port admit exactly `macs` on an Open vSwitch compute; fails
+    naming what the flows still admit when the agent does not get there within FLIP_BUDGET."""
+    want = ovs_macs(macs)
+    started, seen = time.monotonic(), port_egress_macs(runner, port_id)
+    while seen != want and time.monotonic() - started < FLIP_BUDGET:
+        time.sleep(2.0)
+        seen = port_egress_macs(runner, port_id)
+    if seen != want:
+        raise AssertionError(
+            f"the Open vSwitch agent did not re-make the egress flows of tap{port_id[:11]} for the updated port "
+            f"within {FLIP_BUDGET:g}s: br-int admits {sorted(seen) if isinstance(seen, frozenset) else seen}, "
+            f"expected {sorted(want)} (is neutron-openvswitch-agent running on that compute?)"
+        )
+    return time.monotonic() - started
 
 
 def net_lines(console: str) -> list[str]:
@@ -148,6 +173,10 @@ class NetLab:
     auth: Mapping[str, str]
     nova: Mapping[str, Any]
     neutron: Mapping[str, Any]
+
+    def ovs(self, compute: str) -> bool:
+        """The compute runs neutron's Open vSwitch agent (not the linuxbridge one)."""
+        return compute in (self.neutron.get("openvswitch") or {}).get("hosts", ())
 
     def console(self, guest: Guest) -> list[str]:
         assert guest.server is not None
@@ -237,9 +266,12 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
                 assert guest.server is not None and guest.server["status"] == "ACTIVE", f"{guest.name}: {guest.server}"
                 assert guest.server["host"] == guest.compute, f"{guest.name} runs on {guest.server['host']}"
                 port = net_call(controller, "port", {**auth, "port_id": guest.port["id"]})
-                assert (port["status"], port["host"], port["vif_type"]) == ("ACTIVE", guest.compute, "bridge"), (
-                    f"{guest.name}'s port is not an active bridge VIF bound to {guest.compute}: {port}"
+                vif = "ovs" if nl.ovs(guest.compute) else "bridge"
+                assert (port["status"], port["host"], port["vif_type"]) == ("ACTIVE", guest.compute, vif), (
+                    f"{guest.name}'s port is not an active {vif} VIF bound to {guest.compute}: {port}"
                 )
+                if vif == "ovs":  # the OVS firewall: the tap on br-int itself, no qbr bridge in between
+                    assert not port["vif_details"].get("ovs_hybrid_plug"), f"{guest.name}: hybrid plug: {port}"
             nl.wait(guests, "each guest's DHCP lease", lambda lines, g: lease(lines) is not None)
             for guest in guests:
                 got = lease(nl.console(guest))
@@ -261,13 +293,18 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
                     lambda lines, g: first_after(lines, peer_ip(g), 0, "ok") is not None)  # fmt: skip
             mgmt = neutron["vxlan_local_ip"]
             for guest in guests:
-                problems = vxlan_problems(runners[guest.compute], int(net["vni"]), str(mgmt[guest.compute]),
-                                          str(mgmt[peer_of[guest.name].compute]))  # fmt: skip
+                where = (runners[guest.compute], int(net["vni"]), str(mgmt[guest.compute]),
+                         str(mgmt[peer_of[guest.name].compute]))  # fmt: skip
+                if nl.ovs(guest.compute):
+                    problems = tunnel_problems(*where, int(neutron["openvswitch"]["vxlan_udp_port"]))
+                else:
+                    problems = vxlan_problems(*where)
                 assert not problems, f"{guest.compute}: {problems}"
             # the security group: the ICMP rule deleted, both guests' pings fail; back, they pass
             counts = {g.name: last_count(nl.console(g), peer_ip(g)) for g in guests}
             deleted = net_call(controller, "rule_del", {**auth, "rule_id": net["rule_id"]})
             assert deleted["http"] == 204, f"neutron did not delete the ICMP rule: {deleted}"
+            # each guest's pings fail only if the other's compute drops them: on an OVS compute, its firewall's flows
             nl.wait(guests, "pings failing once the ICMP rule is deleted",
                     lambda lines, g: first_after(lines, peer_ip(g), counts[g.name], "fail") is not None,
                     FLIP_BUDGET)  # fmt: skip
@@ -281,15 +318,19 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
             nl.wait(guests, "pings passing again once the ICMP rule is back",
                     lambda lines, g: first_after(lines, peer_ip(g), counts[g.name], "ok") is not None,
                     FLIP_BUDGET)  # fmt: skip
-            # a port update: the compute's agent re-makes the port's MAC anti-spoofing rule (deletes the old
-            # `--among-src` rule, inserts one with the pair's MAC too); an agent stuck on the delete plugs no port
-            # after it (LXC computes need stacklab's ebtables for that delete: drivers/openstack/ebtables_among.py)
-            guest = guests[0]
-            updated = net_call(controller, "pair", {**auth, "port_id": guest.port["id"], "mac": PAIR_MAC,
-                                                    "ip": PAIR_IP})  # fmt: skip
-            assert updated["http"] == 200, f"neutron did not update {guest.name}'s port: {updated}"
-            remade = anti_spoofing_after_update(runners[guest.compute], str(guest.port["id"]),
-                                                {str(guest.port["mac"]), PAIR_MAC})  # fmt: skip
-            evidence("port update", f"{guest.compute}'s agent re-made {guest.name}'s MAC rule in {remade:.1f}s")
+            # a port update on each compute: its agent re-makes the port's MAC anti-spoofing rule. linuxbridge
+            # deletes the old `--among-src` rule and inserts one with the pair's MAC too (an agent stuck on the
+            # delete plugs no port after it; LXC computes need stacklab's ebtables for that delete:
+            # drivers/openstack/ebtables_among.py); Open vSwitch re-makes the port's egress flows on br-int
+            for guest in guests:
+                updated = net_call(controller, "pair", {**auth, "port_id": guest.port["id"], "mac": PAIR_MAC,
+                                                        "ip": PAIR_IP})  # fmt: skip
+                assert updated["http"] == 200, f"neutron did not update {guest.name}'s port: {updated}"
+                check = ovs_spoofing_after_update if nl.ovs(guest.compute) else anti_spoofing_after_update
+                remade = check(runners[guest.compute], str(guest.port["id"]), {str(guest.port["mac"]), PAIR_MAC})
+                kind = "Open vSwitch" if nl.ovs(guest.compute) else "linuxbridge"
+                said = f"{guest.compute}'s {kind} agent re-made {guest.name}'s MAC rules in {remade:.1f}s"
+                evidence(f"port update on {guest.compute}", said)
+            agents = {c: "openvswitch" if nl.ovs(c) else "linuxbridge" for c in computes}
             evidence("network", {"vni": net["vni"], "ports": net["ports"], "rule_readded": added["rule_id"],
-                                 "computes": computes, "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
+                                 "computes": agents, "seconds": round(time.monotonic() - started, 1)})  # fmt: skip

@@ -7,11 +7,12 @@ scripts pass `--config-dir server.conf.d` *before* neutron.conf and the plugin's
 settings file explicitly, last. The API runs under uwsgi on the controller's br-mgmt address with one process.
 
 ML2: flat and VXLAN type drivers, VXLAN project networks (VNIs 1-1000), the linuxbridge and l2population mechanism
-drivers, and the agents that make networks real (neutron_agents.py): the linuxbridge agent on the controller and
-every compute (VXLAN between the nodes' br-mgmt addresses, security groups as iptables rules), the DHCP and
-metadata agents on the controller. Ports bind to the compute that hosts the instance, guests get their address by
-DHCP and their metadata from 169.254.169.254, and neutron tells nova when a port is up (nova waits for that
-event before it reports an instance ACTIVE). `up` waits until the API answers and every agent reports alive;
+drivers (openvswitch before them when a VM compute runs the Open vSwitch agent: neutron_ovs.py), and the agents
+that make networks real (neutron_agents.py): the linuxbridge agent on the controller and every container compute
+(VXLAN between the nodes' br-mgmt addresses, security groups as iptables rules), the OVS agent on VM computes, the
+DHCP and metadata agents on the controller. Ports bind to the compute that hosts the instance, guests get their
+address by DHCP and their metadata from 169.254.169.254, and neutron tells nova when a port is up (nova waits for
+that event before it reports an instance ACTIVE). `up` waits until the API answers and every agent reports alive;
 observe checks both server units and every agent on every node.
 
 A lab with an external network (`openstack.neutron.external`, neutron_external.py) adds the router service plugin
@@ -85,7 +86,7 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         "[ml2]\n"
         "type_drivers = flat,vxlan\n"
         "tenant_network_types = vxlan\n"
-        "mechanism_drivers = linuxbridge,l2population\n"
+        f"mechanism_drivers = {','.join(neutron_agents.mechanism_drivers(plan))}\n"
         "extension_drivers = port_security\n"
         "[ml2_type_vxlan]\n"
         f"vni_ranges = {VNI_RANGE}\n"

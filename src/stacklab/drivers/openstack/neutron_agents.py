@@ -6,6 +6,10 @@
   iptables rules on the bridge ports (`firewall_driver = iptables`, which needs br_netfilter: bridged frames pass
   iptables). Everything it makes lives in the node's own network namespace: a container node's bridges and VXLAN
   interfaces vanish with the container, never on the host.
+- `neutron-openvswitch-agent` instead on every compute the lab makes a VM (neutron_ovs.py), beside the node's
+  `openvswitch-switch`: br-int and br-tun, VXLAN on the same UDP port as the linuxbridge agents', security groups
+  as the native OVS firewall. The controller keeps the linuxbridge agent whatever its kind, so the DHCP (and L3)
+  agents beside it keep `interface_driver = linuxbridge`.
 - `neutron-dhcp-agent` on the controller: dnsmasq per network in a `qdhcp-<net id>` namespace, its port plugged
   into the network's bridge by the controller's linuxbridge agent. Isolated metadata: with no router on a subnet
   the namespace also answers 169.254.169.254 (a haproxy that hands requests to the metadata agent).
@@ -31,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 
 from stacklab.drivers.base import DriverContext
-from stacklab.drivers.openstack import neutron_external, rootwrap_env
+from stacklab.drivers.openstack import neutron_external, neutron_ovs, rootwrap_env
 from stacklab.drivers.openstack.common import ServiceLayout, file_problems, service_secrets, unit_problems
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER
 from stacklab.drivers.openstack.keystone import admin_get
@@ -41,6 +45,7 @@ from stacklab.exec.node_files import (
     remove_node_files,
     require_node,
     systemctl,
+    unit_active,
     write_node_file,
     write_unit_files,
 )
@@ -50,14 +55,17 @@ from stacklab.exec.runner import Runner
 PACKAGE_CONF = "/etc/neutron/neutron.conf"
 AGENT_CONF = "/etc/neutron/agent.conf.d/50-stacklab.conf"
 L2_AGENT = "neutron-linuxbridge-agent"
+OVS_AGENT = neutron_ovs.OVS_AGENT  # on the computes the lab makes VMs
 CONTROLLER_AGENTS = (L2_AGENT, "neutron-dhcp-agent", "neutron-metadata-agent")
 COMPUTE_AGENTS = (L2_AGENT,)
+OVS_COMPUTE_AGENTS = (OVS_AGENT,)
 L3_AGENT = neutron_external.L3_AGENT  # on the controller, only with an external network
 METADATA_SECRET = "neutron-metadata"  # nova's metadata API and neutron's metadata agent share it
 METADATA_PORT = 8775  # nova-api-metadata on the controller
-BINARIES = {f"/usr/bin/{a}": a for a in (*CONTROLLER_AGENTS, L3_AGENT)}
+BINARIES = {f"/usr/bin/{a}": a for a in (*CONTROLLER_AGENTS, L3_AGENT, OVS_AGENT)}
 AGENT_TYPES = {L2_AGENT: "Linux bridge agent", "neutron-dhcp-agent": "DHCP agent",
-               "neutron-metadata-agent": "Metadata agent", L3_AGENT: "L3 agent"}  # fmt: skip
+               "neutron-metadata-agent": "Metadata agent", L3_AGENT: "L3 agent",
+               OVS_AGENT: neutron_ovs.AGENT_TYPE}  # fmt: skip
 AGENTS_BUDGET = 300.0  # a loaded 2-core host: each agent's first report came 2-3 min after its start
 # An agent in a VM node under TCG starts its two privsep daemons through `sudo neutron-rootwrap ... privsep-helper`
 # before its first report: without rootwrap_env's variables each took 90 s there (rootwrap's and the helper's
@@ -97,7 +105,7 @@ def computes(plan: ServiceLayout) -> tuple[str, ...]:
 
 def agents_of(plan: ServiceLayout, node: str) -> tuple[str, ...]:
     if node != plan.controller:
-        return COMPUTE_AGENTS
+        return OVS_COMPUTE_AGENTS if neutron_ovs.runs_ovs(plan, node) else COMPUTE_AGENTS
     return (*CONTROLLER_AGENTS, L3_AGENT) if neutron_external.wanted(plan) else CONTROLLER_AGENTS
 
 
@@ -117,6 +125,8 @@ def render_agent_conf(
         "[DEFAULT]\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
     )
+    if neutron_ovs.runs_ovs(plan, node):  # a compute: no DHCP, metadata or external network here
+        return text + neutron_ovs.agent_sections(local_ip(plan, node))
     if node == plan.controller:
         text += (
             # the DHCP agent's ports are veths the linuxbridge agent puts on the network's bridge
@@ -166,7 +176,10 @@ def render_agent_dropin(plan: ServiceLayout, unit: str, *, vm: bool = False) -> 
     variables, inherited by every `sudo neutron-rootwrap` the agent runs."""
     argv = [f"/usr/bin/{unit}", f"--config-file {PACKAGE_CONF}", f"--config-file {AGENT_CONF}",
             f"--log-file /var/log/neutron/{unit}.log"]  # fmt: skip
-    text = f"# written by stacklab for lab {plan.lab}: {unit}\n[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
+    text = f"# written by stacklab for lab {plan.lab}: {unit}\n"
+    if unit == OVS_AGENT:  # the package's unit is only ordered after the switch; the agent cannot work without it
+        text += f"[Unit]\nRequires={neutron_ovs.SWITCH}.service\nAfter={neutron_ovs.SWITCH}.service\n"
+    text += f"[Service]\nExecStart=\nExecStart={' '.join(argv)}\n"
     return text + (rootwrap_env.environment_line() if vm else "")
 
 
@@ -180,6 +193,16 @@ def node_files(
     if not vm:  # a container node: the host's kernel, where ebtables-nft cannot delete an among rule by spec
         files[EBTABLES_SHIM] = ebtables_shim_text(plan.lab)
     return files | ({SUDOERS: rootwrap_env.sudoers_text(plan.lab, "neutron")} if vm else {})
+
+
+def vm_node(ctx: DriverContext, plan: ServiceLayout, node: str) -> bool:
+    """The node has a kernel of its own: the lab pins it a VM, or expand made it one and put the OVS agent there."""
+    return is_vm(ctx, node) or neutron_ovs.runs_ovs(plan, node)
+
+
+def node_units(plan: ServiceLayout, node: str) -> tuple[str, ...]:
+    """The units that must run on the node: its agents, and before them Open vSwitch's daemons where it runs."""
+    return (*(neutron_ovs.DAEMONS if neutron_ovs.runs_ovs(plan, node) else ()), *agents_of(plan, node))
 
 
 def _secrets(ctx: DriverContext, *, create: bool) -> tuple[str, str] | None:
@@ -203,10 +226,10 @@ def problems(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> list[st
             found.append(f"{node} is not reachable")
             continue
         where = "" if node == plan.controller else node
-        files = node_files(plan, node, secrets, vm=is_vm(ctx, node), external_interface=interface)
+        files = node_files(plan, node, secrets, vm=vm_node(ctx, plan, node), external_interface=interface)
         found += file_problems(node_runner, files, where)
         found += [
-            f"{p} on {node}" if where else p for u in agents_of(plan, node) for p in unit_problems(node_runner, u)
+            f"{p} on {node}" if where else p for u in node_units(plan, node) for p in unit_problems(node_runner, u)
         ]
     return found + neutron_external.problems(ctx, runner, plan)
 
@@ -227,8 +250,8 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         ctx.progress(f"{rid}: {', '.join(agents_of(plan, node))} on {node}")
         node_runner = runner if node == plan.controller else ctx.on_node(node)
         wanted = {p: a for p, a in BINARIES.items() if a in agents_of(plan, node)}
-        require_node(node_runner, node, rid, files=wanted, unit=L2_AGENT)
-        files = node_files(plan, node, secrets, vm=is_vm(ctx, node), external_interface=interface)
+        require_node(node_runner, node, rid, files=wanted, unit=agents_of(plan, node)[0])
+        files = node_files(plan, node, secrets, vm=vm_node(ctx, plan, node), external_interface=interface)
         changed = write_node_file(node_runner, AGENT_CONF, files.pop(AGENT_CONF), mode="0640")
         node_runner.run(["chown", "root:neutron", AGENT_CONF], timeout=30)
         if changed and node == plan.controller and L3_AGENT not in agents_of(plan, node):
@@ -242,6 +265,10 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
             sudoers = files.pop(SUDOERS)
             changed = write_node_file(node_runner, SUDOERS, sudoers, mode=rootwrap_env.SUDOERS_MODE) or changed
         changed = write_unit_files(node_runner, files) or changed
+        if neutron_ovs.runs_ovs(plan, node):  # enabled only here: the image leaves it off (no module in containers)
+            # the oneshot stays "active" with a daemon dead: restarted then, which starts what it Requires
+            down = not all(unit_active(node_runner, d) for d in neutron_ovs.DAEMONS)
+            enable_and_restart(node_runner, neutron_ovs.SWITCH, changed=down)
         for unit in agents_of(plan, node):
             enable_and_restart(node_runner, unit, changed=changed)
     ctx.progress(f"{rid}: waiting for the agents to report")
@@ -294,6 +321,8 @@ def remove(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
             continue
         for unit in agents_of(plan, node):
             systemctl(node_runner, "disable", "--now", unit, check=False)
+        if neutron_ovs.runs_ovs(plan, node):
+            systemctl(node_runner, "disable", "--now", neutron_ovs.SWITCH, *neutron_ovs.DAEMONS, check=False)
         remove_node_files(
             node_runner, AGENT_CONF, SUDOERS, EBTABLES_SHIM, *(dropin_path(u) for u in agents_of(plan, node))
         )
@@ -302,9 +331,16 @@ def remove(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
 
 def outputs(plan: ServiceLayout) -> Mapping[str, object]:
     return {
-        "mechanism_drivers": ["linuxbridge", "l2population"],
+        "mechanism_drivers": mechanism_drivers(plan),
         "firewall_driver": "iptables",
         "agents": {node: list(agents_of(plan, node)) for node in plan.hosts},
         "vxlan_local_ip": {node: local_ip(plan, node) for node in plan.hosts},
         "metadata": {"isolated": True, "nova_metadata": f"http://{plan.address}:{METADATA_PORT}"},
+        **neutron_ovs.outputs(plan),
     }
+
+
+def mechanism_drivers(plan: ServiceLayout) -> list[str]:
+    """ML2's mechanism drivers: openvswitch only in a lab with an OVS node (a container lab's files stay as they
+    were); l2population tells both kinds of agent where every port is, so their VXLAN tunnels meet."""
+    return [*(["openvswitch"] if neutron_ovs.ovs_hosts(plan) else []), "linuxbridge", "l2population"]
