@@ -17,7 +17,7 @@ from stacklab.exec.runner import CommandResult
 from stacklab.model.load import load_lab_text
 from stacklab.plan.expand import USERSPACE_CHOICES
 from stacklab.suites import ovs_flows
-from stacklab.suites.test_network import ovs_spoofing_after_update
+from stacklab.suites.test_network import LINUXBRIDGE_AGENT, OVS_AGENT, l2_agent_problems, ovs_spoofing_after_update
 from tests.unit.lab_util import service_resource
 from tests.unit.test_neutron_agents import LAB, AgentNode
 from tests.unit.test_services import ok
@@ -194,3 +194,19 @@ def test_the_suite_proves_the_tunnel_and_the_port_update_on_an_ovs_compute(monke
         ovs_spoofing_after_update(stale, port, {"fa:16:3e:0a:0b:0c", "fa:16:3e:5a:1a:b0"})  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="tapabcdef01234 has no OpenFlow port on br-int"):
         ovs_spoofing_after_update(OvsCompute(DUMP, ofport=""), port, {"fa:16:3e:0a:0b:0c"})  # type: ignore[arg-type]
+
+
+def test_the_suite_names_a_compute_whose_l2_agent_neutron_counts_dead() -> None:
+    listed = [
+        {"host": "ctl1", "agent_type": "Linux bridge agent", "alive": True},
+        {"host": "cmp1", "agent_type": "Linux bridge agent", "alive": True},
+        {"host": "cmp2", "agent_type": "Open vSwitch agent", "alive": False},
+    ]
+    wanted = {"cmp1": LINUXBRIDGE_AGENT, "cmp2": OVS_AGENT}
+    assert l2_agent_problems(listed, wanted) == [
+        "neutron counts no live Open vSwitch agent on cmp2: its guest's port cannot bind there (is "
+        "neutron-openvswitch-agent running on cmp2? see /var/log/neutron/neutron-openvswitch-agent.log there)"
+    ]
+    assert l2_agent_problems([*listed[:2], {**listed[2], "alive": True}], wanted) == []
+    # a linuxbridge agent on the OVS compute is not its agent
+    assert l2_agent_problems([{"host": "cmp2", "agent_type": "Linux bridge agent", "alive": True}], {"cmp2": OVS_AGENT})

@@ -8,7 +8,9 @@ Usage: net_client.py ACTION, with one JSON request on stdin (keystone's admin pa
                                           address and MAC
   rule_del {"rule_id"}                    delete a security group rule: http
   rule_add {"group_id"}                   the ICMP ingress rule again: its id
-  port     {"port_id"}                    the port as neutron shows it: status, binding host, vif_type, addresses
+  port     {"port_id"}                    the port as neutron shows it: status, binding host, vif_type (and its
+                                          details), addresses
+  agents   {}                             neutron's agents: host, agent_type, alive of each
   boot     {"name", "image_id", "port_id", "user_data", "zone", "ram", "vcpus", "disk"}   boot on that port in
                                           `zone` (`zone:host` pins the compute), wait until ACTIVE (or ERROR): id,
                                           status, host, fault
@@ -94,6 +96,11 @@ def main() -> None:
         out = {"http": status, "status": port.get("status"), "host": port.get("binding:host_id"),
                "vif_type": port.get("binding:vif_type"), "vif_details": port.get("binding:vif_details") or {},
                "addresses": [ip["ip_address"] for ip in port.get("fixed_ips", [])]}  # fmt: skip
+    elif action == "agents":
+        status, answer = Neutron(req).send("GET", "/agents")
+        listed = [{"host": a.get("host"), "agent_type": a.get("agent_type"), "alive": bool(a.get("alive"))}
+                  for a in answer.get("agents", [])]  # fmt: skip
+        out = {"http": status, "agents": listed}
     elif action == "pair":  # a port update: one allowed address pair (the agent re-makes its anti-spoofing rules)
         body = {"port": {"allowed_address_pairs": [{"ip_address": req["ip"], "mac_address": req["mac"]}]}}
         out = {"http": Neutron(req).send("PUT", f"/ports/{req['port_id']}", body)[0]}

@@ -2,7 +2,9 @@
 
 Two of the suites' guests, built with a NIC (guest_initrd.py --net), boot on two different computes, each on a
 port made beforehand on a fresh project network (VXLAN, a DHCP subnet) in a fresh security group that lets ICMP in.
-What each guest reports on its console proves the claim, checked against what neutron and nova say:
+First, neutron must count each compute's L2 agent alive (else its guest's port cannot bind: the suite names the
+compute and the agent instead of a failed boot). What each guest reports on its console proves the claim, checked
+against what neutron and nova say:
 
 - its DHCP lease: the MAC and the address on eth0 are the port's, as neutron allocated them;
 - its metadata, fetched from 169.254.169.254 (the DHCP namespace's proxy, neutron's metadata agent, nova's
@@ -113,6 +115,22 @@ def ovs_spoofing_after_update(runner: Runner, port_id: str, macs: set[str]) -> f
             f"expected {sorted(want)} (is neutron-openvswitch-agent running on that compute?)"
         )
     return time.monotonic() - started
+
+
+LINUXBRIDGE_AGENT, OVS_AGENT = "Linux bridge agent", "Open vSwitch agent"  # neutron's agent_type of each L2 agent
+
+
+def l2_agent_problems(agents: Iterable[Mapping[str, Any]], wanted: Mapping[str, str]) -> list[str]:
+    """What is wrong with "neutron counts the L2 agent each compute runs alive" (`wanted`: compute -> agent type);
+    a compute whose agent is gone cannot bind its guest's port, and the boot would fail far from the cause."""
+    alive = {(str(a["host"]), str(a["agent_type"])) for a in agents if a.get("alive")}
+    unit = {LINUXBRIDGE_AGENT: "neutron-linuxbridge-agent", OVS_AGENT: "neutron-openvswitch-agent"}
+    return [
+        f"neutron counts no live {kind} on {compute}: its guest's port cannot bind there (is {unit[kind]} running "
+        f"on {compute}? see /var/log/neutron/{unit[kind]}.log there)"
+        for compute, kind in wanted.items()
+        if (compute, kind) not in alive
+    ]
 
 
 def net_lines(console: str) -> list[str]:
@@ -256,6 +274,9 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
     computes = two_computes(nova)
     controller, auth = runners[str(nova["node"])], admin_auth(lab)
     nl = NetLab(controller, runners, auth, nova, neutron)
+    listed = net_call(controller, "agents", auth)
+    problems = l2_agent_problems(listed["agents"], {c: OVS_AGENT if nl.ovs(c) else LINUXBRIDGE_AGENT for c in computes})
+    assert not problems, "; ".join(problems)
     started = time.monotonic()
     with tenant_network(controller, auth, 2) as net, guest_image(controller, auth, net=True) as image:
         assert net["network_type"] == "vxlan", f"the project network is {net['network_type']}, not vxlan"
