@@ -151,6 +151,8 @@ def test_the_suite_reads_a_ports_egress_macs_from_br_int() -> None:
     assert ovs_flows.egress_macs(DUMP, 5) == {"fa:16:3e:0a:0b:0c", "fa:16:3e:5a:1a:b0"}
     assert ovs_flows.egress_macs(DUMP, 15) == {"fa:16:3e:99:98:97"}
     assert ovs_flows.egress_macs(DUMP, 1) == frozenset(), "in_port=1 is not in_port=15"
+    only_reg5 = " table=71, priority=65,ct_state=-trk,ip,reg5=0x7,dl_src=fa:16:3e:00:00:07 actions=ct(table=72)"
+    assert ovs_flows.egress_macs(only_reg5, 7) == {"fa:16:3e:00:00:07"} and not ovs_flows.egress_macs(only_reg5, 0x70)
     assert ovs_flows.macs(["FA:16:3E:0:a:B"]) == {"fa:16:3e:00:0a:0b"}
     ports = ovs_flows.vxlan_ports(VSCTL)
     assert [(p["name"], p["remote_ip"], p["dst_port"]) for p in ports] == [

@@ -4,7 +4,7 @@ br-tun, and a port's anti-spoofing flows on br-int.
 
 The OVS firewall (`firewall_driver = openvswitch`) admits a port's egress frames in br-int's table 71
 (BASE_EGRESS_TABLE) only from the MACs it may use: one flow per allowed (MAC, address) pair matching
-`in_port=<the tap's ofport>` and `dl_src=<MAC>`; anything else from the port falls to a drop. An allowed address
+the tap's ofport (`in_port`, `reg5`) and `dl_src=<MAC>`; anything else from the port falls to a drop. An allowed address
 pair added to the port shows as its MAC in those flows once the agent has re-made them.
 
 The parsers are pure (tests/unit feeds them recorded `ovs-ofctl` and `ovs-vsctl` output); the readers run the tools
@@ -39,7 +39,11 @@ def egress_macs(dump: str, ofport: int) -> frozenset[str]:
     """The source MACs br-int's table 71 admits from the port at `ofport` (`ovs-ofctl --no-names dump-flows`)."""
     found = []
     for line in dump.splitlines():
-        if f"table={BASE_EGRESS_TABLE}," not in line or not re.search(rf"\bin_port={ofport}\b", line):
+        # the port's flows match its ofport as in_port, or (some of Zed's) only as register 5 (the firewall's
+        # REG_PORT, printed in hex)
+        if f"table={BASE_EGRESS_TABLE}," not in line or not re.search(
+            rf"\b(in_port={ofport}|reg5={ofport:#x})\b", line
+        ):
             continue
         match = _DL_SRC.search(line)
         if match:
