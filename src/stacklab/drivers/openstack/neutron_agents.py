@@ -172,8 +172,9 @@ def render_agent_conf(
 
 def render_agent_dropin(plan: ServiceLayout, unit: str, *, vm: bool = False) -> str:
     """The agent's ExecStart: the package's neutron.conf, then stacklab's file (Debian's init script would add the
-    package's plugin ini files, whose Open vSwitch defaults this lab does not use); on a VM node, rootwrap_env's
-    variables, inherited by every `sudo neutron-rootwrap` the agent runs."""
+    package's plugin ini files, whose defaults and debconf answers this lab does not use); the OVS agent also
+    requires openvswitch-switch; on a VM node, rootwrap_env's variables, inherited by every `sudo neutron-rootwrap`
+    the agent runs."""
     argv = [f"/usr/bin/{unit}", f"--config-file {PACKAGE_CONF}", f"--config-file {AGENT_CONF}",
             f"--log-file /var/log/neutron/{unit}.log"]  # fmt: skip
     text = f"# written by stacklab for lab {plan.lab}: {unit}\n"
@@ -272,7 +273,8 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         for unit in agents_of(plan, node):
             enable_and_restart(node_runner, unit, changed=changed)
     ctx.progress(f"{rid}: waiting for the agents to report")
-    wait_for_agents(ctx, runner, plan, budget=agents_budget(ctx, plan.hosts))
+    budget = VM_AGENTS_BUDGET if neutron_ovs.ovs_hosts(plan) else agents_budget(ctx, plan.hosts)  # OVS: in VMs
+    wait_for_agents(ctx, runner, plan, budget=budget)
     neutron_external.ensure(ctx, runner, plan)  # the external network, once the L3 agent can serve routers on it
 
 
