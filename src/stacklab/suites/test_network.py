@@ -43,7 +43,7 @@ import pytest
 from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import Runner
 from stacklab.suites.context import LabContext
-from stacklab.suites.guest import FLAVOR, GuestImage, guest_image
+from stacklab.suites.guest import FLAVOR, GuestImage, guest_image, guest_wait, nested_timeout
 from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import OS_CLIENT, admin_auth, os_client, service
 from stacklab.suites.ovs_flows import macs as ovs_macs
@@ -54,6 +54,9 @@ CIDR = "192.168.77.0/24"  # lives only on the VXLAN network, inside the lab's no
 GUEST_BUDGET = 300.0  # a TCG guest's boot, its DHCP and metadata on a loaded lab node
 FLIP_BUDGET = 120.0  # the agents apply a rule change within seconds; the guests ping every ~2 s
 LINE = re.compile(r"stacklab-net: (.*)")
+# a guest on a VM compute (the OVS compute) runs under nested TCG: minutes to boot and seconds to tens of seconds a
+# ping round; its waits get guest.NESTED_GUEST_WAIT, the case guest.NESTED_CASE_TIMEOUT
+pytestmark = nested_timeout(900)
 
 
 def net_call(runner: Runner, action: str, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,6 +194,8 @@ class NetLab:
     auth: Mapping[str, str]
     nova: Mapping[str, Any]
     neutron: Mapping[str, Any]
+    guest_budget: float = GUEST_BUDGET  # a guest's boot, DHCP, metadata, first ping
+    flip_budget: float = FLIP_BUDGET  # the pings' answer to a rule change
 
     def ovs(self, compute: str) -> bool:
         """The compute runs neutron's Open vSwitch agent (not the linuxbridge one)."""
@@ -203,8 +208,10 @@ class NetLab:
         return net_lines(found.stdout)
 
     def wait(self, guests: list[Guest], what: str, done: Callable[[list[str], Guest], bool],
-             budget: float = GUEST_BUDGET) -> None:  # fmt: skip
-        """Until done(console lines, guest) holds for every guest; fails quoting their last reports."""
+             budget: float | None = None) -> None:  # fmt: skip
+        """Until done(console lines, guest) holds for every guest (within `budget`, else guest_budget); fails quoting
+        their last reports."""
+        budget = self.guest_budget if budget is None else budget
         deadline = time.monotonic() + budget
         while True:
             seen = {g.name: self.console(g) for g in guests}
@@ -273,7 +280,7 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
         pytest.skip("the lab's neutron runs no agents (recorded before they were deployed: `stacklab up` again)")
     computes = two_computes(nova)
     controller, auth = runners[str(nova["node"])], admin_auth(lab)
-    nl = NetLab(controller, runners, auth, nova, neutron)
+    nl = NetLab(controller, runners, auth, nova, neutron, guest_wait(lab, GUEST_BUDGET), guest_wait(lab, FLIP_BUDGET))
     listed = net_call(controller, "agents", auth)
     problems = l2_agent_problems(listed["agents"], {c: OVS_AGENT if nl.ovs(c) else LINUXBRIDGE_AGENT for c in computes})
     assert not problems, "; ".join(problems)
@@ -328,9 +335,11 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
             # each guest's pings fail only if the other's compute drops them: on an OVS compute, its firewall's flows
             nl.wait(guests, "pings failing once the ICMP rule is deleted",
                     lambda lines, g: first_after(lines, peer_ip(g), counts[g.name], "fail") is not None,
-                    FLIP_BUDGET)  # fmt: skip
+                    nl.flip_budget)  # fmt: skip
             blocked = {g.name: last_count(nl.console(g), peer_ip(g)) for g in guests}
-            time.sleep(6.0)  # a few more rounds: they must all fail, not only the first after the delete
+            # two more rounds: they must all fail, not only the first after the delete
+            nl.wait(guests, "two more rounds of pings with ICMP denied",
+                    lambda lines, g: last_count(lines, peer_ip(g)) >= blocked[g.name] + 2, nl.flip_budget)  # fmt: skip
             for guest in guests:
                 later = [r for r, n in pings(nl.console(guest), peer_ip(guest)) if n > blocked[guest.name]]
                 assert later and set(later) == {"fail"}, f"{guest.name} pinged with ICMP denied: {later}"
@@ -338,7 +347,7 @@ def test_guests_on_a_vxlan_network(lab: LabContext, runners: dict[str, Runner], 
             counts = {g.name: last_count(nl.console(g), peer_ip(g)) for g in guests}
             nl.wait(guests, "pings passing again once the ICMP rule is back",
                     lambda lines, g: first_after(lines, peer_ip(g), counts[g.name], "ok") is not None,
-                    FLIP_BUDGET)  # fmt: skip
+                    nl.flip_budget)  # fmt: skip
             # a port update on each compute: its agent re-makes the port's MAC anti-spoofing rule. linuxbridge
             # deletes the old `--among-src` rule and inserts one with the pair's MAC too (an agent stuck on the
             # delete plugs no port after it; LXC computes need stacklab's ebtables for that delete:
