@@ -52,8 +52,8 @@ openstack:
 )
 
 BINARIES = ("/usr/sbin/mariadbd", "/usr/sbin/rabbitmqctl", "/usr/share/memcached/scripts/systemd-memcached-wrapper",
-            "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api", "/usr/bin/neutron-api",
-            "/usr/bin/neutron-rpc-server", "/usr/bin/neutron-linuxbridge-agent", "/usr/bin/neutron-dhcp-agent",
+            "/usr/bin/keystone-manage", "/usr/bin/glance-api", "/usr/bin/placement-api", "/usr/bin/neutron-server",
+            "/usr/bin/neutron-linuxbridge-agent", "/usr/bin/neutron-dhcp-agent",
             "/usr/bin/neutron-metadata-agent")  # fmt: skip
 
 
@@ -433,7 +433,12 @@ def test_neutron_up_observe_and_down(
     apply_all(driver, ctx, lab_resources)
     outputs = driver.apply(driver.diff(lab_resources["neutron"], None, None), ctx)
     assert outputs["url"] == "http://10.250.0.10:9696"
-    assert {"neutron-api", "neutron-rpc-server"} <= node.running & node.enabled
+    # neutron-server (API and RPC workers) in the package's API unit; the package's RPC-only server stays off
+    assert "neutron-api" in node.running & node.enabled and "neutron-rpc-server" not in node.running
+    dropin = node.files["/etc/systemd/system/neutron-api.service.d/stacklab.conf"]
+    assert "ExecStart=/usr/bin/neutron-server --config-file" in dropin and "uwsgi" not in dropin
+    conf = node.files["/etc/neutron/server.conf.d/50-stacklab.conf"]
+    assert "bind_host = 10.250.0.10\nbind_port = 9696\napi_workers = 0\n" in conf
     (migrate,) = [m for m in node.manage if m[0] == "neutron-db-manage"]
     # stacklab's file last: neutron.conf's own [database] (SQLite) must not win
     assert migrate[-2:] == ("upgrade", "heads") and migrate[-3] == "/etc/neutron/server.conf.d/50-stacklab.conf"
@@ -443,9 +448,21 @@ def test_neutron_up_observe_and_down(
     assert not [c for c in node.calls if any(secret in a for a in c)], "a secret leaked into argv"
     observed = driver.observe(lab_resources["neutron"], ctx)
     assert observed is not None and observed.drift == ()
-    node.running.discard("neutron-rpc-server")
+    # a lab made before ran the package's neutron-rpc-server with a drop-in: drift, and the next apply retires it
+    node.running.add("neutron-rpc-server")
+    node.enabled.add("neutron-rpc-server")
+    node.files["/etc/systemd/system/neutron-rpc-server.service.d/stacklab.conf"] = "[Service]\n"
     observed = driver.observe(lab_resources["neutron"], ctx)
-    assert observed is not None and observed.drift == ("neutron-rpc-server is not running",)
+    assert observed is not None
+    assert observed.drift == ("neutron-rpc-server is running (neutron-server in neutron-api does its work)",)
+    driver.apply(driver.diff(lab_resources["neutron"], None, None), ctx)
+    assert "neutron-rpc-server" not in node.running | node.enabled
+    assert "/etc/systemd/system/neutron-rpc-server.service.d/stacklab.conf" not in node.files
+    observed = driver.observe(lab_resources["neutron"], ctx)
+    assert observed is not None and observed.drift == ()
+    node.running.discard("neutron-api")
+    observed = driver.observe(lab_resources["neutron"], ctx)
+    assert observed is not None and observed.drift
     driver.delete("service/neutron", {"spec": dict(lab_resources["neutron"].spec)}, ctx)
     assert not any(p.startswith(("/etc/neutron", "/etc/systemd/system/neutron")) for p in node.files)
     assert any("DROP DATABASE IF EXISTS `neutron`" in s for s in node.sql)

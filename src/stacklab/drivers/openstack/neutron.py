@@ -1,10 +1,16 @@
 """Neutron (Zed, from Debian's packages) on the controller: the API (neutron-api) and its RPC server with the ML2
 plugin, the network service nova needs to build, rebuild and evacuate instances.
 
-Debian splits the old neutron-server in two units: `neutron-api` (uwsgi) and `neutron-rpc-server`. Their init
-scripts pass `--config-dir server.conf.d` *before* neutron.conf and the plugin's ini, so anything neutron.conf sets
-(its SQLite `[database]` among them) would override a conf.d file: the drop-ins give both processes stacklab's
-settings file explicitly, last. The API runs under uwsgi on the controller's br-mgmt address with one process.
+Debian splits the old neutron-server in two units: `neutron-api` (uwsgi) and `neutron-rpc-server`. stacklab runs
+the one eventlet `neutron-server` (API and RPC workers, Zed's default deployment upstream) in the `neutron-api` unit
+instead and leaves `neutron-rpc-server` stopped: under uwsgi neutron still monkey-patches eventlet, so the ML2
+plugin's green threads (the OVO push of ports, security groups and rules to the Open vSwitch agents, the batched
+port events to nova) run only while a request of that uwsgi thread waits on I/O, and a deleted rule reached the OVS
+agent late or never (issue 16; neutron's LP#2077790 is the same stall). In neutron-server's own process the hub
+always runs. Debian's init scripts pass `--config-dir server.conf.d` *before* neutron.conf and the plugin's ini, so
+anything neutron.conf sets (its SQLite `[database]` among them) would override a conf.d file: the drop-in gives the
+server stacklab's settings file explicitly, last. The API listens on the controller's br-mgmt address, in the
+server's own process (`api_workers = 0`).
 
 ML2: flat and VXLAN type drivers, VXLAN project networks (VNIs 1-1000), the linuxbridge and l2population mechanism
 drivers (openvswitch before them when a VM compute runs the Open vSwitch agent: neutron_ovs.py), and the agents
@@ -13,7 +19,8 @@ that make networks real (neutron_agents.py): the linuxbridge agent on the contro
 DHCP and metadata agents on the controller. Ports bind to the compute that hosts the instance, guests get their
 address by DHCP and their metadata from 169.254.169.254, and neutron tells nova when a port is up (nova waits for
 that event before it reports an instance ACTIVE). `up` waits until the API answers and every agent reports alive;
-observe checks both server units and every agent on every node.
+observe checks the server's unit (and that the package's `neutron-rpc-server` is not running beside it) and every
+agent on every node.
 
 A lab with an external network (`openstack.neutron.external`, neutron_external.py) adds the router service plugin
 and the flat physical network `external`, the L3 agent on the controller and the external network itself; one
@@ -29,7 +36,6 @@ from stacklab.drivers.openstack import neutron_agents, neutron_external
 from stacklab.drivers.openstack.common import (
     ServiceLayout,
     dropin_text,
-    uwsgi_exec_start,
 )
 from stacklab.drivers.openstack.declared import ApiService, DeclaredRole
 from stacklab.drivers.openstack.infra import AMQP_PORT, RABBIT_SECRET, RABBIT_USER
@@ -37,13 +43,17 @@ from stacklab.drivers.openstack.keystone import (
     authtoken_section,
     credentials_section,
 )
+from stacklab.exec.node_files import node_path_exists, systemctl, unit_active
 from stacklab.exec.runner import Runner
 
 PACKAGE_CONF = "/etc/neutron/neutron.conf"
 ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
 CONF = "/etc/neutron/server.conf.d/50-stacklab.conf"
-UNITS = ("neutron-api", "neutron-rpc-server")
+UNITS = ("neutron-api",)  # the package's API unit, running neutron-server (see the module's docstring)
 DROPINS = {unit: f"/etc/systemd/system/{unit}.service.d/stacklab.conf" for unit in UNITS}
+# the package's RPC-only server: neutron-server's own RPC workers do its work; labs made before ran it
+RPC_UNIT = "neutron-rpc-server"
+RPC_DROPIN = f"/etc/systemd/system/{RPC_UNIT}.service.d/stacklab.conf"
 CONFIG_ARGS = f"--config-file {PACKAGE_CONF} --config-file {ML2_CONF} --config-file {CONF}"
 PORT = 9696
 DB_SECRET = "neutron-db"
@@ -66,6 +76,10 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
         "auth_strategy = keystone\n"
         f"transport_url = rabbit://{RABBIT_USER}:{rabbit_password}@{plan.address}:{AMQP_PORT}/\n"
         "api_paste_config = /etc/neutron/api-paste.ini\n"
+        f"bind_host = {plan.address}\n"
+        f"bind_port = {PORT}\n"
+        # the API in neutron-server's own process, where the ML2 plugin and its notifier threads live
+        "api_workers = 0\n"
         "rpc_workers = 1\n"
         "rpc_state_report_workers = 1\n"
         # nova waits for network-vif-plugged before it calls an instance ACTIVE
@@ -96,13 +110,24 @@ def render_conf(plan: ServiceLayout, db_password: str, rabbit_password: str, use
 
 
 def render_dropin(plan: ServiceLayout, unit: str) -> str:
-    """The unit's ExecStart with neutron.conf, the ML2 ini and stacklab's file, in that order."""
-    if unit == "neutron-api":
-        log = "/var/log/neutron/neutron-api.log"
-        exec_start = uwsgi_exec_start(plan.address, PORT, "/usr/bin/neutron-api", log, pyargv=CONFIG_ARGS)
-        return dropin_text(plan.lab, "neutron API on the management network, one process", exec_start, quick_stop=True)
-    exec_start = " ".join([f"/usr/bin/{unit}", CONFIG_ARGS, f"--log-file /var/log/neutron/{unit}.log"])
-    return dropin_text(plan.lab, f"{unit} with stacklab's settings", exec_start)
+    """The unit's ExecStart: neutron-server with neutron.conf, the ML2 ini and stacklab's file, in that order."""
+    exec_start = " ".join(["/usr/bin/neutron-server", CONFIG_ARGS, "--log-file /var/log/neutron/neutron-server.log"])
+    what = "neutron-server (API on the management network, RPC workers) in the package's API unit"
+    return dropin_text(plan.lab, what, exec_start)
+
+
+def rpc_unit_problems(runner: Runner, _plan: ServiceLayout) -> list[str]:
+    """The package's neutron-rpc-server must not run beside neutron-server (a lab made before this one did)."""
+    running = unit_active(runner, RPC_UNIT)
+    return [f"{RPC_UNIT} is running (neutron-server in neutron-api does its work)"] if running else []
+
+
+def retire_rpc_unit(_ctx: DriverContext, runner: Runner, _plan: ServiceLayout) -> None:
+    """Stop and disable the package's neutron-rpc-server and remove stacklab's old drop-in for it, if any."""
+    if unit_active(runner, RPC_UNIT) or node_path_exists(runner, RPC_DROPIN):
+        systemctl(runner, "disable", "--now", RPC_UNIT, check=False)
+        runner.run(["rm", "-f", RPC_DROPIN], timeout=30)
+        systemctl(runner, "daemon-reload")
 
 
 def outputs(layout: ServiceLayout) -> dict[str, Any]:
@@ -116,17 +141,19 @@ SERVICE_RECORD = ApiService(
     port=PORT,
     conf=CONF,
     dropins=DROPINS,
-    log_file="/var/log/neutron/neutron-api.log",
+    log_file="/var/log/neutron/neutron-server.log",
     catalog=SERVICE,
     sync=("neutron-db-manage", *CONFIG_ARGS.split(), "upgrade", "heads"),
-    binaries={"/usr/bin/neutron-api": "neutron-server", "/usr/bin/neutron-rpc-server": "neutron-server"},
+    binaries={"/usr/bin/neutron-server": "neutron-server"},
     render_conf=render_conf,
     render_dropin=render_dropin,
     secrets=SECRETS,
     outputs=outputs,
     sync_progress="neutron-db-manage upgrade heads",
     sync_timeout=MANAGE_TIMEOUT,
+    prepare=retire_rpc_unit,
     after_start=neutron_agents.ensure,
+    extra_problems=rpc_unit_problems,
 )
 
 
