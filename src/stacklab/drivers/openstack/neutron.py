@@ -1,16 +1,16 @@
-"""Neutron (Zed, from Debian's packages) on the controller: the API (neutron-api) and its RPC server with the ML2
+"""Neutron (Zed, from Debian's packages) on the controller: neutron-server (the API and its RPC workers) with the ML2
 plugin, the network service nova needs to build, rebuild and evacuate instances.
 
-Debian splits the old neutron-server in two units: `neutron-api` (uwsgi) and `neutron-rpc-server`. stacklab runs
-the one eventlet `neutron-server` (API and RPC workers, Zed's default deployment upstream) in the `neutron-api` unit
-instead and leaves `neutron-rpc-server` stopped: under uwsgi neutron still monkey-patches eventlet, so the ML2
-plugin's green threads (the OVO push of ports, security groups and rules to the Open vSwitch agents, the batched
-port events to nova) run only while a request of that uwsgi thread waits on I/O, and a deleted rule reached the OVS
-agent late or never (issue 16; neutron's LP#2077790 is the same stall). In neutron-server's own process the hub
-always runs. Debian's init scripts pass `--config-dir server.conf.d` *before* neutron.conf and the plugin's ini, so
-anything neutron.conf sets (its SQLite `[database]` among them) would override a conf.d file: the drop-in gives the
-server stacklab's settings file explicitly, last. The API listens on the controller's br-mgmt address, in the
-server's own process (`api_workers = 0`).
+Debian splits the old neutron-server in two units: `neutron-api` (uwsgi) and `neutron-rpc-server`. stacklab runs the
+one eventlet `neutron-server` (API and RPC workers in one service) in the `neutron-api` unit instead and leaves
+`neutron-rpc-server` stopped: under uwsgi neutron still monkey-patches eventlet, so the ML2 plugin's green threads
+(the OVO push of ports, security groups and rules to the Open vSwitch agents, the batched port events to nova) run
+only while a request of that uwsgi thread waits on I/O, and a deleted rule reached the OVS agent late or never
+(issue 16; neutron's LP#2077790 reports that thread stalling under uwsgi in a later release). In neutron-server's
+own process the hub always runs. Debian's init scripts pass `--config-dir server.conf.d` *before* neutron.conf and
+the plugin's ini, so anything neutron.conf sets (its SQLite `[database]` among them) would override a conf.d file:
+the drop-in gives the server stacklab's settings file explicitly, last. The API listens on the controller's br-mgmt
+address, in the server's own process (`api_workers = 0`).
 
 ML2: flat and VXLAN type drivers, VXLAN project networks (VNIs 1-1000), the linuxbridge and l2population mechanism
 drivers (openvswitch before them when a VM compute runs the Open vSwitch agent: neutron_ovs.py), and the agents
