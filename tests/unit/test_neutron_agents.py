@@ -7,6 +7,7 @@ import http.server
 import json
 import subprocess
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -82,14 +83,22 @@ class AgentNode(FakeController):
         return super().respond(argv, stdin)
 
 
-def test_agents_up_observe_and_down_on_every_node(tmp_path: Path) -> None:
-    nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
+def agent_ctx(
+    tmp_path: Path, lab_text: str, nodes: Mapping[str, AgentNode], *, peers: Sequence[str] = ()
+) -> DriverContext:
+    """The driver's context over fake nodes `nodes` (each reaching `peers`, default every node) with the lab's keystone
+    admin secret in the state dir, as `up` leaves it before neutron's agents."""
     for node in nodes.values():
-        node.peers = nodes
-    lab = load_lab_text(LAB, "netlab.yml")
-    ctx = DriverContext(lab=lab, runner=nodes["ctl1"], state_dir=tmp_path / "state", node_runner=nodes.__getitem__)
+        node.peers = {name: nodes[name] for name in (peers or nodes)}
     (tmp_path / "state/secrets").mkdir(parents=True)
     (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    return DriverContext(lab=load_lab_text(lab_text, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
+                         node_runner=nodes.__getitem__)  # fmt: skip
+
+
+def test_agents_up_observe_and_down_on_every_node(tmp_path: Path) -> None:
+    nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
+    ctx = agent_ctx(tmp_path, LAB, nodes)
     plan = layout()
     agents.ensure(ctx, nodes["ctl1"], plan)
     assert set(agents.CONTROLLER_AGENTS) <= nodes["ctl1"].running & nodes["ctl1"].enabled
@@ -111,12 +120,7 @@ def test_agents_up_observe_and_down_on_every_node(tmp_path: Path) -> None:
 
 def test_agents_that_never_report_fail_up_naming_them(tmp_path: Path) -> None:
     nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
-    for node in nodes.values():
-        node.peers = {"ctl1": nodes["ctl1"]}  # the computes' agents never reach the server
-    ctx = DriverContext(lab=load_lab_text(LAB, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
-                        node_runner=nodes.__getitem__)  # fmt: skip
-    (tmp_path / "state/secrets").mkdir(parents=True)
-    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    ctx = agent_ctx(tmp_path, LAB, nodes, peers=["ctl1"])  # the computes' agents never reach the server
     with pytest.raises(Exception, match="missing Linux bridge agent on cmp1, Linux bridge agent on cmp2"):
         agents.wait_for_agents(ctx, nodes["ctl1"], layout(), budget=0.01)
 
@@ -220,12 +224,7 @@ def test_agents_on_a_vm_node_run_rootwrap_with_the_fast_import_env_kept_by_sudo(
     `sudo neutron-rootwrap ... privsep-helper` skips pkg_resources and dnspython; container nodes are unchanged."""
     vm_lab = LAB.replace("cmp2: {image: os,", "cmp2: {kind: vm, image: os,")
     nodes = {name: AgentNode() for name in ("ctl1", "cmp1", "cmp2")}
-    for node in nodes.values():
-        node.peers = nodes
-    ctx = DriverContext(lab=load_lab_text(vm_lab, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
-                        node_runner=nodes.__getitem__)  # fmt: skip
-    (tmp_path / "state/secrets").mkdir(parents=True)
-    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    ctx = agent_ctx(tmp_path, vm_lab, nodes)
     plan = layout()
     agents.ensure(ctx, nodes["ctl1"], plan)
     vm, dropin = nodes["cmp2"], agents.dropin_path(agents.L2_AGENT)

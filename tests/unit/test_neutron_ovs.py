@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from stacklab.drivers.base import DriverContext
 from stacklab.drivers.openstack import neutron, neutron_ovs
 from stacklab.drivers.openstack import neutron_agents as agents
 from stacklab.drivers.openstack.common import ServiceLayout, service_layout
@@ -19,7 +18,7 @@ from stacklab.plan.expand import USERSPACE_CHOICES
 from stacklab.suites import ovs_flows
 from stacklab.suites.test_network import LINUXBRIDGE_AGENT, OVS_AGENT, l2_agent_problems, ovs_spoofing_after_update
 from tests.unit.lab_util import service_resource
-from tests.unit.test_neutron_agents import LAB, AgentNode
+from tests.unit.test_neutron_agents import LAB, AgentNode, agent_ctx
 from tests.unit.test_services import ok
 
 # the netlab of test_neutron_agents with cmp2 a VM node: it runs the OVS agent, cmp1 and the controller linuxbridge
@@ -90,12 +89,7 @@ class OvsNode(AgentNode):
 
 def test_ovs_up_observe_and_down_on_the_vm_compute(tmp_path: Path) -> None:
     nodes: dict[str, AgentNode] = {name: OvsNode() for name in ("ctl1", "cmp1", "cmp2")}
-    for node in nodes.values():
-        node.peers = nodes
-    ctx = DriverContext(lab=load_lab_text(OVS_LAB, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
-                        node_runner=nodes.__getitem__)  # fmt: skip
-    (tmp_path / "state/secrets").mkdir(parents=True)
-    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    ctx = agent_ctx(tmp_path, OVS_LAB, nodes)
     plan = layout()
     agents.ensure(ctx, nodes["ctl1"], plan)
     vm = nodes["cmp2"]
@@ -118,12 +112,7 @@ def test_ovs_up_observe_and_down_on_the_vm_compute(tmp_path: Path) -> None:
 
 def test_an_ovs_agent_that_never_reports_fails_up_naming_it(tmp_path: Path) -> None:
     nodes = {name: OvsNode() for name in ("ctl1", "cmp1", "cmp2")}
-    for node in nodes.values():
-        node.peers = {"ctl1": nodes["ctl1"], "cmp1": nodes["cmp1"]}  # cmp2's agent never reaches the server
-    ctx = DriverContext(lab=load_lab_text(OVS_LAB, "netlab.yml"), runner=nodes["ctl1"], state_dir=tmp_path / "state",
-                        node_runner=nodes.__getitem__)  # fmt: skip
-    (tmp_path / "state/secrets").mkdir(parents=True)
-    (tmp_path / "state/secrets/keystone-admin").write_text("ADMIN\n")
+    ctx = agent_ctx(tmp_path, OVS_LAB, nodes, peers=["ctl1", "cmp1"])  # cmp2's agent never reaches the server
     for name, units in (("ctl1", agents.CONTROLLER_AGENTS), ("cmp1", agents.COMPUTE_AGENTS)):
         nodes[name].running.update(units)
     with pytest.raises(Exception, match=r"missing Open vSwitch agent on cmp2\b"):
