@@ -2,7 +2,8 @@
 suite's calls to neutron and nova, as a tenant's tooling makes them.
 
 Usage: net_client.py ACTION, with one JSON request on stdin (keystone's admin password in it, never in argv):
-  setup    {"name", "cidr", "ports"}      a network (VXLAN, neutron's choice), a subnet on `cidr` with DHCP, a
+  setup    {"name", "cidr", "pool",       a network (VXLAN, neutron's choice), a subnet on `cidr` with DHCP
+            "ports"}                      handing out only `pool` ([first, last]), a
                                           security group allowing ICMP in (and, as every group, everything out),
                                           and `ports` ports in that group: ids, VNI, the ICMP rule, each port's
                                           address and MAC
@@ -48,7 +49,9 @@ class Neutron:
 def setup(req: dict[str, Any]) -> dict[str, Any]:
     net = Neutron(req)
     network = net.make("/networks", "network", {"name": req["name"]})
+    first, last = req["pool"]
     subnet = net.make("/subnets", "subnet", {"network_id": network["id"], "ip_version": 4, "cidr": req["cidr"],
+                                             "allocation_pools": [{"start": first, "end": last}],
                                              "enable_dhcp": True, "name": req["name"]})  # fmt: skip
     group = net.make("/security-groups", "security_group", {"name": req["name"]})
     rule = net.make("/security-group-rules", "security_group_rule", {**ICMP_IN, "security_group_id": group["id"]})

@@ -51,6 +51,9 @@ from stacklab.suites.ovs_flows import port_egress_macs, tunnel_problems
 
 NET_CLIENT = OS_CLIENT.rsplit("/", 1)[0] + "/net_client.py"
 CIDR = "192.168.77.0/24"  # lives only on the VXLAN network, inside the lab's nodes
+# what neutron may hand to ports (the DHCP port's and the guests'): PAIR_IP below stays outside it, so no guest is
+# ever given the address the suite adds as an allowed pair (neutron once gave a guest .250 from the whole range)
+POOL = ("192.168.77.100", "192.168.77.199")
 GUEST_BUDGET = 300.0  # a TCG guest's boot, its DHCP and metadata on a loaded lab node
 FLIP_BUDGET = 120.0  # the agents apply a rule change within seconds; the guests ping every ~2 s
 LINE = re.compile(r"stacklab-net: (.*)")
@@ -233,7 +236,7 @@ def two_computes(nova: Mapping[str, Any]) -> list[str]:
 @contextmanager
 def tenant_network(controller: Runner, auth: Mapping[str, str], ports: int) -> Iterator[dict[str, Any]]:
     name = f"stacklab-net-{secrets.token_hex(3)}"
-    made = net_call(controller, "setup", {**auth, "name": name, "cidr": CIDR, "ports": ports})
+    made = net_call(controller, "setup", {**auth, "name": name, "cidr": CIDR, "pool": POOL, "ports": ports})
     try:
         yield made
     finally:
