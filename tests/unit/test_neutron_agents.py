@@ -212,7 +212,7 @@ def test_agents_in_a_vm_node_get_the_longer_first_report_budget(tmp_path: Path) 
     # A VM compute's agent starts its privsep daemons through rootwrap under TCG: 5-8 minutes to its first report.
     def budget(lab_text: str) -> float:
         ctx = DriverContext(lab=load_lab_text(lab_text, "netlab.yml"), runner=FakeRunner(), state_dir=tmp_path)
-        return agents.agents_budget(ctx, ["ctl1", "cmp1", "cmp2"])
+        return agents.agents_budget(ctx, layout())
 
     assert budget(LAB) == agents.AGENTS_BUDGET
     vm_compute = LAB.replace("cmp2: {image: os,", "cmp2: {kind: vm, image: os,")

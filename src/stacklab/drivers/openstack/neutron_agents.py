@@ -31,7 +31,7 @@ made. Without one, every file is what it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import resources
 
 from stacklab.drivers.base import DriverContext
@@ -90,9 +90,10 @@ def is_vm(ctx: DriverContext, node: str) -> bool:
     return node in nodes and nodes[node].kind == "vm"
 
 
-def agents_budget(ctx: DriverContext, hosts: Sequence[str]) -> float:
-    """How long `up` waits for the agents' first reports: longer when one runs in a node the lab makes a VM."""
-    return VM_AGENTS_BUDGET if any(is_vm(ctx, h) for h in hosts) else AGENTS_BUDGET
+def agents_budget(ctx: DriverContext, plan: ServiceLayout) -> float:
+    """How long `up` waits for the agents' first reports: longer when one runs in a node with a kernel of its own
+    (pinned a VM, or made one by expand for the OVS agent)."""
+    return VM_AGENTS_BUDGET if any(vm_node(ctx, plan, h) for h in plan.hosts) else AGENTS_BUDGET
 
 
 def dropin_path(unit: str) -> str:
@@ -273,8 +274,7 @@ def ensure(ctx: DriverContext, runner: Runner, plan: ServiceLayout) -> None:
         for unit in agents_of(plan, node):
             enable_and_restart(node_runner, unit, changed=changed)
     ctx.progress(f"{rid}: waiting for the agents to report")
-    budget = VM_AGENTS_BUDGET if neutron_ovs.ovs_hosts(plan) else agents_budget(ctx, plan.hosts)  # OVS: in VMs
-    wait_for_agents(ctx, runner, plan, budget=budget)
+    wait_for_agents(ctx, runner, plan, budget=agents_budget(ctx, plan))
     neutron_external.ensure(ctx, runner, plan)  # the external network, once the L3 agent can serve routers on it
 
 
@@ -345,4 +345,4 @@ def outputs(plan: ServiceLayout) -> Mapping[str, object]:
 def mechanism_drivers(plan: ServiceLayout) -> list[str]:
     """ML2's mechanism drivers: openvswitch only in a lab with an OVS node (a container lab's files stay as they
     were); l2population tells both kinds of agent where every port is, so their VXLAN tunnels meet."""
-    return [*(["openvswitch"] if neutron_ovs.ovs_hosts(plan) else []), "linuxbridge", "l2population"]
+    return [*([neutron_ovs.MECHANISM_DRIVER] if neutron_ovs.ovs_hosts(plan) else []), "linuxbridge", "l2population"]
