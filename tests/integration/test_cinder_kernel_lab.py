@@ -4,7 +4,9 @@ own kernel: device-mapper, LIO, knfsd), and a VM client with open-iscsi and the 
 `up` that plans nothing, then `verify --suite volumes` must pass every kernel-backend case (the backend's pool in
 the scheduler; per volume, the LV exported by LIO with cinder's CHAP account and written through the client's
 kernel initiator, or the file on the export written through the client's kernel NFS mount, read back on the
-storage node), then `down` with a clean leak check. Each phase's wall time and the VM nodes' memory are printed
+storage node; and the seed's LVM warning with the whole node: the storage node's power cut while the client's
+session carries an acknowledged write, its return with the bytes and the volume managed again), then `down` with
+a clean leak check. Each phase's wall time and the VM nodes' memory are printed
 (pytest -s).
 
 In CI: it is the kernel paths' proof through cinder (issue 14); the whole reference lab (tgtadm too, nova on a VM
@@ -28,6 +30,7 @@ BACKEND_CASES = (
     "test_kernel_backend_reports_its_pool[nfs]",
     "test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi[lvm-lioadm]",
     "test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount[nfs]",
+    "test_lvm_volumes_are_lost_while_their_node_is_down_and_return_with_their_writes[lvm-lioadm]",
 )
 
 pytestmark = vm_lab_marks(3600, containers=True)

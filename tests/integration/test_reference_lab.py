@@ -33,6 +33,7 @@ BACKEND_CASES = (
     "test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi[lvm-tgtadm]",
     "test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount[nfs]",
     "test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes[lvm-tgtadm]",
+    "test_lvm_volumes_are_lost_while_their_node_is_down_and_return_with_their_writes[lvm-lioadm]",
     *(
         f"test_volume_moves_between_guests_through_nova_with_its_bytes_on_its_backend[{backend}]"
         for backend in ("lvm-lioadm", "lvm-tgtadm", "nfs")

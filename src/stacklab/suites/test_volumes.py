@@ -15,6 +15,7 @@ import ipaddress
 import json
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 
 from stacklab.exec.node_files import write_node_file
 from stacklab.exec.runner import CommandResult, Runner
-from stacklab.suites import cinder_kernel_paths
+from stacklab.suites import cinder_kernel_paths, node_faults
 from stacklab.suites.context import LabContext
 from stacklab.suites.lab_fixtures import Evidence
 from stacklab.suites.openstack_calls import OS_CLIENT, admin_auth, os_client, service
@@ -182,10 +183,12 @@ DRIVER_TESTS = {  # tests that need one driver's backends; the others run once p
     "test_lvm_volume_is_an_lv_exported_with_chap_and_written_through_iscsi": "lvm",
     "test_nfs_volume_is_a_file_on_the_share_written_through_a_kernel_mount": "nfs",
     "test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes": "lvm",
+    "test_lvm_volumes_are_lost_while_their_node_is_down_and_return_with_their_writes": "lvm",
 }
 HELPER_TESTS = {  # tests that need one target helper: tgtd is a service that can go away and come back; LIO is
-    # kernel state that lives as long as the node
+    # kernel state that lives as long as the node, so it goes away with the node
     "test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes": "tgtadm",
+    "test_lvm_volumes_are_lost_while_their_node_is_down_and_return_with_their_writes": "lioadm",
 }
 
 
@@ -455,6 +458,90 @@ def direct_read_sha(client: Runner, device: str, pattern: Pattern) -> CommandRes
     return client.run(["bash", "-c", script], timeout=IO_TIMEOUT, check=False)
 
 
+@dataclass(frozen=True)
+class Acknowledged:
+    """An lvm volume attached to the client with cinder's connection info (CHAP), and a write its target
+    acknowledged through the client's session."""
+
+    attachment_id: str
+    initiator: str
+    iqn: str
+    portal: str
+    chap_user: str
+    device: str
+    sid: str
+    pattern: Pattern
+
+
+@contextmanager
+def acknowledged_write(
+    lab: LabContext, kv: KernelVolumes, runners: dict[str, Runner], backend: str, volume_id: str, *,
+    recovery_tmo: int, evidence: Evidence,
+) -> Iterator[Acknowledged]:  # fmt: skip
+    """Attach, log the client in as os-brick would, shorten the session's recovery timeout (so that a lost target
+    fails the client's I/O within the test), write a pattern with O_DIRECT + fsync; log out afterwards."""
+    connector = client_connector(lab, kv)
+    attached = kernel_call(kv, runners, "attach", volume_id=volume_id, connector=connector)
+    info = attached["connection_info"] or {}
+    data = info.get("data") or info  # os_client hands out the connection info's data (as the lvm test reads it)
+    portal, iqn, lun = str(data["target_portal"]), str(data["target_iqn"]), int(data["target_lun"])
+    chap = (str(data["auth_username"]), str(data["auth_password"]))
+    client = runners[kv.client]
+    iface = f"stacklab-cinder-{lab.lab}"
+    pattern = Pattern.random(offset=8 * MIB, size=4 * MIB)
+    src = upload_pattern(client, pattern, f"outage-{backend}")
+    try:
+        device, _details = cinder_kernel_paths.chap_login(client, iface=iface, initiator=connector["initiator"],
+                                                          iqn=iqn, portal=portal, lun=lun, chap=chap)  # fmt: skip
+        before = client_session(client, iqn)
+        assert before is not None and before.session == "LOGGED_IN", f"no logged-in session to {iqn}: {before}"
+        cinder_kernel_paths.set_recovery_timeout(client, before.sid, recovery_tmo)
+        device_write(client, device, pattern, src)  # O_DIRECT + fsync: acknowledged by the target
+        evidence("acknowledged", f"{len(pattern.data)} bytes at {pattern.offset} through {device} (session "
+                                 f"{before.sid} to {iqn} via {portal}), sha256 {pattern.sha256}")  # fmt: skip
+        yield Acknowledged(attached["attachment_id"], connector["initiator"], iqn, portal, chap[0], device,
+                           before.sid, pattern)  # fmt: skip
+    finally:
+        kernel_logout(client, iface=iface, iqn=iqn, portal=portal)
+
+
+def lost(client: Runner, ack: Acknowledged, since: float, why: str, hint: str = "") -> str:
+    """The client's O_DIRECT read of the acknowledged range fails and its session is not logged in; what it saw."""
+    failed = direct_read_sha(client, ack.device, ack.pattern)
+    after = time.monotonic() - since
+    assert not failed.ok, f"the client still read {ack.device} {after:.0f} s after {why}{hint}: {failed.stdout}"
+    state = client_session(client, ack.iqn)
+    assert state is not None and state.session != "LOGGED_IN", f"{ack.iqn}: session still logged in: {state}"
+    error = (failed.stderr.strip().splitlines() or ["(no message)"])[-1]
+    return (f"the client's O_DIRECT read failed {after:.1f} s after {why} ({error}); session {state.sid}: "
+            f"{state.session}, connection {state.connection}")  # fmt: skip
+
+
+def back(client: Runner, ack: Acknowledged, since: float, budget: float, why: str) -> float:
+    """Seconds from `since` until the client's iscsid has logged the SAME session back in, through which the
+    acknowledged bytes read back."""
+    while True:
+        state = client_session(client, ack.iqn)
+        if state is not None and state.session == "LOGGED_IN":
+            break
+        waited = time.monotonic() - since
+        assert waited < budget, f"{ack.iqn}: not back {waited:.0f} s after {why}: {state}"
+        time.sleep(2.0)
+    returned = time.monotonic() - since
+    assert state.sid == ack.sid, f"a new session, not the old one back: {state}"
+    read = direct_read_sha(client, ack.device, ack.pattern)
+    assert read.ok and read.stdout.split()[0] == ack.pattern.sha256, f"{ack.device} after the return: {read}"
+    return returned
+
+
+def lv_holds(node: Runner, name: str, lv: str, ack: Acknowledged, evidence: Evidence) -> None:
+    seen = file_range_sha(node, lv, ack.pattern)
+    assert seen == ack.pattern.sha256, (
+        f"{lv} on {name} has {seen}, the client's acknowledged write was {ack.pattern.sha256}"
+    )
+    evidence("read back", f"{lv} on {name}: sha256 {ack.pattern.sha256}")
+
+
 def test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes(
     lab: LabContext,
     kvol: KernelVolumes,
@@ -465,69 +552,111 @@ def test_lvm_volume_is_lost_while_its_target_is_down_and_returns_with_its_writes
     evidence: Evidence,
 ) -> None:
     backend = kvol.backends[cinder_backend]
-    node, vid = runners[str(backend["node"])], backend_volume["id"]
-    lv = f"/dev/{backend['volume_group']}/volume-{vid}"
-    connector = client_connector(lab, kvol)
-    attached = kernel_call(kvol, runners, "attach", volume_id=vid, connector=connector)
-    info = attached["connection_info"] or {}
-    data = info.get("data") or info  # os_client hands out the connection info's data (as the lvm test reads it)
-    portal, iqn, lun = str(data["target_portal"]), str(data["target_iqn"]), int(data["target_lun"])
-    chap = (str(data["auth_username"]), str(data["auth_password"]))
-    client = runners[kvol.client]
-    iface = f"stacklab-cinder-{lab.lab}"
-    pattern = Pattern.random(offset=8 * MIB, size=4 * MIB)
-    src = upload_pattern(client, pattern, f"outage-{cinder_backend}")
-    try:
-        device, _details = cinder_kernel_paths.chap_login(client, iface=iface, initiator=connector["initiator"],
-                                                          iqn=iqn, portal=portal, lun=lun, chap=chap)  # fmt: skip
-        before = client_session(client, iqn)
-        assert before is not None and before.session == "LOGGED_IN", f"no logged-in session to {iqn}: {before}"
-        cinder_kernel_paths.set_recovery_timeout(client, before.sid, RECOVERY_TMO)
-        device_write(client, device, pattern, src)  # O_DIRECT + fsync: acknowledged by the target
-        evidence("acknowledged", f"{len(pattern.data)} bytes at {pattern.offset} through {device} (session "
-                                 f"{before.sid} to {iqn} via {portal}), sha256 {pattern.sha256}")  # fmt: skip
+    name, vid = str(backend["node"]), backend_volume["id"]
+    node, client = runners[name], runners[kvol.client]
+    with acknowledged_write(
+        lab, kvol, runners, cinder_backend, vid, recovery_tmo=RECOVERY_TMO, evidence=evidence
+    ) as ack:
+        try:
+            down_at = time.monotonic()
+            node.run(["systemctl", "stop", "tgt"], timeout=120.0)
+            stopped = time.monotonic() - down_at
+            seen = lost(client, ack, down_at, f"tgtd's stop on {name}")
+            evidence("outage", f"tgtd stopped on {name} in {stopped:.1f} s; {seen}")
 
-        down_at = time.monotonic()
-        node.run(["systemctl", "stop", "tgt"], timeout=120.0)
-        stopped = time.monotonic() - down_at
-        failed = direct_read_sha(client, device, pattern)
-        failed_after = time.monotonic() - down_at
-        assert not failed.ok, f"the client still read {device} with tgtd stopped on {backend['node']}: {failed.stdout}"
-        lost = client_session(client, iqn)
-        assert lost is not None and lost.session != "LOGGED_IN", f"{iqn}: session still logged in: {lost}"
-        error = (failed.stderr.strip().splitlines() or ["(no message)"])[-1]
-        evidence("outage", f"tgtd stopped on {backend['node']} in {stopped:.1f} s; the client's O_DIRECT read failed "
-                           f"{failed_after:.1f} s after the stop ({error}); session {lost.sid}: {lost.session}, "
-                           f"connection {lost.connection}")  # fmt: skip
-
-        up_at = time.monotonic()
-        node.run(["systemctl", "start", "tgt"], timeout=300.0)
-        started = time.monotonic() - up_at
-        back: list[cinder_kernel_paths.SessionState | None] = [None]
-
-        def logged_in() -> bool:
-            back[0] = client_session(client, iqn)
-            return back[0] is not None and back[0].session == "LOGGED_IN"
-
-        while not logged_in():
-            assert time.monotonic() - up_at < RETURN_BUDGET, f"{iqn}: not back {RETURN_BUDGET:g} s after tgtd: {back}"
-            time.sleep(2.0)
-        returned = time.monotonic() - up_at
-        assert back[0] is not None and back[0].sid == before.sid, f"a new session, not the old one back: {back[0]}"
-        targets = cinder_kernel_paths.tgt_targets(node)
-        assert iqn in targets and chap[0] in targets[iqn].accounts, f"tgtd's {iqn} after the restart: {targets}"
-        read = direct_read_sha(client, device, pattern)
-        assert read.ok and read.stdout.split()[0] == pattern.sha256, f"{device} after the return: {read}"
-        evidence("return", f"tgtd started in {started:.1f} s (cinder's target with CHAP user {chap[0]} re-created); "
-                           f"session {before.sid} LOGGED_IN again {returned:.1f} s after the start; the client read "
-                           f"the acknowledged bytes back (sha256 equal)")  # fmt: skip
-    finally:
-        node.run(["systemctl", "start", "tgt"], timeout=300.0, check=False)
-        kernel_logout(client, iface=iface, iqn=iqn, portal=portal)
-    seen = file_range_sha(node, lv, pattern)
-    assert seen == pattern.sha256, (
-        f"{lv} on {backend['node']} has {seen}, the client's acknowledged write was {pattern.sha256}"
-    )
-    evidence("read back", f"{lv} on {backend['node']}: sha256 {pattern.sha256}")
-    detached = kernel_call(kvol, runners, "detach", volume_id=vid, attachment_id=attached["attachment_id"])
+            up_at = time.monotonic()
+            node.run(["systemctl", "start", "tgt"], timeout=300.0)
+            started = time.monotonic() - up_at
+            returned = back(client, ack, up_at, RETURN_BUDGET, "tgtd's start")
+            targets = cinder_kernel_paths.tgt_targets(node)
+            assert ack.iqn in targets and ack.chap_user in targets[ack.iqn].accounts, (
+                f"tgtd's {ack.iqn} after the restart: {targets}"
+            )
+            evidence("return", f"tgtd started in {started:.1f} s (cinder's target with CHAP user {ack.chap_user} "
+                               f"re-created); session {ack.sid} LOGGED_IN again {returned:.1f} s after the start; the "
+                               f"client read the acknowledged bytes back (sha256 equal)")  # fmt: skip
+        finally:
+            node.run(["systemctl", "start", "tgt"], timeout=300.0, check=False)
+    lv_holds(node, name, f"/dev/{backend['volume_group']}/volume-{vid}", ack, evidence)
+    detached = kernel_call(kvol, runners, "detach", volume_id=vid, attachment_id=ack.attachment_id)
     assert detached["status"] == "available", detached
+
+
+# --- the seed's LVM warning with the whole node: the LVM backend's server goes down and comes back ----------------
+# "If the server becomes unavailable, then all volumes managed by the cinder-volume service running on that server
+# become unavailable." The client's session to an lioadm volume carries an acknowledged write; the storage node
+# loses power (its kernel reset at once: LIO's targets, which live in the kernel's configfs, go with it, and so does
+# cinder-volume); the client's I/O fails once its session's recovery timeout runs out. The node boots again by
+# itself: its volume group comes back from its disk, LIO's targets from the configuration cinder-rtstool saved
+# (rtslib-fb's restore at boot, or cinder-volume's ensure_export), and cinder-volume reports again. The client's
+# iscsid logs the SAME session back in: the disk reads the acknowledged bytes, the LV holds them, and cinder manages
+# the volume again (the detach removes the client's ACL from the rebuilt target).
+NODE_RECOVERY_TMO = 5  # s: short, so the client's I/O fails well before even a fast (KVM) node is back
+LIO_RESTORE_UNIT = "rtslib-fb-targetctl.service"  # Debian's restore of rtslib-fb's saved configuration at boot
+NODE_RETURN_BUDGET = 900.0  # s for the node's boot under TCG and cinder-volume's start on a loaded 2-core host
+
+
+def volume_services(kv: KernelVolumes, runners: dict[str, Runner], node: str) -> dict[str, tuple[str, str]]:
+    """cinder-volume services of `node` (host `node@backend`) as cinder's API reports them: host -> (state,
+    updated_at of the last heartbeat)."""
+    found = kernel_call(kv, runners, "request", method="GET", path="/os-services?binary=cinder-volume")
+    services = found["answer"].get("services", [])
+    return {str(s["host"]): (str(s.get("state")), str(s.get("updated_at"))) for s in services
+            if str(s.get("host", "")).startswith(f"{node}@")}  # fmt: skip
+
+
+def test_lvm_volumes_are_lost_while_their_node_is_down_and_return_with_their_writes(
+    lab: LabContext,
+    kvol: KernelVolumes,
+    runners: dict[str, Runner],
+    cinder_backend: str,
+    *,
+    backend_volume: dict[str, Any],
+    evidence: Evidence,
+) -> None:
+    backend = kvol.backends[cinder_backend]
+    name, vid = str(backend["node"]), backend_volume["id"]
+    if not is_vm(lab, name):
+        pytest.skip(f"{name} is not a VM node: the suite resets only a node with a kernel of its own")
+    node, client = runners[name], runners[kvol.client]
+    recovery = NODE_RECOVERY_TMO
+    with acknowledged_write(lab, kvol, runners, cinder_backend, vid, recovery_tmo=recovery, evidence=evidence) as ack:
+        cut_at = time.monotonic()
+        old_boot = node_faults.power_cut(lab, name)
+        hint = f" (was the node back within the session's {recovery} s recovery timeout?)"
+        evidence("outage", f"{name} reset (sysrq b: a power cut); {lost(client, ack, cut_at, 'the cut', hint)}")
+        frozen = volume_services(kvol, runners, name)  # the last heartbeats before the cut: no new ones while down
+
+        node_faults.wait_for_return(lab, name, old_boot, NODE_RETURN_BUDGET)
+        booted = time.monotonic() - cut_at
+        relogged = back(client, ack, cut_at, NODE_RETURN_BUDGET, f"{name}'s power cut")
+        tpgs = [t for t in cinder_kernel_paths.lio_targets(node) if t["iqn"] == ack.iqn]
+        acls = {a["initiator"]: a["chap_userid"] for t in tpgs for a in t["acls"]}
+        assert acls.get(ack.initiator) == ack.chap_user, f"LIO's {ack.iqn} on {name} after the boot: {tpgs}"
+        # who rebuilt it: rtslib-fb's restore unit at boot if enabled, else cinder-volume's ensure_export at its start
+        unit = node.run(["systemctl", "is-enabled", LIO_RESTORE_UNIT], timeout=60.0, check=False).stdout.strip()
+        evidence("return", f"{name} answered SSH with a new boot id {booted:.0f} s after the cut; LIO's {ack.iqn} "
+                           f"was rebuilt with the client's ACL and CHAP user {ack.chap_user} ({LIO_RESTORE_UNIT} "
+                           f"{unit or 'absent'}); session {ack.sid} "
+                           f"LOGGED_IN again {relogged:.0f} s after the cut; the client read the acknowledged bytes "
+                           f"back (sha256 equal)")  # fmt: skip
+    lv_holds(node, name, f"/dev/{backend['volume_group']}/volume-{vid}", ack, evidence)
+
+    # cinder manages the volume again once the node's cinder-volume reports: every service of the node heartbeats
+    # after the ones frozen at the cut, then the detach reaches it and LIO loses the client's ACL
+    while True:
+        now = volume_services(kvol, runners, name)
+        beating = [h for h, (state, updated) in now.items() if state == "up" and updated != frozen.get(h, ("", ""))[1]]
+        if now and len(beating) == len(now):
+            break
+        waited = time.monotonic() - cut_at
+        assert waited < NODE_RETURN_BUDGET, f"{name}'s cinder-volume services not reporting {waited:.0f} s after: {now}"
+        time.sleep(5.0)
+    reporting = time.monotonic() - cut_at
+    detached = kernel_call(kvol, runners, "detach", volume_id=vid, attachment_id=ack.attachment_id)
+    assert detached["status"] == "available", detached
+    after = [a["initiator"] for t in cinder_kernel_paths.lio_targets(node) if t["iqn"] == ack.iqn for a in t["acls"]]
+    assert ack.initiator not in after, f"LIO's {ack.iqn} on {name} still lets the client in after the detach"
+    evidence("managed", f"{', '.join(sorted(beating))} heartbeating again {reporting:.0f} s after the cut; the detach "
+                        f"removed the client's ACL from {ack.iqn} ({time.monotonic() - cut_at:.0f} s after the "
+                        f"cut)")  # fmt: skip
