@@ -33,7 +33,7 @@ BACKEND_CASES = (
     "test_lvm_volumes_are_lost_while_their_node_is_down_and_return_with_their_writes[lvm-lioadm]",
 )
 
-pytestmark = vm_lab_marks(3600, containers=True)
+pytestmark = vm_lab_marks(5400, containers=True)
 
 
 @pytest.fixture
@@ -50,6 +50,6 @@ def test_cinder_kernel_lab_up_verify_down(cinder_kernel_lab: LabCopy) -> None:
         BACKEND_CASES,
         what="kernel backend",
         up_timeout=2400,
-        verify_timeout=1800,
+        verify_timeout=3600,  # the storage node's power cut: 7 min quiet, 17 min beside another VM lab
         before_down=lambda: vm_memory(cinder_kernel_lab, "storage1", "client1"),
     )
