@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from stacklab.drivers.base import BaseDriver, Driver, DriverContext, register
+from stacklab.drivers.nodes.boot_trim import mask_units, write_cloud_modules
 from stacklab.drivers.nodes.recipe import BUILDER_VERSION, Recipe, RecipeError, recipe_hash, resolve_recipe
 from stacklab.exec.atomic import write_atomic
 from stacklab.exec.filelock import file_lock
@@ -388,7 +389,8 @@ def disable_new_units(rootfs: Path, before: set[str]) -> list[str]:
 
 
 def generalise(rootfs: Path) -> None:
-    """Make the rootfs a template: every node gets its own host keys and machine-id; cloud-init reads NoCloud."""
+    """Make the rootfs a template: every node gets its own host keys and machine-id; cloud-init reads NoCloud;
+    the boot leaves out what no node needs (boot_trim)."""
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     machine_id = rootfs / "etc/machine-id"
@@ -402,6 +404,9 @@ def generalise(rootfs: Path) -> None:
     cloud_cfg = rootfs / "etc/cloud/cloud.cfg.d"
     if cloud_cfg.is_dir():
         (cloud_cfg / CLOUD_CFG_NAME).write_text(CLOUD_CFG)
+    # A node's boot is on the critical path of `up` and of every checkpoint restart: leave out what no node uses.
+    write_cloud_modules(rootfs)
+    mask_units(rootfs)
     for folder in (rootfs / "var/lib/apt/lists", rootfs / "var/cache/apt/archives"):
         if folder.is_dir():
             for item in folder.iterdir():

@@ -17,7 +17,7 @@ from stacklab.errors import PlanError
 from stacklab.model.paths import describe_dirs, find_recipe
 
 # Bump when the build steps change in a way that changes the produced rootfs: every image is rebuilt.
-BUILDER_VERSION = "2"  # 2: sysv start links become K links, not removed
+BUILDER_VERSION = "3"  # 2: sysv start links become K links, not removed; 3: boot_trim (masked units, modules)
 
 
 MIRROR_ENV = "STACKLAB_DEBIAN_MIRROR"
