@@ -36,7 +36,6 @@ USER_DATA_KEYS = {
     "manage_etc_hosts": "update_etc_hosts",
     "locale": "locale",
     "disable_root": "ssh",
-    "ssh_pwauth": "set-passwords",
     "ssh_deletekeys": "ssh",
     "ssh_genkeytypes": "ssh",
     "ssh_authorized_keys": "ssh",

@@ -86,10 +86,21 @@ def test_sshd_listens_on_the_nodes_lab_addresses_only() -> None:
     """The drop-in cloud-init writes before sshd starts: one ListenAddress per lab NIC (br-mgmt for stacklab and
     nova's migrations, br-storage for cephadm), no wildcard, addresses without their prefix."""
     data = yaml.safe_load(_render()["user-data"])
-    (dropin,) = [f for f in data["write_files"] if f["path"].startswith("/etc/ssh/sshd_config.d/")]
-    assert dropin["path"].endswith(".conf")  # Debian's sshd_config includes sshd_config.d/*.conf only
-    listen = [line for line in dropin["content"].splitlines() if not line.startswith("#")]
+    dropins = {f["path"]: f["content"] for f in data["write_files"] if f["path"].startswith("/etc/ssh/sshd_config.d/")}
+    assert all(path.endswith(".conf") for path in dropins)  # Debian's sshd_config includes sshd_config.d/*.conf only
+    content = dropins["/etc/ssh/sshd_config.d/50-stacklab-listen.conf"]
+    listen = [line for line in content.splitlines() if not line.startswith("#")]
     assert listen == ["ListenAddress 10.231.0.11", "ListenAddress 10.232.0.11"]
+
+
+def test_password_logins_are_off_without_restarting_sshd() -> None:
+    """ssh_pwauth makes cloud-init's set-passwords edit sshd_config and restart sshd during the first boot; a drop-in
+    written before sshd starts says the same (Debian includes sshd_config.d first, and the first value wins)."""
+    data = yaml.safe_load(_render()["user-data"])
+    assert "ssh_pwauth" not in data
+    dropins = {f["path"]: f["content"] for f in data["write_files"] if f["path"].startswith("/etc/ssh/sshd_config.d/")}
+    lines = dropins["/etc/ssh/sshd_config.d/50-stacklab-auth.conf"].splitlines()
+    assert [line for line in lines if not line.startswith("#")] == ["PasswordAuthentication no"]
 
 
 def test_user_data_content() -> None:
