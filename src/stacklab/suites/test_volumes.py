@@ -466,7 +466,6 @@ class Acknowledged:
     attachment_id: str
     initiator: str
     iqn: str
-    portal: str
     chap_user: str
     device: str
     sid: str
@@ -499,8 +498,8 @@ def acknowledged_write(
         device_write(client, device, pattern, src)  # O_DIRECT + fsync: acknowledged by the target
         evidence("acknowledged", f"{len(pattern.data)} bytes at {pattern.offset} through {device} (session "
                                  f"{before.sid} to {iqn} via {portal}), sha256 {pattern.sha256}")  # fmt: skip
-        yield Acknowledged(attached["attachment_id"], connector["initiator"], iqn, portal, chap[0], device,
-                           before.sid, pattern)  # fmt: skip
+        yield Acknowledged(attached["attachment_id"], connector["initiator"], iqn, chap[0], device, before.sid,
+                           pattern)  # fmt: skip
     finally:
         kernel_logout(client, iface=iface, iqn=iqn, portal=portal)
 
