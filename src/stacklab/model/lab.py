@@ -16,7 +16,7 @@ from stacklab.model.units import parse_size_mib
 NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?$"
 # Kernel interface names (dev_valid_name: 1-15 bytes, not '.' or '..', no '/', ':' or whitespace), kept to a
 # plain character set and no leading '-' or '.', so the name is safe in every file and command it reaches.
-_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 # LVM's VG name rules (letters, digits, '+_.-', no leading '-', not '.'/'..'), less '+' (not valid in a systemd
 # unit name, which the VG name becomes) and '..' anywhere (the name also becomes a file name).
 _VG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}")
@@ -77,7 +77,7 @@ class Network(_Model):
     @field_validator("bridge", "uplink")
     @classmethod
     def _interface_name(cls, value: str | None) -> str | None:
-        if value is not None and not _IFNAME.fullmatch(value):
+        if value is not None and not IFNAME.fullmatch(value):
             raise ValueError(
                 "an interface name is 1-15 characters: letters, digits, '_', '.' or '-', not starting with '.' or '-'"
             )

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from stacklab.model.lab import IFNAME, NAME_PATTERN
 from stacklab.suites.context import LabContext
 from stacklab.suites.lab_fixtures import Evidence
 
@@ -67,23 +68,27 @@ def test_cloud_init_finished(host: Any, node: str) -> None:
     assert host.file("/var/lib/cloud/instance/boot-finished").is_file, f"{node}: cloud-init did not finish"
 
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # node names (the model's) and NIC names (eth0, ens3)
-
-
 def checked_ip(address: str) -> str:
     """An address from the lab context, as it may appear in a node's shell command (nothing else gets there)."""
     return str(ipaddress.ip_address(address))
 
 
-def checked_name(name: str) -> str:
-    assert NAME.fullmatch(name), f"not a node or device name: {name!r}"
+def checked_node(name: str) -> str:
+    """A node name as it may appear in a node's shell command: the model's rule for names."""
+    assert re.fullmatch(NAME_PATTERN, name), f"not a node name: {name!r}"
+    return name
+
+
+def checked_device(name: str) -> str:
+    """A NIC name as it may appear in a node's shell command: the model's rule for interface names."""
+    assert IFNAME.fullmatch(name), f"not an interface name: {name!r}"
     return name
 
 
 def test_reaches_other_nodes_over_each_shared_network(
     lab: LabContext, host: Any, node: str, evidence: Evidence
 ) -> None:
-    devices = {nic["network"]: checked_name(nic["device"]) for nic in lab.nodes[node]["nics"]}
+    devices = {nic["network"]: checked_device(nic["device"]) for nic in lab.nodes[node]["nics"]}
     paths: list[tuple[str, str, str]] = []  # (other node, network, its address there)
     for other in sorted(lab.nodes):
         if other == node:
@@ -110,7 +115,7 @@ def test_reaches_other_nodes_over_each_shared_network(
 
 
 def test_etc_hosts_names_every_node(lab: LabContext, host: Any, node: str) -> None:
-    names = [checked_name(other) for other in sorted(lab.nodes)]
+    names = [checked_node(other) for other in sorted(lab.nodes)]
     resolved = host.run("getent hosts " + " ".join(names))  # one line per name it resolves: ADDRESS NAME [ALIASES]
     lines = [line.split() for line in resolved.stdout.splitlines()]
     for other in names:
